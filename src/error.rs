@@ -1,0 +1,66 @@
+//! One error type for everything a user can get wrong. Each variant says what was wrong and,
+//! where there is one, what to do instead.
+
+use thiserror::Error;
+
+/// The error returned by every fallible operation of this crate.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum QatError {
+    /// A quantization range that PyTorch would also reject.
+    #[error(
+        "invalid quantization range [{quant_min}, {quant_max}]: {reason}"
+    )]
+    InvalidRange {
+        quant_min: i64,
+        quant_max: i64,
+        reason: String,
+    },
+
+    /// A configuration value out of its domain (a negative eps, a momentum above 1, ...).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Tensor shapes that do not fit together.
+    #[error("shape mismatch in {context}: expected {expected}, got {actual}")]
+    ShapeMismatch {
+        context: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// Training-mode batch norm needs more than one value per channel to estimate a variance.
+    #[error(
+        "{layer}: expected more than 1 value per channel when training, got input shape {shape:?}; \
+         use a larger batch, or call freeze_bn_stats() to normalize with the running statistics"
+    )]
+    SingleValuePerChannel { layer: String, shape: Vec<usize> },
+
+    /// NaN or infinity where a finite value is required.
+    #[error("{context}: {what} is not finite")]
+    NonFinite { context: String, what: String },
+
+    /// A state dict that does not match the module it is loaded into.
+    #[error("state dict does not fit the module:\n{}", problems.join("\n"))]
+    StateDict { problems: Vec<String> },
+
+    /// A file that could not be read or written, or is not what it claims to be.
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+impl QatError {
+    pub(crate) fn config(msg: impl Into<String>) -> Self {
+        Self::InvalidConfig(msg.into())
+    }
+
+    pub(crate) fn shape(context: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> Self {
+        Self::ShapeMismatch {
+            context: context.into(),
+            expected: expected.into(),
+            actual: actual.into(),
+        }
+    }
+}
+
+/// Shorthand used across the crate.
+pub type Result<T> = std::result::Result<T, QatError>;

@@ -1,0 +1,13 @@
+//! The quantization core: integer ranges, schemes and quantization parameters, as pure functions
+//! on plain numbers. Everything above (ops, observers, modules, convert) calls into here, so that
+//! one formula serves training and conversion alike.
+
+mod qparams;
+mod range;
+mod round;
+mod scheme;
+
+pub use qparams::{QParamFormula, QParams, SMALL_SCALE_THRESHOLD, choose_qparams, observer_qparams};
+pub use range::{QuantDtype, QuantRange};
+pub use round::round_half_even;
+pub use scheme::{QScheme, QuantSpec};
