@@ -2,6 +2,8 @@
 //! `torch.ao.nn.intrinsic.qat`.
 
 pub mod error;
+pub mod ops;
 pub mod quant;
+pub mod state_dict;
 
 pub use error::{QatError, Result};

@@ -8,6 +8,7 @@ provides the JSON float encoding the Rust tests expect.
 import json
 import math
 import os
+import struct
 import warnings
 
 import numpy as np
@@ -77,10 +78,25 @@ def int_list(t):
 
 
 def write_json(path, obj):
-    # allow_nan=False guarantees no NaN/Infinity tokens slip through un-encoded.
+    """Write a dict whose values are scalars or lists: one list entry per line,
+    each entry compact, which keeps the files small but still diffable.
+    allow_nan=False guarantees no NaN/Infinity tokens slip through un-encoded."""
+    def dump(v):
+        return json.dumps(v, allow_nan=False, separators=(",", ":"))
+
+    lines = ["{"]
+    items = list(obj.items())
+    for i, (key, value) in enumerate(items):
+        comma = "," if i + 1 < len(items) else ""
+        if isinstance(value, list):
+            lines.append(" %s: [" % dump(key))
+            lines += ["  %s%s" % (dump(v), "," if j + 1 < len(value) else "") for j, v in enumerate(value)]
+            lines.append(" ]%s" % comma)
+        else:
+            lines.append(" %s: %s%s" % (dump(key), dump(value), comma))
+    lines.append("}")
     with open(path, "w") as f:
-        json.dump(obj, f, indent=1, allow_nan=False)
-        f.write("\n")
+        f.write("\n".join(lines) + "\n")
 
 
 def dtype_name(dt):
@@ -99,3 +115,24 @@ def qscheme_name(qs):
 def to_saveable(t):
     """safetensors needs contiguous tensors that own their storage."""
     return t.detach().clone().contiguous()
+
+
+def save_safetensors(tensors, path, metadata):
+    """safetensors.torch.save_file, but with the metadata keys in sorted order.
+
+    The Rust writer inside safetensors keeps __metadata__ in a hash map, so its
+    key order (and therefore the file bytes) changes from run to run; rewriting
+    the header makes regenerated fixtures byte-identical. The header is only
+    re-serialised, tensor offsets are relative to the data section and stay valid.
+    """
+    from safetensors.torch import save
+
+    tensors = {k: to_saveable(v) for k, v in tensors.items()}
+    blob = save(tensors, metadata=metadata)
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # keep the data section 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + blob[8 + n:])

@@ -1,0 +1,71 @@
+//! Helpers shared by the golden tests: fixture loading and tensor conversion.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_qat::state_dict::{StateDict, TensorValue, load_safetensors};
+
+pub fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+}
+
+pub fn load_golden(name: &str) -> (StateDict, HashMap<String, String>) {
+    load_safetensors(golden_path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+pub fn get<'a>(state: &'a StateDict, key: &str) -> &'a TensorValue {
+    state.get(key).unwrap_or_else(|| panic!("fixture has no key {key:?}"))
+}
+
+pub fn f32s(state: &StateDict, key: &str) -> Vec<f32> {
+    get(state, key).as_f32().unwrap_or_else(|| panic!("{key} is not f32")).to_vec()
+}
+
+pub fn ints(state: &StateDict, key: &str) -> Vec<i64> {
+    get(state, key).to_f64_vec().iter().map(|&v| v as i64).collect()
+}
+
+pub fn tensor<const D: usize>(state: &StateDict, key: &str, device: &Device) -> Tensor<D> {
+    let t = get(state, key);
+    Tensor::from_data(TensorData::new(t.as_f32().expect("f32").to_vec(), t.shape.clone()), device)
+}
+
+pub fn to_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.to_data().convert::<f32>().into_vec::<f32>().expect("f32 data")
+}
+
+/// Asserts `|a - b| <= atol + rtol * |b|` elementwise, reporting the worst element.
+pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let mut worst: Option<(usize, f32)> = None;
+    let mut bad = 0;
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let err = (a - e).abs();
+        let excess = err - (atol + rtol * e.abs());
+        if !(excess <= 0.0) {
+            bad += 1;
+            if worst.is_none_or(|(_, w)| excess > w || excess.is_nan()) {
+                worst = Some((i, excess));
+            }
+        }
+    }
+    if let Some((i, _)) = worst {
+        panic!(
+            "{what}: {bad}/{} elements outside rtol {rtol} / atol {atol}; worst at {i}: got {} expected {}",
+            actual.len(),
+            actual[i],
+            expected[i]
+        );
+    }
+}
+
+/// Asserts bit equality (so -0.0 and 0.0 differ, NaN payloads matter).
+pub fn assert_bits_eq(what: &str, actual: &[f32], expected: &[f32]) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let diffs: Vec<usize> = (0..actual.len()).filter(|&i| actual[i].to_bits() != expected[i].to_bits()).collect();
+    if let Some(&i) = diffs.first() {
+        panic!("{what}: {} of {} elements differ; first at {i}: got {:e} expected {:e}", diffs.len(), actual.len(), actual[i], expected[i]);
+    }
+}
