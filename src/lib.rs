@@ -2,6 +2,7 @@
 //! `torch.ao.nn.intrinsic.qat`.
 
 pub mod error;
+pub mod observer;
 pub mod ops;
 pub mod quant;
 pub mod state_dict;

@@ -33,7 +33,7 @@ pub fn tensor<const D: usize>(state: &StateDict, key: &str, device: &Device) -> 
 }
 
 pub fn to_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    t.to_data().convert::<f32>().into_vec::<f32>().expect("f32 data")
+    t.to_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data")
 }
 
 /// Asserts `|a - b| <= atol + rtol * |b|` elementwise, reporting the worst element.

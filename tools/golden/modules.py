@@ -19,7 +19,7 @@ import torch.ao.nn.intrinsic.qat as nniqat
 from safetensors.torch import save_file
 from torch.ao.quantization import disable_observer, get_default_qat_qconfig
 
-from common import TORCH_VERSION, out_path, to_saveable
+from common import TORCH_VERSION, out_path, save_safetensors, to_saveable, write_json
 
 LR = 0.01
 MOMENTUM = 0.9
@@ -195,8 +195,8 @@ def run_case(i, cfg):
     add_state(out, "eval/state/", m)
     config = full_config(cfg, seed)
     name = case_name(i, cfg) + ".safetensors"
-    save_file(out, out_path("modules", name),
-              metadata={"config": json.dumps(config), "torch_version": TORCH_VERSION})
+    save_safetensors(out, out_path("modules", name),
+                     {"config": json.dumps(config), "torch_version": TORCH_VERSION})
     return name, config
 
 
@@ -216,9 +216,8 @@ def torch_saved_state():
     config["steps"] = 3
     save_file(m.state_dict(), out_path("modules", "torch_saved_state.safetensors"))
     x, y = eval_forward(m, cfg)
-    save_file({"input": to_saveable(x), "output": to_saveable(y)},
-              out_path("modules", "torch_saved_state_io.safetensors"),
-              metadata={"config": json.dumps(config), "torch_version": TORCH_VERSION})
+    save_safetensors({"input": x, "output": y}, out_path("modules", "torch_saved_state_io.safetensors"),
+                     {"config": json.dumps(config), "torch_version": TORCH_VERSION})
     return config
 
 
@@ -239,9 +238,7 @@ def main():
             "config": saved_cfg,
         },
     }
-    with open(out_path("modules", "index.json"), "w") as f:
-        json.dump(index, f, indent=1)
-        f.write("\n")
+    write_json(out_path("modules", "index.json"), index)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,114 @@
+use super::Observer;
+use crate::error::{QatError, Result};
+use crate::quant::{QScheme, QuantDtype, QuantRange, QuantSpec};
+
+/// How new statistics are combined with the running ones.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Averaging {
+    /// The overall min and max ever seen (MinMaxObserver).
+    MinMax,
+    /// `m <- m + c * (current - m)`; the first observation is taken as is
+    /// (MovingAverageMinMaxObserver).
+    MovingAverage { averaging_constant: f32 },
+}
+
+/// The settings of an observer, with PyTorch's defaults (quint8, per-tensor affine, eps =
+/// f32::EPSILON, channel axis 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObserverConfig {
+    pub averaging: Averaging,
+    pub dtype: QuantDtype,
+    pub qscheme: QScheme,
+    /// The channel axis; used by per-channel schemes only.
+    pub ch_axis: usize,
+    pub reduce_range: bool,
+    /// A custom `(quant_min, quant_max)`, or the dtype's default range.
+    pub quant_range: Option<(i64, i64)>,
+    pub eps: f32,
+}
+
+impl ObserverConfig {
+    fn with_defaults(averaging: Averaging, qscheme: QScheme) -> Self {
+        Self {
+            averaging,
+            dtype: QuantDtype::QUInt8,
+            qscheme,
+            ch_axis: 0,
+            reduce_range: false,
+            quant_range: None,
+            eps: f32::EPSILON,
+        }
+    }
+
+    /// PyTorch `MinMaxObserver()`.
+    pub fn min_max() -> Self {
+        Self::with_defaults(Averaging::MinMax, QScheme::PerTensorAffine)
+    }
+
+    /// PyTorch `MovingAverageMinMaxObserver(averaging_constant)` (PyTorch's default c is 0.01).
+    pub fn moving_average(averaging_constant: f32) -> Self {
+        Self::with_defaults(Averaging::MovingAverage { averaging_constant }, QScheme::PerTensorAffine)
+    }
+
+    /// PyTorch `PerChannelMinMaxObserver(ch_axis)`.
+    pub fn per_channel_min_max(ch_axis: usize) -> Self {
+        Self { ch_axis, ..Self::with_defaults(Averaging::MinMax, QScheme::PerChannelAffine) }
+    }
+
+    /// PyTorch `MovingAveragePerChannelMinMaxObserver(averaging_constant, ch_axis)`.
+    pub fn moving_average_per_channel(averaging_constant: f32, ch_axis: usize) -> Self {
+        Self { ch_axis, ..Self::with_defaults(Averaging::MovingAverage { averaging_constant }, QScheme::PerChannelAffine) }
+    }
+
+    pub fn with_dtype(mut self, dtype: QuantDtype) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// Sets the scheme; a per-tensor observer takes per-tensor schemes, a per-channel one
+    /// per-channel schemes (checked by [`init`](Self::init)).
+    pub fn with_qscheme(mut self, qscheme: QScheme) -> Self {
+        self.qscheme = qscheme;
+        self
+    }
+
+    pub fn with_reduce_range(mut self, reduce_range: bool) -> Self {
+        self.reduce_range = reduce_range;
+        self
+    }
+
+    pub fn with_quant_range(mut self, quant_min: i64, quant_max: i64) -> Self {
+        self.quant_range = Some((quant_min, quant_max));
+        self
+    }
+
+    pub fn with_eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// The dtype, scheme, effective range and eps, checked as PyTorch checks them.
+    pub fn spec(&self) -> Result<QuantSpec> {
+        if let Averaging::MovingAverage { averaging_constant: c } = self.averaging
+            && !(c > 0.0 && c <= 1.0)
+        {
+            return Err(QatError::config(format!("averaging_constant {c} must be in (0, 1]")));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(QatError::config(format!("eps {} must be finite and positive", self.eps)));
+        }
+        if self.qscheme.is_symmetric() && self.dtype == QuantDtype::QUInt8 && self.reduce_range {
+            return Err(QatError::config(
+                "cannot reduce range for symmetric quantization for quint8 (PyTorch rejects it too); \
+                 use qint8 or drop reduce_range",
+            ));
+        }
+        let range = QuantRange::resolve(self.dtype, self.quant_range, self.reduce_range)?;
+        Ok(QuantSpec { dtype: self.dtype, qscheme: self.qscheme, range, custom_range: self.quant_range.is_some(), eps: self.eps })
+    }
+
+    /// Builds the observer.
+    pub fn init(&self) -> Result<Observer> {
+        Ok(Observer::new(self.clone(), self.spec()?))
+    }
+}

@@ -1,0 +1,201 @@
+//! Observers: running min/max statistics of a tensor, and the quantization parameters they imply.
+//! PyTorch's MinMaxObserver, MovingAverageMinMaxObserver, PerChannelMinMaxObserver and
+//! MovingAveragePerChannelMinMaxObserver are one [`Observer`] here, configured by its
+//! [`Averaging`] rule and [`QScheme`](crate::quant::QScheme).
+
+mod config;
+mod stats;
+
+pub use config::{Averaging, ObserverConfig};
+pub use stats::{channel_min_max, tensor_values};
+
+use burn::tensor::Tensor;
+
+use crate::error::{QatError, Result};
+use crate::quant::{QParamFormula, QParams, QuantSpec};
+use crate::state_dict::{StateDict, StateReader, TensorValue, join};
+
+/// Running min/max state plus the config that turns it into qparams.
+#[derive(Clone, Debug)]
+pub struct Observer {
+    config: ObserverConfig,
+    spec: QuantSpec,
+    /// Per tensor: one value, `+inf` until the first observation. Per channel: empty until then.
+    min_val: Vec<f32>,
+    max_val: Vec<f32>,
+}
+
+impl Observer {
+    pub(crate) fn new(config: ObserverConfig, spec: QuantSpec) -> Self {
+        let (min_val, max_val) = Self::empty_stats(&config);
+        Self { config, spec, min_val, max_val }
+    }
+
+    fn empty_stats(config: &ObserverConfig) -> (Vec<f32>, Vec<f32>) {
+        if config.qscheme.is_per_channel() {
+            (Vec::new(), Vec::new())
+        } else {
+            (vec![f32::INFINITY], vec![f32::NEG_INFINITY])
+        }
+    }
+
+    pub fn config(&self) -> &ObserverConfig {
+        &self.config
+    }
+
+    /// The resolved dtype, scheme, effective range and eps.
+    pub fn spec(&self) -> &QuantSpec {
+        &self.spec
+    }
+
+    /// The channel axis, for per-channel observers.
+    pub fn ch_axis(&self) -> Option<usize> {
+        self.config.qscheme.is_per_channel().then_some(self.config.ch_axis)
+    }
+
+    /// The running minimum (one value per tensor, or one per channel).
+    pub fn min_val(&self) -> &[f32] {
+        &self.min_val
+    }
+
+    /// The running maximum.
+    pub fn max_val(&self) -> &[f32] {
+        &self.max_val
+    }
+
+    /// Whether anything has been observed since construction or the last reset.
+    pub fn has_observed(&self) -> bool {
+        match self.ch_axis() {
+            Some(_) => !self.min_val.is_empty(),
+            None => !(self.min_val[0] == f32::INFINITY && self.max_val[0] == f32::NEG_INFINITY),
+        }
+    }
+
+    /// Updates the statistics with a tensor (PyTorch `forward`). An empty tensor changes nothing;
+    /// NaN or infinite values are an error, so the running range is never poisoned.
+    pub fn observe<const D: usize>(&mut self, x: &Tensor<D>) -> Result<()> {
+        let shape = x.dims();
+        if shape.contains(&0) {
+            return Ok(());
+        }
+        let values = tensor_values(x);
+        self.observe_values(&values, &shape)
+    }
+
+    /// [`observe`](Self::observe) on host values with their shape.
+    pub fn observe_values(&mut self, values: &[f32], shape: &[usize]) -> Result<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let axis = self.ch_axis();
+        if let Some(axis) = axis
+            && axis >= shape.len()
+        {
+            return Err(QatError::shape("per-channel observer", format!("a tensor with more than {axis} dimensions"), format!("{shape:?}")));
+        }
+        let (cur_min, cur_max) = channel_min_max(values, shape, axis)?;
+        if axis.is_some() && self.has_observed() && self.min_val.len() != cur_min.len() {
+            return Err(QatError::shape(
+                "per-channel observer",
+                format!("{} channels, as observed before", self.min_val.len()),
+                format!("{} channels (shape {shape:?})", cur_min.len()),
+            ));
+        }
+        self.update(cur_min, cur_max);
+        Ok(())
+    }
+
+    fn update(&mut self, cur_min: Vec<f32>, cur_max: Vec<f32>) {
+        if !self.has_observed() {
+            self.min_val = cur_min;
+            self.max_val = cur_max;
+            return;
+        }
+        match self.config.averaging {
+            Averaging::MinMax => {
+                for (m, c) in self.min_val.iter_mut().zip(&cur_min) {
+                    *m = m.min(*c);
+                }
+                for (m, c) in self.max_val.iter_mut().zip(&cur_max) {
+                    *m = m.max(*c);
+                }
+            }
+            Averaging::MovingAverage { averaging_constant: c } => {
+                for (m, cur) in self.min_val.iter_mut().zip(&cur_min) {
+                    *m += c * (cur - *m);
+                }
+                for (m, cur) in self.max_val.iter_mut().zip(&cur_max) {
+                    *m += c * (cur - *m);
+                }
+            }
+        }
+    }
+
+    /// The fused fake quant's moving-average rule: per element, an infinite running value is
+    /// replaced by the current one, otherwise averaged (PyTorch `calculate_moving_average`).
+    pub(crate) fn update_fused(&mut self, cur_min: Vec<f32>, cur_max: Vec<f32>, c: f32) {
+        if self.min_val.len() != cur_min.len() {
+            self.min_val = vec![f32::INFINITY; cur_min.len()];
+            self.max_val = vec![f32::NEG_INFINITY; cur_max.len()];
+        }
+        for (m, cur) in self.min_val.iter_mut().zip(&cur_min).chain(self.max_val.iter_mut().zip(&cur_max)) {
+            *m = if m.is_infinite() { *cur } else { *m + c * (cur - *m) };
+        }
+    }
+
+    /// Forgets everything observed (PyTorch `reset_min_max_vals`).
+    pub fn reset_min_max_vals(&mut self) {
+        (self.min_val, self.max_val) = Self::empty_stats(&self.config);
+    }
+
+    /// PyTorch's `calculate_qparams`: the observer formula on the current statistics; scale 1
+    /// and zero point 0 before anything was observed.
+    pub fn calculate_qparams(&self) -> QParams {
+        self.qparams_with(QParamFormula::Observer)
+    }
+
+    /// The qparams of the current statistics under either formula.
+    pub fn qparams_with(&self, formula: QParamFormula) -> QParams {
+        if !self.has_observed() {
+            return QParams::unobserved();
+        }
+        QParams::from_min_max(&self.min_val, &self.max_val, &self.spec, formula)
+    }
+
+    pub(crate) fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        out.insert(join(prefix, "eps"), TensorValue::f32_vec(vec![self.spec.eps]));
+        let (min, max) = match self.ch_axis() {
+            Some(_) => (TensorValue::f32_vec(self.min_val.clone()), TensorValue::f32_vec(self.max_val.clone())),
+            None => (TensorValue::f32_scalar(self.min_val[0]), TensorValue::f32_scalar(self.max_val[0])),
+        };
+        out.insert(join(prefix, "min_val"), min);
+        out.insert(join(prefix, "max_val"), max);
+    }
+
+    /// Reads `eps`, `min_val`, `max_val`. Per-channel buffers take the stored length, as
+    /// PyTorch resizes them on load; a v1 state dict without `eps` keeps the configured one.
+    pub(crate) fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        let eps_key = join(prefix, "eps");
+        if reader.has(&eps_key)
+            && let Some((_, eps)) = reader.f32(&eps_key, Some(&[1]))
+        {
+            self.spec.eps = eps[0];
+        }
+        let shape: Option<&[usize]> = if self.ch_axis().is_some() { None } else { Some(&[]) };
+        let min = reader.f32(&join(prefix, "min_val"), shape);
+        let max = reader.f32(&join(prefix, "max_val"), shape);
+        if let (Some((min_shape, min)), Some((max_shape, max))) = (min, max) {
+            if min_shape != max_shape || min_shape.len() > 1 {
+                reader.problem(format!("{prefix}min_val/max_val: shapes {min_shape:?} and {max_shape:?} must be equal vectors"));
+                return;
+            }
+            let unobserved = min_shape.is_empty() && min[0] == f32::INFINITY && max[0] == f32::NEG_INFINITY;
+            if !unobserved && min.iter().zip(&max).any(|(lo, hi)| !(lo <= hi) || lo.is_nan() || !lo.is_finite() || !hi.is_finite()) {
+                reader.problem(format!("{prefix}min_val/max_val: every min must be finite and <= its max, found {min:?} and {max:?}"));
+                return;
+            }
+            self.min_val = min;
+            self.max_val = max;
+        }
+    }
+}

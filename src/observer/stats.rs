@@ -1,0 +1,50 @@
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use crate::error::{QatError, Result};
+
+/// A tensor's values on the host as f32 (the observers' working precision, as in PyTorch).
+pub fn tensor_values<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
+    x.to_data().convert::<f32>().try_into_vec::<f32>().expect("float tensor data")
+}
+
+/// Min and max over the whole tensor (`axis: None`) or per index of `axis`, in one pass.
+/// NaN or infinite values are an error: a poisoned range would silently produce NaN scales.
+pub fn channel_min_max(values: &[f32], shape: &[usize], axis: Option<usize>) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (channels, inner) = match axis {
+        None => (1, values.len()),
+        Some(a) => (shape[a], shape[a + 1..].iter().product::<usize>()),
+    };
+    let mut min = vec![f32::INFINITY; channels];
+    let mut max = vec![f32::NEG_INFINITY; channels];
+    if inner == 0 {
+        return Ok((min, max));
+    }
+    // Per-channel statistics run by channel runs; per-tensor in parallel chunks.
+    let chunk_minmax = |run: &[f32]| run.iter().fold((f32::INFINITY, f32::NEG_INFINITY, true), |(lo, hi, ok), &v| (lo.min(v), hi.max(v), ok && v.is_finite()));
+    let mut all_finite = true;
+    if channels == 1 {
+        let (lo, hi, ok) = values
+            .par_chunks(64 * 1024)
+            .map(chunk_minmax)
+            .reduce(|| (f32::INFINITY, f32::NEG_INFINITY, true), |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 && b.2));
+        min[0] = lo;
+        max[0] = hi;
+        all_finite = ok;
+    } else {
+        for (run_index, run) in values.chunks(inner).enumerate() {
+            let c = run_index % channels;
+            let (lo, hi, ok) = chunk_minmax(run);
+            min[c] = min[c].min(lo);
+            max[c] = max[c].max(hi);
+            all_finite &= ok;
+        }
+    }
+    if !all_finite {
+        return Err(QatError::NonFinite {
+            context: "observer".into(),
+            what: "an observed value (NaN or infinity)".into(),
+        });
+    }
+    Ok((min, max))
+}
