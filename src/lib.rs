@@ -2,8 +2,11 @@
 //! `torch.ao.nn.intrinsic.qat`.
 
 pub mod error;
+pub mod fake_quantize;
+pub mod nn;
 pub mod observer;
 pub mod ops;
+pub mod qconfig;
 pub mod quant;
 pub mod state_dict;
 

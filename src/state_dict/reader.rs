@@ -72,6 +72,22 @@ impl<'a> StateReader<'a> {
         }
     }
 
+    /// Float values stored as f32 or f64, widened to f64, with whether they were f64.
+    pub fn float(&mut self, key: &str, shape: Option<&[usize]>) -> Option<(Vec<usize>, Vec<f64>, bool)> {
+        let t = self.take(key)?;
+        if !self.check_shape(key, t, shape) {
+            return None;
+        }
+        match &t.values {
+            Values::F32(v) => Some((t.shape.clone(), v.iter().map(|&x| x as f64).collect(), false)),
+            Values::F64(v) => Some((t.shape.clone(), v.clone(), true)),
+            other => {
+                self.problems.push(format!("key {key:?}: expected dtype F32 or F64, found {}", other.dtype_name()));
+                None
+            }
+        }
+    }
+
     /// Integer values of any integer dtype (PyTorch stores flags as uint8 in FakeQuantize and as
     /// int64 in the fused variant; zero points as int32 or int64), widened to i64.
     pub fn int(&mut self, key: &str, shape: Option<&[usize]>) -> Option<(Vec<usize>, Vec<i64>)> {

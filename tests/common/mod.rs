@@ -38,7 +38,21 @@ pub fn to_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
 
 /// Asserts `|a - b| <= atol + rtol * |b|` elementwise, reporting the worst element.
 pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], rtol: f32, atol: f32) {
+    assert_close_floor(what, actual, expected, rtol, atol, 0.0);
+}
+
+/// The f32 noise floor of a reduction (a convolution's weight gradient sums hundreds of terms):
+/// different summation orders differ by a few ulps of the *largest* values involved, which for
+/// an element near zero is far beyond `rtol * |b|`. 1e-6 of the tensor's largest magnitude is
+/// about 8 ulps of it: summation noise passes, any real error (a wrong term, a 1-LSB
+/// quantization flip) does not.
+pub const REDUCTION_NOISE: f32 = 1e-6;
+
+/// [`assert_close`] with an extra absolute allowance of `floor * max|b|`.
+pub fn assert_close_floor(what: &str, actual: &[f32], expected: &[f32], rtol: f32, atol: f32, floor: f32) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let atol = atol + floor * scale;
     let mut worst: Option<(usize, f32)> = None;
     let mut bad = 0;
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {

@@ -1,0 +1,176 @@
+//! FakeQuantize: an observer plus fake quantization with its qparams, switched by two flags that
+//! are saved state (as in PyTorch, where they are buffers, not Python bools).
+//!
+//! Two variants, as in PyTorch:
+//! - [`FakeQuantizeVariant::Standard`] (`FakeQuantize`): observe, then recompute the qparams
+//!   from the observer on every observing call.
+//! - [`FakeQuantizeVariant::FusedMovingAverage`] (`FusedMovingAvgObsFakeQuantize`, used by
+//!   `get_default_qat_qconfig(..., version=1)`): a moving-average update that resets infinite
+//!   entries one by one, and qparams recomputed only while fake quant is enabled.
+//!
+//! Which qparam formula training uses and which [`calculate_qparams`](FakeQuantize::calculate_qparams)
+//! (and so convert) uses are two named settings. PyTorch's fused variant trains with
+//! ChooseQuantizationParams and converts with the observer formula (issue #88800);
+//! [`FakeQuantizeConfig::consistent`] makes them one.
+
+mod config;
+
+pub use config::{FakeQuantizeConfig, FakeQuantizeVariant};
+
+use burn::tensor::Tensor;
+
+use crate::error::{QatError, Result};
+use crate::observer::{Observer, channel_min_max, tensor_values};
+use crate::ops::{FakeQuantParams, fake_quantize};
+use crate::quant::QParams;
+use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
+
+/// An observer, its current qparams, and the two enable flags.
+#[derive(Clone, Debug)]
+pub struct FakeQuantize {
+    config: FakeQuantizeConfig,
+    /// PyTorch's `activation_post_process`.
+    pub observer: Observer,
+    scale: Vec<f32>,
+    zero_point: Vec<i32>,
+    fake_quant_enabled: bool,
+    observer_enabled: bool,
+}
+
+impl FakeQuantize {
+    pub(crate) fn new(config: FakeQuantizeConfig, observer: Observer) -> Self {
+        Self { config, observer, scale: vec![1.0], zero_point: vec![0], fake_quant_enabled: true, observer_enabled: true }
+    }
+
+    pub fn config(&self) -> &FakeQuantizeConfig {
+        &self.config
+    }
+
+    /// The qparams fake quantization currently uses (PyTorch's `scale` / `zero_point` buffers).
+    pub fn qparams(&self) -> QParams {
+        QParams { scale: self.scale.clone(), zero_point: self.zero_point.clone() }
+    }
+
+    /// The qparams for convert, by the configured convert formula (PyTorch: the observer's).
+    pub fn calculate_qparams(&self) -> QParams {
+        self.observer.qparams_with(self.config.convert_qparams)
+    }
+
+    pub fn is_fake_quant_enabled(&self) -> bool {
+        self.fake_quant_enabled
+    }
+
+    pub fn is_observer_enabled(&self) -> bool {
+        self.observer_enabled
+    }
+
+    pub fn enable_fake_quant(&mut self, enabled: bool) {
+        self.fake_quant_enabled = enabled;
+    }
+
+    pub fn disable_fake_quant(&mut self) {
+        self.enable_fake_quant(false);
+    }
+
+    pub fn enable_observer(&mut self, enabled: bool) {
+        self.observer_enabled = enabled;
+    }
+
+    pub fn disable_observer(&mut self) {
+        self.enable_observer(false);
+    }
+
+    /// The fake-quant op parameters for the current qparams.
+    pub fn fake_quant_params(&self) -> FakeQuantParams {
+        let range = self.observer.spec().range;
+        FakeQuantParams {
+            scale: self.scale.clone(),
+            zero_point: self.zero_point.clone(),
+            axis: self.observer.ch_axis(),
+            quant_min: range.quant_min,
+            quant_max: range.quant_max,
+        }
+    }
+
+    /// Observes `x` (if the observer is enabled) and fake quantizes it (if fake quant is
+    /// enabled). The training mode of the surrounding model plays no part, as in PyTorch.
+    pub fn forward<const D: usize>(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
+        if x.dims().contains(&0) {
+            return Ok(x);
+        }
+        match self.config.variant {
+            FakeQuantizeVariant::Standard => {
+                if self.observer_enabled {
+                    self.observer.observe(&x)?;
+                    self.set_qparams(self.observer.qparams_with(self.config.train_qparams));
+                }
+            }
+            FakeQuantizeVariant::FusedMovingAverage { averaging_constant } => {
+                if self.observer_enabled {
+                    let (lo, hi) = channel_min_max(&tensor_values(&x), &x.dims(), self.observer.ch_axis())?;
+                    self.observer.update_fused(lo, hi, averaging_constant);
+                }
+                if self.fake_quant_enabled {
+                    if !self.observer.has_observed() {
+                        return Err(QatError::config(
+                            "fused fake quant is enabled but its observer has never seen data; \
+                             enable the observer for at least one forward first",
+                        ));
+                    }
+                    self.set_qparams(self.observer.qparams_with(self.config.train_qparams));
+                }
+            }
+        }
+        if !self.fake_quant_enabled {
+            return Ok(x);
+        }
+        fake_quantize(x, &self.fake_quant_params())
+    }
+
+    fn set_qparams(&mut self, q: QParams) {
+        self.scale = q.scale;
+        self.zero_point = q.zero_point;
+    }
+
+    /// Flags are uint8 in `FakeQuantize` and int64 in the fused variant, as PyTorch stores them.
+    fn flag(&self, on: bool) -> TensorValue {
+        let values = match self.config.variant {
+            FakeQuantizeVariant::Standard => Values::U8(vec![on as u8]),
+            FakeQuantizeVariant::FusedMovingAverage { .. } => Values::I64(vec![on as i64]),
+        };
+        TensorValue { shape: vec![1], values }
+    }
+
+    pub(crate) fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        out.insert(join(prefix, "fake_quant_enabled"), self.flag(self.fake_quant_enabled));
+        out.insert(join(prefix, "observer_enabled"), self.flag(self.observer_enabled));
+        out.insert(join(prefix, "scale"), TensorValue::f32_vec(self.scale.clone()));
+        out.insert(join(prefix, "zero_point"), TensorValue::i32_vec(self.zero_point.clone()));
+        self.observer.write_state(&join(prefix, "activation_post_process."), out);
+    }
+
+    /// Reads the flags, qparams (any length: PyTorch resizes the buffers on load) and observer.
+    pub(crate) fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        for (key, slot) in [("fake_quant_enabled", &mut self.fake_quant_enabled), ("observer_enabled", &mut self.observer_enabled)] {
+            if let Some((_, v)) = reader.int(&join(prefix, key), Some(&[1])) {
+                *slot = v[0] != 0;
+            }
+        }
+        let scale = reader.f32(&join(prefix, "scale"), None);
+        let zero_point = reader.int(&join(prefix, "zero_point"), None);
+        if let (Some((_, scale)), Some((_, zero_point))) = (scale, zero_point) {
+            let range = self.observer.spec().range;
+            if scale.len() != zero_point.len() || scale.is_empty() {
+                reader.problem(format!("{prefix}scale and {prefix}zero_point must have the same, non-zero length"));
+            } else if scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                reader.problem(format!("{prefix}scale: every scale must be finite and positive, found {scale:?}"));
+            } else if zero_point.iter().any(|&z| z < range.quant_min as i64 || z > range.quant_max as i64) {
+                reader.problem(format!("{prefix}zero_point: outside [{}, {}]: {zero_point:?}", range.quant_min, range.quant_max));
+            } else {
+                self.scale = scale;
+                self.zero_point = zero_point.iter().map(|&z| z as i32).collect();
+            }
+        }
+        self.observer.read_state(&join(prefix, "activation_post_process."), reader);
+    }
+}

@@ -1,0 +1,219 @@
+//! Batch normalization with PyTorch's semantics, which burn's `BatchNorm` does not have: the
+//! running variance is updated with the *unbiased* batch variance, `num_batches_tracked` counts
+//! batches, `momentum: None` means a cumulative average, and the running statistics are updated
+//! in f64, as PyTorch's CPU kernel does, before rounding to the parameter dtype.
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+
+use super::qat::{read_param, write_param};
+use super::tensor_util::{channel_shape, host_tensor, host_values};
+use crate::error::{QatError, Result};
+use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
+
+/// `BatchNorm{1,2,3}d(num_features, eps, momentum, affine=True, track_running_stats=True)`.
+#[derive(Module, Debug)]
+pub struct BatchNorm {
+    /// gamma.
+    pub weight: Param<Tensor<1>>,
+    /// beta.
+    pub bias: Param<Tensor<1>>,
+    #[module(skip)]
+    running_mean: Vec<f64>,
+    #[module(skip)]
+    running_var: Vec<f64>,
+    #[module(skip)]
+    num_batches_tracked: i64,
+    #[module(skip)]
+    pub eps: f64,
+    /// `None`: the cumulative moving average (`1 / num_batches_tracked`).
+    #[module(skip)]
+    pub momentum: Option<f64>,
+    /// Batch statistics (and running-statistic updates) when true; running statistics when false.
+    #[module(skip)]
+    pub training: bool,
+    /// Round running statistics to f32 after each update, as an f32 PyTorch module stores them.
+    #[module(skip)]
+    f32_state: bool,
+}
+
+impl BatchNorm {
+    /// gamma = 1, beta = 0, running mean 0, running variance 1, in training mode.
+    pub fn new(num_features: usize, eps: f64, momentum: Option<f64>, device: &burn::tensor::Device) -> Result<Self> {
+        if num_features == 0 {
+            return Err(QatError::config("BatchNorm num_features must be positive"));
+        }
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(QatError::config(format!("BatchNorm eps {eps} must be finite and positive")));
+        }
+        if let Some(m) = momentum
+            && !(0.0..=1.0).contains(&m)
+        {
+            return Err(QatError::config(format!("BatchNorm momentum {m} must be in [0, 1] (or None for a cumulative average)")));
+        }
+        Ok(Self {
+            weight: Param::from_tensor(Tensor::ones([num_features], device)),
+            bias: Param::from_tensor(Tensor::zeros([num_features], device)),
+            running_mean: vec![0.0; num_features],
+            running_var: vec![1.0; num_features],
+            num_batches_tracked: 0,
+            eps,
+            momentum,
+            training: true,
+            f32_state: true,
+        })
+    }
+
+    pub fn num_features(&self) -> usize {
+        self.running_mean.len()
+    }
+
+    pub fn running_mean(&self) -> &[f64] {
+        &self.running_mean
+    }
+
+    pub fn running_var(&self) -> &[f64] {
+        &self.running_var
+    }
+
+    pub fn num_batches_tracked(&self) -> i64 {
+        self.num_batches_tracked
+    }
+
+    /// Sets the running statistics (values are rounded to the state dtype).
+    pub fn set_running_stats(&mut self, mean: Vec<f64>, var: Vec<f64>) -> Result<()> {
+        let c = self.num_features();
+        if mean.len() != c || var.len() != c {
+            return Err(QatError::shape("BatchNorm running stats", format!("{c} values each"), format!("{} and {}", mean.len(), var.len())));
+        }
+        if var.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || mean.iter().any(|m| !m.is_finite()) {
+            return Err(QatError::NonFinite { context: "BatchNorm".into(), what: "a running statistic (or a negative variance)".into() });
+        }
+        self.running_mean = mean.into_iter().map(|v| self.round(v)).collect();
+        self.running_var = var.into_iter().map(|v| self.round(v)).collect();
+        Ok(())
+    }
+
+    /// PyTorch `reset_running_stats`: mean 0, variance 1, count 0.
+    pub fn reset_running_stats(&mut self) {
+        let c = self.num_features();
+        self.running_mean = vec![0.0; c];
+        self.running_var = vec![1.0; c];
+        self.num_batches_tracked = 0;
+    }
+
+    fn round(&self, v: f64) -> f64 {
+        if self.f32_state { v as f32 as f64 } else { v }
+    }
+
+    /// `sqrt(running_var + eps)` per channel, in the parameter dtype as PyTorch computes it.
+    pub(crate) fn running_std(&self) -> Vec<f64> {
+        self.running_var
+            .iter()
+            .map(|&v| if self.f32_state { (v as f32 + self.eps as f32).sqrt() as f64 } else { (v + self.eps).sqrt() })
+            .collect()
+    }
+
+    /// Normalizes `[N, C, ...]` input: with batch statistics (updating the running ones) when
+    /// training, else with the running statistics.
+    pub fn forward<const D: usize>(&mut self, x: Tensor<D>, layer: &str) -> Result<Tensor<D>> {
+        let dims = x.dims();
+        let c = self.num_features();
+        if D < 2 || dims[1] != c {
+            return Err(QatError::shape(layer, format!("input [N, {c}, ...]"), format!("{dims:?}")));
+        }
+        if self.training { self.forward_train(x, layer) } else { Ok(self.forward_eval(x)) }
+    }
+
+    fn forward_eval<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let c = self.num_features();
+        let shape = channel_shape::<D>(c);
+        let mean: Tensor<D> = host_tensor(self.running_mean.clone(), shape, &x);
+        let std: Tensor<D> = host_tensor(self.running_std(), shape, &x);
+        let gamma = self.weight.val().reshape(shape);
+        let beta = self.bias.val().reshape(shape);
+        // out = x * alpha + (beta - mean * alpha), alpha = gamma / std: PyTorch's CPU form.
+        let alpha = gamma / std;
+        let shift = beta - mean * alpha.clone();
+        x * alpha + shift
+    }
+
+    fn forward_train<const D: usize>(&mut self, x: Tensor<D>, layer: &str) -> Result<Tensor<D>> {
+        let dims = x.dims();
+        let c = self.num_features();
+        let per_channel = dims.iter().product::<usize>() / c;
+        if per_channel <= 1 {
+            return Err(QatError::SingleValuePerChannel { layer: layer.to_string(), shape: dims.to_vec() });
+        }
+        self.update_running_stats(&x, per_channel);
+
+        let shape = channel_shape::<D>(c);
+        let flat = x.clone().swap_dims(0, 1).reshape([c, per_channel]);
+        let mean = flat.clone().mean_dim(1);
+        let var = (flat - mean.clone()).powi_scalar(2).mean_dim(1);
+        let inv_std = (var + self.eps).sqrt().recip().reshape(shape);
+        let alpha = self.weight.val().reshape(shape) * inv_std;
+        let shift = self.bias.val().reshape(shape) - mean.reshape(shape) * alpha.clone();
+        Ok(x * alpha + shift)
+    }
+
+    /// The running-statistics update, on the host in f64 as PyTorch's CPU kernel computes it:
+    /// `running = (1 - m) * running + m * batch`, with the unbiased batch variance.
+    pub(crate) fn update_running_stats<const D: usize>(&mut self, x: &Tensor<D>, per_channel: usize) {
+        let c = self.num_features();
+        let values = host_values(&x.clone().detach().swap_dims(0, 1).reshape([c, per_channel]));
+        self.num_batches_tracked += 1;
+        let m = self.momentum.unwrap_or(1.0 / self.num_batches_tracked as f64);
+        for (ch, row) in values.chunks(per_channel).enumerate() {
+            let mean = row.iter().sum::<f64>() / per_channel as f64;
+            let var_sum: f64 = row.iter().map(|v| (v - mean) * (v - mean)).sum();
+            let unbiased = var_sum / (per_channel - 1) as f64;
+            self.running_mean[ch] = self.round(m * mean + (1.0 - m) * self.running_mean[ch]);
+            self.running_var[ch] = self.round(m * unbiased + (1.0 - m) * self.running_var[ch]);
+        }
+    }
+
+    pub(crate) fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        write_param(&self.weight, join(prefix, "weight"), out);
+        write_param(&self.bias, join(prefix, "bias"), out);
+        let stat = |v: &[f64]| {
+            if self.f32_state {
+                TensorValue::f32_vec(v.iter().map(|&x| x as f32).collect())
+            } else {
+                TensorValue { shape: vec![v.len()], values: Values::F64(v.to_vec()) }
+            }
+        };
+        out.insert(join(prefix, "running_mean"), stat(&self.running_mean));
+        out.insert(join(prefix, "running_var"), stat(&self.running_var));
+        out.insert(join(prefix, "num_batches_tracked"), TensorValue::i64_scalar(self.num_batches_tracked));
+    }
+
+    /// Reads `weight, bias, running_mean, running_var, num_batches_tracked` under `names`
+    /// (PyTorch v2 `bn.*` names, or the v1 names at the module root).
+    pub(crate) fn read_state(&mut self, names: [String; 5], reader: &mut StateReader<'_>) {
+        let c = self.num_features();
+        let shape: &[usize] = &[c];
+        let [w, b, rm, rv, nbt] = names;
+        read_param(&mut self.weight, &w, reader);
+        read_param(&mut self.bias, &b, reader);
+        let mean = reader.float(&rm, Some(shape));
+        let var = reader.float(&rv, Some(shape));
+        if let (Some((_, mean, mean_f64)), Some((_, var, _))) = (mean, var) {
+            if var.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || mean.iter().any(|m| !m.is_finite()) {
+                reader.problem(format!("{rv}/{rm}: running statistics must be finite with a non-negative variance"));
+            } else {
+                self.running_mean = mean;
+                self.running_var = var;
+                self.f32_state = !mean_f64;
+            }
+        }
+        if let Some((_, n)) = reader.int(&nbt, Some(&[])) {
+            self.num_batches_tracked = n[0];
+        }
+    }
+}
+
+/// The five BN keys under a prefix, in PyTorch's v2 layout.
+pub(crate) fn bn_keys(prefix: &str) -> [String; 5] {
+    ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"].map(|k| join(prefix, k))
+}

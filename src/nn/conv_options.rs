@@ -1,0 +1,203 @@
+//! Convolution geometry shared by every 2-d conv module: sizes, padding mode, validation, and
+//! the functional forward that applies non-zero padding modes explicitly, as PyTorch does.
+
+use std::fmt;
+
+use burn::tensor::Tensor;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::{ConvOptions, PadMode};
+
+use crate::error::{QatError, Result};
+
+/// A 2-d size given as one number or a pair (PyTorch's `_pair`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size2(pub [usize; 2]);
+
+impl From<usize> for Size2 {
+    fn from(v: usize) -> Self {
+        Self([v, v])
+    }
+}
+
+impl From<[usize; 2]> for Size2 {
+    fn from(v: [usize; 2]) -> Self {
+        Self(v)
+    }
+}
+
+impl From<(usize, usize)> for Size2 {
+    fn from((a, b): (usize, usize)) -> Self {
+        Self([a, b])
+    }
+}
+
+/// How a conv pads its input (PyTorch's `padding_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PaddingMode {
+    #[default]
+    Zeros,
+    Reflect,
+    Replicate,
+    Circular,
+}
+
+impl PaddingMode {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "zeros" => Ok(Self::Zeros),
+            "reflect" => Ok(Self::Reflect),
+            "replicate" => Ok(Self::Replicate),
+            "circular" => Ok(Self::Circular),
+            other => Err(QatError::config(format!("unknown padding_mode {other:?}; expected zeros, reflect, replicate or circular"))),
+        }
+    }
+}
+
+impl fmt::Display for PaddingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Zeros => "zeros",
+            Self::Reflect => "reflect",
+            Self::Replicate => "replicate",
+            Self::Circular => "circular",
+        })
+    }
+}
+
+/// The geometry of a 2-d convolution, with PyTorch's defaults (stride 1, padding 0, dilation 1,
+/// groups 1, zeros padding).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2dOptions {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel_size: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    pub padding_mode: PaddingMode,
+}
+
+impl Conv2dOptions {
+    pub fn new(in_channels: usize, out_channels: usize, kernel_size: impl Into<Size2>) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            kernel_size: kernel_size.into().0,
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+            padding_mode: PaddingMode::Zeros,
+        }
+    }
+
+    pub fn with_stride(mut self, stride: impl Into<Size2>) -> Self {
+        self.stride = stride.into().0;
+        self
+    }
+
+    pub fn with_padding(mut self, padding: impl Into<Size2>) -> Self {
+        self.padding = padding.into().0;
+        self
+    }
+
+    pub fn with_dilation(mut self, dilation: impl Into<Size2>) -> Self {
+        self.dilation = dilation.into().0;
+        self
+    }
+
+    pub fn with_groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    pub fn with_padding_mode(mut self, padding_mode: PaddingMode) -> Self {
+        self.padding_mode = padding_mode;
+        self
+    }
+
+    /// The weight shape `[out, in / groups, kh, kw]`.
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [self.out_channels, self.in_channels / self.groups.max(1), self.kernel_size[0], self.kernel_size[1]]
+    }
+
+    /// Inputs per output value, the fan-in used for PyTorch's default init.
+    pub fn fan_in(&self) -> usize {
+        self.weight_shape()[1..].iter().product()
+    }
+
+    /// PyTorch's constructor checks, as errors.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: String| Err(QatError::config(msg));
+        if self.in_channels == 0 || self.out_channels == 0 {
+            return fail(format!("in_channels ({}) and out_channels ({}) must be positive", self.in_channels, self.out_channels));
+        }
+        if self.groups == 0 {
+            return fail("groups must be positive".into());
+        }
+        if self.in_channels % self.groups != 0 {
+            return fail(format!("in_channels ({}) must be divisible by groups ({})", self.in_channels, self.groups));
+        }
+        if self.out_channels % self.groups != 0 {
+            return fail(format!("out_channels ({}) must be divisible by groups ({})", self.out_channels, self.groups));
+        }
+        if self.kernel_size.contains(&0) || self.stride.contains(&0) || self.dilation.contains(&0) {
+            return fail(format!(
+                "kernel_size {:?}, stride {:?} and dilation {:?} must be positive",
+                self.kernel_size, self.stride, self.dilation
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks an input `[N, C, H, W]` against this geometry.
+    pub fn check_input(&self, dims: [usize; 4], layer: &str) -> Result<()> {
+        let [_, c, h, w] = dims;
+        if c != self.in_channels {
+            return Err(QatError::shape(layer, format!("input with {} channels [N, {}, H, W]", self.in_channels, self.in_channels), format!("{dims:?}")));
+        }
+        for (axis, size) in [h, w].into_iter().enumerate() {
+            let padded = size + 2 * self.padding[axis];
+            let extent = self.dilation[axis] * (self.kernel_size[axis] - 1) + 1;
+            if padded < extent {
+                return Err(QatError::shape(
+                    layer,
+                    format!("spatial size at least {} (kernel extent) after padding", extent),
+                    format!("{dims:?} padded to {padded}"),
+                ));
+            }
+            if self.padding_mode == PaddingMode::Reflect && self.padding[axis] >= size {
+                return Err(QatError::shape(layer, format!("reflect padding {} below the input size", self.padding[axis]), format!("{dims:?}")));
+            }
+            if self.padding_mode == PaddingMode::Circular && self.padding[axis] > size {
+                return Err(QatError::shape(layer, format!("circular padding {} at most the input size", self.padding[axis]), format!("{dims:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// `conv2d(pad(x), weight, bias)`: zeros padding inside the convolution, other modes padded
+    /// explicitly first (PyTorch's `_conv_forward`).
+    pub(crate) fn forward(&self, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+        let [ph, pw] = self.padding;
+        let (x, padding) = match self.padding_mode {
+            PaddingMode::Zeros => (x, self.padding),
+            PaddingMode::Reflect => (x.pad([(ph, ph), (pw, pw)], PadMode::Reflect), [0, 0]),
+            PaddingMode::Replicate => (x.pad([(ph, ph), (pw, pw)], PadMode::Edge), [0, 0]),
+            PaddingMode::Circular => (circular_pad(circular_pad(x, 2, ph), 3, pw), [0, 0]),
+        };
+        conv2d(x, weight, bias, ConvOptions::new(self.stride, padding, self.dilation, self.groups))
+    }
+}
+
+/// Wraps `pad` elements around each end of `dim` (PyTorch's circular padding).
+fn circular_pad(x: Tensor<4>, dim: usize, pad: usize) -> Tensor<4> {
+    if pad == 0 {
+        return x;
+    }
+    let size = x.dims()[dim];
+    let head = x.clone().narrow(dim, 0, pad);
+    let tail = x.clone().narrow(dim, size - pad, pad);
+    Tensor::cat(vec![tail, x, head], dim)
+}

@@ -1,0 +1,3 @@
+//! `torch.ao.nn.intrinsic`: fused modules. [`qat`] holds the fused QAT modules.
+
+pub mod qat;

@@ -1,0 +1,314 @@
+//! `ConvBn2d`: a conv whose weight is folded with the batch norm's scale before fake
+//! quantization, so that training sees the quantization error the folded int8 conv will have.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::relu;
+use burn::tensor::{Distribution, Tensor};
+
+use super::ConvBn2dConfig;
+use crate::error::{QatError, Result};
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::batch_norm::bn_keys;
+use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
+use crate::nn::tensor_util::{channel_shape, host_tensor, host_values, replace_param, weight_channel_shape};
+use crate::nn::{BatchNorm, Conv2dOptions, float};
+use crate::qconfig::QConfig;
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
+
+/// How BN is folded into the conv while training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BnFolding {
+    /// PyTorch's default (`_forward_approximate`): scale the weight by `gamma / running_std`,
+    /// fake quantize, convolve, divide the scale back out, and run an ordinary BN. One conv.
+    /// Divides by gamma, so a zero gamma switches to [`BnFolding::Exact`] automatically.
+    #[default]
+    Approximate,
+    /// PyTorch's `_forward_slow` (Krishnamoorthi 2018): a float conv for the batch statistics,
+    /// then the fake-quantized conv rescaled to them. Two convs; well defined for gamma = 0.
+    Exact,
+}
+
+/// `torch.ao.nn.intrinsic.qat.ConvBn2d`.
+#[derive(Module, Debug)]
+pub struct ConvBn2d {
+    pub weight: Param<Tensor<4>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub bn: BatchNorm,
+    #[module(skip)]
+    pub options: Conv2dOptions,
+    #[module(skip)]
+    pub weight_fake_quant: FakeQuantize,
+    /// The output fake quant `prepare_qat` attaches; `None` until then.
+    #[module(skip)]
+    pub activation_post_process: Option<FakeQuantize>,
+    #[module(skip)]
+    pub qconfig: QConfig,
+    #[module(skip)]
+    pub folding: BnFolding,
+    #[module(skip)]
+    freeze_bn: bool,
+    #[module(skip)]
+    training: bool,
+}
+
+impl ConvBn2d {
+    pub(crate) fn new(config: &ConvBn2dConfig, device: &burn::tensor::Device) -> Result<Self> {
+        config.conv.validate()?;
+        let options = config.conv.clone();
+        let (weight, _) = float::default_conv_params(&options, false, device);
+        let bias = config.bias.then(|| Param::from_tensor(Tensor::zeros([options.out_channels], device)));
+        let mut module = Self {
+            weight,
+            bias,
+            bn: BatchNorm::new(options.out_channels, config.eps, config.momentum, device)?,
+            weight_fake_quant: config.qconfig.weight.init()?,
+            activation_post_process: None,
+            qconfig: config.qconfig.clone(),
+            folding: BnFolding::Approximate,
+            freeze_bn: config.freeze_bn,
+            training: true,
+            options,
+        };
+        module.reset_bn_parameters();
+        if config.freeze_bn {
+            module.freeze_bn_stats();
+        } else {
+            module.update_bn_stats();
+        }
+        Ok(module)
+    }
+
+    /// Builds the QAT module from a float conv and its batch norm, sharing their parameters
+    /// (PyTorch `from_float`; `freeze_bn` starts false).
+    pub fn from_float(conv: &float::Conv2d, bn: &BatchNorm, qconfig: QConfig) -> Result<Self> {
+        if bn.num_features() != conv.options.out_channels {
+            return Err(QatError::config(format!(
+                "ConvBn2d: the batch norm has {} features but the conv has {} output channels",
+                bn.num_features(),
+                conv.options.out_channels
+            )));
+        }
+        let mut bn = bn.clone();
+        bn.training = true;
+        Ok(Self {
+            weight: conv.weight.clone(),
+            bias: conv.bias.clone(),
+            bn,
+            options: conv.options.clone(),
+            weight_fake_quant: qconfig.weight.init()?,
+            activation_post_process: None,
+            qconfig,
+            folding: BnFolding::Approximate,
+            freeze_bn: false,
+            training: true,
+        })
+    }
+
+    /// The float conv with BN folded in with its running statistics (PyTorch `to_float`,
+    /// `fuse_conv_bn_weights`): `W' = W * gamma * rsqrt(rv + eps)`,
+    /// `b' = (b - rm) * rsqrt(rv + eps) * gamma + beta`. Weights are not fake quantized.
+    pub fn to_float(&self) -> float::Conv2d {
+        let c = self.options.out_channels;
+        let w = self.weight.val();
+        let rsqrt: Tensor<1> = host_tensor(self.bn.running_std().iter().map(|s| 1.0 / s).collect(), [c], &w);
+        let mean: Tensor<1> = host_tensor(self.bn.running_mean().to_vec(), [c], &w);
+        let gamma = self.bn.weight.val();
+        let factor = gamma.clone() * rsqrt.clone();
+        let weight = w.clone() * factor.reshape(weight_channel_shape::<4>(c));
+        let bias = self.bias.as_ref().map(Param::val).unwrap_or_else(|| Tensor::zeros([c], &w.device()));
+        let bias = (bias - mean) * rsqrt * gamma + self.bn.bias.val();
+        float::Conv2d { weight: Param::from_tensor(weight.detach()), bias: Some(Param::from_tensor(bias.detach())), options: self.options.clone() }
+    }
+
+    /// Attaches the output fake quant from the qconfig (what `prepare_qat` does).
+    pub fn with_output_fake_quant(mut self) -> Result<Self> {
+        self.activation_post_process = Some(self.qconfig.activation.init()?);
+        Ok(self)
+    }
+
+    /// Uses the given BN folding while training.
+    pub fn with_folding(mut self, folding: BnFolding) -> Self {
+        self.folding = folding;
+        self
+    }
+
+    /// PyTorch `reset_bn_parameters`: running stats reset, gamma `U[0, 1)` (not ones: PyTorch's
+    /// choice, kept for parity; `from_float` overwrites it), beta 0, and the conv bias, if any,
+    /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+    pub fn reset_bn_parameters(&mut self) {
+        let c = self.options.out_channels;
+        let device = self.weight.val().device();
+        self.bn.reset_running_stats();
+        self.bn.weight = replace_param(&self.bn.weight, Tensor::random([c], Distribution::Uniform(0.0, 1.0), &device));
+        self.bn.bias = replace_param(&self.bn.bias, Tensor::zeros([c], &device));
+        if let Some(bias) = &self.bias {
+            let bound = 1.0 / (self.options.fan_in() as f64).sqrt();
+            self.bias = Some(replace_param(bias, Tensor::random([c], Distribution::Uniform(-bound, bound), &device)));
+        }
+    }
+
+    pub fn reset_running_stats(&mut self) {
+        self.bn.reset_running_stats();
+    }
+
+    /// Stops updating BN statistics and normalizes with the running ones (gamma and beta keep
+    /// training). Stays in force across [`train`](Self::train) until
+    /// [`update_bn_stats`](Self::update_bn_stats).
+    pub fn freeze_bn_stats(&mut self) -> &mut Self {
+        self.freeze_bn = true;
+        self.bn.training = false;
+        self
+    }
+
+    /// Resumes batch statistics, even in eval mode (as PyTorch does).
+    pub fn update_bn_stats(&mut self) -> &mut Self {
+        self.freeze_bn = false;
+        self.bn.training = true;
+        self
+    }
+
+    pub fn is_bn_frozen(&self) -> bool {
+        self.freeze_bn
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// PyTorch `train(mode)`: BN follows the mode unless frozen. Fake quant and observers ignore
+    /// the mode, as in PyTorch: use `disable_observer` / `disable_fake_quant`.
+    pub fn train(&mut self, mode: bool) {
+        self.training = mode;
+        if !self.freeze_bn {
+            self.bn.training = mode;
+        }
+    }
+
+    pub fn eval(&mut self) {
+        self.train(false);
+    }
+
+    pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
+        self.forward_with(x, false, "ConvBn2d")
+    }
+
+    pub(crate) fn forward_with(&mut self, x: Tensor<4>, fused_relu: bool, layer: &str) -> Result<Tensor<4>> {
+        self.options.check_input(x.dims(), layer)?;
+        let gamma_has_zero = host_values(&self.bn.weight.val()).contains(&0.0);
+        let y = match (self.folding, gamma_has_zero) {
+            (BnFolding::Approximate, false) => self.forward_approximate(x, layer)?,
+            _ => self.forward_exact(x, layer)?,
+        };
+        let y = if fused_relu { relu(y) } else { y };
+        self.activation_post_process.apply(y)
+    }
+
+    /// `sf = gamma / sqrt(running_var + eps)` as a tensor (carrying gamma's gradient).
+    fn scale_factor(&self) -> Tensor<1> {
+        let c = self.options.out_channels;
+        let gamma = self.bn.weight.val();
+        let running_std: Tensor<1> = host_tensor(self.bn.running_std(), [c], &gamma);
+        gamma / running_std
+    }
+
+    /// The fake-quantized conv of `x` with weights scaled by `sf`, without bias.
+    fn scaled_conv(&mut self, x: Tensor<4>, sf: Tensor<1>) -> Result<Tensor<4>> {
+        let c = self.options.out_channels;
+        let scaled = self.weight.val() * sf.reshape(weight_channel_shape::<4>(c));
+        let weight = self.weight_fake_quant.forward(scaled)?;
+        // The conv bias is added after unscaling, never quantized with the weight (PyTorch's
+        // fix for the double-added bias, #48514).
+        Ok(self.options.forward(x, weight, None))
+    }
+
+    fn forward_approximate(&mut self, x: Tensor<4>, layer: &str) -> Result<Tensor<4>> {
+        let c = self.options.out_channels;
+        let sf = self.scale_factor();
+        let y = self.scaled_conv(x, sf.clone())?;
+        let mut y = y / sf.reshape(channel_shape::<4>(c));
+        if let Some(bias) = &self.bias {
+            y = y + bias.val().reshape(channel_shape::<4>(c));
+        }
+        self.bn.forward(y, layer)
+    }
+
+    fn forward_exact(&mut self, x: Tensor<4>, layer: &str) -> Result<Tensor<4>> {
+        let c = self.options.out_channels;
+        let shape = channel_shape::<4>(c);
+        let gamma = self.bn.weight.val();
+        let beta = self.bn.bias.val();
+        let (y, fused_mean, fused_std) = if self.bn.training {
+            let y0 = self.options.forward(x.clone(), self.weight.val(), None);
+            let dims = y0.dims();
+            let per_channel = dims.iter().product::<usize>() / c;
+            if per_channel <= 1 {
+                return Err(QatError::SingleValuePerChannel { layer: layer.to_string(), shape: dims.to_vec() });
+            }
+            // Running statistics first, from the float conv (plus bias), so this step's scale
+            // factor already includes the current batch.
+            let y0_biased = match &self.bias {
+                Some(bias) => y0.clone() + bias.val().reshape(shape),
+                None => y0.clone(),
+            };
+            self.bn.update_running_stats(&y0_biased.detach(), per_channel);
+            let running_std: Tensor<1> = host_tensor(self.bn.running_std(), [c], &gamma);
+            let y = self.scaled_conv(x, self.scale_factor())?;
+            let flat = y0.swap_dims(0, 1).reshape([c, per_channel]);
+            let mean = flat.clone().mean_dim(1).reshape([c]);
+            let var = (flat - mean.clone().reshape([c, 1])).powi_scalar(2).mean_dim(1).reshape([c]);
+            let batch_std = (var + self.bn.eps).sqrt();
+            let y = y * (running_std / batch_std.clone()).reshape(shape);
+            (y, mean, batch_std)
+        } else {
+            let running_std: Tensor<1> = host_tensor(self.bn.running_std(), [c], &gamma);
+            let y = self.scaled_conv(x, self.scale_factor())?;
+            let mut mean: Tensor<1> = host_tensor(self.bn.running_mean().to_vec(), [c], &gamma);
+            if let Some(bias) = &self.bias {
+                mean = mean - bias.val();
+            }
+            (y, mean, running_std)
+        };
+        let mut out = y + (beta - gamma * fused_mean / fused_std).reshape(shape);
+        if let Some(bias) = &self.bias {
+            // Zero, but keeps the bias in the graph as PyTorch does (its gradient is 0).
+            out = out + (bias.val() - bias.val()).reshape(shape);
+        }
+        Ok(out)
+    }
+}
+
+impl SaveStateDict for ConvBn2d {
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        write_param(&self.weight, join(prefix, "weight"), out);
+        if let Some(bias) = &self.bias {
+            write_param(bias, join(prefix, "bias"), out);
+        }
+        self.bn.write_state(&join(prefix, "bn."), out);
+        self.weight_fake_quant.write_state(&join(prefix, "weight_fake_quant."), out);
+        if let Some(fq) = &self.activation_post_process {
+            fq.write_state(&join(prefix, "activation_post_process."), out);
+        }
+    }
+}
+
+impl LoadStateDict for ConvBn2d {
+    /// Reads PyTorch's v2 layout (`bn.weight`, ...) or the v1 one (`gamma`, `beta`,
+    /// `running_mean`, ... at the module root).
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        read_param(&mut self.weight, &join(prefix, "weight"), reader);
+        if let Some(bias) = &mut self.bias {
+            read_param(bias, &join(prefix, "bias"), reader);
+        }
+        let v2 = bn_keys(&join(prefix, "bn."));
+        let names = if !reader.has(&v2[0]) && reader.has(&join(prefix, "gamma")) {
+            ["gamma", "beta", "running_mean", "running_var", "num_batches_tracked"].map(|k| join(prefix, k))
+        } else {
+            v2
+        };
+        self.bn.read_state(names, reader);
+        self.weight_fake_quant.read_state(&join(prefix, "weight_fake_quant."), reader);
+        if let Some(fq) = &mut self.activation_post_process {
+            fq.read_state(&join(prefix, "activation_post_process."), reader);
+        }
+    }
+}

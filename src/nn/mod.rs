@@ -1,0 +1,14 @@
+//! Modules, one namespace per lifecycle stage as in PyTorch: float building blocks here,
+//! [`qat`] (Conv and Linear with weight fake quant), [`intrinsic::qat`] (the fused QAT modules).
+
+pub mod batch_norm;
+pub mod conv_options;
+pub mod float;
+pub mod intrinsic;
+pub mod qat;
+pub mod qat_module;
+mod tensor_util;
+
+pub use batch_norm::BatchNorm;
+pub use conv_options::{Conv2dOptions, PaddingMode, Size2};
+pub use qat_module::QatModule;

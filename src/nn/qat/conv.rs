@@ -1,0 +1,97 @@
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+
+use super::{OutputFakeQuant, read_param, write_param};
+use crate::error::Result;
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::Conv2dOptions;
+use crate::nn::float::{self, default_conv_params};
+use crate::qconfig::QConfig;
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
+
+/// `torch.ao.nn.qat.Conv2d`: `conv(x, weight_fake_quant(W), bias)`.
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    pub weight: Param<Tensor<4>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    pub options: Conv2dOptions,
+    #[module(skip)]
+    pub weight_fake_quant: FakeQuantize,
+    /// The output fake quant `prepare_qat` attaches; `None` until then.
+    #[module(skip)]
+    pub activation_post_process: Option<FakeQuantize>,
+    #[module(skip)]
+    pub qconfig: QConfig,
+}
+
+impl Conv2d {
+    /// PyTorch's `Conv2d(..., bias=True, qconfig)` with its default init.
+    pub fn new(options: Conv2dOptions, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
+        options.validate()?;
+        let (weight, bias) = default_conv_params(&options, bias, device);
+        Ok(Self { weight, bias, weight_fake_quant: qconfig.weight.init()?, activation_post_process: None, options, qconfig })
+    }
+
+    /// Swaps a float conv for its QAT version (sharing its parameters).
+    pub fn from_float(conv: &float::Conv2d, qconfig: QConfig) -> Result<Self> {
+        Ok(Self {
+            weight: conv.weight.clone(),
+            bias: conv.bias.clone(),
+            options: conv.options.clone(),
+            weight_fake_quant: qconfig.weight.init()?,
+            activation_post_process: None,
+            qconfig,
+        })
+    }
+
+    /// The float conv with the current (not fake-quantized) weights.
+    pub fn to_float(&self) -> float::Conv2d {
+        float::Conv2d { weight: self.weight.clone(), bias: self.bias.clone(), options: self.options.clone() }
+    }
+
+    /// Attaches the output fake quant from the qconfig (what `prepare_qat` does).
+    pub fn with_output_fake_quant(mut self) -> Result<Self> {
+        self.activation_post_process = Some(self.qconfig.activation.init()?);
+        Ok(self)
+    }
+
+    pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
+        self.forward_with(x, false, "Conv2d")
+    }
+
+    pub(crate) fn forward_with(&mut self, x: Tensor<4>, fused_relu: bool, layer: &str) -> Result<Tensor<4>> {
+        self.options.check_input(x.dims(), layer)?;
+        let weight = self.weight_fake_quant.forward(self.weight.val())?;
+        let y = self.options.forward(x, weight, self.bias.as_ref().map(Param::val));
+        let y = if fused_relu { relu(y) } else { y };
+        self.activation_post_process.apply(y)
+    }
+}
+
+impl SaveStateDict for Conv2d {
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        write_param(&self.weight, join(prefix, "weight"), out);
+        if let Some(bias) = &self.bias {
+            write_param(bias, join(prefix, "bias"), out);
+        }
+        self.weight_fake_quant.write_state(&join(prefix, "weight_fake_quant."), out);
+        if let Some(fq) = &self.activation_post_process {
+            fq.write_state(&join(prefix, "activation_post_process."), out);
+        }
+    }
+}
+
+impl LoadStateDict for Conv2d {
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        read_param(&mut self.weight, &join(prefix, "weight"), reader);
+        if let Some(bias) = &mut self.bias {
+            read_param(bias, &join(prefix, "bias"), reader);
+        }
+        self.weight_fake_quant.read_state(&join(prefix, "weight_fake_quant."), reader);
+        if let Some(fq) = &mut self.activation_post_process {
+            fq.read_state(&join(prefix, "activation_post_process."), reader);
+        }
+    }
+}

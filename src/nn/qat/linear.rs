@@ -1,0 +1,96 @@
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+
+use super::{OutputFakeQuant, read_param, write_param};
+use crate::error::Result;
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::float::{self, default_linear_params, linear_forward};
+use crate::qconfig::QConfig;
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
+
+/// `torch.ao.nn.qat.Linear`: `linear(x, weight_fake_quant(W), bias)`, weight `[out, in]`.
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    pub weight_fake_quant: FakeQuantize,
+    /// The output fake quant `prepare_qat` attaches; `None` until then.
+    #[module(skip)]
+    pub activation_post_process: Option<FakeQuantize>,
+    #[module(skip)]
+    pub qconfig: QConfig,
+}
+
+impl Linear {
+    /// PyTorch's `Linear(in_features, out_features, bias=True, qconfig)` with its default init.
+    pub fn new(in_features: usize, out_features: usize, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
+        let (weight, bias) = default_linear_params(in_features, out_features, bias, device)?;
+        Ok(Self { weight, bias, weight_fake_quant: qconfig.weight.init()?, activation_post_process: None, qconfig })
+    }
+
+    pub fn from_float(linear: &float::Linear, qconfig: QConfig) -> Result<Self> {
+        Ok(Self {
+            weight: linear.weight.clone(),
+            bias: linear.bias.clone(),
+            weight_fake_quant: qconfig.weight.init()?,
+            activation_post_process: None,
+            qconfig,
+        })
+    }
+
+    pub fn to_float(&self) -> float::Linear {
+        float::Linear { weight: self.weight.clone(), bias: self.bias.clone() }
+    }
+
+    pub fn with_output_fake_quant(mut self) -> Result<Self> {
+        self.activation_post_process = Some(self.qconfig.activation.init()?);
+        Ok(self)
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    pub fn forward<const D: usize>(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
+        self.forward_with(x, false, "Linear")
+    }
+
+    pub(crate) fn forward_with<const D: usize>(&mut self, x: Tensor<D>, fused_relu: bool, layer: &str) -> Result<Tensor<D>> {
+        let weight = self.weight_fake_quant.forward(self.weight.val())?;
+        let y = linear_forward(x, weight, self.bias.as_ref().map(Param::val), layer)?;
+        let y = if fused_relu { relu(y) } else { y };
+        self.activation_post_process.apply(y)
+    }
+}
+
+impl SaveStateDict for Linear {
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        write_param(&self.weight, join(prefix, "weight"), out);
+        if let Some(bias) = &self.bias {
+            write_param(bias, join(prefix, "bias"), out);
+        }
+        self.weight_fake_quant.write_state(&join(prefix, "weight_fake_quant."), out);
+        if let Some(fq) = &self.activation_post_process {
+            fq.write_state(&join(prefix, "activation_post_process."), out);
+        }
+    }
+}
+
+impl LoadStateDict for Linear {
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        read_param(&mut self.weight, &join(prefix, "weight"), reader);
+        if let Some(bias) = &mut self.bias {
+            read_param(bias, &join(prefix, "bias"), reader);
+        }
+        self.weight_fake_quant.read_state(&join(prefix, "weight_fake_quant."), reader);
+        if let Some(fq) = &mut self.activation_post_process {
+            fq.read_state(&join(prefix, "activation_post_process."), reader);
+        }
+    }
+}

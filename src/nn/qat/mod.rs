@@ -1,0 +1,10 @@
+//! `torch.ao.nn.qat`: Conv2d and Linear whose weight passes through a fake quant on every
+//! forward. The bias is never fake quantized.
+
+mod conv;
+mod linear;
+mod output;
+
+pub use conv::Conv2d;
+pub use linear::Linear;
+pub(crate) use output::{OutputFakeQuant, read_param, write_param};

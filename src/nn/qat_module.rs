@@ -1,0 +1,96 @@
+//! Model-wide switches over every QAT module: observers, fake quant, BN freezing and train/eval.
+//! PyTorch does these with `model.apply(torch.ao.quantization.disable_observer)`; here a model
+//! implements [`QatModule`] by listing its fake quants and its QAT children.
+
+use super::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU};
+use super::qat::{Conv2d, Linear};
+use crate::fake_quantize::FakeQuantize;
+
+/// A module (or a model) that contains fake quants and possibly batch norms.
+pub trait QatModule {
+    /// Every fake quant inside, weight and output alike.
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize>;
+
+    /// PyTorch `train(mode)`; a frozen BN stays frozen.
+    fn set_training(&mut self, _mode: bool) {}
+
+    /// PyTorch `freeze_bn_stats` for every BN-folding module inside (LinearBn too, unlike
+    /// PyTorch's module function).
+    fn freeze_bn_stats(&mut self) {}
+
+    /// PyTorch `update_bn_stats` for every BN-folding module inside.
+    fn update_bn_stats(&mut self) {}
+
+    fn enable_observer(&mut self, enabled: bool) {
+        self.fake_quants_mut().into_iter().for_each(|fq| fq.enable_observer(enabled));
+    }
+
+    fn disable_observer(&mut self) {
+        self.enable_observer(false);
+    }
+
+    fn enable_fake_quant(&mut self, enabled: bool) {
+        self.fake_quants_mut().into_iter().for_each(|fq| fq.enable_fake_quant(enabled));
+    }
+
+    fn disable_fake_quant(&mut self) {
+        self.enable_fake_quant(false);
+    }
+}
+
+macro_rules! conv_linear_fake_quants {
+    ($($ty:ty),*) => {$(
+        impl QatModule for $ty {
+            fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+                let mut out = vec![&mut self.weight_fake_quant];
+                out.extend(self.activation_post_process.as_mut());
+                out
+            }
+        }
+    )*};
+}
+
+conv_linear_fake_quants!(Conv2d, Linear);
+
+impl QatModule for ConvBn2d {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        let mut out = vec![&mut self.weight_fake_quant];
+        out.extend(self.activation_post_process.as_mut());
+        out
+    }
+
+    fn set_training(&mut self, mode: bool) {
+        self.train(mode);
+    }
+
+    fn freeze_bn_stats(&mut self) {
+        ConvBn2d::freeze_bn_stats(self);
+    }
+
+    fn update_bn_stats(&mut self) {
+        ConvBn2d::update_bn_stats(self);
+    }
+}
+
+macro_rules! delegate {
+    ($ty:ty, $field:ident) => {
+        impl QatModule for $ty {
+            fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+                self.$field.fake_quants_mut()
+            }
+            fn set_training(&mut self, mode: bool) {
+                self.$field.set_training(mode);
+            }
+            fn freeze_bn_stats(&mut self) {
+                QatModule::freeze_bn_stats(&mut self.$field);
+            }
+            fn update_bn_stats(&mut self) {
+                QatModule::update_bn_stats(&mut self.$field);
+            }
+        }
+    };
+}
+
+delegate!(ConvBnReLU2d, inner);
+delegate!(ConvReLU2d, conv);
+delegate!(LinearReLU, linear);

@@ -1,0 +1,141 @@
+use super::{DEFAULT_AVERAGING_CONSTANT, QConfig};
+use crate::error::{QatError, Result};
+use crate::fake_quantize::FakeQuantizeConfig;
+use crate::observer::ObserverConfig;
+use crate::quant::{QParamFormula, QScheme, QuantDtype};
+
+/// Custom bit widths and schemes, read like a sentence:
+///
+/// ```
+/// # use burn_qat::qconfig::QConfigBuilder;
+/// let qconfig = QConfigBuilder::new().weight_bits(4).activation_bits(8).per_tensor_weights().build().unwrap();
+/// assert_eq!(qconfig.weight.observer.quant_range, Some((-8, 7)));
+/// ```
+///
+/// Defaults: 8-bit weights, symmetric, per channel on axis 0; 8-bit affine activations over the
+/// full range; the fused moving-average fake quant with c = 0.01; one qparam formula (the
+/// observer's) for training and convert.
+#[derive(Clone, Debug)]
+pub struct QConfigBuilder {
+    weight_bits: u32,
+    activation_bits: u32,
+    per_channel_weights: bool,
+    symmetric_activations: bool,
+    reduce_activation_range: bool,
+    averaging_constant: f32,
+    fused: bool,
+    formula: QParamFormula,
+}
+
+impl Default for QConfigBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QConfigBuilder {
+    pub fn new() -> Self {
+        Self {
+            weight_bits: 8,
+            activation_bits: 8,
+            per_channel_weights: true,
+            symmetric_activations: false,
+            reduce_activation_range: false,
+            averaging_constant: DEFAULT_AVERAGING_CONSTANT,
+            fused: true,
+            formula: QParamFormula::Observer,
+        }
+    }
+
+    /// Weight bits, 2 to 16 (signed, `-2^(b-1) ..= 2^(b-1) - 1`).
+    pub fn weight_bits(mut self, bits: u32) -> Self {
+        self.weight_bits = bits;
+        self
+    }
+
+    /// Activation bits, 2 to 16 (unsigned, `0 ..= 2^b - 1`).
+    pub fn activation_bits(mut self, bits: u32) -> Self {
+        self.activation_bits = bits;
+        self
+    }
+
+    pub fn per_tensor_weights(mut self) -> Self {
+        self.per_channel_weights = false;
+        self
+    }
+
+    pub fn per_channel_weights(mut self) -> Self {
+        self.per_channel_weights = true;
+        self
+    }
+
+    pub fn symmetric_activations(mut self) -> Self {
+        self.symmetric_activations = true;
+        self
+    }
+
+    /// Halves the activation range, as fbgemm and x86 do.
+    pub fn reduce_activation_range(mut self) -> Self {
+        self.reduce_activation_range = true;
+        self
+    }
+
+    pub fn averaging_constant(mut self, c: f32) -> Self {
+        self.averaging_constant = c;
+        self
+    }
+
+    /// PyTorch's `FakeQuantize` instead of the fused moving-average variant.
+    pub fn standard_fake_quant(mut self) -> Self {
+        self.fused = false;
+        self
+    }
+
+    /// The qparam formula for both training and convert.
+    pub fn qparam_formula(mut self, formula: QParamFormula) -> Self {
+        self.formula = formula;
+        self
+    }
+
+    fn check_bits(what: &str, bits: u32) -> Result<()> {
+        if (2..=16).contains(&bits) {
+            Ok(())
+        } else {
+            Err(QatError::config(format!("{what} bits must be between 2 and 16, got {bits}")))
+        }
+    }
+
+    fn fake_quant(&self, observer: ObserverConfig) -> Result<FakeQuantizeConfig> {
+        let config = if self.fused { FakeQuantizeConfig::fused(observer)? } else { FakeQuantizeConfig::standard(observer) };
+        Ok(config.with_qparam_formula(self.formula))
+    }
+
+    pub fn build(&self) -> Result<QConfig> {
+        Self::check_bits("weight", self.weight_bits)?;
+        Self::check_bits("activation", self.activation_bits)?;
+        let c = self.averaging_constant;
+
+        let half = 1i64 << (self.weight_bits - 1);
+        let weight_dtype = if self.weight_bits <= 8 { QuantDtype::QInt8 } else { QuantDtype::QInt32 };
+        let weight = if self.per_channel_weights {
+            ObserverConfig::moving_average_per_channel(c, 0).with_qscheme(QScheme::PerChannelSymmetric)
+        } else {
+            ObserverConfig::moving_average(c).with_qscheme(QScheme::PerTensorSymmetric)
+        }
+        .with_dtype(weight_dtype)
+        .with_quant_range(-half, half - 1);
+
+        let levels = 1i64 << self.activation_bits;
+        let act_dtype = if self.activation_bits <= 8 { QuantDtype::QUInt8 } else { QuantDtype::QInt32 };
+        let act_scheme = if self.symmetric_activations { QScheme::PerTensorSymmetric } else { QScheme::PerTensorAffine };
+        let activation = ObserverConfig::moving_average(c)
+            .with_dtype(act_dtype)
+            .with_qscheme(act_scheme)
+            .with_quant_range(0, levels - 1)
+            .with_reduce_range(self.reduce_activation_range);
+
+        let qconfig = QConfig { activation: self.fake_quant(activation)?, weight: self.fake_quant(weight)? };
+        qconfig.validate()?;
+        Ok(qconfig)
+    }
+}

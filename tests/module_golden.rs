@@ -1,0 +1,228 @@
+//! The four fused QAT modules against PyTorch (tools/golden/modules.py): 22 cases over
+//! {ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU} x bias x groups x stride x dilation x
+//! padding mode x {fbgemm v0, fbgemm v1, qnnpack v0}. Five SGD steps (lr 0.01, momentum 0.9)
+//! with freeze_bn_stats from step 3 and disable_observer from step 4, then an eval forward.
+//! Outputs, gradients, BN buffers and observer state to rtol 1e-5 / atol 1e-6; integer state
+//! exactly.
+
+mod common;
+
+use burn::module::{Module, Param};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Tensor, Gradients};
+use burn_qat::nn::intrinsic::qat::{ConvBn2d, ConvBn2dConfig, ConvBnReLU2d, ConvReLU2d, LinearReLU};
+use burn_qat::nn::{Conv2dOptions, PaddingMode, QatModule};
+use burn_qat::qconfig::get_default_qat_qconfig;
+use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, Values};
+use common::*;
+use serde_json::Value;
+
+const RTOL: f32 = 1e-5;
+const ATOL: f32 = 1e-6;
+
+/// What the harness needs from each module type.
+trait Golden<const D: usize>: Module + QatModule + SaveStateDict + LoadStateDict {
+    fn run(&mut self, x: Tensor<D>) -> Tensor<D>;
+    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)>;
+}
+
+fn grad_of<const D: usize>(p: &Param<Tensor<D>>, grads: &Gradients) -> Vec<f32> {
+    to_vec(&p.val().grad(grads).expect("parameter has a gradient"))
+}
+
+fn conv_bn_grads(m: &ConvBn2d, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
+    let mut out = vec![("weight", grad_of(&m.weight, grads)), ("bn.weight", grad_of(&m.bn.weight, grads)), ("bn.bias", grad_of(&m.bn.bias, grads))];
+    if let Some(b) = &m.bias {
+        out.push(("bias", grad_of(b, grads)));
+    }
+    out
+}
+
+impl Golden<4> for ConvBn2d {
+    fn run(&mut self, x: Tensor<4>) -> Tensor<4> {
+        self.forward(x).unwrap()
+    }
+    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
+        conv_bn_grads(self, grads)
+    }
+}
+
+impl Golden<4> for ConvBnReLU2d {
+    fn run(&mut self, x: Tensor<4>) -> Tensor<4> {
+        self.forward(x).unwrap()
+    }
+    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
+        conv_bn_grads(&self.inner, grads)
+    }
+}
+
+impl Golden<4> for ConvReLU2d {
+    fn run(&mut self, x: Tensor<4>) -> Tensor<4> {
+        self.forward(x).unwrap()
+    }
+    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
+        let mut out = vec![("weight", grad_of(&self.conv.weight, grads))];
+        if let Some(b) = &self.conv.bias {
+            out.push(("bias", grad_of(b, grads)));
+        }
+        out
+    }
+}
+
+impl Golden<2> for LinearReLU {
+    fn run(&mut self, x: Tensor<2>) -> Tensor<2> {
+        self.forward(x).unwrap()
+    }
+    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
+        let mut out = vec![("weight", grad_of(&self.linear.weight, grads))];
+        if let Some(b) = &self.linear.bias {
+            out.push(("bias", grad_of(b, grads)));
+        }
+        out
+    }
+}
+
+fn prefixed(g: &StateDict, prefix: &str) -> StateDict {
+    g.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect()
+}
+
+/// Compares our state dict with PyTorch's, key by key: same key set, same dtypes, floats to
+/// tolerance, integers exactly.
+fn compare_state(label: &str, ours: &StateDict, theirs: &StateDict) {
+    let our_keys: Vec<_> = ours.keys().collect();
+    let their_keys: Vec<_> = theirs.keys().collect();
+    assert_eq!(our_keys, their_keys, "{label}: state-dict keys");
+    for (key, t) in theirs {
+        let o = &ours[key];
+        assert_eq!(o.shape, t.shape, "{label}: shape of {key}");
+        assert_eq!(o.values.dtype_name(), t.values.dtype_name(), "{label}: dtype of {key}");
+        match (&o.values, &t.values) {
+            (Values::F32(a), Values::F32(b)) => {
+                // +-inf (an unobserved min/max) must match exactly.
+                let (fa, fb): (Vec<f32>, Vec<f32>) = a.iter().zip(b).filter(|(x, y)| x.is_finite() || y.is_finite()).map(|(x, y)| (*x, *y)).unzip();
+                assert_eq!(a.len(), b.len(), "{label}: {key}");
+                assert_eq!(a.iter().filter(|x| !x.is_finite()).count(), b.iter().filter(|x| !x.is_finite()).count(), "{label}: {key} infinities");
+                assert_close(&format!("{label}: {key}"), &fa, &fb, RTOL, ATOL);
+            }
+            _ => assert_eq!(o.to_f64_vec(), t.to_f64_vec(), "{label}: {key}"),
+        }
+    }
+}
+
+fn run_case<const D: usize, M: Golden<D>>(mut m: M, g: &StateDict, label: &str) {
+    let device = Device::flex().autodiff();
+    m.load_state_dict(&prefixed(g, "init/")).unwrap_or_else(|e| panic!("{label}: init state: {e}"));
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init();
+    for step in 0..5 {
+        let at = |k: &str| format!("step{step}/{k}");
+        m.set_training(true);
+        if step >= 3 {
+            m.freeze_bn_stats();
+        }
+        if step >= 4 {
+            m.disable_observer();
+        }
+        let x: Tensor<D> = tensor::<D>(g, &at("input"), &device).require_grad();
+        let dy: Tensor<D> = tensor(g, &at("dy"), &device);
+        let y = m.run(x.clone());
+        assert_close(&format!("{label} step {step} output"), &to_vec(&y), &f32s(g, &at("output")), RTOL, ATOL);
+        let grads = (y * dy).sum().backward();
+        assert_close(&format!("{label} step {step} input grad"), &to_vec(&x.grad(&grads).unwrap()), &f32s(g, &at("input_grad")), RTOL, ATOL);
+        // Gradients are reductions over the batch; a conv bias before a training BN has an
+        // analytic gradient of 0, so both sides are pure summation noise. The noise floor is
+        // therefore relative to the step's largest parameter gradient (see REDUCTION_NOISE).
+        let ours = m.grads(&grads);
+        let step_scale = ours.iter().map(|(name, _)| f32s(g, &at(&format!("grad/{name}")))).flatten().fold(0.0f32, |a, v| a.max(v.abs()));
+        for (name, grad) in ours {
+            let expected = f32s(g, &at(&format!("grad/{name}")));
+            assert_close(&format!("{label} step {step} grad {name}"), &grad, &expected, RTOL, ATOL + REDUCTION_NOISE * step_scale);
+        }
+        let params = GradientsParams::from_grads(grads, &m);
+        m = optim.step(0.01, m, params);
+        compare_state(&format!("{label} after step {step}"), &m.state_dict(), &prefixed(g, &at("state/")));
+    }
+    m.set_training(false);
+    let x: Tensor<D> = tensor(g, "eval/input", &device);
+    let y = m.run(x);
+    assert_close(&format!("{label} eval output"), &to_vec(&y), &f32s(g, "eval/output"), RTOL, ATOL);
+    compare_state(&format!("{label} eval state"), &m.state_dict(), &prefixed(g, "eval/state/"));
+}
+
+fn conv_options(c: &Value) -> Conv2dOptions {
+    let u = |k: &str| c[k].as_u64().unwrap() as usize;
+    Conv2dOptions::new(u("in_channels"), u("out_channels"), u("kernel_size"))
+        .with_stride(u("stride"))
+        .with_padding(u("padding"))
+        .with_dilation(u("dilation"))
+        .with_groups(u("groups"))
+        .with_padding_mode(PaddingMode::parse(c["padding_mode"].as_str().unwrap()).unwrap())
+}
+
+fn run_file(file: &str, c: &Value) {
+    let device = Device::flex().autodiff();
+    let (g, _) = load_golden(&format!("modules/{file}"));
+    let qconfig = get_default_qat_qconfig(c["backend"].as_str().unwrap(), c["qconfig_version"].as_u64().unwrap() as u32).unwrap();
+    let bias = c["bias"].as_bool().unwrap();
+    match c["module"].as_str().unwrap() {
+        "ConvBn2d" => {
+            let m = ConvBn2dConfig::new(conv_options(c), qconfig).with_bias(bias).init(&device).unwrap();
+            run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file);
+        }
+        "ConvBnReLU2d" => {
+            let m = ConvBn2dConfig::new(conv_options(c), qconfig).with_bias(bias).init_relu(&device).unwrap();
+            run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file);
+        }
+        "ConvReLU2d" => {
+            let m = ConvReLU2d::new(conv_options(c), bias, qconfig, &device).unwrap();
+            run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file);
+        }
+        "LinearReLU" => {
+            let u = |k: &str| c[k].as_u64().unwrap() as usize;
+            let m = LinearReLU::new(u("in_channels"), u("out_channels"), bias, qconfig, &device).unwrap();
+            run_case::<2, _>(m.with_output_fake_quant().unwrap(), &g, file);
+        }
+        other => panic!("unknown module {other}"),
+    }
+}
+
+fn cases(module: &str) -> Vec<(String, Value)> {
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(golden_path("modules/index.json")).unwrap()).unwrap();
+    let cases: Vec<_> = index["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["config"]["module"] == module)
+        .map(|c| (c["file"].as_str().unwrap().to_string(), c["config"].clone()))
+        .collect();
+    assert!(cases.len() >= 4, "expected at least 4 {module} cases, found {}", cases.len());
+    cases
+}
+
+#[test]
+fn conv_bn_2d_matches_pytorch() {
+    for (file, config) in cases("ConvBn2d") {
+        run_file(&file, &config);
+    }
+}
+
+#[test]
+fn conv_bn_relu_2d_matches_pytorch() {
+    for (file, config) in cases("ConvBnReLU2d") {
+        run_file(&file, &config);
+    }
+}
+
+#[test]
+fn conv_relu_2d_matches_pytorch() {
+    for (file, config) in cases("ConvReLU2d") {
+        run_file(&file, &config);
+    }
+}
+
+#[test]
+fn linear_relu_matches_pytorch() {
+    for (file, config) in cases("LinearReLU") {
+        run_file(&file, &config);
+    }
+}
