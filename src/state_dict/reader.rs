@@ -57,7 +57,8 @@ impl<'a> StateReader<'a> {
         }
     }
 
-    /// f32 values with an exact shape (or any shape when `None`).
+    /// f32 values with an exact shape (or any shape when `None`). f64 is accepted too (a
+    /// PyTorch module after `.double()` stores its buffers so) and rounded to f32.
     pub fn f32(&mut self, key: &str, shape: Option<&[usize]>) -> Option<(Vec<usize>, Vec<f32>)> {
         let t = self.take(key)?;
         if !self.check_shape(key, t, shape) {
@@ -65,6 +66,7 @@ impl<'a> StateReader<'a> {
         }
         match &t.values {
             Values::F32(v) => Some((t.shape.clone(), v.clone())),
+            Values::F64(v) => Some((t.shape.clone(), v.iter().map(|&x| x as f32).collect())),
             other => {
                 self.problems.push(format!("key {key:?}: expected dtype F32, found {}", other.dtype_name()));
                 None

@@ -83,3 +83,24 @@ pub fn assert_bits_eq(what: &str, actual: &[f32], expected: &[f32]) {
         panic!("{what}: {} of {} elements differ; first at {i}: got {:e} expected {:e}", diffs.len(), actual.len(), actual[i], expected[i]);
     }
 }
+
+pub fn f64s(state: &StateDict, key: &str) -> Vec<f64> {
+    get(state, key).to_f64_vec()
+}
+
+/// An f64 tensor from an f64 fixture entry.
+pub fn tensor_f64<const D: usize>(state: &StateDict, key: &str, device: &Device) -> Tensor<D> {
+    let t = get(state, key);
+    Tensor::from_data(TensorData::new(t.to_f64_vec(), t.shape.clone()), (device, burn::tensor::DType::F64))
+}
+
+pub fn to_vec_f64<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
+    t.to_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data")
+}
+
+/// Asserts `|a - b| <= atol` elementwise in f64.
+pub fn assert_close_f64(what: &str, actual: &[f64], expected: &[f64], atol: f64) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let worst = actual.iter().zip(expected).map(|(a, e)| (a - e).abs()).fold(0.0f64, |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) });
+    assert!(worst <= atol, "{what}: max |diff| {worst:e} > {atol:e}");
+}

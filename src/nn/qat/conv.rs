@@ -2,7 +2,7 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
-use super::{OutputFakeQuant, read_param, write_param};
+use super::{OutputFakeQuant, in_layer, read_param, write_param};
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::Conv2dOptions;
@@ -63,10 +63,10 @@ impl Conv2d {
 
     pub(crate) fn forward_with(&mut self, x: Tensor<4>, fused_relu: bool, layer: &str) -> Result<Tensor<4>> {
         self.options.check_input(x.dims(), layer)?;
-        let weight = self.weight_fake_quant.forward(self.weight.val())?;
+        let weight = self.weight_fake_quant.forward(self.weight.val()).map_err(|e| in_layer(e, layer, "weight"))?;
         let y = self.options.forward(x, weight, self.bias.as_ref().map(Param::val));
         let y = if fused_relu { relu(y) } else { y };
-        self.activation_post_process.apply(y)
+        self.activation_post_process.apply(y, layer)
     }
 }
 

@@ -2,7 +2,7 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
-use super::{OutputFakeQuant, read_param, write_param};
+use super::{OutputFakeQuant, in_layer, read_param, write_param};
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::float::{self, default_linear_params, linear_forward};
@@ -62,10 +62,10 @@ impl Linear {
     }
 
     pub(crate) fn forward_with<const D: usize>(&mut self, x: Tensor<D>, fused_relu: bool, layer: &str) -> Result<Tensor<D>> {
-        let weight = self.weight_fake_quant.forward(self.weight.val())?;
+        let weight = self.weight_fake_quant.forward(self.weight.val()).map_err(|e| in_layer(e, layer, "weight"))?;
         let y = linear_forward(x, weight, self.bias.as_ref().map(Param::val), layer)?;
         let y = if fused_relu { relu(y) } else { y };
-        self.activation_post_process.apply(y)
+        self.activation_post_process.apply(y, layer)
     }
 }
 

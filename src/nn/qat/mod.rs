@@ -7,4 +7,4 @@ mod output;
 
 pub use conv::Conv2d;
 pub use linear::Linear;
-pub(crate) use output::{OutputFakeQuant, read_param, write_param};
+pub(crate) use output::{OutputFakeQuant, in_layer, read_param, write_param};

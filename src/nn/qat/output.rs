@@ -4,22 +4,30 @@
 use burn::module::Param;
 use burn::tensor::{DType, Tensor, TensorData};
 
-use crate::error::Result;
+use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::tensor_util::{host_values, replace_param};
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values};
 
 /// The output activation fake quant, if attached.
 pub(crate) trait OutputFakeQuant {
-    fn apply<const D: usize>(&mut self, y: Tensor<D>) -> Result<Tensor<D>>;
+    fn apply<const D: usize>(&mut self, y: Tensor<D>, layer: &str) -> Result<Tensor<D>>;
 }
 
 impl OutputFakeQuant for Option<FakeQuantize> {
-    fn apply<const D: usize>(&mut self, y: Tensor<D>) -> Result<Tensor<D>> {
+    fn apply<const D: usize>(&mut self, y: Tensor<D>, layer: &str) -> Result<Tensor<D>> {
         match self {
-            Some(fq) => fq.forward(y),
+            Some(fq) => fq.forward(y).map_err(|e| in_layer(e, layer, "output")),
             None => Ok(y),
         }
+    }
+}
+
+/// Names the layer (and which of its tensors) in an error raised by one of its fake quants.
+pub(crate) fn in_layer(error: QatError, layer: &str, tensor: &str) -> QatError {
+    match error {
+        QatError::NonFinite { what, .. } => QatError::NonFinite { context: format!("{layer} ({tensor})"), what },
+        other => other,
     }
 }
 

@@ -9,7 +9,7 @@ use super::ConvBn2dConfig;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
-use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
+use crate::nn::qat::{OutputFakeQuant, in_layer, read_param, write_param};
 use crate::nn::tensor_util::{channel_shape, host_tensor, host_values, replace_param, weight_channel_shape};
 use crate::nn::{BatchNorm, Conv2dOptions, float};
 use crate::qconfig::QConfig;
@@ -200,7 +200,7 @@ impl ConvBn2d {
             _ => self.forward_exact(x, layer)?,
         };
         let y = if fused_relu { relu(y) } else { y };
-        self.activation_post_process.apply(y)
+        self.activation_post_process.apply(y, layer)
     }
 
     /// `sf = gamma / sqrt(running_var + eps)` as a tensor (carrying gamma's gradient).
@@ -215,7 +215,7 @@ impl ConvBn2d {
     fn scaled_conv(&mut self, x: Tensor<4>, sf: Tensor<1>) -> Result<Tensor<4>> {
         let c = self.options.out_channels;
         let scaled = self.weight.val() * sf.reshape(weight_channel_shape::<4>(c));
-        let weight = self.weight_fake_quant.forward(scaled)?;
+        let weight = self.weight_fake_quant.forward(scaled).map_err(|e| in_layer(e, "ConvBn2d", "folded weight"))?;
         // The conv bias is added after unscaling, never quantized with the weight (PyTorch's
         // fix for the double-added bias, #48514).
         Ok(self.options.forward(x, weight, None))
