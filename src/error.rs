@@ -7,9 +7,7 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum QatError {
     /// A quantization range that PyTorch would also reject.
-    #[error(
-        "invalid quantization range [{quant_min}, {quant_max}]: {reason}"
-    )]
+    #[error("invalid quantization range [{quant_min}, {quant_max}]: {reason}")]
     InvalidRange {
         quant_min: i64,
         quant_max: i64,
@@ -49,11 +47,15 @@ pub enum QatError {
 }
 
 impl QatError {
-    pub(crate) fn config(msg: impl Into<String>) -> Self {
+    pub fn config(msg: impl Into<String>) -> Self {
         Self::InvalidConfig(msg.into())
     }
 
-    pub(crate) fn shape(context: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> Self {
+    pub(crate) fn shape(
+        context: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) -> Self {
         Self::ShapeMismatch {
             context: context.into(),
             expected: expected.into(),

@@ -1,13 +1,15 @@
-//! burn-qat: quantization-aware training on burn, numerically identical to PyTorch's
-//! `torch.ao.nn.intrinsic.qat`.
+#![doc = include_str!("../README.md")]
 
+pub mod data;
 pub mod error;
 pub mod fake_quantize;
+pub mod models;
 pub mod nn;
 pub mod observer;
 pub mod ops;
 pub mod qconfig;
 pub mod quant;
 pub mod state_dict;
+pub mod train;
 
 pub use error::{QatError, Result};

@@ -28,7 +28,12 @@ pub struct FakeQuantizeConfig {
 impl FakeQuantizeConfig {
     /// PyTorch `FakeQuantize(observer)`: the observer formula for both.
     pub fn standard(observer: ObserverConfig) -> Self {
-        Self { observer, variant: FakeQuantizeVariant::Standard, train_qparams: QParamFormula::Observer, convert_qparams: QParamFormula::Observer }
+        Self {
+            observer,
+            variant: FakeQuantizeVariant::Standard,
+            train_qparams: QParamFormula::Observer,
+            convert_qparams: QParamFormula::Observer,
+        }
     }
 
     /// PyTorch `FusedMovingAvgObsFakeQuantize(observer)`: trains with ChooseQuantizationParams,

@@ -39,7 +39,14 @@ pub struct FakeQuantize {
 
 impl FakeQuantize {
     pub(crate) fn new(config: FakeQuantizeConfig, observer: Observer) -> Self {
-        Self { config, observer, scale: vec![1.0], zero_point: vec![0], fake_quant_enabled: true, observer_enabled: true }
+        Self {
+            config,
+            observer,
+            scale: vec![1.0],
+            zero_point: vec![0],
+            fake_quant_enabled: true,
+            observer_enabled: true,
+        }
     }
 
     pub fn config(&self) -> &FakeQuantizeConfig {
@@ -48,7 +55,10 @@ impl FakeQuantize {
 
     /// The qparams fake quantization currently uses (PyTorch's `scale` / `zero_point` buffers).
     pub fn qparams(&self) -> QParams {
-        QParams { scale: self.scale.clone(), zero_point: self.zero_point.clone() }
+        QParams {
+            scale: self.scale.clone(),
+            zero_point: self.zero_point.clone(),
+        }
     }
 
     /// The qparams for convert, by the configured convert formula (PyTorch: the observer's).
@@ -107,7 +117,8 @@ impl FakeQuantize {
             }
             FakeQuantizeVariant::FusedMovingAverage { averaging_constant } => {
                 if self.observer_enabled {
-                    let (lo, hi) = channel_min_max(&tensor_values(&x), &x.dims(), self.observer.ch_axis())?;
+                    let (lo, hi) =
+                        channel_min_max(&tensor_values(&x), &x.dims(), self.observer.ch_axis())?;
                     self.observer.update_fused(lo, hi, averaging_constant);
                 }
                 if self.fake_quant_enabled {
@@ -138,20 +149,39 @@ impl FakeQuantize {
             FakeQuantizeVariant::Standard => Values::U8(vec![on as u8]),
             FakeQuantizeVariant::FusedMovingAverage { .. } => Values::I64(vec![on as i64]),
         };
-        TensorValue { shape: vec![1], values }
+        TensorValue {
+            shape: vec![1],
+            values,
+        }
     }
 
-    pub(crate) fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        out.insert(join(prefix, "fake_quant_enabled"), self.flag(self.fake_quant_enabled));
-        out.insert(join(prefix, "observer_enabled"), self.flag(self.observer_enabled));
-        out.insert(join(prefix, "scale"), TensorValue::f32_vec(self.scale.clone()));
-        out.insert(join(prefix, "zero_point"), TensorValue::i32_vec(self.zero_point.clone()));
-        self.observer.write_state(&join(prefix, "activation_post_process."), out);
+    pub fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        out.insert(
+            join(prefix, "fake_quant_enabled"),
+            self.flag(self.fake_quant_enabled),
+        );
+        out.insert(
+            join(prefix, "observer_enabled"),
+            self.flag(self.observer_enabled),
+        );
+        out.insert(
+            join(prefix, "scale"),
+            TensorValue::f32_vec(self.scale.clone()),
+        );
+        out.insert(
+            join(prefix, "zero_point"),
+            TensorValue::i32_vec(self.zero_point.clone()),
+        );
+        self.observer
+            .write_state(&join(prefix, "activation_post_process."), out);
     }
 
     /// Reads the flags, qparams (any length: PyTorch resizes the buffers on load) and observer.
-    pub(crate) fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        for (key, slot) in [("fake_quant_enabled", &mut self.fake_quant_enabled), ("observer_enabled", &mut self.observer_enabled)] {
+    pub fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        for (key, slot) in [
+            ("fake_quant_enabled", &mut self.fake_quant_enabled),
+            ("observer_enabled", &mut self.observer_enabled),
+        ] {
             if let Some((_, v)) = reader.int(&join(prefix, key), Some(&[1])) {
                 *slot = v[0] != 0;
             }
@@ -161,16 +191,27 @@ impl FakeQuantize {
         if let (Some((_, scale)), Some((_, zero_point))) = (scale, zero_point) {
             let range = self.observer.spec().range;
             if scale.len() != zero_point.len() || scale.is_empty() {
-                reader.problem(format!("{prefix}scale and {prefix}zero_point must have the same, non-zero length"));
+                reader.problem(format!(
+                    "{prefix}scale and {prefix}zero_point must have the same, non-zero length"
+                ));
             } else if scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-                reader.problem(format!("{prefix}scale: every scale must be finite and positive, found {scale:?}"));
-            } else if zero_point.iter().any(|&z| z < range.quant_min as i64 || z > range.quant_max as i64) {
-                reader.problem(format!("{prefix}zero_point: outside [{}, {}]: {zero_point:?}", range.quant_min, range.quant_max));
+                reader.problem(format!(
+                    "{prefix}scale: every scale must be finite and positive, found {scale:?}"
+                ));
+            } else if zero_point
+                .iter()
+                .any(|&z| z < range.quant_min as i64 || z > range.quant_max as i64)
+            {
+                reader.problem(format!(
+                    "{prefix}zero_point: outside [{}, {}]: {zero_point:?}",
+                    range.quant_min, range.quant_max
+                ));
             } else {
                 self.scale = scale;
                 self.zero_point = zero_point.iter().map(|&z| z as i32).collect();
             }
         }
-        self.observer.read_state(&join(prefix, "activation_post_process."), reader);
+        self.observer
+            .read_state(&join(prefix, "activation_post_process."), reader);
     }
 }

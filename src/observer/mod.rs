@@ -28,7 +28,12 @@ pub struct Observer {
 impl Observer {
     pub(crate) fn new(config: ObserverConfig, spec: QuantSpec) -> Self {
         let (min_val, max_val) = Self::empty_stats(&config);
-        Self { config, spec, min_val, max_val }
+        Self {
+            config,
+            spec,
+            min_val,
+            max_val,
+        }
     }
 
     fn empty_stats(config: &ObserverConfig) -> (Vec<f32>, Vec<f32>) {
@@ -50,7 +55,10 @@ impl Observer {
 
     /// The channel axis, for per-channel observers.
     pub fn ch_axis(&self) -> Option<usize> {
-        self.config.qscheme.is_per_channel().then_some(self.config.ch_axis)
+        self.config
+            .qscheme
+            .is_per_channel()
+            .then_some(self.config.ch_axis)
     }
 
     /// The running minimum (one value per tensor, or one per channel).
@@ -91,7 +99,11 @@ impl Observer {
         if let Some(axis) = axis
             && axis >= shape.len()
         {
-            return Err(QatError::shape("per-channel observer", format!("a tensor with more than {axis} dimensions"), format!("{shape:?}")));
+            return Err(QatError::shape(
+                "per-channel observer",
+                format!("a tensor with more than {axis} dimensions"),
+                format!("{shape:?}"),
+            ));
         }
         let (cur_min, cur_max) = channel_min_max(values, shape, axis)?;
         if axis.is_some() && self.has_observed() && self.min_val.len() != cur_min.len() {
@@ -120,7 +132,9 @@ impl Observer {
                     *m = m.max(*c);
                 }
             }
-            Averaging::MovingAverage { averaging_constant: c } => {
+            Averaging::MovingAverage {
+                averaging_constant: c,
+            } => {
                 for (m, cur) in self.min_val.iter_mut().zip(&cur_min) {
                     *m += c * (cur - *m);
                 }
@@ -138,8 +152,17 @@ impl Observer {
             self.min_val = vec![f32::INFINITY; cur_min.len()];
             self.max_val = vec![f32::NEG_INFINITY; cur_max.len()];
         }
-        for (m, cur) in self.min_val.iter_mut().zip(&cur_min).chain(self.max_val.iter_mut().zip(&cur_max)) {
-            *m = if m.is_infinite() { *cur } else { *m + c * (cur - *m) };
+        for (m, cur) in self
+            .min_val
+            .iter_mut()
+            .zip(&cur_min)
+            .chain(self.max_val.iter_mut().zip(&cur_max))
+        {
+            *m = if m.is_infinite() {
+                *cur
+            } else {
+                *m + c * (cur - *m)
+            };
         }
     }
 
@@ -162,11 +185,20 @@ impl Observer {
         QParams::from_min_max(&self.min_val, &self.max_val, &self.spec, formula)
     }
 
-    pub(crate) fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        out.insert(join(prefix, "eps"), TensorValue::f32_vec(vec![self.spec.eps]));
+    pub fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        out.insert(
+            join(prefix, "eps"),
+            TensorValue::f32_vec(vec![self.spec.eps]),
+        );
         let (min, max) = match self.ch_axis() {
-            Some(_) => (TensorValue::f32_vec(self.min_val.clone()), TensorValue::f32_vec(self.max_val.clone())),
-            None => (TensorValue::f32_scalar(self.min_val[0]), TensorValue::f32_scalar(self.max_val[0])),
+            Some(_) => (
+                TensorValue::f32_vec(self.min_val.clone()),
+                TensorValue::f32_vec(self.max_val.clone()),
+            ),
+            None => (
+                TensorValue::f32_scalar(self.min_val[0]),
+                TensorValue::f32_scalar(self.max_val[0]),
+            ),
         };
         out.insert(join(prefix, "min_val"), min);
         out.insert(join(prefix, "max_val"), max);
@@ -174,14 +206,18 @@ impl Observer {
 
     /// Reads `eps`, `min_val`, `max_val`. Per-channel buffers take the stored length, as
     /// PyTorch resizes them on load; a v1 state dict without `eps` keeps the configured one.
-    pub(crate) fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+    pub fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
         let eps_key = join(prefix, "eps");
         if reader.has(&eps_key)
             && let Some((_, eps)) = reader.f32(&eps_key, Some(&[1]))
         {
             self.spec.eps = eps[0];
         }
-        let shape: Option<&[usize]> = if self.ch_axis().is_some() { None } else { Some(&[]) };
+        let shape: Option<&[usize]> = if self.ch_axis().is_some() {
+            None
+        } else {
+            Some(&[])
+        };
         let min = reader.f32(&join(prefix, "min_val"), shape);
         let max = reader.f32(&join(prefix, "max_val"), shape);
         if let (Some((min_shape, min)), Some((max_shape, max))) = (min, max) {
@@ -189,8 +225,13 @@ impl Observer {
                 reader.problem(format!("{prefix}min_val/max_val: shapes {min_shape:?} and {max_shape:?} must be equal vectors"));
                 return;
             }
-            let unobserved = min_shape.is_empty() && min[0] == f32::INFINITY && max[0] == f32::NEG_INFINITY;
-            if !unobserved && min.iter().zip(&max).any(|(lo, hi)| !(lo <= hi) || lo.is_nan() || !lo.is_finite() || !hi.is_finite()) {
+            let unobserved =
+                min_shape.is_empty() && min[0] == f32::INFINITY && max[0] == f32::NEG_INFINITY;
+            if !unobserved
+                && min.iter().zip(&max).any(|(lo, hi)| {
+                    !(lo <= hi) || lo.is_nan() || !lo.is_finite() || !hi.is_finite()
+                })
+            {
                 reader.problem(format!("{prefix}min_val/max_val: every min must be finite and <= its max, found {min:?} and {max:?}"));
                 return;
             }

@@ -7,7 +7,9 @@ mod range;
 mod round;
 mod scheme;
 
-pub use qparams::{QParamFormula, QParams, SMALL_SCALE_THRESHOLD, choose_qparams, observer_qparams};
+pub use qparams::{
+    QParamFormula, QParams, SMALL_SCALE_THRESHOLD, choose_qparams, observer_qparams,
+};
 pub use range::{QuantDtype, QuantRange};
 pub use round::round_half_even;
 pub use scheme::{QScheme, QuantSpec};

@@ -57,7 +57,10 @@ pub struct TensorValue {
 
 impl TensorValue {
     pub fn f32(shape: Vec<usize>, values: Vec<f32>) -> Self {
-        Self { shape, values: Values::F32(values) }
+        Self {
+            shape,
+            values: Values::F32(values),
+        }
     }
 
     pub fn f32_vec(values: Vec<f32>) -> Self {
@@ -69,11 +72,17 @@ impl TensorValue {
     }
 
     pub fn i32_vec(values: Vec<i32>) -> Self {
-        Self { shape: vec![values.len()], values: Values::I32(values) }
+        Self {
+            shape: vec![values.len()],
+            values: Values::I32(values),
+        }
     }
 
     pub fn i64_scalar(value: i64) -> Self {
-        Self { shape: vec![], values: Values::I64(vec![value]) }
+        Self {
+            shape: vec![],
+            values: Values::I64(vec![value]),
+        }
     }
 
     pub fn numel(&self) -> usize {

@@ -1,0 +1,173 @@
+//! A plain training loop for classifiers built from QAT modules, with PyTorch's QAT schedule:
+//! freeze BN statistics from one epoch, disable observers from a later one.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::data::{Dataset, shuffled_indices};
+use crate::error::{QatError, Result};
+use crate::nn::QatModule;
+
+/// A model the loop can train: logits from images, and the QAT switches.
+pub trait Classifier: Module + QatModule {
+    fn logits(&mut self, images: Tensor<4>) -> Result<Tensor<2>>;
+}
+
+impl Classifier for crate::models::QatLeNet {
+    fn logits(&mut self, images: Tensor<4>) -> Result<Tensor<2>> {
+        self.forward(images)
+    }
+}
+
+/// Training settings. SGD with momentum (PyTorch's: no dampening).
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub seed: u64,
+    /// `freeze_bn_stats` from this epoch on (0-based); `None`: never.
+    pub freeze_bn_from_epoch: Option<usize>,
+    /// `disable_observer` from this epoch on (0-based); `None`: never.
+    pub disable_observer_from_epoch: Option<usize>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            batch_size: 64,
+            lr: 0.05,
+            momentum: 0.9,
+            seed: 0,
+            freeze_bn_from_epoch: Some(2),
+            disable_observer_from_epoch: Some(2),
+        }
+    }
+}
+
+/// What one epoch measured.
+#[derive(Clone, Debug)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub loss: f64,
+    pub train_accuracy: f64,
+    pub test_accuracy: f64,
+    pub samples_per_second: f64,
+}
+
+/// Mean cross entropy of logits against labels, and the number of correct argmaxes.
+fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> (Tensor<1>, usize) {
+    let [n, _] = logits.dims();
+    let correct = logits
+        .clone()
+        .argmax(1)
+        .reshape([n])
+        .equal(labels.clone())
+        .int()
+        .sum()
+        .into_scalar::<i64>() as usize;
+    let log_probs = log_softmax(logits, 1);
+    let picked: Tensor<2> = log_probs.gather(1, labels.reshape([n, 1]));
+    (picked.mean().neg().reshape([1]), correct)
+}
+
+/// Trains `model` in place, calling `on_epoch` after each epoch.
+pub fn train_classifier<M: Classifier>(
+    mut model: M,
+    train: &Dataset,
+    test: &Dataset,
+    options: &TrainOptions,
+    device: &Device,
+    mut on_epoch: impl FnMut(&EpochReport),
+) -> Result<(M, Vec<EpochReport>)> {
+    if options.batch_size < 2 {
+        return Err(QatError::config(
+            "batch_size must be at least 2 (training batch norm needs more than one value per channel)",
+        ));
+    }
+    if train.is_empty() || test.is_empty() {
+        return Err(QatError::config(
+            "the training and test sets must not be empty",
+        ));
+    }
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new()
+                .with_momentum(options.momentum)
+                .with_dampening(0.0),
+        ))
+        .init();
+    let mut reports = Vec::new();
+    for epoch in 0..options.epochs {
+        model.set_training(true);
+        if options.freeze_bn_from_epoch.is_some_and(|e| epoch >= e) {
+            model.freeze_bn_stats();
+        }
+        if options
+            .disable_observer_from_epoch
+            .is_some_and(|e| epoch >= e)
+        {
+            model.disable_observer();
+        }
+        let started = Instant::now();
+        let order = shuffled_indices(train.len(), options.seed.wrapping_add(epoch as u64));
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
+        // Drop a last batch of one: training BN cannot normalize a single value per channel.
+        for batch in order.chunks(options.batch_size).filter(|b| b.len() > 1) {
+            let (images, labels) = train.batch(batch, device);
+            let (loss, right) = cross_entropy(model.logits(images)?, labels);
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                return Err(QatError::NonFinite {
+                    context: format!("training, epoch {epoch}"),
+                    what: "the loss".into(),
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(options.lr, model, grads);
+            loss_sum += loss_value * batch.len() as f64;
+            correct += right;
+            seen += batch.len();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let report = EpochReport {
+            epoch,
+            loss: loss_sum / seen as f64,
+            train_accuracy: correct as f64 / seen as f64,
+            test_accuracy: evaluate(&model, test, options.batch_size.max(256), device)?,
+            samples_per_second: seen as f64 / seconds,
+        };
+        on_epoch(&report);
+        reports.push(report);
+    }
+    Ok((model, reports))
+}
+
+/// Test accuracy of the fake-quantized model in eval mode, on a copy with observers off so that
+/// evaluating does not move the quantization ranges.
+pub fn evaluate<M: Classifier>(
+    model: &M,
+    data: &Dataset,
+    batch_size: usize,
+    device: &Device,
+) -> Result<f64> {
+    // `valid()`: the same module off the autodiff graph, so evaluation records no backward.
+    let mut model = model.valid();
+    model.set_training(false);
+    model.disable_observer();
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut correct = 0;
+    for batch in indices.chunks(batch_size) {
+        let (images, labels) = data.batch(batch, device);
+        let (_, right) = cross_entropy(model.logits(images.detach())?.detach(), labels);
+        correct += right;
+    }
+    Ok(correct as f64 / data.len() as f64)
+}
