@@ -187,7 +187,7 @@ fn zero_gamma_gives_no_nan_and_matches_conv_then_bn() {
 }
 
 #[test]
-fn both_foldings_agree_with_fake_quant_off_and_differ_with_it_on() {
+fn both_foldings_agree_to_quantization_noise_and_to_rounding_with_fake_quant_off() {
     let device = device();
     let make = |folding| {
         device.seed(7);
@@ -451,5 +451,31 @@ fn bad_inputs_are_typed_errors() {
     assert!(
         matches!(&err, QatError::NonFinite { context, .. } if context == "LinearReLU (output)"),
         "{err}"
+    );
+}
+
+#[test]
+fn to_float_folds_bn_with_running_stats() {
+    // With fake quant off and BN frozen, the module computes exactly the folded float conv
+    // that to_float returns (up to f32 rounding of the fold).
+    let device = device();
+    let mut m = ConvBn2dConfig::new(
+        Conv2dOptions::new(3, 5, 3).with_padding(1),
+        get_default_qat_qconfig("fbgemm", 0).unwrap(),
+    )
+    .with_bias(true)
+    .init(&device)
+    .unwrap();
+    let x = Tensor::<4>::random([4, 3, 6, 6], Distribution::Normal(0.5, 1.0), &device);
+    m.forward(x.clone()).unwrap(); // move the running stats away from 0 / 1
+    m.disable_fake_quant();
+    m.eval();
+    let folded = m.to_float();
+    assert_close(
+        "to_float",
+        &to_vec(&folded.forward(x.clone()).unwrap()),
+        &to_vec(&m.forward(x).unwrap()),
+        1e-5,
+        1e-5,
     );
 }
