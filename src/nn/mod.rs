@@ -6,6 +6,7 @@ pub mod conv_options;
 pub mod float;
 pub mod intrinsic;
 pub mod qat;
+pub mod quantized;
 pub mod qat_module;
 mod tensor_util;
 

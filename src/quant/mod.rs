@@ -4,6 +4,7 @@
 
 mod qparams;
 mod range;
+mod requant;
 mod round;
 mod scheme;
 
@@ -11,5 +12,6 @@ pub use qparams::{
     QParamFormula, QParams, SMALL_SCALE_THRESHOLD, choose_qparams, observer_qparams,
 };
 pub use range::{QuantDtype, QuantRange};
+pub use requant::{quantize_bias, quantize_value, requant_multiplier, requantize};
 pub use round::round_half_even;
 pub use scheme::{QScheme, QuantSpec};
