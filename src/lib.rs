@@ -11,5 +11,6 @@ pub mod qconfig;
 pub mod quant;
 pub mod state_dict;
 pub mod train;
+pub mod workflow;
 
 pub use error::{QatError, Result};

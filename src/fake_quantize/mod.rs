@@ -66,6 +66,101 @@ impl FakeQuantize {
         self.observer.qparams_with(self.config.convert_qparams)
     }
 
+    /// The convert-time qparams of a per-tensor activation fake quant, checked for the int8
+    /// engine (u8 storage). An observer that never saw data is an error: there is nothing to
+    /// convert with.
+    pub fn activation_qparams(
+        &self,
+        layer: &str,
+    ) -> Result<crate::nn::quantized::ActivationQParams> {
+        if !self.observer.has_observed() {
+            return Err(QatError::config(format!(
+                "{layer}: its observer never saw data, so it has no qparams; run the model on some data (with observers enabled) before convert"
+            )));
+        }
+        if self.observer.ch_axis().is_some() {
+            return Err(QatError::config(format!(
+                "{layer}: activations must be quantized per tensor"
+            )));
+        }
+        let q = self.calculate_qparams();
+        let range = self.observer.spec().range;
+        crate::nn::quantized::ActivationQParams {
+            scale: q.scale[0],
+            zero_point: q.zero_point[0],
+            quant_min: range.quant_min,
+            quant_max: range.quant_max,
+        }
+        .validated(layer)
+    }
+
+    /// Integer weights with their per-channel scales and zero points (a per-tensor scale is
+    /// repeated for each of `channels`), quantized with the convert-time qparams exactly as
+    /// fake quantization rounds them. Checked to fit i8.
+    pub fn quantize_weight(
+        &self,
+        weight: &[f32],
+        channels: usize,
+        layer: &str,
+    ) -> Result<(Vec<i8>, Vec<f32>, Vec<i32>)> {
+        if !self.observer.has_observed() {
+            return Err(QatError::config(format!(
+                "{layer}: its weight observer never saw data, so it has no qparams; run a forward before convert"
+            )));
+        }
+        let range = self.observer.spec().range;
+        if range.quant_min < -128 || range.quant_max > 127 {
+            return Err(QatError::config(format!(
+                "{layer}: weight range [{}, {}] does not fit i8; the int8 engine stores weights as i8",
+                range.quant_min, range.quant_max
+            )));
+        }
+        if let Some(axis) = self.observer.ch_axis()
+            && axis != 0
+        {
+            return Err(QatError::config(format!(
+                "{layer}: per-channel weight quantization must be on axis 0 (output channels), found {axis}"
+            )));
+        }
+        let q = self.calculate_qparams();
+        let expand = |v: &Vec<f32>| {
+            if v.len() == 1 {
+                vec![v[0]; channels]
+            } else {
+                v.clone()
+            }
+        };
+        let scale = expand(&q.scale);
+        let zero_point: Vec<i32> = if q.zero_point.len() == 1 {
+            vec![q.zero_point[0]; channels]
+        } else {
+            q.zero_point.clone()
+        };
+        if scale.len() != channels {
+            return Err(QatError::shape(
+                layer,
+                format!("{channels} weight scales"),
+                format!("{}", scale.len()),
+            ));
+        }
+        let per_channel = weight.len() / channels;
+        let values = weight
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let c = i / per_channel;
+                crate::quant::quantize_value(
+                    w,
+                    1.0 / scale[c],
+                    zero_point[c],
+                    range.quant_min,
+                    range.quant_max,
+                ) as i8
+            })
+            .collect();
+        Ok((values, scale, zero_point))
+    }
+
     pub fn is_fake_quant_enabled(&self) -> bool {
         self.fake_quant_enabled
     }

@@ -6,9 +6,9 @@ pub mod conv_options;
 pub mod float;
 pub mod intrinsic;
 pub mod qat;
-pub mod quantized;
 pub mod qat_module;
-mod tensor_util;
+pub mod quantized;
+pub(crate) mod tensor_util;
 
 pub use batch_norm::BatchNorm;
 pub use conv_options::{Conv2dOptions, PaddingMode, Size2};

@@ -1,3 +1,6 @@
-//! `torch.ao.nn.intrinsic`: fused modules. [`qat`] holds the fused QAT modules.
+//! `torch.ao.nn.intrinsic`: float fused containers, and in [`qat`] the fused QAT modules.
 
+mod fused;
 pub mod qat;
+
+pub use fused::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU, fuse_conv_bn_weights};

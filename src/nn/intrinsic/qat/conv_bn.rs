@@ -112,28 +112,12 @@ impl ConvBn2d {
     /// `fuse_conv_bn_weights`): `W' = W * gamma * rsqrt(rv + eps)`,
     /// `b' = (b - rm) * rsqrt(rv + eps) * gamma + beta`. Weights are not fake quantized.
     pub fn to_float(&self) -> float::Conv2d {
-        let c = self.options.out_channels;
-        let w = self.weight.val();
-        let rsqrt: Tensor<1> = host_tensor(
-            self.bn.running_std().iter().map(|s| 1.0 / s).collect(),
-            [c],
-            &w,
-        );
-        let mean: Tensor<1> = host_tensor(self.bn.running_mean().to_vec(), [c], &w);
-        let gamma = self.bn.weight.val();
-        let factor = gamma.clone() * rsqrt.clone();
-        let weight = w.clone() * factor.reshape(weight_channel_shape::<4>(c));
-        let bias = self
-            .bias
-            .as_ref()
-            .map(Param::val)
-            .unwrap_or_else(|| Tensor::zeros([c], &w.device()));
-        let bias = (bias - mean) * rsqrt * gamma + self.bn.bias.val();
-        float::Conv2d {
-            weight: Param::from_tensor(weight.detach()),
-            bias: Some(Param::from_tensor(bias.detach())),
+        let conv = float::Conv2d {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
             options: self.options.clone(),
-        }
+        };
+        crate::nn::intrinsic::fuse_conv_bn_weights(&conv, &self.bn)
     }
 
     /// Attaches the output fake quant from the qconfig (what `prepare_qat` does).
@@ -236,6 +220,17 @@ impl ConvBn2d {
         let gamma = self.bn.weight.val();
         let running_std: Tensor<1> = host_tensor(self.bn.running_std(), [c], &gamma);
         gamma / running_std
+    }
+
+    /// `gamma / sqrt(running_var + eps)`, detached: the per-channel fold factor.
+    pub(crate) fn scale_factor_tensor(&self) -> Tensor<1> {
+        self.scale_factor().detach()
+    }
+
+    /// `W * gamma / sqrt(running_var + eps)`, detached: the weight the fake quant sees.
+    pub(crate) fn folded_weight_tensor(&self) -> Tensor<4> {
+        let c = self.options.out_channels;
+        (self.weight.val() * self.scale_factor().reshape(weight_channel_shape::<4>(c))).detach()
     }
 
     /// The fake-quantized conv of `x` with weights scaled by `sf`, without bias.

@@ -1,0 +1,252 @@
+//! A float model as a list of named layers (with residual blocks): what a user builds, and
+//! what [`fuse`](FloatModel::fuse) and [`prepare_qat`](super::prepare_qat) transform.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use super::layers::{DeQuantStub, Flatten, MaxPool2d, Named, QuantStub, Relu, Value};
+use crate::error::{QatError, Result};
+use crate::nn::{BatchNorm, Conv2dOptions, float, intrinsic};
+
+/// A float layer.
+#[derive(Module, Debug)]
+pub enum Layer {
+    QuantStub(QuantStub),
+    DeQuantStub(DeQuantStub),
+    Conv2d(float::Conv2d),
+    BatchNorm2d(BatchNorm),
+    Relu(Relu),
+    Linear(float::Linear),
+    MaxPool2d(MaxPool2d),
+    Flatten(Flatten),
+    Residual(Residual),
+    ConvBn2d(intrinsic::ConvBn2d),
+    ConvBnReLU2d(intrinsic::ConvBnReLU2d),
+    ConvReLU2d(intrinsic::ConvReLU2d),
+    LinearReLU(intrinsic::LinearReLU),
+}
+
+/// `relu?(body(x) + x)`: a residual block with an identity shortcut.
+#[derive(Module, Debug)]
+pub struct Residual {
+    pub body: Vec<Named<Layer>>,
+    pub relu: bool,
+}
+
+/// A float model: named layers applied in order.
+#[derive(Module, Debug)]
+pub struct FloatModel {
+    pub layers: Vec<Named<Layer>>,
+}
+
+impl Layer {
+    pub fn conv2d(options: Conv2dOptions, bias: bool, device: &Device) -> Result<Self> {
+        Ok(Self::Conv2d(float::Conv2d::new(options, bias, device)?))
+    }
+
+    pub fn batch_norm2d(num_features: usize, device: &Device) -> Result<Self> {
+        Ok(Self::BatchNorm2d(BatchNorm::new(
+            num_features,
+            1e-5,
+            Some(0.1),
+            device,
+        )?))
+    }
+
+    pub fn linear(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self::Linear(float::Linear::new(
+            in_features,
+            out_features,
+            bias,
+            device,
+        )?))
+    }
+
+    pub fn max_pool2d(kernel_size: usize, stride: usize) -> Result<Self> {
+        Ok(Self::MaxPool2d(MaxPool2d::new(kernel_size, stride)?))
+    }
+
+    pub fn residual(body: Vec<(&str, Layer)>, relu: bool) -> Self {
+        Self::Residual(Residual {
+            body: named(body),
+            relu,
+        })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::QuantStub(_) => "QuantStub",
+            Self::DeQuantStub(_) => "DeQuantStub",
+            Self::Conv2d(_) => "Conv2d",
+            Self::BatchNorm2d(_) => "BatchNorm2d",
+            Self::Relu(_) => "ReLU",
+            Self::Linear(_) => "Linear",
+            Self::MaxPool2d(_) => "MaxPool2d",
+            Self::Flatten(_) => "Flatten",
+            Self::Residual(_) => "Residual",
+            Self::ConvBn2d(_) => "ConvBn2d",
+            Self::ConvBnReLU2d(_) => "ConvBnReLU2d",
+            Self::ConvReLU2d(_) => "ConvReLU2d",
+            Self::LinearReLU(_) => "LinearReLU",
+        }
+    }
+
+    /// Training mode for batch norms inside (`true`) or running statistics (`false`).
+    fn set_training(&mut self, training: bool) {
+        match self {
+            Self::BatchNorm2d(bn) => bn.training = training,
+            Self::ConvBn2d(m) => m.bn.training = training,
+            Self::ConvBnReLU2d(m) => m.bn.training = training,
+            Self::Residual(r) => r
+                .body
+                .iter_mut()
+                .for_each(|l| l.layer.set_training(training)),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn forward(&mut self, x: Value, name: &str) -> Result<Value> {
+        Ok(match self {
+            Self::QuantStub(_) | Self::DeQuantStub(_) => x,
+            Self::Conv2d(m) => Value::Image(m.forward(x.image(name)?)?),
+            Self::BatchNorm2d(bn) => Value::Image(bn.forward(x.image(name)?, name)?),
+            Self::Relu(_) => x.relu(),
+            Self::Linear(m) => Value::Features(m.forward(x.features(name)?)?),
+            Self::MaxPool2d(m) => m.forward(x, name)?,
+            Self::Flatten(m) => m.forward(x, name)?,
+            Self::Residual(r) => {
+                let mut y = x.clone();
+                for l in &mut r.body {
+                    y = l.layer.forward(y, &format!("{name}.{}", l.name))?;
+                }
+                let sum = y.float_add(x, name)?;
+                if r.relu { sum.relu() } else { sum }
+            }
+            Self::ConvBn2d(m) => Value::Image(m.forward(x.image(name)?)?),
+            Self::ConvBnReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
+            Self::ConvReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
+            Self::LinearReLU(m) => Value::Features(m.forward(x.features(name)?)?),
+        })
+    }
+}
+
+pub(crate) fn named(layers: Vec<(&str, Layer)>) -> Vec<Named<Layer>> {
+    layers
+        .into_iter()
+        .map(|(name, layer)| Named {
+            name: name.to_string(),
+            layer,
+        })
+        .collect()
+}
+
+impl FloatModel {
+    /// A model from `(name, layer)` pairs; names must be unique among siblings.
+    pub fn new(layers: Vec<(&str, Layer)>) -> Result<Self> {
+        let layers = named(layers);
+        check_unique_names(&layers, "")?;
+        Ok(Self { layers })
+    }
+
+    /// Images `[N, C, H, W]` in, whatever the last layer produces out.
+    pub fn forward(&mut self, x: Tensor<4>) -> Result<Value> {
+        let mut value = Value::Image(x);
+        for l in &mut self.layers {
+            value = l.layer.forward(value, &l.name)?;
+        }
+        Ok(value)
+    }
+
+    /// Batch norms use batch statistics (`true`) or running ones (`false`).
+    pub fn set_training(&mut self, training: bool) {
+        self.layers
+            .iter_mut()
+            .for_each(|l| l.layer.set_training(training));
+    }
+
+    /// Fuses every known pattern for QAT, keeping BN (PyTorch `fuse_modules_qat`):
+    /// Conv2d + BatchNorm2d (+ ReLU), Conv2d + ReLU, Linear + ReLU, also inside residual bodies.
+    /// The fused layer takes the first layer's name. A BatchNorm2d whose features differ from the
+    /// conv's output channels is an error naming both layers.
+    pub fn fuse(self) -> Result<Self> {
+        Ok(Self {
+            layers: fuse_layers(self.layers, "")?,
+        })
+    }
+}
+
+fn check_unique_names(layers: &[Named<Layer>], prefix: &str) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for l in layers {
+        if l.name.is_empty() || l.name.contains('.') {
+            return Err(QatError::config(format!(
+                "layer name {:?} under {prefix:?} must be non-empty and contain no '.'",
+                l.name
+            )));
+        }
+        if !seen.insert(&l.name) {
+            return Err(QatError::config(format!(
+                "two layers are named {prefix}{}",
+                l.name
+            )));
+        }
+        if let Layer::Residual(r) = &l.layer {
+            check_unique_names(&r.body, &format!("{prefix}{}.", l.name))?;
+        }
+    }
+    Ok(())
+}
+
+fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Layer>>> {
+    let mut out: Vec<Named<Layer>> = Vec::with_capacity(layers.len());
+    let mut rest = layers.into_iter().peekable();
+    while let Some(Named { name, layer }) = rest.next() {
+        let layer = match layer {
+            Layer::Conv2d(conv) => match rest.peek().map(|l| &l.layer) {
+                Some(Layer::BatchNorm2d(_)) => {
+                    let bn_layer = rest.next().expect("peeked");
+                    let Layer::BatchNorm2d(bn) = bn_layer.layer else {
+                        unreachable!()
+                    };
+                    if bn.num_features() != conv.options.out_channels {
+                        return Err(QatError::config(format!(
+                            "cannot fuse {prefix}{name} (Conv2d, {} output channels) with {prefix}{} (BatchNorm2d, {} features)",
+                            conv.options.out_channels,
+                            bn_layer.name,
+                            bn.num_features()
+                        )));
+                    }
+                    if matches!(rest.peek().map(|l| &l.layer), Some(Layer::Relu(_))) {
+                        rest.next();
+                        Layer::ConvBnReLU2d(intrinsic::ConvBnReLU2d { conv, bn })
+                    } else {
+                        Layer::ConvBn2d(intrinsic::ConvBn2d { conv, bn })
+                    }
+                }
+                Some(Layer::Relu(_)) => {
+                    rest.next();
+                    Layer::ConvReLU2d(intrinsic::ConvReLU2d { conv })
+                }
+                _ => Layer::Conv2d(conv),
+            },
+            Layer::Linear(linear)
+                if matches!(rest.peek().map(|l| &l.layer), Some(Layer::Relu(_))) =>
+            {
+                rest.next();
+                Layer::LinearReLU(intrinsic::LinearReLU { linear })
+            }
+            Layer::Residual(r) => Layer::Residual(Residual {
+                body: fuse_layers(r.body, &format!("{prefix}{name}."))?,
+                relu: r.relu,
+            }),
+            other => other,
+        };
+        out.push(Named { name, layer });
+    }
+    Ok(out)
+}

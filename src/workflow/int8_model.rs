@@ -1,0 +1,221 @@
+//! The converted model: int8 layers on integer kernels, float layers where the qconfig was
+//! `None`, and quantize / dequantize at the stubs.
+
+use burn::tensor::{Device, Tensor};
+
+use super::ToQuantized;
+use super::float_model::Layer;
+use super::layers::{Flatten, MaxPool2d, Named, Value};
+use super::qat_model::{QatLayer, QatModel};
+use crate::error::{QatError, Result};
+use crate::nn::quantized::{self, ActivationQParams, QTensor};
+
+/// A layer of a converted model.
+#[derive(Clone, Debug)]
+pub enum Int8Layer {
+    Quantize(quantized::Quantize),
+    DeQuantize,
+    Conv2d(quantized::Conv2d),
+    Linear(quantized::Linear),
+    Relu,
+    MaxPool2d(MaxPool2d),
+    Flatten,
+    Residual {
+        body: Vec<Named<Int8Layer>>,
+        add: quantized::Add,
+    },
+    /// Left in float (qconfig `None`), between a DeQuantStub and a QuantStub.
+    Float(Layer),
+}
+
+impl burn::module::Module for Int8Layer {
+    burn::empty!(module);
+}
+
+impl burn::module::ModuleDisplayDefault for Int8Layer {
+    fn content(&self, content: burn::module::Content) -> Option<burn::module::Content> {
+        content.add_formatted(&format!("{self:?}")).optional()
+    }
+}
+
+impl burn::module::ModuleDisplay for Int8Layer {}
+
+/// The int8 model.
+#[derive(Clone, Debug)]
+pub struct Int8Model {
+    pub layers: Vec<Named<Int8Layer>>,
+}
+
+/// PyTorch `convert`: every QAT layer becomes its int8 module, BN folded with the running
+/// statistics, weights quantized with the weight fake quant's convert-time qparams, outputs
+/// requantized to each output fake quant's qparams. The QAT model is not changed (PyTorch's
+/// convert runs the weight observers once more; ours does not, so a model whose observers are
+/// off converts to exactly what it evaluated).
+pub fn convert(model: &QatModel) -> Result<Int8Model> {
+    let mut current = None;
+    Ok(Int8Model {
+        layers: convert_layers(&model.layers, "", &mut current)?,
+    })
+}
+
+fn need_input(current: &Option<ActivationQParams>, path: &str) -> Result<ActivationQParams> {
+    current.ok_or_else(|| {
+        QatError::config(format!(
+            "{path}: receives float input but is quantized; put a QuantStub before it"
+        ))
+    })
+}
+
+fn convert_layers(
+    layers: &[Named<QatLayer>],
+    prefix: &str,
+    current: &mut Option<ActivationQParams>,
+) -> Result<Vec<Named<Int8Layer>>> {
+    let mut out = Vec::with_capacity(layers.len());
+    for l in layers {
+        let path = format!("{prefix}{}", l.name);
+        let layer = match &l.layer {
+            QatLayer::QuantStub(s) => {
+                let q = s.activation_post_process.activation_qparams(&path)?;
+                *current = Some(q);
+                Int8Layer::Quantize(quantized::Quantize::new(q)?)
+            }
+            QatLayer::DeQuantStub(_) => {
+                *current = None;
+                Int8Layer::DeQuantize
+            }
+            QatLayer::ConvBn2d(m) => {
+                Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?)
+            }
+            QatLayer::ConvBnReLU2d(m) => {
+                Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?)
+            }
+            QatLayer::ConvReLU2d(m) => {
+                Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?)
+            }
+            QatLayer::Conv2d(m) => {
+                Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?)
+            }
+            QatLayer::Linear(m) => {
+                Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?)
+            }
+            QatLayer::LinearReLU(m) => {
+                Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?)
+            }
+            QatLayer::Relu(_) => Int8Layer::Relu,
+            QatLayer::MaxPool2d(p) => Int8Layer::MaxPool2d(p.clone()),
+            QatLayer::Flatten(_) => Int8Layer::Flatten,
+            QatLayer::Residual(r) => {
+                need_input(current, &path)?;
+                let body = convert_layers(&r.body, &format!("{path}.body."), current)?;
+                need_input(current, &format!("{path} (end of its body)"))?;
+                let add =
+                    quantized::Add::new(r.add.activation_qparams(&format!("{path}.add"))?, r.relu)?;
+                *current = Some(add.output);
+                Int8Layer::Residual { body, add }
+            }
+            QatLayer::Float(f) => {
+                if current.is_some() {
+                    return Err(QatError::config(format!(
+                        "{path}: a float layer (qconfig None) receives quantized input; put a DeQuantStub before it"
+                    )));
+                }
+                Int8Layer::Float(f.clone())
+            }
+        };
+        match &layer {
+            Int8Layer::Conv2d(m) => *current = Some(m.output),
+            Int8Layer::Linear(m) => *current = Some(m.output),
+            _ => {}
+        }
+        out.push(Named {
+            name: l.name.clone(),
+            layer,
+        });
+    }
+    Ok(out)
+}
+
+/// Which implementation runs the integer layers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Kernels,
+    Reference,
+}
+
+impl Int8Model {
+    /// Runs the model on float images `[N, C, H, W]` (quantized at the first QuantStub).
+    pub fn forward(&self, x: Tensor<4>) -> Result<Value> {
+        let device = x.device();
+        run_layers(&self.layers, Value::Image(x), "", Engine::Kernels, &device)
+    }
+
+    /// The same with the integer layers computed on burn's f64 ops (the reference path).
+    pub fn forward_reference(&self, x: Tensor<4>, device: &Device) -> Result<Value> {
+        run_layers(&self.layers, Value::Image(x), "", Engine::Reference, device)
+    }
+}
+
+fn run_layers(
+    layers: &[Named<Int8Layer>],
+    mut value: Value,
+    prefix: &str,
+    engine: Engine,
+    device: &Device,
+) -> Result<Value> {
+    for l in layers {
+        let path = format!("{prefix}{}", l.name);
+        value = match &l.layer {
+            Int8Layer::Quantize(q) => match value {
+                Value::Image(t) => Value::Quantized(q.forward(&t)?),
+                Value::Features(t) => Value::Quantized(q.forward(&t)?),
+                Value::Quantized(_) => {
+                    return Err(QatError::config(format!(
+                        "{path}: Quantize received an already quantized tensor"
+                    )));
+                }
+            },
+            Int8Layer::DeQuantize => {
+                let q = value.quantized(&path)?;
+                match q.shape.len() {
+                    4 => Value::Image(q.to_tensor::<4>(device)?),
+                    2 => Value::Features(q.to_tensor::<2>(device)?),
+                    _ => {
+                        return Err(QatError::shape(
+                            &path,
+                            "a rank-2 or rank-4 tensor",
+                            format!("{:?}", q.shape),
+                        ));
+                    }
+                }
+            }
+            Int8Layer::Conv2d(m) => {
+                let x = value.quantized(&path)?;
+                Value::Quantized(if engine == Engine::Kernels {
+                    m.forward(&x)?
+                } else {
+                    m.forward_reference(&x, device)?
+                })
+            }
+            Int8Layer::Linear(m) => {
+                let x = value.quantized(&path)?;
+                Value::Quantized(if engine == Engine::Kernels {
+                    m.forward(&x)?
+                } else {
+                    m.forward_reference(&x, device)?
+                })
+            }
+            Int8Layer::Relu => value.relu(),
+            Int8Layer::MaxPool2d(p) => p.forward(value, &path)?,
+            Int8Layer::Flatten => Flatten.forward(value, &path)?,
+            Int8Layer::Residual { body, add } => {
+                let shortcut: QTensor = value.clone().quantized(&path)?;
+                let y = run_layers(body, value, &format!("{path}.body."), engine, device)?
+                    .quantized(&path)?;
+                Value::Quantized(add.forward(&y, &shortcut)?)
+            }
+            Int8Layer::Float(f) => f.clone().forward(value, &path)?,
+        };
+    }
+    Ok(value)
+}

@@ -1,0 +1,18 @@
+//! The whole-model road: build a [`FloatModel`], [`fuse`](FloatModel::fuse) it,
+//! [`prepare_qat`], train the [`QatModel`] with any burn optimizer, [`convert`] to an
+//! [`Int8Model`] that computes on integers.
+
+mod convert_module;
+mod float_model;
+mod float_state;
+mod int8_model;
+mod layers;
+mod qat_model;
+mod qconfig_map;
+
+pub use convert_module::ToQuantized;
+pub use float_model::{FloatModel, Layer, Residual};
+pub use int8_model::{Int8Layer, Int8Model, convert};
+pub use layers::{DeQuantStub, Flatten, MaxPool2d, Named, QuantStub, Relu, Value};
+pub use qat_model::{EvalArithmetic, QatLayer, QatModel, QatQuantStub, QatResidual, prepare_qat};
+pub use qconfig_map::QConfigMap;

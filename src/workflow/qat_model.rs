@@ -1,0 +1,335 @@
+//! A model prepared for QAT: the float model with every quantizable layer swapped for its QAT
+//! module, an output fake quant after each, one on the input (QuantStub) and one after each
+//! residual addition.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+use super::float_model::{FloatModel, Layer};
+use super::layers::{DeQuantStub, Flatten, MaxPool2d, Named, Relu, Value};
+use super::qconfig_map::QConfigMap;
+use crate::error::{QatError, Result};
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU};
+use crate::nn::{QatModule, qat};
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
+
+/// `QuantStub` after prepare: fake quantizes the float input.
+#[derive(Module, Debug)]
+pub struct QatQuantStub {
+    #[module(skip)]
+    pub activation_post_process: FakeQuantize,
+}
+
+/// A residual block after prepare: the addition gets its own output fake quant (PyTorch's
+/// `FloatFunctional` observer), after the ReLU when there is one.
+#[derive(Module, Debug)]
+pub struct QatResidual {
+    pub body: Vec<Named<QatLayer>>,
+    pub relu: bool,
+    #[module(skip)]
+    pub add: FakeQuantize,
+}
+
+/// A layer of a prepared model.
+#[derive(Module, Debug)]
+pub enum QatLayer {
+    QuantStub(QatQuantStub),
+    DeQuantStub(DeQuantStub),
+    ConvBn2d(ConvBn2d),
+    ConvBnReLU2d(ConvBnReLU2d),
+    ConvReLU2d(ConvReLU2d),
+    Conv2d(qat::Conv2d),
+    Linear(qat::Linear),
+    LinearReLU(LinearReLU),
+    Relu(Relu),
+    MaxPool2d(MaxPool2d),
+    Flatten(Flatten),
+    Residual(QatResidual),
+    /// A layer whose qconfig is `None`: left in float.
+    Float(Layer),
+}
+
+/// How a prepared model computes in eval mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalArithmetic {
+    /// Float fake quantization, as PyTorch's QAT model evaluates.
+    Float,
+    /// The int8 deployment arithmetic (integer accumulation, the specified requantization),
+    /// computed on burn's f64 ops: what the converted model will output, bit for bit.
+    Deployment,
+}
+
+/// A model prepared for quantization-aware training.
+#[derive(Module, Debug)]
+pub struct QatModel {
+    pub layers: Vec<Named<QatLayer>>,
+    #[module(skip)]
+    pub eval_arithmetic: EvalArithmetic,
+    #[module(skip)]
+    training: bool,
+}
+
+/// PyTorch `prepare_qat`: swaps each fused or quantizable layer for its QAT module with the
+/// layer's qconfig, attaching an output fake quant after it, one to each QuantStub and one after
+/// each residual addition. Fuse first ([`FloatModel::fuse`]): an unfused BatchNorm2d is an
+/// error. Eval uses the deployment arithmetic when every qconfig uses one qparam formula
+/// (our presets), else PyTorch's float arithmetic.
+pub fn prepare_qat(model: FloatModel, qconfig: impl Into<QConfigMap>) -> Result<QatModel> {
+    let map = qconfig.into();
+    let mut consistent = true;
+    let layers = prepare_layers(model.layers, "", &map, &mut consistent)?;
+    let eval_arithmetic = if consistent {
+        EvalArithmetic::Deployment
+    } else {
+        EvalArithmetic::Float
+    };
+    Ok(QatModel {
+        layers,
+        eval_arithmetic,
+        training: true,
+    })
+}
+
+fn prepare_layers(
+    layers: Vec<Named<Layer>>,
+    prefix: &str,
+    map: &QConfigMap,
+    consistent: &mut bool,
+) -> Result<Vec<Named<QatLayer>>> {
+    layers
+        .into_iter()
+        .map(|Named { name, layer }| {
+            let path = format!("{prefix}{name}");
+            let Some(q) = map.get(&path).cloned() else {
+                return Ok(Named { name, layer: QatLayer::Float(layer) });
+            };
+            *consistent &= q.is_consistent();
+            let layer = match layer {
+                Layer::QuantStub(_) => QatLayer::QuantStub(QatQuantStub { activation_post_process: q.activation.init()? }),
+                Layer::DeQuantStub(d) => QatLayer::DeQuantStub(d),
+                Layer::ConvBn2d(m) => QatLayer::ConvBn2d(ConvBn2d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?),
+                Layer::ConvBnReLU2d(m) => QatLayer::ConvBnReLU2d(ConvBnReLU2d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?),
+                Layer::ConvReLU2d(m) => QatLayer::ConvReLU2d(ConvReLU2d::from_float(&m.conv, q)?.with_output_fake_quant()?),
+                Layer::Conv2d(m) => QatLayer::Conv2d(qat::Conv2d::from_float(&m, q)?.with_output_fake_quant()?),
+                Layer::Linear(m) => QatLayer::Linear(qat::Linear::from_float(&m, q)?.with_output_fake_quant()?),
+                Layer::LinearReLU(m) => QatLayer::LinearReLU(LinearReLU::from_float(&m.linear, q)?.with_output_fake_quant()?),
+                Layer::Relu(r) => QatLayer::Relu(r),
+                Layer::MaxPool2d(p) => QatLayer::MaxPool2d(p),
+                Layer::Flatten(f) => QatLayer::Flatten(f),
+                Layer::Residual(r) => QatLayer::Residual(QatResidual {
+                    body: prepare_layers(r.body, &format!("{path}.body."), map, consistent)?,
+                    relu: r.relu,
+                    add: q.activation.init()?,
+                }),
+                Layer::BatchNorm2d(_) => {
+                    return Err(QatError::config(format!(
+                        "{path}: an unfused BatchNorm2d cannot be quantized; call fuse() first (it must follow a Conv2d), or give it qconfig None"
+                    )));
+                }
+            };
+            Ok(Named { name, layer })
+        })
+        .collect()
+}
+
+impl QatLayer {
+    pub(crate) fn forward(&mut self, x: Value, name: &str) -> Result<Value> {
+        Ok(match self {
+            Self::QuantStub(s) => match x {
+                Value::Image(t) => Value::Image(s.activation_post_process.forward(t)?),
+                Value::Features(t) => Value::Features(s.activation_post_process.forward(t)?),
+                q => q,
+            },
+            Self::DeQuantStub(_) => x,
+            Self::ConvBn2d(m) => Value::Image(m.forward(x.image(name)?)?),
+            Self::ConvBnReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
+            Self::ConvReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
+            Self::Conv2d(m) => Value::Image(m.forward(x.image(name)?)?),
+            Self::Linear(m) => Value::Features(m.forward(x.features(name)?)?),
+            Self::LinearReLU(m) => Value::Features(m.forward(x.features(name)?)?),
+            Self::Relu(_) => x.relu(),
+            Self::MaxPool2d(p) => p.forward(x, name)?,
+            Self::Flatten(f) => f.forward(x, name)?,
+            Self::Residual(r) => {
+                let mut y = x.clone();
+                for l in &mut r.body {
+                    y = l.layer.forward(y, &format!("{name}.{}", l.name))?;
+                }
+                let sum = y.float_add(x, name)?;
+                let sum = if r.relu { sum.relu() } else { sum };
+                match sum {
+                    Value::Image(t) => Value::Image(r.add.forward(t)?),
+                    Value::Features(t) => Value::Features(r.add.forward(t)?),
+                    q => q,
+                }
+            }
+            Self::Float(layer) => layer.forward(x, name)?,
+        })
+    }
+
+    fn children_mut(&mut self) -> Vec<&mut dyn QatModule> {
+        match self {
+            Self::ConvBn2d(m) => vec![m],
+            Self::ConvBnReLU2d(m) => vec![m],
+            Self::ConvReLU2d(m) => vec![m],
+            Self::Conv2d(m) => vec![m],
+            Self::Linear(m) => vec![m],
+            Self::LinearReLU(m) => vec![m],
+            _ => vec![],
+        }
+    }
+}
+
+impl QatModel {
+    /// Training mode (the default after prepare): batch statistics unless frozen, float fake
+    /// quantization. Eval: running statistics, and the configured [`EvalArithmetic`].
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// Images `[N, C, H, W]` in. In eval with [`EvalArithmetic::Deployment`], the result is the
+    /// converted model's output (dequantized where the model ends in a DeQuantStub).
+    pub fn forward(&mut self, x: Tensor<4>) -> Result<Value> {
+        if !self.training && self.eval_arithmetic == EvalArithmetic::Deployment {
+            let device = x.device();
+            return super::convert(self)?.forward_reference(x, &device);
+        }
+        self.forward_float(x)
+    }
+
+    /// The float fake-quant forward, whatever the mode (PyTorch's QAT arithmetic).
+    pub fn forward_float(&mut self, x: Tensor<4>) -> Result<Value> {
+        let mut value = Value::Image(x);
+        for l in &mut self.layers {
+            value = l.layer.forward(value, &l.name)?;
+        }
+        Ok(value)
+    }
+}
+
+fn visit_layers(layers: &mut [Named<QatLayer>], f: &mut dyn FnMut(&mut QatLayer)) {
+    for l in layers {
+        if let QatLayer::Residual(r) = &mut l.layer {
+            visit_layers(&mut r.body, f);
+        }
+        f(&mut l.layer);
+    }
+}
+
+impl QatModule for QatModel {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        fn collect<'a>(layers: &'a mut [Named<QatLayer>], out: &mut Vec<&'a mut FakeQuantize>) {
+            for l in layers {
+                match &mut l.layer {
+                    QatLayer::QuantStub(s) => out.push(&mut s.activation_post_process),
+                    QatLayer::Residual(r) => {
+                        collect(&mut r.body, out);
+                        out.push(&mut r.add);
+                    }
+                    QatLayer::ConvBn2d(m) => out.extend(m.fake_quants_mut()),
+                    QatLayer::ConvBnReLU2d(m) => out.extend(m.fake_quants_mut()),
+                    QatLayer::ConvReLU2d(m) => out.extend(m.fake_quants_mut()),
+                    QatLayer::Conv2d(m) => out.extend(m.fake_quants_mut()),
+                    QatLayer::Linear(m) => out.extend(m.fake_quants_mut()),
+                    QatLayer::LinearReLU(m) => out.extend(m.fake_quants_mut()),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        collect(&mut self.layers, &mut out);
+        out
+    }
+
+    fn set_training(&mut self, mode: bool) {
+        self.training = mode;
+        visit_layers(&mut self.layers, &mut |l| {
+            l.children_mut()
+                .into_iter()
+                .for_each(|m| m.set_training(mode))
+        });
+    }
+
+    fn freeze_bn_stats(&mut self) {
+        visit_layers(&mut self.layers, &mut |l| {
+            l.children_mut()
+                .into_iter()
+                .for_each(|m| m.freeze_bn_stats())
+        });
+    }
+
+    fn update_bn_stats(&mut self) {
+        visit_layers(&mut self.layers, &mut |l| {
+            l.children_mut()
+                .into_iter()
+                .for_each(|m| m.update_bn_stats())
+        });
+    }
+}
+
+fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
+    for l in layers {
+        let p = join(prefix, &format!("{}.", l.name));
+        match &l.layer {
+            QatLayer::QuantStub(s) => s
+                .activation_post_process
+                .write_state(&join(&p, "activation_post_process."), out),
+            QatLayer::ConvBn2d(m) => m.write_state(&p, out),
+            QatLayer::ConvBnReLU2d(m) => m.write_state(&p, out),
+            QatLayer::ConvReLU2d(m) => m.write_state(&p, out),
+            QatLayer::Conv2d(m) => m.write_state(&p, out),
+            QatLayer::Linear(m) => m.write_state(&p, out),
+            QatLayer::LinearReLU(m) => m.write_state(&p, out),
+            QatLayer::Residual(r) => {
+                write_layers(&r.body, &join(&p, "body."), out);
+                r.add
+                    .write_state(&join(&p, "add.activation_post_process."), out);
+            }
+            QatLayer::Float(f) => super::float_state::write_float_layer(f, &p, out),
+            QatLayer::DeQuantStub(_)
+            | QatLayer::Relu(_)
+            | QatLayer::MaxPool2d(_)
+            | QatLayer::Flatten(_) => {}
+        }
+    }
+}
+
+fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateReader<'_>) {
+    for l in layers {
+        let p = join(prefix, &format!("{}.", l.name));
+        match &mut l.layer {
+            QatLayer::QuantStub(s) => s
+                .activation_post_process
+                .read_state(&join(&p, "activation_post_process."), reader),
+            QatLayer::ConvBn2d(m) => m.read_state(&p, reader),
+            QatLayer::ConvBnReLU2d(m) => m.read_state(&p, reader),
+            QatLayer::ConvReLU2d(m) => m.read_state(&p, reader),
+            QatLayer::Conv2d(m) => m.read_state(&p, reader),
+            QatLayer::Linear(m) => m.read_state(&p, reader),
+            QatLayer::LinearReLU(m) => m.read_state(&p, reader),
+            QatLayer::Residual(r) => {
+                read_layers(&mut r.body, &join(&p, "body."), reader);
+                r.add
+                    .read_state(&join(&p, "add.activation_post_process."), reader);
+            }
+            QatLayer::Float(f) => super::float_state::read_float_layer(f, &p, reader),
+            QatLayer::DeQuantStub(_)
+            | QatLayer::Relu(_)
+            | QatLayer::MaxPool2d(_)
+            | QatLayer::Flatten(_) => {}
+        }
+    }
+}
+
+impl SaveStateDict for QatModel {
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        write_layers(&self.layers, prefix, out);
+    }
+}
+
+impl LoadStateDict for QatModel {
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        read_layers(&mut self.layers, prefix, reader);
+    }
+}

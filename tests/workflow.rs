@@ -1,0 +1,260 @@
+//! The whole-model road on a small CNN with a residual block: fuse -> prepare_qat -> train ->
+//! freeze BN / disable observers -> convert, and the int8 model's outputs against the QAT
+//! model's eval outputs, bit for bit.
+
+mod common;
+
+use burn::module::Module;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_qat::QatError;
+use burn_qat::nn::{Conv2dOptions, QatModule};
+use burn_qat::qconfig::{QConfig, get_default_qat_qconfig};
+use burn_qat::state_dict::{LoadStateDict, SaveStateDict};
+use burn_qat::workflow::{
+    EvalArithmetic, FloatModel, Layer, QConfigMap, QatModel, Value, convert, prepare_qat,
+};
+use common::*;
+
+fn small_cnn(device: &Device) -> FloatModel {
+    let conv = |cin, cout| {
+        Layer::conv2d(
+            Conv2dOptions::new(cin, cout, 3).with_padding(1),
+            false,
+            device,
+        )
+        .unwrap()
+    };
+    FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("conv1", conv(1, 8)),
+        ("bn1", Layer::batch_norm2d(8, device).unwrap()),
+        ("relu1", Layer::Relu(Default::default())),
+        (
+            "block",
+            Layer::residual(
+                vec![
+                    ("conv_a", conv(8, 8)),
+                    ("bn_a", Layer::batch_norm2d(8, device).unwrap()),
+                    ("relu_a", Layer::Relu(Default::default())),
+                    ("conv_b", conv(8, 8)),
+                    ("bn_b", Layer::batch_norm2d(8, device).unwrap()),
+                ],
+                true,
+            ),
+        ),
+        ("pool", Layer::max_pool2d(2, 2).unwrap()),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc1", Layer::linear(8 * 6 * 6, 32, true, device).unwrap()),
+        ("relu2", Layer::Relu(Default::default())),
+        ("fc2", Layer::linear(32, 10, true, device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap()
+}
+
+fn logits(model: &mut QatModel, x: Tensor<4>) -> Vec<f32> {
+    let device = x.device();
+    to_vec(&model.forward(x).unwrap().into_features(&device).unwrap())
+}
+
+fn trained(qconfig: QConfig) -> QatModel {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let mut model = prepare_qat(small_cnn(&device).fuse().unwrap(), qconfig).unwrap();
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+        .init();
+    for step in 0..6 {
+        if step == 4 {
+            model.freeze_bn_stats();
+        }
+        if step == 5 {
+            model.disable_observer();
+        }
+        let x = Tensor::<4>::random([8, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+        let out = model.forward(x).unwrap().into_features(&device).unwrap();
+        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    model
+}
+
+#[test]
+fn int8_equals_the_qat_eval_output_bit_for_bit() {
+    let mut model = trained(QConfig::consistent("fbgemm").unwrap());
+    assert_eq!(model.eval_arithmetic, EvalArithmetic::Deployment);
+    model.set_training(false);
+    let int8 = convert(&model).unwrap();
+    let device = Device::flex();
+    let (mut mismatched, mut total, mut worst_steps) = (0, 0, 0);
+    let head = int8.layers.iter().find(|l| l.name == "fc2").expect("fc2");
+    let burn_qat::workflow::Int8Layer::Linear(head) = &head.layer else {
+        panic!("fc2 is a quantized Linear")
+    };
+    let output_step = head.output.scale;
+    for seed in 0..4 {
+        device.seed(100 + seed);
+        let x = Tensor::<4>::random([16, 1, 12, 12], Distribution::Normal(0.0, 1.5), &device);
+        let qat_eval = logits(&mut model, x.clone());
+        let int8_out = to_vec(
+            &int8
+                .forward(x.clone())
+                .unwrap()
+                .into_features(&device)
+                .unwrap(),
+        );
+        assert_bits_eq("int8 vs QAT eval", &int8_out, &qat_eval);
+        // PyTorch's float fake-quant arithmetic, for the record: at most a few elements one
+        // output step away.
+        let float_eval = to_vec(
+            &model
+                .forward_float(x)
+                .unwrap()
+                .into_features(&device)
+                .unwrap(),
+        );
+        mismatched += float_eval
+            .iter()
+            .zip(&int8_out)
+            .filter(|(a, b)| a != b)
+            .count();
+        total += float_eval.len();
+        worst_steps = float_eval
+            .iter()
+            .zip(&int8_out)
+            .map(|(a, b)| ((a - b) / output_step).abs().round() as i32)
+            .fold(worst_steps, i32::max);
+    }
+    println!(
+        "float fake-quant eval vs int8: {mismatched}/{total} elements differ, by at most {worst_steps} output steps"
+    );
+    assert!(
+        worst_steps <= 2 && mismatched * 20 <= total,
+        "the float arithmetic stays within rounding of the deployment one"
+    );
+}
+
+#[test]
+fn pytorch_presets_evaluate_in_float_arithmetic() {
+    let model = prepare_qat(
+        small_cnn(&Device::flex().autodiff()).fuse().unwrap(),
+        get_default_qat_qconfig("fbgemm", 1).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(model.eval_arithmetic, EvalArithmetic::Float);
+}
+
+#[test]
+fn state_dict_round_trip_reproduces_the_model() {
+    let mut model = trained(QConfig::consistent("x86").unwrap());
+    model.set_training(false);
+    let state = model.state_dict();
+    assert!(
+        state.contains_key("block.body.conv_a.bn.running_var"),
+        "{:?}",
+        state.keys().collect::<Vec<_>>()
+    );
+    assert!(state.contains_key("block.add.activation_post_process.scale"));
+    assert!(state.contains_key("quant.activation_post_process.scale"));
+    let device = Device::flex().autodiff();
+    let mut fresh = prepare_qat(
+        small_cnn(&device).fuse().unwrap(),
+        QConfig::consistent("x86").unwrap(),
+    )
+    .unwrap();
+    fresh.load_state_dict(&state).unwrap();
+    fresh.set_training(false);
+    let x = Tensor::<4>::random([4, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+    assert_bits_eq(
+        "reloaded model",
+        &logits(&mut fresh, x.clone()),
+        &logits(&mut model, x),
+    );
+}
+
+#[test]
+fn workflow_errors_name_the_layer() {
+    let device = Device::flex().autodiff();
+    // An unobserved model cannot be converted.
+    let model = prepare_qat(
+        small_cnn(&device).fuse().unwrap(),
+        QConfig::consistent("fbgemm").unwrap(),
+    )
+    .unwrap();
+    let err = convert(&model).unwrap_err();
+    assert!(
+        err.to_string().contains("quant") && err.to_string().contains("never saw data"),
+        "{err}"
+    );
+    // An unfused BatchNorm cannot be prepared.
+    let err = prepare_qat(small_cnn(&device), QConfig::consistent("fbgemm").unwrap()).unwrap_err();
+    assert!(err.to_string().contains("bn1"), "{err}");
+    // Fusion checks the BN width.
+    let bad = FloatModel::new(vec![
+        (
+            "conv",
+            Layer::conv2d(Conv2dOptions::new(1, 4, 3), false, &device).unwrap(),
+        ),
+        ("bn", Layer::batch_norm2d(5, &device).unwrap()),
+    ])
+    .unwrap();
+    let err = bad.fuse().unwrap_err();
+    assert!(
+        matches!(&err, QatError::InvalidConfig(m) if m.contains("conv") && m.contains("bn")),
+        "{err}"
+    );
+    // A quantized layer after float input.
+    let no_stub =
+        FloatModel::new(vec![("fc", Layer::linear(4, 2, true, &device).unwrap())]).unwrap();
+    let mut m = prepare_qat(no_stub, QConfig::consistent("fbgemm").unwrap()).unwrap();
+    let _ = m.forward(Tensor::<4>::zeros([2, 1, 2, 2], &device));
+    assert!(convert(&m).is_err());
+    // Duplicate names.
+    assert!(
+        FloatModel::new(vec![
+            ("a", Layer::Relu(Default::default())),
+            ("a", Layer::Relu(Default::default()))
+        ])
+        .is_err()
+    );
+}
+
+#[test]
+fn a_layer_with_qconfig_none_stays_float() {
+    let device = Device::flex().autodiff();
+    let map = QConfigMap::from(QConfig::consistent("fbgemm").unwrap()).with("head", None);
+    let model = FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        (
+            "conv",
+            Layer::conv2d(Conv2dOptions::new(1, 2, 3), true, &device).unwrap(),
+        ),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("head", Layer::linear(2 * 4 * 4, 3, true, &device).unwrap()),
+    ])
+    .unwrap();
+    let mut qat = prepare_qat(model, map).unwrap();
+    qat.forward(Tensor::<4>::random(
+        [2, 1, 6, 6],
+        Distribution::Default,
+        &device,
+    ))
+    .unwrap();
+    let int8 = convert(&qat).unwrap();
+    assert!(matches!(
+        int8.layers[4].layer,
+        burn_qat::workflow::Int8Layer::Float(_)
+    ));
+    let out = int8
+        .forward(Tensor::<4>::random(
+            [2, 1, 6, 6],
+            Distribution::Default,
+            &Device::flex(),
+        ))
+        .unwrap();
+    assert!(matches!(out, Value::Features(_)));
+    let _ = qat.valid();
+}
