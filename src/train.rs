@@ -24,6 +24,58 @@ impl Classifier for crate::models::QatLeNet {
     }
 }
 
+impl Classifier for crate::workflow::FloatModel {
+    fn logits(&mut self, images: Tensor<4>) -> Result<Tensor<2>> {
+        let device = images.device();
+        self.forward(images)?.into_features(&device)
+    }
+}
+
+impl Classifier for crate::workflow::QatModel {
+    fn logits(&mut self, images: Tensor<4>) -> Result<Tensor<2>> {
+        let device = images.device();
+        self.forward(images)?.into_features(&device)
+    }
+}
+
+/// Predicted classes of a classifier in eval mode (observers off, as in [`evaluate`]).
+pub fn predictions<M: Classifier>(
+    model: &M,
+    data: &Dataset,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<usize>> {
+    let mut model = model.valid();
+    model.set_training(false);
+    model.disable_observer();
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut out = Vec::with_capacity(data.len());
+    for batch in indices.chunks(batch_size) {
+        let (images, _) = data.batch(batch, device);
+        let logits = model.logits(images)?;
+        let [n, _] = logits.dims();
+        let classes = logits
+            .argmax(1)
+            .reshape([n])
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| QatError::config(format!("{e:?}")))?;
+        out.extend(classes.into_iter().map(|c| c as usize));
+    }
+    Ok(out)
+}
+
+/// The fraction of `predictions` equal to the labels of `data`.
+pub fn accuracy(predictions: &[usize], data: &Dataset) -> f64 {
+    let right = predictions
+        .iter()
+        .zip(&data.labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count();
+    right as f64 / data.len().max(1) as f64
+}
+
 /// Training settings. SGD with momentum (PyTorch's: no dampening).
 #[derive(Clone, Debug)]
 pub struct TrainOptions {

@@ -250,3 +250,14 @@ fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Laye
     }
     Ok(out)
 }
+
+/// A float model has no fake quants; its switch is batch-norm training.
+impl crate::nn::QatModule for FloatModel {
+    fn fake_quants_mut(&mut self) -> Vec<&mut crate::fake_quantize::FakeQuantize> {
+        Vec::new()
+    }
+
+    fn set_training(&mut self, mode: bool) {
+        FloatModel::set_training(self, mode);
+    }
+}
