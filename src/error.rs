@@ -8,11 +8,7 @@ use thiserror::Error;
 pub enum QatError {
     /// A quantization range that PyTorch would also reject.
     #[error("invalid quantization range [{quant_min}, {quant_max}]: {reason}")]
-    InvalidRange {
-        quant_min: i64,
-        quant_max: i64,
-        reason: String,
-    },
+    InvalidRange { quant_min: i64, quant_max: i64, reason: String },
 
     /// A configuration value out of its domain (a negative eps, a momentum above 1, ...).
     #[error("invalid configuration: {0}")]
@@ -20,11 +16,7 @@ pub enum QatError {
 
     /// Tensor shapes that do not fit together.
     #[error("shape mismatch in {context}: expected {expected}, got {actual}")]
-    ShapeMismatch {
-        context: String,
-        expected: String,
-        actual: String,
-    },
+    ShapeMismatch { context: String, expected: String, actual: String },
 
     /// Training-mode batch norm needs more than one value per channel to estimate a variance.
     #[error(
@@ -51,16 +43,8 @@ impl QatError {
         Self::InvalidConfig(msg.into())
     }
 
-    pub(crate) fn shape(
-        context: impl Into<String>,
-        expected: impl Into<String>,
-        actual: impl Into<String>,
-    ) -> Self {
-        Self::ShapeMismatch {
-            context: context.into(),
-            expected: expected.into(),
-            actual: actual.into(),
-        }
+    pub(crate) fn shape(context: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> Self {
+        Self::ShapeMismatch { context: context.into(), expected: expected.into(), actual: actual.into() }
     }
 }
 

@@ -12,11 +12,7 @@ use burn_qat::train::{TrainOptions, train_classifier};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "burn-qat",
-    version,
-    about = "Quantization-aware training on burn, numerically identical to PyTorch"
-)]
+#[command(name = "burn-qat", version, about = "Quantization-aware training on burn, numerically identical to PyTorch")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,10 +63,7 @@ struct TrainArgs {
 
 fn train(args: TrainArgs) -> burn_qat::Result<()> {
     if let Some(threads) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .map_err(|e| burn_qat::QatError::config(e.to_string()))?;
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|e| burn_qat::QatError::config(e.to_string()))?;
     }
     let qconfig = match args.qconfig_version {
         Some(version) => get_default_qat_qconfig(&args.qconfig, version)?,
@@ -78,12 +71,7 @@ fn train(args: TrainArgs) -> burn_qat::Result<()> {
     };
     let dir = args.data.unwrap_or_else(default_mnist_dir);
     let (train_set, test_set) = load_mnist(&dir)?;
-    println!(
-        "data: {} training and {} test digits from {}",
-        train_set.len(),
-        test_set.len(),
-        dir.display()
-    );
+    println!("data: {} training and {} test digits from {}", train_set.len(), test_set.len(), dir.display());
 
     let device = Device::flex().autodiff();
     device.seed(args.seed);
@@ -97,34 +85,24 @@ fn train(args: TrainArgs) -> burn_qat::Result<()> {
         disable_observer_from_epoch: Some(args.disable_observer_epoch),
         ..TrainOptions::default()
     };
-    println!(
-        "{:>5} {:>9} {:>10} {:>10} {:>10}",
-        "epoch", "loss", "train acc", "test acc", "samples/s"
-    );
-    let (model, reports) =
-        train_classifier(model, &train_set, &test_set, &options, &device, |r| {
-            println!(
-                "{:>5} {:>9.4} {:>9.2}% {:>9.2}% {:>10.0}",
-                r.epoch,
-                r.loss,
-                100.0 * r.train_accuracy,
-                100.0 * r.test_accuracy,
-                r.samples_per_second
-            );
-        })?;
-
-    std::fs::create_dir_all(&args.out).map_err(|e| burn_qat::QatError::File {
-        path: args.out.display().to_string(),
-        reason: e.to_string(),
+    println!("{:>5} {:>9} {:>10} {:>10} {:>10}", "epoch", "loss", "train acc", "test acc", "samples/s");
+    let (model, reports) = train_classifier(model, &train_set, &test_set, &options, &device, |r| {
+        println!(
+            "{:>5} {:>9.4} {:>9.2}% {:>9.2}% {:>10.0}",
+            r.epoch,
+            r.loss,
+            100.0 * r.train_accuracy,
+            100.0 * r.test_accuracy,
+            r.samples_per_second
+        );
     })?;
+
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| burn_qat::QatError::File { path: args.out.display().to_string(), reason: e.to_string() })?;
     let path = args.out.join("qat.safetensors");
     save_safetensors(&path, &model.state_dict(), &Default::default())?;
     if let Some(last) = reports.last() {
-        println!(
-            "fake-quantized test accuracy {:.2}%; QAT state dict (PyTorch layout) in {}",
-            100.0 * last.test_accuracy,
-            path.display()
-        );
+        println!("fake-quantized test accuracy {:.2}%; QAT state dict (PyTorch layout) in {}", 100.0 * last.test_accuracy, path.display());
     }
     Ok(())
 }

@@ -39,12 +39,7 @@ impl Classifier for crate::workflow::QatModel {
 }
 
 /// Predicted classes of a classifier in eval mode (observers off, as in [`evaluate`]).
-pub fn predictions<M: Classifier>(
-    model: &M,
-    data: &Dataset,
-    batch_size: usize,
-    device: &Device,
-) -> Result<Vec<usize>> {
+pub fn predictions<M: Classifier>(model: &M, data: &Dataset, batch_size: usize, device: &Device) -> Result<Vec<usize>> {
     let mut model = model.valid();
     model.set_training(false);
     model.disable_observer();
@@ -68,11 +63,7 @@ pub fn predictions<M: Classifier>(
 
 /// The fraction of `predictions` equal to the labels of `data`.
 pub fn accuracy(predictions: &[usize], data: &Dataset) -> f64 {
-    let right = predictions
-        .iter()
-        .zip(&data.labels)
-        .filter(|(p, l)| **p == **l as usize)
-        .count();
+    let right = predictions.iter().zip(&data.labels).filter(|(p, l)| **p == **l as usize).count();
     right as f64 / data.len().max(1) as f64
 }
 
@@ -117,14 +108,7 @@ pub struct EpochReport {
 /// Mean cross entropy of logits against labels, and the number of correct argmaxes.
 fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> (Tensor<1>, usize) {
     let [n, _] = logits.dims();
-    let correct = logits
-        .clone()
-        .argmax(1)
-        .reshape([n])
-        .equal(labels.clone())
-        .int()
-        .sum()
-        .into_scalar::<i64>() as usize;
+    let correct = logits.clone().argmax(1).reshape([n]).equal(labels.clone()).int().sum().into_scalar::<i64>() as usize;
     let log_probs = log_softmax(logits, 1);
     let picked: Tensor<2> = log_probs.gather(1, labels.reshape([n, 1]));
     (picked.mean().neg().reshape([1]), correct)
@@ -140,32 +124,19 @@ pub fn train_classifier<M: Classifier>(
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<(M, Vec<EpochReport>)> {
     if options.batch_size < 2 {
-        return Err(QatError::config(
-            "batch_size must be at least 2 (training batch norm needs more than one value per channel)",
-        ));
+        return Err(QatError::config("batch_size must be at least 2 (training batch norm needs more than one value per channel)"));
     }
     if train.is_empty() || test.is_empty() {
-        return Err(QatError::config(
-            "the training and test sets must not be empty",
-        ));
+        return Err(QatError::config("the training and test sets must not be empty"));
     }
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new()
-                .with_momentum(options.momentum)
-                .with_dampening(0.0),
-        ))
-        .init();
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(options.momentum).with_dampening(0.0))).init();
     let mut reports = Vec::new();
     for epoch in 0..options.epochs {
         model.set_training(true);
         if options.freeze_bn_from_epoch.is_some_and(|e| epoch >= e) {
             model.freeze_bn_stats();
         }
-        if options
-            .disable_observer_from_epoch
-            .is_some_and(|e| epoch >= e)
-        {
+        if options.disable_observer_from_epoch.is_some_and(|e| epoch >= e) {
             model.disable_observer();
         }
         let started = Instant::now();
@@ -177,10 +148,7 @@ pub fn train_classifier<M: Classifier>(
             let (loss, right) = cross_entropy(model.logits(images)?, labels);
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
-                return Err(QatError::NonFinite {
-                    context: format!("training, epoch {epoch}"),
-                    what: "the loss".into(),
-                });
+                return Err(QatError::NonFinite { context: format!("training, epoch {epoch}"), what: "the loss".into() });
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(options.lr, model, grads);
@@ -204,12 +172,7 @@ pub fn train_classifier<M: Classifier>(
 
 /// Test accuracy of the fake-quantized model in eval mode, on a copy with observers off so that
 /// evaluating does not move the quantization ranges.
-pub fn evaluate<M: Classifier>(
-    model: &M,
-    data: &Dataset,
-    batch_size: usize,
-    device: &Device,
-) -> Result<f64> {
+pub fn evaluate<M: Classifier>(model: &M, data: &Dataset, batch_size: usize, device: &Device) -> Result<f64> {
     // `valid()`: the same module off the autodiff graph, so evaluation records no backward.
     let mut model = model.valid();
     model.set_training(false);

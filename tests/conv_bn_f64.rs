@@ -16,19 +16,12 @@ use serde_json::Value;
 const ATOL: f64 = 1e-10;
 
 fn prefixed(g: &StateDict, prefix: &str) -> StateDict {
-    g.iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
-        .collect()
+    g.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect()
 }
 
 fn build(c: &Value, device: &Device) -> ConvBn2d {
     let u = |k: &str| c[k].as_u64().unwrap() as usize;
-    let pair = |k: &str| {
-        [
-            c[k][0].as_u64().unwrap() as usize,
-            c[k][1].as_u64().unwrap() as usize,
-        ]
-    };
+    let pair = |k: &str| [c[k][0].as_u64().unwrap() as usize, c[k][1].as_u64().unwrap() as usize];
     let options = Conv2dOptions::new(u("in_channels"), u("out_channels"), pair("kernel_size"))
         .with_stride(u("stride"))
         .with_padding(u("padding"))
@@ -55,28 +48,16 @@ fn run(folding: BnFolding) {
         let c: Value = serde_json::from_str(config).unwrap();
         let label = format!("c{i} {folding:?} {c}");
         let mut m = build(&c, &device).with_folding(folding);
-        m.load_state_dict(&prefixed(&g, &format!("c{i}/init/")))
-            .unwrap();
+        m.load_state_dict(&prefixed(&g, &format!("c{i}/init/"))).unwrap();
         m.disable_fake_quant();
         let relu = c["use_relu"].as_bool().unwrap();
         for it in 0..c["iters"].as_u64().unwrap() {
             let at = |k: &str| format!("c{i}/iter{it}/{k}");
             let x: Tensor<4> = tensor_f64::<4>(&g, &at("input"), &device).require_grad();
             let y = m.forward(x.clone()).unwrap();
-            let y = if relu {
-                burn::tensor::activation::relu(y)
-            } else {
-                y
-            };
-            assert_close_f64(
-                &format!("{label} iter {it} output"),
-                &to_vec_f64(&y),
-                &f64s(&g, &at("output")),
-                ATOL,
-            );
-            let grads = (y * tensor_f64::<4>(&g, &at("dy"), &device))
-                .sum()
-                .backward();
+            let y = if relu { burn::tensor::activation::relu(y) } else { y };
+            assert_close_f64(&format!("{label} iter {it} output"), &to_vec_f64(&y), &f64s(&g, &at("output")), ATOL);
+            let grads = (y * tensor_f64::<4>(&g, &at("dy"), &device)).sum().backward();
             assert_close_f64(
                 &format!("{label} iter {it} input grad"),
                 &to_vec_f64(&x.grad(&grads).unwrap()),
@@ -94,32 +75,13 @@ fn run(folding: BnFolding) {
             check("bn.weight", m.bn.weight.val().grad(&grads));
             check("bn.bias", m.bn.bias.val().grad(&grads));
             let wg = m.weight.val().grad(&grads).unwrap();
-            assert_close_f64(
-                &format!("{label} iter {it} grad weight"),
-                &to_vec_f64(&wg),
-                &f64s(&g, &at("grad/weight")),
-                ATOL,
-            );
+            assert_close_f64(&format!("{label} iter {it} grad weight"), &to_vec_f64(&wg), &f64s(&g, &at("grad/weight")), ATOL);
             if let Some(b) = &m.bias {
                 check("bias", b.val().grad(&grads));
             }
-            assert_close_f64(
-                &format!("{label} iter {it} running_mean"),
-                m.bn.running_mean(),
-                &f64s(&g, &at("running_mean")),
-                ATOL,
-            );
-            assert_close_f64(
-                &format!("{label} iter {it} running_var"),
-                m.bn.running_var(),
-                &f64s(&g, &at("running_var")),
-                ATOL,
-            );
-            assert_eq!(
-                m.bn.num_batches_tracked() as f64,
-                f64s(&g, &at("num_batches_tracked"))[0],
-                "{label}"
-            );
+            assert_close_f64(&format!("{label} iter {it} running_mean"), m.bn.running_mean(), &f64s(&g, &at("running_mean")), ATOL);
+            assert_close_f64(&format!("{label} iter {it} running_var"), m.bn.running_var(), &f64s(&g, &at("running_var")), ATOL);
+            assert_eq!(m.bn.num_batches_tracked() as f64, f64s(&g, &at("num_batches_tracked"))[0], "{label}");
         }
     }
     assert!(n >= 6, "expected 6 cases, found {n}");

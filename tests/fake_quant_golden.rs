@@ -13,38 +13,21 @@ fn run<const D: usize>(case: &str, params: FakeQuantParams) {
     let x: Tensor<D> = tensor::<D>(&g, &format!("{case}.x"), &device).require_grad();
     let dy: Tensor<D> = tensor(&g, &format!("{case}.dy"), &device);
     let y = fake_quantize(x.clone(), &params).unwrap();
-    assert_bits_eq(
-        &format!("{case} forward"),
-        &to_vec(&y),
-        &f32s(&g, &format!("{case}.y")),
-    );
+    assert_bits_eq(&format!("{case} forward"), &to_vec(&y), &f32s(&g, &format!("{case}.y")));
     let grads = (y * dy).sum().backward();
     let dx = x.grad(&grads).expect("x has a gradient");
-    assert_bits_eq(
-        &format!("{case} gradient"),
-        &to_vec(&dx),
-        &f32s(&g, &format!("{case}.dx")),
-    );
+    assert_bits_eq(&format!("{case} gradient"), &to_vec(&dx), &f32s(&g, &format!("{case}.dx")));
 }
 
 fn params(case: &str) -> FakeQuantParams {
     let (g, _) = load_golden("fake_quant.safetensors");
     let range = ints(&g, &format!("{case}.range"));
     let scale = f32s(&g, &format!("{case}.scale"));
-    let zero_point: Vec<i32> = ints(&g, &format!("{case}.zero_point"))
-        .iter()
-        .map(|&z| z as i32)
-        .collect();
-    let axis = g
-        .get(&format!("{case}.axis"))
-        .map(|_| ints(&g, &format!("{case}.axis"))[0] as usize);
+    let zero_point: Vec<i32> = ints(&g, &format!("{case}.zero_point")).iter().map(|&z| z as i32).collect();
+    let axis = g.get(&format!("{case}.axis")).map(|_| ints(&g, &format!("{case}.axis"))[0] as usize);
     match axis {
-        None => {
-            FakeQuantParams::per_tensor(scale[0], zero_point[0], range[0] as i32, range[1] as i32)
-        }
-        Some(axis) => {
-            FakeQuantParams::per_channel(scale, zero_point, axis, range[0] as i32, range[1] as i32)
-        }
+        None => FakeQuantParams::per_tensor(scale[0], zero_point[0], range[0] as i32, range[1] as i32),
+        Some(axis) => FakeQuantParams::per_channel(scale, zero_point, axis, range[0] as i32, range[1] as i32),
     }
 }
 
@@ -75,11 +58,7 @@ fn the_spec_vectors() {
     let y = fake_quantize(x.clone(), &FakeQuantParams::per_tensor(1.0, 0, -128, 127)).unwrap();
     assert_eq!(to_vec(&y), vec![0.0, 2.0, 2.0, 127.0]);
     let dx = x.grad(&y.sum().backward()).unwrap();
-    assert_eq!(
-        to_vec(&dx),
-        vec![1.0, 1.0, 1.0, 0.0],
-        "127.5 rounds to 128, out of range: no gradient"
-    );
+    assert_eq!(to_vec(&dx), vec![1.0, 1.0, 1.0, 0.0], "127.5 rounds to 128, out of range: no gradient");
 }
 
 #[test]
@@ -95,9 +74,6 @@ fn bad_parameters_are_errors_not_panics() {
         FakeQuantParams::per_channel(vec![0.1; 3], vec![0; 3], 2, -128, 127),
     ];
     for p in bad {
-        assert!(
-            fake_quantize(x.clone(), &p).is_err(),
-            "{p:?} should be rejected"
-        );
+        assert!(fake_quantize(x.clone(), &p).is_err(), "{p:?} should be rejected");
     }
 }

@@ -23,48 +23,26 @@ impl Rng {
 }
 
 fn act(scale: f32, zero_point: i32, quant_max: i32) -> ActivationQParams {
-    ActivationQParams {
-        scale,
-        zero_point,
-        quant_min: 0,
-        quant_max,
-    }
+    ActivationQParams { scale, zero_point, quant_min: 0, quant_max }
 }
 
 fn random_input(rng: &mut Rng, shape: Vec<usize>, qparams: ActivationQParams) -> QTensor {
     let n = shape.iter().product();
-    QTensor {
-        values: (0..n)
-            .map(|_| rng.int(qparams.quant_min, qparams.quant_max) as u8)
-            .collect(),
-        shape,
-        qparams,
-    }
+    QTensor { values: (0..n).map(|_| rng.int(qparams.quant_min, qparams.quant_max) as u8).collect(), shape, qparams }
 }
 
 #[test]
 fn conv2d_kernel_equals_the_reference_on_adversarial_cases() {
     let device = Device::flex();
     let mut rng = Rng(42);
-    let modes = [
-        PaddingMode::Zeros,
-        PaddingMode::Reflect,
-        PaddingMode::Replicate,
-        PaddingMode::Circular,
-    ];
+    let modes = [PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular];
     // (input scale, weight scale, output scale): 0.5 multipliers make exact ties; 4.0 saturates.
-    let scales = [
-        (1.0, 0.5, 1.0),
-        (0.02, 0.01, 0.05),
-        (0.1, 0.4, 0.01),
-        (0.003, 0.002, 1.0),
-    ];
+    let scales = [(1.0, 0.5, 1.0), (0.02, 0.01, 0.05), (0.1, 0.4, 0.01), (0.003, 0.002, 1.0)];
     let mut cases = 0;
     for (i, mode) in modes.iter().enumerate() {
         for (j, &(si, sw, so)) in scales.iter().enumerate() {
             for groups in [1, 2] {
-                let (stride, dilation, pad) =
-                    ([1 + (i + j) % 2, 1], [1, 1 + j % 2], [1 + j % 2, 1]);
+                let (stride, dilation, pad) = ([1 + (i + j) % 2, 1], [1, 1 + j % 2], [1 + j % 2, 1]);
                 let options = Conv2dOptions::new(4, 6, [3, 2])
                     .with_stride(stride)
                     .with_dilation(dilation)
@@ -73,25 +51,10 @@ fn conv2d_kernel_equals_the_reference_on_adversarial_cases() {
                     .with_padding_mode(*mode);
                 let wlen: usize = options.weight_shape().iter().product();
                 let weight: Vec<i8> = (0..wlen).map(|_| rng.int(-128, 127) as i8).collect();
-                let wzp: Vec<i32> = (0..6)
-                    .map(|o| if o % 3 == 0 { rng.int(-20, 20) } else { 0 })
-                    .collect();
+                let wzp: Vec<i32> = (0..6).map(|o| if o % 3 == 0 { rng.int(-20, 20) } else { 0 }).collect();
                 let bias: Vec<f32> = (0..6).map(|_| rng.int(-1000, 1000) as f32 * 0.01).collect();
-                let (input, output) = (
-                    act(si, rng.int(0, 255), 255),
-                    act(so, rng.int(0, 127), if j == 1 { 127 } else { 255 }),
-                );
-                let conv = Conv2d::new(
-                    options,
-                    weight,
-                    vec![sw; 6],
-                    wzp,
-                    &bias,
-                    input,
-                    output,
-                    (i + j) % 2 == 0,
-                )
-                .unwrap();
+                let (input, output) = (act(si, rng.int(0, 255), 255), act(so, rng.int(0, 127), if j == 1 { 127 } else { 255 }));
+                let conv = Conv2d::new(options, weight, vec![sw; 6], wzp, &bias, input, output, (i + j) % 2 == 0).unwrap();
                 let x = random_input(&mut rng, vec![2, 4, 7, 6], input);
                 assert_eq!(
                     conv.forward(&x).unwrap(),
@@ -110,114 +73,40 @@ fn conv2d_kernel_equals_the_reference_on_adversarial_cases() {
 fn linear_kernel_equals_the_reference() {
     let device = Device::flex();
     let mut rng = Rng(7);
-    for (si, sw, so, relu) in [
-        (1.0, 0.5, 1.0, false),
-        (0.05, 0.01, 0.02, true),
-        (0.5, 0.5, 0.001, false),
-    ] {
+    for (si, sw, so, relu) in [(1.0, 0.5, 1.0, false), (0.05, 0.01, 0.02, true), (0.5, 0.5, 0.001, false)] {
         let (i, o) = (37, 11);
         let weight: Vec<i8> = (0..i * o).map(|_| rng.int(-128, 127) as i8).collect();
         let bias: Vec<f32> = (0..o).map(|_| rng.int(-500, 500) as f32 * 0.013).collect();
         let scales: Vec<f32> = (0..o).map(|c| sw * (1.0 + c as f32 / 8.0)).collect();
         let input = act(si, 17, 255);
-        let lin = Linear::new(
-            i,
-            o,
-            weight,
-            scales,
-            vec![0; o],
-            &bias,
-            input,
-            act(so, 100, 255),
-            relu,
-        )
-        .unwrap();
+        let lin = Linear::new(i, o, weight, scales, vec![0; o], &bias, input, act(so, 100, 255), relu).unwrap();
         let x = random_input(&mut rng, vec![5, i], input);
-        assert_eq!(
-            lin.forward(&x).unwrap(),
-            lin.forward_reference(&x, &device).unwrap()
-        );
+        assert_eq!(lin.forward(&x).unwrap(), lin.forward_reference(&x, &device).unwrap());
     }
 }
 
 #[test]
 fn add_rounds_ties_to_even_and_saturates() {
     let add = Add::new(act(1.0, 0, 255), false).unwrap();
-    let a = QTensor {
-        values: vec![1, 3, 200, 255],
-        shape: vec![4],
-        qparams: act(0.5, 0, 255),
-    };
-    let b = QTensor {
-        values: vec![0, 0, 200, 255],
-        shape: vec![4],
-        qparams: act(1.0, 0, 255),
-    };
+    let a = QTensor { values: vec![1, 3, 200, 255], shape: vec![4], qparams: act(0.5, 0, 255) };
+    let b = QTensor { values: vec![0, 0, 200, 255], shape: vec![4], qparams: act(1.0, 0, 255) };
     // 0.5 -> 0, 1.5 -> 2, 300 -> 255 (saturated), 382.5 -> 255.
     assert_eq!(add.forward(&a, &b).unwrap().values, vec![0, 2, 255, 255]);
     let relu = Add::new(act(1.0, 10, 255), true).unwrap();
-    let neg = QTensor {
-        values: vec![0],
-        shape: vec![1],
-        qparams: act(1.0, 50, 255),
-    };
-    assert_eq!(
-        relu.forward(&neg, &neg).unwrap().values,
-        vec![10],
-        "add_relu floors at the zero point"
-    );
+    let neg = QTensor { values: vec![0], shape: vec![1], qparams: act(1.0, 50, 255) };
+    assert_eq!(relu.forward(&neg, &neg).unwrap().values, vec![10], "add_relu floors at the zero point");
 }
 
 #[test]
 fn mismatched_inputs_are_errors() {
     let input = act(0.1, 0, 255);
-    let conv = Conv2d::new(
-        Conv2dOptions::new(2, 2, 1),
-        vec![1; 4],
-        vec![0.1; 2],
-        vec![0; 2],
-        &[0.0; 2],
-        input,
-        input,
-        false,
-    )
-    .unwrap();
-    let wrong_qparams = QTensor {
-        values: vec![0; 8],
-        shape: vec![1, 2, 2, 2],
-        qparams: act(0.2, 0, 255),
-    };
+    let conv = Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 4], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, input, false).unwrap();
+    let wrong_qparams = QTensor { values: vec![0; 8], shape: vec![1, 2, 2, 2], qparams: act(0.2, 0, 255) };
     assert!(conv.forward(&wrong_qparams).is_err());
-    let wrong_shape = QTensor {
-        values: vec![0; 12],
-        shape: vec![1, 3, 2, 2],
-        qparams: input,
-    };
+    let wrong_shape = QTensor { values: vec![0; 12], shape: vec![1, 3, 2, 2], qparams: input };
     assert!(conv.forward(&wrong_shape).is_err());
+    assert!(Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 3], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, input, false).is_err());
     assert!(
-        Conv2d::new(
-            Conv2dOptions::new(2, 2, 1),
-            vec![1; 3],
-            vec![0.1; 2],
-            vec![0; 2],
-            &[0.0; 2],
-            input,
-            input,
-            false
-        )
-        .is_err()
-    );
-    assert!(
-        Conv2d::new(
-            Conv2dOptions::new(2, 2, 1),
-            vec![1; 4],
-            vec![0.1; 2],
-            vec![0; 2],
-            &[0.0; 2],
-            input,
-            act(0.1, 0, 300),
-            false
-        )
-        .is_err()
+        Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 4], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, act(0.1, 0, 300), false).is_err()
     );
 }

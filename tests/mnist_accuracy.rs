@@ -16,28 +16,12 @@ fn int8_keeps_the_fake_quant_accuracy_on_mnist() {
     let (train, test) = load_mnist(&default_mnist_dir()).unwrap();
     let device = Device::flex().autodiff();
     device.seed(1);
-    let float_options = TrainOptions {
-        epochs: 1,
-        lr: 0.05,
-        freeze_bn_from_epoch: None,
-        disable_observer_from_epoch: None,
-        ..TrainOptions::default()
-    };
-    let (float_model, float_reports) = train_classifier(
-        resnet_tiny(&device).unwrap(),
-        &train,
-        &test,
-        &float_options,
-        &device,
-        |_| {},
-    )
-    .unwrap();
+    let float_options =
+        TrainOptions { epochs: 1, lr: 0.05, freeze_bn_from_epoch: None, disable_observer_from_epoch: None, ..TrainOptions::default() };
+    let (float_model, float_reports) =
+        train_classifier(resnet_tiny(&device).unwrap(), &train, &test, &float_options, &device, |_| {}).unwrap();
 
-    let qat = prepare_qat(
-        float_model.fuse().unwrap(),
-        QConfig::consistent("fbgemm").unwrap(),
-    )
-    .unwrap();
+    let qat = prepare_qat(float_model.fuse().unwrap(), QConfig::consistent("fbgemm").unwrap()).unwrap();
     let qat_options = TrainOptions {
         epochs: 2,
         lr: 0.01,
@@ -59,18 +43,10 @@ fn int8_keeps_the_fake_quant_accuracy_on_mnist() {
         int8_pred.extend(int8.predict(test.batch(batch, &eval_device).0).unwrap());
     }
 
-    let (acc_float, acc_fq, acc_fq_float, acc_int8) = (
-        float_reports[0].test_accuracy,
-        accuracy(&fake_quant, &test),
-        accuracy(&fake_quant_float, &test),
-        accuracy(&int8_pred, &test),
-    );
-    let agree = |a: &[usize]| {
-        a.iter().zip(&int8_pred).filter(|(x, y)| x == y).count() as f64 / test.len() as f64
-    };
-    println!(
-        "float {acc_float:.4}, fake quant {acc_fq:.4} (float arithmetic {acc_fq_float:.4}), int8 {acc_int8:.4}"
-    );
+    let (acc_float, acc_fq, acc_fq_float, acc_int8) =
+        (float_reports[0].test_accuracy, accuracy(&fake_quant, &test), accuracy(&fake_quant_float, &test), accuracy(&int8_pred, &test));
+    let agree = |a: &[usize]| a.iter().zip(&int8_pred).filter(|(x, y)| x == y).count() as f64 / test.len() as f64;
+    println!("float {acc_float:.4}, fake quant {acc_fq:.4} (float arithmetic {acc_fq_float:.4}), int8 {acc_int8:.4}");
     println!(
         "int8 argmax agreement: {:.4} with the QAT eval, {:.4} with the float fake-quant arithmetic",
         agree(&fake_quant),
@@ -79,10 +55,6 @@ fn int8_keeps_the_fake_quant_accuracy_on_mnist() {
     assert!(acc_int8 > 0.95, "int8 accuracy {acc_int8}");
     assert!((acc_int8 - acc_fq).abs() <= 0.005);
     assert!((acc_int8 - acc_fq_float).abs() <= 0.005);
-    assert_eq!(
-        agree(&fake_quant),
-        1.0,
-        "the QAT eval is the deployment arithmetic"
-    );
+    assert_eq!(agree(&fake_quant), 1.0, "the QAT eval is the deployment arithmetic");
     assert!(agree(&fake_quant_float) >= 0.999);
 }

@@ -31,38 +31,27 @@ fn check_saved_output(m: &mut ConvBnReLU2d) {
     let (io, _) = load_golden("modules/torch_saved_state_io.safetensors");
     m.set_training(false);
     let y = m.forward(tensor(&io, "input", &device())).unwrap();
-    assert_close(
-        "output after loading PyTorch's state dict",
-        &to_vec(&y),
-        &f32s(&io, "output"),
-        1e-5,
-        1e-6,
-    );
+    assert_close("output after loading PyTorch's state dict", &to_vec(&y), &f32s(&io, "output"), 1e-5, 1e-6);
 }
 
 #[test]
 fn a_state_dict_saved_by_pytorch_loads_and_reproduces_its_outputs() {
+    let _serial = serial();
     let (state, _) = load_golden("modules/torch_saved_state.safetensors");
     let mut m = saved_module();
     m.load_state_dict(&state).unwrap();
     check_saved_output(&mut m);
     // And writing it back gives PyTorch's keys, shapes and dtypes.
     let ours = m.state_dict();
-    assert_eq!(
-        ours.keys().collect::<Vec<_>>(),
-        state.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(ours.keys().collect::<Vec<_>>(), state.keys().collect::<Vec<_>>());
     for (k, v) in &state {
-        assert_eq!(
-            (&ours[k].shape, ours[k].values.dtype_name()),
-            (&v.shape, v.values.dtype_name()),
-            "{k}"
-        );
+        assert_eq!((&ours[k].shape, ours[k].values.dtype_name()), (&v.shape, v.values.dtype_name()), "{k}");
     }
 }
 
 #[test]
 fn version_1_keys_are_accepted() {
+    let _serial = serial();
     let (mut state, _) = load_golden("modules/torch_saved_state.safetensors");
     for (v2, v1) in [
         ("bn.weight", "gamma"),
@@ -81,24 +70,17 @@ fn version_1_keys_are_accepted() {
 
 #[test]
 fn a_bad_state_dict_names_every_problem_and_loads_nothing() {
+    let _serial = serial();
     let (good, _) = load_golden("modules/torch_saved_state.safetensors");
     let mut bad: StateDict = good.clone();
     bad.remove("bn.running_var");
-    bad.insert(
-        "weight".into(),
-        TensorValue::f32(vec![6, 4, 3, 2], vec![0.0; 144]),
-    );
-    bad.insert(
-        "bn.num_batches_tracked".into(),
-        TensorValue::f32_scalar(3.0),
-    );
+    bad.insert("weight".into(), TensorValue::f32(vec![6, 4, 3, 2], vec![0.0; 144]));
+    bad.insert("bn.num_batches_tracked".into(), TensorValue::f32_scalar(3.0));
     bad.insert("conv.extra".into(), TensorValue::f32_scalar(1.0));
     let mut m = saved_module();
     let before = m.state_dict();
     let err = m.load_state_dict(&bad).unwrap_err();
-    let QatError::StateDict { problems } = &err else {
-        panic!("{err}")
-    };
+    let QatError::StateDict { problems } = &err else { panic!("{err}") };
     let text = problems.join("\n");
     for needle in [
         "missing key \"bn.running_var\"",
@@ -106,98 +88,65 @@ fn a_bad_state_dict_names_every_problem_and_loads_nothing() {
         "\"bn.num_batches_tracked\": expected an integer dtype",
         "unexpected key \"conv.extra\"",
     ] {
-        assert!(
-            text.contains(needle),
-            "error should mention {needle}:\n{text}"
-        );
+        assert!(text.contains(needle), "error should mention {needle}:\n{text}");
     }
-    assert_eq!(
-        m.state_dict(),
-        before,
-        "a failed load must leave the module untouched"
-    );
+    assert_eq!(m.state_dict(), before, "a failed load must leave the module untouched");
 }
 
 #[test]
 fn a_non_finite_or_negative_buffer_is_rejected() {
+    let _serial = serial();
     let (good, _) = load_golden("modules/torch_saved_state.safetensors");
     for (key, value) in [
         ("bn.running_var", TensorValue::f32_vec(vec![-1.0; 6])),
-        (
-            "weight_fake_quant.scale",
-            TensorValue::f32_vec(vec![f32::NAN; 6]),
-        ),
-        (
-            "activation_post_process.zero_point",
-            TensorValue::i32_vec(vec![300]),
-        ),
+        ("weight_fake_quant.scale", TensorValue::f32_vec(vec![f32::NAN; 6])),
+        ("activation_post_process.zero_point", TensorValue::i32_vec(vec![300])),
     ] {
         let mut bad = good.clone();
         bad.insert(key.into(), value);
-        assert!(
-            saved_module().load_state_dict(&bad).is_err(),
-            "{key} should be rejected"
-        );
+        assert!(saved_module().load_state_dict(&bad).is_err(), "{key} should be rejected");
     }
 }
 
 fn float_reference(m: &ConvBn2d, x: Tensor<4>) -> Tensor<4> {
     // conv -> BN with the module's own parameters: what ConvBn computes with fake quant off.
-    let conv = float::Conv2d {
-        weight: m.weight.clone(),
-        bias: m.bias.clone(),
-        options: m.options.clone(),
-    };
+    let conv = float::Conv2d { weight: m.weight.clone(), bias: m.bias.clone(), options: m.options.clone() };
     let mut bn: BatchNorm = m.bn.clone();
     bn.forward(conv.forward(x).unwrap(), "reference").unwrap()
 }
 
 #[test]
 fn zero_gamma_gives_no_nan_and_matches_conv_then_bn() {
+    let _serial = serial();
     // PyTorch's default path divides by gamma and returns NaN here; we switch to the exact
     // folding for that forward (a deliberate improvement, spec §8.3).
     let device = device();
-    let mut m = ConvBn2dConfig::new(
-        Conv2dOptions::new(3, 4, 3),
-        get_default_qat_qconfig("fbgemm", 0).unwrap(),
-    )
-    .with_bias(true)
-    .init(&device)
-    .unwrap();
-    m.bn.weight =
-        burn::module::Param::from_tensor(Tensor::from_floats([0.0, 1.0, 0.0, 0.5], &device));
+    let mut m = ConvBn2dConfig::new(Conv2dOptions::new(3, 4, 3), get_default_qat_qconfig("fbgemm", 0).unwrap())
+        .with_bias(true)
+        .init(&device)
+        .unwrap();
+    m.bn.weight = burn::module::Param::from_tensor(Tensor::from_floats([0.0, 1.0, 0.0, 0.5], &device));
     m.disable_fake_quant();
     let x = Tensor::<4>::random([2, 3, 6, 6], Distribution::Normal(0.0, 1.0), &device);
     let expected = float_reference(&m, x.clone());
     let y = m.forward(x.clone()).unwrap();
     assert!(to_vec(&y).iter().all(|v| v.is_finite()));
-    assert_close(
-        "gamma = 0, training",
-        &to_vec(&y),
-        &to_vec(&expected),
-        1e-4,
-        1e-5,
-    );
+    assert_close("gamma = 0, training", &to_vec(&y), &to_vec(&expected), 1e-4, 1e-5);
     m.eval();
     let y = m.forward(x).unwrap();
-    assert!(
-        to_vec(&y).iter().all(|v| v.is_finite()),
-        "gamma = 0 in eval"
-    );
+    assert!(to_vec(&y).iter().all(|v| v.is_finite()), "gamma = 0 in eval");
 }
 
 #[test]
 fn both_foldings_agree_to_quantization_noise_and_to_rounding_with_fake_quant_off() {
+    let _serial = serial();
     let device = device();
     let make = |folding| {
         device.seed(7);
-        ConvBn2dConfig::new(
-            Conv2dOptions::new(3, 4, 3),
-            QConfig::consistent("fbgemm").unwrap(),
-        )
-        .init(&device)
-        .unwrap()
-        .with_folding(folding)
+        ConvBn2dConfig::new(Conv2dOptions::new(3, 4, 3), QConfig::consistent("fbgemm").unwrap())
+            .init(&device)
+            .unwrap()
+            .with_folding(folding)
     };
     let (mut a, mut b) = (make(BnFolding::Approximate), make(BnFolding::Exact));
     let x = Tensor::<4>::random([4, 3, 7, 7], Distribution::Normal(0.0, 1.0), &device);
@@ -207,43 +156,23 @@ fn both_foldings_agree_to_quantization_noise_and_to_rounding_with_fake_quant_off
     assert_close("folding paths", &to_vec(&ya), &to_vec(&yb), 0.05, 0.05);
     a.disable_fake_quant();
     b.disable_fake_quant();
-    assert_close(
-        "fake quant off",
-        &to_vec(&a.forward(x.clone()).unwrap()),
-        &to_vec(&b.forward(x).unwrap()),
-        1e-4,
-        1e-5,
-    );
+    assert_close("fake quant off", &to_vec(&a.forward(x.clone()).unwrap()), &to_vec(&b.forward(x).unwrap()), 1e-4, 1e-5);
 }
 
 #[test]
 fn frozen_bn_stays_frozen_across_train_and_stops_updating() {
+    let _serial = serial();
     let device = device();
-    let mut m = ConvBn2dConfig::new(
-        Conv2dOptions::new(2, 3, 1),
-        get_default_qat_qconfig("x86", 1).unwrap(),
-    )
-    .init(&device)
-    .unwrap();
+    let mut m = ConvBn2dConfig::new(Conv2dOptions::new(2, 3, 1), get_default_qat_qconfig("x86", 1).unwrap()).init(&device).unwrap();
     let x = Tensor::<4>::random([2, 2, 4, 4], Distribution::Normal(1.0, 2.0), &device);
     m.forward(x.clone()).unwrap();
     assert_eq!(m.bn.num_batches_tracked(), 1);
     m.freeze_bn_stats();
     m.train(true);
-    assert!(
-        !m.bn.training && m.is_bn_frozen(),
-        "train() must not unfreeze BN"
-    );
+    assert!(!m.bn.training && m.is_bn_frozen(), "train() must not unfreeze BN");
     let (mean, var) = (m.bn.running_mean().to_vec(), m.bn.running_var().to_vec());
     m.forward(x.clone()).unwrap();
-    assert_eq!(
-        (
-            m.bn.running_mean(),
-            m.bn.running_var(),
-            m.bn.num_batches_tracked()
-        ),
-        (mean.as_slice(), var.as_slice(), 1)
-    );
+    assert_eq!((m.bn.running_mean(), m.bn.running_var(), m.bn.num_batches_tracked()), (mean.as_slice(), var.as_slice(), 1));
     // update_bn_stats turns batch statistics back on, even in eval (PyTorch's rule).
     m.eval();
     m.update_bn_stats();
@@ -254,6 +183,7 @@ fn frozen_bn_stays_frozen_across_train_and_stops_updating() {
 
 #[test]
 fn momentum_none_is_a_cumulative_average() {
+    let _serial = serial();
     let device = device();
     let mut bn = BatchNorm::new(1, 1e-5, None, &device).unwrap();
     for v in [1.0f32, 3.0, 8.0] {
@@ -261,114 +191,54 @@ fn momentum_none_is_a_cumulative_average() {
         bn.forward(x, "bn").unwrap();
     }
     // Batch means 1, 3, 8 averaged over all batches (and the initial 0 weighted out).
-    assert!(
-        (bn.running_mean()[0] - 4.0).abs() < 1e-6,
-        "{:?}",
-        bn.running_mean()
-    );
+    assert!((bn.running_mean()[0] - 4.0).abs() < 1e-6, "{:?}", bn.running_mean());
 }
 
 #[test]
 fn the_seed_example_linear_relu_20_to_30() {
+    let _serial = serial();
     let device = device();
-    let mut m = LinearReLU::new(
-        20,
-        30,
-        true,
-        get_default_qat_qconfig("x86", 1).unwrap(),
-        &device,
-    )
-    .unwrap();
-    let y = m
-        .forward(Tensor::<2>::random(
-            [128, 20],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        ))
-        .unwrap();
+    let mut m = LinearReLU::new(20, 30, true, get_default_qat_qconfig("x86", 1).unwrap(), &device).unwrap();
+    let y = m.forward(Tensor::<2>::random([128, 20], Distribution::Normal(0.0, 1.0), &device)).unwrap();
     assert_eq!(y.dims(), [128, 30]);
     assert!(to_vec(&y).iter().all(|&v| v >= 0.0));
 }
 
 #[test]
 fn pytorch_v1_trains_and_converts_with_different_qparams_our_preset_does_not() {
+    let _serial = serial();
     // PyTorch issue #88800, pinned: the fused fake quant trains with ChooseQuantizationParams
     // (symmetric scale max(|min|/128, max/127)) while calculate_qparams, used by convert, gives
     // max(|min|, max)/127.5.
     let device = device();
     let x = Tensor::<2>::random([8, 20], Distribution::Normal(0.0, 1.0), &device);
-    let mut torch_v1 = LinearReLU::new(
-        20,
-        30,
-        true,
-        get_default_qat_qconfig("fbgemm", 1).unwrap(),
-        &device,
-    )
-    .unwrap();
+    let mut torch_v1 = LinearReLU::new(20, 30, true, get_default_qat_qconfig("fbgemm", 1).unwrap(), &device).unwrap();
     torch_v1.forward(x.clone()).unwrap();
-    assert_ne!(
-        torch_v1.linear.weight_fake_quant.qparams(),
-        torch_v1.linear.weight_fake_quant.calculate_qparams()
-    );
+    assert_ne!(torch_v1.linear.weight_fake_quant.qparams(), torch_v1.linear.weight_fake_quant.calculate_qparams());
 
-    let mut ours = LinearReLU::new(
-        20,
-        30,
-        true,
-        QConfig::consistent("fbgemm").unwrap(),
-        &device,
-    )
-    .unwrap();
+    let mut ours = LinearReLU::new(20, 30, true, QConfig::consistent("fbgemm").unwrap(), &device).unwrap();
     ours.forward(x).unwrap();
-    assert_eq!(
-        ours.linear.weight_fake_quant.qparams(),
-        ours.linear.weight_fake_quant.calculate_qparams()
-    );
-    assert!(
-        ours.linear
-            .weight_fake_quant
-            .qparams()
-            .zero_point
-            .iter()
-            .all(|&z| z == 0),
-        "symmetric weights keep zero point 0"
-    );
+    assert_eq!(ours.linear.weight_fake_quant.qparams(), ours.linear.weight_fake_quant.calculate_qparams());
+    assert!(ours.linear.weight_fake_quant.qparams().zero_point.iter().all(|&z| z == 0), "symmetric weights keep zero point 0");
 }
 
 #[test]
 fn fused_fake_quant_keeps_its_scale_while_fake_quant_is_off() {
+    let _serial = serial();
     let device = device();
-    let mut fq = get_default_qat_qconfig("fbgemm", 1)
-        .unwrap()
-        .activation
-        .init()
-        .unwrap();
+    let mut fq = get_default_qat_qconfig("fbgemm", 1).unwrap().activation.init().unwrap();
     fq.disable_fake_quant();
-    fq.forward(Tensor::<1>::from_floats([0.0, 10.0], &device))
-        .unwrap();
-    assert_eq!(
-        fq.qparams().scale,
-        vec![1.0],
-        "fused: qparams are not refreshed while fake quant is off"
-    );
-    let mut standard = get_default_qat_qconfig("fbgemm", 0)
-        .unwrap()
-        .activation
-        .init()
-        .unwrap();
+    fq.forward(Tensor::<1>::from_floats([0.0, 10.0], &device)).unwrap();
+    assert_eq!(fq.qparams().scale, vec![1.0], "fused: qparams are not refreshed while fake quant is off");
+    let mut standard = get_default_qat_qconfig("fbgemm", 0).unwrap().activation.init().unwrap();
     standard.disable_fake_quant();
-    standard
-        .forward(Tensor::<1>::from_floats([0.0, 10.0], &device))
-        .unwrap();
-    assert_ne!(
-        standard.qparams().scale,
-        vec![1.0],
-        "FakeQuantize refreshes them"
-    );
+    standard.forward(Tensor::<1>::from_floats([0.0, 10.0], &device)).unwrap();
+    assert_ne!(standard.qparams().scale, vec![1.0], "FakeQuantize refreshes them");
 }
 
 #[test]
 fn invalid_configurations_are_typed_errors() {
+    let _serial = serial();
     let device = device();
     let qconfig = get_default_qat_qconfig("fbgemm", 0).unwrap();
     let conv = |o: Conv2dOptions| ConvBn2dConfig::new(o, qconfig.clone()).init(&device).err();
@@ -378,18 +248,8 @@ fn invalid_configurations_are_typed_errors() {
     assert!(conv(Conv2dOptions::new(0, 4, 3)).is_some());
     assert!(conv(Conv2dOptions::new(4, 4, 0)).is_some());
     assert!(conv(Conv2dOptions::new(4, 4, 3).with_stride(0)).is_some());
-    assert!(
-        ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone())
-            .with_eps(-1.0)
-            .init(&device)
-            .is_err()
-    );
-    assert!(
-        ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone())
-            .with_momentum(Some(1.5))
-            .init(&device)
-            .is_err()
-    );
+    assert!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_eps(-1.0).init(&device).is_err());
+    assert!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_momentum(Some(1.5)).init(&device).is_err());
     assert!(get_default_qat_qconfig("tpu", 0).is_err());
     assert!(get_default_qat_qconfig("fbgemm", 2).is_err());
     assert!(LinearReLU::new(0, 3, true, qconfig.clone(), &device).is_err());
@@ -397,85 +257,47 @@ fn invalid_configurations_are_typed_errors() {
     let float_conv = float::Conv2d::new(Conv2dOptions::new(3, 4, 3), false, &device).unwrap();
     let bn = BatchNorm::new(5, 1e-5, Some(0.1), &device).unwrap();
     let err = ConvBn2d::from_float(&float_conv, &bn, qconfig).unwrap_err();
-    assert!(
-        err.to_string().contains("5 features but the conv has 4"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("5 features but the conv has 4"), "{err}");
 }
 
 #[test]
 fn bad_inputs_are_typed_errors() {
+    let _serial = serial();
     let device = device();
-    let mut m = ConvBn2dConfig::new(
-        Conv2dOptions::new(3, 4, 3),
-        get_default_qat_qconfig("fbgemm", 0).unwrap(),
-    )
-    .init(&device)
-    .unwrap();
+    let mut m = ConvBn2dConfig::new(Conv2dOptions::new(3, 4, 3), get_default_qat_qconfig("fbgemm", 0).unwrap()).init(&device).unwrap();
     let wrong_channels = m.forward(Tensor::zeros([2, 5, 8, 8], &device)).unwrap_err();
-    assert!(
-        matches!(wrong_channels, QatError::ShapeMismatch { .. }),
-        "{wrong_channels}"
-    );
-    assert!(
-        m.forward(Tensor::zeros([2, 3, 2, 2], &device)).is_err(),
-        "smaller than the kernel"
-    );
+    assert!(matches!(wrong_channels, QatError::ShapeMismatch { .. }), "{wrong_channels}");
+    assert!(m.forward(Tensor::zeros([2, 3, 2, 2], &device)).is_err(), "smaller than the kernel");
     // One value per channel in training BN: batch 1 with a 1x1 output.
     let one = m.forward(Tensor::zeros([1, 3, 3, 3], &device)).unwrap_err();
-    assert!(
-        matches!(one, QatError::SingleValuePerChannel { .. }),
-        "{one}"
-    );
+    assert!(matches!(one, QatError::SingleValuePerChannel { .. }), "{one}");
     // The same input is fine once BN is frozen.
     m.freeze_bn_stats();
     assert!(m.forward(Tensor::zeros([1, 3, 3, 3], &device)).is_ok());
 
-    let mut l = LinearReLU::new(
-        20,
-        30,
-        true,
-        get_default_qat_qconfig("x86", 0).unwrap(),
-        &device,
-    )
-    .unwrap()
-    .with_output_fake_quant()
-    .unwrap();
-    assert!(matches!(
-        l.forward(Tensor::<2>::zeros([4, 21], &device)),
-        Err(QatError::ShapeMismatch { .. })
-    ));
+    let mut l =
+        LinearReLU::new(20, 30, true, get_default_qat_qconfig("x86", 0).unwrap(), &device).unwrap().with_output_fake_quant().unwrap();
+    assert!(matches!(l.forward(Tensor::<2>::zeros([4, 21], &device)), Err(QatError::ShapeMismatch { .. })));
     // NaN input: the observer refuses it rather than poisoning its range.
     let nan = Tensor::<2>::from_floats([[f32::NAN; 20]], &device);
     let err = l.forward(nan).unwrap_err();
-    assert!(
-        matches!(&err, QatError::NonFinite { context, .. } if context == "LinearReLU (output)"),
-        "{err}"
-    );
+    assert!(matches!(&err, QatError::NonFinite { context, .. } if context == "LinearReLU (output)"), "{err}");
 }
 
 #[test]
 fn to_float_folds_bn_with_running_stats() {
+    let _serial = serial();
     // With fake quant off and BN frozen, the module computes exactly the folded float conv
     // that to_float returns (up to f32 rounding of the fold).
     let device = device();
-    let mut m = ConvBn2dConfig::new(
-        Conv2dOptions::new(3, 5, 3).with_padding(1),
-        get_default_qat_qconfig("fbgemm", 0).unwrap(),
-    )
-    .with_bias(true)
-    .init(&device)
-    .unwrap();
+    let mut m = ConvBn2dConfig::new(Conv2dOptions::new(3, 5, 3).with_padding(1), get_default_qat_qconfig("fbgemm", 0).unwrap())
+        .with_bias(true)
+        .init(&device)
+        .unwrap();
     let x = Tensor::<4>::random([4, 3, 6, 6], Distribution::Normal(0.5, 1.0), &device);
     m.forward(x.clone()).unwrap(); // move the running stats away from 0 / 1
     m.disable_fake_quant();
     m.eval();
     let folded = m.to_float();
-    assert_close(
-        "to_float",
-        &to_vec(&folded.forward(x.clone()).unwrap()),
-        &to_vec(&m.forward(x).unwrap()),
-        1e-5,
-        1e-5,
-    );
+    assert_close("to_float", &to_vec(&folded.forward(x.clone()).unwrap()), &to_vec(&m.forward(x).unwrap()), 1e-5, 1e-5);
 }

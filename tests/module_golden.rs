@@ -11,9 +11,7 @@ use burn::module::{Module, Param};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Gradients, Tensor};
-use burn_qat::nn::intrinsic::qat::{
-    ConvBn2d, ConvBn2dConfig, ConvBnReLU2d, ConvReLU2d, LinearReLU,
-};
+use burn_qat::nn::intrinsic::qat::{ConvBn2d, ConvBn2dConfig, ConvBnReLU2d, ConvReLU2d, LinearReLU};
 use burn_qat::nn::{Conv2dOptions, PaddingMode, QatModule};
 use burn_qat::qconfig::get_default_qat_qconfig;
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, Values};
@@ -34,11 +32,8 @@ fn grad_of<const D: usize>(p: &Param<Tensor<D>>, grads: &Gradients) -> Vec<f32> 
 }
 
 fn conv_bn_grads(m: &ConvBn2d, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
-    let mut out = vec![
-        ("weight", grad_of(&m.weight, grads)),
-        ("bn.weight", grad_of(&m.bn.weight, grads)),
-        ("bn.bias", grad_of(&m.bn.bias, grads)),
-    ];
+    let mut out =
+        vec![("weight", grad_of(&m.weight, grads)), ("bn.weight", grad_of(&m.bn.weight, grads)), ("bn.bias", grad_of(&m.bn.bias, grads))];
     if let Some(b) = &m.bias {
         out.push(("bias", grad_of(b, grads)));
     }
@@ -90,9 +85,7 @@ impl Golden<2> for LinearReLU {
 }
 
 fn prefixed(g: &StateDict, prefix: &str) -> StateDict {
-    g.iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
-        .collect()
+    g.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect()
 }
 
 /// Compares our state dict with PyTorch's, key by key: same key set, same dtypes, floats to
@@ -104,20 +97,12 @@ fn compare_state(label: &str, ours: &StateDict, theirs: &StateDict) {
     for (key, t) in theirs {
         let o = &ours[key];
         assert_eq!(o.shape, t.shape, "{label}: shape of {key}");
-        assert_eq!(
-            o.values.dtype_name(),
-            t.values.dtype_name(),
-            "{label}: dtype of {key}"
-        );
+        assert_eq!(o.values.dtype_name(), t.values.dtype_name(), "{label}: dtype of {key}");
         match (&o.values, &t.values) {
             (Values::F32(a), Values::F32(b)) => {
                 // +-inf (an unobserved min/max) must match exactly.
-                let (fa, fb): (Vec<f32>, Vec<f32>) = a
-                    .iter()
-                    .zip(b)
-                    .filter(|(x, y)| x.is_finite() || y.is_finite())
-                    .map(|(x, y)| (*x, *y))
-                    .unzip();
+                let (fa, fb): (Vec<f32>, Vec<f32>) =
+                    a.iter().zip(b).filter(|(x, y)| x.is_finite() || y.is_finite()).map(|(x, y)| (*x, *y)).unzip();
                 assert_eq!(a.len(), b.len(), "{label}: {key}");
                 assert_eq!(
                     a.iter().filter(|x| !x.is_finite()).count(),
@@ -133,13 +118,8 @@ fn compare_state(label: &str, ours: &StateDict, theirs: &StateDict) {
 
 fn run_case<const D: usize, M: Golden<D>>(mut m: M, g: &StateDict, label: &str) {
     let device = Device::flex().autodiff();
-    m.load_state_dict(&prefixed(g, "init/"))
-        .unwrap_or_else(|e| panic!("{label}: init state: {e}"));
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-        ))
-        .init();
+    m.load_state_dict(&prefixed(g, "init/")).unwrap_or_else(|e| panic!("{label}: init state: {e}"));
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init();
     for step in 0..5 {
         let at = |k: &str| format!("step{step}/{k}");
         m.set_training(true);
@@ -152,13 +132,7 @@ fn run_case<const D: usize, M: Golden<D>>(mut m: M, g: &StateDict, label: &str) 
         let x: Tensor<D> = tensor::<D>(g, &at("input"), &device).require_grad();
         let dy: Tensor<D> = tensor(g, &at("dy"), &device);
         let y = m.run(x.clone());
-        assert_close(
-            &format!("{label} step {step} output"),
-            &to_vec(&y),
-            &f32s(g, &at("output")),
-            RTOL,
-            ATOL,
-        );
+        assert_close(&format!("{label} step {step} output"), &to_vec(&y), &f32s(g, &at("output")), RTOL, ATOL);
         let grads = (y * dy).sum().backward();
         assert_close(
             &format!("{label} step {step} input grad"),
@@ -171,44 +145,20 @@ fn run_case<const D: usize, M: Golden<D>>(mut m: M, g: &StateDict, label: &str) 
         // analytic gradient of 0, so both sides are pure summation noise. The noise floor is
         // therefore relative to the step's largest parameter gradient (see REDUCTION_NOISE).
         let ours = m.grads(&grads);
-        let step_scale = ours
-            .iter()
-            .map(|(name, _)| f32s(g, &at(&format!("grad/{name}"))))
-            .flatten()
-            .fold(0.0f32, |a, v| a.max(v.abs()));
+        let step_scale = ours.iter().map(|(name, _)| f32s(g, &at(&format!("grad/{name}")))).flatten().fold(0.0f32, |a, v| a.max(v.abs()));
         for (name, grad) in ours {
             let expected = f32s(g, &at(&format!("grad/{name}")));
-            assert_close(
-                &format!("{label} step {step} grad {name}"),
-                &grad,
-                &expected,
-                RTOL,
-                ATOL + REDUCTION_NOISE * step_scale,
-            );
+            assert_close(&format!("{label} step {step} grad {name}"), &grad, &expected, RTOL, ATOL + REDUCTION_NOISE * step_scale);
         }
         let params = GradientsParams::from_grads(grads, &m);
         m = optim.step(0.01, m, params);
-        compare_state(
-            &format!("{label} after step {step}"),
-            &m.state_dict(),
-            &prefixed(g, &at("state/")),
-        );
+        compare_state(&format!("{label} after step {step}"), &m.state_dict(), &prefixed(g, &at("state/")));
     }
     m.set_training(false);
     let x: Tensor<D> = tensor(g, "eval/input", &device);
     let y = m.run(x);
-    assert_close(
-        &format!("{label} eval output"),
-        &to_vec(&y),
-        &f32s(g, "eval/output"),
-        RTOL,
-        ATOL,
-    );
-    compare_state(
-        &format!("{label} eval state"),
-        &m.state_dict(),
-        &prefixed(g, "eval/state/"),
-    );
+    assert_close(&format!("{label} eval output"), &to_vec(&y), &f32s(g, "eval/output"), RTOL, ATOL);
+    compare_state(&format!("{label} eval state"), &m.state_dict(), &prefixed(g, "eval/state/"));
 }
 
 fn conv_options(c: &Value) -> Conv2dOptions {
@@ -224,25 +174,15 @@ fn conv_options(c: &Value) -> Conv2dOptions {
 fn run_file(file: &str, c: &Value) {
     let device = Device::flex().autodiff();
     let (g, _) = load_golden(&format!("modules/{file}"));
-    let qconfig = get_default_qat_qconfig(
-        c["backend"].as_str().unwrap(),
-        c["qconfig_version"].as_u64().unwrap() as u32,
-    )
-    .unwrap();
+    let qconfig = get_default_qat_qconfig(c["backend"].as_str().unwrap(), c["qconfig_version"].as_u64().unwrap() as u32).unwrap();
     let bias = c["bias"].as_bool().unwrap();
     match c["module"].as_str().unwrap() {
         "ConvBn2d" => {
-            let m = ConvBn2dConfig::new(conv_options(c), qconfig)
-                .with_bias(bias)
-                .init(&device)
-                .unwrap();
+            let m = ConvBn2dConfig::new(conv_options(c), qconfig).with_bias(bias).init(&device).unwrap();
             run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file);
         }
         "ConvBnReLU2d" => {
-            let m = ConvBn2dConfig::new(conv_options(c), qconfig)
-                .with_bias(bias)
-                .init_relu(&device)
-                .unwrap();
+            let m = ConvBn2dConfig::new(conv_options(c), qconfig).with_bias(bias).init_relu(&device).unwrap();
             run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file);
         }
         "ConvReLU2d" => {
@@ -251,8 +191,7 @@ fn run_file(file: &str, c: &Value) {
         }
         "LinearReLU" => {
             let u = |k: &str| c[k].as_u64().unwrap() as usize;
-            let m = LinearReLU::new(u("in_channels"), u("out_channels"), bias, qconfig, &device)
-                .unwrap();
+            let m = LinearReLU::new(u("in_channels"), u("out_channels"), bias, qconfig, &device).unwrap();
             run_case::<2, _>(m.with_output_fake_quant().unwrap(), &g, file);
         }
         other => panic!("unknown module {other}"),
@@ -260,9 +199,7 @@ fn run_file(file: &str, c: &Value) {
 }
 
 fn cases(module: &str) -> Vec<(String, Value)> {
-    let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(golden_path("modules/index.json")).unwrap())
-            .unwrap();
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(golden_path("modules/index.json")).unwrap()).unwrap();
     let cases: Vec<_> = index["cases"]
         .as_array()
         .unwrap()
@@ -270,11 +207,7 @@ fn cases(module: &str) -> Vec<(String, Value)> {
         .filter(|c| c["config"]["module"] == module)
         .map(|c| (c["file"].as_str().unwrap().to_string(), c["config"].clone()))
         .collect();
-    assert!(
-        cases.len() >= 4,
-        "expected at least 4 {module} cases, found {}",
-        cases.len()
-    );
+    assert!(cases.len() >= 4, "expected at least 4 {module} cases, found {}", cases.len());
     cases
 }
 

@@ -12,26 +12,13 @@ fn get_default_qat_qconfig_reproduces_pytorchs_table() {
             let q = get_default_qat_qconfig(backend, version).unwrap();
             let act = q.activation.observer.spec().unwrap();
             let wt = q.weight.observer.spec().unwrap();
-            let act_max = if matches!(backend, "fbgemm" | "x86") {
-                127
-            } else {
-                255
-            };
+            let act_max = if matches!(backend, "fbgemm" | "x86") { 127 } else { 255 };
             assert_eq!(
-                (
-                    act.dtype,
-                    act.qscheme,
-                    act.range.quant_min,
-                    act.range.quant_max
-                ),
+                (act.dtype, act.qscheme, act.range.quant_min, act.range.quant_max),
                 (QuantDtype::QUInt8, QScheme::PerTensorAffine, 0, act_max),
                 "{backend} v{version} activation"
             );
-            let wt_scheme = if backend == "qnnpack" {
-                QScheme::PerTensorSymmetric
-            } else {
-                QScheme::PerChannelSymmetric
-            };
+            let wt_scheme = if backend == "qnnpack" { QScheme::PerTensorSymmetric } else { QScheme::PerChannelSymmetric };
             assert_eq!(
                 (wt.dtype, wt.qscheme, wt.range.quant_min, wt.range.quant_max),
                 (QuantDtype::QInt8, wt_scheme, -128, 127),
@@ -40,27 +27,16 @@ fn get_default_qat_qconfig_reproduces_pytorchs_table() {
             assert_eq!(q.weight.observer.ch_axis, 0);
             for fq in [&q.activation, &q.weight] {
                 // Not memoryless: c = 0.01 everywhere, weights included (PyTorch issue #170169).
-                assert_eq!(
-                    fq.observer.averaging,
-                    Averaging::MovingAverage {
-                        averaging_constant: 0.01
-                    }
-                );
+                assert_eq!(fq.observer.averaging, Averaging::MovingAverage { averaging_constant: 0.01 });
                 match version {
                     0 => assert_eq!(
                         (fq.variant, fq.train_qparams, fq.convert_qparams),
-                        (
-                            FakeQuantizeVariant::Standard,
-                            QParamFormula::Observer,
-                            QParamFormula::Observer
-                        )
+                        (FakeQuantizeVariant::Standard, QParamFormula::Observer, QParamFormula::Observer)
                     ),
                     _ => assert_eq!(
                         (fq.variant, fq.train_qparams, fq.convert_qparams),
                         (
-                            FakeQuantizeVariant::FusedMovingAverage {
-                                averaging_constant: 0.01
-                            },
+                            FakeQuantizeVariant::FusedMovingAverage { averaging_constant: 0.01 },
                             QParamFormula::ChooseQParams,
                             QParamFormula::Observer
                         )
@@ -81,21 +57,12 @@ fn our_preset_uses_one_formula() {
 
 #[test]
 fn the_builder_makes_low_bit_configs_and_rejects_impossible_ones() {
-    let q = QConfigBuilder::new()
-        .weight_bits(4)
-        .activation_bits(4)
-        .build()
-        .unwrap();
+    let q = QConfigBuilder::new().weight_bits(4).activation_bits(4).build().unwrap();
     assert_eq!(q.weight.observer.quant_range, Some((-8, 7)));
     assert_eq!(q.activation.observer.quant_range, Some((0, 15)));
     let q16 = QConfigBuilder::new().weight_bits(16).build().unwrap();
     assert_eq!(q16.weight.observer.dtype, QuantDtype::QInt32);
     assert!(QConfigBuilder::new().weight_bits(1).build().is_err());
     assert!(QConfigBuilder::new().activation_bits(17).build().is_err());
-    assert!(
-        QConfigBuilder::new()
-            .averaging_constant(0.0)
-            .build()
-            .is_err()
-    );
+    assert!(QConfigBuilder::new().averaging_constant(0.0).build().is_err());
 }

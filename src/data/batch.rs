@@ -20,25 +20,14 @@ impl Dataset {
         let mut images = Vec::with_capacity(indices.len() * pixels);
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
-            assert!(
-                i < self.len(),
-                "batch index {i} out of range for a dataset of {} images",
-                self.len()
-            );
+            assert!(i < self.len(), "batch index {i} out of range for a dataset of {} images", self.len());
             // Dividing (not multiplying by 1/255) gives the correctly rounded f32 for every
             // pixel, the same values as torchvision's ToTensor.
-            images.extend(
-                self.images[i * pixels..(i + 1) * pixels]
-                    .iter()
-                    .map(|&p| p as f32 / 255.0),
-            );
+            images.extend(self.images[i * pixels..(i + 1) * pixels].iter().map(|&p| p as f32 / 255.0));
             labels.push(self.labels[i] as i64);
         }
         let b = indices.len();
-        let images = Tensor::from_data(
-            TensorData::new(images, [b, 1, self.rows, self.cols]),
-            device,
-        );
+        let images = Tensor::from_data(TensorData::new(images, [b, 1, self.rows, self.cols]), device);
         let labels = Tensor::from_data(TensorData::new(labels, [b]), device);
         (images, labels)
     }
@@ -98,13 +87,7 @@ mod tests {
     fn tiny_dataset() -> Dataset {
         // 3 images of 2x2 with labels 7, 0, 9; the last pixel is full white.
         let images = vec![0, 17, 34, 51, 68, 85, 102, 119, 136, 153, 170, 255];
-        Dataset {
-            images,
-            labels: vec![7, 0, 9],
-            rows: 2,
-            cols: 2,
-            classes: 10,
-        }
+        Dataset { images, labels: vec![7, 0, 9], rows: 2, cols: 2, classes: 10 }
     }
 
     #[test]
@@ -115,24 +98,13 @@ mod tests {
         assert_eq!(images.dims(), [2, 1, 2, 2]);
         assert_eq!(labels.dims(), [2]);
 
-        let pixels = images
-            .to_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap();
-        let expected: Vec<f32> = [136u8, 153, 170, 255, 0, 17, 34, 51]
-            .iter()
-            .map(|&p| p as f32 / 255.0)
-            .collect();
+        let pixels = images.to_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        let expected: Vec<f32> = [136u8, 153, 170, 255, 0, 17, 34, 51].iter().map(|&p| p as f32 / 255.0).collect();
         assert_eq!(pixels, expected);
         assert_eq!(pixels[3], 1.0);
         assert_eq!(pixels[4], 0.0);
 
-        let labels = labels
-            .to_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .unwrap();
+        let labels = labels.to_data().convert::<i64>().try_into_vec::<i64>().unwrap();
         assert_eq!(labels, vec![9, 7]);
     }
 

@@ -45,10 +45,7 @@ pub fn read_idx_images(path: impl AsRef<Path>) -> Result<(Vec<u8>, usize, usize,
     // With n > 0 a zero-sized image would make every later step (batching, a model's input
     // shape) meaningless; a 0-image file, on the other hand, is a valid if useless dataset.
     if n > 0 && (rows == 0 || cols == 0) {
-        return Err(file_error(
-            path,
-            format!("header declares {n} images of {rows}x{cols} pixels; an image cannot be empty"),
-        ));
+        return Err(file_error(path, format!("header declares {n} images of {rows}x{cols} pixels; an image cannot be empty")));
     }
     Ok((data, n, rows, cols))
 }
@@ -62,10 +59,7 @@ pub fn read_idx_labels(path: impl AsRef<Path>) -> Result<Vec<u8>> {
 /// Builds the crate's file error; every message in this module goes through here so that each
 /// one starts with the path of the file it is about.
 pub(crate) fn file_error(path: &Path, reason: impl Into<String>) -> QatError {
-    QatError::File {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
+    QatError::File { path: path.display().to_string(), reason: reason.into() }
 }
 
 /// Reads an unsigned-byte IDX file with `want_dims` dimensions; returns its data and sizes.
@@ -81,11 +75,7 @@ fn read_idx(path: &Path, want_dims: u8, kind: &str) -> Result<(Vec<u8>, Vec<usiz
     // written once. `MultiGzDecoder` rather than `GzDecoder`: gzip allows several concatenated
     // members and `gunzip` accepts them, so we do too; anything after the last member that is not
     // another gzip member is reported as corrupt instead of being silently ignored.
-    let mut source: Box<dyn Read + '_> = if gzipped {
-        Box::new(MultiGzDecoder::new(&raw[..]))
-    } else {
-        Box::new(&raw[..])
-    };
+    let mut source: Box<dyn Read + '_> = if gzipped { Box::new(MultiGzDecoder::new(&raw[..])) } else { Box::new(&raw[..]) };
     // Only the gzip decoder can fail to read; a byte slice never does. flate2 reports a cut-off
     // stream or junk after the last member as "unexpected end of file", hence "or truncated".
     let read_err = |e: io::Error| file_error(path, format!("corrupt or truncated gzip data: {e}"));
@@ -94,12 +84,7 @@ fn read_idx(path: &Path, want_dims: u8, kind: &str) -> Result<(Vec<u8>, Vec<usiz
     let mut magic = [0u8; 4];
     let got = read_up_to(&mut source, &mut magic).map_err(read_err)?;
     if got < magic.len() {
-        return Err(file_error(
-            path,
-            format!(
-                "file is too short to be an IDX file: {got} bytes, the magic number alone needs 4"
-            ),
-        ));
+        return Err(file_error(path, format!("file is too short to be an IDX file: {got} bytes, the magic number alone needs 4")));
     }
     check_magic(path, magic, want_dims, kind)?;
 
@@ -109,12 +94,7 @@ fn read_idx(path: &Path, want_dims: u8, kind: &str) -> Result<(Vec<u8>, Vec<usiz
         let mut size = [0u8; 4];
         let got = read_up_to(&mut source, &mut size).map_err(read_err)?;
         if got < size.len() {
-            return Err(file_error(
-                path,
-                format!(
-                    "truncated header: it ends inside the size of dimension {d} of {want_dims}"
-                ),
-            ));
+            return Err(file_error(path, format!("truncated header: it ends inside the size of dimension {d} of {want_dims}")));
         }
         dims.push(u32::from_be_bytes(size) as u64);
     }
@@ -136,11 +116,7 @@ fn read_idx(path: &Path, want_dims: u8, kind: &str) -> Result<(Vec<u8>, Vec<usiz
     // Read exactly the promised bytes. `take` + `read_to_end` grows the buffer as data arrives
     // instead of allocating `total` up front, so a lying header on a short file costs nothing.
     let mut data = Vec::new();
-    source
-        .by_ref()
-        .take(total)
-        .read_to_end(&mut data)
-        .map_err(read_err)?;
+    source.by_ref().take(total).read_to_end(&mut data).map_err(read_err)?;
     if (data.len() as u64) < total {
         return Err(file_error(
             path,
@@ -160,10 +136,7 @@ fn read_idx(path: &Path, want_dims: u8, kind: &str) -> Result<(Vec<u8>, Vec<usiz
     if extra > 0 {
         return Err(file_error(
             path,
-            format!(
-                "trailing data: {extra} bytes after the {total} bytes the header declares ({})",
-                format_dims(&dims)
-            ),
+            format!("trailing data: {extra} bytes after the {total} bytes the header declares ({})", format_dims(&dims)),
         ));
     }
 
@@ -180,9 +153,7 @@ fn check_magic(path: &Path, magic: [u8; 4], want_dims: u8, kind: &str) -> Result
         return Ok(());
     }
     let reason = if magic[0] != 0 || magic[1] != 0 {
-        format!(
-            "bad magic number 0x{value:08x} ({value}): not an IDX file; an IDX {kind} file starts with 0x{expected:08x} ({expected})"
-        )
+        format!("bad magic number 0x{value:08x} ({value}): not an IDX file; an IDX {kind} file starts with 0x{expected:08x} ({expected})")
     } else if magic[2] != TYPE_U8 {
         format!(
             "bad magic number 0x{value:08x} ({value}): element type 0x{:02x} is not supported, only unsigned bytes (0x08); expected 0x{expected:08x} ({expected}) for {kind}",
@@ -214,10 +185,7 @@ fn read_up_to(source: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// `[2000, 28, 28]` -> `"2000x28x28"`, the way people write image dataset shapes.
 fn format_dims(dims: &[u64]) -> String {
-    dims.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("x")
+    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
 }
 
 #[cfg(test)]
@@ -239,18 +207,11 @@ mod tests {
         let labels_file = idx_bytes(LABELS_MAGIC, &[3], &labels);
 
         // The gzipped copies get names without `.gz` on purpose: detection is by content.
-        let cases = [
-            ("plain", images_file.clone(), labels_file.clone()),
-            ("gz", gzip(&images_file), gzip(&labels_file)),
-        ];
+        let cases = [("plain", images_file.clone(), labels_file.clone()), ("gz", gzip(&images_file), gzip(&labels_file))];
         for (name, images, labels_bytes) in cases {
             let ip = dir.write(&format!("images-{name}"), &images);
             let lp = dir.write(&format!("labels-{name}"), &labels_bytes);
-            assert_eq!(
-                read_idx_images(&ip).unwrap(),
-                (pixels.clone(), 3, 4, 5),
-                "{name}"
-            );
+            assert_eq!(read_idx_images(&ip).unwrap(), (pixels.clone(), 3, 4, 5), "{name}");
             assert_eq!(read_idx_labels(&lp).unwrap(), labels, "{name}");
         }
     }
@@ -268,10 +229,7 @@ mod tests {
         let dir = TempDir::new("idx_missing");
         let p = dir.path().join("no-such-file");
         let msg = err_message(read_idx_images(&p));
-        assert!(
-            msg.contains("no-such-file") && msg.contains("cannot read"),
-            "{msg}"
-        );
+        assert!(msg.contains("no-such-file") && msg.contains("cannot read"), "{msg}");
     }
 
     #[test]
@@ -281,20 +239,12 @@ mod tests {
         bytes[..4].copy_from_slice(b"PK\x03\x04");
         let p = dir.write("zip", &bytes);
         let msg = err_message(read_idx_images(&p));
-        assert!(
-            msg.contains("bad magic number")
-                && msg.contains("not an IDX file")
-                && msg.contains("zip"),
-            "{msg}"
-        );
+        assert!(msg.contains("bad magic number") && msg.contains("not an IDX file") && msg.contains("zip"), "{msg}");
 
         // An IDX file of floats (type 0x0d) is an IDX file, just not one we can use.
         let p = dir.write("floats", &idx_bytes(0x0000_0d01, &[1], &[0; 4]));
         let msg = err_message(read_idx_labels(&p));
-        assert!(
-            msg.contains("bad magic number") && msg.contains("element type 0x0d"),
-            "{msg}"
-        );
+        assert!(msg.contains("bad magic number") && msg.contains("element type 0x0d"), "{msg}");
     }
 
     #[test]
@@ -303,10 +253,7 @@ mod tests {
         // A labels file read as images: the classic swap.
         let p = dir.write("labels", &idx_bytes(LABELS_MAGIC, &[2], &[1, 2]));
         let msg = err_message(read_idx_images(&p));
-        assert!(
-            msg.contains("1 dimension(s), images need 3") && msg.contains("2049"),
-            "{msg}"
-        );
+        assert!(msg.contains("1 dimension(s), images need 3") && msg.contains("2049"), "{msg}");
 
         let p = dir.write("images", &idx_bytes(IMAGES_MAGIC, &[1, 1, 1], &[1]));
         let msg = err_message(read_idx_labels(&p));
@@ -320,21 +267,12 @@ mod tests {
 
         let p = dir.write("short-data", &full[..full.len() - 1]);
         let msg = err_message(read_idx_images(&p));
-        assert!(
-            msg.contains("truncated data")
-                && msg.contains("2x3x3")
-                && msg.contains("18 bytes")
-                && msg.contains("only 17"),
-            "{msg}"
-        );
+        assert!(msg.contains("truncated data") && msg.contains("2x3x3") && msg.contains("18 bytes") && msg.contains("only 17"), "{msg}");
 
         // The same, but the truncation is hidden inside a valid gzip stream.
         let p = dir.write("short-data-gz", &gzip(&full[..full.len() - 5]));
         let msg = err_message(read_idx_images(&p));
-        assert!(
-            msg.contains("truncated data") && msg.contains("only 13"),
-            "{msg}"
-        );
+        assert!(msg.contains("truncated data") && msg.contains("only 13"), "{msg}");
 
         let p = dir.write("short-header", &full[..10]);
         let msg = err_message(read_idx_images(&p));
@@ -365,16 +303,10 @@ mod tests {
         // 70000 * 70000 * 28 bytes: over the limit, though each size alone looks plausible.
         let p = dir.write("big", &idx_bytes(IMAGES_MAGIC, &[70_000, 70_000, 28], &[]));
         let msg = err_message(read_idx_images(&p));
-        assert!(
-            msg.contains("70000x70000x28") && msg.contains("probably corrupt"),
-            "{msg}"
-        );
+        assert!(msg.contains("70000x70000x28") && msg.contains("probably corrupt"), "{msg}");
 
         // Overflows u64; must still be an error, not a wrap-around.
-        let p = dir.write(
-            "overflow",
-            &idx_bytes(IMAGES_MAGIC, &[u32::MAX, u32::MAX, u32::MAX], &[]),
-        );
+        let p = dir.write("overflow", &idx_bytes(IMAGES_MAGIC, &[u32::MAX, u32::MAX, u32::MAX], &[]));
         let msg = err_message(read_idx_images(&p));
         assert!(msg.contains("probably corrupt"), "{msg}");
 

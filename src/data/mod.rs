@@ -21,12 +21,8 @@ pub const MNIST_CLASSES: usize = 10;
 
 /// The four files of an MNIST-format dataset, without the optional `.gz`, in the order
 /// train images, train labels, test images, test labels.
-pub const MNIST_FILES: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
+pub const MNIST_FILES: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
 /// Labelled images held in memory as raw bytes.
 ///
@@ -64,9 +60,7 @@ impl Dataset {
 /// binaries run from a checkout; a program installed elsewhere should pass its own folder to
 /// [`load_mnist`].
 pub fn default_mnist_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
-        .join("mnist-10k")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join("mnist-10k")
 }
 
 /// Loads an MNIST-format dataset from `dir`; returns `(train, test)`.
@@ -105,10 +99,7 @@ pub fn load_mnist(dir: &Path) -> Result<(Dataset, Dataset)> {
 fn find_mnist_files(dir: &Path) -> Result<[PathBuf; 4]> {
     let expected = MNIST_FILES.map(|name| format!("{name}[.gz]")).join(", ");
     if !dir.is_dir() {
-        return Err(file_error(
-            dir,
-            format!("MNIST folder not found; it should be a folder holding {expected}"),
-        ));
+        return Err(file_error(dir, format!("MNIST folder not found; it should be a folder holding {expected}")));
     }
     let found = MNIST_FILES.map(|name| {
         let plain = dir.join(name);
@@ -121,20 +112,9 @@ fn find_mnist_files(dir: &Path) -> Result<[PathBuf; 4]> {
             None
         }
     });
-    let missing: Vec<&str> = MNIST_FILES
-        .iter()
-        .zip(&found)
-        .filter(|(_, f)| f.is_none())
-        .map(|(name, _)| *name)
-        .collect();
+    let missing: Vec<&str> = MNIST_FILES.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(name, _)| *name).collect();
     if !missing.is_empty() {
-        return Err(file_error(
-            dir,
-            format!(
-                "missing {} in the MNIST folder; expected the files {expected}",
-                missing.join(", ")
-            ),
-        ));
+        return Err(file_error(dir, format!("missing {} in the MNIST folder; expected the files {expected}", missing.join(", "))));
     }
     Ok(found.map(|f| f.expect("checked above: no file is missing")))
 }
@@ -145,37 +125,17 @@ fn load_split(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
     let (images, n, rows, cols) = read_idx_images(images_path)?;
     let labels = read_idx_labels(labels_path)?;
     if labels.len() != n {
-        return Err(file_error(
-            labels_path,
-            format!(
-                "holds {} labels but {} holds {n} images",
-                labels.len(),
-                images_path.display()
-            ),
-        ));
+        return Err(file_error(labels_path, format!("holds {} labels but {} holds {n} images", labels.len(), images_path.display())));
     }
     // Checked here, once, so that training code can index by label without a bounds check of
     // its own and a bad label never turns into a confusing loss value.
-    if let Some((i, &label)) = labels
-        .iter()
-        .enumerate()
-        .find(|&(_, &l)| l as usize >= MNIST_CLASSES)
-    {
+    if let Some((i, &label)) = labels.iter().enumerate().find(|&(_, &l)| l as usize >= MNIST_CLASSES) {
         return Err(file_error(
             labels_path,
-            format!(
-                "label {label} at index {i} is out of range; MNIST labels are 0..={}",
-                MNIST_CLASSES - 1
-            ),
+            format!("label {label} at index {i} is out of range; MNIST labels are 0..={}", MNIST_CLASSES - 1),
         ));
     }
-    Ok(Dataset {
-        images,
-        labels,
-        rows,
-        cols,
-        classes: MNIST_CLASSES,
-    })
+    Ok(Dataset { images, labels, rows, cols, classes: MNIST_CLASSES })
 }
 
 /// Helpers shared by the tests of this module's files: a self-cleaning temp folder and writers
@@ -196,8 +156,7 @@ pub(crate) mod test_support {
             // concurrent `cargo test` runs.
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path =
-                std::env::temp_dir().join(format!("burn-qat-{tag}-{}-{n}", std::process::id()));
+            let path = std::env::temp_dir().join(format!("burn-qat-{tag}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir_all(&path).expect("create temp dir");
             Self(path)
@@ -251,10 +210,7 @@ mod tests {
         let split = |n: u32| {
             let images: Vec<u8> = (0..n * 6).map(|i| i as u8).collect();
             let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-            (
-                idx_bytes(IMAGES_MAGIC, &[n, 2, 3], &images),
-                idx_bytes(LABELS_MAGIC, &[n], &labels),
-            )
+            (idx_bytes(IMAGES_MAGIC, &[n, 2, 3], &images), idx_bytes(LABELS_MAGIC, &[n], &labels))
         };
         let (images, labels) = split(n_train);
         dir.write("train-images-idx3-ubyte.gz", &gzip(&images));
@@ -269,10 +225,7 @@ mod tests {
         let dir = TempDir::new("mnist_synthetic");
         write_tiny_mnist(&dir, 12, 4);
         let (train, test) = load_mnist(dir.path()).unwrap();
-        assert_eq!(
-            (train.len(), train.rows, train.cols, train.classes),
-            (12, 2, 3, 10)
-        );
+        assert_eq!((train.len(), train.rows, train.cols, train.classes), (12, 2, 3, 10));
         assert_eq!(train.images.len(), 12 * 6);
         assert_eq!(train.labels[11], 1);
         assert_eq!(test.len(), 4);
@@ -285,10 +238,7 @@ mod tests {
         let dir = TempDir::new("mnist_missing");
         let gone = dir.path().join("not-here");
         let msg = load_mnist(&gone).unwrap_err().to_string();
-        assert!(
-            msg.contains("not-here") && msg.contains("folder not found"),
-            "{msg}"
-        );
+        assert!(msg.contains("not-here") && msg.contains("folder not found"), "{msg}");
         for name in MNIST_FILES {
             assert!(msg.contains(name), "{msg}");
         }
@@ -296,10 +246,7 @@ mod tests {
         write_tiny_mnist(&dir, 2, 2);
         std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte")).unwrap();
         let msg = load_mnist(dir.path()).unwrap_err().to_string();
-        assert!(
-            msg.contains("missing t10k-labels-idx1-ubyte in the MNIST folder"),
-            "{msg}"
-        );
+        assert!(msg.contains("missing t10k-labels-idx1-ubyte in the MNIST folder"), "{msg}");
         for name in MNIST_FILES {
             assert!(msg.contains(name), "{msg}");
         }
@@ -309,21 +256,11 @@ mod tests {
     fn count_mismatch_and_bad_labels_are_rejected() {
         let dir = TempDir::new("mnist_mismatch");
         write_tiny_mnist(&dir, 3, 2);
-        dir.write(
-            "t10k-labels-idx1-ubyte",
-            &idx_bytes(LABELS_MAGIC, &[3], &[0, 1, 2]),
-        );
+        dir.write("t10k-labels-idx1-ubyte", &idx_bytes(LABELS_MAGIC, &[3], &[0, 1, 2]));
         let msg = load_mnist(dir.path()).unwrap_err().to_string();
-        assert!(
-            msg.contains("t10k-labels-idx1-ubyte: holds 3 labels but")
-                && msg.contains("holds 2 images"),
-            "{msg}"
-        );
+        assert!(msg.contains("t10k-labels-idx1-ubyte: holds 3 labels but") && msg.contains("holds 2 images"), "{msg}");
 
-        dir.write(
-            "t10k-labels-idx1-ubyte",
-            &idx_bytes(LABELS_MAGIC, &[2], &[0, 10]),
-        );
+        dir.write("t10k-labels-idx1-ubyte", &idx_bytes(LABELS_MAGIC, &[2], &[0, 10]));
         let msg = load_mnist(dir.path()).unwrap_err().to_string();
         assert!(msg.contains("label 10 at index 1 is out of range"), "{msg}");
     }
@@ -332,25 +269,16 @@ mod tests {
     fn mismatched_image_sizes_are_rejected() {
         let dir = TempDir::new("mnist_sizes");
         write_tiny_mnist(&dir, 2, 1);
-        dir.write(
-            "t10k-images-idx3-ubyte",
-            &idx_bytes(IMAGES_MAGIC, &[1, 3, 2], &[0; 6]),
-        );
+        dir.write("t10k-images-idx3-ubyte", &idx_bytes(IMAGES_MAGIC, &[1, 3, 2], &[0; 6]));
         let msg = load_mnist(dir.path()).unwrap_err().to_string();
-        assert!(
-            msg.contains("test images are 3x2 but the training images") && msg.contains("are 2x3"),
-            "{msg}"
-        );
+        assert!(msg.contains("test images are 3x2 but the training images") && msg.contains("are 2x3"), "{msg}");
     }
 
     #[test]
     fn loads_the_vendored_mnist_subset() {
         let (train, test) = load_mnist(&default_mnist_dir()).unwrap();
         for (set, n) in [(&train, 8_000), (&test, 2_000)] {
-            assert_eq!(
-                (set.len(), set.rows, set.cols, set.classes),
-                (n, 28, 28, 10)
-            );
+            assert_eq!((set.len(), set.rows, set.cols, set.classes), (n, 28, 28, 10));
             assert_eq!(set.images.len(), n * 28 * 28);
             let mut per_class = [0usize; 10];
             for &l in &set.labels {

@@ -39,14 +39,7 @@ pub struct FakeQuantize {
 
 impl FakeQuantize {
     pub(crate) fn new(config: FakeQuantizeConfig, observer: Observer) -> Self {
-        Self {
-            config,
-            observer,
-            scale: vec![1.0],
-            zero_point: vec![0],
-            fake_quant_enabled: true,
-            observer_enabled: true,
-        }
+        Self { config, observer, scale: vec![1.0], zero_point: vec![0], fake_quant_enabled: true, observer_enabled: true }
     }
 
     pub fn config(&self) -> &FakeQuantizeConfig {
@@ -55,10 +48,7 @@ impl FakeQuantize {
 
     /// The qparams fake quantization currently uses (PyTorch's `scale` / `zero_point` buffers).
     pub fn qparams(&self) -> QParams {
-        QParams {
-            scale: self.scale.clone(),
-            zero_point: self.zero_point.clone(),
-        }
+        QParams { scale: self.scale.clone(), zero_point: self.zero_point.clone() }
     }
 
     /// The qparams for convert, by the configured convert formula (PyTorch: the observer's).
@@ -69,19 +59,14 @@ impl FakeQuantize {
     /// The convert-time qparams of a per-tensor activation fake quant, checked for the int8
     /// engine (u8 storage). An observer that never saw data is an error: there is nothing to
     /// convert with.
-    pub fn activation_qparams(
-        &self,
-        layer: &str,
-    ) -> Result<crate::nn::quantized::ActivationQParams> {
+    pub fn activation_qparams(&self, layer: &str) -> Result<crate::nn::quantized::ActivationQParams> {
         if !self.observer.has_observed() {
             return Err(QatError::config(format!(
                 "{layer}: its observer never saw data, so it has no qparams; run the model on some data (with observers enabled) before convert"
             )));
         }
         if self.observer.ch_axis().is_some() {
-            return Err(QatError::config(format!(
-                "{layer}: activations must be quantized per tensor"
-            )));
+            return Err(QatError::config(format!("{layer}: activations must be quantized per tensor")));
         }
         let q = self.calculate_qparams();
         let range = self.observer.spec().range;
@@ -97,12 +82,7 @@ impl FakeQuantize {
     /// Integer weights with their per-channel scales and zero points (a per-tensor scale is
     /// repeated for each of `channels`), quantized with the convert-time qparams exactly as
     /// fake quantization rounds them. Checked to fit i8.
-    pub fn quantize_weight(
-        &self,
-        weight: &[f32],
-        channels: usize,
-        layer: &str,
-    ) -> Result<(Vec<i8>, Vec<f32>, Vec<i32>)> {
+    pub fn quantize_weight(&self, weight: &[f32], channels: usize, layer: &str) -> Result<(Vec<i8>, Vec<f32>, Vec<i32>)> {
         if !self.observer.has_observed() {
             return Err(QatError::config(format!(
                 "{layer}: its weight observer never saw data, so it has no qparams; run a forward before convert"
@@ -124,24 +104,12 @@ impl FakeQuantize {
         }
         let q = self.calculate_qparams();
         let expand = |v: &Vec<f32>| {
-            if v.len() == 1 {
-                vec![v[0]; channels]
-            } else {
-                v.clone()
-            }
+            if v.len() == 1 { vec![v[0]; channels] } else { v.clone() }
         };
         let scale = expand(&q.scale);
-        let zero_point: Vec<i32> = if q.zero_point.len() == 1 {
-            vec![q.zero_point[0]; channels]
-        } else {
-            q.zero_point.clone()
-        };
+        let zero_point: Vec<i32> = if q.zero_point.len() == 1 { vec![q.zero_point[0]; channels] } else { q.zero_point.clone() };
         if scale.len() != channels {
-            return Err(QatError::shape(
-                layer,
-                format!("{channels} weight scales"),
-                format!("{}", scale.len()),
-            ));
+            return Err(QatError::shape(layer, format!("{channels} weight scales"), format!("{}", scale.len())));
         }
         let per_channel = weight.len() / channels;
         let values = weight
@@ -149,13 +117,7 @@ impl FakeQuantize {
             .enumerate()
             .map(|(i, &w)| {
                 let c = i / per_channel;
-                crate::quant::quantize_value(
-                    w,
-                    1.0 / scale[c],
-                    zero_point[c],
-                    range.quant_min,
-                    range.quant_max,
-                ) as i8
+                crate::quant::quantize_value(w, 1.0 / scale[c], zero_point[c], range.quant_min, range.quant_max) as i8
             })
             .collect();
         Ok((values, scale, zero_point))
@@ -212,8 +174,7 @@ impl FakeQuantize {
             }
             FakeQuantizeVariant::FusedMovingAverage { averaging_constant } => {
                 if self.observer_enabled {
-                    let (lo, hi) =
-                        channel_min_max(&tensor_values(&x), &x.dims(), self.observer.ch_axis())?;
+                    let (lo, hi) = channel_min_max(&tensor_values(&x), &x.dims(), self.observer.ch_axis())?;
                     self.observer.update_fused(lo, hi, averaging_constant);
                 }
                 if self.fake_quant_enabled {
@@ -244,39 +205,20 @@ impl FakeQuantize {
             FakeQuantizeVariant::Standard => Values::U8(vec![on as u8]),
             FakeQuantizeVariant::FusedMovingAverage { .. } => Values::I64(vec![on as i64]),
         };
-        TensorValue {
-            shape: vec![1],
-            values,
-        }
+        TensorValue { shape: vec![1], values }
     }
 
     pub fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        out.insert(
-            join(prefix, "fake_quant_enabled"),
-            self.flag(self.fake_quant_enabled),
-        );
-        out.insert(
-            join(prefix, "observer_enabled"),
-            self.flag(self.observer_enabled),
-        );
-        out.insert(
-            join(prefix, "scale"),
-            TensorValue::f32_vec(self.scale.clone()),
-        );
-        out.insert(
-            join(prefix, "zero_point"),
-            TensorValue::i32_vec(self.zero_point.clone()),
-        );
-        self.observer
-            .write_state(&join(prefix, "activation_post_process."), out);
+        out.insert(join(prefix, "fake_quant_enabled"), self.flag(self.fake_quant_enabled));
+        out.insert(join(prefix, "observer_enabled"), self.flag(self.observer_enabled));
+        out.insert(join(prefix, "scale"), TensorValue::f32_vec(self.scale.clone()));
+        out.insert(join(prefix, "zero_point"), TensorValue::i32_vec(self.zero_point.clone()));
+        self.observer.write_state(&join(prefix, "activation_post_process."), out);
     }
 
     /// Reads the flags, qparams (any length: PyTorch resizes the buffers on load) and observer.
     pub fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        for (key, slot) in [
-            ("fake_quant_enabled", &mut self.fake_quant_enabled),
-            ("observer_enabled", &mut self.observer_enabled),
-        ] {
+        for (key, slot) in [("fake_quant_enabled", &mut self.fake_quant_enabled), ("observer_enabled", &mut self.observer_enabled)] {
             if let Some((_, v)) = reader.int(&join(prefix, key), Some(&[1])) {
                 *slot = v[0] != 0;
             }
@@ -286,27 +228,16 @@ impl FakeQuantize {
         if let (Some((_, scale)), Some((_, zero_point))) = (scale, zero_point) {
             let range = self.observer.spec().range;
             if scale.len() != zero_point.len() || scale.is_empty() {
-                reader.problem(format!(
-                    "{prefix}scale and {prefix}zero_point must have the same, non-zero length"
-                ));
+                reader.problem(format!("{prefix}scale and {prefix}zero_point must have the same, non-zero length"));
             } else if scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-                reader.problem(format!(
-                    "{prefix}scale: every scale must be finite and positive, found {scale:?}"
-                ));
-            } else if zero_point
-                .iter()
-                .any(|&z| z < range.quant_min as i64 || z > range.quant_max as i64)
-            {
-                reader.problem(format!(
-                    "{prefix}zero_point: outside [{}, {}]: {zero_point:?}",
-                    range.quant_min, range.quant_max
-                ));
+                reader.problem(format!("{prefix}scale: every scale must be finite and positive, found {scale:?}"));
+            } else if zero_point.iter().any(|&z| z < range.quant_min as i64 || z > range.quant_max as i64) {
+                reader.problem(format!("{prefix}zero_point: outside [{}, {}]: {zero_point:?}", range.quant_min, range.quant_max));
             } else {
                 self.scale = scale;
                 self.zero_point = zero_point.iter().map(|&z| z as i32).collect();
             }
         }
-        self.observer
-            .read_state(&join(prefix, "activation_post_process."), reader);
+        self.observer.read_state(&join(prefix, "activation_post_process."), reader);
     }
 }

@@ -8,11 +8,7 @@ use crate::nn::Conv2dOptions;
 use crate::workflow::{FloatModel, Layer};
 
 fn conv(cin: usize, cout: usize, device: &Device) -> Result<Layer> {
-    Layer::conv2d(
-        Conv2dOptions::new(cin, cout, 3).with_padding(1),
-        false,
-        device,
-    )
+    Layer::conv2d(Conv2dOptions::new(cin, cout, 3).with_padding(1), false, device)
 }
 
 /// LeNet-style: two Conv-BN-ReLU blocks with max pooling, Linear-ReLU, a linear head.

@@ -29,13 +29,7 @@ pub struct QatLeNet {
 
 impl QatLeNet {
     pub fn new(qconfig: &QConfig, device: &burn::tensor::Device) -> Result<Self> {
-        let block = |cin, cout| {
-            ConvBn2dConfig::new(
-                Conv2dOptions::new(cin, cout, 3).with_padding(1),
-                qconfig.clone(),
-            )
-            .with_bias(false)
-        };
+        let block = |cin, cout| ConvBn2dConfig::new(Conv2dOptions::new(cin, cout, 3).with_padding(1), qconfig.clone()).with_bias(false);
         let mut conv1 = block(1, 16).init_relu(device)?.with_output_fake_quant()?;
         let mut conv2 = block(16, 32).init_relu(device)?.with_output_fake_quant()?;
         // PyTorch's ConvBn starts gamma at U[0, 1); a model trained from scratch wants 1.
@@ -46,10 +40,8 @@ impl QatLeNet {
         Ok(Self {
             conv1,
             conv2,
-            fc1: LinearReLU::new(32 * 7 * 7, 128, true, qconfig.clone(), device)?
-                .with_output_fake_quant()?,
-            fc2: qat::Linear::new(128, 10, true, qconfig.clone(), device)?
-                .with_output_fake_quant()?,
+            fc1: LinearReLU::new(32 * 7 * 7, 128, true, qconfig.clone(), device)?.with_output_fake_quant()?,
+            fc2: qat::Linear::new(128, 10, true, qconfig.clone(), device)?.with_output_fake_quant()?,
             quant: qconfig.activation.init()?,
         })
     }
@@ -94,8 +86,7 @@ impl QatModule for QatLeNet {
 
 impl SaveStateDict for QatLeNet {
     fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        self.quant
-            .write_state(&join(prefix, "quant.activation_post_process."), out);
+        self.quant.write_state(&join(prefix, "quant.activation_post_process."), out);
         self.conv1.write_state(&join(prefix, "conv1."), out);
         self.conv2.write_state(&join(prefix, "conv2."), out);
         self.fc1.write_state(&join(prefix, "fc1."), out);
@@ -105,8 +96,7 @@ impl SaveStateDict for QatLeNet {
 
 impl LoadStateDict for QatLeNet {
     fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        self.quant
-            .read_state(&join(prefix, "quant.activation_post_process."), reader);
+        self.quant.read_state(&join(prefix, "quant.activation_post_process."), reader);
         self.conv1.read_state(&join(prefix, "conv1."), reader);
         self.conv2.read_state(&join(prefix, "conv2."), reader);
         self.fc1.read_state(&join(prefix, "fc1."), reader);

@@ -39,26 +39,17 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     /// gamma = 1, beta = 0, running mean 0, running variance 1, in training mode.
-    pub fn new(
-        num_features: usize,
-        eps: f64,
-        momentum: Option<f64>,
-        device: &burn::tensor::Device,
-    ) -> Result<Self> {
+    pub fn new(num_features: usize, eps: f64, momentum: Option<f64>, device: &burn::tensor::Device) -> Result<Self> {
         if num_features == 0 {
             return Err(QatError::config("BatchNorm num_features must be positive"));
         }
         if !(eps.is_finite() && eps > 0.0) {
-            return Err(QatError::config(format!(
-                "BatchNorm eps {eps} must be finite and positive"
-            )));
+            return Err(QatError::config(format!("BatchNorm eps {eps} must be finite and positive")));
         }
         if let Some(m) = momentum
             && !(0.0..=1.0).contains(&m)
         {
-            return Err(QatError::config(format!(
-                "BatchNorm momentum {m} must be in [0, 1] (or None for a cumulative average)"
-            )));
+            return Err(QatError::config(format!("BatchNorm momentum {m} must be in [0, 1] (or None for a cumulative average)")));
         }
         Ok(Self {
             weight: Param::from_tensor(Tensor::ones([num_features], device)),
@@ -99,12 +90,8 @@ impl BatchNorm {
                 format!("{} and {}", mean.len(), var.len()),
             ));
         }
-        if var.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || mean.iter().any(|m| !m.is_finite())
-        {
-            return Err(QatError::NonFinite {
-                context: "BatchNorm".into(),
-                what: "a running statistic (or a negative variance)".into(),
-            });
+        if var.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || mean.iter().any(|m| !m.is_finite()) {
+            return Err(QatError::NonFinite { context: "BatchNorm".into(), what: "a running statistic (or a negative variance)".into() });
         }
         self.running_mean = mean.into_iter().map(|v| self.round(v)).collect();
         self.running_var = var.into_iter().map(|v| self.round(v)).collect();
@@ -127,13 +114,7 @@ impl BatchNorm {
     pub(crate) fn running_std(&self) -> Vec<f64> {
         self.running_var
             .iter()
-            .map(|&v| {
-                if self.f32_state {
-                    (v as f32 + self.eps as f32).sqrt() as f64
-                } else {
-                    (v + self.eps).sqrt()
-                }
-            })
+            .map(|&v| if self.f32_state { (v as f32 + self.eps as f32).sqrt() as f64 } else { (v + self.eps).sqrt() })
             .collect()
     }
 
@@ -143,17 +124,9 @@ impl BatchNorm {
         let dims = x.dims();
         let c = self.num_features();
         if D < 2 || dims[1] != c {
-            return Err(QatError::shape(
-                layer,
-                format!("input [N, {c}, ...]"),
-                format!("{dims:?}"),
-            ));
+            return Err(QatError::shape(layer, format!("input [N, {c}, ...]"), format!("{dims:?}")));
         }
-        if self.training {
-            self.forward_train(x, layer)
-        } else {
-            Ok(self.forward_eval(x))
-        }
+        if self.training { self.forward_train(x, layer) } else { Ok(self.forward_eval(x)) }
     }
 
     fn forward_eval<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
@@ -174,10 +147,7 @@ impl BatchNorm {
         let c = self.num_features();
         let per_channel = dims.iter().product::<usize>() / c;
         if per_channel <= 1 {
-            return Err(QatError::SingleValuePerChannel {
-                layer: layer.to_string(),
-                shape: dims.to_vec(),
-            });
+            return Err(QatError::SingleValuePerChannel { layer: layer.to_string(), shape: dims.to_vec() });
         }
         self.update_running_stats(&x, per_channel);
 
@@ -193,17 +163,11 @@ impl BatchNorm {
 
     /// The running-statistics update, on the host in f64 as PyTorch's CPU kernel computes it:
     /// `running = (1 - m) * running + m * batch`, with the unbiased batch variance.
-    pub(crate) fn update_running_stats<const D: usize>(
-        &mut self,
-        x: &Tensor<D>,
-        per_channel: usize,
-    ) {
+    pub(crate) fn update_running_stats<const D: usize>(&mut self, x: &Tensor<D>, per_channel: usize) {
         let c = self.num_features();
         let values = host_values(&x.clone().detach().swap_dims(0, 1).reshape([c, per_channel]));
         self.num_batches_tracked += 1;
-        let m = self
-            .momentum
-            .unwrap_or(1.0 / self.num_batches_tracked as f64);
+        let m = self.momentum.unwrap_or(1.0 / self.num_batches_tracked as f64);
         for (ch, row) in values.chunks(per_channel).enumerate() {
             let mean = row.iter().sum::<f64>() / per_channel as f64;
             let var_sum: f64 = row.iter().map(|v| (v - mean) * (v - mean)).sum();
@@ -220,18 +184,12 @@ impl BatchNorm {
             if self.f32_state {
                 TensorValue::f32_vec(v.iter().map(|&x| x as f32).collect())
             } else {
-                TensorValue {
-                    shape: vec![v.len()],
-                    values: Values::F64(v.to_vec()),
-                }
+                TensorValue { shape: vec![v.len()], values: Values::F64(v.to_vec()) }
             }
         };
         out.insert(join(prefix, "running_mean"), stat(&self.running_mean));
         out.insert(join(prefix, "running_var"), stat(&self.running_var));
-        out.insert(
-            join(prefix, "num_batches_tracked"),
-            TensorValue::i64_scalar(self.num_batches_tracked),
-        );
+        out.insert(join(prefix, "num_batches_tracked"), TensorValue::i64_scalar(self.num_batches_tracked));
     }
 
     /// Reads `weight, bias, running_mean, running_var, num_batches_tracked` under `names`
@@ -245,12 +203,8 @@ impl BatchNorm {
         let mean = reader.float(&rm, Some(shape));
         let var = reader.float(&rv, Some(shape));
         if let (Some((_, mean, mean_f64)), Some((_, var, _))) = (mean, var) {
-            if var.iter().any(|v| !(v.is_finite() && *v >= 0.0))
-                || mean.iter().any(|m| !m.is_finite())
-            {
-                reader.problem(format!(
-                    "{rv}/{rm}: running statistics must be finite with a non-negative variance"
-                ));
+            if var.iter().any(|v| !(v.is_finite() && *v >= 0.0)) || mean.iter().any(|m| !m.is_finite()) {
+                reader.problem(format!("{rv}/{rm}: running statistics must be finite with a non-negative variance"));
             } else {
                 self.running_mean = mean;
                 self.running_var = var;
@@ -265,12 +219,5 @@ impl BatchNorm {
 
 /// The five BN keys under a prefix, in PyTorch's v2 layout.
 pub(crate) fn bn_keys(prefix: &str) -> [String; 5] {
-    [
-        "weight",
-        "bias",
-        "running_mean",
-        "running_var",
-        "num_batches_tracked",
-    ]
-    .map(|k| join(prefix, k))
+    ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"].map(|k| join(prefix, k))
 }

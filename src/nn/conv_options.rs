@@ -48,9 +48,7 @@ impl PaddingMode {
             "reflect" => Ok(Self::Reflect),
             "replicate" => Ok(Self::Replicate),
             "circular" => Ok(Self::Circular),
-            other => Err(QatError::config(format!(
-                "unknown padding_mode {other:?}; expected zeros, reflect, replicate or circular"
-            ))),
+            other => Err(QatError::config(format!("unknown padding_mode {other:?}; expected zeros, reflect, replicate or circular"))),
         }
     }
 }
@@ -121,12 +119,7 @@ impl Conv2dOptions {
 
     /// The weight shape `[out, in / groups, kh, kw]`.
     pub fn weight_shape(&self) -> [usize; 4] {
-        [
-            self.out_channels,
-            self.in_channels / self.groups.max(1),
-            self.kernel_size[0],
-            self.kernel_size[1],
-        ]
+        [self.out_channels, self.in_channels / self.groups.max(1), self.kernel_size[0], self.kernel_size[1]]
     }
 
     /// Inputs per output value, the fan-in used for PyTorch's default init.
@@ -138,25 +131,16 @@ impl Conv2dOptions {
     pub fn validate(&self) -> Result<()> {
         let fail = |msg: String| Err(QatError::config(msg));
         if self.in_channels == 0 || self.out_channels == 0 {
-            return fail(format!(
-                "in_channels ({}) and out_channels ({}) must be positive",
-                self.in_channels, self.out_channels
-            ));
+            return fail(format!("in_channels ({}) and out_channels ({}) must be positive", self.in_channels, self.out_channels));
         }
         if self.groups == 0 {
             return fail("groups must be positive".into());
         }
         if self.in_channels % self.groups != 0 {
-            return fail(format!(
-                "in_channels ({}) must be divisible by groups ({})",
-                self.in_channels, self.groups
-            ));
+            return fail(format!("in_channels ({}) must be divisible by groups ({})", self.in_channels, self.groups));
         }
         if self.out_channels % self.groups != 0 {
-            return fail(format!(
-                "out_channels ({}) must be divisible by groups ({})",
-                self.out_channels, self.groups
-            ));
+            return fail(format!("out_channels ({}) must be divisible by groups ({})", self.out_channels, self.groups));
         }
         if self.kernel_size.contains(&0) || self.stride.contains(&0) || self.dilation.contains(&0) {
             return fail(format!(
@@ -173,10 +157,7 @@ impl Conv2dOptions {
         if c != self.in_channels {
             return Err(QatError::shape(
                 layer,
-                format!(
-                    "input with {} channels [N, {}, H, W]",
-                    self.in_channels, self.in_channels
-                ),
+                format!("input with {} channels [N, {}, H, W]", self.in_channels, self.in_channels),
                 format!("{dims:?}"),
             ));
         }
@@ -186,30 +167,21 @@ impl Conv2dOptions {
             if padded < extent {
                 return Err(QatError::shape(
                     layer,
-                    format!(
-                        "spatial size at least {} (kernel extent) after padding",
-                        extent
-                    ),
+                    format!("spatial size at least {} (kernel extent) after padding", extent),
                     format!("{dims:?} padded to {padded}"),
                 ));
             }
             if self.padding_mode == PaddingMode::Reflect && self.padding[axis] >= size {
                 return Err(QatError::shape(
                     layer,
-                    format!(
-                        "reflect padding {} below the input size",
-                        self.padding[axis]
-                    ),
+                    format!("reflect padding {} below the input size", self.padding[axis]),
                     format!("{dims:?}"),
                 ));
             }
             if self.padding_mode == PaddingMode::Circular && self.padding[axis] > size {
                 return Err(QatError::shape(
                     layer,
-                    format!(
-                        "circular padding {} at most the input size",
-                        self.padding[axis]
-                    ),
+                    format!("circular padding {} at most the input size", self.padding[axis]),
                     format!("{dims:?}"),
                 ));
             }
@@ -219,12 +191,7 @@ impl Conv2dOptions {
 
     /// `conv2d(pad(x), weight, bias)`: zeros padding inside the convolution, other modes padded
     /// explicitly first (PyTorch's `_conv_forward`).
-    pub(crate) fn forward(
-        &self,
-        x: Tensor<4>,
-        weight: Tensor<4>,
-        bias: Option<Tensor<1>>,
-    ) -> Tensor<4> {
+    pub(crate) fn forward(&self, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
         let [ph, pw] = self.padding;
         let (x, padding) = match self.padding_mode {
             PaddingMode::Zeros => (x, self.padding),
@@ -232,12 +199,7 @@ impl Conv2dOptions {
             PaddingMode::Replicate => (x.pad([(ph, ph), (pw, pw)], PadMode::Edge), [0, 0]),
             PaddingMode::Circular => (circular_pad(circular_pad(x, 2, ph), 3, pw), [0, 0]),
         };
-        conv2d(
-            x,
-            weight,
-            bias,
-            ConvOptions::new(self.stride, padding, self.dilation, self.groups),
-        )
+        conv2d(x, weight, bias, ConvOptions::new(self.stride, padding, self.dilation, self.groups))
     }
 }
 

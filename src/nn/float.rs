@@ -23,18 +23,12 @@ impl Conv2d {
     pub fn new(options: Conv2dOptions, bias: bool, device: &burn::tensor::Device) -> Result<Self> {
         options.validate()?;
         let (weight, bias) = default_conv_params(&options, bias, device);
-        Ok(Self {
-            weight,
-            bias,
-            options,
-        })
+        Ok(Self { weight, bias, options })
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>> {
         self.options.check_input(x.dims(), "Conv2d")?;
-        Ok(self
-            .options
-            .forward(x, self.weight.val(), self.bias.as_ref().map(Param::val)))
+        Ok(self.options.forward(x, self.weight.val(), self.bias.as_ref().map(Param::val)))
     }
 }
 
@@ -57,23 +51,13 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-        device: &burn::tensor::Device,
-    ) -> Result<Self> {
+    pub fn new(in_features: usize, out_features: usize, bias: bool, device: &burn::tensor::Device) -> Result<Self> {
         let (weight, bias) = default_linear_params(in_features, out_features, bias, device)?;
         Ok(Self { weight, bias })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
-        linear_forward(
-            x,
-            self.weight.val(),
-            self.bias.as_ref().map(Param::val),
-            "Linear",
-        )
+        linear_forward(x, self.weight.val(), self.bias.as_ref().map(Param::val), "Linear")
     }
 }
 
@@ -84,9 +68,7 @@ pub(crate) fn default_linear_params(
     device: &burn::tensor::Device,
 ) -> Result<(Param<Tensor<2>>, Option<Param<Tensor<1>>>)> {
     if in_features == 0 || out_features == 0 {
-        return Err(QatError::config(format!(
-            "in_features ({in_features}) and out_features ({out_features}) must be positive"
-        )));
+        return Err(QatError::config(format!("in_features ({in_features}) and out_features ({out_features}) must be positive")));
     }
     let bound = 1.0 / (in_features as f64).sqrt();
     let weight = uniform_param([out_features, in_features], -bound, bound, device);
@@ -95,20 +77,11 @@ pub(crate) fn default_linear_params(
 }
 
 /// `x @ weight^T + bias` for `[..., in]` input and a PyTorch-layout `[out, in]` weight.
-pub(crate) fn linear_forward<const D: usize>(
-    x: Tensor<D>,
-    weight: Tensor<2>,
-    bias: Option<Tensor<1>>,
-    layer: &str,
-) -> Result<Tensor<D>> {
+pub(crate) fn linear_forward<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>, layer: &str) -> Result<Tensor<D>> {
     let in_features = weight.dims()[1];
     let dims = x.dims();
     if dims[D - 1] != in_features {
-        return Err(QatError::shape(
-            layer,
-            format!("input [..., {in_features}]"),
-            format!("{dims:?}"),
-        ));
+        return Err(QatError::shape(layer, format!("input [..., {in_features}]"), format!("{dims:?}")));
     }
     Ok(linear(x, weight.transpose(), bias))
 }

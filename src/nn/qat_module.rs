@@ -22,9 +22,7 @@ pub trait QatModule {
     fn update_bn_stats(&mut self) {}
 
     fn enable_observer(&mut self, enabled: bool) {
-        self.fake_quants_mut()
-            .into_iter()
-            .for_each(|fq| fq.enable_observer(enabled));
+        self.fake_quants_mut().into_iter().for_each(|fq| fq.enable_observer(enabled));
     }
 
     fn disable_observer(&mut self) {
@@ -32,9 +30,7 @@ pub trait QatModule {
     }
 
     fn enable_fake_quant(&mut self, enabled: bool) {
-        self.fake_quants_mut()
-            .into_iter()
-            .for_each(|fq| fq.enable_fake_quant(enabled));
+        self.fake_quants_mut().into_iter().for_each(|fq| fq.enable_fake_quant(enabled));
     }
 
     fn disable_fake_quant(&mut self) {

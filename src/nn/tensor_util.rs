@@ -4,23 +4,13 @@ use burn::module::Param;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
 /// A tensor with `values`, on the device and in the float dtype of `like`.
-pub(crate) fn host_tensor<const D: usize, const L: usize>(
-    values: Vec<f64>,
-    shape: [usize; D],
-    like: &Tensor<L>,
-) -> Tensor<D> {
-    Tensor::from_data(
-        TensorData::new(values, shape),
-        (&like.device(), like.dtype()),
-    )
+pub(crate) fn host_tensor<const D: usize, const L: usize>(values: Vec<f64>, shape: [usize; D], like: &Tensor<L>) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), (&like.device(), like.dtype()))
 }
 
 /// A tensor's values on the host, widened to f64.
 pub(crate) fn host_values<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
-    t.to_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("float tensor data")
+    t.to_data().convert::<f64>().try_into_vec::<f64>().expect("float tensor data")
 }
 
 /// `[1, c, 1, ...]`: a per-channel vector shaped to broadcast over `[N, C, ...]` activations.
@@ -38,25 +28,13 @@ pub(crate) fn weight_channel_shape<const D: usize>(c: usize) -> [usize; D] {
 }
 
 /// Replaces a parameter's value, keeping its id (so optimizer state stays attached).
-pub(crate) fn replace_param<const D: usize>(
-    param: &Param<Tensor<D>>,
-    value: Tensor<D>,
-) -> Param<Tensor<D>> {
+pub(crate) fn replace_param<const D: usize>(param: &Param<Tensor<D>>, value: Tensor<D>) -> Param<Tensor<D>> {
     let mut fresh = Param::from_tensor(value);
     fresh.id = param.id;
     fresh
 }
 
 /// A uniform random parameter, `U(low, high)`.
-pub(crate) fn uniform_param<const D: usize>(
-    shape: [usize; D],
-    low: f64,
-    high: f64,
-    device: &burn::tensor::Device,
-) -> Param<Tensor<D>> {
-    Param::from_tensor(Tensor::random(
-        shape,
-        Distribution::Uniform(low, high),
-        device,
-    ))
+pub(crate) fn uniform_param<const D: usize>(shape: [usize; D], low: f64, high: f64, device: &burn::tensor::Device) -> Param<Tensor<D>> {
+    Param::from_tensor(Tensor::random(shape, Distribution::Uniform(low, high), device))
 }

@@ -29,15 +29,7 @@ pub struct ObserverConfig {
 
 impl ObserverConfig {
     fn with_defaults(averaging: Averaging, qscheme: QScheme) -> Self {
-        Self {
-            averaging,
-            dtype: QuantDtype::QUInt8,
-            qscheme,
-            ch_axis: 0,
-            reduce_range: false,
-            quant_range: None,
-            eps: f32::EPSILON,
-        }
+        Self { averaging, dtype: QuantDtype::QUInt8, qscheme, ch_axis: 0, reduce_range: false, quant_range: None, eps: f32::EPSILON }
     }
 
     /// PyTorch `MinMaxObserver()`.
@@ -47,29 +39,17 @@ impl ObserverConfig {
 
     /// PyTorch `MovingAverageMinMaxObserver(averaging_constant)` (PyTorch's default c is 0.01).
     pub fn moving_average(averaging_constant: f32) -> Self {
-        Self::with_defaults(
-            Averaging::MovingAverage { averaging_constant },
-            QScheme::PerTensorAffine,
-        )
+        Self::with_defaults(Averaging::MovingAverage { averaging_constant }, QScheme::PerTensorAffine)
     }
 
     /// PyTorch `PerChannelMinMaxObserver(ch_axis)`.
     pub fn per_channel_min_max(ch_axis: usize) -> Self {
-        Self {
-            ch_axis,
-            ..Self::with_defaults(Averaging::MinMax, QScheme::PerChannelAffine)
-        }
+        Self { ch_axis, ..Self::with_defaults(Averaging::MinMax, QScheme::PerChannelAffine) }
     }
 
     /// PyTorch `MovingAveragePerChannelMinMaxObserver(averaging_constant, ch_axis)`.
     pub fn moving_average_per_channel(averaging_constant: f32, ch_axis: usize) -> Self {
-        Self {
-            ch_axis,
-            ..Self::with_defaults(
-                Averaging::MovingAverage { averaging_constant },
-                QScheme::PerChannelAffine,
-            )
-        }
+        Self { ch_axis, ..Self::with_defaults(Averaging::MovingAverage { averaging_constant }, QScheme::PerChannelAffine) }
     }
 
     pub fn with_dtype(mut self, dtype: QuantDtype) -> Self {
@@ -101,20 +81,13 @@ impl ObserverConfig {
 
     /// The dtype, scheme, effective range and eps, checked as PyTorch checks them.
     pub fn spec(&self) -> Result<QuantSpec> {
-        if let Averaging::MovingAverage {
-            averaging_constant: c,
-        } = self.averaging
+        if let Averaging::MovingAverage { averaging_constant: c } = self.averaging
             && !(c > 0.0 && c <= 1.0)
         {
-            return Err(QatError::config(format!(
-                "averaging_constant {c} must be in (0, 1]"
-            )));
+            return Err(QatError::config(format!("averaging_constant {c} must be in (0, 1]")));
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(QatError::config(format!(
-                "eps {} must be finite and positive",
-                self.eps
-            )));
+            return Err(QatError::config(format!("eps {} must be finite and positive", self.eps)));
         }
         if self.qscheme.is_symmetric() && self.dtype == QuantDtype::QUInt8 && self.reduce_range {
             return Err(QatError::config(
@@ -123,13 +96,7 @@ impl ObserverConfig {
             ));
         }
         let range = QuantRange::resolve(self.dtype, self.quant_range, self.reduce_range)?;
-        Ok(QuantSpec {
-            dtype: self.dtype,
-            qscheme: self.qscheme,
-            range,
-            custom_range: self.quant_range.is_some(),
-            eps: self.eps,
-        })
+        Ok(QuantSpec { dtype: self.dtype, qscheme: self.qscheme, range, custom_range: self.quant_range.is_some(), eps: self.eps })
     }
 
     /// Builds the observer.

@@ -28,20 +28,11 @@ pub struct Observer {
 impl Observer {
     pub(crate) fn new(config: ObserverConfig, spec: QuantSpec) -> Self {
         let (min_val, max_val) = Self::empty_stats(&config);
-        Self {
-            config,
-            spec,
-            min_val,
-            max_val,
-        }
+        Self { config, spec, min_val, max_val }
     }
 
     fn empty_stats(config: &ObserverConfig) -> (Vec<f32>, Vec<f32>) {
-        if config.qscheme.is_per_channel() {
-            (Vec::new(), Vec::new())
-        } else {
-            (vec![f32::INFINITY], vec![f32::NEG_INFINITY])
-        }
+        if config.qscheme.is_per_channel() { (Vec::new(), Vec::new()) } else { (vec![f32::INFINITY], vec![f32::NEG_INFINITY]) }
     }
 
     pub fn config(&self) -> &ObserverConfig {
@@ -55,10 +46,7 @@ impl Observer {
 
     /// The channel axis, for per-channel observers.
     pub fn ch_axis(&self) -> Option<usize> {
-        self.config
-            .qscheme
-            .is_per_channel()
-            .then_some(self.config.ch_axis)
+        self.config.qscheme.is_per_channel().then_some(self.config.ch_axis)
     }
 
     /// The running minimum (one value per tensor, or one per channel).
@@ -132,9 +120,7 @@ impl Observer {
                     *m = m.max(*c);
                 }
             }
-            Averaging::MovingAverage {
-                averaging_constant: c,
-            } => {
+            Averaging::MovingAverage { averaging_constant: c } => {
                 for (m, cur) in self.min_val.iter_mut().zip(&cur_min) {
                     *m += c * (cur - *m);
                 }
@@ -152,17 +138,8 @@ impl Observer {
             self.min_val = vec![f32::INFINITY; cur_min.len()];
             self.max_val = vec![f32::NEG_INFINITY; cur_max.len()];
         }
-        for (m, cur) in self
-            .min_val
-            .iter_mut()
-            .zip(&cur_min)
-            .chain(self.max_val.iter_mut().zip(&cur_max))
-        {
-            *m = if m.is_infinite() {
-                *cur
-            } else {
-                *m + c * (cur - *m)
-            };
+        for (m, cur) in self.min_val.iter_mut().zip(&cur_min).chain(self.max_val.iter_mut().zip(&cur_max)) {
+            *m = if m.is_infinite() { *cur } else { *m + c * (cur - *m) };
         }
     }
 
@@ -186,19 +163,10 @@ impl Observer {
     }
 
     pub fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        out.insert(
-            join(prefix, "eps"),
-            TensorValue::f32_vec(vec![self.spec.eps]),
-        );
+        out.insert(join(prefix, "eps"), TensorValue::f32_vec(vec![self.spec.eps]));
         let (min, max) = match self.ch_axis() {
-            Some(_) => (
-                TensorValue::f32_vec(self.min_val.clone()),
-                TensorValue::f32_vec(self.max_val.clone()),
-            ),
-            None => (
-                TensorValue::f32_scalar(self.min_val[0]),
-                TensorValue::f32_scalar(self.max_val[0]),
-            ),
+            Some(_) => (TensorValue::f32_vec(self.min_val.clone()), TensorValue::f32_vec(self.max_val.clone())),
+            None => (TensorValue::f32_scalar(self.min_val[0]), TensorValue::f32_scalar(self.max_val[0])),
         };
         out.insert(join(prefix, "min_val"), min);
         out.insert(join(prefix, "max_val"), max);
@@ -213,11 +181,7 @@ impl Observer {
         {
             self.spec.eps = eps[0];
         }
-        let shape: Option<&[usize]> = if self.ch_axis().is_some() {
-            None
-        } else {
-            Some(&[])
-        };
+        let shape: Option<&[usize]> = if self.ch_axis().is_some() { None } else { Some(&[]) };
         let min = reader.f32(&join(prefix, "min_val"), shape);
         let max = reader.f32(&join(prefix, "max_val"), shape);
         if let (Some((min_shape, min)), Some((max_shape, max))) = (min, max) {
@@ -225,13 +189,8 @@ impl Observer {
                 reader.problem(format!("{prefix}min_val/max_val: shapes {min_shape:?} and {max_shape:?} must be equal vectors"));
                 return;
             }
-            let unobserved =
-                min_shape.is_empty() && min[0] == f32::INFINITY && max[0] == f32::NEG_INFINITY;
-            if !unobserved
-                && min.iter().zip(&max).any(|(lo, hi)| {
-                    !(lo <= hi) || lo.is_nan() || !lo.is_finite() || !hi.is_finite()
-                })
-            {
+            let unobserved = min_shape.is_empty() && min[0] == f32::INFINITY && max[0] == f32::NEG_INFINITY;
+            if !unobserved && min.iter().zip(&max).any(|(lo, hi)| !(lo <= hi) || lo.is_nan() || !lo.is_finite() || !hi.is_finite()) {
                 reader.problem(format!("{prefix}min_val/max_val: every min must be finite and <= its max, found {min:?} and {max:?}"));
                 return;
             }

@@ -5,19 +5,12 @@ use crate::error::{QatError, Result};
 
 /// A tensor's values on the host as f32 (the observers' working precision, as in PyTorch).
 pub fn tensor_values<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
-    x.to_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("float tensor data")
+    x.to_data().convert::<f32>().try_into_vec::<f32>().expect("float tensor data")
 }
 
 /// Min and max over the whole tensor (`axis: None`) or per index of `axis`, in one pass.
 /// NaN or infinite values are an error: a poisoned range would silently produce NaN scales.
-pub fn channel_min_max(
-    values: &[f32],
-    shape: &[usize],
-    axis: Option<usize>,
-) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn channel_min_max(values: &[f32], shape: &[usize], axis: Option<usize>) -> Result<(Vec<f32>, Vec<f32>)> {
     let (channels, inner) = match axis {
         None => (1, values.len()),
         Some(a) => (shape[a], shape[a + 1..].iter().product::<usize>()),
@@ -29,17 +22,14 @@ pub fn channel_min_max(
     }
     // Per-channel statistics run by channel runs; per-tensor in parallel chunks.
     let chunk_minmax = |run: &[f32]| {
-        run.iter().fold(
-            (f32::INFINITY, f32::NEG_INFINITY, true),
-            |(lo, hi, ok), &v| (lo.min(v), hi.max(v), ok && v.is_finite()),
-        )
+        run.iter().fold((f32::INFINITY, f32::NEG_INFINITY, true), |(lo, hi, ok), &v| (lo.min(v), hi.max(v), ok && v.is_finite()))
     };
     let mut all_finite = true;
     if channels == 1 {
-        let (lo, hi, ok) = values.par_chunks(64 * 1024).map(chunk_minmax).reduce(
-            || (f32::INFINITY, f32::NEG_INFINITY, true),
-            |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 && b.2),
-        );
+        let (lo, hi, ok) = values
+            .par_chunks(64 * 1024)
+            .map(chunk_minmax)
+            .reduce(|| (f32::INFINITY, f32::NEG_INFINITY, true), |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 && b.2));
         min[0] = lo;
         max[0] = hi;
         all_finite = ok;
@@ -53,10 +43,7 @@ pub fn channel_min_max(
         }
     }
     if !all_finite {
-        return Err(QatError::NonFinite {
-            context: "observer".into(),
-            what: "an observed value (NaN or infinity)".into(),
-        });
+        return Err(QatError::NonFinite { context: "observer".into(), what: "an observed value (NaN or infinity)".into() });
     }
     Ok((min, max))
 }

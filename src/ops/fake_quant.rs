@@ -30,30 +30,12 @@ pub struct FakeQuantParams {
 impl FakeQuantParams {
     /// Per-tensor parameters.
     pub fn per_tensor(scale: f32, zero_point: i32, quant_min: i32, quant_max: i32) -> Self {
-        Self {
-            scale: vec![scale],
-            zero_point: vec![zero_point],
-            axis: None,
-            quant_min,
-            quant_max,
-        }
+        Self { scale: vec![scale], zero_point: vec![zero_point], axis: None, quant_min, quant_max }
     }
 
     /// Per-channel parameters along `axis`.
-    pub fn per_channel(
-        scale: Vec<f32>,
-        zero_point: Vec<i32>,
-        axis: usize,
-        quant_min: i32,
-        quant_max: i32,
-    ) -> Self {
-        Self {
-            scale,
-            zero_point,
-            axis: Some(axis),
-            quant_min,
-            quant_max,
-        }
+    pub fn per_channel(scale: Vec<f32>, zero_point: Vec<i32>, axis: usize, quant_min: i32, quant_max: i32) -> Self {
+        Self { scale, zero_point, axis: Some(axis), quant_min, quant_max }
     }
 
     /// Checks the parameters against a tensor shape: what PyTorch's op checks, plus a finite,
@@ -68,57 +50,33 @@ impl FakeQuantParams {
             });
         }
         if self.scale.len() != self.zero_point.len() {
-            return Err(QatError::shape(
-                context,
-                format!("{} zero points", self.scale.len()),
-                format!("{}", self.zero_point.len()),
-            ));
+            return Err(QatError::shape(context, format!("{} zero points", self.scale.len()), format!("{}", self.zero_point.len())));
         }
         let expected = match self.axis {
             None => 1,
             Some(axis) if axis < shape.len() => shape[axis],
             Some(axis) => {
-                return Err(QatError::shape(
-                    context,
-                    format!("a channel axis below the rank {}", shape.len()),
-                    format!("axis {axis}"),
-                ));
+                return Err(QatError::shape(context, format!("a channel axis below the rank {}", shape.len()), format!("axis {axis}")));
             }
         };
         if self.scale.len() != expected {
             return Err(QatError::shape(
                 context,
-                format!(
-                    "{expected} scales (input shape {shape:?}, axis {:?})",
-                    self.axis
-                ),
+                format!("{expected} scales (input shape {shape:?}, axis {:?})", self.axis),
                 format!("{}", self.scale.len()),
             ));
         }
         if let Some(s) = self.scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return Err(QatError::config(format!(
-                "fake_quantize: scale {s} must be finite and positive"
-            )));
+            return Err(QatError::config(format!("fake_quantize: scale {s} must be finite and positive")));
         }
-        if let Some(z) = self
-            .zero_point
-            .iter()
-            .find(|&&z| z < self.quant_min || z > self.quant_max)
-        {
-            return Err(QatError::config(format!(
-                "fake_quantize: zero point {z} outside [{}, {}]",
-                self.quant_min, self.quant_max
-            )));
+        if let Some(z) = self.zero_point.iter().find(|&&z| z < self.quant_min || z > self.quant_max) {
+            return Err(QatError::config(format!("fake_quantize: zero point {z} outside [{}, {}]", self.quant_min, self.quant_max)));
         }
         Ok(())
     }
 
     fn channel_params(&self) -> Vec<ChannelParams> {
-        self.scale
-            .iter()
-            .zip(&self.zero_point)
-            .map(|(&s, &z)| ChannelParams::new(s, z, self.quant_min, self.quant_max))
-            .collect()
+        self.scale.iter().zip(&self.zero_point).map(|(&s, &z)| ChannelParams::new(s, z, self.quant_min, self.quant_max)).collect()
     }
 }
 
@@ -129,15 +87,9 @@ impl FakeQuantParams {
 pub fn fake_quantize<const D: usize>(x: Tensor<D>, params: &FakeQuantParams) -> Result<Tensor<D>> {
     params.validate(&x.dims())?;
     if !matches!(x.dtype(), DType::F32 | DType::F64) {
-        return Err(QatError::config(format!(
-            "fake_quantize supports f32 and f64 tensors, got {:?}",
-            x.dtype()
-        )));
+        return Err(QatError::config(format!("fake_quantize supports f32 and f64 tensors, got {:?}", x.dtype())));
     }
-    Ok(Tensor::from_dispatch(Dispatch::fake_quantize(
-        x.into_dispatch(),
-        params.clone(),
-    )))
+    Ok(Tensor::from_dispatch(Dispatch::fake_quantize(x.into_dispatch(), params.clone())))
 }
 
 /// The op as burn sees it: routed by `Dispatch` to the Flex kernel or to the autodiff wrapper.
@@ -149,20 +101,12 @@ pub trait FakeQuantOps: Backend {
 /// The plain kernels the autodiff wrapper calls on its inner backend.
 pub trait FakeQuantKernels: Backend {
     fn fake_quantize_forward(x: FloatTensor<Self>, params: &FakeQuantParams) -> FloatTensor<Self>;
-    fn fake_quantize_backward(
-        x: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        params: &FakeQuantParams,
-    ) -> FloatTensor<Self>;
+    fn fake_quantize_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, params: &FakeQuantParams) -> FloatTensor<Self>;
 }
 
 fn run_forward<T: FqFloat>(x: &FlexTensor, params: &FakeQuantParams) -> Vec<T> {
     let layout = ChannelLayout::new(x.layout().shape(), params.axis);
-    kernel::forward(
-        x.as_slice::<T>().expect("contiguous"),
-        layout,
-        &params.channel_params(),
-    )
+    kernel::forward(x.as_slice::<T>().expect("contiguous"), layout, &params.channel_params())
 }
 
 fn run_backward<T: FqFloat>(x: &FlexTensor, grad: &FlexTensor, params: &FakeQuantParams) -> Vec<T> {
@@ -184,11 +128,7 @@ impl FakeQuantKernels for Flex {
         FlexTensor::new(bytes, Layout::contiguous(shape), dtype)
     }
 
-    fn fake_quantize_backward(
-        x: FlexTensor,
-        grad: FlexTensor,
-        params: &FakeQuantParams,
-    ) -> FlexTensor {
+    fn fake_quantize_backward(x: FlexTensor, grad: FlexTensor, params: &FakeQuantParams) -> FlexTensor {
         let x = x.to_contiguous();
         let grad = grad.to_contiguous();
         let shape = grad.layout().shape().clone();
@@ -217,32 +157,21 @@ impl<B: FakeQuantKernels, C: CheckpointStrategy> FakeQuantOps for Autodiff<B, C>
         impl<B: FakeQuantKernels> Backward<B, 1> for FakeQuantBackward {
             type State = B::FloatTensorPrimitive; // the input x, to rebuild the mask
 
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let x = ops.state;
                 let params = self.params;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::fake_quantize_backward(x, grad, &params)
-                });
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::fake_quantize_backward(x, grad, &params));
             }
         }
 
-        let backward = FakeQuantBackward {
-            params: params.clone(),
-        };
+        let backward = FakeQuantBackward { params: params.clone() };
         match backward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let x = x.into_primitive();
                 let out = B::fake_quantize_forward(x.clone(), &params);
                 prep.finish(x, out)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::fake_quantize_forward(x.into_primitive(), &params))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fake_quantize_forward(x.into_primitive(), &params)),
         }
     }
 }

@@ -22,20 +22,12 @@ pub(crate) struct ChannelParams {
 
 impl ChannelParams {
     pub fn new(scale: f32, zero_point: i32, quant_min: i32, quant_max: i32) -> Self {
-        Self {
-            scale,
-            inv_scale: 1.0 / scale,
-            zero_point: zero_point as f32,
-            quant_min: quant_min as f32,
-            quant_max: quant_max as f32,
-        }
+        Self { scale, inv_scale: 1.0 / scale, zero_point: zero_point as f32, quant_min: quant_min as f32, quant_max: quant_max as f32 }
     }
 }
 
 /// Float element types the kernels run on.
-pub(crate) trait FqFloat:
-    burn::tensor::Element + bytemuck::Pod + std::ops::Mul<Output = Self>
-{
+pub(crate) trait FqFloat: burn::tensor::Element + bytemuck::Pod + std::ops::Mul<Output = Self> {
     fn fake_quant(self, p: &ChannelParams) -> Self;
     fn in_range(self, p: &ChannelParams) -> bool;
     fn zero() -> Self;
@@ -92,14 +84,8 @@ pub(crate) struct ChannelLayout {
 impl ChannelLayout {
     pub fn new(shape: &[usize], axis: Option<usize>) -> Self {
         match axis {
-            None => Self {
-                channels: 1,
-                inner: shape.iter().product::<usize>().max(1),
-            },
-            Some(axis) => Self {
-                channels: shape[axis],
-                inner: shape[axis + 1..].iter().product::<usize>().max(1),
-            },
+            None => Self { channels: 1, inner: shape.iter().product::<usize>().max(1) },
+            Some(axis) => Self { channels: shape[axis], inner: shape[axis + 1..].iter().product::<usize>().max(1) },
         }
     }
 
@@ -111,24 +97,18 @@ impl ChannelLayout {
     {
         let runs_per_chunk = (CHUNK / self.inner).max(1);
         let chunk_len = runs_per_chunk * self.inner;
-        data.par_chunks_mut(chunk_len)
-            .enumerate()
-            .for_each(|(chunk_index, chunk)| {
-                let offset = chunk_index * chunk_len;
-                for (run_index, run) in chunk.chunks_mut(self.inner).enumerate() {
-                    let run_start = offset + run_index * self.inner;
-                    let channel = (run_start / self.inner) % self.channels;
-                    f(run, channel, run_start);
-                }
-            });
+        data.par_chunks_mut(chunk_len).enumerate().for_each(|(chunk_index, chunk)| {
+            let offset = chunk_index * chunk_len;
+            for (run_index, run) in chunk.chunks_mut(self.inner).enumerate() {
+                let run_start = offset + run_index * self.inner;
+                let channel = (run_start / self.inner) % self.channels;
+                f(run, channel, run_start);
+            }
+        });
     }
 }
 
-pub(crate) fn forward<T: FqFloat>(
-    x: &[T],
-    layout: ChannelLayout,
-    params: &[ChannelParams],
-) -> Vec<T> {
+pub(crate) fn forward<T: FqFloat>(x: &[T], layout: ChannelLayout, params: &[ChannelParams]) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
     layout.for_each_run(&mut out, |run, channel, start| {
         let p = &params[channel];
@@ -140,12 +120,7 @@ pub(crate) fn forward<T: FqFloat>(
     out
 }
 
-pub(crate) fn backward<T: FqFloat>(
-    x: &[T],
-    grad: &[T],
-    layout: ChannelLayout,
-    params: &[ChannelParams],
-) -> Vec<T> {
+pub(crate) fn backward<T: FqFloat>(x: &[T], grad: &[T], layout: ChannelLayout, params: &[ChannelParams]) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
     layout.for_each_run(&mut out, |run, channel, start| {
         let p = &params[channel];
@@ -172,24 +147,15 @@ mod tests {
         let x = [0.5f32, 1.5, 2.5, 127.5, -128.5];
         let layout = ChannelLayout::new(&[5], None);
         assert_eq!(forward(&x, layout, &p), vec![0.0, 2.0, 2.0, 127.0, -128.0]);
-        assert_eq!(
-            backward(&x, &[1.0; 5], layout, &p),
-            vec![1.0, 1.0, 1.0, 0.0, 1.0]
-        );
+        assert_eq!(backward(&x, &[1.0; 5], layout, &p), vec![1.0, 1.0, 1.0, 0.0, 1.0]);
     }
 
     #[test]
     fn channels_cycle_along_the_axis() {
         // Shape [2, 3, 2] with axis 1: runs of 2 elements cycle through 3 channels.
-        let params: Vec<_> = [1.0, 2.0, 4.0]
-            .iter()
-            .map(|&s| ChannelParams::new(s, 0, -128, 127))
-            .collect();
+        let params: Vec<_> = [1.0, 2.0, 4.0].iter().map(|&s| ChannelParams::new(s, 0, -128, 127)).collect();
         let x = [3.0f32; 12];
         let y = forward(&x, ChannelLayout::new(&[2, 3, 2], Some(1)), &params);
-        assert_eq!(
-            y,
-            vec![3.0, 3.0, 4.0, 4.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0, 4.0, 4.0]
-        );
+        assert_eq!(y, vec![3.0, 3.0, 4.0, 4.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0, 4.0, 4.0]);
     }
 }

@@ -98,21 +98,11 @@ impl QConfigBuilder {
     }
 
     fn check_bits(what: &str, bits: u32) -> Result<()> {
-        if (2..=16).contains(&bits) {
-            Ok(())
-        } else {
-            Err(QatError::config(format!(
-                "{what} bits must be between 2 and 16, got {bits}"
-            )))
-        }
+        if (2..=16).contains(&bits) { Ok(()) } else { Err(QatError::config(format!("{what} bits must be between 2 and 16, got {bits}"))) }
     }
 
     fn fake_quant(&self, observer: ObserverConfig) -> Result<FakeQuantizeConfig> {
-        let config = if self.fused {
-            FakeQuantizeConfig::fused(observer)?
-        } else {
-            FakeQuantizeConfig::standard(observer)
-        };
+        let config = if self.fused { FakeQuantizeConfig::fused(observer)? } else { FakeQuantizeConfig::standard(observer) };
         Ok(config.with_qparam_formula(self.formula))
     }
 
@@ -122,14 +112,9 @@ impl QConfigBuilder {
         let c = self.averaging_constant;
 
         let half = 1i64 << (self.weight_bits - 1);
-        let weight_dtype = if self.weight_bits <= 8 {
-            QuantDtype::QInt8
-        } else {
-            QuantDtype::QInt32
-        };
+        let weight_dtype = if self.weight_bits <= 8 { QuantDtype::QInt8 } else { QuantDtype::QInt32 };
         let weight = if self.per_channel_weights {
-            ObserverConfig::moving_average_per_channel(c, 0)
-                .with_qscheme(QScheme::PerChannelSymmetric)
+            ObserverConfig::moving_average_per_channel(c, 0).with_qscheme(QScheme::PerChannelSymmetric)
         } else {
             ObserverConfig::moving_average(c).with_qscheme(QScheme::PerTensorSymmetric)
         }
@@ -137,26 +122,15 @@ impl QConfigBuilder {
         .with_quant_range(-half, half - 1);
 
         let levels = 1i64 << self.activation_bits;
-        let act_dtype = if self.activation_bits <= 8 {
-            QuantDtype::QUInt8
-        } else {
-            QuantDtype::QInt32
-        };
-        let act_scheme = if self.symmetric_activations {
-            QScheme::PerTensorSymmetric
-        } else {
-            QScheme::PerTensorAffine
-        };
+        let act_dtype = if self.activation_bits <= 8 { QuantDtype::QUInt8 } else { QuantDtype::QInt32 };
+        let act_scheme = if self.symmetric_activations { QScheme::PerTensorSymmetric } else { QScheme::PerTensorAffine };
         let activation = ObserverConfig::moving_average(c)
             .with_dtype(act_dtype)
             .with_qscheme(act_scheme)
             .with_quant_range(0, levels - 1)
             .with_reduce_range(self.reduce_activation_range);
 
-        let qconfig = QConfig {
-            activation: self.fake_quant(activation)?,
-            weight: self.fake_quant(weight)?,
-        };
+        let qconfig = QConfig { activation: self.fake_quant(activation)?, weight: self.fake_quant(weight)? };
         qconfig.validate()?;
         Ok(qconfig)
     }

@@ -36,9 +36,7 @@ impl QuantBackend {
             "x86" => Ok(Self::X86),
             "qnnpack" => Ok(Self::Qnnpack),
             "onednn" => Ok(Self::Onednn),
-            other => Err(QatError::config(format!(
-                "unknown backend {other:?}; expected fbgemm, x86, qnnpack or onednn"
-            ))),
+            other => Err(QatError::config(format!("unknown backend {other:?}; expected fbgemm, x86, qnnpack or onednn"))),
         }
     }
 
@@ -84,15 +82,11 @@ fn activation_observer(backend: QuantBackend) -> ObserverConfig {
 /// (per tensor for qnnpack).
 fn weight_observer(backend: QuantBackend) -> ObserverConfig {
     let observer = if backend.per_channel_weights() {
-        ObserverConfig::moving_average_per_channel(DEFAULT_AVERAGING_CONSTANT, 0)
-            .with_qscheme(QScheme::PerChannelSymmetric)
+        ObserverConfig::moving_average_per_channel(DEFAULT_AVERAGING_CONSTANT, 0).with_qscheme(QScheme::PerChannelSymmetric)
     } else {
-        ObserverConfig::moving_average(DEFAULT_AVERAGING_CONSTANT)
-            .with_qscheme(QScheme::PerTensorSymmetric)
+        ObserverConfig::moving_average(DEFAULT_AVERAGING_CONSTANT).with_qscheme(QScheme::PerTensorSymmetric)
     };
-    observer
-        .with_dtype(QuantDtype::QInt8)
-        .with_quant_range(-128, 127)
+    observer.with_dtype(QuantDtype::QInt8).with_quant_range(-128, 127)
 }
 
 /// PyTorch's `get_default_qat_qconfig(backend, version)`, reproduced exactly: version 0 uses
@@ -103,17 +97,9 @@ pub fn get_default_qat_qconfig(backend: &str, version: u32) -> Result<QConfig> {
     let backend = QuantBackend::parse(backend)?;
     let (activation, weight) = (activation_observer(backend), weight_observer(backend));
     match version {
-        0 => Ok(QConfig {
-            activation: FakeQuantizeConfig::standard(activation),
-            weight: FakeQuantizeConfig::standard(weight),
-        }),
-        1 => Ok(QConfig {
-            activation: FakeQuantizeConfig::fused(activation)?,
-            weight: FakeQuantizeConfig::fused(weight)?,
-        }),
-        v => Err(QatError::config(format!(
-            "qconfig version {v} does not exist; PyTorch has versions 0 and 1"
-        ))),
+        0 => Ok(QConfig { activation: FakeQuantizeConfig::standard(activation), weight: FakeQuantizeConfig::standard(weight) }),
+        1 => Ok(QConfig { activation: FakeQuantizeConfig::fused(activation)?, weight: FakeQuantizeConfig::fused(weight)? }),
+        v => Err(QatError::config(format!("qconfig version {v} does not exist; PyTorch has versions 0 and 1"))),
     }
 }
 

@@ -8,9 +8,7 @@ mod requant;
 mod round;
 mod scheme;
 
-pub use qparams::{
-    QParamFormula, QParams, SMALL_SCALE_THRESHOLD, choose_qparams, observer_qparams,
-};
+pub use qparams::{QParamFormula, QParams, SMALL_SCALE_THRESHOLD, choose_qparams, observer_qparams};
 pub use range::{QuantDtype, QuantRange};
 pub use requant::{quantize_bias, quantize_value, requant_multiplier, requantize};
 pub use round::round_half_even;

@@ -25,13 +25,7 @@ impl QParamFormula {
     pub fn compute(self, min: f32, max: f32, spec: &QuantSpec) -> (f32, i32) {
         match self {
             Self::Observer => observer_qparams(min, max, spec),
-            Self::ChooseQParams => choose_qparams(
-                min,
-                max,
-                spec.range.quant_min,
-                spec.range.quant_max,
-                spec.qscheme.is_symmetric(),
-            ),
+            Self::ChooseQParams => choose_qparams(min, max, spec.range.quant_min, spec.range.quant_max, spec.qscheme.is_symmetric()),
         }
     }
 }
@@ -46,24 +40,12 @@ pub struct QParams {
 impl QParams {
     /// PyTorch's answer for an observer that has seen nothing: scale 1, zero point 0.
     pub fn unobserved() -> Self {
-        Self {
-            scale: vec![1.0],
-            zero_point: vec![0],
-        }
+        Self { scale: vec![1.0], zero_point: vec![0] }
     }
 
     /// Applies `formula` to each (min, max) pair.
-    pub fn from_min_max(
-        min: &[f32],
-        max: &[f32],
-        spec: &QuantSpec,
-        formula: QParamFormula,
-    ) -> Self {
-        let (scale, zero_point) = min
-            .iter()
-            .zip(max)
-            .map(|(&lo, &hi)| formula.compute(lo, hi, spec))
-            .unzip();
+    pub fn from_min_max(min: &[f32], max: &[f32], spec: &QuantSpec, formula: QParamFormula) -> Self {
+        let (scale, zero_point) = min.iter().zip(max).map(|(&lo, &hi)| formula.compute(lo, hi, spec)).unzip();
         Self { scale, zero_point }
     }
 }
@@ -112,22 +94,14 @@ pub const SMALL_SCALE_THRESHOLD: f32 = 6.1e-5;
 ///   8 bits. A one-sided range skips this and comes out *affine* (zp -128 for qint8 weights that
 ///   are all positive);
 /// - a zero or non-invertible scale becomes 0.1; a scale below 6.1e-5 is raised to it.
-pub fn choose_qparams(
-    min: f32,
-    max: f32,
-    qmin: i32,
-    qmax: i32,
-    preserve_sparsity: bool,
-) -> (f32, i32) {
+pub fn choose_qparams(min: f32, max: f32, qmin: i32, qmax: i32, preserve_sparsity: bool) -> (f32, i32) {
     let (mut min, mut max) = (min, max);
     let straddles_zero = min < 0.0 && max > 0.0;
     if straddles_zero && preserve_sparsity {
         let symmetric_qmin = -((qmax - qmin) / 2 + 1);
         let symmetric_qmax = (qmax - qmin) / 2;
         // f32 divisions, then the larger one widened to f64, as in fbgemm.
-        let max_scale = (min / symmetric_qmin as f32)
-            .abs()
-            .max((max / symmetric_qmax as f32).abs()) as f64;
+        let max_scale = (min / symmetric_qmin as f32).abs().max((max / symmetric_qmax as f32).abs()) as f64;
         min = (max_scale * symmetric_qmin as f64) as f32;
         max = (max_scale * symmetric_qmax as f64) as f32;
     }
@@ -157,11 +131,7 @@ pub fn choose_qparams(
     let zp_from_max = qmax as f64 - max as f64 / scale;
     let zp_from_min_error = (qmin as f64).abs() - (min as f64 / scale).abs();
     let zp_from_max_error = (qmax as f64).abs() - (max as f64 / scale).abs();
-    let mut initial_zp = if zp_from_min_error < zp_from_max_error {
-        zp_from_min
-    } else {
-        zp_from_max
-    };
+    let mut initial_zp = if zp_from_min_error < zp_from_max_error { zp_from_min } else { zp_from_max };
     if straddles_zero_after(min, max) && preserve_sparsity {
         initial_zp = (qmin + qmax) as f64 / 2.0;
     }
@@ -201,11 +171,7 @@ mod tests {
         let affine_i8 = spec(QuantDtype::QInt8, QScheme::PerTensorAffine, None);
         let sym_i8 = spec(QuantDtype::QInt8, QScheme::PerTensorSymmetric, None);
         let sym_u8 = spec(QuantDtype::QUInt8, QScheme::PerTensorSymmetric, None);
-        let sym_u8_custom = spec(
-            QuantDtype::QUInt8,
-            QScheme::PerTensorSymmetric,
-            Some((0, 255)),
-        );
+        let sym_u8_custom = spec(QuantDtype::QUInt8, QScheme::PerTensorSymmetric, Some((0, 255)));
         // All zeros: eps scale, zero point at the bottom (affine) or middle (symmetric).
         assert_eq!(observer_qparams(0.0, 0.0, &affine_u8), (f32::EPSILON, 0));
         assert_eq!(observer_qparams(0.0, 0.0, &affine_i8), (f32::EPSILON, -128));
@@ -230,9 +196,6 @@ mod tests {
         assert_eq!(choose_qparams(0.0, 0.0, -128, 127, true), (0.1, 127));
         assert_eq!(choose_qparams(0.0, 0.0, 0, 255, false), (0.1, 0));
         // Tiny ranges are stretched to the 6.1e-5 floor.
-        assert_eq!(
-            choose_qparams(0.0, 1e-6, 0, 255, false).0,
-            SMALL_SCALE_THRESHOLD
-        );
+        assert_eq!(choose_qparams(0.0, 1e-6, 0, 255, false).0, SMALL_SCALE_THRESHOLD);
     }
 }

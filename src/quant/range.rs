@@ -38,9 +38,7 @@ impl QuantDtype {
             "qint8" | "int8" => Ok(Self::QInt8),
             "quint8" | "uint8" => Ok(Self::QUInt8),
             "qint32" | "int32" => Ok(Self::QInt32),
-            other => Err(QatError::config(format!(
-                "unknown quantized dtype {other:?}; expected qint8, quint8 or qint32"
-            ))),
+            other => Err(QatError::config(format!("unknown quantized dtype {other:?}; expected qint8, quint8 or qint32"))),
         }
     }
 }
@@ -68,19 +66,11 @@ impl QuantRange {
     /// (PyTorch `calculate_qmin_qmax`: a custom range is halved with floor division,
     /// `(-128, 127) -> (-64, 63)`; the defaults are qint8 (-128, 127), quint8 (0, 255),
     /// qint32 the full i32 range).
-    pub fn resolve(
-        dtype: QuantDtype,
-        custom: Option<(i64, i64)>,
-        reduce_range: bool,
-    ) -> Result<Self> {
+    pub fn resolve(dtype: QuantDtype, custom: Option<(i64, i64)>, reduce_range: bool) -> Result<Self> {
         let (lo, hi) = match custom {
             Some((quant_min, quant_max)) => {
                 Self::validate_custom(dtype, quant_min, quant_max)?;
-                if reduce_range {
-                    (quant_min.div_euclid(2), quant_max.div_euclid(2))
-                } else {
-                    (quant_min, quant_max)
-                }
+                if reduce_range { (quant_min.div_euclid(2), quant_max.div_euclid(2)) } else { (quant_min, quant_max) }
             }
             None => match (dtype, reduce_range) {
                 (QuantDtype::QInt8, false) => (-128, 127),
@@ -90,10 +80,7 @@ impl QuantRange {
                 (QuantDtype::QInt32, _) => dtype.bounds(),
             },
         };
-        Ok(Self {
-            quant_min: lo as i32,
-            quant_max: hi as i32,
-        })
+        Ok(Self { quant_min: lo as i32, quant_max: hi as i32 })
     }
 
     /// A range given directly, checked the same way as a custom observer range.
@@ -102,11 +89,7 @@ impl QuantRange {
     }
 
     fn validate_custom(dtype: QuantDtype, quant_min: i64, quant_max: i64) -> Result<()> {
-        let err = |reason: String| QatError::InvalidRange {
-            quant_min,
-            quant_max,
-            reason,
-        };
+        let err = |reason: String| QatError::InvalidRange { quant_min, quant_max, reason };
         if quant_min > quant_max {
             return Err(err("quant_min must be <= quant_max".into()));
         }
@@ -114,15 +97,11 @@ impl QuantRange {
             return Err(err("quant_min must be strictly less than quant_max".into()));
         }
         if !(quant_min <= 0 && 0 <= quant_max) {
-            return Err(err(
-                "the range must include 0 (quant_min <= 0 <= quant_max)".into(),
-            ));
+            return Err(err("the range must include 0 (quant_min <= 0 <= quant_max)".into()));
         }
         let (lo, hi) = dtype.bounds();
         if quant_min < lo || quant_max > hi {
-            return Err(err(format!(
-                "outside the {dtype} range [{lo}, {hi}]; use a wider dtype (qint32 carries up to 16 bits)"
-            )));
+            return Err(err(format!("outside the {dtype} range [{lo}, {hi}]; use a wider dtype (qint32 carries up to 16 bits)")));
         }
         let levels = quant_max - quant_min + 1;
         if levels > MAX_CUSTOM_LEVELS {
@@ -150,76 +129,26 @@ mod tests {
     #[test]
     fn defaults_and_reduce_range() {
         let r = |d, rr| QuantRange::resolve(d, None, rr).unwrap();
-        assert_eq!(
-            r(QuantDtype::QInt8, false),
-            QuantRange {
-                quant_min: -128,
-                quant_max: 127
-            }
-        );
-        assert_eq!(
-            r(QuantDtype::QInt8, true),
-            QuantRange {
-                quant_min: -64,
-                quant_max: 63
-            }
-        );
-        assert_eq!(
-            r(QuantDtype::QUInt8, false),
-            QuantRange {
-                quant_min: 0,
-                quant_max: 255
-            }
-        );
-        assert_eq!(
-            r(QuantDtype::QUInt8, true),
-            QuantRange {
-                quant_min: 0,
-                quant_max: 127
-            }
-        );
+        assert_eq!(r(QuantDtype::QInt8, false), QuantRange { quant_min: -128, quant_max: 127 });
+        assert_eq!(r(QuantDtype::QInt8, true), QuantRange { quant_min: -64, quant_max: 63 });
+        assert_eq!(r(QuantDtype::QUInt8, false), QuantRange { quant_min: 0, quant_max: 255 });
+        assert_eq!(r(QuantDtype::QUInt8, true), QuantRange { quant_min: 0, quant_max: 127 });
         assert_eq!(r(QuantDtype::QInt32, true).quant_min, i32::MIN);
     }
 
     #[test]
     fn custom_ranges_halve_with_floor_division() {
         let r = |d, lo, hi| QuantRange::resolve(d, Some((lo, hi)), true).unwrap();
-        assert_eq!(
-            r(QuantDtype::QUInt8, 0, 255),
-            QuantRange {
-                quant_min: 0,
-                quant_max: 127
-            }
-        );
-        assert_eq!(
-            r(QuantDtype::QInt8, -127, 127),
-            QuantRange {
-                quant_min: -64,
-                quant_max: 63
-            }
-        );
-        assert_eq!(
-            r(QuantDtype::QInt8, -8, 7),
-            QuantRange {
-                quant_min: -4,
-                quant_max: 3
-            }
-        );
+        assert_eq!(r(QuantDtype::QUInt8, 0, 255), QuantRange { quant_min: 0, quant_max: 127 });
+        assert_eq!(r(QuantDtype::QInt8, -127, 127), QuantRange { quant_min: -64, quant_max: 63 });
+        assert_eq!(r(QuantDtype::QInt8, -8, 7), QuantRange { quant_min: -4, quant_max: 3 });
     }
 
     #[test]
     fn widths_from_2_to_16_bits() {
         assert_eq!(QuantRange::new(QuantDtype::QUInt8, 0, 3).unwrap().bits(), 2);
-        assert_eq!(
-            QuantRange::new(QuantDtype::QUInt8, 0, 15).unwrap().bits(),
-            4
-        );
-        assert_eq!(
-            QuantRange::new(QuantDtype::QInt32, -32768, 32767)
-                .unwrap()
-                .bits(),
-            16
-        );
+        assert_eq!(QuantRange::new(QuantDtype::QUInt8, 0, 15).unwrap().bits(), 4);
+        assert_eq!(QuantRange::new(QuantDtype::QInt32, -32768, 32767).unwrap().bits(), 16);
         assert!(QuantRange::new(QuantDtype::QInt32, -32768, 32768).is_err());
     }
 

@@ -15,13 +15,7 @@ use super::round_half_even;
 
 /// `clamp(z + rne(x * inv_scale), qmin, qmax)` as an integer.
 #[inline(always)]
-pub fn quantize_value(
-    x: f32,
-    inv_scale: f32,
-    zero_point: i32,
-    quant_min: i32,
-    quant_max: i32,
-) -> i32 {
+pub fn quantize_value(x: f32, inv_scale: f32, zero_point: i32, quant_min: i32, quant_max: i32) -> i32 {
     let q = zero_point as f32 + round_half_even(x * inv_scale);
     q.max(quant_min as f32).min(quant_max as f32) as i32
 }
@@ -41,9 +35,7 @@ pub fn requantize(acc: i32, multiplier: f32, zero_point: i32, lo: i32, hi: i32) 
 /// A float bias as int32 at scale `s_in * s_w`.
 pub fn quantize_bias(bias: f32, input_scale: f32, weight_scale: f32) -> i32 {
     let scaled = bias as f64 / (input_scale as f64 * weight_scale as f64);
-    scaled
-        .round_ties_even()
-        .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+    scaled.round_ties_even().clamp(i32::MIN as f64, i32::MAX as f64) as i32
 }
 
 #[cfg(test)]
@@ -63,10 +55,7 @@ mod tests {
 
     #[test]
     fn quantize_matches_the_fake_quant_convention() {
-        assert_eq!(
-            quantize_value(14.549999237, 1.0 / 0.1f32, 0, -32768, 32767),
-            146
-        );
+        assert_eq!(quantize_value(14.549999237, 1.0 / 0.1f32, 0, -32768, 32767), 146);
         assert_eq!(quantize_value(2.5, 1.0, 0, 0, 255), 2);
         assert_eq!(quantize_value(f32::NAN, 1.0, 3, 0, 255), 0);
     }

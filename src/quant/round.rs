@@ -19,22 +19,10 @@ mod tests {
 
     #[test]
     fn ties_go_to_even() {
-        let cases = [
-            (0.5, 0.0),
-            (1.5, 2.0),
-            (2.5, 2.0),
-            (-0.5, -0.0),
-            (-1.5, -2.0),
-            (-2.5, -2.0),
-            (127.5, 128.0),
-        ];
+        let cases = [(0.5, 0.0), (1.5, 2.0), (2.5, 2.0), (-0.5, -0.0), (-1.5, -2.0), (-2.5, -2.0), (127.5, 128.0)];
         for (v, want) in cases {
             let got = round_half_even(v);
-            assert_eq!(
-                got.to_bits(),
-                f32::to_bits(want),
-                "rne({v}) = {got}, want {want}"
-            );
+            assert_eq!(got.to_bits(), f32::to_bits(want), "rne({v}) = {got}, want {want}");
         }
     }
 
@@ -42,26 +30,12 @@ mod tests {
     fn matches_std_on_a_sweep() {
         // Every f32 in a window around the integers and in the 2^22..2^24 region where the naive
         // 1.5 * 2^23 trick breaks.
-        let starts = [
-            -70_000.0f32,
-            4_194_000.0,
-            8_388_000.0,
-            16_777_000.0,
-            -8_388_700.0,
-        ];
+        let starts = [-70_000.0f32, 4_194_000.0, 8_388_000.0, 16_777_000.0, -8_388_700.0];
         for start in starts {
             let mut v = start;
             for _ in 0..200_000 {
-                assert_eq!(
-                    round_half_even(v).to_bits(),
-                    v.round_ties_even().to_bits(),
-                    "v = {v}"
-                );
-                v = f32::from_bits(if v >= 0.0 {
-                    v.to_bits() + 1
-                } else {
-                    v.to_bits() - 1
-                });
+                assert_eq!(round_half_even(v).to_bits(), v.round_ties_even().to_bits(), "v = {v}");
+                v = f32::from_bits(if v >= 0.0 { v.to_bits() + 1 } else { v.to_bits() - 1 });
             }
         }
         assert!(round_half_even(f32::NAN).is_nan());

@@ -7,10 +7,7 @@ use super::{StateDict, TensorValue, Values};
 use crate::error::{QatError, Result};
 
 fn file_error(path: &Path, reason: impl Into<String>) -> QatError {
-    QatError::File {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    }
+    QatError::File { path: path.display().to_string(), reason: reason.into() }
 }
 
 /// Reads a safetensors file written by PyTorch (`safetensors.torch.save_file`) or by us, with its
@@ -19,21 +16,12 @@ fn file_error(path: &Path, reason: impl Into<String>) -> QatError {
 pub fn load_safetensors(path: impl AsRef<Path>) -> Result<(StateDict, HashMap<String, String>)> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e.to_string()))?;
-    let (_, metadata) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| file_error(path, format!("not a valid safetensors file: {e}")))?;
-    let tensors = SafeTensors::deserialize(&bytes)
-        .map_err(|e| file_error(path, format!("not a valid safetensors file: {e}")))?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| file_error(path, format!("not a valid safetensors file: {e}")))?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, format!("not a valid safetensors file: {e}")))?;
     let mut state = StateDict::new();
     for (name, view) in tensors.tensors() {
-        let values = decode(&view)
-            .map_err(|reason| file_error(path, format!("tensor {name:?}: {reason}")))?;
-        state.insert(
-            name,
-            TensorValue {
-                shape: view.shape().to_vec(),
-                values,
-            },
-        );
+        let values = decode(&view).map_err(|reason| file_error(path, format!("tensor {name:?}: {reason}")))?;
+        state.insert(name, TensorValue { shape: view.shape().to_vec(), values });
     }
     Ok((state, metadata.metadata().clone().unwrap_or_default()))
 }
@@ -41,9 +29,7 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<(StateDict, HashMap<St
 fn decode(view: &TensorView<'_>) -> std::result::Result<Values, String> {
     let data = view.data();
     fn le<const N: usize, T>(data: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-        data.chunks_exact(N)
-            .map(|c| f(c.try_into().expect("chunk of N bytes")))
-            .collect()
+        data.chunks_exact(N).map(|c| f(c.try_into().expect("chunk of N bytes"))).collect()
     }
     Ok(match view.dtype() {
         Dtype::F32 => Values::F32(le(data, f32::from_le_bytes)),
@@ -51,10 +37,9 @@ fn decode(view: &TensorView<'_>) -> std::result::Result<Values, String> {
         Dtype::I64 => Values::I64(le(data, i64::from_le_bytes)),
         Dtype::I32 => Values::I32(le(data, i32::from_le_bytes)),
         Dtype::U8 => Values::U8(data.to_vec()),
+        Dtype::I8 => Values::I8(data.iter().map(|&b| b as i8).collect()),
         other => {
-            return Err(format!(
-                "unsupported dtype {other:?} (expected F32, F64, I64, I32 or U8)"
-            ));
+            return Err(format!("unsupported dtype {other:?} (expected F32, F64, I64, I32, U8 or I8)"));
         }
     })
 }
@@ -66,16 +51,13 @@ fn encode(values: &Values) -> (Dtype, Vec<u8>) {
         Values::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         Values::I32(v) => (Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         Values::U8(v) => (Dtype::U8, v.clone()),
+        Values::I8(v) => (Dtype::I8, v.iter().map(|&x| x as u8).collect()),
     }
 }
 
 /// Writes a state dict as safetensors, atomically: to a temporary file beside the target, then
 /// renamed over it, so a crash never leaves a half-written file under the real name.
-pub fn save_safetensors(
-    path: impl AsRef<Path>,
-    state: &StateDict,
-    metadata: &HashMap<String, String>,
-) -> Result<()> {
+pub fn save_safetensors(path: impl AsRef<Path>, state: &StateDict, metadata: &HashMap<String, String>) -> Result<()> {
     let path = path.as_ref();
     let encoded: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = state
         .iter()
@@ -93,8 +75,7 @@ pub fn save_safetensors(
         })
         .collect::<Result<Vec<_>>>()?;
     let metadata = (!metadata.is_empty()).then(|| metadata.clone());
-    let bytes =
-        safetensors::serialize(views, &metadata).map_err(|e| file_error(path, e.to_string()))?;
+    let bytes = safetensors::serialize(views, &metadata).map_err(|e| file_error(path, e.to_string()))?;
     let tmp = path.with_extension("safetensors.tmp");
     std::fs::write(&tmp, bytes).map_err(|e| file_error(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| file_error(path, e.to_string()))

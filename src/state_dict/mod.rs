@@ -20,6 +20,7 @@ pub enum Values {
     I64(Vec<i64>),
     I32(Vec<i32>),
     U8(Vec<u8>),
+    I8(Vec<i8>),
 }
 
 impl Values {
@@ -30,6 +31,7 @@ impl Values {
             Self::I64(v) => v.len(),
             Self::I32(v) => v.len(),
             Self::U8(v) => v.len(),
+            Self::I8(v) => v.len(),
         }
     }
 
@@ -44,6 +46,7 @@ impl Values {
             Self::I64(_) => "I64",
             Self::I32(_) => "I32",
             Self::U8(_) => "U8",
+            Self::I8(_) => "I8",
         }
     }
 }
@@ -57,10 +60,7 @@ pub struct TensorValue {
 
 impl TensorValue {
     pub fn f32(shape: Vec<usize>, values: Vec<f32>) -> Self {
-        Self {
-            shape,
-            values: Values::F32(values),
-        }
+        Self { shape, values: Values::F32(values) }
     }
 
     pub fn f32_vec(values: Vec<f32>) -> Self {
@@ -72,17 +72,11 @@ impl TensorValue {
     }
 
     pub fn i32_vec(values: Vec<i32>) -> Self {
-        Self {
-            shape: vec![values.len()],
-            values: Values::I32(values),
-        }
+        Self { shape: vec![values.len()], values: Values::I32(values) }
     }
 
     pub fn i64_scalar(value: i64) -> Self {
-        Self {
-            shape: vec![],
-            values: Values::I64(vec![value]),
-        }
+        Self { shape: vec![], values: Values::I64(vec![value]) }
     }
 
     pub fn numel(&self) -> usize {
@@ -105,6 +99,7 @@ impl TensorValue {
             Values::I64(v) => v.iter().map(|&x| x as f64).collect(),
             Values::I32(v) => v.iter().map(|&x| x as f64).collect(),
             Values::U8(v) => v.iter().map(|&x| x as f64).collect(),
+            Values::I8(v) => v.iter().map(|&x| x as f64).collect(),
         }
     }
 }

@@ -13,16 +13,17 @@ pub struct StateReader<'a> {
 
 impl<'a> StateReader<'a> {
     pub fn new(state: &'a StateDict) -> Self {
-        Self {
-            state,
-            used: BTreeSet::new(),
-            problems: Vec::new(),
-        }
+        Self { state, used: BTreeSet::new(), problems: Vec::new() }
     }
 
     /// Records a problem found by the caller (a value out of range, ...).
     pub fn problem(&mut self, message: String) {
         self.problems.push(message);
+    }
+
+    /// The problems found so far.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// Whether `key` is present (and marks it used).
@@ -49,19 +50,12 @@ impl<'a> StateReader<'a> {
 
     fn check_shape(&mut self, key: &str, t: &TensorValue, shape: Option<&[usize]>) -> bool {
         if t.numel() != t.values.len() {
-            self.problems.push(format!(
-                "key {key:?}: shape {:?} does not match its {} values",
-                t.shape,
-                t.values.len()
-            ));
+            self.problems.push(format!("key {key:?}: shape {:?} does not match its {} values", t.shape, t.values.len()));
             return false;
         }
         match shape {
             Some(shape) if t.shape != shape => {
-                self.problems.push(format!(
-                    "key {key:?}: expected shape {shape:?}, found {:?}",
-                    t.shape
-                ));
+                self.problems.push(format!("key {key:?}: expected shape {shape:?}, found {:?}", t.shape));
                 false
             }
             _ => true,
@@ -79,37 +73,23 @@ impl<'a> StateReader<'a> {
             Values::F32(v) => Some((t.shape.clone(), v.clone())),
             Values::F64(v) => Some((t.shape.clone(), v.iter().map(|&x| x as f32).collect())),
             other => {
-                self.problems.push(format!(
-                    "key {key:?}: expected dtype F32, found {}",
-                    other.dtype_name()
-                ));
+                self.problems.push(format!("key {key:?}: expected dtype F32, found {}", other.dtype_name()));
                 None
             }
         }
     }
 
     /// Float values stored as f32 or f64, widened to f64, with whether they were f64.
-    pub fn float(
-        &mut self,
-        key: &str,
-        shape: Option<&[usize]>,
-    ) -> Option<(Vec<usize>, Vec<f64>, bool)> {
+    pub fn float(&mut self, key: &str, shape: Option<&[usize]>) -> Option<(Vec<usize>, Vec<f64>, bool)> {
         let t = self.take(key)?;
         if !self.check_shape(key, t, shape) {
             return None;
         }
         match &t.values {
-            Values::F32(v) => Some((
-                t.shape.clone(),
-                v.iter().map(|&x| x as f64).collect(),
-                false,
-            )),
+            Values::F32(v) => Some((t.shape.clone(), v.iter().map(|&x| x as f64).collect(), false)),
             Values::F64(v) => Some((t.shape.clone(), v.clone(), true)),
             other => {
-                self.problems.push(format!(
-                    "key {key:?}: expected dtype F32 or F64, found {}",
-                    other.dtype_name()
-                ));
+                self.problems.push(format!("key {key:?}: expected dtype F32 or F64, found {}", other.dtype_name()));
                 None
             }
         }
@@ -126,11 +106,9 @@ impl<'a> StateReader<'a> {
             Values::I64(v) => v.clone(),
             Values::I32(v) => v.iter().map(|&x| x as i64).collect(),
             Values::U8(v) => v.iter().map(|&x| x as i64).collect(),
+            Values::I8(v) => v.iter().map(|&x| x as i64).collect(),
             other => {
-                self.problems.push(format!(
-                    "key {key:?}: expected an integer dtype, found {}",
-                    other.dtype_name()
-                ));
+                self.problems.push(format!("key {key:?}: expected an integer dtype, found {}", other.dtype_name()));
                 return None;
             }
         };
@@ -144,13 +122,7 @@ impl<'a> StateReader<'a> {
                 self.problems.push(format!("unexpected key {key:?}"));
             }
         }
-        if self.problems.is_empty() {
-            Ok(())
-        } else {
-            Err(QatError::StateDict {
-                problems: self.problems,
-            })
-        }
+        if self.problems.is_empty() { Ok(()) } else { Err(QatError::StateDict { problems: self.problems }) }
     }
 }
 

@@ -13,7 +13,11 @@ use crate::nn::tensor_util::host_values;
 
 fn output_qparams(fq: &Option<FakeQuantize>, layer: &str) -> Result<ActivationQParams> {
     fq.as_ref()
-        .ok_or_else(|| QatError::config(format!("{layer}: no output fake quant to take output qparams from; prepare_qat attaches one (or call with_output_fake_quant)")))?
+        .ok_or_else(|| {
+            QatError::config(format!(
+                "{layer}: no output fake quant to take output qparams from; prepare_qat attaches one (or call with_output_fake_quant)"
+            ))
+        })?
         .activation_qparams(layer)
 }
 
@@ -35,27 +39,15 @@ impl ConvBn2d {
         let weight = f32s(host_values(&self.folded_weight_tensor()));
         let mean = self.bn.running_mean();
         let beta = f32s(host_values(&self.bn.bias.val()));
-        let bias = self
-            .bias
-            .as_ref()
-            .map(|b| f32s(host_values(&b.val())))
-            .unwrap_or_else(|| vec![0.0; sf.len()]);
-        let folded = (0..sf.len())
-            .map(|c| (bias[c] - mean[c] as f32) * sf[c] + beta[c])
-            .collect();
+        let bias = self.bias.as_ref().map(|b| f32s(host_values(&b.val()))).unwrap_or_else(|| vec![0.0; sf.len()]);
+        let folded = (0..sf.len()).map(|c| (bias[c] - mean[c] as f32) * sf[c] + beta[c]).collect();
         (weight, folded)
     }
 
-    fn to_quantized_with(
-        &self,
-        input: ActivationQParams,
-        relu: bool,
-        layer: &str,
-    ) -> Result<quantized::Conv2d> {
+    fn to_quantized_with(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Conv2d> {
         let (weight, bias) = self.folded_weight_and_bias();
         let c = self.options.out_channels;
-        let (weight, scale, zero_point) =
-            self.weight_fake_quant.quantize_weight(&weight, c, layer)?;
+        let (weight, scale, zero_point) = self.weight_fake_quant.quantize_weight(&weight, c, layer)?;
         quantized::Conv2d::new(
             self.options.clone(),
             weight,
@@ -83,19 +75,10 @@ impl ToQuantized for ConvBnReLU2d {
     }
 }
 
-fn conv_to_quantized(
-    conv: &qat::Conv2d,
-    input: ActivationQParams,
-    relu: bool,
-    layer: &str,
-) -> Result<quantized::Conv2d> {
+fn conv_to_quantized(conv: &qat::Conv2d, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Conv2d> {
     let c = conv.options.out_channels;
     let weight = f32s(host_values(&conv.weight.val()));
-    let bias = conv
-        .bias
-        .as_ref()
-        .map(|b| f32s(host_values(&b.val())))
-        .unwrap_or_else(|| vec![0.0; c]);
+    let bias = conv.bias.as_ref().map(|b| f32s(host_values(&b.val()))).unwrap_or_else(|| vec![0.0; c]);
     let (weight, scale, zero_point) = conv.weight_fake_quant.quantize_weight(&weight, c, layer)?;
     quantized::Conv2d::new(
         conv.options.clone(),
@@ -123,33 +106,12 @@ impl ToQuantized for ConvReLU2d {
     }
 }
 
-fn linear_to_quantized(
-    linear: &qat::Linear,
-    input: ActivationQParams,
-    relu: bool,
-    layer: &str,
-) -> Result<quantized::Linear> {
+fn linear_to_quantized(linear: &qat::Linear, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Linear> {
     let (o, i) = (linear.out_features(), linear.in_features());
     let weight = f32s(host_values(&linear.weight.val()));
-    let bias = linear
-        .bias
-        .as_ref()
-        .map(|b: &Param<_>| f32s(host_values(&b.val())))
-        .unwrap_or_else(|| vec![0.0; o]);
-    let (weight, scale, zero_point) = linear
-        .weight_fake_quant
-        .quantize_weight(&weight, o, layer)?;
-    quantized::Linear::new(
-        i,
-        o,
-        weight,
-        scale,
-        zero_point,
-        &bias,
-        input,
-        output_qparams(&linear.activation_post_process, layer)?,
-        relu,
-    )
+    let bias = linear.bias.as_ref().map(|b: &Param<_>| f32s(host_values(&b.val()))).unwrap_or_else(|| vec![0.0; o]);
+    let (weight, scale, zero_point) = linear.weight_fake_quant.quantize_weight(&weight, o, layer)?;
+    quantized::Linear::new(i, o, weight, scale, zero_point, &bias, input, output_qparams(&linear.activation_post_process, layer)?, relu)
 }
 
 impl ToQuantized for qat::Linear {

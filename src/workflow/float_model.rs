@@ -45,26 +45,11 @@ impl Layer {
     }
 
     pub fn batch_norm2d(num_features: usize, device: &Device) -> Result<Self> {
-        Ok(Self::BatchNorm2d(BatchNorm::new(
-            num_features,
-            1e-5,
-            Some(0.1),
-            device,
-        )?))
+        Ok(Self::BatchNorm2d(BatchNorm::new(num_features, 1e-5, Some(0.1), device)?))
     }
 
-    pub fn linear(
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-        device: &Device,
-    ) -> Result<Self> {
-        Ok(Self::Linear(float::Linear::new(
-            in_features,
-            out_features,
-            bias,
-            device,
-        )?))
+    pub fn linear(in_features: usize, out_features: usize, bias: bool, device: &Device) -> Result<Self> {
+        Ok(Self::Linear(float::Linear::new(in_features, out_features, bias, device)?))
     }
 
     pub fn max_pool2d(kernel_size: usize, stride: usize) -> Result<Self> {
@@ -72,10 +57,7 @@ impl Layer {
     }
 
     pub fn residual(body: Vec<(&str, Layer)>, relu: bool) -> Self {
-        Self::Residual(Residual {
-            body: named(body),
-            relu,
-        })
+        Self::Residual(Residual { body: named(body), relu })
     }
 
     pub fn kind(&self) -> &'static str {
@@ -102,10 +84,7 @@ impl Layer {
             Self::BatchNorm2d(bn) => bn.training = training,
             Self::ConvBn2d(m) => m.bn.training = training,
             Self::ConvBnReLU2d(m) => m.bn.training = training,
-            Self::Residual(r) => r
-                .body
-                .iter_mut()
-                .for_each(|l| l.layer.set_training(training)),
+            Self::Residual(r) => r.body.iter_mut().for_each(|l| l.layer.set_training(training)),
             _ => {}
         }
     }
@@ -136,13 +115,7 @@ impl Layer {
 }
 
 pub(crate) fn named(layers: Vec<(&str, Layer)>) -> Vec<Named<Layer>> {
-    layers
-        .into_iter()
-        .map(|(name, layer)| Named {
-            name: name.to_string(),
-            layer,
-        })
-        .collect()
+    layers.into_iter().map(|(name, layer)| Named { name: name.to_string(), layer }).collect()
 }
 
 impl FloatModel {
@@ -164,9 +137,7 @@ impl FloatModel {
 
     /// Batch norms use batch statistics (`true`) or running ones (`false`).
     pub fn set_training(&mut self, training: bool) {
-        self.layers
-            .iter_mut()
-            .for_each(|l| l.layer.set_training(training));
+        self.layers.iter_mut().for_each(|l| l.layer.set_training(training));
     }
 
     /// Fuses every known pattern for QAT, keeping BN (PyTorch `fuse_modules_qat`):
@@ -174,9 +145,7 @@ impl FloatModel {
     /// The fused layer takes the first layer's name. A BatchNorm2d whose features differ from the
     /// conv's output channels is an error naming both layers.
     pub fn fuse(self) -> Result<Self> {
-        Ok(Self {
-            layers: fuse_layers(self.layers, "")?,
-        })
+        Ok(Self { layers: fuse_layers(self.layers, "")? })
     }
 }
 
@@ -184,16 +153,10 @@ fn check_unique_names(layers: &[Named<Layer>], prefix: &str) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for l in layers {
         if l.name.is_empty() || l.name.contains('.') {
-            return Err(QatError::config(format!(
-                "layer name {:?} under {prefix:?} must be non-empty and contain no '.'",
-                l.name
-            )));
+            return Err(QatError::config(format!("layer name {:?} under {prefix:?} must be non-empty and contain no '.'", l.name)));
         }
         if !seen.insert(&l.name) {
-            return Err(QatError::config(format!(
-                "two layers are named {prefix}{}",
-                l.name
-            )));
+            return Err(QatError::config(format!("two layers are named {prefix}{}", l.name)));
         }
         if let Layer::Residual(r) = &l.layer {
             check_unique_names(&r.body, &format!("{prefix}{}.", l.name))?;
@@ -210,9 +173,7 @@ fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Laye
             Layer::Conv2d(conv) => match rest.peek().map(|l| &l.layer) {
                 Some(Layer::BatchNorm2d(_)) => {
                     let bn_layer = rest.next().expect("peeked");
-                    let Layer::BatchNorm2d(bn) = bn_layer.layer else {
-                        unreachable!()
-                    };
+                    let Layer::BatchNorm2d(bn) = bn_layer.layer else { unreachable!() };
                     if bn.num_features() != conv.options.out_channels {
                         return Err(QatError::config(format!(
                             "cannot fuse {prefix}{name} (Conv2d, {} output channels) with {prefix}{} (BatchNorm2d, {} features)",
@@ -234,16 +195,11 @@ fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Laye
                 }
                 _ => Layer::Conv2d(conv),
             },
-            Layer::Linear(linear)
-                if matches!(rest.peek().map(|l| &l.layer), Some(Layer::Relu(_))) =>
-            {
+            Layer::Linear(linear) if matches!(rest.peek().map(|l| &l.layer), Some(Layer::Relu(_))) => {
                 rest.next();
                 Layer::LinearReLU(intrinsic::LinearReLU { linear })
             }
-            Layer::Residual(r) => Layer::Residual(Residual {
-                body: fuse_layers(r.body, &format!("{prefix}{name}."))?,
-                relu: r.relu,
-            }),
+            Layer::Residual(r) => Layer::Residual(Residual { body: fuse_layers(r.body, &format!("{prefix}{name}."))?, relu: r.relu }),
             other => other,
         };
         out.push(Named { name, layer });

@@ -53,24 +53,14 @@ pub struct Int8Model {
 /// off converts to exactly what it evaluated).
 pub fn convert(model: &QatModel) -> Result<Int8Model> {
     let mut current = None;
-    Ok(Int8Model {
-        layers: convert_layers(&model.layers, "", &mut current)?,
-    })
+    Ok(Int8Model { layers: convert_layers(&model.layers, "", &mut current)? })
 }
 
 fn need_input(current: &Option<ActivationQParams>, path: &str) -> Result<ActivationQParams> {
-    current.ok_or_else(|| {
-        QatError::config(format!(
-            "{path}: receives float input but is quantized; put a QuantStub before it"
-        ))
-    })
+    current.ok_or_else(|| QatError::config(format!("{path}: receives float input but is quantized; put a QuantStub before it")))
 }
 
-fn convert_layers(
-    layers: &[Named<QatLayer>],
-    prefix: &str,
-    current: &mut Option<ActivationQParams>,
-) -> Result<Vec<Named<Int8Layer>>> {
+fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option<ActivationQParams>) -> Result<Vec<Named<Int8Layer>>> {
     let mut out = Vec::with_capacity(layers.len());
     for l in layers {
         let path = format!("{prefix}{}", l.name);
@@ -84,24 +74,12 @@ fn convert_layers(
                 *current = None;
                 Int8Layer::DeQuantize
             }
-            QatLayer::ConvBn2d(m) => {
-                Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?)
-            }
-            QatLayer::ConvBnReLU2d(m) => {
-                Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?)
-            }
-            QatLayer::ConvReLU2d(m) => {
-                Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?)
-            }
-            QatLayer::Conv2d(m) => {
-                Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?)
-            }
-            QatLayer::Linear(m) => {
-                Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?)
-            }
-            QatLayer::LinearReLU(m) => {
-                Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?)
-            }
+            QatLayer::ConvBn2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
+            QatLayer::ConvBnReLU2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
+            QatLayer::ConvReLU2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
+            QatLayer::Conv2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
+            QatLayer::Linear(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
+            QatLayer::LinearReLU(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::Relu(_) => Int8Layer::Relu,
             QatLayer::MaxPool2d(p) => Int8Layer::MaxPool2d(p.clone()),
             QatLayer::Flatten(_) => Int8Layer::Flatten,
@@ -109,8 +87,7 @@ fn convert_layers(
                 need_input(current, &path)?;
                 let body = convert_layers(&r.body, &format!("{path}.body."), current)?;
                 need_input(current, &format!("{path} (end of its body)"))?;
-                let add =
-                    quantized::Add::new(r.add.activation_qparams(&format!("{path}.add"))?, r.relu)?;
+                let add = quantized::Add::new(r.add.activation_qparams(&format!("{path}.add"))?, r.relu)?;
                 *current = Some(add.output);
                 Int8Layer::Residual { body, add }
             }
@@ -128,10 +105,7 @@ fn convert_layers(
             Int8Layer::Linear(m) => *current = Some(m.output),
             _ => {}
         }
-        out.push(Named {
-            name: l.name.clone(),
-            layer,
-        });
+        out.push(Named { name: l.name.clone(), layer });
     }
     Ok(out)
 }
@@ -171,13 +145,7 @@ impl Int8Model {
     }
 }
 
-fn run_layers(
-    layers: &[Named<Int8Layer>],
-    mut value: Value,
-    prefix: &str,
-    engine: Engine,
-    device: &Device,
-) -> Result<Value> {
+fn run_layers(layers: &[Named<Int8Layer>], mut value: Value, prefix: &str, engine: Engine, device: &Device) -> Result<Value> {
     for l in layers {
         let path = format!("{prefix}{}", l.name);
         value = match &l.layer {
@@ -185,9 +153,7 @@ fn run_layers(
                 Value::Image(t) => Value::Quantized(q.forward(&t)?),
                 Value::Features(t) => Value::Quantized(q.forward(&t)?),
                 Value::Quantized(_) => {
-                    return Err(QatError::config(format!(
-                        "{path}: Quantize received an already quantized tensor"
-                    )));
+                    return Err(QatError::config(format!("{path}: Quantize received an already quantized tensor")));
                 }
             },
             Int8Layer::DeQuantize => {
@@ -196,37 +162,24 @@ fn run_layers(
                     4 => Value::Image(q.to_tensor::<4>(device)?),
                     2 => Value::Features(q.to_tensor::<2>(device)?),
                     _ => {
-                        return Err(QatError::shape(
-                            &path,
-                            "a rank-2 or rank-4 tensor",
-                            format!("{:?}", q.shape),
-                        ));
+                        return Err(QatError::shape(&path, "a rank-2 or rank-4 tensor", format!("{:?}", q.shape)));
                     }
                 }
             }
             Int8Layer::Conv2d(m) => {
                 let x = value.quantized(&path)?;
-                Value::Quantized(if engine == Engine::Kernels {
-                    m.forward(&x)?
-                } else {
-                    m.forward_reference(&x, device)?
-                })
+                Value::Quantized(if engine == Engine::Kernels { m.forward(&x)? } else { m.forward_reference(&x, device)? })
             }
             Int8Layer::Linear(m) => {
                 let x = value.quantized(&path)?;
-                Value::Quantized(if engine == Engine::Kernels {
-                    m.forward(&x)?
-                } else {
-                    m.forward_reference(&x, device)?
-                })
+                Value::Quantized(if engine == Engine::Kernels { m.forward(&x)? } else { m.forward_reference(&x, device)? })
             }
             Int8Layer::Relu => value.relu(),
             Int8Layer::MaxPool2d(p) => p.forward(value, &path)?,
             Int8Layer::Flatten => Flatten.forward(value, &path)?,
             Int8Layer::Residual { body, add } => {
                 let shortcut: QTensor = value.clone().quantized(&path)?;
-                let y = run_layers(body, value, &format!("{path}.body."), engine, device)?
-                    .quantized(&path)?;
+                let y = run_layers(body, value, &format!("{path}.body."), engine, device)?.quantized(&path)?;
                 Value::Quantized(add.forward(&y, &shortcut)?)
             }
             Int8Layer::Float(f) => f.clone().forward(value, &path)?,

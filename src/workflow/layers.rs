@@ -51,33 +51,21 @@ impl Value {
     pub(crate) fn image(self, layer: &str) -> Result<Tensor<4>> {
         match self {
             Self::Image(x) => Ok(x),
-            other => Err(QatError::shape(
-                layer,
-                "an image tensor [N, C, H, W]",
-                other.describe(),
-            )),
+            other => Err(QatError::shape(layer, "an image tensor [N, C, H, W]", other.describe())),
         }
     }
 
     pub(crate) fn features(self, layer: &str) -> Result<Tensor<2>> {
         match self {
             Self::Features(x) => Ok(x),
-            other => Err(QatError::shape(
-                layer,
-                "a feature tensor [N, F] (add a Flatten before it)",
-                other.describe(),
-            )),
+            other => Err(QatError::shape(layer, "a feature tensor [N, F] (add a Flatten before it)", other.describe())),
         }
     }
 
     pub(crate) fn quantized(self, layer: &str) -> Result<QTensor> {
         match self {
             Self::Quantized(x) => Ok(x),
-            other => Err(QatError::shape(
-                layer,
-                "a quantized tensor (add a QuantStub before it)",
-                other.describe(),
-            )),
+            other => Err(QatError::shape(layer, "a quantized tensor (add a QuantStub before it)", other.describe())),
         }
     }
 
@@ -100,14 +88,8 @@ impl Value {
     pub(crate) fn float_add(self, other: Self, layer: &str) -> Result<Self> {
         match (self, other) {
             (Self::Image(a), Self::Image(b)) if a.dims() == b.dims() => Ok(Self::Image(a + b)),
-            (Self::Features(a), Self::Features(b)) if a.dims() == b.dims() => {
-                Ok(Self::Features(a + b))
-            }
-            (a, b) => Err(QatError::shape(
-                layer,
-                format!("the residual shape {}", b.describe()),
-                a.describe(),
-            )),
+            (Self::Features(a), Self::Features(b)) if a.dims() == b.dims() => Ok(Self::Features(a + b)),
+            (a, b) => Err(QatError::shape(layer, format!("the residual shape {}", b.describe()), a.describe())),
         }
     }
 
@@ -128,23 +110,14 @@ impl Value {
 impl MaxPool2d {
     pub fn new(kernel_size: usize, stride: usize) -> Result<Self> {
         if kernel_size == 0 || stride == 0 {
-            return Err(QatError::config(format!(
-                "MaxPool2d: kernel_size ({kernel_size}) and stride ({stride}) must be positive"
-            )));
+            return Err(QatError::config(format!("MaxPool2d: kernel_size ({kernel_size}) and stride ({stride}) must be positive")));
         }
-        Ok(Self {
-            kernel_size,
-            stride,
-        })
+        Ok(Self { kernel_size, stride })
     }
 
     fn out_size(&self, size: usize, layer: &str) -> Result<usize> {
         if size < self.kernel_size {
-            return Err(QatError::shape(
-                layer,
-                format!("spatial size at least {}", self.kernel_size),
-                format!("{size}"),
-            ));
+            return Err(QatError::shape(layer, format!("spatial size at least {}", self.kernel_size), format!("{size}")));
         }
         Ok((size - self.kernel_size) / self.stride + 1)
     }
@@ -154,9 +127,8 @@ impl MaxPool2d {
     pub fn forward(&self, x: Value, layer: &str) -> Result<Value> {
         match x {
             Value::Quantized(q) => {
-                let [n, c, h, w]: [usize; 4] = q.shape.clone().try_into().map_err(|_| {
-                    QatError::shape(layer, "[N, C, H, W]", format!("{:?}", q.shape))
-                })?;
+                let [n, c, h, w]: [usize; 4] =
+                    q.shape.clone().try_into().map_err(|_| QatError::shape(layer, "[N, C, H, W]", format!("{:?}", q.shape)))?;
                 let (oh, ow) = (self.out_size(h, layer)?, self.out_size(w, layer)?);
                 let mut values = Vec::with_capacity(n * c * oh * ow);
                 for plane in q.values.chunks(h * w) {
@@ -164,27 +136,21 @@ impl MaxPool2d {
                         for ox in 0..ow {
                             let mut m = 0u8;
                             for ky in 0..self.kernel_size {
-                                let row = &plane[(oy * self.stride + ky) * w + ox * self.stride..]
-                                    [..self.kernel_size];
+                                let row = &plane[(oy * self.stride + ky) * w + ox * self.stride..][..self.kernel_size];
                                 m = row.iter().fold(m, |a, &b| a.max(b));
                             }
                             values.push(m);
                         }
                     }
                 }
-                Ok(Value::Quantized(QTensor {
-                    values,
-                    shape: vec![n, c, oh, ow],
-                    qparams: q.qparams,
-                }))
+                Ok(Value::Quantized(QTensor { values, shape: vec![n, c, oh, ow], qparams: q.qparams }))
             }
             other => {
                 let x = other.image(layer)?;
                 let [_, _, h, w] = x.dims();
                 self.out_size(h, layer)?;
                 self.out_size(w, layer)?;
-                let options =
-                    MaxPoolOptions::new([self.kernel_size; 2]).with_stride([self.stride; 2]);
+                let options = MaxPoolOptions::new([self.kernel_size; 2]).with_stride([self.stride; 2]);
                 Ok(Value::Image(max_pool2d(x, options)))
             }
         }
@@ -200,11 +166,7 @@ impl Flatten {
                 Ok(Value::Quantized(q))
             }
             Value::Quantized(q) => Ok(Value::Quantized(q)),
-            Value::Features(x) => Err(QatError::shape(
-                layer,
-                "an image tensor to flatten",
-                format!("{:?}", x.dims()),
-            )),
+            Value::Features(x) => Err(QatError::shape(layer, "an image tensor to flatten", format!("{:?}", x.dims()))),
         }
     }
 }

@@ -5,6 +5,7 @@
 mod convert_module;
 mod float_model;
 mod float_state;
+mod int8_io;
 mod int8_model;
 mod layers;
 mod qat_model;

@@ -79,24 +79,11 @@ pub fn prepare_qat(model: FloatModel, qconfig: impl Into<QConfigMap>) -> Result<
     let map = qconfig.into();
     let mut consistent = true;
     let layers = prepare_layers(model.layers, "", &map, &mut consistent)?;
-    let eval_arithmetic = if consistent {
-        EvalArithmetic::Deployment
-    } else {
-        EvalArithmetic::Float
-    };
-    Ok(QatModel {
-        layers,
-        eval_arithmetic,
-        training: true,
-    })
+    let eval_arithmetic = if consistent { EvalArithmetic::Deployment } else { EvalArithmetic::Float };
+    Ok(QatModel { layers, eval_arithmetic, training: true })
 }
 
-fn prepare_layers(
-    layers: Vec<Named<Layer>>,
-    prefix: &str,
-    map: &QConfigMap,
-    consistent: &mut bool,
-) -> Result<Vec<Named<QatLayer>>> {
+fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, consistent: &mut bool) -> Result<Vec<Named<QatLayer>>> {
     layers
         .into_iter()
         .map(|Named { name, layer }| {
@@ -244,27 +231,15 @@ impl QatModule for QatModel {
 
     fn set_training(&mut self, mode: bool) {
         self.training = mode;
-        visit_layers(&mut self.layers, &mut |l| {
-            l.children_mut()
-                .into_iter()
-                .for_each(|m| m.set_training(mode))
-        });
+        visit_layers(&mut self.layers, &mut |l| l.children_mut().into_iter().for_each(|m| m.set_training(mode)));
     }
 
     fn freeze_bn_stats(&mut self) {
-        visit_layers(&mut self.layers, &mut |l| {
-            l.children_mut()
-                .into_iter()
-                .for_each(|m| m.freeze_bn_stats())
-        });
+        visit_layers(&mut self.layers, &mut |l| l.children_mut().into_iter().for_each(|m| m.freeze_bn_stats()));
     }
 
     fn update_bn_stats(&mut self) {
-        visit_layers(&mut self.layers, &mut |l| {
-            l.children_mut()
-                .into_iter()
-                .for_each(|m| m.update_bn_stats())
-        });
+        visit_layers(&mut self.layers, &mut |l| l.children_mut().into_iter().for_each(|m| m.update_bn_stats()));
     }
 }
 
@@ -272,9 +247,7 @@ fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
     for l in layers {
         let p = join(prefix, &format!("{}.", l.name));
         match &l.layer {
-            QatLayer::QuantStub(s) => s
-                .activation_post_process
-                .write_state(&join(&p, "activation_post_process."), out),
+            QatLayer::QuantStub(s) => s.activation_post_process.write_state(&join(&p, "activation_post_process."), out),
             QatLayer::ConvBn2d(m) => m.write_state(&p, out),
             QatLayer::ConvBnReLU2d(m) => m.write_state(&p, out),
             QatLayer::ConvReLU2d(m) => m.write_state(&p, out),
@@ -283,14 +256,10 @@ fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
             QatLayer::LinearReLU(m) => m.write_state(&p, out),
             QatLayer::Residual(r) => {
                 write_layers(&r.body, &join(&p, "body."), out);
-                r.add
-                    .write_state(&join(&p, "add.activation_post_process."), out);
+                r.add.write_state(&join(&p, "add.activation_post_process."), out);
             }
             QatLayer::Float(f) => super::float_state::write_float_layer(f, &p, out),
-            QatLayer::DeQuantStub(_)
-            | QatLayer::Relu(_)
-            | QatLayer::MaxPool2d(_)
-            | QatLayer::Flatten(_) => {}
+            QatLayer::DeQuantStub(_) | QatLayer::Relu(_) | QatLayer::MaxPool2d(_) | QatLayer::Flatten(_) => {}
         }
     }
 }
@@ -299,9 +268,7 @@ fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateR
     for l in layers {
         let p = join(prefix, &format!("{}.", l.name));
         match &mut l.layer {
-            QatLayer::QuantStub(s) => s
-                .activation_post_process
-                .read_state(&join(&p, "activation_post_process."), reader),
+            QatLayer::QuantStub(s) => s.activation_post_process.read_state(&join(&p, "activation_post_process."), reader),
             QatLayer::ConvBn2d(m) => m.read_state(&p, reader),
             QatLayer::ConvBnReLU2d(m) => m.read_state(&p, reader),
             QatLayer::ConvReLU2d(m) => m.read_state(&p, reader),
@@ -310,14 +277,10 @@ fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateR
             QatLayer::LinearReLU(m) => m.read_state(&p, reader),
             QatLayer::Residual(r) => {
                 read_layers(&mut r.body, &join(&p, "body."), reader);
-                r.add
-                    .read_state(&join(&p, "add.activation_post_process."), reader);
+                r.add.read_state(&join(&p, "add.activation_post_process."), reader);
             }
             QatLayer::Float(f) => super::float_state::read_float_layer(f, &p, reader),
-            QatLayer::DeQuantStub(_)
-            | QatLayer::Relu(_)
-            | QatLayer::MaxPool2d(_)
-            | QatLayer::Flatten(_) => {}
+            QatLayer::DeQuantStub(_) | QatLayer::Relu(_) | QatLayer::MaxPool2d(_) | QatLayer::Flatten(_) => {}
         }
     }
 }

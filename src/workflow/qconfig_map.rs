@@ -12,10 +12,7 @@ pub struct QConfigMap {
 
 impl QConfigMap {
     pub fn new(default: Option<QConfig>) -> Self {
-        Self {
-            default,
-            overrides: Vec::new(),
-        }
+        Self { default, overrides: Vec::new() }
     }
 
     /// Overrides the qconfig of `path` and everything under it.

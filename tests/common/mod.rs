@@ -8,9 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::state_dict::{StateDict, TensorValue, load_safetensors};
 
 pub fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
 }
 
 pub fn load_golden(name: &str) -> (StateDict, HashMap<String, String>) {
@@ -18,39 +16,24 @@ pub fn load_golden(name: &str) -> (StateDict, HashMap<String, String>) {
 }
 
 pub fn get<'a>(state: &'a StateDict, key: &str) -> &'a TensorValue {
-    state
-        .get(key)
-        .unwrap_or_else(|| panic!("fixture has no key {key:?}"))
+    state.get(key).unwrap_or_else(|| panic!("fixture has no key {key:?}"))
 }
 
 pub fn f32s(state: &StateDict, key: &str) -> Vec<f32> {
-    get(state, key)
-        .as_f32()
-        .unwrap_or_else(|| panic!("{key} is not f32"))
-        .to_vec()
+    get(state, key).as_f32().unwrap_or_else(|| panic!("{key} is not f32")).to_vec()
 }
 
 pub fn ints(state: &StateDict, key: &str) -> Vec<i64> {
-    get(state, key)
-        .to_f64_vec()
-        .iter()
-        .map(|&v| v as i64)
-        .collect()
+    get(state, key).to_f64_vec().iter().map(|&v| v as i64).collect()
 }
 
 pub fn tensor<const D: usize>(state: &StateDict, key: &str, device: &Device) -> Tensor<D> {
     let t = get(state, key);
-    Tensor::from_data(
-        TensorData::new(t.as_f32().expect("f32").to_vec(), t.shape.clone()),
-        device,
-    )
+    Tensor::from_data(TensorData::new(t.as_f32().expect("f32").to_vec(), t.shape.clone()), device)
 }
 
 pub fn to_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    t.to_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 data")
+    t.to_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data")
 }
 
 /// Asserts `|a - b| <= atol + rtol * |b|` elementwise, reporting the worst element.
@@ -66,14 +49,7 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], rtol: f32, ato
 pub const REDUCTION_NOISE: f32 = 1e-6;
 
 /// [`assert_close`] with an extra absolute allowance of `floor * max|b|`.
-pub fn assert_close_floor(
-    what: &str,
-    actual: &[f32],
-    expected: &[f32],
-    rtol: f32,
-    atol: f32,
-    floor: f32,
-) {
+pub fn assert_close_floor(what: &str, actual: &[f32], expected: &[f32], rtol: f32, atol: f32, floor: f32) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
     let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let atol = atol + floor * scale;
@@ -102,17 +78,9 @@ pub fn assert_close_floor(
 /// Asserts bit equality (so -0.0 and 0.0 differ, NaN payloads matter).
 pub fn assert_bits_eq(what: &str, actual: &[f32], expected: &[f32]) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
-    let diffs: Vec<usize> = (0..actual.len())
-        .filter(|&i| actual[i].to_bits() != expected[i].to_bits())
-        .collect();
+    let diffs: Vec<usize> = (0..actual.len()).filter(|&i| actual[i].to_bits() != expected[i].to_bits()).collect();
     if let Some(&i) = diffs.first() {
-        panic!(
-            "{what}: {} of {} elements differ; first at {i}: got {:e} expected {:e}",
-            diffs.len(),
-            actual.len(),
-            actual[i],
-            expected[i]
-        );
+        panic!("{what}: {} of {} elements differ; first at {i}: got {:e} expected {:e}", diffs.len(), actual.len(), actual[i], expected[i]);
     }
 }
 
@@ -123,29 +91,25 @@ pub fn f64s(state: &StateDict, key: &str) -> Vec<f64> {
 /// An f64 tensor from an f64 fixture entry.
 pub fn tensor_f64<const D: usize>(state: &StateDict, key: &str, device: &Device) -> Tensor<D> {
     let t = get(state, key);
-    Tensor::from_data(
-        TensorData::new(t.to_f64_vec(), t.shape.clone()),
-        (device, burn::tensor::DType::F64),
-    )
+    Tensor::from_data(TensorData::new(t.to_f64_vec(), t.shape.clone()), (device, burn::tensor::DType::F64))
 }
 
 pub fn to_vec_f64<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
-    t.to_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("f64 data")
+    t.to_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data")
 }
 
 /// Asserts `|a - b| <= atol` elementwise in f64.
 pub fn assert_close_f64(what: &str, actual: &[f64], expected: &[f64], atol: f64) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
-    let worst = actual
-        .iter()
-        .zip(expected)
-        .map(|(a, e)| (a - e).abs())
-        .fold(
-            0.0f64,
-            |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-        );
+    let worst =
+        actual.iter().zip(expected).map(|(a, e)| (a - e).abs()).fold(0.0f64, |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) });
     assert!(worst <= atol, "{what}: max |diff| {worst:e} > {atol:e}");
+}
+
+/// burn's random generator is global: tests that draw from it hold this lock for their whole
+/// run, so that parallel tests do not interleave draws and each run builds the same models.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SEEDED.lock().unwrap_or_else(|e| e.into_inner())
 }

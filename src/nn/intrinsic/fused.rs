@@ -48,9 +48,7 @@ impl ConvBn2d {
 
 impl ConvBnReLU2d {
     pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
-        Ok(relu(
-            self.bn.forward(self.conv.forward(x)?, "ConvBnReLU2d")?,
-        ))
+        Ok(relu(self.bn.forward(self.conv.forward(x)?, "ConvBnReLU2d")?))
     }
 }
 
@@ -75,11 +73,7 @@ pub fn fuse_conv_bn_weights(conv: &float::Conv2d, bn: &BatchNorm) -> float::Conv
     let mean: Tensor<1> = host_tensor(bn.running_mean().to_vec(), [c], &w);
     let gamma = bn.weight.val();
     let weight = w.clone() * (gamma.clone() * rsqrt.clone()).reshape(weight_channel_shape::<4>(c));
-    let bias = conv
-        .bias
-        .as_ref()
-        .map(Param::val)
-        .unwrap_or_else(|| Tensor::zeros([c], &w.device()));
+    let bias = conv.bias.as_ref().map(Param::val).unwrap_or_else(|| Tensor::zeros([c], &w.device()));
     let bias = (bias - mean) * rsqrt * gamma + bn.bias.val();
     float::Conv2d {
         weight: Param::from_tensor(weight.detach()),

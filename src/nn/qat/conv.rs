@@ -28,22 +28,10 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// PyTorch's `Conv2d(..., bias=True, qconfig)` with its default init.
-    pub fn new(
-        options: Conv2dOptions,
-        bias: bool,
-        qconfig: QConfig,
-        device: &burn::tensor::Device,
-    ) -> Result<Self> {
+    pub fn new(options: Conv2dOptions, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
         options.validate()?;
         let (weight, bias) = default_conv_params(&options, bias, device);
-        Ok(Self {
-            weight,
-            bias,
-            weight_fake_quant: qconfig.weight.init()?,
-            activation_post_process: None,
-            options,
-            qconfig,
-        })
+        Ok(Self { weight, bias, weight_fake_quant: qconfig.weight.init()?, activation_post_process: None, options, qconfig })
     }
 
     /// Swaps a float conv for its QAT version (sharing its parameters).
@@ -60,11 +48,7 @@ impl Conv2d {
 
     /// The float conv with the current (not fake-quantized) weights.
     pub fn to_float(&self) -> float::Conv2d {
-        float::Conv2d {
-            weight: self.weight.clone(),
-            bias: self.bias.clone(),
-            options: self.options.clone(),
-        }
+        float::Conv2d { weight: self.weight.clone(), bias: self.bias.clone(), options: self.options.clone() }
     }
 
     /// Attaches the output fake quant from the qconfig (what `prepare_qat` does).
@@ -77,20 +61,10 @@ impl Conv2d {
         self.forward_with(x, false, "Conv2d")
     }
 
-    pub(crate) fn forward_with(
-        &mut self,
-        x: Tensor<4>,
-        fused_relu: bool,
-        layer: &str,
-    ) -> Result<Tensor<4>> {
+    pub(crate) fn forward_with(&mut self, x: Tensor<4>, fused_relu: bool, layer: &str) -> Result<Tensor<4>> {
         self.options.check_input(x.dims(), layer)?;
-        let weight = self
-            .weight_fake_quant
-            .forward(self.weight.val())
-            .map_err(|e| in_layer(e, layer, "weight"))?;
-        let y = self
-            .options
-            .forward(x, weight, self.bias.as_ref().map(Param::val));
+        let weight = self.weight_fake_quant.forward(self.weight.val()).map_err(|e| in_layer(e, layer, "weight"))?;
+        let y = self.options.forward(x, weight, self.bias.as_ref().map(Param::val));
         let y = if fused_relu { relu(y) } else { y };
         self.activation_post_process.apply(y, layer)
     }
@@ -102,8 +76,7 @@ impl SaveStateDict for Conv2d {
         if let Some(bias) = &self.bias {
             write_param(bias, join(prefix, "bias"), out);
         }
-        self.weight_fake_quant
-            .write_state(&join(prefix, "weight_fake_quant."), out);
+        self.weight_fake_quant.write_state(&join(prefix, "weight_fake_quant."), out);
         if let Some(fq) = &self.activation_post_process {
             fq.write_state(&join(prefix, "activation_post_process."), out);
         }
@@ -116,8 +89,7 @@ impl LoadStateDict for Conv2d {
         if let Some(bias) = &mut self.bias {
             read_param(bias, &join(prefix, "bias"), reader);
         }
-        self.weight_fake_quant
-            .read_state(&join(prefix, "weight_fake_quant."), reader);
+        self.weight_fake_quant.read_state(&join(prefix, "weight_fake_quant."), reader);
         if let Some(fq) = &mut self.activation_post_process {
             fq.read_state(&join(prefix, "activation_post_process."), reader);
         }

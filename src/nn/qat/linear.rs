@@ -25,21 +25,9 @@ pub struct Linear {
 
 impl Linear {
     /// PyTorch's `Linear(in_features, out_features, bias=True, qconfig)` with its default init.
-    pub fn new(
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-        qconfig: QConfig,
-        device: &burn::tensor::Device,
-    ) -> Result<Self> {
+    pub fn new(in_features: usize, out_features: usize, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
         let (weight, bias) = default_linear_params(in_features, out_features, bias, device)?;
-        Ok(Self {
-            weight,
-            bias,
-            weight_fake_quant: qconfig.weight.init()?,
-            activation_post_process: None,
-            qconfig,
-        })
+        Ok(Self { weight, bias, weight_fake_quant: qconfig.weight.init()?, activation_post_process: None, qconfig })
     }
 
     pub fn from_float(linear: &float::Linear, qconfig: QConfig) -> Result<Self> {
@@ -53,10 +41,7 @@ impl Linear {
     }
 
     pub fn to_float(&self) -> float::Linear {
-        float::Linear {
-            weight: self.weight.clone(),
-            bias: self.bias.clone(),
-        }
+        float::Linear { weight: self.weight.clone(), bias: self.bias.clone() }
     }
 
     pub fn with_output_fake_quant(mut self) -> Result<Self> {
@@ -76,16 +61,8 @@ impl Linear {
         self.forward_with(x, false, "Linear")
     }
 
-    pub(crate) fn forward_with<const D: usize>(
-        &mut self,
-        x: Tensor<D>,
-        fused_relu: bool,
-        layer: &str,
-    ) -> Result<Tensor<D>> {
-        let weight = self
-            .weight_fake_quant
-            .forward(self.weight.val())
-            .map_err(|e| in_layer(e, layer, "weight"))?;
+    pub(crate) fn forward_with<const D: usize>(&mut self, x: Tensor<D>, fused_relu: bool, layer: &str) -> Result<Tensor<D>> {
+        let weight = self.weight_fake_quant.forward(self.weight.val()).map_err(|e| in_layer(e, layer, "weight"))?;
         let y = linear_forward(x, weight, self.bias.as_ref().map(Param::val), layer)?;
         let y = if fused_relu { relu(y) } else { y };
         self.activation_post_process.apply(y, layer)
@@ -98,8 +75,7 @@ impl SaveStateDict for Linear {
         if let Some(bias) = &self.bias {
             write_param(bias, join(prefix, "bias"), out);
         }
-        self.weight_fake_quant
-            .write_state(&join(prefix, "weight_fake_quant."), out);
+        self.weight_fake_quant.write_state(&join(prefix, "weight_fake_quant."), out);
         if let Some(fq) = &self.activation_post_process {
             fq.write_state(&join(prefix, "activation_post_process."), out);
         }
@@ -112,8 +88,7 @@ impl LoadStateDict for Linear {
         if let Some(bias) = &mut self.bias {
             read_param(bias, &join(prefix, "bias"), reader);
         }
-        self.weight_fake_quant
-            .read_state(&join(prefix, "weight_fake_quant."), reader);
+        self.weight_fake_quant.read_state(&join(prefix, "weight_fake_quant."), reader);
         if let Some(fq) = &mut self.activation_post_process {
             fq.read_state(&join(prefix, "activation_post_process."), reader);
         }

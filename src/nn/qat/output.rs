@@ -26,28 +26,18 @@ impl OutputFakeQuant for Option<FakeQuantize> {
 /// Names the layer (and which of its tensors) in an error raised by one of its fake quants.
 pub(crate) fn in_layer(error: QatError, layer: &str, tensor: &str) -> QatError {
     match error {
-        QatError::NonFinite { what, .. } => QatError::NonFinite {
-            context: format!("{layer} ({tensor})"),
-            what,
-        },
+        QatError::NonFinite { what, .. } => QatError::NonFinite { context: format!("{layer} ({tensor})"), what },
         other => other,
     }
 }
 
 /// Writes a parameter under `key`, as f64 if it is f64, else f32.
-pub(crate) fn write_param<const D: usize>(
-    param: &Param<Tensor<D>>,
-    key: String,
-    out: &mut StateDict,
-) {
+pub(crate) fn write_param<const D: usize>(param: &Param<Tensor<D>>, key: String, out: &mut StateDict) {
     let t = param.val();
     let shape = t.dims().to_vec();
     let values = host_values(&t);
     let value = if t.dtype() == DType::F64 {
-        TensorValue {
-            shape,
-            values: Values::F64(values),
-        }
+        TensorValue { shape, values: Values::F64(values) }
     } else {
         TensorValue::f32(shape, values.into_iter().map(|v| v as f32).collect())
     };
@@ -56,11 +46,7 @@ pub(crate) fn write_param<const D: usize>(
 
 /// Reads a parameter of the same shape from `key`, keeping its id. The stored dtype (f32 or
 /// f64) becomes the parameter's dtype, as a PyTorch `load_state_dict` of a `.double()` module.
-pub(crate) fn read_param<const D: usize>(
-    param: &mut Param<Tensor<D>>,
-    key: &str,
-    reader: &mut StateReader<'_>,
-) {
+pub(crate) fn read_param<const D: usize>(param: &mut Param<Tensor<D>>, key: &str, reader: &mut StateReader<'_>) {
     let current = param.val();
     let dims = current.dims();
     if let Some((_, values, is_f64)) = reader.float(key, Some(&dims)) {

@@ -13,29 +13,18 @@ pub struct Add {
 
 impl Add {
     pub fn new(output: ActivationQParams, relu: bool) -> Result<Self> {
-        Ok(Self {
-            output: output.validated("quantized Add")?,
-            relu,
-        })
+        Ok(Self { output: output.validated("quantized Add")?, relu })
     }
 
     pub fn forward(&self, a: &QTensor, b: &QTensor) -> Result<QTensor> {
         if a.shape != b.shape {
-            return Err(QatError::shape(
-                "quantized Add",
-                format!("{:?} (the first operand's shape)", a.shape),
-                format!("{:?}", b.shape),
-            ));
+            return Err(QatError::shape("quantized Add", format!("{:?} (the first operand's shape)", a.shape), format!("{:?}", b.shape)));
         }
         let out = self.output;
         let ma = (a.qparams.scale as f64 / out.scale as f64) as f32;
         let mb = (b.qparams.scale as f64 / out.scale as f64) as f32;
         let (za, zb) = (a.qparams.zero_point, b.qparams.zero_point);
-        let lo = if self.relu {
-            out.zero_point.max(out.quant_min)
-        } else {
-            out.quant_min
-        };
+        let lo = if self.relu { out.zero_point.max(out.quant_min) } else { out.quant_min };
         let values = a
             .values
             .iter()
@@ -46,10 +35,6 @@ impl Add {
                 q.max(lo as f32).min(out.quant_max as f32) as u8
             })
             .collect();
-        Ok(QTensor {
-            values,
-            shape: a.shape.clone(),
-            qparams: out,
-        })
+        Ok(QTensor { values, shape: a.shape.clone(), qparams: out })
     }
 }

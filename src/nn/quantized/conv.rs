@@ -35,53 +35,48 @@ impl Conv2d {
         output: ActivationQParams,
         relu: bool,
     ) -> Result<Self> {
+        let input = input.validated("quantized Conv2d input")?;
+        if float_bias.len() != weight_scale.len() {
+            return Err(QatError::shape("quantized Conv2d", format!("{} biases", weight_scale.len()), format!("{}", float_bias.len())));
+        }
+        let bias = float_bias.iter().zip(&weight_scale).map(|(&b, &s)| quantize_bias(b, input.scale, s)).collect();
+        Self::from_parts(options, weight, weight_scale, weight_zero_point, bias, input, output, relu)
+    }
+
+    /// Builds the module from its stored parts (an int32 bias already at `s_in * s_w`),
+    /// checking that they fit together.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        options: Conv2dOptions,
+        weight: Vec<i8>,
+        weight_scale: Vec<f32>,
+        weight_zero_point: Vec<i32>,
+        bias: Vec<i32>,
+        input: ActivationQParams,
+        output: ActivationQParams,
+        relu: bool,
+    ) -> Result<Self> {
         options.validate()?;
         let o = options.out_channels;
         let expected: usize = options.weight_shape().iter().product();
-        if weight.len() != expected
-            || weight_scale.len() != o
-            || weight_zero_point.len() != o
-            || float_bias.len() != o
-        {
+        if weight.len() != expected || weight_scale.len() != o || weight_zero_point.len() != o || bias.len() != o {
             return Err(QatError::shape(
                 "quantized Conv2d",
                 format!("{expected} weights and {o} scales, zero points and biases"),
-                format!(
-                    "{}, {}, {}, {}",
-                    weight.len(),
-                    weight_scale.len(),
-                    weight_zero_point.len(),
-                    float_bias.len()
-                ),
+                format!("{}, {}, {}, {}", weight.len(), weight_scale.len(), weight_zero_point.len(), bias.len()),
             ));
         }
         if weight_scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(QatError::config(
-                "quantized Conv2d: weight scales must be finite and positive",
-            ));
+            return Err(QatError::config("quantized Conv2d: weight scales must be finite and positive"));
         }
         let input = input.validated("quantized Conv2d input")?;
-        let bias = float_bias
-            .iter()
-            .zip(&weight_scale)
-            .map(|(&b, &s)| quantize_bias(b, input.scale, s))
-            .collect();
-        Ok(Self {
-            options,
-            weight,
-            weight_scale,
-            weight_zero_point,
-            bias,
-            input,
-            output: output.validated("quantized Conv2d output")?,
-            relu,
-        })
+        let output = output.validated("quantized Conv2d output")?;
+        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu })
     }
 
     pub fn forward(&self, x: &QTensor) -> Result<QTensor> {
-        let dims: [usize; 4] = x.shape.clone().try_into().map_err(|_| {
-            QatError::shape("quantized Conv2d", "[N, C, H, W]", format!("{:?}", x.shape))
-        })?;
+        let dims: [usize; 4] =
+            x.shape.clone().try_into().map_err(|_| QatError::shape("quantized Conv2d", "[N, C, H, W]", format!("{:?}", x.shape)))?;
         self.options.check_input(dims, "quantized Conv2d")?;
         if x.qparams != self.input {
             return Err(QatError::config(format!(
@@ -93,44 +88,22 @@ impl Conv2d {
         let weight = self.centered_weight();
         let (acc, out_shape) = conv2d_accumulate(&centered, dims, &weight, &self.options, padding);
         let p = out_shape[2] * out_shape[3];
-        let lo = if self.relu {
-            self.output.zero_point.max(self.output.quant_min)
-        } else {
-            self.output.quant_min
-        };
-        let multipliers: Vec<f32> = self
-            .weight_scale
-            .iter()
-            .map(|&s| requant_multiplier(self.input.scale, s, self.output.scale))
-            .collect();
+        let lo = if self.relu { self.output.zero_point.max(self.output.quant_min) } else { self.output.quant_min };
+        let multipliers: Vec<f32> = self.weight_scale.iter().map(|&s| requant_multiplier(self.input.scale, s, self.output.scale)).collect();
         let values = acc
             .iter()
             .enumerate()
             .map(|(i, &a)| {
                 let o = (i / p) % self.options.out_channels;
-                requantize(
-                    a.saturating_add(self.bias[o]),
-                    multipliers[o],
-                    self.output.zero_point,
-                    lo,
-                    self.output.quant_max,
-                ) as u8
+                requantize(a.saturating_add(self.bias[o]), multipliers[o], self.output.zero_point, lo, self.output.quant_max) as u8
             })
             .collect();
-        Ok(QTensor {
-            values,
-            shape: out_shape.to_vec(),
-            qparams: self.output,
-        })
+        Ok(QTensor { values, shape: out_shape.to_vec(), qparams: self.output })
     }
 
     fn centered_weight(&self) -> Vec<i32> {
         let k = self.weight.len() / self.options.out_channels;
-        self.weight
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| w as i32 - self.weight_zero_point[i / k])
-            .collect()
+        self.weight.iter().enumerate().map(|(i, &w)| w as i32 - self.weight_zero_point[i / k]).collect()
     }
 
     /// Centered input; non-zero padding modes are applied to the integers here, so the kernel

@@ -31,11 +31,7 @@ fn requantize_all(
     relu: bool,
     channel: impl Fn(usize) -> usize,
 ) -> Vec<u8> {
-    let lo = if relu {
-        out.zero_point.max(out.quant_min)
-    } else {
-        out.quant_min
-    };
+    let lo = if relu { out.zero_point.max(out.quant_min) } else { out.quant_min };
     acc.iter()
         .enumerate()
         .map(|(i, &a)| {
@@ -49,80 +45,37 @@ fn requantize_all(
 impl Conv2d {
     /// The same result as [`Conv2d::forward`], computed with burn's f64 `conv2d`.
     pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
-        let dims: [usize; 4] = x.shape.clone().try_into().map_err(|_| {
-            crate::QatError::shape("quantized Conv2d", "[N, C, H, W]", format!("{:?}", x.shape))
-        })?;
+        let dims: [usize; 4] =
+            x.shape.clone().try_into().map_err(|_| crate::QatError::shape("quantized Conv2d", "[N, C, H, W]", format!("{:?}", x.shape)))?;
         self.options.check_input(dims, "quantized Conv2d")?;
         let input = f64_tensor(centered_f64(x), dims, device);
         let k = self.weight.len() / self.options.out_channels;
-        let weight: Vec<f64> = self
-            .weight
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| (w as i32 - self.weight_zero_point[i / k]) as f64)
-            .collect();
+        let weight: Vec<f64> = self.weight.iter().enumerate().map(|(i, &w)| (w as i32 - self.weight_zero_point[i / k]) as f64).collect();
         let weight = f64_tensor(weight, self.options.weight_shape(), device);
         let [ph, pw] = self.options.padding;
         let (input, padding) = match self.options.padding_mode {
             PaddingMode::Zeros => (input, self.options.padding),
-            PaddingMode::Reflect => (
-                input.pad([(ph, ph), (pw, pw)], burn::tensor::ops::PadMode::Reflect),
-                [0, 0],
-            ),
-            PaddingMode::Replicate => (
-                input.pad([(ph, ph), (pw, pw)], burn::tensor::ops::PadMode::Edge),
-                [0, 0],
-            ),
+            PaddingMode::Reflect => (input.pad([(ph, ph), (pw, pw)], burn::tensor::ops::PadMode::Reflect), [0, 0]),
+            PaddingMode::Replicate => (input.pad([(ph, ph), (pw, pw)], burn::tensor::ops::PadMode::Edge), [0, 0]),
             PaddingMode::Circular => {
                 let wrap = |t: Tensor<4>, dim: usize, p: usize| {
                     if p == 0 {
                         return t;
                     }
                     let size = t.dims()[dim];
-                    Tensor::cat(
-                        vec![
-                            t.clone().narrow(dim, size - p, p),
-                            t.clone(),
-                            t.narrow(dim, 0, p),
-                        ],
-                        dim,
-                    )
+                    Tensor::cat(vec![t.clone().narrow(dim, size - p, p), t.clone(), t.narrow(dim, 0, p)], dim)
                 };
                 (wrap(wrap(input, 2, ph), 3, pw), [0, 0])
             }
         };
         let o = &self.options;
-        let acc = conv2d(
-            input,
-            weight,
-            None,
-            ConvOptions::new(o.stride, padding, o.dilation, o.groups),
-        );
+        let acc = conv2d(input, weight, None, ConvOptions::new(o.stride, padding, o.dilation, o.groups));
         let out_shape = acc.dims();
-        let acc = acc
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .expect("f64 data");
-        let multipliers: Vec<f32> = self
-            .weight_scale
-            .iter()
-            .map(|&s| requant_multiplier(self.input.scale, s, self.output.scale))
-            .collect();
+        let acc = acc.into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data");
+        let multipliers: Vec<f32> = self.weight_scale.iter().map(|&s| requant_multiplier(self.input.scale, s, self.output.scale)).collect();
         let p = out_shape[2] * out_shape[3];
-        let values = requantize_all(
-            &acc,
-            &self.bias,
-            &multipliers,
-            &self.output,
-            self.relu,
-            |i| (i / p) % o.out_channels,
-        );
-        Ok(QTensor {
-            values,
-            shape: out_shape.to_vec(),
-            qparams: self.output,
-        })
+        let values = requantize_all(&acc, &self.bias, &multipliers, &self.output, self.relu, |i| (i / p) % o.out_channels);
+        Ok(QTensor { values, shape: out_shape.to_vec(), qparams: self.output })
     }
 }
 
@@ -131,38 +84,14 @@ impl Linear {
     pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
         let rows = x.values.len() / self.in_features.max(1);
         let input = f64_tensor(centered_f64(x), [rows, self.in_features], device);
-        let weight: Vec<f64> = self
-            .weight
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| (w as i32 - self.weight_zero_point[i / self.in_features]) as f64)
-            .collect();
+        let weight: Vec<f64> =
+            self.weight.iter().enumerate().map(|(i, &w)| (w as i32 - self.weight_zero_point[i / self.in_features]) as f64).collect();
         let weight = f64_tensor(weight, [self.out_features, self.in_features], device);
-        let acc = input
-            .matmul(weight.transpose())
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .expect("f64 data");
-        let multipliers: Vec<f32> = self
-            .weight_scale
-            .iter()
-            .map(|&s| requant_multiplier(self.input.scale, s, self.output.scale))
-            .collect();
-        let values = requantize_all(
-            &acc,
-            &self.bias,
-            &multipliers,
-            &self.output,
-            self.relu,
-            |i| i % self.out_features,
-        );
+        let acc = input.matmul(weight.transpose()).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data");
+        let multipliers: Vec<f32> = self.weight_scale.iter().map(|&s| requant_multiplier(self.input.scale, s, self.output.scale)).collect();
+        let values = requantize_all(&acc, &self.bias, &multipliers, &self.output, self.relu, |i| i % self.out_features);
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("non-empty shape") = self.out_features;
-        Ok(QTensor {
-            values,
-            shape,
-            qparams: self.output,
-        })
+        Ok(QTensor { values, shape, qparams: self.output })
     }
 }

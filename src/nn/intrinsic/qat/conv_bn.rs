@@ -10,9 +10,7 @@ use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::qat::{OutputFakeQuant, in_layer, read_param, write_param};
-use crate::nn::tensor_util::{
-    channel_shape, host_tensor, host_values, replace_param, weight_channel_shape,
-};
+use crate::nn::tensor_util::{channel_shape, host_tensor, host_values, replace_param, weight_channel_shape};
 use crate::nn::{BatchNorm, Conv2dOptions, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
@@ -58,9 +56,7 @@ impl ConvBn2d {
         config.conv.validate()?;
         let options = config.conv.clone();
         let (weight, _) = float::default_conv_params(&options, false, device);
-        let bias = config
-            .bias
-            .then(|| Param::from_tensor(Tensor::zeros([options.out_channels], device)));
+        let bias = config.bias.then(|| Param::from_tensor(Tensor::zeros([options.out_channels], device)));
         let mut module = Self {
             weight,
             bias,
@@ -112,11 +108,7 @@ impl ConvBn2d {
     /// `fuse_conv_bn_weights`): `W' = W * gamma * rsqrt(rv + eps)`,
     /// `b' = (b - rm) * rsqrt(rv + eps) * gamma + beta`. Weights are not fake quantized.
     pub fn to_float(&self) -> float::Conv2d {
-        let conv = float::Conv2d {
-            weight: self.weight.clone(),
-            bias: self.bias.clone(),
-            options: self.options.clone(),
-        };
+        let conv = float::Conv2d { weight: self.weight.clone(), bias: self.bias.clone(), options: self.options.clone() };
         crate::nn::intrinsic::fuse_conv_bn_weights(&conv, &self.bn)
     }
 
@@ -139,17 +131,11 @@ impl ConvBn2d {
         let c = self.options.out_channels;
         let device = self.weight.val().device();
         self.bn.reset_running_stats();
-        self.bn.weight = replace_param(
-            &self.bn.weight,
-            Tensor::random([c], Distribution::Uniform(0.0, 1.0), &device),
-        );
+        self.bn.weight = replace_param(&self.bn.weight, Tensor::random([c], Distribution::Uniform(0.0, 1.0), &device));
         self.bn.bias = replace_param(&self.bn.bias, Tensor::zeros([c], &device));
         if let Some(bias) = &self.bias {
             let bound = 1.0 / (self.options.fan_in() as f64).sqrt();
-            self.bias = Some(replace_param(
-                bias,
-                Tensor::random([c], Distribution::Uniform(-bound, bound), &device),
-            ));
+            self.bias = Some(replace_param(bias, Tensor::random([c], Distribution::Uniform(-bound, bound), &device)));
         }
     }
 
@@ -198,12 +184,7 @@ impl ConvBn2d {
         self.forward_with(x, false, "ConvBn2d")
     }
 
-    pub(crate) fn forward_with(
-        &mut self,
-        x: Tensor<4>,
-        fused_relu: bool,
-        layer: &str,
-    ) -> Result<Tensor<4>> {
+    pub(crate) fn forward_with(&mut self, x: Tensor<4>, fused_relu: bool, layer: &str) -> Result<Tensor<4>> {
         self.options.check_input(x.dims(), layer)?;
         let gamma_has_zero = host_values(&self.bn.weight.val()).contains(&0.0);
         let y = match (self.folding, gamma_has_zero) {
@@ -237,10 +218,7 @@ impl ConvBn2d {
     fn scaled_conv(&mut self, x: Tensor<4>, sf: Tensor<1>) -> Result<Tensor<4>> {
         let c = self.options.out_channels;
         let scaled = self.weight.val() * sf.reshape(weight_channel_shape::<4>(c));
-        let weight = self
-            .weight_fake_quant
-            .forward(scaled)
-            .map_err(|e| in_layer(e, "ConvBn2d", "folded weight"))?;
+        let weight = self.weight_fake_quant.forward(scaled).map_err(|e| in_layer(e, "ConvBn2d", "folded weight"))?;
         // The conv bias is added after unscaling, never quantized with the weight (PyTorch's
         // fix for the double-added bias, #48514).
         Ok(self.options.forward(x, weight, None))
@@ -267,10 +245,7 @@ impl ConvBn2d {
             let dims = y0.dims();
             let per_channel = dims.iter().product::<usize>() / c;
             if per_channel <= 1 {
-                return Err(QatError::SingleValuePerChannel {
-                    layer: layer.to_string(),
-                    shape: dims.to_vec(),
-                });
+                return Err(QatError::SingleValuePerChannel { layer: layer.to_string(), shape: dims.to_vec() });
             }
             // Running statistics first, from the float conv (plus bias), so this step's scale
             // factor already includes the current batch.
@@ -278,16 +253,12 @@ impl ConvBn2d {
                 Some(bias) => y0.clone() + bias.val().reshape(shape),
                 None => y0.clone(),
             };
-            self.bn
-                .update_running_stats(&y0_biased.detach(), per_channel);
+            self.bn.update_running_stats(&y0_biased.detach(), per_channel);
             let running_std: Tensor<1> = host_tensor(self.bn.running_std(), [c], &gamma);
             let y = self.scaled_conv(x, self.scale_factor())?;
             let flat = y0.swap_dims(0, 1).reshape([c, per_channel]);
             let mean = flat.clone().mean_dim(1).reshape([c]);
-            let var = (flat - mean.clone().reshape([c, 1]))
-                .powi_scalar(2)
-                .mean_dim(1)
-                .reshape([c]);
+            let var = (flat - mean.clone().reshape([c, 1])).powi_scalar(2).mean_dim(1).reshape([c]);
             let batch_std = (var + self.bn.eps).sqrt();
             let y = y * (running_std / batch_std.clone()).reshape(shape);
             (y, mean, batch_std)
@@ -316,8 +287,7 @@ impl SaveStateDict for ConvBn2d {
             write_param(bias, join(prefix, "bias"), out);
         }
         self.bn.write_state(&join(prefix, "bn."), out);
-        self.weight_fake_quant
-            .write_state(&join(prefix, "weight_fake_quant."), out);
+        self.weight_fake_quant.write_state(&join(prefix, "weight_fake_quant."), out);
         if let Some(fq) = &self.activation_post_process {
             fq.write_state(&join(prefix, "activation_post_process."), out);
         }
@@ -334,20 +304,12 @@ impl LoadStateDict for ConvBn2d {
         }
         let v2 = bn_keys(&join(prefix, "bn."));
         let names = if !reader.has(&v2[0]) && reader.has(&join(prefix, "gamma")) {
-            [
-                "gamma",
-                "beta",
-                "running_mean",
-                "running_var",
-                "num_batches_tracked",
-            ]
-            .map(|k| join(prefix, k))
+            ["gamma", "beta", "running_mean", "running_var", "num_batches_tracked"].map(|k| join(prefix, k))
         } else {
             v2
         };
         self.bn.read_state(names, reader);
-        self.weight_fake_quant
-            .read_state(&join(prefix, "weight_fake_quant."), reader);
+        self.weight_fake_quant.read_state(&join(prefix, "weight_fake_quant."), reader);
         if let Some(fq) = &mut self.activation_post_process {
             fq.read_state(&join(prefix, "activation_post_process."), reader);
         }

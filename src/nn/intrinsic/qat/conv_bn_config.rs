@@ -18,14 +18,7 @@ pub struct ConvBn2dConfig {
 
 impl ConvBn2dConfig {
     pub fn new(conv: Conv2dOptions, qconfig: QConfig) -> Self {
-        Self {
-            conv,
-            bias: false,
-            eps: 1e-5,
-            momentum: Some(0.1),
-            freeze_bn: false,
-            qconfig,
-        }
+        Self { conv, bias: false, eps: 1e-5, momentum: Some(0.1), freeze_bn: false, qconfig }
     }
 
     pub fn with_bias(mut self, bias: bool) -> Self {
@@ -53,8 +46,6 @@ impl ConvBn2dConfig {
     }
 
     pub fn init_relu(&self, device: &burn::tensor::Device) -> Result<ConvBnReLU2d> {
-        Ok(ConvBnReLU2d {
-            inner: ConvBn2d::new(self, device)?,
-        })
+        Ok(ConvBnReLU2d { inner: ConvBn2d::new(self, device)? })
     }
 }

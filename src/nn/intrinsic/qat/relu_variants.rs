@@ -78,14 +78,8 @@ relu_variant!(
 );
 
 impl ConvBnReLU2d {
-    pub fn from_float(
-        conv: &float::Conv2d,
-        bn: &crate::nn::BatchNorm,
-        qconfig: QConfig,
-    ) -> Result<Self> {
-        Ok(Self {
-            inner: ConvBn2d::from_float(conv, bn, qconfig)?,
-        })
+    pub fn from_float(conv: &float::Conv2d, bn: &crate::nn::BatchNorm, qconfig: QConfig) -> Result<Self> {
+        Ok(Self { inner: ConvBn2d::from_float(conv, bn, qconfig)? })
     }
 
     pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
@@ -95,21 +89,12 @@ impl ConvBnReLU2d {
 
 impl ConvReLU2d {
     /// PyTorch's `ConvReLU2d(..., bias=True, padding_mode='zeros', qconfig)`.
-    pub fn new(
-        options: Conv2dOptions,
-        bias: bool,
-        qconfig: QConfig,
-        device: &burn::tensor::Device,
-    ) -> Result<Self> {
-        Ok(Self {
-            conv: qat::Conv2d::new(options, bias, qconfig, device)?,
-        })
+    pub fn new(options: Conv2dOptions, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
+        Ok(Self { conv: qat::Conv2d::new(options, bias, qconfig, device)? })
     }
 
     pub fn from_float(conv: &float::Conv2d, qconfig: QConfig) -> Result<Self> {
-        Ok(Self {
-            conv: qat::Conv2d::from_float(conv, qconfig)?,
-        })
+        Ok(Self { conv: qat::Conv2d::from_float(conv, qconfig)? })
     }
 
     pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
@@ -119,22 +104,12 @@ impl ConvReLU2d {
 
 impl LinearReLU {
     /// PyTorch's `LinearReLU(in_features, out_features, bias=True, qconfig)`.
-    pub fn new(
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-        qconfig: QConfig,
-        device: &burn::tensor::Device,
-    ) -> Result<Self> {
-        Ok(Self {
-            linear: qat::Linear::new(in_features, out_features, bias, qconfig, device)?,
-        })
+    pub fn new(in_features: usize, out_features: usize, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
+        Ok(Self { linear: qat::Linear::new(in_features, out_features, bias, qconfig, device)? })
     }
 
     pub fn from_float(linear: &float::Linear, qconfig: QConfig) -> Result<Self> {
-        Ok(Self {
-            linear: qat::Linear::from_float(linear, qconfig)?,
-        })
+        Ok(Self { linear: qat::Linear::from_float(linear, qconfig)? })
     }
 
     pub fn forward<const D: usize>(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
