@@ -79,6 +79,8 @@ pub struct TrainOptions {
     pub freeze_bn_from_epoch: Option<usize>,
     /// `disable_observer` from this epoch on (0-based); `None`: never.
     pub disable_observer_from_epoch: Option<usize>,
+    /// Anneal the learning rate to 0 along a half cosine over the whole run.
+    pub cosine_lr: bool,
 }
 
 impl Default for TrainOptions {
@@ -91,6 +93,7 @@ impl Default for TrainOptions {
             seed: 0,
             freeze_bn_from_epoch: Some(2),
             disable_observer_from_epoch: Some(2),
+            cosine_lr: true,
         }
     }
 }
@@ -131,6 +134,9 @@ pub fn train_classifier<M: Classifier>(
     }
     let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(options.momentum).with_dampening(0.0))).init();
     let mut reports = Vec::new();
+    let steps_per_epoch = train.len().div_ceil(options.batch_size);
+    let total_steps = (steps_per_epoch * options.epochs).max(1) as f64;
+    let mut step = 0usize;
     for epoch in 0..options.epochs {
         model.set_training(true);
         if options.freeze_bn_from_epoch.is_some_and(|e| epoch >= e) {
@@ -151,7 +157,13 @@ pub fn train_classifier<M: Classifier>(
                 return Err(QatError::NonFinite { context: format!("training, epoch {epoch}"), what: "the loss".into() });
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(options.lr, model, grads);
+            let lr = if options.cosine_lr {
+                options.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total_steps).cos())
+            } else {
+                options.lr
+            };
+            model = optim.step(lr, model, grads);
+            step += 1;
             loss_sum += loss_value * batch.len() as f64;
             correct += right;
             seen += batch.len();
