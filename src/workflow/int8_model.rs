@@ -52,8 +52,54 @@ pub struct Int8Model {
 /// convert runs the weight observers once more; ours does not, so a model whose observers are
 /// off converts to exactly what it evaluated).
 pub fn convert(model: &QatModel) -> Result<Int8Model> {
+    convert_with(model, ConvertOptions::default())
+}
+
+/// How [`convert_with`] maps the trained qparams onto the int8 model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// Saturate activations at the full u8 range instead of the trained one, as PyTorch's
+    /// converted fbgemm / x86 models do: they train with `reduce_range` (0..127) but their
+    /// quint8 kernels clamp to 0..255, so values the QAT model clipped pass through (measured
+    /// on PyTorch 2.15: about a third of the logits of a small CNN change). Off by default:
+    /// our int8 model clamps where training clamped.
+    pub pytorch_saturation: bool,
+}
+
+/// [`convert`] with options.
+pub fn convert_with(model: &QatModel, options: ConvertOptions) -> Result<Int8Model> {
     let mut current = None;
-    Ok(Int8Model { layers: convert_layers(&model.layers, "", &mut current)? })
+    let mut layers = convert_layers(&model.layers, "", &mut current)?;
+    if options.pytorch_saturation {
+        widen_ranges(&mut layers);
+    }
+    Ok(Int8Model { layers })
+}
+
+fn widen(q: &mut ActivationQParams) {
+    q.quant_min = 0;
+    q.quant_max = 255;
+}
+
+fn widen_ranges(layers: &mut [Named<Int8Layer>]) {
+    for l in layers {
+        match &mut l.layer {
+            Int8Layer::Quantize(q) => widen(&mut q.qparams),
+            Int8Layer::Conv2d(m) => {
+                widen(&mut m.input);
+                widen(&mut m.output);
+            }
+            Int8Layer::Linear(m) => {
+                widen(&mut m.input);
+                widen(&mut m.output);
+            }
+            Int8Layer::Residual { body, add } => {
+                widen_ranges(body);
+                widen(&mut add.output);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn need_input(current: &Option<ActivationQParams>, path: &str) -> Result<ActivationQParams> {
