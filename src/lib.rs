@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod fake_quantize;
 pub mod models;
 pub mod nn;

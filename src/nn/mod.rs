@@ -2,6 +2,7 @@
 //! [`qat`] (Conv and Linear with weight fake quant), [`intrinsic::qat`] (the fused QAT modules).
 
 pub mod batch_norm;
+pub mod conv1d_options;
 pub mod conv_options;
 pub mod float;
 pub mod intrinsic;
@@ -12,4 +13,5 @@ pub(crate) mod tensor_util;
 
 pub use batch_norm::BatchNorm;
 pub use conv_options::{Conv2dOptions, PaddingMode, Size2};
+pub use conv1d_options::Conv1dOptions;
 pub use qat_module::QatModule;

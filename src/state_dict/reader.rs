@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{StateDict, TensorValue, Values};
 use crate::error::{QatError, Result};
@@ -9,11 +9,19 @@ pub struct StateReader<'a> {
     state: &'a StateDict,
     used: BTreeSet<String>,
     problems: Vec<String>,
+    /// Keys stored with a different (same-size) shape than the module reads them with.
+    stored_shapes: HashMap<String, Vec<usize>>,
 }
 
 impl<'a> StateReader<'a> {
     pub fn new(state: &'a StateDict) -> Self {
-        Self { state, used: BTreeSet::new(), problems: Vec::new() }
+        Self { state, used: BTreeSet::new(), problems: Vec::new(), stored_shapes: HashMap::new() }
+    }
+
+    /// Declares that `key` is stored as `stored` while the module reads it with another shape
+    /// of the same size (a Conv1d weight `[O, I, K]` read by a 2-d kernel as `[O, I, 1, K]`).
+    pub fn expect_stored_shape(&mut self, key: String, stored: Vec<usize>) {
+        self.stored_shapes.insert(key, stored);
     }
 
     /// Records a problem found by the caller (a value out of range, ...).
@@ -54,8 +62,10 @@ impl<'a> StateReader<'a> {
             return false;
         }
         match shape {
+            Some(_) if self.stored_shapes.get(key) == Some(&t.shape) => true,
             Some(shape) if t.shape != shape => {
-                self.problems.push(format!("key {key:?}: expected shape {shape:?}, found {:?}", t.shape));
+                let expected = self.stored_shapes.get(key).map_or(shape, Vec::as_slice);
+                self.problems.push(format!("key {key:?}: expected shape {expected:?}, found {:?}", t.shape));
                 false
             }
             _ => true,

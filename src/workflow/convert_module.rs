@@ -6,7 +6,7 @@ use burn::module::Param;
 
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
-use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU};
+use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU};
 use crate::nn::qat;
 use crate::nn::quantized::{self, ActivationQParams};
 use crate::nn::tensor_util::host_values;
@@ -125,5 +125,15 @@ impl ToQuantized for LinearReLU {
     type Quantized = quantized::Linear;
     fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<quantized::Linear> {
         linear_to_quantized(&self.linear, input, true, layer)
+    }
+}
+
+impl ToQuantized for LinearBn1d {
+    type Quantized = quantized::Linear;
+    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<quantized::Linear> {
+        let (weight, bias) = self.folded_weight_and_bias();
+        let (o, i) = (self.out_features(), self.in_features());
+        let (weight, scale, zero_point) = self.weight_fake_quant.quantize_weight(&weight, o, layer)?;
+        quantized::Linear::new(i, o, weight, scale, zero_point, &bias, input, output_qparams(&self.activation_post_process, layer)?, false)
     }
 }

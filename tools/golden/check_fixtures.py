@@ -1,9 +1,9 @@
 """Self-check of the generated fixtures (not needed to regenerate them).
 
-Replays every modules/ case from its recorded init state and inputs in a fresh
-PyTorch module and requires bit-identical outputs, gradients and states; checks
-conv_bn_f64 against an explicit conv -> BN (-> ReLU) reference; and loads the
-torch_saved_state pair.
+Replays every modules/ and modules1d/ case from its recorded init state and
+inputs in a fresh PyTorch module and requires bit-identical outputs, gradients
+and states; checks conv_bn_f64 against an explicit conv -> BN (-> ReLU)
+reference; and loads the torch_saved_state pair.
 
     ~/torch-ref/bin/python tools/golden/check_fixtures.py
 """
@@ -16,7 +16,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-import torch.ao.nn.intrinsic.qat as nniqat  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from torch.ao.quantization import disable_observer  # noqa: E402
@@ -52,7 +51,7 @@ def replay_module_case(path, cfg):
         p = "step%d/" % k
         m.train()
         if k >= cfg["freeze_bn_from_step"]:
-            m.apply(nniqat.freeze_bn_stats)
+            gen.freeze_bn(m, cfg)  # cfg["freeze_bn_via"] picks how (default: m.apply(...))
         if k >= cfg["disable_observer_from_step"]:
             m.apply(disable_observer)
         x = d[p + "input"].clone().requires_grad_(True)
@@ -126,6 +125,11 @@ def main():
     for case in index["cases"]:
         replay_module_case(os.path.join(GOLDEN_DIR, "modules", case["file"]), case["config"])
     print("modules: %d cases replay bit-exactly" % len(index["cases"]))
+
+    index1d = json.load(open(os.path.join(GOLDEN_DIR, "modules1d", "index.json")))
+    for case in index1d["cases"]:
+        replay_module_case(os.path.join(GOLDEN_DIR, "modules1d", case["file"]), case["config"])
+    print("modules1d: %d cases replay bit-exactly" % len(index1d["cases"]))
 
     saved = index["torch_saved_state"]
     m = gen.build_module(saved["config"])

@@ -71,7 +71,7 @@ def conv_configs():
     return configs
 
 
-def check_coverage(configs):
+def check_coverage(configs, classes=CONV_CLASSES):
     """Every value of every grid axis appears at least once for every conv class."""
     axes = {
         "bias": [False, True],
@@ -81,7 +81,7 @@ def check_coverage(configs):
         "padding_mode": PADDING_MODES,
         "qconfig": QCONFIGS,
     }
-    for cls_name in CONV_CLASSES:
+    for cls_name in classes:
         rows = [c for c in configs if c["module"] == cls_name]
         for axis, values in axes.items():
             seen = {(c["backend"], c["qconfig_version"]) if axis == "qconfig" else c[axis] for c in rows}
@@ -106,10 +106,10 @@ def linear_configs():
 
 def build_module(cfg):
     qconfig = get_default_qat_qconfig(cfg["backend"], cfg["qconfig_version"])
-    if cfg["module"] == "LinearReLU":
-        m = nniqat.LinearReLU(cfg["in_channels"], cfg["out_channels"], bias=cfg["bias"], qconfig=qconfig)
+    cls = getattr(nniqat, cfg["module"])
+    if cfg["module"].startswith("Linear"):  # LinearReLU, LinearBn1d
+        m = cls(cfg["in_channels"], cfg["out_channels"], bias=cfg["bias"], qconfig=qconfig)
     else:
-        cls = getattr(nniqat, cfg["module"])
         m = cls(cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"], stride=cfg["stride"],
                 padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"], bias=cfg["bias"],
                 padding_mode=cfg["padding_mode"], qconfig=qconfig)
@@ -123,6 +123,10 @@ def build_module(cfg):
             m.bn.bias.copy_(torch.randn(m.bn.num_features) * 0.1)
             m.bn.running_mean.copy_(torch.randn(m.bn.num_features) * 0.1)
             m.bn.running_var.uniform_(0.5, 2.0)
+    if isinstance(m, nniqat.LinearBn1d) and m.bias is not None:
+        # LinearBn1d's constructor leaves its bias as torch.empty (uninitialized).
+        with torch.no_grad():
+            m.bias.copy_(torch.randn(m.out_features) * 0.1)
     return m
 
 
@@ -131,13 +135,32 @@ def add_state(out, prefix, m):
         out[prefix + k] = to_saveable(v)
 
 
+def freeze_bn(m, cfg):
+    """Freeze BN statistics as the case's config says.
+
+    Without a "freeze_bn_via" key (the modules/ cases): m.apply(nniqat.freeze_bn_stats),
+    as in the QAT tutorial. That function only knows the ConvBn classes and silently
+    ignores LinearBn1d, so cases with "freeze_bn_via": "module_method" call
+    m.freeze_bn_stats() instead, where the module has it (for ConvBn* the two are
+    equivalent; ConvReLU* and LinearReLU have no BN and no such method).
+    """
+    via = cfg.get("freeze_bn_via", "apply_function")
+    if via == "module_method":
+        if hasattr(m, "freeze_bn_stats"):
+            m.freeze_bn_stats()
+    elif via == "apply_function":
+        m.apply(nniqat.freeze_bn_stats)
+    else:
+        raise ValueError("unknown freeze_bn_via %r" % via)
+
+
 def train_steps(m, cfg, out, steps):
     """The QAT schedule; records everything when out is not None."""
     opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM)
     for k in range(steps):
-        m.train()  # does not undo the BN freeze (ConvBn's train() override)
+        m.train()  # does not undo the BN freeze (ConvBn's / LinearBn1d's train() override)
         if k >= FREEZE_BN_FROM:
-            m.apply(nniqat.freeze_bn_stats)
+            freeze_bn(m, cfg)
         if k >= DISABLE_OBSERVER_FROM:
             m.apply(disable_observer)
         x = torch.randn(cfg["input_shape"], requires_grad=True)
@@ -174,16 +197,16 @@ def full_config(cfg, seed):
 
 
 def case_name(i, cfg):
-    if cfg["module"] == "LinearReLU":
-        return "%02d_LinearReLU_%s%d_%s" % (i, cfg["backend"], cfg["qconfig_version"],
-                                             "bias" if cfg["bias"] else "nobias")
+    if cfg["module"].startswith("Linear"):
+        return "%02d_%s_%s%d_%s" % (i, cfg["module"], cfg["backend"], cfg["qconfig_version"],
+                                    "bias" if cfg["bias"] else "nobias")
     return "%02d_%s_%s%d_%s_%s_s%d_d%d_%s" % (
         i, cfg["module"], cfg["backend"], cfg["qconfig_version"], "bias" if cfg["bias"] else "nobias",
         "dw" if cfg["groups"] > 1 else "g1", cfg["stride"], cfg["dilation"], cfg["padding_mode"])
 
 
-def run_case(i, cfg):
-    seed = 10000 + i
+def run_case(i, cfg, subdir="modules", seed_base=10000):
+    seed = seed_base + i
     torch.manual_seed(seed)
     m = build_module(cfg)
     out = {}
@@ -195,7 +218,7 @@ def run_case(i, cfg):
     add_state(out, "eval/state/", m)
     config = full_config(cfg, seed)
     name = case_name(i, cfg) + ".safetensors"
-    save_safetensors(out, out_path("modules", name),
+    save_safetensors(out, out_path(subdir, name),
                      {"config": json.dumps(config), "torch_version": TORCH_VERSION})
     return name, config
 

@@ -5,6 +5,7 @@ mod conv;
 mod linear;
 mod output;
 
+pub use crate::nn::intrinsic::qat::Conv1d;
 pub use conv::Conv2d;
 pub use linear::Linear;
 pub(crate) use output::{OutputFakeQuant, in_layer, read_param, write_param};

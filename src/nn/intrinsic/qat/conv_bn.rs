@@ -6,11 +6,12 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Tensor};
 
 use super::ConvBn2dConfig;
+use super::bn_fold;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
-use crate::nn::qat::{OutputFakeQuant, in_layer, read_param, write_param};
-use crate::nn::tensor_util::{channel_shape, host_tensor, host_values, replace_param, weight_channel_shape};
+use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
+use crate::nn::tensor_util::{host_values, replace_param, weight_channel_shape};
 use crate::nn::{BatchNorm, Conv2dOptions, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
@@ -187,96 +188,27 @@ impl ConvBn2d {
     pub(crate) fn forward_with(&mut self, x: Tensor<4>, fused_relu: bool, layer: &str) -> Result<Tensor<4>> {
         self.options.check_input(x.dims(), layer)?;
         let gamma_has_zero = host_values(&self.bn.weight.val()).contains(&0.0);
+        let options = &self.options;
+        let conv = |w: Tensor<4>| options.forward(x.clone(), w, None);
+        let bias = self.bias.as_ref().map(Param::val);
+        let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
         let y = match (self.folding, gamma_has_zero) {
-            (BnFolding::Approximate, false) => self.forward_approximate(x, layer)?,
-            _ => self.forward_exact(x, layer)?,
+            (BnFolding::Approximate, false) => bn_fold::approximate(weight, bias, bn, fq, conv, layer)?,
+            _ => bn_fold::exact(weight, bias, bn, fq, conv, layer)?,
         };
         let y = if fused_relu { relu(y) } else { y };
         self.activation_post_process.apply(y, layer)
     }
 
-    /// `sf = gamma / sqrt(running_var + eps)` as a tensor (carrying gamma's gradient).
-    fn scale_factor(&self) -> Tensor<1> {
-        let c = self.options.out_channels;
-        let gamma = self.bn.weight.val();
-        let running_std: Tensor<1> = host_tensor(self.bn.running_std(), [c], &gamma);
-        gamma / running_std
-    }
-
     /// `gamma / sqrt(running_var + eps)`, detached: the per-channel fold factor.
     pub(crate) fn scale_factor_tensor(&self) -> Tensor<1> {
-        self.scale_factor().detach()
+        bn_fold::scale_factor(&self.bn).detach()
     }
 
     /// `W * gamma / sqrt(running_var + eps)`, detached: the weight the fake quant sees.
     pub(crate) fn folded_weight_tensor(&self) -> Tensor<4> {
         let c = self.options.out_channels;
-        (self.weight.val() * self.scale_factor().reshape(weight_channel_shape::<4>(c))).detach()
-    }
-
-    /// The fake-quantized conv of `x` with weights scaled by `sf`, without bias.
-    fn scaled_conv(&mut self, x: Tensor<4>, sf: Tensor<1>) -> Result<Tensor<4>> {
-        let c = self.options.out_channels;
-        let scaled = self.weight.val() * sf.reshape(weight_channel_shape::<4>(c));
-        let weight = self.weight_fake_quant.forward(scaled).map_err(|e| in_layer(e, "ConvBn2d", "folded weight"))?;
-        // The conv bias is added after unscaling, never quantized with the weight (PyTorch's
-        // fix for the double-added bias, #48514).
-        Ok(self.options.forward(x, weight, None))
-    }
-
-    fn forward_approximate(&mut self, x: Tensor<4>, layer: &str) -> Result<Tensor<4>> {
-        let c = self.options.out_channels;
-        let sf = self.scale_factor();
-        let y = self.scaled_conv(x, sf.clone())?;
-        let mut y = y / sf.reshape(channel_shape::<4>(c));
-        if let Some(bias) = &self.bias {
-            y = y + bias.val().reshape(channel_shape::<4>(c));
-        }
-        self.bn.forward(y, layer)
-    }
-
-    fn forward_exact(&mut self, x: Tensor<4>, layer: &str) -> Result<Tensor<4>> {
-        let c = self.options.out_channels;
-        let shape = channel_shape::<4>(c);
-        let gamma = self.bn.weight.val();
-        let beta = self.bn.bias.val();
-        let (y, fused_mean, fused_std) = if self.bn.training {
-            let y0 = self.options.forward(x.clone(), self.weight.val(), None);
-            let dims = y0.dims();
-            let per_channel = dims.iter().product::<usize>() / c;
-            if per_channel <= 1 {
-                return Err(QatError::SingleValuePerChannel { layer: layer.to_string(), shape: dims.to_vec() });
-            }
-            // Running statistics first, from the float conv (plus bias), so this step's scale
-            // factor already includes the current batch.
-            let y0_biased = match &self.bias {
-                Some(bias) => y0.clone() + bias.val().reshape(shape),
-                None => y0.clone(),
-            };
-            self.bn.update_running_stats(&y0_biased.detach(), per_channel);
-            let running_std: Tensor<1> = host_tensor(self.bn.running_std(), [c], &gamma);
-            let y = self.scaled_conv(x, self.scale_factor())?;
-            let flat = y0.swap_dims(0, 1).reshape([c, per_channel]);
-            let mean = flat.clone().mean_dim(1).reshape([c]);
-            let var = (flat - mean.clone().reshape([c, 1])).powi_scalar(2).mean_dim(1).reshape([c]);
-            let batch_std = (var + self.bn.eps).sqrt();
-            let y = y * (running_std / batch_std.clone()).reshape(shape);
-            (y, mean, batch_std)
-        } else {
-            let running_std: Tensor<1> = host_tensor(self.bn.running_std(), [c], &gamma);
-            let y = self.scaled_conv(x, self.scale_factor())?;
-            let mut mean: Tensor<1> = host_tensor(self.bn.running_mean().to_vec(), [c], &gamma);
-            if let Some(bias) = &self.bias {
-                mean = mean - bias.val();
-            }
-            (y, mean, running_std)
-        };
-        let mut out = y + (beta - gamma * fused_mean / fused_std).reshape(shape);
-        if let Some(bias) = &self.bias {
-            // Zero, but keeps the bias in the graph as PyTorch does (its gradient is 0).
-            out = out + (bias.val() - bias.val()).reshape(shape);
-        }
-        Ok(out)
+        (self.weight.val() * self.scale_factor_tensor().reshape(weight_channel_shape::<4>(c))).detach()
     }
 }
 

@@ -1,9 +1,15 @@
-//! `torch.ao.nn.intrinsic.qat`: ConvBn2d, ConvBnReLU2d, ConvReLU2d and LinearReLU.
+//! `torch.ao.nn.intrinsic.qat`: ConvBn1d/2d, ConvBnReLU1d/2d, ConvReLU1d/2d, LinearReLU (and
+//! `nn::qat::Conv1d`, which lives here as it shares the 1-d machinery).
 
+mod bn_fold;
+mod conv1d;
 mod conv_bn;
 mod conv_bn_config;
+mod linear_bn;
 mod relu_variants;
 
 pub use conv_bn::{BnFolding, ConvBn2d};
 pub use conv_bn_config::ConvBn2dConfig;
+pub use conv1d::{Conv1d, ConvBn1d, ConvBn1dConfig, ConvBnReLU1d, ConvReLU1d};
+pub use linear_bn::LinearBn1d;
 pub use relu_variants::{ConvBnReLU2d, ConvReLU2d, LinearReLU};

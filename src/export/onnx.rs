@@ -1,0 +1,550 @@
+//! The graph builder behind [`export_onnx`]: walks an [`Int8Model`] layer by layer, tracking
+//! the current tensor's name, shape and (if quantized) qparams, and emits QDQ nodes.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use prost::Message;
+
+use super::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_type, data_type, tensor_shape_proto, type_proto,
+};
+use crate::error::{QatError, Result};
+use crate::nn::PaddingMode;
+use crate::nn::quantized::{self, ActivationQParams};
+use crate::workflow::{Int8Layer, Int8Model, MaxPool2d, Named};
+
+/// The ONNX operator set the exported graph uses.
+pub const OPSET_VERSION: i64 = 13;
+/// The IR version that goes with opset 13.
+pub const IR_VERSION: i64 = 7;
+/// The name of the graph input, float32 `[N, C, H, W]`.
+pub const INPUT_NAME: &str = "input";
+/// The name of the graph output, float32 `[N, classes]`.
+pub const OUTPUT_NAME: &str = "logits";
+/// The name of the symbolic batch dimension of the input and output.
+pub const BATCH_DIM: &str = "N";
+
+/// Writes `model` as a QDQ ONNX file (opset 13) at `path`, atomically (a temporary file beside
+/// it, then renamed over it).
+///
+/// `input_shape` is `[N, C, H, W]` of the images [`Int8Model::forward`] takes; `C`, `H` and `W`
+/// are written into the graph input, while `N` is not: the batch dimension is always the
+/// symbolic `"N"`, so `input_shape[0]` only has to be the batch size you checked the shapes
+/// with (any value, 0 included, is accepted).
+///
+/// Errors name the layer that cannot be exported: float layers (qconfig `None`), convolutions
+/// with a padding mode other than zeros, weight zero points outside int8, a model that does not
+/// end with a quantized Linear followed by a DeQuantStub, and shapes that do not fit.
+pub fn export_onnx(model: &Int8Model, input_shape: [usize; 4], path: &Path) -> Result<()> {
+    let bytes = onnx_bytes(model, input_shape)?;
+    write_atomically(path, &bytes)
+}
+
+/// The serialized ONNX model, as [`export_onnx`] writes it.
+pub fn onnx_bytes(model: &Int8Model, input_shape: [usize; 4]) -> Result<Vec<u8>> {
+    Ok(to_model_proto(model, input_shape)?.encode_to_vec())
+}
+
+/// The ONNX model as a protobuf message, before serialization.
+pub fn to_model_proto(model: &Int8Model, input_shape: [usize; 4]) -> Result<ModelProto> {
+    let [_, c, h, w] = input_shape;
+    if c == 0 || h == 0 || w == 0 {
+        return Err(QatError::config(format!("ONNX export: input shape {input_shape:?} must have positive C, H and W")));
+    }
+    let (body, head, classes) = split_head(&model.layers)?;
+    let mut graph = Builder::default();
+    let input = Wire {
+        name: INPUT_NAME.to_string(),
+        // Shapes are checked with batch 1; the batch never enters the graph.
+        shape: vec![1, c, h, w],
+        qparams: None,
+    };
+    let last = graph.layers(body, "", input)?;
+    // The head: a quantized Linear (already emitted with `body`) and the final DeQuantStub,
+    // whose output is the graph output.
+    let q = last.quantized(head)?;
+    graph.dequantize(OUTPUT_NAME, &last.name, q)?;
+
+    let Builder { nodes, initializers, .. } = graph;
+    let graph = GraphProto {
+        node: nodes,
+        name: Some("burn_qat_int8".into()),
+        initializer: initializers,
+        doc_string: Some("QDQ int8 model: uint8 activations, int8 per-channel weights, int32 biases".into()),
+        input: vec![value_info(INPUT_NAME, &[Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)])],
+        output: vec![value_info(OUTPUT_NAME, &[Dim::Batch, Dim::Fixed(classes)])],
+        value_info: vec![],
+    };
+    Ok(ModelProto {
+        ir_version: Some(IR_VERSION),
+        producer_name: Some("burn-qat".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        domain: None,
+        model_version: Some(1),
+        doc_string: None,
+        graph: Some(graph),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET_VERSION) }],
+    })
+}
+
+/// Splits off the required `[..., Linear, DeQuantize]` tail: returns the layers up to and
+/// including the Linear, the DeQuantize's name, and the number of classes.
+fn split_head(layers: &[Named<Int8Layer>]) -> Result<(&[Named<Int8Layer>], &str, usize)> {
+    let describe = |l: Option<&Named<Int8Layer>>| match l {
+        Some(l) => format!("{} ({})", l.name, layer_kind(&l.layer)),
+        None => "nothing".to_string(),
+    };
+    let n = layers.len();
+    let last = layers.last();
+    let before = n.checked_sub(2).and_then(|i| layers.get(i));
+    match (before.map(|l| &l.layer), last.map(|l| &l.layer)) {
+        (Some(Int8Layer::Linear(linear)), Some(Int8Layer::DeQuantize)) => {
+            Ok((&layers[..n - 1], layers[n - 1].name.as_str(), linear.out_features))
+        }
+        _ => Err(QatError::config(format!(
+            "ONNX export: the model must end with a quantized Linear followed by a DeQuantStub \
+             (the logits); it ends with {} then {}",
+            describe(before),
+            describe(last)
+        ))),
+    }
+}
+
+fn layer_kind(layer: &Int8Layer) -> &'static str {
+    match layer {
+        Int8Layer::Quantize(_) => "Quantize",
+        Int8Layer::DeQuantize => "DeQuantize",
+        Int8Layer::Conv2d(_) => "quantized Conv2d",
+        Int8Layer::Linear(_) => "quantized Linear",
+        Int8Layer::Relu => "ReLU",
+        Int8Layer::MaxPool2d(_) => "MaxPool2d",
+        Int8Layer::Flatten => "Flatten",
+        Int8Layer::Residual { .. } => "Residual",
+        Int8Layer::Float(_) => "float layer",
+    }
+}
+
+/// The tensor flowing between layers: its graph name, its shape (batch 1) and, when it is
+/// uint8, its qparams.
+#[derive(Clone, Debug)]
+struct Wire {
+    name: String,
+    shape: Vec<usize>,
+    qparams: Option<ActivationQParams>,
+}
+
+impl Wire {
+    fn quantized(&self, path: &str) -> Result<ActivationQParams> {
+        self.qparams.ok_or_else(|| QatError::config(format!("{path}: receives a float tensor but is quantized; put a QuantStub before it")))
+    }
+
+    fn image(&self, path: &str) -> Result<[usize; 4]> {
+        self.shape.clone().try_into().map_err(|_| QatError::shape(path, "an image tensor [N, C, H, W]", format!("{:?}", self.shape)))
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    /// Every tensor name produced so far (node outputs and initializers), to keep them unique.
+    names: HashSet<String>,
+    /// Activation (scale, zero point) initializers, shared by every node that uses them.
+    qparams: HashMap<(u32, i32), (String, String)>,
+}
+
+impl Builder {
+    fn layers(&mut self, layers: &[Named<Int8Layer>], prefix: &str, mut cur: Wire) -> Result<Wire> {
+        for l in layers {
+            let path = format!("{prefix}{}", l.name);
+            cur = self.layer(&l.layer, &path, cur)?;
+        }
+        Ok(cur)
+    }
+
+    fn layer(&mut self, layer: &Int8Layer, path: &str, cur: Wire) -> Result<Wire> {
+        match layer {
+            Int8Layer::Quantize(q) => {
+                if cur.qparams.is_some() {
+                    return Err(QatError::config(format!("{path}: Quantize receives an already quantized tensor")));
+                }
+                let name = self.quantize(path, &cur.name, q.qparams, true)?;
+                Ok(Wire { name, shape: cur.shape, qparams: Some(q.qparams) })
+            }
+            Int8Layer::DeQuantize => {
+                let q = cur.quantized(path)?;
+                let name = self.unique(path)?;
+                self.dequantize(&name, &cur.name, q)?;
+                Ok(Wire { name, shape: cur.shape, qparams: None })
+            }
+            Int8Layer::Conv2d(m) => self.conv(m, path, cur),
+            Int8Layer::Linear(m) => self.linear(m, path, cur),
+            Int8Layer::Relu => self.same_qparams(path, cur, "Relu", vec![], |s| s.to_vec()),
+            Int8Layer::MaxPool2d(p) => self.max_pool(p, path, cur),
+            Int8Layer::Flatten => match cur.shape.len() {
+                4 => {
+                    let name = self.unique(path)?;
+                    self.node("Flatten", &name, &[&cur.name], vec![attr_int("axis", 1)]);
+                    Ok(Wire { name, shape: vec![cur.shape[0], cur.shape[1..].iter().product()], qparams: cur.qparams })
+                }
+                // The int8 model leaves quantized features as they are.
+                2 if cur.qparams.is_some() => Ok(cur),
+                _ => Err(QatError::shape(path, "an image tensor to flatten", format!("{:?}", cur.shape))),
+            },
+            Int8Layer::Residual { body, add } => self.residual(body, add, path, cur),
+            Int8Layer::Float(_) => Err(QatError::config(format!(
+                "{path}: float layers (qconfig None) are not exportable yet; export a fully \
+                 quantized model (QuantStub ... DeQuantStub around every layer)"
+            ))),
+        }
+    }
+
+    fn conv(&mut self, m: &quantized::Conv2d, path: &str, cur: Wire) -> Result<Wire> {
+        let q = cur.quantized(path)?;
+        check_input_qparams(path, q, m.input)?;
+        let o = &m.options;
+        if o.padding_mode != PaddingMode::Zeros {
+            return Err(QatError::config(format!(
+                "{path}: padding_mode {} is not exportable to ONNX (ONNX Conv pads with zeros \
+                 only; use padding_mode zeros)",
+                o.padding_mode
+            )));
+        }
+        let dims = cur.image(path)?;
+        o.check_input(dims, path)?;
+        let [n, _, h, w] = dims;
+        let out =
+            |axis: usize, size: usize| (size + 2 * o.padding[axis] - o.dilation[axis] * (o.kernel_size[axis] - 1) - 1) / o.stride[axis] + 1;
+        let shape = vec![n, o.out_channels, out(0, h), out(1, w)];
+        let weight_shape = o.weight_shape();
+        let (x, weight, bias) =
+            self.qdq_operands(path, &cur.name, q, &weight_shape, &m.weight, &m.weight_scale, &m.weight_zero_point, &m.bias)?;
+        let conv = self.unique(&format!("{path}.conv"))?;
+        let [ph, pw] = o.padding;
+        let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
+        self.node(
+            "Conv",
+            &conv,
+            &[&x, &weight, &bias],
+            vec![
+                attr_ints("kernel_shape", ints(&o.kernel_size)),
+                attr_ints("pads", ints(&[ph, pw, ph, pw])),
+                attr_ints("strides", ints(&o.stride)),
+                attr_ints("dilations", ints(&o.dilation)),
+                attr_int("group", o.groups as i64),
+            ],
+        );
+        let name = self.activation_out(path, &conv, m.relu, m.output)?;
+        Ok(Wire { name, shape, qparams: Some(m.output) })
+    }
+
+    fn linear(&mut self, m: &quantized::Linear, path: &str, cur: Wire) -> Result<Wire> {
+        let q = cur.quantized(path)?;
+        check_input_qparams(path, q, m.input)?;
+        if cur.shape.len() != 2 || cur.shape[1] != m.in_features {
+            return Err(QatError::shape(
+                path,
+                format!("features [N, {}] (ONNX Gemm takes rank-2 input; add a Flatten before it)", m.in_features),
+                format!("{:?}", cur.shape),
+            ));
+        }
+        let (x, weight, bias) = self.qdq_operands(
+            path,
+            &cur.name,
+            q,
+            &[m.out_features, m.in_features],
+            &m.weight,
+            &m.weight_scale,
+            &m.weight_zero_point,
+            &m.bias,
+        )?;
+        let gemm = self.unique(&format!("{path}.gemm"))?;
+        self.node("Gemm", &gemm, &[&x, &weight, &bias], vec![attr_int("transB", 1)]);
+        let name = self.activation_out(path, &gemm, m.relu, m.output)?;
+        Ok(Wire { name, shape: vec![cur.shape[0], m.out_features], qparams: Some(m.output) })
+    }
+
+    /// The three float operands of a quantized Conv / Gemm: the dequantized activation, the
+    /// int8 weight dequantized per output channel (axis 0), and the int32 bias dequantized at
+    /// `input.scale * weight_scale[o]` with zero point 0.
+    #[allow(clippy::too_many_arguments)]
+    fn qdq_operands(
+        &mut self,
+        path: &str,
+        x: &str,
+        input: ActivationQParams,
+        weight_shape: &[usize],
+        weight: &[i8],
+        weight_scale: &[f32],
+        weight_zero_point: &[i32],
+        bias: &[i32],
+    ) -> Result<(String, String, String)> {
+        let out_channels = weight_shape[0];
+        let zero_points = weight_zero_point
+            .iter()
+            .map(|&z| {
+                i8::try_from(z)
+                    .map_err(|_| QatError::config(format!("{path}: weight zero point {z} does not fit int8; only int8 weights export")))
+            })
+            .collect::<Result<Vec<i8>>>()?;
+        let dims = |s: &[usize]| s.iter().map(|&d| d as i64).collect::<Vec<_>>();
+        let x_name = self.unique(&format!("{path}.input_dequantize"))?;
+        self.dequantize(&x_name, x, input)?;
+
+        let w_q = self.initializer(
+            &format!("{path}.weight_quantized"),
+            data_type::INT8,
+            dims(weight_shape),
+            weight.iter().map(|&v| v as u8).collect(),
+        )?;
+        let w_s = self.f32_initializer(&format!("{path}.weight_scale"), weight_scale)?;
+        let w_z = self.initializer(
+            &format!("{path}.weight_zero_point"),
+            data_type::INT8,
+            vec![out_channels as i64],
+            zero_points.iter().map(|&v| v as u8).collect(),
+        )?;
+        let w_name = self.unique(&format!("{path}.weight_dequantize"))?;
+        self.node("DequantizeLinear", &w_name, &[&w_q, &w_s, &w_z], vec![attr_int("axis", 0)]);
+
+        let b_q = self.initializer(
+            &format!("{path}.bias_quantized"),
+            data_type::INT32,
+            vec![out_channels as i64],
+            bias.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )?;
+        let bias_scale: Vec<f32> = weight_scale.iter().map(|&s| (input.scale as f64 * s as f64) as f32).collect();
+        let b_s = self.f32_initializer(&format!("{path}.bias_scale"), &bias_scale)?;
+        let b_z =
+            self.initializer(&format!("{path}.bias_zero_point"), data_type::INT32, vec![out_channels as i64], vec![0u8; 4 * out_channels])?;
+        let b_name = self.unique(&format!("{path}.bias_dequantize"))?;
+        self.node("DequantizeLinear", &b_name, &[&b_q, &b_s, &b_z], vec![attr_int("axis", 0)]);
+        Ok((x_name, w_name, b_name))
+    }
+
+    /// The fused ReLU (if any) and the requantization of a float accumulator.
+    fn activation_out(&mut self, path: &str, float: &str, relu: bool, output: ActivationQParams) -> Result<String> {
+        let mut float = float.to_string();
+        if relu {
+            let name = self.unique(&format!("{path}.relu"))?;
+            self.node("Relu", &name, &[&float], vec![]);
+            float = name;
+        }
+        self.quantize(path, &float, output, true)
+    }
+
+    fn max_pool(&mut self, p: &MaxPool2d, path: &str, cur: Wire) -> Result<Wire> {
+        let [n, c, h, w] = cur.image(path)?;
+        let out = |size: usize| {
+            if size < p.kernel_size {
+                Err(QatError::shape(path, format!("spatial size at least {}", p.kernel_size), format!("{size}")))
+            } else {
+                Ok((size - p.kernel_size) / p.stride + 1)
+            }
+        };
+        let shape = [n, c, out(h)?, out(w)?];
+        let (k, s) = (p.kernel_size as i64, p.stride as i64);
+        self.same_qparams(path, cur, "MaxPool", vec![attr_ints("kernel_shape", vec![k, k]), attr_ints("strides", vec![s, s])], |_| {
+            shape.to_vec()
+        })
+    }
+
+    /// A float op that keeps the qparams: on a quantized tensor, dequantize, apply, quantize back
+    /// with the same qparams (exact: the op only selects or floors at real 0, and
+    /// `(q - z) * s / s` rounds back to `q - z`); on a float tensor, just the op.
+    fn same_qparams(
+        &mut self,
+        path: &str,
+        cur: Wire,
+        op: &str,
+        attributes: Vec<AttributeProto>,
+        shape: impl FnOnce(&[usize]) -> Vec<usize>,
+    ) -> Result<Wire> {
+        let shape = shape(&cur.shape);
+        let Some(q) = cur.qparams else {
+            let name = self.unique(path)?;
+            self.node(op, &name, &[&cur.name], attributes);
+            return Ok(Wire { name, shape, qparams: None });
+        };
+        let x = self.unique(&format!("{path}.input_dequantize"))?;
+        self.dequantize(&x, &cur.name, q)?;
+        let y = self.unique(&format!("{path}.{}", op.to_lowercase()))?;
+        self.node(op, &y, &[&x], attributes);
+        // The values stay inside [quant_min, quant_max]: no clip needed.
+        let name = self.quantize(path, &y, q, false)?;
+        Ok(Wire { name, shape, qparams: Some(q) })
+    }
+
+    fn residual(&mut self, body: &[Named<Int8Layer>], add: &quantized::Add, path: &str, cur: Wire) -> Result<Wire> {
+        let shortcut_q = cur.quantized(path)?;
+        let shortcut = cur.clone();
+        let y = self.layers(body, &format!("{path}.body."), cur)?;
+        let y_q = y.quantized(&format!("{path} (end of its body)"))?;
+        if y.shape != shortcut.shape {
+            return Err(QatError::shape(
+                format!("{path}.add"),
+                format!("{:?} (the shortcut's shape)", shortcut.shape),
+                format!("{:?}", y.shape),
+            ));
+        }
+        let a = self.unique(&format!("{path}.add.body_dequantize"))?;
+        self.dequantize(&a, &y.name, y_q)?;
+        let b = self.unique(&format!("{path}.add.shortcut_dequantize"))?;
+        self.dequantize(&b, &shortcut.name, shortcut_q)?;
+        let sum = self.unique(&format!("{path}.add.add"))?;
+        self.node("Add", &sum, &[&a, &b], vec![]);
+        let name = self.activation_out(&format!("{path}.add"), &sum, add.relu, add.output)?;
+        Ok(Wire { name, shape: y.shape, qparams: Some(add.output) })
+    }
+
+    /// `QuantizeLinear` of the float tensor `x` to `q` (node and output named
+    /// `{path}.quantize`).
+    ///
+    /// A reduced range (`quant_min > 0` or `quant_max < 255`, e.g. fbgemm's 0..=127) cannot be
+    /// expressed by a uint8 QuantizeLinear, which saturates at 0 and 255: with `clip`, an integer
+    /// `Clip` of the uint8 result to `[quant_min, quant_max]` follows it (node and output
+    /// `{path}.saturate`). `clamp(clamp(v, 0, 255), lo, hi) == clamp(v, lo, hi)`, so this is
+    /// exactly the saturation the int8 kernels apply, with no float bound to round; and it keeps
+    /// `DequantizeLinear -> Conv -> QuantizeLinear` contiguous, so runtimes that fuse QDQ groups
+    /// into integer kernels (onnxruntime's QLinearConv, QGemm, QLinearAdd) still do.
+    fn quantize(&mut self, path: &str, x: &str, q: ActivationQParams, clip: bool) -> Result<String> {
+        let (scale, zero_point) = self.activation_qparams(q)?;
+        let name = self.unique(&format!("{path}.quantize"))?;
+        self.node("QuantizeLinear", &name, &[x, &scale, &zero_point], vec![]);
+        if !(clip && (q.quant_min > 0 || q.quant_max < 255)) {
+            return Ok(name);
+        }
+        let min = self.initializer(&format!("{path}.saturate_min"), data_type::UINT8, vec![], vec![q.quant_min as u8])?;
+        let max = self.initializer(&format!("{path}.saturate_max"), data_type::UINT8, vec![], vec![q.quant_max as u8])?;
+        let saturated = self.unique(&format!("{path}.saturate"))?;
+        self.node("Clip", &saturated, &[&name, &min, &max], vec![]);
+        Ok(saturated)
+    }
+
+    /// `DequantizeLinear` of the uint8 tensor `x` with `q`, output `name` (already reserved).
+    fn dequantize(&mut self, name: &str, x: &str, q: ActivationQParams) -> Result<()> {
+        let (scale, zero_point) = self.activation_qparams(q)?;
+        self.node("DequantizeLinear", name, &[x, &scale, &zero_point], vec![]);
+        Ok(())
+    }
+
+    /// Scalar scale (float) and zero point (uint8) initializers for `q`, shared.
+    fn activation_qparams(&mut self, q: ActivationQParams) -> Result<(String, String)> {
+        let key = (q.scale.to_bits(), q.zero_point);
+        if let Some(names) = self.qparams.get(&key) {
+            return Ok(names.clone());
+        }
+        let k = self.qparams.len();
+        let scale = self.f32_scalar(&format!("activation{k}.scale"), q.scale)?;
+        let zero_point =
+            self.initializer(&format!("activation{k}.zero_point"), data_type::UINT8, vec![], vec![q.zero_point.clamp(0, 255) as u8])?;
+        self.qparams.insert(key, (scale.clone(), zero_point.clone()));
+        Ok((scale, zero_point))
+    }
+
+    fn f32_scalar(&mut self, name: &str, v: f32) -> Result<String> {
+        self.initializer(name, data_type::FLOAT, vec![], v.to_le_bytes().to_vec())
+    }
+
+    fn f32_initializer(&mut self, name: &str, v: &[f32]) -> Result<String> {
+        self.initializer(name, data_type::FLOAT, vec![v.len() as i64], v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    fn initializer(&mut self, name: &str, data_type: i32, dims: Vec<i64>, raw: Vec<u8>) -> Result<String> {
+        let name = self.unique(name)?;
+        self.initializers.push(TensorProto { dims, data_type: Some(data_type), name: Some(name.clone()), raw_data: Some(raw) });
+        Ok(name)
+    }
+
+    /// Reserves a tensor name; a clash means two layers share a path.
+    fn unique(&mut self, name: &str) -> Result<String> {
+        if !self.names.insert(name.to_string()) || name == INPUT_NAME || name == OUTPUT_NAME {
+            return Err(QatError::config(format!("ONNX export: the tensor name {name:?} is used twice; give the layers unique names")));
+        }
+        Ok(name.to_string())
+    }
+
+    /// A node named like its single output.
+    fn node(&mut self, op: &str, output: &str, inputs: &[&str], attribute: Vec<AttributeProto>) {
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.to_string()],
+            name: Some(output.to_string()),
+            op_type: Some(op.to_string()),
+            attribute,
+            doc_string: None,
+            domain: None,
+        });
+    }
+}
+
+fn check_input_qparams(path: &str, got: ActivationQParams, want: ActivationQParams) -> Result<()> {
+    if got != want {
+        return Err(QatError::config(format!("{path}: input qparams {got:?} differ from the ones it was converted for {want:?}")));
+    }
+    Ok(())
+}
+
+fn attr_int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), i: Some(i), r#type: Some(attribute_type::INT), ..Default::default() }
+}
+
+fn attr_ints(name: &str, ints: Vec<i64>) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), ints, r#type: Some(attribute_type::INTS), ..Default::default() }
+}
+
+enum Dim {
+    Batch,
+    Fixed(usize),
+}
+
+fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
+    use tensor_shape_proto::{Dimension, dimension::Value};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Dim::Batch => Value::DimParam(BATCH_DIM.into()),
+                Dim::Fixed(n) => Value::DimValue(*n as i64),
+            }),
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(data_type::FLOAT),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+        }),
+        doc_string: None,
+    }
+}
+
+fn file_error(path: &Path, reason: impl ToString) -> QatError {
+    QatError::File { path: path.display().to_string(), reason: reason.to_string() }
+}
+
+/// Writes to a temporary file beside `path`, syncs it, and renames it over `path`, so a crash
+/// never leaves a half-written model under the real name.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path.file_name().ok_or_else(|| file_error(path, "not a file path"))?;
+    let mut tmp_name = file_name.to_os_string();
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(file_error(&tmp, e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        file_error(path, e)
+    })
+}

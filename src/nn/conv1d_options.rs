@@ -1,0 +1,62 @@
+use super::{Conv2dOptions, PaddingMode};
+
+/// The geometry of a 1-d convolution over `[N, C, L]`, with PyTorch's defaults. One-dimensional
+/// modules run as 2-d ones over `[N, C, 1, L]` with a `1 x K` kernel: the same sums, so the same
+/// numerics, and one set of kernels to keep exact.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv1dOptions {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel_size: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+    pub padding_mode: PaddingMode,
+}
+
+impl Conv1dOptions {
+    pub fn new(in_channels: usize, out_channels: usize, kernel_size: usize) -> Self {
+        Self { in_channels, out_channels, kernel_size, stride: 1, padding: 0, dilation: 1, groups: 1, padding_mode: PaddingMode::Zeros }
+    }
+
+    pub fn with_stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    pub fn with_padding(mut self, padding: usize) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    pub fn with_dilation(mut self, dilation: usize) -> Self {
+        self.dilation = dilation;
+        self
+    }
+
+    pub fn with_groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    pub fn with_padding_mode(mut self, padding_mode: PaddingMode) -> Self {
+        self.padding_mode = padding_mode;
+        self
+    }
+
+    /// PyTorch's weight shape `[out, in / groups, K]`.
+    pub fn weight_shape(&self) -> [usize; 3] {
+        [self.out_channels, self.in_channels / self.groups.max(1), self.kernel_size]
+    }
+
+    /// The equivalent 2-d geometry over `[N, C, 1, L]`.
+    pub fn as_2d(&self) -> Conv2dOptions {
+        Conv2dOptions::new(self.in_channels, self.out_channels, [1, self.kernel_size])
+            .with_stride([1, self.stride])
+            .with_padding([0, self.padding])
+            .with_dilation([1, self.dilation])
+            .with_groups(self.groups)
+            .with_padding_mode(self.padding_mode)
+    }
+}

@@ -1,0 +1,96 @@
+//! The two ways PyTorch folds batch norm into a weight while training (`_ConvBnNd` and
+//! `LinearBn1d`), written once for any op that is linear in its weight: a convolution of any
+//! geometry, or a matmul. `op(w)` computes the layer without bias for a weight `w`.
+
+use burn::tensor::Tensor;
+
+use crate::error::{QatError, Result};
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::BatchNorm;
+use crate::nn::qat::in_layer;
+use crate::nn::tensor_util::{channel_shape, host_tensor, weight_channel_shape};
+
+/// `gamma / sqrt(running_var + eps)` per output channel, carrying gamma's gradient.
+pub(crate) fn scale_factor(bn: &BatchNorm) -> Tensor<1> {
+    let gamma = bn.weight.val();
+    let running_std: Tensor<1> = host_tensor(bn.running_std(), [bn.num_features()], &gamma);
+    gamma / running_std
+}
+
+/// The weight scaled per output channel (axis 0) by `sf`, fake quantized.
+fn folded_weight<const W: usize>(weight: Tensor<W>, sf: Tensor<1>, fq: &mut FakeQuantize, layer: &str) -> Result<Tensor<W>> {
+    let c = sf.dims()[0];
+    fq.forward(weight * sf.reshape(weight_channel_shape::<W>(c))).map_err(|e| in_layer(e, layer, "folded weight"))
+}
+
+/// PyTorch's default (`_forward_approximate`): fake quantize `W * sf`, run the op with no bias,
+/// divide `sf` back out, add the bias, and run an ordinary BN. Divides by gamma.
+pub(crate) fn approximate<const D: usize, const W: usize>(
+    weight: Tensor<W>,
+    bias: Option<Tensor<1>>,
+    bn: &mut BatchNorm,
+    fq: &mut FakeQuantize,
+    op: impl Fn(Tensor<W>) -> Tensor<D>,
+    layer: &str,
+) -> Result<Tensor<D>> {
+    let c = bn.num_features();
+    let sf = scale_factor(bn);
+    let y = op(folded_weight(weight, sf.clone(), fq, layer)?);
+    let mut y = y / sf.reshape(channel_shape::<D>(c));
+    if let Some(bias) = bias {
+        y = y + bias.reshape(channel_shape::<D>(c));
+    }
+    bn.forward(y, layer)
+}
+
+/// PyTorch's `_forward_slow` (Krishnamoorthi 2018): in training, the float op gives the batch
+/// statistics (and updates the running ones first), and the fake-quantized op is rescaled from
+/// running to batch standard deviation; frozen or in eval, the running statistics fold in
+/// directly. Never divides by gamma.
+pub(crate) fn exact<const D: usize, const W: usize>(
+    weight: Tensor<W>,
+    bias: Option<Tensor<1>>,
+    bn: &mut BatchNorm,
+    fq: &mut FakeQuantize,
+    op: impl Fn(Tensor<W>) -> Tensor<D>,
+    layer: &str,
+) -> Result<Tensor<D>> {
+    let c = bn.num_features();
+    let shape = channel_shape::<D>(c);
+    let gamma = bn.weight.val();
+    let beta = bn.bias.val();
+    let (y, fused_mean, fused_std) = if bn.training {
+        let y0 = op(weight.clone());
+        let dims = y0.dims();
+        let per_channel = dims.iter().product::<usize>() / c;
+        if per_channel <= 1 {
+            return Err(QatError::SingleValuePerChannel { layer: layer.to_string(), shape: dims.to_vec() });
+        }
+        let y0_biased = match &bias {
+            Some(b) => y0.clone() + b.clone().reshape(shape),
+            None => y0.clone(),
+        };
+        bn.update_running_stats(&y0_biased.detach(), per_channel);
+        let running_std: Tensor<1> = host_tensor(bn.running_std(), [c], &gamma);
+        let y = op(folded_weight(weight, scale_factor(bn), fq, layer)?);
+        let flat = y0.swap_dims(0, 1).reshape([c, per_channel]);
+        let mean = flat.clone().mean_dim(1).reshape([c]);
+        let var = (flat - mean.clone().reshape([c, 1])).powi_scalar(2).mean_dim(1).reshape([c]);
+        let batch_std = (var + bn.eps).sqrt();
+        (y * (running_std / batch_std.clone()).reshape(shape), mean, batch_std)
+    } else {
+        let running_std: Tensor<1> = host_tensor(bn.running_std(), [c], &gamma);
+        let y = op(folded_weight(weight, scale_factor(bn), fq, layer)?);
+        let mut mean: Tensor<1> = host_tensor(bn.running_mean().to_vec(), [c], &gamma);
+        if let Some(b) = &bias {
+            mean = mean - b.clone();
+        }
+        (y, mean, running_std)
+    };
+    let mut out = y + (beta - gamma * fused_mean / fused_std).reshape(shape);
+    if let Some(b) = bias {
+        // Zero, but keeps the bias in the graph as PyTorch does (its gradient is 0).
+        out = out + (b.clone() - b).reshape(shape);
+    }
+    Ok(out)
+}

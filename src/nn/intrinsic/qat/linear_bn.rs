@@ -1,0 +1,209 @@
+//! `LinearBn1d`: a linear layer whose weight is folded with the batch norm's scale before fake
+//! quantization, as `ConvBn2d` does for convolutions.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Distribution, Tensor};
+
+use super::BnFolding;
+use super::bn_fold;
+use crate::error::{QatError, Result};
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::batch_norm::bn_keys;
+use crate::nn::float::{self, default_linear_params};
+use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
+use crate::nn::tensor_util::{host_values, replace_param};
+use crate::nn::{BatchNorm, QatModule};
+use crate::qconfig::QConfig;
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
+
+/// `torch.ao.nn.intrinsic.qat.LinearBn1d(in_features, out_features, bias=True, eps=1e-5,
+/// momentum=0.1, freeze_bn=False, qconfig)`. Differences from PyTorch, on purpose: the linear
+/// bias starts at 0 (PyTorch leaves it uninitialized), gamma = 0 uses the exact folding (PyTorch
+/// has none for LinearBn1d and returns NaN), and the model-wide `freeze_bn_stats` reaches it.
+#[derive(Module, Debug)]
+pub struct LinearBn1d {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub bn: BatchNorm,
+    #[module(skip)]
+    pub weight_fake_quant: FakeQuantize,
+    #[module(skip)]
+    pub activation_post_process: Option<FakeQuantize>,
+    #[module(skip)]
+    pub qconfig: QConfig,
+    #[module(skip)]
+    pub folding: BnFolding,
+    #[module(skip)]
+    freeze_bn: bool,
+    #[module(skip)]
+    training: bool,
+}
+
+impl LinearBn1d {
+    /// PyTorch's constructor with its defaults: `bias = true`, `eps = 1e-5`, `momentum = 0.1`.
+    pub fn new(in_features: usize, out_features: usize, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
+        let (weight, _) = default_linear_params(in_features, out_features, false, device)?;
+        let bias = bias.then(|| Param::from_tensor(Tensor::zeros([out_features], device)));
+        let mut bn = BatchNorm::new(out_features, 1e-5, Some(0.1), device)?;
+        bn.weight = replace_param(&bn.weight, Tensor::random([out_features], Distribution::Uniform(0.0, 1.0), device));
+        Ok(Self {
+            weight,
+            bias,
+            bn,
+            weight_fake_quant: qconfig.weight.init()?,
+            activation_post_process: None,
+            qconfig,
+            folding: BnFolding::Approximate,
+            freeze_bn: false,
+            training: true,
+        })
+    }
+
+    /// Builds the QAT module from a float linear layer and its BatchNorm1d (sharing parameters).
+    pub fn from_float(linear: &float::Linear, bn: &BatchNorm, qconfig: QConfig) -> Result<Self> {
+        let out = linear.weight.dims()[0];
+        if bn.num_features() != out {
+            return Err(QatError::config(format!(
+                "LinearBn1d: the batch norm has {} features but the linear layer has {out} outputs",
+                bn.num_features()
+            )));
+        }
+        let mut bn = bn.clone();
+        bn.training = true;
+        Ok(Self {
+            weight: linear.weight.clone(),
+            bias: linear.bias.clone(),
+            bn,
+            weight_fake_quant: qconfig.weight.init()?,
+            activation_post_process: None,
+            qconfig,
+            folding: BnFolding::Approximate,
+            freeze_bn: false,
+            training: true,
+        })
+    }
+
+    pub fn with_output_fake_quant(mut self) -> Result<Self> {
+        self.activation_post_process = Some(self.qconfig.activation.init()?);
+        Ok(self)
+    }
+
+    pub fn with_folding(mut self, folding: BnFolding) -> Self {
+        self.folding = folding;
+        self
+    }
+
+    pub fn freeze_bn_stats(&mut self) -> &mut Self {
+        self.freeze_bn = true;
+        self.bn.training = false;
+        self
+    }
+
+    pub fn update_bn_stats(&mut self) -> &mut Self {
+        self.freeze_bn = false;
+        self.bn.training = true;
+        self
+    }
+
+    pub fn is_bn_frozen(&self) -> bool {
+        self.freeze_bn
+    }
+
+    pub fn train(&mut self, mode: bool) {
+        self.training = mode;
+        if !self.freeze_bn {
+            self.bn.training = mode;
+        }
+    }
+
+    pub fn eval(&mut self) {
+        self.train(false);
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// `[N, in]` to `[N, out]`.
+    pub fn forward(&mut self, x: Tensor<2>) -> Result<Tensor<2>> {
+        let layer = "LinearBn1d";
+        let [_, i] = x.dims();
+        if i != self.in_features() {
+            return Err(QatError::shape(layer, format!("input [N, {}]", self.in_features()), format!("{:?}", x.dims())));
+        }
+        let gamma_has_zero = host_values(&self.bn.weight.val()).contains(&0.0);
+        let linear = |w: Tensor<2>| x.clone().matmul(w.transpose());
+        let bias = self.bias.as_ref().map(Param::val);
+        let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
+        let y = match (self.folding, gamma_has_zero) {
+            (BnFolding::Approximate, false) => bn_fold::approximate(weight, bias, bn, fq, linear, layer)?,
+            _ => bn_fold::exact(weight, bias, bn, fq, linear, layer)?,
+        };
+        self.activation_post_process.apply(y, layer)
+    }
+
+    /// `W * gamma / sqrt(rv + eps)` and `(b - rm) * gamma / sqrt(rv + eps) + beta`, as convert folds them.
+    pub fn folded_weight_and_bias(&self) -> (Vec<f32>, Vec<f32>) {
+        let sf: Vec<f32> = host_values(&bn_fold::scale_factor(&self.bn)).into_iter().map(|v| v as f32).collect();
+        let c = sf.len();
+        let sf_t = bn_fold::scale_factor(&self.bn).detach().reshape([c, 1]);
+        let weight = host_values(&(self.weight.val().detach() * sf_t)).into_iter().map(|v| v as f32).collect();
+        let beta: Vec<f32> = host_values(&self.bn.bias.val()).into_iter().map(|v| v as f32).collect();
+        let bias: Vec<f32> =
+            self.bias.as_ref().map(|b| host_values(&b.val()).into_iter().map(|v| v as f32).collect()).unwrap_or_else(|| vec![0.0; c]);
+        let mean = self.bn.running_mean();
+        (weight, (0..c).map(|k| (bias[k] - mean[k] as f32) * sf[k] + beta[k]).collect())
+    }
+}
+
+impl QatModule for LinearBn1d {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        let mut out = vec![&mut self.weight_fake_quant];
+        out.extend(self.activation_post_process.as_mut());
+        out
+    }
+
+    fn set_training(&mut self, mode: bool) {
+        self.train(mode);
+    }
+
+    fn freeze_bn_stats(&mut self) {
+        LinearBn1d::freeze_bn_stats(self);
+    }
+
+    fn update_bn_stats(&mut self) {
+        LinearBn1d::update_bn_stats(self);
+    }
+}
+
+impl SaveStateDict for LinearBn1d {
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        write_param(&self.weight, join(prefix, "weight"), out);
+        if let Some(bias) = &self.bias {
+            write_param(bias, join(prefix, "bias"), out);
+        }
+        self.bn.write_state(&join(prefix, "bn."), out);
+        self.weight_fake_quant.write_state(&join(prefix, "weight_fake_quant."), out);
+        if let Some(fq) = &self.activation_post_process {
+            fq.write_state(&join(prefix, "activation_post_process."), out);
+        }
+    }
+}
+
+impl LoadStateDict for LinearBn1d {
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        read_param(&mut self.weight, &join(prefix, "weight"), reader);
+        if let Some(bias) = &mut self.bias {
+            read_param(bias, &join(prefix, "bias"), reader);
+        }
+        self.bn.read_state(bn_keys(&join(prefix, "bn.")), reader);
+        self.weight_fake_quant.read_state(&join(prefix, "weight_fake_quant."), reader);
+        if let Some(fq) = &mut self.activation_post_process {
+            fq.read_state(&join(prefix, "activation_post_process."), reader);
+        }
+    }
+}
