@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 
+use super::geometry::{ConvGeometry, circular_pad};
 use crate::error::{QatError, Result};
 
 /// A 2-d size given as one number or a pair (PyTorch's `_pair`).
@@ -203,13 +204,32 @@ impl Conv2dOptions {
     }
 }
 
-/// Wraps `pad` elements around each end of `dim` (PyTorch's circular padding).
-fn circular_pad(x: Tensor<4>, dim: usize, pad: usize) -> Tensor<4> {
-    if pad == 0 {
-        return x;
+impl ConvGeometry<4> for Conv2dOptions {
+    const DIMS: &'static str = "2d";
+
+    fn out_channels(&self) -> usize {
+        self.out_channels
     }
-    let size = x.dims()[dim];
-    let head = x.clone().narrow(dim, 0, pad);
-    let tail = x.clone().narrow(dim, size - pad, pad);
-    Tensor::cat(vec![tail, x, head], dim)
+
+    fn weight_shape(&self) -> [usize; 4] {
+        Conv2dOptions::weight_shape(self)
+    }
+
+    fn fan_in(&self) -> usize {
+        Conv2dOptions::fan_in(self)
+    }
+
+    fn validate(&self) -> Result<()> {
+        Conv2dOptions::validate(self)
+    }
+
+    fn check_input(&self, dims: [usize; 4], layer: &str) -> Result<()> {
+        Conv2dOptions::check_input(self, dims, layer)
+    }
+
+    fn forward(&self, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+        Conv2dOptions::forward(self, x, weight, bias)
+    }
 }
+
+super::geometry::constant_module!(Conv2dOptions);

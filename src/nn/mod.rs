@@ -3,8 +3,10 @@
 
 pub mod batch_norm;
 pub mod conv1d_options;
+pub mod conv3d_options;
 pub mod conv_options;
 pub mod float;
+pub mod geometry;
 pub mod intrinsic;
 pub mod qat;
 pub mod qat_module;
@@ -14,4 +16,6 @@ pub(crate) mod tensor_util;
 pub use batch_norm::BatchNorm;
 pub use conv_options::{Conv2dOptions, PaddingMode, Size2};
 pub use conv1d_options::Conv1dOptions;
+pub use conv3d_options::{Conv3dOptions, Size3};
+pub use geometry::ConvGeometry;
 pub use qat_module::QatModule;

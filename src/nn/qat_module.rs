@@ -2,8 +2,9 @@
 //! PyTorch does these with `model.apply(torch.ao.quantization.disable_observer)`; here a model
 //! implements [`QatModule`] by listing its fake quants and its QAT children.
 
-use super::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU};
-use super::qat::{Conv2d, Linear};
+use super::ConvGeometry;
+use super::intrinsic::qat::{ConvBnNd, ConvBnReLUNd, ConvReLUNd, LinearReLU};
+use super::qat::{ConvNd, Linear};
 use crate::fake_quantize::FakeQuantize;
 
 /// A module (or a model) that contains fake quants and possibly batch norms.
@@ -50,9 +51,17 @@ macro_rules! conv_linear_fake_quants {
     )*};
 }
 
-conv_linear_fake_quants!(Conv2d, Linear);
+conv_linear_fake_quants!(Linear);
 
-impl QatModule for ConvBn2d {
+impl<const D: usize, O: ConvGeometry<D>> QatModule for ConvNd<D, O> {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        let mut out = vec![&mut self.weight_fake_quant];
+        out.extend(self.activation_post_process.as_mut());
+        out
+    }
+}
+
+impl<const D: usize, O: ConvGeometry<D>> QatModule for ConvBnNd<D, O> {
     fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
         let mut out = vec![&mut self.weight_fake_quant];
         out.extend(self.activation_post_process.as_mut());
@@ -64,17 +73,17 @@ impl QatModule for ConvBn2d {
     }
 
     fn freeze_bn_stats(&mut self) {
-        ConvBn2d::freeze_bn_stats(self);
+        ConvBnNd::freeze_bn_stats(self);
     }
 
     fn update_bn_stats(&mut self) {
-        ConvBn2d::update_bn_stats(self);
+        ConvBnNd::update_bn_stats(self);
     }
 }
 
 macro_rules! delegate {
-    ($ty:ty, $field:ident) => {
-        impl QatModule for $ty {
+    ([$($params:tt)*] $ty:ty, $field:ident) => {
+        impl<$($params)*> QatModule for $ty {
             fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
                 self.$field.fake_quants_mut()
             }
@@ -91,6 +100,6 @@ macro_rules! delegate {
     };
 }
 
-delegate!(ConvBnReLU2d, inner);
-delegate!(ConvReLU2d, conv);
-delegate!(LinearReLU, linear);
+delegate!([const D: usize, O: ConvGeometry<D>] ConvBnReLUNd<D, O>, inner);
+delegate!([const D: usize, O: ConvGeometry<D>] ConvReLUNd<D, O>, conv);
+delegate!([] LinearReLU, linear);

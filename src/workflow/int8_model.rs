@@ -28,17 +28,7 @@ pub enum Int8Layer {
     Float(Layer),
 }
 
-impl burn::module::Module for Int8Layer {
-    burn::empty!(module);
-}
-
-impl burn::module::ModuleDisplayDefault for Int8Layer {
-    fn content(&self, content: burn::module::Content) -> Option<burn::module::Content> {
-        content.add_formatted(&format!("{self:?}")).optional()
-    }
-}
-
-impl burn::module::ModuleDisplay for Int8Layer {}
+crate::nn::geometry::constant_module!(Int8Layer);
 
 /// The int8 model.
 #[derive(Clone, Debug)]

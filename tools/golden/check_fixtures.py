@@ -1,6 +1,6 @@
 """Self-check of the generated fixtures (not needed to regenerate them).
 
-Replays every modules/ and modules1d/ case from its recorded init state and
+Replays every modules/, modules1d/ and modules3d/ case from its recorded init state and
 inputs in a fresh PyTorch module and requires bit-identical outputs, gradients
 and states; checks conv_bn_f64 against an explicit conv -> BN (-> ReLU)
 reference; and loads the torch_saved_state pair.
@@ -130,6 +130,11 @@ def main():
     for case in index1d["cases"]:
         replay_module_case(os.path.join(GOLDEN_DIR, "modules1d", case["file"]), case["config"])
     print("modules1d: %d cases replay bit-exactly" % len(index1d["cases"]))
+
+    index3d = json.load(open(os.path.join(GOLDEN_DIR, "modules3d", "index.json")))
+    for case in index3d["cases"]:
+        replay_module_case(os.path.join(GOLDEN_DIR, "modules3d", case["file"]), case["config"])
+    print("modules3d: %d cases replay bit-exactly" % len(index3d["cases"]))
 
     saved = index["torch_saved_state"]
     m = gen.build_module(saved["config"])

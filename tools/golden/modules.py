@@ -200,9 +200,12 @@ def case_name(i, cfg):
     if cfg["module"].startswith("Linear"):
         return "%02d_%s_%s%d_%s" % (i, cfg["module"], cfg["backend"], cfg["qconfig_version"],
                                     "bias" if cfg["bias"] else "nobias")
-    return "%02d_%s_%s%d_%s_%s_s%d_d%d_%s" % (
+    name = "%02d_%s_%s%d_%s_%s_s%d_d%d_%s" % (
         i, cfg["module"], cfg["backend"], cfg["qconfig_version"], "bias" if cfg["bias"] else "nobias",
         "dw" if cfg["groups"] > 1 else "g1", cfg["stride"], cfg["dilation"], cfg["padding_mode"])
+    if isinstance(cfg["kernel_size"], list):  # non-cubic kernel (modules3d/): e.g. "_k3x2x3"
+        name += "_k" + "x".join(str(k) for k in cfg["kernel_size"])
+    return name
 
 
 def run_case(i, cfg, subdir="modules", seed_base=10000):

@@ -5,18 +5,20 @@ use burn::tensor::activation::relu;
 use super::{OutputFakeQuant, in_layer, read_param, write_param};
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
-use crate::nn::Conv2dOptions;
-use crate::nn::float::{self, default_conv_params};
+use crate::nn::float;
+use crate::nn::tensor_util::uniform_param;
+use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
-/// `torch.ao.nn.qat.Conv2d`: `conv(x, weight_fake_quant(W), bias)`.
+/// PyTorch's `torch.ao.nn.qat._ConvNd`: `conv(x, weight_fake_quant(W), bias)`, generic over the
+/// geometry (`D` the tensor rank).
 #[derive(Module, Debug)]
-pub struct Conv2d {
-    pub weight: Param<Tensor<4>>,
+pub struct ConvNd<const D: usize, O: ConvGeometry<D>> {
+    pub weight: Param<Tensor<D>>,
     pub bias: Option<Param<Tensor<1>>>,
     #[module(skip)]
-    pub options: Conv2dOptions,
+    pub options: O,
     #[module(skip)]
     pub weight_fake_quant: FakeQuantize,
     /// The output fake quant `prepare_qat` attaches; `None` until then.
@@ -26,14 +28,44 @@ pub struct Conv2d {
     pub qconfig: QConfig,
 }
 
-impl Conv2d {
-    /// PyTorch's `Conv2d(..., bias=True, qconfig)` with its default init.
-    pub fn new(options: Conv2dOptions, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
+/// `torch.ao.nn.qat.Conv2d`.
+pub type Conv2d = ConvNd<4, Conv2dOptions>;
+
+/// `torch.ao.nn.qat.Conv3d`.
+pub type Conv3d = ConvNd<5, Conv3dOptions>;
+
+impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
+    /// PyTorch's `ConvNd(..., bias=True, qconfig)` with its default init: weight and bias
+    /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+    pub fn new(options: O, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
         options.validate()?;
-        let (weight, bias) = default_conv_params(&options, bias, device);
+        let bound = 1.0 / (options.fan_in() as f64).sqrt();
+        let weight = uniform_param(options.weight_shape(), -bound, bound, device);
+        let bias = bias.then(|| uniform_param([options.out_channels()], -bound, bound, device));
         Ok(Self { weight, bias, weight_fake_quant: qconfig.weight.init()?, activation_post_process: None, options, qconfig })
     }
 
+    /// Attaches the output fake quant from the qconfig (what `prepare_qat` does).
+    pub fn with_output_fake_quant(mut self) -> Result<Self> {
+        self.activation_post_process = Some(self.qconfig.activation.init()?);
+        Ok(self)
+    }
+
+    pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
+        let layer = format!("Conv{}", O::DIMS);
+        self.forward_with(x, false, &layer)
+    }
+
+    pub(crate) fn forward_with(&mut self, x: Tensor<D>, fused_relu: bool, layer: &str) -> Result<Tensor<D>> {
+        self.options.check_input(x.dims(), layer)?;
+        let weight = self.weight_fake_quant.forward(self.weight.val()).map_err(|e| in_layer(e, layer, "weight"))?;
+        let y = self.options.forward(x, weight, self.bias.as_ref().map(Param::val));
+        let y = if fused_relu { relu(y) } else { y };
+        self.activation_post_process.apply(y, layer)
+    }
+}
+
+impl Conv2d {
     /// Swaps a float conv for its QAT version (sharing its parameters).
     pub fn from_float(conv: &float::Conv2d, qconfig: QConfig) -> Result<Self> {
         Ok(Self {
@@ -50,27 +82,9 @@ impl Conv2d {
     pub fn to_float(&self) -> float::Conv2d {
         float::Conv2d { weight: self.weight.clone(), bias: self.bias.clone(), options: self.options.clone() }
     }
-
-    /// Attaches the output fake quant from the qconfig (what `prepare_qat` does).
-    pub fn with_output_fake_quant(mut self) -> Result<Self> {
-        self.activation_post_process = Some(self.qconfig.activation.init()?);
-        Ok(self)
-    }
-
-    pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
-        self.forward_with(x, false, "Conv2d")
-    }
-
-    pub(crate) fn forward_with(&mut self, x: Tensor<4>, fused_relu: bool, layer: &str) -> Result<Tensor<4>> {
-        self.options.check_input(x.dims(), layer)?;
-        let weight = self.weight_fake_quant.forward(self.weight.val()).map_err(|e| in_layer(e, layer, "weight"))?;
-        let y = self.options.forward(x, weight, self.bias.as_ref().map(Param::val));
-        let y = if fused_relu { relu(y) } else { y };
-        self.activation_post_process.apply(y, layer)
-    }
 }
 
-impl SaveStateDict for Conv2d {
+impl<const D: usize, O: ConvGeometry<D>> SaveStateDict for ConvNd<D, O> {
     fn write_state(&self, prefix: &str, out: &mut StateDict) {
         write_param(&self.weight, join(prefix, "weight"), out);
         if let Some(bias) = &self.bias {
@@ -83,7 +97,7 @@ impl SaveStateDict for Conv2d {
     }
 }
 
-impl LoadStateDict for Conv2d {
+impl<const D: usize, O: ConvGeometry<D>> LoadStateDict for ConvNd<D, O> {
     fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
         read_param(&mut self.weight, &join(prefix, "weight"), reader);
         if let Some(bias) = &mut self.bias {

@@ -6,6 +6,6 @@ mod linear;
 mod output;
 
 pub use crate::nn::intrinsic::qat::Conv1d;
-pub use conv::Conv2d;
+pub use conv::{Conv2d, Conv3d, ConvNd};
 pub use linear::Linear;
 pub(crate) use output::{OutputFakeQuant, in_layer, read_param, write_param};

@@ -1,18 +1,19 @@
-//! `ConvBn2d`: a conv whose weight is folded with the batch norm's scale before fake
+//! `ConvBn2d` / `ConvBn3d`: a conv whose weight is folded with the batch norm's scale before fake
 //! quantization, so that training sees the quantization error the folded int8 conv will have.
+//! One generic type, [`ConvBnNd`], over the geometry (PyTorch's `_ConvBnNd`).
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Tensor};
 
-use super::ConvBn2dConfig;
+use super::ConvBnConfig;
 use super::bn_fold;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
-use crate::nn::tensor_util::{host_values, replace_param, weight_channel_shape};
-use crate::nn::{BatchNorm, Conv2dOptions, float};
+use crate::nn::tensor_util::{host_values, replace_param, uniform_param, weight_channel_shape};
+use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
@@ -29,14 +30,14 @@ pub enum BnFolding {
     Exact,
 }
 
-/// `torch.ao.nn.intrinsic.qat.ConvBn2d`.
+/// PyTorch's `_ConvBnNd`: `D` is the tensor rank, `O` the geometry.
 #[derive(Module, Debug)]
-pub struct ConvBn2d {
-    pub weight: Param<Tensor<4>>,
+pub struct ConvBnNd<const D: usize, O: ConvGeometry<D>> {
+    pub weight: Param<Tensor<D>>,
     pub bias: Option<Param<Tensor<1>>>,
     pub bn: BatchNorm,
     #[module(skip)]
-    pub options: Conv2dOptions,
+    pub options: O,
     #[module(skip)]
     pub weight_fake_quant: FakeQuantize,
     /// The output fake quant `prepare_qat` attaches; `None` until then.
@@ -52,16 +53,23 @@ pub struct ConvBn2d {
     training: bool,
 }
 
-impl ConvBn2d {
-    pub(crate) fn new(config: &ConvBn2dConfig, device: &burn::tensor::Device) -> Result<Self> {
+/// `torch.ao.nn.intrinsic.qat.ConvBn2d`.
+pub type ConvBn2d = ConvBnNd<4, Conv2dOptions>;
+
+/// `torch.ao.nn.intrinsic.qat.ConvBn3d`.
+pub type ConvBn3d = ConvBnNd<5, Conv3dOptions>;
+
+impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
+    pub(crate) fn new(config: &ConvBnConfig<D, O>, device: &burn::tensor::Device) -> Result<Self> {
         config.conv.validate()?;
         let options = config.conv.clone();
-        let (weight, _) = float::default_conv_params(&options, false, device);
-        let bias = config.bias.then(|| Param::from_tensor(Tensor::zeros([options.out_channels], device)));
+        let bound = 1.0 / (options.fan_in() as f64).sqrt();
+        let weight = uniform_param(options.weight_shape(), -bound, bound, device);
+        let bias = config.bias.then(|| Param::from_tensor(Tensor::zeros([options.out_channels()], device)));
         let mut module = Self {
             weight,
             bias,
-            bn: BatchNorm::new(options.out_channels, config.eps, config.momentum, device)?,
+            bn: BatchNorm::new(options.out_channels(), config.eps, config.momentum, device)?,
             weight_fake_quant: config.qconfig.weight.init()?,
             activation_post_process: None,
             qconfig: config.qconfig.clone(),
@@ -77,40 +85,6 @@ impl ConvBn2d {
             module.update_bn_stats();
         }
         Ok(module)
-    }
-
-    /// Builds the QAT module from a float conv and its batch norm, sharing their parameters
-    /// (PyTorch `from_float`; `freeze_bn` starts false).
-    pub fn from_float(conv: &float::Conv2d, bn: &BatchNorm, qconfig: QConfig) -> Result<Self> {
-        if bn.num_features() != conv.options.out_channels {
-            return Err(QatError::config(format!(
-                "ConvBn2d: the batch norm has {} features but the conv has {} output channels",
-                bn.num_features(),
-                conv.options.out_channels
-            )));
-        }
-        let mut bn = bn.clone();
-        bn.training = true;
-        Ok(Self {
-            weight: conv.weight.clone(),
-            bias: conv.bias.clone(),
-            bn,
-            options: conv.options.clone(),
-            weight_fake_quant: qconfig.weight.init()?,
-            activation_post_process: None,
-            qconfig,
-            folding: BnFolding::Approximate,
-            freeze_bn: false,
-            training: true,
-        })
-    }
-
-    /// The float conv with BN folded in with its running statistics (PyTorch `to_float`,
-    /// `fuse_conv_bn_weights`): `W' = W * gamma * rsqrt(rv + eps)`,
-    /// `b' = (b - rm) * rsqrt(rv + eps) * gamma + beta`. Weights are not fake quantized.
-    pub fn to_float(&self) -> float::Conv2d {
-        let conv = float::Conv2d { weight: self.weight.clone(), bias: self.bias.clone(), options: self.options.clone() };
-        crate::nn::intrinsic::fuse_conv_bn_weights(&conv, &self.bn)
     }
 
     /// Attaches the output fake quant from the qconfig (what `prepare_qat` does).
@@ -129,7 +103,7 @@ impl ConvBn2d {
     /// choice, kept for parity; `from_float` overwrites it), beta 0, and the conv bias, if any,
     /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
     pub fn reset_bn_parameters(&mut self) {
-        let c = self.options.out_channels;
+        let c = self.options.out_channels();
         let device = self.weight.val().device();
         self.bn.reset_running_stats();
         self.bn.weight = replace_param(&self.bn.weight, Tensor::random([c], Distribution::Uniform(0.0, 1.0), &device));
@@ -181,15 +155,16 @@ impl ConvBn2d {
         self.train(false);
     }
 
-    pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
-        self.forward_with(x, false, "ConvBn2d")
+    pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
+        let layer = format!("ConvBn{}", O::DIMS);
+        self.forward_with(x, false, &layer)
     }
 
-    pub(crate) fn forward_with(&mut self, x: Tensor<4>, fused_relu: bool, layer: &str) -> Result<Tensor<4>> {
+    pub(crate) fn forward_with(&mut self, x: Tensor<D>, fused_relu: bool, layer: &str) -> Result<Tensor<D>> {
         self.options.check_input(x.dims(), layer)?;
         let gamma_has_zero = host_values(&self.bn.weight.val()).contains(&0.0);
         let options = &self.options;
-        let conv = |w: Tensor<4>| options.forward(x.clone(), w, None);
+        let conv = |w: Tensor<D>| options.forward(x.clone(), w, None);
         let bias = self.bias.as_ref().map(Param::val);
         let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
         let y = match (self.folding, gamma_has_zero) {
@@ -206,13 +181,49 @@ impl ConvBn2d {
     }
 
     /// `W * gamma / sqrt(running_var + eps)`, detached: the weight the fake quant sees.
-    pub(crate) fn folded_weight_tensor(&self) -> Tensor<4> {
-        let c = self.options.out_channels;
-        (self.weight.val() * self.scale_factor_tensor().reshape(weight_channel_shape::<4>(c))).detach()
+    pub(crate) fn folded_weight_tensor(&self) -> Tensor<D> {
+        let c = self.options.out_channels();
+        (self.weight.val() * self.scale_factor_tensor().reshape(weight_channel_shape::<D>(c))).detach()
     }
 }
 
-impl SaveStateDict for ConvBn2d {
+impl ConvBn2d {
+    /// Builds the QAT module from a float conv and its batch norm, sharing their parameters
+    /// (PyTorch `from_float`; `freeze_bn` starts false).
+    pub fn from_float(conv: &float::Conv2d, bn: &BatchNorm, qconfig: QConfig) -> Result<Self> {
+        if bn.num_features() != conv.options.out_channels {
+            return Err(QatError::config(format!(
+                "ConvBn2d: the batch norm has {} features but the conv has {} output channels",
+                bn.num_features(),
+                conv.options.out_channels
+            )));
+        }
+        let mut bn = bn.clone();
+        bn.training = true;
+        Ok(Self {
+            weight: conv.weight.clone(),
+            bias: conv.bias.clone(),
+            bn,
+            options: conv.options.clone(),
+            weight_fake_quant: qconfig.weight.init()?,
+            activation_post_process: None,
+            qconfig,
+            folding: BnFolding::Approximate,
+            freeze_bn: false,
+            training: true,
+        })
+    }
+
+    /// The float conv with BN folded in with its running statistics (PyTorch `to_float`,
+    /// `fuse_conv_bn_weights`): `W' = W * gamma * rsqrt(rv + eps)`,
+    /// `b' = (b - rm) * rsqrt(rv + eps) * gamma + beta`. Weights are not fake quantized.
+    pub fn to_float(&self) -> float::Conv2d {
+        let conv = float::Conv2d { weight: self.weight.clone(), bias: self.bias.clone(), options: self.options.clone() };
+        crate::nn::intrinsic::fuse_conv_bn_weights(&conv, &self.bn)
+    }
+}
+
+impl<const D: usize, O: ConvGeometry<D>> SaveStateDict for ConvBnNd<D, O> {
     fn write_state(&self, prefix: &str, out: &mut StateDict) {
         write_param(&self.weight, join(prefix, "weight"), out);
         if let Some(bias) = &self.bias {
@@ -226,7 +237,7 @@ impl SaveStateDict for ConvBn2d {
     }
 }
 
-impl LoadStateDict for ConvBn2d {
+impl<const D: usize, O: ConvGeometry<D>> LoadStateDict for ConvBnNd<D, O> {
     /// Reads PyTorch's v2 layout (`bn.weight`, ...) or the v1 one (`gamma`, `beta`,
     /// `running_mean`, ... at the module root).
     fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {

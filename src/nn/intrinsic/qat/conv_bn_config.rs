@@ -1,13 +1,13 @@
-use super::{ConvBn2d, ConvBnReLU2d};
+use super::{ConvBnNd, ConvBnReLUNd};
 use crate::error::Result;
-use crate::nn::Conv2dOptions;
+use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry};
 use crate::qconfig::QConfig;
 
-/// The constructor arguments of PyTorch's `ConvBn2d` / `ConvBnReLU2d`, with its defaults:
-/// no conv bias, `eps = 1e-5`, `momentum = 0.1`, `freeze_bn = false`.
+/// The constructor arguments of PyTorch's `ConvBn2d` / `ConvBnReLU2d` (and 3-d), with its
+/// defaults: no conv bias, `eps = 1e-5`, `momentum = 0.1`, `freeze_bn = false`.
 #[derive(Clone, Debug)]
-pub struct ConvBn2dConfig {
-    pub conv: Conv2dOptions,
+pub struct ConvBnConfig<const D: usize, O: ConvGeometry<D>> {
+    pub conv: O,
     pub bias: bool,
     pub eps: f64,
     /// `None`: a cumulative average of the batch statistics.
@@ -16,8 +16,14 @@ pub struct ConvBn2dConfig {
     pub qconfig: QConfig,
 }
 
-impl ConvBn2dConfig {
-    pub fn new(conv: Conv2dOptions, qconfig: QConfig) -> Self {
+/// [`ConvBnConfig`] for 2-d convs.
+pub type ConvBn2dConfig = ConvBnConfig<4, Conv2dOptions>;
+
+/// [`ConvBnConfig`] for 3-d convs.
+pub type ConvBn3dConfig = ConvBnConfig<5, Conv3dOptions>;
+
+impl<const D: usize, O: ConvGeometry<D>> ConvBnConfig<D, O> {
+    pub fn new(conv: O, qconfig: QConfig) -> Self {
         Self { conv, bias: false, eps: 1e-5, momentum: Some(0.1), freeze_bn: false, qconfig }
     }
 
@@ -41,11 +47,11 @@ impl ConvBn2dConfig {
         self
     }
 
-    pub fn init(&self, device: &burn::tensor::Device) -> Result<ConvBn2d> {
-        ConvBn2d::new(self, device)
+    pub fn init(&self, device: &burn::tensor::Device) -> Result<ConvBnNd<D, O>> {
+        ConvBnNd::new(self, device)
     }
 
-    pub fn init_relu(&self, device: &burn::tensor::Device) -> Result<ConvBnReLU2d> {
-        Ok(ConvBnReLU2d { inner: ConvBn2d::new(self, device)? })
+    pub fn init_relu(&self, device: &burn::tensor::Device) -> Result<ConvBnReLUNd<D, O>> {
+        Ok(ConvBnReLUNd { inner: ConvBnNd::new(self, device)? })
     }
 }

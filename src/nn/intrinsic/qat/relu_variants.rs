@@ -6,63 +6,84 @@ use std::ops::{Deref, DerefMut};
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::ConvBn2d;
+use super::{ConvBn2d, ConvBnNd};
 use crate::error::Result;
-use crate::nn::qat;
-use crate::nn::{Conv2dOptions, float};
+use crate::nn::qat::{self, ConvNd};
+use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 
 macro_rules! relu_variant {
-    ($(#[$doc:meta])* $name:ident, $field:ident: $inner:ty) => {
-        $(#[$doc])*
-        #[derive(Module, Debug)]
-        pub struct $name {
-            pub $field: $inner,
-        }
-
-        impl Deref for $name {
+    // The shared impls, for a type with its generic parameters and their bounds.
+    (@impls [$($params:tt)*] $ty:ty, $field:ident: $inner:ty) => {
+        impl<$($params)*> Deref for $ty {
             type Target = $inner;
             fn deref(&self) -> &$inner {
                 &self.$field
             }
         }
 
-        impl DerefMut for $name {
+        impl<$($params)*> DerefMut for $ty {
             fn deref_mut(&mut self) -> &mut $inner {
                 &mut self.$field
             }
         }
 
-        impl SaveStateDict for $name {
+        impl<$($params)*> SaveStateDict for $ty {
             fn write_state(&self, prefix: &str, out: &mut StateDict) {
                 self.$field.write_state(prefix, out);
             }
         }
 
-        impl LoadStateDict for $name {
+        impl<$($params)*> LoadStateDict for $ty {
             fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
                 self.$field.read_state(prefix, reader);
             }
         }
 
-        impl $name {
+        impl<$($params)*> $ty {
             /// Attaches the output fake quant from the qconfig (what `prepare_qat` does).
             pub fn with_output_fake_quant(self) -> Result<Self> {
                 Ok(Self { $field: self.$field.with_output_fake_quant()? })
             }
         }
     };
+    // A conv variant, generic over the geometry like the module it wraps.
+    ($(#[$doc:meta])* conv $name:ident, $field:ident: $inner:ident) => {
+        $(#[$doc])*
+        #[derive(Module, Debug)]
+        pub struct $name<const D: usize, O: ConvGeometry<D>> {
+            pub $field: $inner<D, O>,
+        }
+        relu_variant!(@impls [const D: usize, O: ConvGeometry<D>] $name<D, O>, $field: $inner<D, O>);
+    };
+    ($(#[$doc:meta])* $name:ident, $field:ident: $inner:ty) => {
+        $(#[$doc])*
+        #[derive(Module, Debug)]
+        pub struct $name {
+            pub $field: $inner,
+        }
+        relu_variant!(@impls [] $name, $field: $inner);
+    };
 }
 
 relu_variant!(
-    /// `torch.ao.nn.intrinsic.qat.ConvBnReLU2d`: `relu(ConvBn2d(x))`.
-    ConvBnReLU2d, inner: ConvBn2d
+    /// `relu(ConvBnNd(x))`: PyTorch's `ConvBnReLU2d` / `ConvBnReLU3d`.
+    conv ConvBnReLUNd, inner: ConvBnNd
 );
 relu_variant!(
-    /// `torch.ao.nn.intrinsic.qat.ConvReLU2d`: `relu(conv(x, weight_fake_quant(W), bias))`.
-    ConvReLU2d, conv: qat::Conv2d
+    /// `relu(conv(x, weight_fake_quant(W), bias))`: PyTorch's `ConvReLU2d` / `ConvReLU3d`.
+    conv ConvReLUNd, conv: ConvNd
 );
+
+/// `torch.ao.nn.intrinsic.qat.ConvBnReLU2d`.
+pub type ConvBnReLU2d = ConvBnReLUNd<4, Conv2dOptions>;
+/// `torch.ao.nn.intrinsic.qat.ConvBnReLU3d`.
+pub type ConvBnReLU3d = ConvBnReLUNd<5, Conv3dOptions>;
+/// `torch.ao.nn.intrinsic.qat.ConvReLU2d`.
+pub type ConvReLU2d = ConvReLUNd<4, Conv2dOptions>;
+/// `torch.ao.nn.intrinsic.qat.ConvReLU3d`.
+pub type ConvReLU3d = ConvReLUNd<5, Conv3dOptions>;
 relu_variant!(
     /// `torch.ao.nn.intrinsic.qat.LinearReLU`: `relu(linear(x, weight_fake_quant(W), bias))`.
     ///
@@ -77,28 +98,34 @@ relu_variant!(
     LinearReLU, linear: qat::Linear
 );
 
+impl<const D: usize, O: ConvGeometry<D>> ConvBnReLUNd<D, O> {
+    pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
+        let layer = format!("ConvBnReLU{}", O::DIMS);
+        self.inner.forward_with(x, true, &layer)
+    }
+}
+
 impl ConvBnReLU2d {
     pub fn from_float(conv: &float::Conv2d, bn: &crate::nn::BatchNorm, qconfig: QConfig) -> Result<Self> {
         Ok(Self { inner: ConvBn2d::from_float(conv, bn, qconfig)? })
     }
+}
 
-    pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
-        self.inner.forward_with(x, true, "ConvBnReLU2d")
+impl<const D: usize, O: ConvGeometry<D>> ConvReLUNd<D, O> {
+    /// PyTorch's `ConvReLU2d(..., bias=True, padding_mode='zeros', qconfig)` (and 3-d).
+    pub fn new(options: O, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
+        Ok(Self { conv: ConvNd::new(options, bias, qconfig, device)? })
+    }
+
+    pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
+        let layer = format!("ConvReLU{}", O::DIMS);
+        self.conv.forward_with(x, true, &layer)
     }
 }
 
 impl ConvReLU2d {
-    /// PyTorch's `ConvReLU2d(..., bias=True, padding_mode='zeros', qconfig)`.
-    pub fn new(options: Conv2dOptions, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
-        Ok(Self { conv: qat::Conv2d::new(options, bias, qconfig, device)? })
-    }
-
     pub fn from_float(conv: &float::Conv2d, qconfig: QConfig) -> Result<Self> {
         Ok(Self { conv: qat::Conv2d::from_float(conv, qconfig)? })
-    }
-
-    pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
-        self.conv.forward_with(x, true, "ConvReLU2d")
     }
 }
 
