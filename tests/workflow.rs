@@ -210,3 +210,43 @@ fn the_int8_model_saves_and_loads_without_the_float_model() {
     assert!(burn_qat::workflow::Int8Model::load(&truncated).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn linear_bn_fuses_and_converts_exactly() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    device.seed(11);
+    let mlp = FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc1", Layer::linear(36, 16, true, &device).unwrap()),
+        ("bn", Layer::batch_norm1d(16, &device).unwrap()),
+        ("relu", Layer::Relu(Default::default())),
+        ("fc2", Layer::linear(16, 4, true, &device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap();
+    let fused = mlp.fuse().unwrap();
+    assert!(matches!(fused.layers[2].layer, Layer::LinearBn1d(_)), "Linear + BatchNorm1d fuse");
+    let mut model = prepare_qat(fused, QConfig::consistent("x86").unwrap()).unwrap();
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
+    for step in 0..4 {
+        if step == 2 {
+            model.freeze_bn_stats();
+        }
+        if step == 3 {
+            model.disable_observer();
+        }
+        let x = Tensor::<4>::random([8, 1, 6, 6], Distribution::Normal(0.0, 1.0), &device);
+        let out = model.forward(x).unwrap().into_features(&device).unwrap();
+        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    model.set_training(false);
+    let int8 = convert(&model).unwrap();
+    let x = Tensor::<4>::random([16, 1, 6, 6], Distribution::Normal(0.0, 1.0), &device);
+    let qat_eval = logits(&mut model, x.clone());
+    let eval_device = Device::flex();
+    let int8_out = to_vec(&int8.forward(x.inner()).unwrap().into_features(&eval_device).unwrap());
+    assert_bits_eq("LinearBn1d model: int8 vs QAT eval", &int8_out, &qat_eval);
+}

@@ -15,6 +15,8 @@ pub enum Layer {
     DeQuantStub(DeQuantStub),
     Conv2d(float::Conv2d),
     BatchNorm2d(BatchNorm),
+    /// Batch norm over features `[N, F]`.
+    BatchNorm1d(BatchNorm),
     Relu(Relu),
     Linear(float::Linear),
     MaxPool2d(MaxPool2d),
@@ -24,6 +26,7 @@ pub enum Layer {
     ConvBnReLU2d(intrinsic::ConvBnReLU2d),
     ConvReLU2d(intrinsic::ConvReLU2d),
     LinearReLU(intrinsic::LinearReLU),
+    LinearBn1d(intrinsic::LinearBn1d),
 }
 
 /// `relu?(body(x) + x)`: a residual block with an identity shortcut.
@@ -48,6 +51,10 @@ impl Layer {
         Ok(Self::BatchNorm2d(BatchNorm::new(num_features, 1e-5, Some(0.1), device)?))
     }
 
+    pub fn batch_norm1d(num_features: usize, device: &Device) -> Result<Self> {
+        Ok(Self::BatchNorm1d(BatchNorm::new(num_features, 1e-5, Some(0.1), device)?))
+    }
+
     pub fn linear(in_features: usize, out_features: usize, bias: bool, device: &Device) -> Result<Self> {
         Ok(Self::Linear(float::Linear::new(in_features, out_features, bias, device)?))
     }
@@ -66,6 +73,7 @@ impl Layer {
             Self::DeQuantStub(_) => "DeQuantStub",
             Self::Conv2d(_) => "Conv2d",
             Self::BatchNorm2d(_) => "BatchNorm2d",
+            Self::BatchNorm1d(_) => "BatchNorm1d",
             Self::Relu(_) => "ReLU",
             Self::Linear(_) => "Linear",
             Self::MaxPool2d(_) => "MaxPool2d",
@@ -75,13 +83,15 @@ impl Layer {
             Self::ConvBnReLU2d(_) => "ConvBnReLU2d",
             Self::ConvReLU2d(_) => "ConvReLU2d",
             Self::LinearReLU(_) => "LinearReLU",
+            Self::LinearBn1d(_) => "LinearBn1d",
         }
     }
 
     /// Training mode for batch norms inside (`true`) or running statistics (`false`).
     fn set_training(&mut self, training: bool) {
         match self {
-            Self::BatchNorm2d(bn) => bn.training = training,
+            Self::BatchNorm2d(bn) | Self::BatchNorm1d(bn) => bn.training = training,
+            Self::LinearBn1d(m) => m.bn.training = training,
             Self::ConvBn2d(m) => m.bn.training = training,
             Self::ConvBnReLU2d(m) => m.bn.training = training,
             Self::Residual(r) => r.body.iter_mut().for_each(|l| l.layer.set_training(training)),
@@ -94,6 +104,8 @@ impl Layer {
             Self::QuantStub(_) | Self::DeQuantStub(_) => x,
             Self::Conv2d(m) => Value::Image(m.forward(x.image(name)?)?),
             Self::BatchNorm2d(bn) => Value::Image(bn.forward(x.image(name)?, name)?),
+            Self::BatchNorm1d(bn) => Value::Features(bn.forward(x.features(name)?, name)?),
+            Self::LinearBn1d(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::Relu(_) => x.relu(),
             Self::Linear(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::MaxPool2d(m) => m.forward(x, name)?,
@@ -141,7 +153,8 @@ impl FloatModel {
     }
 
     /// Fuses every known pattern for QAT, keeping BN (PyTorch `fuse_modules_qat`):
-    /// Conv2d + BatchNorm2d (+ ReLU), Conv2d + ReLU, Linear + ReLU, also inside residual bodies.
+    /// Conv2d + BatchNorm2d (+ ReLU), Conv2d + ReLU, Linear + BatchNorm1d, Linear + ReLU, also
+    /// inside residual bodies.
     /// The fused layer takes the first layer's name. A BatchNorm2d whose features differ from the
     /// conv's output channels is an error naming both layers.
     pub fn fuse(self) -> Result<Self> {
@@ -195,6 +208,19 @@ fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Laye
                 }
                 _ => Layer::Conv2d(conv),
             },
+            Layer::Linear(linear) if matches!(rest.peek().map(|l| &l.layer), Some(Layer::BatchNorm1d(_))) => {
+                let bn_layer = rest.next().expect("peeked");
+                let Layer::BatchNorm1d(bn) = bn_layer.layer else { unreachable!() };
+                let out = linear.weight.dims()[0];
+                if bn.num_features() != out {
+                    return Err(QatError::config(format!(
+                        "cannot fuse {prefix}{name} (Linear, {out} outputs) with {prefix}{} (BatchNorm1d, {} features)",
+                        bn_layer.name,
+                        bn.num_features()
+                    )));
+                }
+                Layer::LinearBn1d(intrinsic::LinearBn1d { linear, bn })
+            }
             Layer::Linear(linear) if matches!(rest.peek().map(|l| &l.layer), Some(Layer::Relu(_))) => {
                 rest.next();
                 Layer::LinearReLU(intrinsic::LinearReLU { linear })

@@ -23,7 +23,11 @@ pub(crate) fn write_float_layer(layer: &Layer, prefix: &str, out: &mut StateDict
     match layer {
         Layer::Conv2d(c) => conv(c, prefix, out),
         Layer::Linear(l) => linear(l, prefix, out),
-        Layer::BatchNorm2d(bn) => bn.write_state(prefix, out),
+        Layer::BatchNorm2d(bn) | Layer::BatchNorm1d(bn) => bn.write_state(prefix, out),
+        Layer::LinearBn1d(m) => {
+            linear(&m.linear, &join(prefix, "0."), out);
+            m.bn.write_state(&join(prefix, "1."), out);
+        }
         Layer::ConvBn2d(m) => {
             conv(&m.conv, &join(prefix, "0."), out);
             m.bn.write_state(&join(prefix, "1."), out);
@@ -55,7 +59,11 @@ pub(crate) fn read_float_layer(layer: &mut Layer, prefix: &str, reader: &mut Sta
     match layer {
         Layer::Conv2d(c) => conv(c, prefix, reader),
         Layer::Linear(l) => linear(l, prefix, reader),
-        Layer::BatchNorm2d(bn) => bn.read_state(bn_keys(prefix), reader),
+        Layer::BatchNorm2d(bn) | Layer::BatchNorm1d(bn) => bn.read_state(bn_keys(prefix), reader),
+        Layer::LinearBn1d(m) => {
+            linear(&mut m.linear, &join(prefix, "0."), reader);
+            m.bn.read_state(bn_keys(&join(prefix, "1.")), reader);
+        }
         Layer::ConvBn2d(m) => {
             conv(&mut m.conv, &join(prefix, "0."), reader);
             m.bn.read_state(bn_keys(&join(prefix, "1.")), reader);

@@ -116,6 +116,7 @@ fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option
             QatLayer::Conv2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::Linear(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::LinearReLU(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
+            QatLayer::LinearBn1d(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::Relu(_) => Int8Layer::Relu,
             QatLayer::MaxPool2d(p) => Int8Layer::MaxPool2d(p.clone()),
             QatLayer::Flatten(_) => Int8Layer::Flatten,

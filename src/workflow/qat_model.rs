@@ -10,7 +10,7 @@ use super::layers::{DeQuantStub, Flatten, MaxPool2d, Named, Relu, Value};
 use super::qconfig_map::QConfigMap;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
-use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearReLU};
+use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU};
 use crate::nn::{QatModule, qat};
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
@@ -42,6 +42,7 @@ pub enum QatLayer {
     Conv2d(qat::Conv2d),
     Linear(qat::Linear),
     LinearReLU(LinearReLU),
+    LinearBn1d(LinearBn1d),
     Relu(Relu),
     MaxPool2d(MaxPool2d),
     Flatten(Flatten),
@@ -101,6 +102,7 @@ fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, con
                 Layer::Conv2d(m) => QatLayer::Conv2d(qat::Conv2d::from_float(&m, q)?.with_output_fake_quant()?),
                 Layer::Linear(m) => QatLayer::Linear(qat::Linear::from_float(&m, q)?.with_output_fake_quant()?),
                 Layer::LinearReLU(m) => QatLayer::LinearReLU(LinearReLU::from_float(&m.linear, q)?.with_output_fake_quant()?),
+                Layer::LinearBn1d(m) => QatLayer::LinearBn1d(LinearBn1d::from_float(&m.linear, &m.bn, q)?.with_output_fake_quant()?),
                 Layer::Relu(r) => QatLayer::Relu(r),
                 Layer::MaxPool2d(p) => QatLayer::MaxPool2d(p),
                 Layer::Flatten(f) => QatLayer::Flatten(f),
@@ -109,9 +111,9 @@ fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, con
                     relu: r.relu,
                     add: q.activation.init()?,
                 }),
-                Layer::BatchNorm2d(_) => {
+                Layer::BatchNorm2d(_) | Layer::BatchNorm1d(_) => {
                     return Err(QatError::config(format!(
-                        "{path}: an unfused BatchNorm2d cannot be quantized; call fuse() first (it must follow a Conv2d), or give it qconfig None"
+                        "{path}: an unfused batch norm cannot be quantized; call fuse() first (it must follow a Conv2d or Linear), or give it qconfig None"
                     )));
                 }
             };
@@ -135,6 +137,7 @@ impl QatLayer {
             Self::Conv2d(m) => Value::Image(m.forward(x.image(name)?)?),
             Self::Linear(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::LinearReLU(m) => Value::Features(m.forward(x.features(name)?)?),
+            Self::LinearBn1d(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::Relu(_) => x.relu(),
             Self::MaxPool2d(p) => p.forward(x, name)?,
             Self::Flatten(f) => f.forward(x, name)?,
@@ -163,6 +166,7 @@ impl QatLayer {
             Self::Conv2d(m) => vec![m],
             Self::Linear(m) => vec![m],
             Self::LinearReLU(m) => vec![m],
+            Self::LinearBn1d(m) => vec![m],
             _ => vec![],
         }
     }
@@ -220,6 +224,7 @@ impl QatModule for QatModel {
                     QatLayer::Conv2d(m) => out.extend(m.fake_quants_mut()),
                     QatLayer::Linear(m) => out.extend(m.fake_quants_mut()),
                     QatLayer::LinearReLU(m) => out.extend(m.fake_quants_mut()),
+                    QatLayer::LinearBn1d(m) => out.extend(m.fake_quants_mut()),
                     _ => {}
                 }
             }
@@ -254,6 +259,7 @@ fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
             QatLayer::Conv2d(m) => m.write_state(&p, out),
             QatLayer::Linear(m) => m.write_state(&p, out),
             QatLayer::LinearReLU(m) => m.write_state(&p, out),
+            QatLayer::LinearBn1d(m) => m.write_state(&p, out),
             QatLayer::Residual(r) => {
                 write_layers(&r.body, &join(&p, "body."), out);
                 r.add.write_state(&join(&p, "add.activation_post_process."), out);
@@ -275,6 +281,7 @@ fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateR
             QatLayer::Conv2d(m) => m.read_state(&p, reader),
             QatLayer::Linear(m) => m.read_state(&p, reader),
             QatLayer::LinearReLU(m) => m.read_state(&p, reader),
+            QatLayer::LinearBn1d(m) => m.read_state(&p, reader),
             QatLayer::Residual(r) => {
                 read_layers(&mut r.body, &join(&p, "body."), reader);
                 r.add.read_state(&join(&p, "add.activation_post_process."), reader);

@@ -29,6 +29,19 @@ pub struct ConvReLU2d {
     pub conv: float::Conv2d,
 }
 
+/// Linear then BatchNorm1d.
+#[derive(Module, Debug)]
+pub struct LinearBn1d {
+    pub linear: float::Linear,
+    pub bn: BatchNorm,
+}
+
+impl LinearBn1d {
+    pub fn forward(&mut self, x: Tensor<2>) -> Result<Tensor<2>> {
+        self.bn.forward(self.linear.forward(x)?, "LinearBn1d")
+    }
+}
+
 /// Linear then ReLU.
 #[derive(Module, Debug)]
 pub struct LinearReLU {
