@@ -10,6 +10,7 @@ pub mod observer;
 pub mod ops;
 pub mod qconfig;
 pub mod quant;
+pub mod report;
 pub mod state_dict;
 pub mod train;
 pub mod workflow;

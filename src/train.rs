@@ -117,14 +117,74 @@ fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> (Tensor<1>, usize
     (picked.mean().neg().reshape([1]), correct)
 }
 
+/// Where an epoch stands after one optimizer step, for progress displays.
+#[derive(Clone, Debug)]
+pub struct BatchProgress {
+    pub epoch: usize,
+    /// Batches done in this epoch, 1-based: `batch == batches` after the last.
+    pub batch: usize,
+    /// Batches in this epoch (a last batch of one is dropped, see [`train_classifier`]).
+    pub batches: usize,
+    /// Samples trained on so far in this epoch.
+    pub seen: usize,
+    /// Mean loss over this epoch's batches so far (per sample).
+    pub loss: f64,
+    /// Training accuracy over this epoch's batches so far.
+    pub accuracy: f64,
+    /// Samples per second since the epoch started.
+    pub samples_per_second: f64,
+    /// The learning rate of the step just taken.
+    pub lr: f64,
+}
+
+/// Callbacks of [`train_classifier_with`]; every method has a default that does nothing.
+pub trait TrainHooks<M> {
+    /// Before the first batch of `epoch`, which will have `batches` batches.
+    fn epoch_started(&mut self, _epoch: usize, _batches: usize) {}
+
+    /// After each optimizer step.
+    fn batch_done(&mut self, _progress: &BatchProgress) {}
+
+    /// After the last batch of `epoch`, before the test set is evaluated.
+    fn evaluating(&mut self, _epoch: usize) {}
+
+    /// After each epoch, with the model as trained so far (to save a checkpoint, say). An error
+    /// stops training and is returned.
+    fn epoch_done(&mut self, _report: &EpochReport, _model: &M) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// [`TrainHooks`] from a per-epoch closure: what [`train_classifier`] takes.
+pub struct OnEpoch<F>(pub F);
+
+impl<M, F: FnMut(&EpochReport)> TrainHooks<M> for OnEpoch<F> {
+    fn epoch_done(&mut self, report: &EpochReport, _model: &M) -> Result<()> {
+        (self.0)(report);
+        Ok(())
+    }
+}
+
 /// Trains `model` in place, calling `on_epoch` after each epoch.
 pub fn train_classifier<M: Classifier>(
+    model: M,
+    train: &Dataset,
+    test: &Dataset,
+    options: &TrainOptions,
+    device: &Device,
+    on_epoch: impl FnMut(&EpochReport),
+) -> Result<(M, Vec<EpochReport>)> {
+    train_classifier_with(model, train, test, options, device, &mut OnEpoch(on_epoch))
+}
+
+/// [`train_classifier`] with [`TrainHooks`]: per-batch progress and the model after each epoch.
+pub fn train_classifier_with<M: Classifier>(
     mut model: M,
     train: &Dataset,
     test: &Dataset,
     options: &TrainOptions,
     device: &Device,
-    mut on_epoch: impl FnMut(&EpochReport),
+    hooks: &mut impl TrainHooks<M>,
 ) -> Result<(M, Vec<EpochReport>)> {
     if options.batch_size < 2 {
         return Err(QatError::config("batch_size must be at least 2 (training batch norm needs more than one value per channel)"));
@@ -149,7 +209,9 @@ pub fn train_classifier<M: Classifier>(
         let order = shuffled_indices(train.len(), options.seed.wrapping_add(epoch as u64));
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
         // Drop a last batch of one: training BN cannot normalize a single value per channel.
-        for batch in order.chunks(options.batch_size).filter(|b| b.len() > 1) {
+        let batches = order.chunks(options.batch_size).filter(|b| b.len() > 1).count();
+        hooks.epoch_started(epoch, batches);
+        for (index, batch) in order.chunks(options.batch_size).filter(|b| b.len() > 1).enumerate() {
             let (images, labels) = train.batch(batch, device);
             let (loss, right) = cross_entropy(model.logits(images)?, labels);
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
@@ -167,8 +229,19 @@ pub fn train_classifier<M: Classifier>(
             loss_sum += loss_value * batch.len() as f64;
             correct += right;
             seen += batch.len();
+            hooks.batch_done(&BatchProgress {
+                epoch,
+                batch: index + 1,
+                batches,
+                seen,
+                loss: loss_sum / seen as f64,
+                accuracy: correct as f64 / seen as f64,
+                samples_per_second: seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                lr,
+            });
         }
         let seconds = started.elapsed().as_secs_f64();
+        hooks.evaluating(epoch);
         let report = EpochReport {
             epoch,
             loss: loss_sum / seen as f64,
@@ -176,7 +249,7 @@ pub fn train_classifier<M: Classifier>(
             test_accuracy: evaluate(&model, test, options.batch_size.max(256), device)?,
             samples_per_second: seen as f64 / seconds,
         };
-        on_epoch(&report);
+        hooks.epoch_done(&report, &model)?;
         reports.push(report);
     }
     Ok((model, reports))
@@ -197,4 +270,40 @@ pub fn evaluate<M: Classifier>(model: &M, data: &Dataset, batch_size: usize, dev
         correct += right;
     }
     Ok(correct as f64 / data.len() as f64)
+}
+
+/// Post-training calibration of a prepared model (PTQ): runs `batches` batches of `data`, drawn
+/// in a fixed shuffled order (seed 0), through the model in training mode with BN statistics
+/// frozen (`freeze_bn_stats`: running statistics, not updated) and observers and fake quant on,
+/// so that the observers record activation and weight ranges; no gradient is taken and no
+/// weight changes. Then observers are disabled and the model is put in eval mode, ready for
+/// [`convert`](crate::workflow::convert).
+///
+/// The model is replaced by its `valid()` copy (off the autodiff graph), and the batches are
+/// made on `device` without autodiff, so calibration records no backward graph. Returns the
+/// number of samples seen.
+pub fn calibrate<M: Classifier>(model: &mut M, data: &Dataset, batches: usize, batch_size: usize, device: &Device) -> Result<usize> {
+    if batch_size < 2 {
+        return Err(QatError::config("calibration batch_size must be at least 2"));
+    }
+    if data.is_empty() {
+        return Err(QatError::config("the calibration set must not be empty"));
+    }
+    let device = device.clone().inner();
+    let mut m = model.valid();
+    m.set_training(true);
+    m.freeze_bn_stats();
+    m.enable_observer(true);
+    m.enable_fake_quant(true);
+    let order = shuffled_indices(data.len(), 0);
+    let mut seen = 0;
+    for batch in order.chunks(batch_size).filter(|b| b.len() > 1).take(batches) {
+        let (images, _) = data.batch(batch, &device);
+        m.logits(images)?;
+        seen += batch.len();
+    }
+    m.disable_observer();
+    m.set_training(false);
+    *model = m;
+    Ok(seen)
 }

@@ -1,0 +1,174 @@
+//! The `burn-qat` command end to end: a short `train` run on the bundled data writes every
+//! artifact, low-bit flags reach metrics.json, a wrong data folder fails with a useful message,
+//! and `eval` reads the int8 model back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn burn_qat(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_burn-qat")).args(args).output().expect("the burn-qat binary runs")
+}
+
+/// A fresh folder under the target directory, removed first if an earlier run left it.
+fn out_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn check_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+fn read_metrics(out: &Path) -> serde_json::Value {
+    let json = std::fs::read_to_string(out.join("metrics.json")).expect("metrics.json written");
+    serde_json::from_str(&json).expect("metrics.json is JSON")
+}
+
+fn accuracy(metrics: &serde_json::Value, key: &str) -> f64 {
+    let a = metrics[key].as_f64().unwrap_or_else(|| panic!("{key} is a number in {metrics}"));
+    assert!((0.0..=1.0).contains(&a), "{key} = {a} is not a fraction");
+    a
+}
+
+/// One float and one QAT epoch, then every artifact, every metric, and `eval` on the int8 model.
+#[test]
+fn train_writes_every_artifact_and_eval_reads_the_int8_model() {
+    let out = out_dir("default");
+    let output = burn_qat(&["train", "--epochs", "1", "--qat-epochs", "1", "--out", out.to_str().unwrap()]);
+    check_success(&output, "train");
+    let stdout = text(&output.stdout);
+    // Not a terminal: one plain line per epoch, no progress bar drawing.
+    assert!(!stdout.contains('\r') && !stdout.contains('\u{1b}'), "progress bars drawn into a pipe:\n{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.trim_start().starts_with("float ")).count(),
+        2,
+        "one float row in the epoch table and one in the final table:\n{stdout}"
+    );
+    assert!(stdout.contains("PTQ int8"), "the final table has a PTQ row:\n{stdout}");
+
+    let metrics = read_metrics(&out);
+    for key in [
+        "float_accuracy",
+        "qat_accuracy",
+        "int8_accuracy",
+        "int8_agreement",
+        "float_model_bytes",
+        "int8_model_bytes",
+        "epochs",
+        "qat_epochs",
+        "qconfig",
+        "weight_bits",
+        "act_bits",
+        "train_seconds",
+        "ptq_int8_accuracy",
+    ] {
+        assert!(metrics.get(key).is_some_and(|v| !v.is_null()), "metrics.json lacks {key}: {metrics}");
+    }
+    assert_eq!((metrics["epochs"].as_u64(), metrics["qat_epochs"].as_u64()), (Some(1), Some(1)));
+    assert_eq!((metrics["weight_bits"].as_u64(), metrics["act_bits"].as_u64()), (Some(8), Some(8)));
+    assert_eq!(metrics["qconfig"], "fbgemm (consistent)");
+    // One epoch of LeNet already classifies MNIST well; int8 equals the QAT eval bit for bit.
+    assert!(accuracy(&metrics, "float_accuracy") > 0.9, "{metrics}");
+    assert!(accuracy(&metrics, "int8_accuracy") > 0.9, "{metrics}");
+    assert!(accuracy(&metrics, "ptq_int8_accuracy") > 0.8, "{metrics}");
+    assert_eq!(metrics["int8_agreement"].as_f64(), Some(1.0), "{metrics}");
+
+    for file in ["qat.safetensors", "int8.safetensors", "checkpoint.safetensors"] {
+        let bytes = std::fs::read(out.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(bytes.len() > 1000, "{file} is only {} bytes", bytes.len());
+    }
+    // The last checkpoint is the QAT model's, after its only epoch.
+    let (state, metadata) = burn_qat::state_dict::load_safetensors(out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(metadata.get("phase").map(String::as_str), Some("qat"), "{metadata:?}");
+    assert_eq!(metadata.get("epoch").map(String::as_str), Some("1"), "{metadata:?}");
+    assert!(state.keys().any(|k| k.contains("weight_fake_quant")), "a QAT state dict: {:?}", state.keys().collect::<Vec<_>>());
+    let png = std::fs::read(out.join("curves.png")).expect("curves.png written");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "curves.png is not a PNG");
+    assert!(png.len() > 10_000, "curves.png is only {} bytes", png.len());
+
+    let int8 = out.join("int8.safetensors");
+    let output = burn_qat(&["eval", "--checkpoint", int8.to_str().unwrap()]);
+    check_success(&output, "eval");
+    let stdout = text(&output.stdout);
+    let expected = format!("{:.2}%", 100.0 * accuracy(&metrics, "int8_accuracy"));
+    assert!(stdout.contains("int8 test accuracy") && stdout.contains(&expected), "eval should print {expected}:\n{stdout}");
+}
+
+/// 4-bit weights and activations: a custom qconfig, recorded in metrics.json.
+#[test]
+fn train_with_four_bit_weights_and_activations() {
+    let out = out_dir("w4a4");
+    let output =
+        burn_qat(&["train", "--epochs", "1", "--qat-epochs", "1", "--weight-bits", "4", "--act-bits", "4", "--out", out.to_str().unwrap()]);
+    check_success(&output, "train --weight-bits 4 --act-bits 4");
+    let metrics = read_metrics(&out);
+    assert_eq!((metrics["weight_bits"].as_u64(), metrics["act_bits"].as_u64()), (Some(4), Some(4)), "{metrics}");
+    assert!(metrics["qconfig"].as_str().is_some_and(|q| q.contains("w4") && q.contains("a4")), "{metrics}");
+    assert!(accuracy(&metrics, "int8_accuracy") > 0.5, "{metrics}");
+    accuracy(&metrics, "ptq_int8_accuracy");
+    assert!(out.join("curves.png").is_file() && out.join("int8.safetensors").is_file());
+}
+
+#[test]
+fn bit_widths_outside_two_to_eight_are_refused() {
+    for bits in ["1", "9"] {
+        let output = burn_qat(&["train", "--weight-bits", bits, "--out", out_dir("bad-bits").to_str().unwrap()]);
+        assert!(!output.status.success(), "--weight-bits {bits} accepted");
+        assert!(text(&output.stderr).contains("2..=8") || text(&output.stderr).contains("2..9"), "{}", text(&output.stderr));
+    }
+}
+
+#[test]
+fn a_missing_data_folder_names_the_expected_files() {
+    let out = out_dir("no-data");
+    let output = burn_qat(&["train", "--data", "/nonexistent", "--out", out.to_str().unwrap()]);
+    assert!(!output.status.success(), "train on /nonexistent succeeded");
+    let stderr = text(&output.stderr);
+    for name in ["/nonexistent", "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        assert!(stderr.contains(name), "the error should name {name}:\n{stderr}");
+    }
+    assert!(!out.join("metrics.json").exists());
+}
+
+/// curves.png from made-up histories, including a 2-bit run whose PTQ line falls far below the
+/// curves: the plot is drawn with the built-in font and is a PNG (left in the target folder, to
+/// look at).
+#[test]
+fn curves_plot_any_history() {
+    use burn_qat::report::{Curves, plot_curves};
+    use burn_qat::train::EpochReport;
+    let report = |epoch: usize, loss: f64, test_accuracy: f64| EpochReport {
+        epoch,
+        loss,
+        train_accuracy: test_accuracy,
+        test_accuracy,
+        samples_per_second: 1000.0,
+    };
+    let float = [report(0, 0.4, 0.947), report(1, 0.1, 0.9735), report(2, 0.038, 0.982), report(3, 0.021, 0.9825)];
+    let qat = [report(0, 0.4, 0.917), report(1, 0.35, 0.9315)];
+    let cases = [
+        ("w8a8", &float[..], &float[..2], Some(0.9835), Some(0.9815)),
+        ("w2a2", &float[..2], &qat[..], Some(0.9315), Some(0.7835)),
+        ("float-only", &float[..], &[][..], None, None),
+        ("empty", &[][..], &[][..], None, None),
+    ];
+    for (name, float, qat, int8_accuracy, ptq_int8_accuracy) in cases {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("curves-{name}.png"));
+        let curves =
+            Curves { title: format!("made-up history: {name}"), float, qat, int8_accuracy, ptq_int8_accuracy, quantized: String::new() };
+        plot_curves(&path, &curves).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let png = std::fs::read(&path).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}: not a PNG");
+    }
+}
