@@ -10,8 +10,13 @@ use crate::error::Result;
 pub trait ConvGeometry<const D: usize>:
     burn::module::Module + burn::module::ModuleDisplay + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static
 {
-    /// `"2d"` or `"3d"`, for layer names in errors.
+    /// `"Conv"` or `"ConvTranspose"`: with [`DIMS`](Self::DIMS), the layer names in errors.
+    const PREFIX: &'static str = "Conv";
+    /// `"2d"` or `"3d"`.
     const DIMS: &'static str;
+    /// The weight axis of the output channels: 0 for convolutions, 1 for transposed ones. BN
+    /// folding scales along it and per-channel weight quantization runs along it.
+    const WEIGHT_CHANNEL_AXIS: usize = 0;
     fn out_channels(&self) -> usize;
     /// `[out, in / groups, k...]`.
     fn weight_shape(&self) -> [usize; D];

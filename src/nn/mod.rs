@@ -5,6 +5,7 @@ pub mod batch_norm;
 pub mod conv1d_options;
 pub mod conv3d_options;
 pub mod conv_options;
+pub mod conv_transpose_options;
 pub mod float;
 pub mod geometry;
 pub mod intrinsic;
@@ -15,6 +16,7 @@ pub(crate) mod tensor_util;
 
 pub use batch_norm::BatchNorm;
 pub use conv_options::{Conv2dOptions, PaddingMode, Size2};
+pub use conv_transpose_options::ConvTranspose2dOptions;
 pub use conv1d_options::Conv1dOptions;
 pub use conv3d_options::{Conv3dOptions, Size3};
 pub use geometry::ConvGeometry;

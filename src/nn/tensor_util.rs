@@ -27,6 +27,14 @@ pub(crate) fn weight_channel_shape<const D: usize>(c: usize) -> [usize; D] {
     shape
 }
 
+/// `c` at `axis`, 1 elsewhere: a per-output-channel vector shaped to broadcast over weights
+/// whose output channel is `axis` (0 for convolutions, 1 for transposed ones).
+pub(crate) fn weight_axis_shape<const D: usize>(c: usize, axis: usize) -> [usize; D] {
+    let mut shape = [1; D];
+    shape[axis] = c;
+    shape
+}
+
 /// Replaces a parameter's value, keeping its id (so optimizer state stays attached).
 pub(crate) fn replace_param<const D: usize>(param: &Param<Tensor<D>>, value: Tensor<D>) -> Param<Tensor<D>> {
     let mut fresh = Param::from_tensor(value);

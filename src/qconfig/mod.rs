@@ -115,6 +115,15 @@ impl QConfig {
         Ok(q)
     }
 
+    /// Per-channel weight quantization along `axis` (1 for transposed convolutions, whose
+    /// output channel is weight axis 1); per-tensor configs are unchanged.
+    pub fn with_weight_channel_axis(mut self, axis: usize) -> Self {
+        if self.weight.observer.qscheme.is_per_channel() {
+            self.weight.observer.ch_axis = axis;
+        }
+        self
+    }
+
     /// Whether training and convert use the same qparams for both activation and weight.
     pub fn is_consistent(&self) -> bool {
         self.activation.is_consistent() && self.weight.is_consistent()

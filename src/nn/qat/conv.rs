@@ -39,6 +39,7 @@ impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
     /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
     pub fn new(options: O, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
         options.validate()?;
+        let qconfig = qconfig.with_weight_channel_axis(O::WEIGHT_CHANNEL_AXIS);
         let bound = 1.0 / (options.fan_in() as f64).sqrt();
         let weight = uniform_param(options.weight_shape(), -bound, bound, device);
         let bias = bias.then(|| uniform_param([options.out_channels()], -bound, bound, device));
@@ -52,7 +53,7 @@ impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
     }
 
     pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
-        let layer = format!("Conv{}", O::DIMS);
+        let layer = format!("{}{}", O::PREFIX, O::DIMS);
         self.forward_with(x, false, &layer)
     }
 

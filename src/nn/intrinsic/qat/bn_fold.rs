@@ -8,7 +8,7 @@ use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::BatchNorm;
 use crate::nn::qat::in_layer;
-use crate::nn::tensor_util::{channel_shape, host_tensor, weight_channel_shape};
+use crate::nn::tensor_util::{channel_shape, host_tensor, weight_axis_shape};
 
 /// `gamma / sqrt(running_var + eps)` per output channel, carrying gamma's gradient.
 pub(crate) fn scale_factor(bn: &BatchNorm) -> Tensor<1> {
@@ -17,16 +17,17 @@ pub(crate) fn scale_factor(bn: &BatchNorm) -> Tensor<1> {
     gamma / running_std
 }
 
-/// The weight scaled per output channel (axis 0) by `sf`, fake quantized.
-fn folded_weight<const W: usize>(weight: Tensor<W>, sf: Tensor<1>, fq: &mut FakeQuantize, layer: &str) -> Result<Tensor<W>> {
+/// The weight scaled per output channel (weight axis `axis`) by `sf`, fake quantized.
+fn folded_weight<const W: usize>(weight: Tensor<W>, sf: Tensor<1>, axis: usize, fq: &mut FakeQuantize, layer: &str) -> Result<Tensor<W>> {
     let c = sf.dims()[0];
-    fq.forward(weight * sf.reshape(weight_channel_shape::<W>(c))).map_err(|e| in_layer(e, layer, "folded weight"))
+    fq.forward(weight * sf.reshape(weight_axis_shape::<W>(c, axis))).map_err(|e| in_layer(e, layer, "folded weight"))
 }
 
 /// PyTorch's default (`_forward_approximate`): fake quantize `W * sf`, run the op with no bias,
 /// divide `sf` back out, add the bias, and run an ordinary BN. Divides by gamma.
 pub(crate) fn approximate<const D: usize, const W: usize>(
     weight: Tensor<W>,
+    weight_axis: usize,
     bias: Option<Tensor<1>>,
     bn: &mut BatchNorm,
     fq: &mut FakeQuantize,
@@ -35,7 +36,7 @@ pub(crate) fn approximate<const D: usize, const W: usize>(
 ) -> Result<Tensor<D>> {
     let c = bn.num_features();
     let sf = scale_factor(bn);
-    let y = op(folded_weight(weight, sf.clone(), fq, layer)?);
+    let y = op(folded_weight(weight, sf.clone(), weight_axis, fq, layer)?);
     let mut y = y / sf.reshape(channel_shape::<D>(c));
     if let Some(bias) = bias {
         y = y + bias.reshape(channel_shape::<D>(c));
@@ -49,6 +50,7 @@ pub(crate) fn approximate<const D: usize, const W: usize>(
 /// directly. Never divides by gamma.
 pub(crate) fn exact<const D: usize, const W: usize>(
     weight: Tensor<W>,
+    weight_axis: usize,
     bias: Option<Tensor<1>>,
     bn: &mut BatchNorm,
     fq: &mut FakeQuantize,
@@ -72,7 +74,7 @@ pub(crate) fn exact<const D: usize, const W: usize>(
         };
         bn.update_running_stats(&y0_biased.detach(), per_channel);
         let running_std: Tensor<1> = host_tensor(bn.running_std(), [c], &gamma);
-        let y = op(folded_weight(weight, scale_factor(bn), fq, layer)?);
+        let y = op(folded_weight(weight, scale_factor(bn), weight_axis, fq, layer)?);
         let flat = y0.swap_dims(0, 1).reshape([c, per_channel]);
         let mean = flat.clone().mean_dim(1).reshape([c]);
         let var = (flat - mean.clone().reshape([c, 1])).powi_scalar(2).mean_dim(1).reshape([c]);
@@ -80,7 +82,7 @@ pub(crate) fn exact<const D: usize, const W: usize>(
         (y * (running_std / batch_std.clone()).reshape(shape), mean, batch_std)
     } else {
         let running_std: Tensor<1> = host_tensor(bn.running_std(), [c], &gamma);
-        let y = op(folded_weight(weight, scale_factor(bn), fq, layer)?);
+        let y = op(folded_weight(weight, scale_factor(bn), weight_axis, fq, layer)?);
         let mut mean: Tensor<1> = host_tensor(bn.running_mean().to_vec(), [c], &gamma);
         if let Some(b) = &bias {
             mean = mean - b.clone();

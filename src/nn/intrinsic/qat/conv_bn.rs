@@ -12,8 +12,8 @@ use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
-use crate::nn::tensor_util::{host_values, replace_param, uniform_param, weight_channel_shape};
-use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, float};
+use crate::nn::tensor_util::{host_values, replace_param, uniform_param, weight_axis_shape};
+use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
@@ -59,10 +59,16 @@ pub type ConvBn2d = ConvBnNd<4, Conv2dOptions>;
 /// `torch.ao.nn.intrinsic.qat.ConvBn3d`.
 pub type ConvBn3d = ConvBnNd<5, Conv3dOptions>;
 
+/// ConvTranspose2d + BatchNorm2d for QAT (beyond PyTorch, which has no QAT ConvTranspose,
+/// pytorch/ao#1462): the BN scale and the per-channel weight fake quant run along weight axis 1,
+/// the output channel of a transposed conv's `[in, out / groups, kh, kw]` weight.
+pub type ConvTransposeBn2d = ConvBnNd<4, ConvTranspose2dOptions>;
+
 impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     pub(crate) fn new(config: &ConvBnConfig<D, O>, device: &burn::tensor::Device) -> Result<Self> {
         config.conv.validate()?;
         let options = config.conv.clone();
+        let qconfig = config.qconfig.clone().with_weight_channel_axis(O::WEIGHT_CHANNEL_AXIS);
         let bound = 1.0 / (options.fan_in() as f64).sqrt();
         let weight = uniform_param(options.weight_shape(), -bound, bound, device);
         let bias = config.bias.then(|| Param::from_tensor(Tensor::zeros([options.out_channels()], device)));
@@ -70,9 +76,9 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
             weight,
             bias,
             bn: BatchNorm::new(options.out_channels(), config.eps, config.momentum, device)?,
-            weight_fake_quant: config.qconfig.weight.init()?,
+            weight_fake_quant: qconfig.weight.init()?,
             activation_post_process: None,
-            qconfig: config.qconfig.clone(),
+            qconfig,
             folding: BnFolding::Approximate,
             freeze_bn: config.freeze_bn,
             training: true,
@@ -156,7 +162,7 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     }
 
     pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
-        let layer = format!("ConvBn{}", O::DIMS);
+        let layer = format!("{}Bn{}", O::PREFIX, O::DIMS);
         self.forward_with(x, false, &layer)
     }
 
@@ -168,8 +174,8 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
         let bias = self.bias.as_ref().map(Param::val);
         let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
         let y = match (self.folding, gamma_has_zero) {
-            (BnFolding::Approximate, false) => bn_fold::approximate(weight, bias, bn, fq, conv, layer)?,
-            _ => bn_fold::exact(weight, bias, bn, fq, conv, layer)?,
+            (BnFolding::Approximate, false) => bn_fold::approximate(weight, O::WEIGHT_CHANNEL_AXIS, bias, bn, fq, conv, layer)?,
+            _ => bn_fold::exact(weight, O::WEIGHT_CHANNEL_AXIS, bias, bn, fq, conv, layer)?,
         };
         let y = if fused_relu { relu(y) } else { y };
         self.activation_post_process.apply(y, layer)
@@ -181,9 +187,9 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     }
 
     /// `W * gamma / sqrt(running_var + eps)`, detached: the weight the fake quant sees.
-    pub(crate) fn folded_weight_tensor(&self) -> Tensor<D> {
+    pub fn folded_weight_tensor(&self) -> Tensor<D> {
         let c = self.options.out_channels();
-        (self.weight.val() * self.scale_factor_tensor().reshape(weight_channel_shape::<D>(c))).detach()
+        (self.weight.val() * self.scale_factor_tensor().reshape(weight_axis_shape::<D>(c, O::WEIGHT_CHANNEL_AXIS))).detach()
     }
 }
 

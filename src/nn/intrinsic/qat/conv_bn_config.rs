@@ -1,6 +1,6 @@
 use super::{ConvBnNd, ConvBnReLUNd};
 use crate::error::Result;
-use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry};
+use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
 use crate::qconfig::QConfig;
 
 /// The constructor arguments of PyTorch's `ConvBn2d` / `ConvBnReLU2d` (and 3-d), with its
@@ -21,6 +21,9 @@ pub type ConvBn2dConfig = ConvBnConfig<4, Conv2dOptions>;
 
 /// [`ConvBnConfig`] for 3-d convs.
 pub type ConvBn3dConfig = ConvBnConfig<5, Conv3dOptions>;
+
+/// [`ConvBnConfig`] for 2-d transposed convs.
+pub type ConvTransposeBn2dConfig = ConvBnConfig<4, ConvTranspose2dOptions>;
 
 impl<const D: usize, O: ConvGeometry<D>> ConvBnConfig<D, O> {
     pub fn new(conv: O, qconfig: QConfig) -> Self {

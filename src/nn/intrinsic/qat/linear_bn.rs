@@ -140,8 +140,8 @@ impl LinearBn1d {
         let bias = self.bias.as_ref().map(Param::val);
         let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
         let y = match (self.folding, gamma_has_zero) {
-            (BnFolding::Approximate, false) => bn_fold::approximate(weight, bias, bn, fq, linear, layer)?,
-            _ => bn_fold::exact(weight, bias, bn, fq, linear, layer)?,
+            (BnFolding::Approximate, false) => bn_fold::approximate(weight, 0, bias, bn, fq, linear, layer)?,
+            _ => bn_fold::exact(weight, 0, bias, bn, fq, linear, layer)?,
         };
         self.activation_post_process.apply(y, layer)
     }

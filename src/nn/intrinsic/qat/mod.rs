@@ -8,8 +8,8 @@ mod conv_bn_config;
 mod linear_bn;
 mod relu_variants;
 
-pub use conv_bn::{BnFolding, ConvBn2d, ConvBn3d, ConvBnNd};
-pub use conv_bn_config::{ConvBn2dConfig, ConvBn3dConfig, ConvBnConfig};
+pub use conv_bn::{BnFolding, ConvBn2d, ConvBn3d, ConvBnNd, ConvTransposeBn2d};
+pub use conv_bn_config::{ConvBn2dConfig, ConvBn3dConfig, ConvBnConfig, ConvTransposeBn2dConfig};
 pub use conv1d::{Conv1d, ConvBn1d, ConvBn1dConfig, ConvBnReLU1d, ConvReLU1d};
 pub use linear_bn::LinearBn1d;
-pub use relu_variants::{ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU2d, ConvReLU3d, ConvReLUNd, LinearReLU};
+pub use relu_variants::{ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU2d, ConvReLU3d, ConvReLUNd, ConvTransposeBnReLU2d, LinearReLU};

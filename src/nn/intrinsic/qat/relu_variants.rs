@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use super::{ConvBn2d, ConvBnNd};
 use crate::error::Result;
 use crate::nn::qat::{self, ConvNd};
-use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, float};
+use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 
@@ -80,6 +80,9 @@ relu_variant!(
 pub type ConvBnReLU2d = ConvBnReLUNd<4, Conv2dOptions>;
 /// `torch.ao.nn.intrinsic.qat.ConvBnReLU3d`.
 pub type ConvBnReLU3d = ConvBnReLUNd<5, Conv3dOptions>;
+/// ConvTranspose2d + BatchNorm2d + ReLU for QAT (beyond PyTorch, which has no QAT ConvTranspose):
+/// BN scale and per-channel weight quantization along weight axis 1.
+pub type ConvTransposeBnReLU2d = ConvBnReLUNd<4, ConvTranspose2dOptions>;
 /// `torch.ao.nn.intrinsic.qat.ConvReLU2d`.
 pub type ConvReLU2d = ConvReLUNd<4, Conv2dOptions>;
 /// `torch.ao.nn.intrinsic.qat.ConvReLU3d`.
@@ -100,7 +103,7 @@ relu_variant!(
 
 impl<const D: usize, O: ConvGeometry<D>> ConvBnReLUNd<D, O> {
     pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
-        let layer = format!("ConvBnReLU{}", O::DIMS);
+        let layer = format!("{}BnReLU{}", O::PREFIX, O::DIMS);
         self.inner.forward_with(x, true, &layer)
     }
 }
@@ -118,7 +121,7 @@ impl<const D: usize, O: ConvGeometry<D>> ConvReLUNd<D, O> {
     }
 
     pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
-        let layer = format!("ConvReLU{}", O::DIMS);
+        let layer = format!("{}ReLU{}", O::PREFIX, O::DIMS);
         self.conv.forward_with(x, true, &layer)
     }
 }
