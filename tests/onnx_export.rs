@@ -19,39 +19,6 @@ use common::*;
 use prost::Message;
 use tract_onnx::prelude::*;
 
-/// tests/workflow.rs's model: QuantStub, ConvBnReLU, a residual block ending in ReLU, MaxPool,
-/// Flatten, LinearReLU, Linear, DeQuantStub.
-fn small_cnn(device: &Device, padding_mode: PaddingMode) -> FloatModel {
-    let conv =
-        |cin, cout| Layer::conv2d(Conv2dOptions::new(cin, cout, 3).with_padding(1).with_padding_mode(padding_mode), false, device).unwrap();
-    FloatModel::new(vec![
-        ("quant", Layer::QuantStub(Default::default())),
-        ("conv1", conv(1, 8)),
-        ("bn1", Layer::batch_norm2d(8, device).unwrap()),
-        ("relu1", Layer::Relu(Default::default())),
-        (
-            "block",
-            Layer::residual(
-                vec![
-                    ("conv_a", conv(8, 8)),
-                    ("bn_a", Layer::batch_norm2d(8, device).unwrap()),
-                    ("relu_a", Layer::Relu(Default::default())),
-                    ("conv_b", conv(8, 8)),
-                    ("bn_b", Layer::batch_norm2d(8, device).unwrap()),
-                ],
-                true,
-            ),
-        ),
-        ("pool", Layer::max_pool2d(2, 2).unwrap()),
-        ("flatten", Layer::Flatten(Default::default())),
-        ("fc1", Layer::linear(8 * 6 * 6, 32, true, device).unwrap()),
-        ("relu2", Layer::Relu(Default::default())),
-        ("fc2", Layer::linear(32, 10, true, device).unwrap()),
-        ("dequant", Layer::DeQuantStub(Default::default())),
-    ])
-    .unwrap()
-}
-
 fn trained(qconfig: QConfig, build: impl Fn(&Device) -> FloatModel) -> QatModel {
     let device = Device::flex().autodiff();
     device.seed(3);

@@ -9,40 +9,14 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_qat::QatError;
-use burn_qat::nn::{Conv2dOptions, QatModule};
+use burn_qat::nn::{Conv2dOptions, PaddingMode, QatModule};
 use burn_qat::qconfig::{QConfig, get_default_qat_qconfig};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict};
 use burn_qat::workflow::{EvalArithmetic, FloatModel, Layer, QConfigMap, QatModel, Value, convert, prepare_qat};
 use common::*;
 
 fn small_cnn(device: &Device) -> FloatModel {
-    let conv = |cin, cout| Layer::conv2d(Conv2dOptions::new(cin, cout, 3).with_padding(1), false, device).unwrap();
-    FloatModel::new(vec![
-        ("quant", Layer::QuantStub(Default::default())),
-        ("conv1", conv(1, 8)),
-        ("bn1", Layer::batch_norm2d(8, device).unwrap()),
-        ("relu1", Layer::Relu(Default::default())),
-        (
-            "block",
-            Layer::residual(
-                vec![
-                    ("conv_a", conv(8, 8)),
-                    ("bn_a", Layer::batch_norm2d(8, device).unwrap()),
-                    ("relu_a", Layer::Relu(Default::default())),
-                    ("conv_b", conv(8, 8)),
-                    ("bn_b", Layer::batch_norm2d(8, device).unwrap()),
-                ],
-                true,
-            ),
-        ),
-        ("pool", Layer::max_pool2d(2, 2).unwrap()),
-        ("flatten", Layer::Flatten(Default::default())),
-        ("fc1", Layer::linear(8 * 6 * 6, 32, true, device).unwrap()),
-        ("relu2", Layer::Relu(Default::default())),
-        ("fc2", Layer::linear(32, 10, true, device).unwrap()),
-        ("dequant", Layer::DeQuantStub(Default::default())),
-    ])
-    .unwrap()
+    common::small_cnn(device, PaddingMode::Zeros)
 }
 
 fn logits(model: &mut QatModel, x: Tensor<4>) -> Vec<f32> {

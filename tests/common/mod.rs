@@ -113,3 +113,39 @@ static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SEEDED.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// The small residual CNN several tests share (the structure of tools/golden/convert.py's Net):
+/// QuantStub, Conv-BN-ReLU, a basic block ending in ReLU, MaxPool, Flatten, Linear-ReLU,
+/// Linear, DeQuantStub, on `[N, 1, 12, 12]` images.
+pub fn small_cnn(device: &Device, padding_mode: burn_qat::nn::PaddingMode) -> burn_qat::workflow::FloatModel {
+    use burn_qat::nn::Conv2dOptions;
+    use burn_qat::workflow::{FloatModel, Layer};
+    let conv =
+        |cin, cout| Layer::conv2d(Conv2dOptions::new(cin, cout, 3).with_padding(1).with_padding_mode(padding_mode), false, device).unwrap();
+    FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("conv1", conv(1, 8)),
+        ("bn1", Layer::batch_norm2d(8, device).unwrap()),
+        ("relu1", Layer::Relu(Default::default())),
+        (
+            "block",
+            Layer::residual(
+                vec![
+                    ("conv_a", conv(8, 8)),
+                    ("bn_a", Layer::batch_norm2d(8, device).unwrap()),
+                    ("relu_a", Layer::Relu(Default::default())),
+                    ("conv_b", conv(8, 8)),
+                    ("bn_b", Layer::batch_norm2d(8, device).unwrap()),
+                ],
+                true,
+            ),
+        ),
+        ("pool", Layer::max_pool2d(2, 2).unwrap()),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc1", Layer::linear(8 * 6 * 6, 32, true, device).unwrap()),
+        ("relu2", Layer::Relu(Default::default())),
+        ("fc2", Layer::linear(32, 10, true, device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap()
+}
