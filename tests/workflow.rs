@@ -224,3 +224,23 @@ fn linear_bn_fuses_and_converts_exactly() {
     let int8_out = to_vec(&int8.forward(x.inner()).unwrap().into_features(&eval_device).unwrap());
     assert_bits_eq("LinearBn1d model: int8 vs QAT eval", &int8_out, &qat_eval);
 }
+
+#[test]
+fn a_float_model_round_trips_its_state_dict() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let mut a = small_cnn(&device).fuse().unwrap();
+    let state = a.state_dict();
+    assert!(
+        state.contains_key("conv1.0.weight") && state.contains_key("conv1.1.running_var") && state.contains_key("fc2.bias"),
+        "{:?}",
+        state.keys()
+    );
+    let mut b = small_cnn(&device).fuse().unwrap();
+    b.load_state_dict(&state).unwrap();
+    a.set_training(false);
+    b.set_training(false);
+    let x = Tensor::<4>::random([2, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+    let (ya, yb) = (a.forward(x.clone()).unwrap().into_features(&device).unwrap(), b.forward(x).unwrap().into_features(&device).unwrap());
+    assert_bits_eq("reloaded float model", &to_vec(&yb), &to_vec(&ya));
+}
