@@ -244,3 +244,45 @@ fn a_float_model_round_trips_its_state_dict() {
     let (ya, yb) = (a.forward(x.clone()).unwrap().into_features(&device).unwrap(), b.forward(x).unwrap().into_features(&device).unwrap());
     assert_bits_eq("reloaded float model", &to_vec(&yb), &to_vec(&ya));
 }
+
+#[test]
+fn global_average_pooling_converts_exactly_and_saves() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    device.seed(21);
+    let model = FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("conv", Layer::conv2d(Conv2dOptions::new(1, 6, 3).with_padding(1), false, &device).unwrap()),
+        ("bn", Layer::batch_norm2d(6, &device).unwrap()),
+        ("relu", Layer::Relu(Default::default())),
+        ("gap", Layer::GlobalAvgPool2d(Default::default())),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc", Layer::linear(6, 3, true, &device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap();
+    let mut model = prepare_qat(model.fuse().unwrap(), QConfig::consistent("qnnpack").unwrap()).unwrap();
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
+    for step in 0..3 {
+        if step == 2 {
+            model.freeze_bn_stats();
+            model.disable_observer();
+        }
+        let x = Tensor::<4>::random([8, 1, 7, 7], Distribution::Normal(0.0, 1.0), &device);
+        let out = model.forward(x).unwrap().into_features(&device).unwrap();
+        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    model.set_training(false);
+    let int8 = convert(&model).unwrap();
+    let dir = std::env::temp_dir().join(format!("burn-qat-gap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    int8.save(dir.join("gap.safetensors")).unwrap();
+    let loaded = burn_qat::workflow::Int8Model::load(dir.join("gap.safetensors")).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let x = Tensor::<4>::random([16, 1, 7, 7], Distribution::Normal(0.0, 1.0), &device);
+    let qat_eval = logits(&mut model, x.clone());
+    let eval_device = Device::flex();
+    let int8_out = to_vec(&loaded.forward(x.inner()).unwrap().into_features(&eval_device).unwrap());
+    assert_bits_eq("global average pooling: int8 vs QAT eval", &int8_out, &qat_eval);
+}

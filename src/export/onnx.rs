@@ -121,6 +121,7 @@ fn layer_kind(layer: &Int8Layer) -> &'static str {
         Int8Layer::Linear(_) => "quantized Linear",
         Int8Layer::Relu => "ReLU",
         Int8Layer::MaxPool2d(_) => "MaxPool2d",
+        Int8Layer::GlobalAvgPool2d => "GlobalAvgPool2d",
         Int8Layer::Flatten => "Flatten",
         Int8Layer::Residual { .. } => "Residual",
         Int8Layer::Float(_) => "float layer",
@@ -184,6 +185,12 @@ impl Builder {
             Int8Layer::Linear(m) => self.linear(m, path, cur),
             Int8Layer::Relu => self.same_qparams(path, cur, "Relu", vec![], |s| s.to_vec()),
             Int8Layer::MaxPool2d(p) => self.max_pool(p, path, cur),
+            Int8Layer::GlobalAvgPool2d => {
+                // The average stays inside the input's range; ONNX rounds it in float, so a tie
+                // may land one step away from the int8 engine's integer rounding.
+                let [n, c, _, _] = cur.image(path)?;
+                self.same_qparams(path, cur, "GlobalAveragePool", vec![], |_| vec![n, c, 1, 1])
+            }
             Int8Layer::Flatten => match cur.shape.len() {
                 4 => {
                     let name = self.unique(path)?;

@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{DeQuantStub, Flatten, MaxPool2d, Named, QuantStub, Relu, Value};
+use super::layers::{DeQuantStub, Flatten, GlobalAvgPool2d, MaxPool2d, Named, QuantStub, Relu, Value};
 use crate::error::{QatError, Result};
 use crate::nn::{BatchNorm, Conv2dOptions, float, intrinsic};
 
@@ -20,6 +20,7 @@ pub enum Layer {
     Relu(Relu),
     Linear(float::Linear),
     MaxPool2d(MaxPool2d),
+    GlobalAvgPool2d(GlobalAvgPool2d),
     Flatten(Flatten),
     Residual(Residual),
     ConvBn2d(intrinsic::ConvBn2d),
@@ -77,6 +78,7 @@ impl Layer {
             Self::Relu(_) => "ReLU",
             Self::Linear(_) => "Linear",
             Self::MaxPool2d(_) => "MaxPool2d",
+            Self::GlobalAvgPool2d(_) => "GlobalAvgPool2d",
             Self::Flatten(_) => "Flatten",
             Self::Residual(_) => "Residual",
             Self::ConvBn2d(_) => "ConvBn2d",
@@ -109,6 +111,7 @@ impl Layer {
             Self::Relu(_) => x.relu(),
             Self::Linear(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::MaxPool2d(m) => m.forward(x, name)?,
+            Self::GlobalAvgPool2d(m) => m.forward(x, name)?,
             Self::Flatten(m) => m.forward(x, name)?,
             Self::Residual(r) => {
                 let mut y = x.clone();

@@ -39,7 +39,12 @@ pub(crate) fn write_float_layer(layer: &Layer, prefix: &str, out: &mut StateDict
         Layer::ConvReLU2d(m) => conv(&m.conv, &join(prefix, "0."), out),
         Layer::LinearReLU(m) => linear(&m.linear, &join(prefix, "0."), out),
         Layer::Residual(r) => r.body.iter().for_each(|l| write_float_layer(&l.layer, &join(prefix, &format!("body.{}.", l.name)), out)),
-        Layer::QuantStub(_) | Layer::DeQuantStub(_) | Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Flatten(_) => {}
+        Layer::QuantStub(_)
+        | Layer::DeQuantStub(_)
+        | Layer::Relu(_)
+        | Layer::MaxPool2d(_)
+        | Layer::GlobalAvgPool2d(_)
+        | Layer::Flatten(_) => {}
     }
 }
 
@@ -77,6 +82,11 @@ pub(crate) fn read_float_layer(layer: &mut Layer, prefix: &str, reader: &mut Sta
         Layer::Residual(r) => {
             r.body.iter_mut().for_each(|l| read_float_layer(&mut l.layer, &join(prefix, &format!("body.{}.", l.name)), reader))
         }
-        Layer::QuantStub(_) | Layer::DeQuantStub(_) | Layer::Relu(_) | Layer::MaxPool2d(_) | Layer::Flatten(_) => {}
+        Layer::QuantStub(_)
+        | Layer::DeQuantStub(_)
+        | Layer::Relu(_)
+        | Layer::MaxPool2d(_)
+        | Layer::GlobalAvgPool2d(_)
+        | Layer::Flatten(_) => {}
     }
 }

@@ -55,6 +55,7 @@ fn describe(layers: &[Named<Int8Layer>], prefix: &str, out: &mut StateDict) -> R
             Int8Layer::DeQuantize => json!({"kind": "DeQuantize"}),
             Int8Layer::Relu => json!({"kind": "Relu"}),
             Int8Layer::Flatten => json!({"kind": "Flatten"}),
+            Int8Layer::GlobalAvgPool2d => json!({"kind": "GlobalAvgPool2d"}),
             Int8Layer::MaxPool2d(m) => json!({"kind": "MaxPool2d", "kernel_size": m.kernel_size, "stride": m.stride}),
             Int8Layer::Conv2d(m) => {
                 let o = &m.options;
@@ -175,6 +176,7 @@ fn build(architecture: &Json, prefix: &str, reader: &mut StateReader<'_>) -> Res
             "DeQuantize" => Int8Layer::DeQuantize,
             "Relu" => Int8Layer::Relu,
             "Flatten" => Int8Layer::Flatten,
+            "GlobalAvgPool2d" => Int8Layer::GlobalAvgPool2d,
             "MaxPool2d" => Int8Layer::MaxPool2d(MaxPool2d::new(usize_of(item, "kernel_size", &p)?, usize_of(item, "stride", &p)?)?),
             "Conv2d" => {
                 let options = Conv2dOptions::new(

@@ -5,7 +5,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::ToQuantized;
 use super::float_model::Layer;
-use super::layers::{Flatten, MaxPool2d, Named, Value};
+use super::layers::{Flatten, GlobalAvgPool2d, MaxPool2d, Named, Value};
 use super::qat_model::{QatLayer, QatModel};
 use crate::error::{QatError, Result};
 use crate::nn::quantized::{self, ActivationQParams, QTensor};
@@ -19,6 +19,7 @@ pub enum Int8Layer {
     Linear(quantized::Linear),
     Relu,
     MaxPool2d(MaxPool2d),
+    GlobalAvgPool2d,
     Flatten,
     Residual {
         body: Vec<Named<Int8Layer>>,
@@ -119,6 +120,7 @@ fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option
             QatLayer::LinearBn1d(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::Relu(_) => Int8Layer::Relu,
             QatLayer::MaxPool2d(p) => Int8Layer::MaxPool2d(p.clone()),
+            QatLayer::GlobalAvgPool2d(_) => Int8Layer::GlobalAvgPool2d,
             QatLayer::Flatten(_) => Int8Layer::Flatten,
             QatLayer::Residual(r) => {
                 need_input(current, &path)?;
@@ -213,6 +215,7 @@ fn run_layers(layers: &[Named<Int8Layer>], mut value: Value, prefix: &str, engin
             }
             Int8Layer::Relu => value.relu(),
             Int8Layer::MaxPool2d(p) => p.forward(value, &path)?,
+            Int8Layer::GlobalAvgPool2d => GlobalAvgPool2d.forward(value, &path)?,
             Int8Layer::Flatten => Flatten.forward(value, &path)?,
             Int8Layer::Residual { body, add } => {
                 let shortcut: QTensor = value.clone().quantized(&path)?;

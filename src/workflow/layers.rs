@@ -24,6 +24,43 @@ pub struct MaxPool2d {
     pub stride: usize,
 }
 
+/// Averages each channel over its spatial positions: `[N, C, H, W]` to `[N, C, 1, 1]`
+/// (PyTorch's `AdaptiveAvgPool2d(1)`). On integers the average keeps the input's qparams and
+/// rounds once: `z + rne(f32(sum(q - z)) * f32(1 / (H * W)))`, as the QAT model's deployment
+/// arithmetic and the int8 model both compute it.
+#[derive(Module, Debug, Default)]
+pub struct GlobalAvgPool2d;
+
+impl GlobalAvgPool2d {
+    pub fn forward(&self, x: Value, layer: &str) -> Result<Value> {
+        match x {
+            Value::Quantized(q) => {
+                let [n, c, h, w]: [usize; 4] =
+                    q.shape.clone().try_into().map_err(|_| QatError::shape(layer, "[N, C, H, W]", format!("{:?}", q.shape)))?;
+                if h * w == 0 {
+                    return Err(QatError::shape(layer, "a non-empty spatial size", format!("{:?}", q.shape)));
+                }
+                let p = q.qparams;
+                let inv_count = 1.0 / (h * w) as f32;
+                let values = q
+                    .values
+                    .chunks(h * w)
+                    .map(|plane| {
+                        let sum: i32 = plane.iter().map(|&v| v as i32 - p.zero_point).sum();
+                        crate::quant::requantize(sum, inv_count, p.zero_point, p.quant_min, p.quant_max) as u8
+                    })
+                    .collect();
+                Ok(Value::Quantized(QTensor { values, shape: vec![n, c, 1, 1], qparams: p }))
+            }
+            other => {
+                let x = other.image(layer)?;
+                let [n, c, _, _] = x.dims();
+                Ok(Value::Image(x.flatten::<3>(2, 3).mean_dim(2).reshape([n, c, 1, 1])))
+            }
+        }
+    }
+}
+
 /// Marks where float input becomes quantized (PyTorch's `QuantStub`).
 #[derive(Module, Debug, Default)]
 pub struct QuantStub;

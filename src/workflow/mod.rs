@@ -14,6 +14,6 @@ mod qconfig_map;
 pub use convert_module::ToQuantized;
 pub use float_model::{FloatModel, Layer, Residual};
 pub use int8_model::{ConvertOptions, Int8Layer, Int8Model, convert, convert_with};
-pub use layers::{DeQuantStub, Flatten, MaxPool2d, Named, QuantStub, Relu, Value};
+pub use layers::{DeQuantStub, Flatten, GlobalAvgPool2d, MaxPool2d, Named, QuantStub, Relu, Value};
 pub use qat_model::{EvalArithmetic, QatLayer, QatModel, QatQuantStub, QatResidual, prepare_qat};
 pub use qconfig_map::QConfigMap;

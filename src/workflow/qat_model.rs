@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::float_model::{FloatModel, Layer};
-use super::layers::{DeQuantStub, Flatten, MaxPool2d, Named, Relu, Value};
+use super::layers::{DeQuantStub, Flatten, GlobalAvgPool2d, MaxPool2d, Named, Relu, Value};
 use super::qconfig_map::QConfigMap;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
@@ -45,6 +45,7 @@ pub enum QatLayer {
     LinearBn1d(LinearBn1d),
     Relu(Relu),
     MaxPool2d(MaxPool2d),
+    GlobalAvgPool2d(GlobalAvgPool2d),
     Flatten(Flatten),
     Residual(QatResidual),
     /// A layer whose qconfig is `None`: left in float.
@@ -105,6 +106,7 @@ fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, con
                 Layer::LinearBn1d(m) => QatLayer::LinearBn1d(LinearBn1d::from_float(&m.linear, &m.bn, q)?.with_output_fake_quant()?),
                 Layer::Relu(r) => QatLayer::Relu(r),
                 Layer::MaxPool2d(p) => QatLayer::MaxPool2d(p),
+                Layer::GlobalAvgPool2d(p) => QatLayer::GlobalAvgPool2d(p),
                 Layer::Flatten(f) => QatLayer::Flatten(f),
                 Layer::Residual(r) => QatLayer::Residual(QatResidual {
                     body: prepare_layers(r.body, &format!("{path}.body."), map, consistent)?,
@@ -140,6 +142,7 @@ impl QatLayer {
             Self::LinearBn1d(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::Relu(_) => x.relu(),
             Self::MaxPool2d(p) => p.forward(x, name)?,
+            Self::GlobalAvgPool2d(p) => p.forward(x, name)?,
             Self::Flatten(f) => f.forward(x, name)?,
             Self::Residual(r) => {
                 let mut y = x.clone();
@@ -265,7 +268,8 @@ fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
                 r.add.write_state(&join(&p, "add.activation_post_process."), out);
             }
             QatLayer::Float(f) => super::float_state::write_float_layer(f, &p, out),
-            QatLayer::DeQuantStub(_) | QatLayer::Relu(_) | QatLayer::MaxPool2d(_) | QatLayer::Flatten(_) => {}
+            QatLayer::DeQuantStub(_) | QatLayer::Relu(_) | QatLayer::MaxPool2d(_) | QatLayer::GlobalAvgPool2d(_) | QatLayer::Flatten(_) => {
+            }
         }
     }
 }
@@ -287,7 +291,8 @@ fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateR
                 r.add.read_state(&join(&p, "add.activation_post_process."), reader);
             }
             QatLayer::Float(f) => super::float_state::read_float_layer(f, &p, reader),
-            QatLayer::DeQuantStub(_) | QatLayer::Relu(_) | QatLayer::MaxPool2d(_) | QatLayer::Flatten(_) => {}
+            QatLayer::DeQuantStub(_) | QatLayer::Relu(_) | QatLayer::MaxPool2d(_) | QatLayer::GlobalAvgPool2d(_) | QatLayer::Flatten(_) => {
+            }
         }
     }
 }
