@@ -33,6 +33,9 @@ enum Command {
     Train(TrainArgs),
     /// Test accuracy of a saved int8 model (int8.safetensors from `train`).
     Eval(EvalArgs),
+    /// Time one benchmark case (or `all`) and print one JSON line per case: case, median_ms,
+    /// min_ms, max_ms, iters, threads. bench/torch_reference.py times the same work in PyTorch.
+    Bench(BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,6 +123,23 @@ struct EvalArgs {
     /// MNIST-format data folder (default: data/mnist-10k).
     #[arg(long)]
     data: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// convbnrelu2d, dwconvbnrelu2d, linearrelu, qat-step-lenet, float-step-lenet,
+    /// qat-step-resnet-tiny, float-step-resnet-tiny, int8-infer-lenet-b1, f32-infer-lenet-b1,
+    /// int8-infer-lenet-b32, f32-infer-lenet-b32, or all.
+    case: String,
+    /// Timed runs.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Untimed runs before them.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Worker threads: the size of rayon's global pool (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn io_error(path: &std::path::Path, e: std::io::Error) -> QatError {
@@ -424,10 +444,25 @@ fn eval(args: EvalArgs) -> burn_qat::Result<()> {
     Ok(())
 }
 
+fn bench(args: BenchArgs) -> burn_qat::Result<()> {
+    use std::io::Write;
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|e| QatError::config(e.to_string()))?;
+    }
+    let options = burn_qat::bench::BenchOptions { iters: args.iters, warmup: args.warmup };
+    for case in burn_qat::bench::select(&args.case)? {
+        let result = burn_qat::bench::run_case(case, options)?;
+        println!("{}", result.json());
+        let _ = std::io::stdout().flush();
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Runs every bench case on both sides, interleaved: for each round, for each case, ours then
+# PyTorch's (A B A B ...), THREADS threads each (default 2), and prints a table of the medians
+# with the ratio ours / PyTorch's, then the QAT-step / float-step and int8 / f32 ratios.
+#
+#   bench/compare.sh [iters] [rounds]          # defaults: 10 iters, 5 rounds
+#
+# A case's median is the median over rounds of each run's median (one run = one process:
+# WARMUP untimed runs, then `iters` timed ones). The inference cases are far cheaper than
+# the others, so they run INFER_ITERS timed runs (default 10 x iters) on both sides.
+# Environment: PYTHON (default ~/torch-ref/bin/python, needs torch), THREADS (2), WARMUP (2),
+# INFER_ITERS, RAW (where the JSON lines go; default target/bench-compare.jsonl).
+set -euo pipefail
+
+ITERS=${1:-10}
+ROUNDS=${2:-5}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2}
+INFER_ITERS=${INFER_ITERS:-$((ITERS * 10))}
+PYTHON=${PYTHON:-$HOME/torch-ref/bin/python}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+RAW=${RAW:-$ROOT/target/bench-compare.jsonl}
+
+CASES=(
+  convbnrelu2d
+  dwconvbnrelu2d
+  linearrelu
+  qat-step-lenet
+  float-step-lenet
+  qat-step-resnet-tiny
+  float-step-resnet-tiny
+  int8-infer-lenet-b1
+  f32-infer-lenet-b1
+  int8-infer-lenet-b32
+  f32-infer-lenet-b32
+)
+
+"$PYTHON" -c 'import torch' 2>/dev/null || { echo "error: $PYTHON cannot import torch (set PYTHON=...)" >&2; exit 1; }
+cargo build --release --quiet
+# A private copy of the binary: a build elsewhere in this target folder cannot swap it mid-run.
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+cp target/release/burn-qat "$TMP/burn-qat"
+
+mkdir -p "$(dirname "$RAW")"
+: > "$RAW"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs; threads $THREADS each; $ITERS iters ($INFER_ITERS for inference) x $ROUNDS rounds, warmup $WARMUP" >&2
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+started=$SECONDS
+for round in $(seq 1 "$ROUNDS"); do
+  for case in "${CASES[@]}"; do
+    iters=$ITERS
+    [[ $case == *-infer-* ]] && iters=$INFER_ITERS
+    line=$("$TMP/burn-qat" bench "$case" --iters "$iters" --warmup "$WARMUP" --threads "$THREADS")
+    echo "{\"side\": \"ours\", \"round\": $round, \"result\": $line}" >> "$RAW"
+    line=$("$PYTHON" bench/torch_reference.py "$case" --iters "$iters" --warmup "$WARMUP" --threads "$THREADS")
+    echo "{\"side\": \"pytorch\", \"round\": $round, \"result\": $line}" >> "$RAW"
+  done
+  echo "round $round/$ROUNDS done ($((SECONDS - started)) s)" >&2
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+"$PYTHON" - "$RAW" "${CASES[@]}" <<'PY'
+import json, statistics, sys
+
+raw, cases = sys.argv[1], sys.argv[2:]
+runs = {}
+for line in open(raw):
+    r = json.loads(line)
+    runs.setdefault((r["side"], r["result"]["case"]), []).append(r["result"]["median_ms"])
+med = {k: statistics.median(v) for k, v in runs.items()}
+
+def spread(side, c):
+    v = runs[(side, c)]
+    return f"{min(v):.3g}-{max(v):.3g}"
+
+# The medians, the ratio, and the range of the per-round medians (how noisy the case was).
+print(f"| {'case':<22} | {'ours ms':>9} | {'PyTorch ms':>10} | {'ours / PyTorch':>14} | {'ours rounds':>13} | {'PyTorch rounds':>14} |")
+print(f"|{'-' * 24}|{'-' * 10}:|{'-' * 11}:|{'-' * 15}:|{'-' * 14}:|{'-' * 15}:|")
+for c in cases:
+    ours, theirs = med[("ours", c)], med[("pytorch", c)]
+    print(f"| {c:<22} | {ours:>9.3f} | {theirs:>10.3f} | {ours / theirs:>13.2f}x | {spread('ours', c):>13} | {spread('pytorch', c):>14} |")
+
+print()
+print(f"| {'ratio of medians':<58} | {'ours':>6} | {'PyTorch':>7} |")
+print(f"|{'-' * 60}|{'-' * 7}:|{'-' * 8}:|")
+def row(name, a, b):
+    print(f"| {name:<58} | {med[('ours', a)] / med[('ours', b)]:>5.2f}x | {med[('pytorch', a)] / med[('pytorch', b)]:>6.2f}x |")
+for m in ("lenet", "resnet-tiny"):
+    row(f"qat-step-{m} / float-step-{m}", f"qat-step-{m}", f"float-step-{m}")
+for b in ("b1", "b32"):
+    row(f"int8 speed-up: f32-infer-lenet-{b} / int8-infer-lenet-{b}", f"f32-infer-lenet-{b}", f"int8-infer-lenet-{b}")
+PY
