@@ -1,6 +1,8 @@
-//! Portable integer kernels: u8 activations (centered by their zero point) times i8 weights
-//! (centered by theirs), accumulated in i32. Written for clarity first; the SIMD versions
-//! belong to the performance work and must match these bit for bit.
+//! Integer kernels: u8 activations (centered by their zero point) times i8 weights (centered by
+//! theirs), accumulated in i32. One portable source; on x86-64 CPUs with AVX2 the same loops are
+//! compiled a second time with AVX2 enabled and picked at run time, since baseline x86-64 (SSE2)
+//! has no 32-bit vector multiply. Integer arithmetic, so both builds give the same bits; the
+//! f64 reference path checks them.
 
 use rayon::prelude::*;
 
@@ -44,17 +46,13 @@ pub(crate) fn conv2d_accumulate(
                     }
                 }
             }
-            for oc in group * og..(group + 1) * og {
-                let wrow = &w[oc * k..(oc + 1) * k];
-                let acc = &mut out_b[oc * p..(oc + 1) * p];
-                for (kk, &wv) in wrow.iter().enumerate() {
-                    if wv == 0 {
-                        continue;
-                    }
-                    for (a, &xv) in acc.iter_mut().zip(&col[kk * p..(kk + 1) * p]) {
-                        *a += wv * xv;
-                    }
-                }
+            let accs = &mut out_b[group * og * p..(group + 1) * og * p];
+            let weights = &w[group * og * k..(group + 1) * og * k];
+            // One image leaves the batch with nothing to split: split the output channels.
+            if n == 1 {
+                accs.par_chunks_mut(p).zip(weights.par_chunks(k)).for_each(|(acc, wrow)| accumulate_rows(acc, wrow, &col, p));
+            } else {
+                accs.chunks_mut(p).zip(weights.chunks(k)).for_each(|(acc, wrow)| accumulate_rows(acc, wrow, &col, p));
             }
         }
     });
@@ -67,8 +65,57 @@ pub(crate) fn linear_accumulate(x: &[i32], rows: usize, w: &[i32], out_features:
     out.par_chunks_mut(out_features).enumerate().for_each(|(r, out_r)| {
         let xr = &x[r * in_features..(r + 1) * in_features];
         for (o, a) in out_r.iter_mut().enumerate() {
-            *a = w[o * in_features..(o + 1) * in_features].iter().zip(xr).map(|(&wv, &xv)| wv * xv).sum();
+            *a = dot(&w[o * in_features..(o + 1) * in_features], xr);
         }
     });
     out
+}
+
+/// `acc[j] += sum_k wrow[k] * col[k * p + j]`: one output channel's accumulators.
+fn accumulate_rows(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present, checked on the line above.
+        return unsafe { accumulate_rows_avx2(acc, wrow, col, p) };
+    }
+    accumulate_rows_portable(acc, wrow, col, p)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn accumulate_rows_avx2(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize) {
+    accumulate_rows_portable(acc, wrow, col, p)
+}
+
+#[inline(always)]
+fn accumulate_rows_portable(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize) {
+    for (kk, &wv) in wrow.iter().enumerate() {
+        if wv == 0 {
+            continue;
+        }
+        for (a, &xv) in acc.iter_mut().zip(&col[kk * p..(kk + 1) * p]) {
+            *a += wv * xv;
+        }
+    }
+}
+
+/// `sum_i a[i] * b[i]` in i32.
+fn dot(a: &[i32], b: &[i32]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present, checked on the line above.
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_portable(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_avx2(a: &[i32], b: &[i32]) -> i32 {
+    dot_portable(a, b)
+}
+
+#[inline(always)]
+fn dot_portable(a: &[i32], b: &[i32]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| x * y).sum()
 }
