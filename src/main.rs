@@ -33,6 +33,9 @@ enum Command {
     Train(TrainArgs),
     /// Test accuracy of a saved int8 model (int8.safetensors from `train`).
     Eval(EvalArgs),
+    /// Export a saved int8 model (int8.safetensors from `train`) as QDQ ONNX (opset 13): float
+    /// pixels in [0, 1] as `input` [N, C, H, W], logits out; runs in any ONNX runtime.
+    Export(ExportArgs),
     /// Time one benchmark case (or `all`) and print one JSON line per case: case, median_ms,
     /// min_ms, max_ms, iters, threads. bench/torch_reference.py times the same work in PyTorch.
     Bench(BenchArgs),
@@ -123,6 +126,19 @@ struct EvalArgs {
     /// MNIST-format data folder (default: data/mnist-10k).
     #[arg(long)]
     data: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// An int8 model file written by `train` (int8.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Where to write the ONNX file.
+    #[arg(long, default_value = "model.onnx")]
+    out: PathBuf,
+    /// Input channels, height and width (the batch dimension stays symbolic).
+    #[arg(long, num_args = 3, value_names = ["C", "H", "W"], default_values_t = [1, 28, 28])]
+    input: Vec<usize>,
 }
 
 #[derive(clap::Args)]
@@ -373,6 +389,7 @@ fn train(args: TrainArgs) -> burn_qat::Result<()> {
     save_safetensors(args.out.join("qat.safetensors"), &qat.state_dict(), &Default::default())?;
     let int8_path = args.out.join("int8.safetensors");
     int8.save(&int8_path)?;
+    burn_qat::export::export_onnx(&int8, [1, 1, train_set.rows, train_set.cols], &args.out.join("model.onnx"))?;
     let int8_model_bytes = std::fs::metadata(&int8_path).map_err(|e| io_error(&int8_path, e))?.len();
     let ptq_path = args.out.join("ptq-int8.safetensors");
     ptq_int8.save(&ptq_path)?;
@@ -444,6 +461,14 @@ fn eval(args: EvalArgs) -> burn_qat::Result<()> {
     Ok(())
 }
 
+fn export(args: ExportArgs) -> burn_qat::Result<()> {
+    let model = Int8Model::load(&args.checkpoint)?;
+    let [c, h, w] = args.input[..] else { return Err(QatError::config("--input takes three numbers: C H W")) };
+    burn_qat::export::export_onnx(&model, [1, c, h, w], &args.out)?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
 fn bench(args: BenchArgs) -> burn_qat::Result<()> {
     use std::io::Write;
     if let Some(threads) = args.threads {
@@ -462,6 +487,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
+        Command::Export(args) => export(args),
         Command::Bench(args) => bench(args),
     };
     match result {

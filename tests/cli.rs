@@ -84,7 +84,7 @@ fn train_writes_every_artifact_and_eval_reads_the_int8_model() {
     assert!(accuracy(&metrics, "ptq_int8_accuracy") > 0.8, "{metrics}");
     assert_eq!(metrics["int8_agreement"].as_f64(), Some(1.0), "{metrics}");
 
-    for file in ["qat.safetensors", "int8.safetensors", "checkpoint.safetensors"] {
+    for file in ["qat.safetensors", "int8.safetensors", "checkpoint.safetensors", "model.onnx"] {
         let bytes = std::fs::read(out.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(bytes.len() > 1000, "{file} is only {} bytes", bytes.len());
     }
@@ -103,6 +103,16 @@ fn train_writes_every_artifact_and_eval_reads_the_int8_model() {
     let stdout = text(&output.stdout);
     let expected = format!("{:.2}%", 100.0 * accuracy(&metrics, "int8_accuracy"));
     assert!(stdout.contains("int8 test accuracy") && stdout.contains(&expected), "eval should print {expected}:\n{stdout}");
+
+    // `export` on the saved int8 model writes the same ONNX file the training run wrote.
+    let exported = out.join("exported.onnx");
+    let output = burn_qat(&["export", "--checkpoint", int8.to_str().unwrap(), "--out", exported.to_str().unwrap()]);
+    check_success(&output, "export");
+    assert_eq!(
+        std::fs::read(&exported).unwrap(),
+        std::fs::read(out.join("model.onnx")).unwrap(),
+        "export of int8.safetensors == model.onnx"
+    );
 }
 
 /// 4-bit weights and activations: a custom qconfig, recorded in metrics.json.
