@@ -32,6 +32,9 @@ pub struct BatchNorm {
     /// Batch statistics (and running-statistic updates) when true; running statistics when false.
     #[module(skip)]
     pub training: bool,
+    /// PyTorch's `freeze_bn`: running statistics until unfrozen, whatever the module's mode.
+    #[module(skip)]
+    frozen: bool,
     /// Round running statistics to f32 after each update, as an f32 PyTorch module stores them.
     #[module(skip)]
     f32_state: bool,
@@ -60,8 +63,33 @@ impl BatchNorm {
             eps,
             momentum,
             training: true,
+            frozen: false,
             f32_state: true,
         })
+    }
+
+    /// PyTorch `freeze_bn_stats`: normalize with the running statistics and stop updating them
+    /// (gamma and beta keep training), until [`unfreeze_stats`](Self::unfreeze_stats).
+    pub fn freeze_stats(&mut self) {
+        self.frozen = true;
+        self.training = false;
+    }
+
+    /// PyTorch `update_bn_stats`: batch statistics again, even in eval mode.
+    pub fn unfreeze_stats(&mut self) {
+        self.frozen = false;
+        self.training = true;
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// Follows a module's train/eval mode unless frozen (PyTorch's `train()` override).
+    pub fn follow_mode(&mut self, training: bool) {
+        if !self.frozen {
+            self.training = training;
+        }
     }
 
     pub fn num_features(&self) -> usize {

@@ -48,8 +48,6 @@ pub struct ConvBnNd<const D: usize, O: ConvGeometry<D>> {
     #[module(skip)]
     pub folding: BnFolding,
     #[module(skip)]
-    freeze_bn: bool,
-    #[module(skip)]
     training: bool,
 }
 
@@ -80,7 +78,6 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
             activation_post_process: None,
             qconfig,
             folding: BnFolding::Approximate,
-            freeze_bn: config.freeze_bn,
             training: true,
             options,
         };
@@ -128,20 +125,18 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     /// training). Stays in force across [`train`](Self::train) until
     /// [`update_bn_stats`](Self::update_bn_stats).
     pub fn freeze_bn_stats(&mut self) -> &mut Self {
-        self.freeze_bn = true;
-        self.bn.training = false;
+        self.bn.freeze_stats();
         self
     }
 
     /// Resumes batch statistics, even in eval mode (as PyTorch does).
     pub fn update_bn_stats(&mut self) -> &mut Self {
-        self.freeze_bn = false;
-        self.bn.training = true;
+        self.bn.unfreeze_stats();
         self
     }
 
     pub fn is_bn_frozen(&self) -> bool {
-        self.freeze_bn
+        self.bn.is_frozen()
     }
 
     pub fn is_training(&self) -> bool {
@@ -152,9 +147,7 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     /// the mode, as in PyTorch: use `disable_observer` / `disable_fake_quant`.
     pub fn train(&mut self, mode: bool) {
         self.training = mode;
-        if !self.freeze_bn {
-            self.bn.training = mode;
-        }
+        self.bn.follow_mode(mode);
     }
 
     pub fn eval(&mut self) {
@@ -205,7 +198,7 @@ impl ConvBn2d {
             )));
         }
         let mut bn = bn.clone();
-        bn.training = true;
+        bn.unfreeze_stats();
         Ok(Self {
             weight: conv.weight.clone(),
             bias: conv.bias.clone(),
@@ -215,7 +208,6 @@ impl ConvBn2d {
             activation_post_process: None,
             qconfig,
             folding: BnFolding::Approximate,
-            freeze_bn: false,
             training: true,
         })
     }

@@ -34,8 +34,6 @@ pub struct LinearBn1d {
     #[module(skip)]
     pub folding: BnFolding,
     #[module(skip)]
-    freeze_bn: bool,
-    #[module(skip)]
     training: bool,
 }
 
@@ -54,7 +52,6 @@ impl LinearBn1d {
             activation_post_process: None,
             qconfig,
             folding: BnFolding::Approximate,
-            freeze_bn: false,
             training: true,
         })
     }
@@ -69,7 +66,7 @@ impl LinearBn1d {
             )));
         }
         let mut bn = bn.clone();
-        bn.training = true;
+        bn.unfreeze_stats();
         Ok(Self {
             weight: linear.weight.clone(),
             bias: linear.bias.clone(),
@@ -78,7 +75,6 @@ impl LinearBn1d {
             activation_post_process: None,
             qconfig,
             folding: BnFolding::Approximate,
-            freeze_bn: false,
             training: true,
         })
     }
@@ -94,26 +90,22 @@ impl LinearBn1d {
     }
 
     pub fn freeze_bn_stats(&mut self) -> &mut Self {
-        self.freeze_bn = true;
-        self.bn.training = false;
+        self.bn.freeze_stats();
         self
     }
 
     pub fn update_bn_stats(&mut self) -> &mut Self {
-        self.freeze_bn = false;
-        self.bn.training = true;
+        self.bn.unfreeze_stats();
         self
     }
 
     pub fn is_bn_frozen(&self) -> bool {
-        self.freeze_bn
+        self.bn.is_frozen()
     }
 
     pub fn train(&mut self, mode: bool) {
         self.training = mode;
-        if !self.freeze_bn {
-            self.bn.training = mode;
-        }
+        self.bn.follow_mode(mode);
     }
 
     pub fn eval(&mut self) {
