@@ -7,8 +7,8 @@ use super::Dataset;
 impl Dataset {
     /// The images and labels at `indices`, in that order, as tensors on `device`.
     ///
-    /// Returns images as floats in [0, 1] (pixel / 255) of shape `[B, 1, rows, cols]`, the
-    /// `NCHW` layout conv layers take with one grey channel, and the labels as `[B]` Ints.
+    /// Returns images as floats in [0, 1] (pixel / 255) of shape `[B, channels, rows, cols]`,
+    /// the `NCHW` layout conv layers take, and the labels as `[B]` Ints.
     /// An empty `indices` gives tensors with `B = 0`.
     ///
     /// # Panics
@@ -16,7 +16,7 @@ impl Dataset {
     /// If an index is `>= self.len()`: indices come from the program, not from a file, so a bad
     /// one is a bug to surface at once.
     pub fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-        let pixels = self.rows * self.cols;
+        let pixels = self.image_len();
         let mut images = Vec::with_capacity(indices.len() * pixels);
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
@@ -27,7 +27,7 @@ impl Dataset {
             labels.push(self.labels[i] as i64);
         }
         let b = indices.len();
-        let images = Tensor::from_data(TensorData::new(images, [b, 1, self.rows, self.cols]), device);
+        let images = Tensor::from_data(TensorData::new(images, [b, self.channels, self.rows, self.cols]), device);
         let labels = Tensor::from_data(TensorData::new(labels, [b]), device);
         (images, labels)
     }
@@ -87,7 +87,7 @@ mod tests {
     fn tiny_dataset() -> Dataset {
         // 3 images of 2x2 with labels 7, 0, 9; the last pixel is full white.
         let images = vec![0, 17, 34, 51, 68, 85, 102, 119, 136, 153, 170, 255];
-        Dataset { images, labels: vec![7, 0, 9], rows: 2, cols: 2, classes: 10 }
+        Dataset { images, labels: vec![7, 0, 9], channels: 1, rows: 2, cols: 2, classes: 10 }
     }
 
     #[test]
@@ -113,6 +113,18 @@ mod tests {
         let (images, labels) = tiny_dataset().batch(&[], &Device::flex());
         assert_eq!(images.dims(), [0, 1, 2, 2]);
         assert_eq!(labels.dims(), [0]);
+    }
+
+    #[test]
+    fn colour_batch_keeps_each_image_chw() {
+        // 2 images of 2 channels x 1x2 pixels: image i, channel c, pixel x holds 100i + 10c + x.
+        let images = vec![0, 1, 10, 11, 100, 101, 110, 111];
+        let data = Dataset { images, labels: vec![3, 4], channels: 2, rows: 1, cols: 2, classes: 10 };
+        let (images, _) = data.batch(&[1, 0], &Device::flex());
+        assert_eq!(images.dims(), [2, 2, 1, 2]);
+        let pixels = images.to_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        let expected: Vec<f32> = [100u8, 101, 110, 111, 0, 1, 10, 11].iter().map(|&p| p as f32 / 255.0).collect();
+        assert_eq!(pixels, expected);
     }
 
     #[test]

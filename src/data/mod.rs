@@ -1,4 +1,7 @@
-//! MNIST-style datasets: reading IDX files into memory and turning them into batches.
+//! Image classification datasets: reading them into memory and turning them into batches.
+//!
+//! Two formats: MNIST-style IDX files (grey, [`load_mnist`]) and the binary version of CIFAR-10
+//! (colour, [`load_cifar10`]); [`DataSource`] picks one from a command-line string.
 //!
 //! The crate ships a 10,000-digit MNIST subset in `data/mnist-10k` (see its README for the
 //! attribution) so that tests and examples need no download; [`load_mnist`] reads that folder or
@@ -6,12 +9,18 @@
 //! Fashion-MNIST.
 
 mod batch;
+mod cifar;
 mod idx;
+mod source;
 
 use std::path::{Path, PathBuf};
 
 pub use batch::shuffled_indices;
+pub use cifar::{
+    CIFAR10_CLASSES, CIFAR10_RECORD_BYTES, CIFAR10_SUBDIR, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, load_cifar10, read_cifar10_batch,
+};
 pub use idx::{IMAGES_MAGIC, LABELS_MAGIC, read_idx_images, read_idx_labels};
+pub use source::DataSource;
 
 use crate::error::Result;
 use idx::file_error;
@@ -30,10 +39,14 @@ pub const MNIST_FILES: [&str; 4] =
 /// to a float tensor happens per batch in [`Dataset::batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
-    /// `len() * rows * cols` pixels, 0..=255: image after image, each row-major.
+    /// `len() * channels * rows * cols` pixels, 0..=255: image after image, each in `CHW`
+    /// order (one `rows x cols` row-major plane per channel), the layout conv layers take, so a
+    /// batch is a plain copy.
     pub images: Vec<u8>,
     /// One label per image, each below `classes`.
     pub labels: Vec<u8>,
+    /// Colour channels per image: 1 for grey (MNIST), 3 for RGB (CIFAR-10).
+    pub channels: usize,
     /// Image height in pixels.
     pub rows: usize,
     /// Image width in pixels.
@@ -51,6 +64,17 @@ impl Dataset {
     /// Whether the dataset holds no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The shape of one image, `[channels, rows, cols]`: what a model's input layer (and an
+    /// exported model's input, after the batch dimension) must be built for.
+    pub fn image_shape(&self) -> [usize; 3] {
+        [self.channels, self.rows, self.cols]
+    }
+
+    /// Bytes per image, `channels * rows * cols`.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.rows * self.cols
     }
 }
 
@@ -135,7 +159,7 @@ fn load_split(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
             format!("label {label} at index {i} is out of range; MNIST labels are 0..={}", MNIST_CLASSES - 1),
         ));
     }
-    Ok(Dataset { images, labels, rows, cols, classes: MNIST_CLASSES })
+    Ok(Dataset { images, labels, channels: 1, rows, cols, classes: MNIST_CLASSES })
 }
 
 /// Helpers shared by the tests of this module's files: a self-cleaning temp folder and writers
@@ -226,6 +250,7 @@ mod tests {
         write_tiny_mnist(&dir, 12, 4);
         let (train, test) = load_mnist(dir.path()).unwrap();
         assert_eq!((train.len(), train.rows, train.cols, train.classes), (12, 2, 3, 10));
+        assert_eq!(train.image_shape(), [1, 2, 3]);
         assert_eq!(train.images.len(), 12 * 6);
         assert_eq!(train.labels[11], 1);
         assert_eq!(test.len(), 4);
