@@ -81,8 +81,16 @@ impl FakeQuantize {
 
     /// Integer weights with their per-channel scales and zero points (a per-tensor scale is
     /// repeated for each of `channels`), quantized with the convert-time qparams exactly as
-    /// fake quantization rounds them. Checked to fit i8.
+    /// fake quantization rounds them. Checked to fit i8. The weight is `[channels, ...]`.
     pub fn quantize_weight(&self, weight: &[f32], channels: usize, layer: &str) -> Result<(Vec<i8>, Vec<f32>, Vec<i32>)> {
+        self.quantize_weight_along(weight, &[channels, weight.len() / channels.max(1)], 0, layer)
+    }
+
+    /// [`quantize_weight`](Self::quantize_weight) for a weight of shape `dims` whose channels
+    /// lie along `axis`: 0 for convolutions and linear layers, 1 for transposed convolutions
+    /// (`[in, out / groups, k...]`). Returns one scale and zero point per index of `axis`; a
+    /// per-channel observer must run along that same axis.
+    pub fn quantize_weight_along(&self, weight: &[f32], dims: &[usize], axis: usize, layer: &str) -> Result<(Vec<i8>, Vec<f32>, Vec<i32>)> {
         if !self.observer.has_observed() {
             return Err(QatError::config(format!(
                 "{layer}: its weight observer never saw data, so it has no qparams; run a forward before convert"
@@ -95,13 +103,17 @@ impl FakeQuantize {
                 range.quant_min, range.quant_max
             )));
         }
-        if let Some(axis) = self.observer.ch_axis()
-            && axis != 0
+        if let Some(found) = self.observer.ch_axis()
+            && found != axis
         {
             return Err(QatError::config(format!(
-                "{layer}: per-channel weight quantization must be on axis 0 (output channels), found {axis}"
+                "{layer}: per-channel weight quantization must be on axis {axis} (output channels), found {found}"
             )));
         }
+        if axis >= dims.len() || dims.iter().product::<usize>() != weight.len() {
+            return Err(QatError::shape(layer, format!("a weight of shape {dims:?} with channels on axis {axis}"), format!("{} values", weight.len())));
+        }
+        let channels = dims[axis];
         let q = self.calculate_qparams();
         let expand = |v: &Vec<f32>| {
             if v.len() == 1 { vec![v[0]; channels] } else { v.clone() }
@@ -111,12 +123,12 @@ impl FakeQuantize {
         if scale.len() != channels {
             return Err(QatError::shape(layer, format!("{channels} weight scales"), format!("{}", scale.len())));
         }
-        let per_channel = weight.len() / channels;
+        let inner: usize = dims[axis + 1..].iter().product();
         let values = weight
             .iter()
             .enumerate()
             .map(|(i, &w)| {
-                let c = i / per_channel;
+                let c = (i / inner.max(1)) % channels;
                 crate::quant::quantize_value(w, 1.0 / scale[c], zero_point[c], range.quant_min, range.quant_max) as i8
             })
             .collect();

@@ -1,15 +1,18 @@
 //! Per-module conversion: a QAT module plus the qparams of its input becomes an int8 module.
 //! Weights are folded exactly as the QAT forward folds them and quantized with the weight fake
-//! quant's convert-time qparams, so the integers are the ones training simulated.
+//! quant's convert-time qparams, so the integers are the ones training simulated. One generic
+//! path serves every conv geometry (2-d, 3-d, transposed; 1-d runs as 2-d): the geometry says
+//! which weight axis holds the output channels and which int8 module it becomes.
 
 use burn::module::Param;
 
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
-use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU};
-use crate::nn::qat;
+use crate::nn::intrinsic::qat::{self as iqat, ConvBnNd, ConvBnReLUNd, ConvReLUNd, LinearBn1d, LinearReLU};
+use crate::nn::qat::{self, ConvNd};
 use crate::nn::quantized::{self, ActivationQParams};
 use crate::nn::tensor_util::host_values;
+use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
 
 fn output_qparams(fq: &Option<FakeQuantize>, layer: &str) -> Result<ActivationQParams> {
     fq.as_ref()
@@ -31,7 +34,77 @@ pub trait ToQuantized {
     fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<Self::Quantized>;
 }
 
-impl ConvBn2d {
+/// A conv geometry that has an int8 module: the constructor conversion ends in.
+pub trait QuantizedGeometry<const D: usize>: ConvGeometry<D> {
+    type Quantized;
+    /// The int8 module from integer weights with one scale and zero point per output channel,
+    /// the float (folded) bias, and the activation qparams around it.
+    #[allow(clippy::too_many_arguments)]
+    fn quantized(
+        &self,
+        weight: Vec<i8>,
+        scale: Vec<f32>,
+        zero_point: Vec<i32>,
+        bias: &[f32],
+        input: ActivationQParams,
+        output: ActivationQParams,
+        relu: bool,
+    ) -> Result<Self::Quantized>;
+}
+
+macro_rules! quantized_geometry {
+    ($options:ty, $rank:literal, $module:ty) => {
+        impl QuantizedGeometry<$rank> for $options {
+            type Quantized = $module;
+            fn quantized(
+                &self,
+                weight: Vec<i8>,
+                scale: Vec<f32>,
+                zero_point: Vec<i32>,
+                bias: &[f32],
+                input: ActivationQParams,
+                output: ActivationQParams,
+                relu: bool,
+            ) -> Result<$module> {
+                <$module>::new(self.clone(), weight, scale, zero_point, bias, input, output, relu)
+            }
+        }
+    };
+}
+
+quantized_geometry!(Conv2dOptions, 4, quantized::Conv2d);
+quantized_geometry!(Conv3dOptions, 5, quantized::Conv3d);
+quantized_geometry!(ConvTranspose2dOptions, 4, quantized::ConvTranspose2d);
+
+/// Quantizes a float weight (folded, for BN modules) with the module's weight fake quant along
+/// the geometry's output-channel axis and builds the int8 module. Scales come back one per
+/// index of that axis; a transposed conv with groups has `O / groups` of them, which repeat
+/// for each group's block of output channels.
+#[allow(clippy::too_many_arguments)]
+fn quantize_conv<const D: usize, O: QuantizedGeometry<D>>(
+    options: &O,
+    weight_fake_quant: &FakeQuantize,
+    weight: &[f32],
+    bias: &[f32],
+    input: ActivationQParams,
+    output: &Option<FakeQuantize>,
+    relu: bool,
+    layer: &str,
+) -> Result<O::Quantized> {
+    let (weight, scale, zero_point) =
+        weight_fake_quant.quantize_weight_along(weight, &options.weight_shape(), O::WEIGHT_CHANNEL_AXIS, layer)?;
+    let o = options.out_channels();
+    let (scale, zero_point) = (per_output_channel(&scale, o), per_output_channel(&zero_point, o));
+    options.quantized(weight, scale, zero_point, bias, input, output_qparams(output, layer)?, relu)
+}
+
+/// `o` entries from one per index of the weight's channel axis: output channel `i` takes entry
+/// `i % len` (the identity unless a transposed conv's groups repeat the axis).
+fn per_output_channel<T: Copy>(values: &[T], o: usize) -> Vec<T> {
+    (0..o).map(|i| values[i % values.len()]).collect()
+}
+
+impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     /// The folded weight `W * gamma / sqrt(rv + eps)` and bias `(b - rm) * gamma / sqrt(rv + eps)
     /// + beta` with the running statistics, in f32 as the forward computes the scale factor.
     pub fn folded_weight_and_bias(&self) -> (Vec<f32>, Vec<f32>) {
@@ -43,68 +116,93 @@ impl ConvBn2d {
         let folded = (0..sf.len()).map(|c| (bias[c] - mean[c] as f32) * sf[c] + beta[c]).collect();
         (weight, folded)
     }
+}
 
-    fn to_quantized_with(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Conv2d> {
+impl<const D: usize, O: QuantizedGeometry<D>> ConvBnNd<D, O> {
+    fn to_quantized_with(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<O::Quantized> {
+        let (axis, c) = (O::WEIGHT_CHANNEL_AXIS, self.options.out_channels());
+        if self.options.weight_shape()[axis] != c {
+            // A transposed conv with groups has O / groups entries on its channel axis: BN's O
+            // scales do not fold along it (nor does the QAT forward run).
+            return Err(QatError::config(format!(
+                "{layer}: batch norm folds along weight axis {axis}, which has {} entries for {c} channels; use groups = 1",
+                self.options.weight_shape()[axis]
+            )));
+        }
         let (weight, bias) = self.folded_weight_and_bias();
-        let c = self.options.out_channels;
-        let (weight, scale, zero_point) = self.weight_fake_quant.quantize_weight(&weight, c, layer)?;
-        quantized::Conv2d::new(
-            self.options.clone(),
-            weight,
-            scale,
-            zero_point,
-            &bias,
-            input,
-            output_qparams(&self.activation_post_process, layer)?,
-            relu,
-        )
+        quantize_conv(&self.options, &self.weight_fake_quant, &weight, &bias, input, &self.activation_post_process, relu, layer)
     }
 }
 
-impl ToQuantized for ConvBn2d {
-    type Quantized = quantized::Conv2d;
-    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<quantized::Conv2d> {
+impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvBnNd<D, O> {
+    type Quantized = O::Quantized;
+    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<O::Quantized> {
         self.to_quantized_with(input, false, layer)
     }
 }
 
-impl ToQuantized for ConvBnReLU2d {
-    type Quantized = quantized::Conv2d;
-    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<quantized::Conv2d> {
+impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvBnReLUNd<D, O> {
+    type Quantized = O::Quantized;
+    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<O::Quantized> {
         self.inner.to_quantized_with(input, true, layer)
     }
 }
 
-fn conv_to_quantized(conv: &qat::Conv2d, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Conv2d> {
-    let c = conv.options.out_channels;
+fn conv_to_quantized<const D: usize, O: QuantizedGeometry<D>>(
+    conv: &ConvNd<D, O>,
+    input: ActivationQParams,
+    relu: bool,
+    layer: &str,
+) -> Result<O::Quantized> {
     let weight = f32s(host_values(&conv.weight.val()));
-    let bias = conv.bias.as_ref().map(|b| f32s(host_values(&b.val()))).unwrap_or_else(|| vec![0.0; c]);
-    let (weight, scale, zero_point) = conv.weight_fake_quant.quantize_weight(&weight, c, layer)?;
-    quantized::Conv2d::new(
-        conv.options.clone(),
-        weight,
-        scale,
-        zero_point,
-        &bias,
-        input,
-        output_qparams(&conv.activation_post_process, layer)?,
-        relu,
-    )
+    let bias = conv.bias.as_ref().map(|b| f32s(host_values(&b.val()))).unwrap_or_else(|| vec![0.0; conv.options.out_channels()]);
+    quantize_conv(&conv.options, &conv.weight_fake_quant, &weight, &bias, input, &conv.activation_post_process, relu, layer)
 }
 
-impl ToQuantized for qat::Conv2d {
-    type Quantized = quantized::Conv2d;
-    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<quantized::Conv2d> {
+impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvNd<D, O> {
+    type Quantized = O::Quantized;
+    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<O::Quantized> {
         conv_to_quantized(self, input, false, layer)
     }
 }
 
-impl ToQuantized for ConvReLU2d {
-    type Quantized = quantized::Conv2d;
-    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<quantized::Conv2d> {
+impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvReLUNd<D, O> {
+    type Quantized = O::Quantized;
+    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<O::Quantized> {
         conv_to_quantized(&self.conv, input, true, layer)
     }
 }
+
+/// The 1-d family runs as 2-d modules over `[N, C, 1, L]`: convert those and wrap.
+macro_rules! one_d_to_quantized {
+    ($($ty:ty => $relu:expr),*) => {$(
+        impl ToQuantized for $ty {
+            type Quantized = quantized::Conv1d;
+            fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<quantized::Conv1d> {
+                quantized::Conv1d::from_2d(self.inner.convert(input, $relu, layer)?)
+            }
+        }
+    )*};
+}
+
+/// The 2-d module a 1-d QAT module wraps, converted with or without the fused ReLU.
+trait OneDInner {
+    fn convert(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Conv2d>;
+}
+
+impl OneDInner for iqat::ConvBn2d {
+    fn convert(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Conv2d> {
+        self.to_quantized_with(input, relu, layer)
+    }
+}
+
+impl OneDInner for qat::Conv2d {
+    fn convert(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Conv2d> {
+        conv_to_quantized(self, input, relu, layer)
+    }
+}
+
+one_d_to_quantized!(iqat::ConvBn1d => false, iqat::ConvBnReLU1d => true, iqat::ConvReLU1d => true, iqat::Conv1d => false);
 
 fn linear_to_quantized(linear: &qat::Linear, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Linear> {
     let (o, i) = (linear.out_features(), linear.in_features());

@@ -1,7 +1,9 @@
+use super::conv_parts::{centered_weight, check_input_qparams, check_parts, quantize_biases, requantize_planes};
 use super::kernels::linear_accumulate;
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
-use crate::quant::{quantize_bias, requant_multiplier, requantize};
+
+const LAYER: &str = "quantized Linear";
 
 /// `torch.ao.nn.quantized.Linear` (and, with `relu`, `nn.intrinsic.quantized.LinearReLU`).
 #[derive(Clone, Debug, PartialEq)]
@@ -31,11 +33,7 @@ impl Linear {
         output: ActivationQParams,
         relu: bool,
     ) -> Result<Self> {
-        let input = input.validated("quantized Linear input")?;
-        if float_bias.len() != weight_scale.len() {
-            return Err(QatError::shape("quantized Linear", format!("{} biases", weight_scale.len()), format!("{}", float_bias.len())));
-        }
-        let bias = float_bias.iter().zip(&weight_scale).map(|(&b, &s)| quantize_bias(b, input.scale, s)).collect();
+        let bias = quantize_biases(LAYER, float_bias, &weight_scale, input)?;
         Self::from_parts(in_features, out_features, weight, weight_scale, weight_zero_point, bias, input, output, relu)
     }
 
@@ -56,50 +54,21 @@ impl Linear {
         if in_features == 0 || out_features == 0 {
             return Err(QatError::config("quantized Linear: in_features and out_features must be positive"));
         }
-        if weight.len() != in_features * out_features
-            || weight_scale.len() != out_features
-            || weight_zero_point.len() != out_features
-            || bias.len() != out_features
-        {
-            return Err(QatError::shape(
-                "quantized Linear",
-                format!("{} weights and {out_features} scales, zero points and biases", in_features * out_features),
-                format!("{}, {}, {}, {}", weight.len(), weight_scale.len(), weight_zero_point.len(), bias.len()),
-            ));
-        }
-        if weight_scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(QatError::config("quantized Linear: weight scales must be finite and positive"));
-        }
-        let input = input.validated("quantized Linear input")?;
-        let output = output.validated("quantized Linear output")?;
+        let (input, output) =
+            check_parts(LAYER, in_features * out_features, out_features, &weight, &weight_scale, &weight_zero_point, &bias, input, output)?;
         Ok(Self { in_features, out_features, weight, weight_scale, weight_zero_point, bias, input, output, relu })
     }
 
     /// `[..., in]` to `[..., out]`.
     pub fn forward(&self, x: &QTensor) -> Result<QTensor> {
         if x.shape.last() != Some(&self.in_features) {
-            return Err(QatError::shape("quantized Linear", format!("input [..., {}]", self.in_features), format!("{:?}", x.shape)));
+            return Err(QatError::shape(LAYER, format!("input [..., {}]", self.in_features), format!("{:?}", x.shape)));
         }
-        if x.qparams != self.input {
-            return Err(QatError::config(format!(
-                "quantized Linear: input qparams {:?} differ from the ones it was converted for {:?}",
-                x.qparams, self.input
-            )));
-        }
+        check_input_qparams(x, &self.input, LAYER)?;
         let rows = x.values.len() / self.in_features;
-        let weight: Vec<i32> =
-            self.weight.iter().enumerate().map(|(i, &w)| w as i32 - self.weight_zero_point[i / self.in_features]).collect();
+        let weight = centered_weight(&self.weight, &self.weight_zero_point, |i| i / self.in_features);
         let acc = linear_accumulate(&x.centered(), rows, &weight, self.out_features, self.in_features);
-        let lo = if self.relu { self.output.zero_point.max(self.output.quant_min) } else { self.output.quant_min };
-        let multipliers: Vec<f32> = self.weight_scale.iter().map(|&s| requant_multiplier(self.input.scale, s, self.output.scale)).collect();
-        let values = acc
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| {
-                let o = i % self.out_features;
-                requantize(a.saturating_add(self.bias[o]), multipliers[o], self.output.zero_point, lo, self.output.quant_max) as u8
-            })
-            .collect();
+        let values = requantize_planes(&acc, 1, &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("non-empty shape") = self.out_features;
         Ok(QTensor { values, shape, qparams: self.output })

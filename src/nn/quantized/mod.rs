@@ -1,16 +1,27 @@
 //! `torch.ao.nn.quantized` and `torch.ao.nn.intrinsic.quantized`: int8 modules that compute on
 //! integers. Activations are u8 with a per-tensor (scale, zero point); weights i8 with per-channel
 //! scales; accumulation in i32; requantization as specified in [`crate::quant::requantize`].
-//! A fused ReLU is a flag (`ConvReLU2d` is a [`Conv2d`] with `relu: true`).
+//! A fused ReLU is a flag (`ConvReLU2d` is a [`Conv2d`] with `relu: true`). Every conv runs on
+//! one integer kernel over three spatial axes (1-d and 2-d as flat 3-d), except the transposed
+//! conv, which scatters; each has an f64 reference path ([`Conv2d::forward_reference`], ...).
 
 mod add;
 mod conv;
+mod conv1d;
+mod conv3d;
+mod conv_parts;
+mod conv_transpose;
 mod kernels;
 mod linear;
+mod padding;
 mod qtensor;
 mod reference;
+mod transpose_kernel;
 
 pub use add::Add;
 pub use conv::Conv2d;
+pub use conv_transpose::ConvTranspose2d;
+pub use conv1d::Conv1d;
+pub use conv3d::Conv3d;
 pub use linear::Linear;
 pub use qtensor::{ActivationQParams, QTensor, Quantize};

@@ -1,16 +1,16 @@
 //! A second, independent implementation of the int8 modules' arithmetic on burn's f64
-//! convolution and matmul (exact for integer operands below 2^53), used to check the integer
-//! kernels and to run the QAT model with deployment arithmetic. It shares only the
-//! requantization rule with the kernels.
+//! convolutions and matmul (exact for integer operands below 2^53), used to check the integer
+//! kernels and to run the QAT model with deployment arithmetic. The convolutions are the QAT
+//! modules' own ([`ConvGeometry::forward`]: padding modes, transposed and 3-d included), on
+//! the centered integers. It shares only the requantization rule with the kernels.
 
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use super::qtensor::QTensor;
-use super::{Conv2d, Linear};
+use super::conv_parts::{check_input_qparams, input_dims};
+use super::qtensor::{ActivationQParams, QTensor};
+use super::{Conv1d, Conv2d, Conv3d, ConvTranspose2d, Linear};
 use crate::error::Result;
-use crate::nn::PaddingMode;
+use crate::nn::ConvGeometry;
 use crate::quant::{requant_multiplier, requantize};
 
 fn f64_tensor<const D: usize>(values: Vec<f64>, shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -21,61 +21,104 @@ fn centered_f64(x: &QTensor) -> Vec<f64> {
     x.centered().into_iter().map(f64::from).collect()
 }
 
-/// Requantizes f64 accumulators (exact integers) channel by channel, `channel(i)` naming the
-/// output channel of element `i`.
+/// `w - z_w` as f64, `channel(i)` naming the output channel of weight element `i`.
+fn weight_f64(weight: &[i8], zero_point: &[i32], channel: impl Fn(usize) -> usize) -> Vec<f64> {
+    weight.iter().enumerate().map(|(i, &w)| (w as i32 - zero_point[channel(i)]) as f64).collect()
+}
+
+/// Requantizes f64 accumulators (exact integers) laid out `[N, O, plane]`.
 fn requantize_all(
     acc: &[f64],
+    plane: usize,
     bias: &[i32],
-    multipliers: &[f32],
-    out: &super::ActivationQParams,
+    weight_scale: &[f32],
+    input: &ActivationQParams,
+    out: &ActivationQParams,
     relu: bool,
-    channel: impl Fn(usize) -> usize,
 ) -> Vec<u8> {
     let lo = if relu { out.zero_point.max(out.quant_min) } else { out.quant_min };
+    let multipliers: Vec<f32> = weight_scale.iter().map(|&s| requant_multiplier(input.scale, s, out.scale)).collect();
     acc.iter()
         .enumerate()
         .map(|(i, &a)| {
-            let o = channel(i);
+            let o = (i / plane) % bias.len();
             let total = (a as i64 + bias[o] as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
             requantize(total, multipliers[o], out.zero_point, lo, out.quant_max) as u8
         })
         .collect()
 }
 
+/// A geometry's float convolution on the centered integers in f64: exact accumulators
+/// `[N, O, spatial...]` and their shape.
+fn conv_accumulate_f64<const D: usize, O: ConvGeometry<D>>(
+    options: &O,
+    x: &QTensor,
+    dims: [usize; D],
+    weight: Vec<f64>,
+    device: &Device,
+) -> (Vec<f64>, Vec<usize>) {
+    let input = f64_tensor(centered_f64(x), dims, device);
+    let acc = options.forward(input, f64_tensor(weight, options.weight_shape(), device), None);
+    let shape = acc.dims().to_vec();
+    (acc.into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data"), shape)
+}
+
+/// Requantizes an int8 conv's f64 accumulators with its own bias, weight scales, qparams and
+/// ReLU flag (fields every int8 conv has, under the same names).
+macro_rules! requantized {
+    ($m:expr, $acc:expr, $shape:expr) => {{
+        let (acc, shape) = ($acc, $shape);
+        let plane = shape[2..].iter().product();
+        let values = requantize_all(&acc, plane, &$m.bias, &$m.weight_scale, &$m.input, &$m.output, $m.relu);
+        QTensor { values, shape, qparams: $m.output }
+    }};
+}
+
 impl Conv2d {
     /// The same result as [`Conv2d::forward`], computed with burn's f64 `conv2d`.
     pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
-        let dims: [usize; 4] =
-            x.shape.clone().try_into().map_err(|_| crate::QatError::shape("quantized Conv2d", "[N, C, H, W]", format!("{:?}", x.shape)))?;
-        self.options.check_input(dims, "quantized Conv2d")?;
-        let input = f64_tensor(centered_f64(x), dims, device);
+        let dims = input_dims(x, "quantized Conv2d", "[N, C, H, W]")?;
+        self.forward_reference_as(x, dims, "quantized Conv2d", device)
+    }
+
+    fn forward_reference_as(&self, x: &QTensor, dims: [usize; 4], layer: &str, device: &Device) -> Result<QTensor> {
+        self.options.check_input(dims, layer)?;
+        check_input_qparams(x, &self.input, layer)?;
         let k = self.weight.len() / self.options.out_channels;
-        let weight: Vec<f64> = self.weight.iter().enumerate().map(|(i, &w)| (w as i32 - self.weight_zero_point[i / k]) as f64).collect();
-        let weight = f64_tensor(weight, self.options.weight_shape(), device);
-        let [ph, pw] = self.options.padding;
-        let (input, padding) = match self.options.padding_mode {
-            PaddingMode::Zeros => (input, self.options.padding),
-            PaddingMode::Reflect => (input.pad([(ph, ph), (pw, pw)], burn::tensor::ops::PadMode::Reflect), [0, 0]),
-            PaddingMode::Replicate => (input.pad([(ph, ph), (pw, pw)], burn::tensor::ops::PadMode::Edge), [0, 0]),
-            PaddingMode::Circular => {
-                let wrap = |t: Tensor<4>, dim: usize, p: usize| {
-                    if p == 0 {
-                        return t;
-                    }
-                    let size = t.dims()[dim];
-                    Tensor::cat(vec![t.clone().narrow(dim, size - p, p), t.clone(), t.narrow(dim, 0, p)], dim)
-                };
-                (wrap(wrap(input, 2, ph), 3, pw), [0, 0])
-            }
-        };
-        let o = &self.options;
-        let acc = conv2d(input, weight, None, ConvOptions::new(o.stride, padding, o.dilation, o.groups));
-        let out_shape = acc.dims();
-        let acc = acc.into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data");
-        let multipliers: Vec<f32> = self.weight_scale.iter().map(|&s| requant_multiplier(self.input.scale, s, self.output.scale)).collect();
-        let p = out_shape[2] * out_shape[3];
-        let values = requantize_all(&acc, &self.bias, &multipliers, &self.output, self.relu, |i| (i / p) % o.out_channels);
-        Ok(QTensor { values, shape: out_shape.to_vec(), qparams: self.output })
+        let (acc, shape) =
+            conv_accumulate_f64(&self.options, x, dims, weight_f64(&self.weight, &self.weight_zero_point, |i| i / k), device);
+        Ok(requantized!(self, acc, shape))
+    }
+}
+
+impl Conv1d {
+    /// The same result as [`Conv1d::forward`], computed with burn's f64 `conv2d` over `[N, C, 1, L]`.
+    pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
+        let [n, c, l] = self.dims_2d(x)?;
+        let mut y = self.conv.forward_reference_as(x, [n, c, 1, l], "quantized Conv1d", device)?;
+        y.shape.remove(2);
+        Ok(y)
+    }
+}
+
+impl Conv3d {
+    /// The same result as [`Conv3d::forward`], computed with burn's f64 `conv3d`.
+    pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
+        let dims = self.check(x)?;
+        let k = self.weight.len() / self.options.out_channels;
+        let (acc, shape) =
+            conv_accumulate_f64(&self.options, x, dims, weight_f64(&self.weight, &self.weight_zero_point, |i| i / k), device);
+        Ok(requantized!(self, acc, shape))
+    }
+}
+
+impl ConvTranspose2d {
+    /// The same result as [`ConvTranspose2d::forward`], computed with burn's f64 `conv_transpose2d`.
+    pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
+        let dims = self.check(x)?;
+        let weight = weight_f64(&self.weight, &self.weight_zero_point, |i| self.weight_channel(i));
+        let (acc, shape) = conv_accumulate_f64(&self.options, x, dims, weight, device);
+        Ok(requantized!(self, acc, shape))
     }
 }
 
@@ -84,12 +127,10 @@ impl Linear {
     pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
         let rows = x.values.len() / self.in_features.max(1);
         let input = f64_tensor(centered_f64(x), [rows, self.in_features], device);
-        let weight: Vec<f64> =
-            self.weight.iter().enumerate().map(|(i, &w)| (w as i32 - self.weight_zero_point[i / self.in_features]) as f64).collect();
+        let weight = weight_f64(&self.weight, &self.weight_zero_point, |i| i / self.in_features);
         let weight = f64_tensor(weight, [self.out_features, self.in_features], device);
         let acc = input.matmul(weight.transpose()).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data");
-        let multipliers: Vec<f32> = self.weight_scale.iter().map(|&s| requant_multiplier(self.input.scale, s, self.output.scale)).collect();
-        let values = requantize_all(&acc, &self.bias, &multipliers, &self.output, self.relu, |i| i % self.out_features);
+        let values = requantize_all(&acc, 1, &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("non-empty shape") = self.out_features;
         Ok(QTensor { values, shape, qparams: self.output })

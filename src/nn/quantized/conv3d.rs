@@ -1,0 +1,85 @@
+use super::conv_parts::{centered_weight, check_input_qparams, check_parts, input_dims, quantize_biases, requantize_planes};
+use super::kernels::conv_accumulate;
+use super::padding::pad_for_kernel;
+use super::qtensor::{ActivationQParams, QTensor};
+use crate::error::Result;
+use crate::nn::{Conv3dOptions, ConvGeometry};
+
+/// `torch.ao.nn.quantized.Conv3d` (and, with `relu`, `nn.intrinsic.quantized.ConvReLU3d`) over
+/// `[N, C, D, H, W]`: i8 weights with per-output-channel scales, an int32 bias at
+/// `s_in * s_w`, u8 in and out; every padding mode, as the QAT module.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv3d {
+    pub options: Conv3dOptions,
+    /// `[O, C / groups, KD, KH, KW]`, row-major.
+    pub weight: Vec<i8>,
+    /// One per output channel (a per-tensor scale is repeated).
+    pub weight_scale: Vec<f32>,
+    pub weight_zero_point: Vec<i32>,
+    /// int32 at `input.scale * weight_scale[o]`.
+    pub bias: Vec<i32>,
+    pub input: ActivationQParams,
+    pub output: ActivationQParams,
+    pub relu: bool,
+}
+
+const LAYER: &str = "quantized Conv3d";
+
+impl Conv3d {
+    /// Builds the module from float-folded parts: integer weights (already quantized by the
+    /// weight fake quant's qparams), a float bias, and the activation qparams around it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        options: Conv3dOptions,
+        weight: Vec<i8>,
+        weight_scale: Vec<f32>,
+        weight_zero_point: Vec<i32>,
+        float_bias: &[f32],
+        input: ActivationQParams,
+        output: ActivationQParams,
+        relu: bool,
+    ) -> Result<Self> {
+        let bias = quantize_biases(LAYER, float_bias, &weight_scale, input)?;
+        Self::from_parts(options, weight, weight_scale, weight_zero_point, bias, input, output, relu)
+    }
+
+    /// Builds the module from its stored parts (an int32 bias already at `s_in * s_w`),
+    /// checking that they fit together.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        options: Conv3dOptions,
+        weight: Vec<i8>,
+        weight_scale: Vec<f32>,
+        weight_zero_point: Vec<i32>,
+        bias: Vec<i32>,
+        input: ActivationQParams,
+        output: ActivationQParams,
+        relu: bool,
+    ) -> Result<Self> {
+        options.validate()?;
+        let expected = options.weight_shape().iter().product();
+        let (input, output) =
+            check_parts(LAYER, expected, options.out_channels, &weight, &weight_scale, &weight_zero_point, &bias, input, output)?;
+        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu })
+    }
+
+    /// `[N, C, D, H, W]` in, `[N, O, OD, OH, OW]` out.
+    pub fn forward(&self, x: &QTensor) -> Result<QTensor> {
+        let dims = self.check(x)?;
+        let (centered, dims, padding) = pad_for_kernel(x.centered(), dims, self.options.padding, self.options.padding_mode);
+        let k = self.weight.len() / self.options.out_channels;
+        let weight = centered_weight(&self.weight, &self.weight_zero_point, |i| i / k);
+        let (acc, shape) = conv_accumulate(&centered, dims, &weight, &(&self.options).into(), padding);
+        let values =
+            requantize_planes(&acc, shape[2] * shape[3] * shape[4], &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        Ok(QTensor { values, shape: shape.to_vec(), qparams: self.output })
+    }
+
+    /// The input's shape, checked against the geometry, and its qparams against the module's.
+    pub(crate) fn check(&self, x: &QTensor) -> Result<[usize; 5]> {
+        let dims = input_dims(x, LAYER, "[N, C, D, H, W]")?;
+        self.options.check_input(dims, LAYER)?;
+        check_input_qparams(x, &self.input, LAYER)?;
+        Ok(dims)
+    }
+}

@@ -1,0 +1,91 @@
+use super::conv_parts::{centered_weight, check_input_qparams, check_parts, input_dims, quantize_biases, requantize_planes};
+use super::qtensor::{ActivationQParams, QTensor};
+use super::transpose_kernel::conv_transpose2d_accumulate;
+use crate::error::Result;
+use crate::nn::{ConvGeometry, ConvTranspose2dOptions};
+
+/// An int8 2-d transposed convolution, `torch.ao.nn.quantized.ConvTranspose2d` with scales per
+/// output channel (and, with `relu`, a fused ReLU, beyond PyTorch). The weight keeps PyTorch's
+/// `[C_in, O / groups, KH, KW]` layout, so its output channel is weight axis 1, the axis the
+/// QAT module's per-channel fake quant runs along.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvTranspose2d {
+    pub options: ConvTranspose2dOptions,
+    /// `[C_in, O / groups, KH, KW]`, row-major.
+    pub weight: Vec<i8>,
+    /// One per output channel `o` (length `O`, not `O / groups`): weight element
+    /// `[c, j, ..]` belongs to output channel `(c / (C_in / groups)) * (O / groups) + j`. A
+    /// per-tensor scale is repeated; a per-channel one along weight axis 1 repeats per group.
+    pub weight_scale: Vec<f32>,
+    pub weight_zero_point: Vec<i32>,
+    /// int32 at `input.scale * weight_scale[o]`.
+    pub bias: Vec<i32>,
+    pub input: ActivationQParams,
+    pub output: ActivationQParams,
+    pub relu: bool,
+}
+
+const LAYER: &str = "quantized ConvTranspose2d";
+
+impl ConvTranspose2d {
+    /// Builds the module from float-folded parts: integer weights (already quantized by the
+    /// weight fake quant's qparams), a float bias, and the activation qparams around it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        options: ConvTranspose2dOptions,
+        weight: Vec<i8>,
+        weight_scale: Vec<f32>,
+        weight_zero_point: Vec<i32>,
+        float_bias: &[f32],
+        input: ActivationQParams,
+        output: ActivationQParams,
+        relu: bool,
+    ) -> Result<Self> {
+        let bias = quantize_biases(LAYER, float_bias, &weight_scale, input)?;
+        Self::from_parts(options, weight, weight_scale, weight_zero_point, bias, input, output, relu)
+    }
+
+    /// Builds the module from its stored parts (an int32 bias already at `s_in * s_w`),
+    /// checking that they fit together.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        options: ConvTranspose2dOptions,
+        weight: Vec<i8>,
+        weight_scale: Vec<f32>,
+        weight_zero_point: Vec<i32>,
+        bias: Vec<i32>,
+        input: ActivationQParams,
+        output: ActivationQParams,
+        relu: bool,
+    ) -> Result<Self> {
+        options.validate()?;
+        let expected = options.weight_shape().iter().product();
+        let (input, output) =
+            check_parts(LAYER, expected, options.out_channels, &weight, &weight_scale, &weight_zero_point, &bias, input, output)?;
+        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu })
+    }
+
+    /// The output channel of weight element `i`.
+    pub(crate) fn weight_channel(&self, i: usize) -> usize {
+        let [c_in, og, kh, kw] = self.options.weight_shape();
+        let (c, j) = (i / (og * kh * kw), (i / (kh * kw)) % og);
+        (c / (c_in / self.options.groups)) * og + j
+    }
+
+    /// `[N, C_in, H, W]` in, `[N, O, OH, OW]` out.
+    pub fn forward(&self, x: &QTensor) -> Result<QTensor> {
+        let dims = self.check(x)?;
+        let weight = centered_weight(&self.weight, &self.weight_zero_point, |i| self.weight_channel(i));
+        let (acc, shape) = conv_transpose2d_accumulate(&x.centered(), dims, &weight, &self.options);
+        let values = requantize_planes(&acc, shape[2] * shape[3], &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        Ok(QTensor { values, shape: shape.to_vec(), qparams: self.output })
+    }
+
+    /// The input's shape, checked against the geometry, and its qparams against the module's.
+    pub(crate) fn check(&self, x: &QTensor) -> Result<[usize; 4]> {
+        let dims = input_dims(x, LAYER, "[N, C, H, W]")?;
+        self.options.check_input(dims, LAYER)?;
+        check_input_qparams(x, &self.input, LAYER)?;
+        Ok(dims)
+    }
+}

@@ -1,0 +1,54 @@
+//! PyTorch's non-zero padding modes on integer activations. They are applied to the centered
+//! integers before the convolution, so the kernel runs with padding 0: the float path's order
+//! (pad, then convolve), and copies of real values rather than the zero point.
+
+use crate::nn::PaddingMode;
+
+/// The source index along an axis of `size` for padded index `i - pad`.
+fn source(i: isize, size: usize, mode: PaddingMode) -> usize {
+    let size = size as isize;
+    let j = match mode {
+        PaddingMode::Reflect => {
+            if i < 0 {
+                -i
+            } else if i >= size {
+                2 * (size - 1) - i
+            } else {
+                i
+            }
+        }
+        PaddingMode::Replicate => i.clamp(0, size - 1),
+        PaddingMode::Circular => i.rem_euclid(size),
+        PaddingMode::Zeros => unreachable!("zeros padding is the kernel's"),
+    };
+    j as usize
+}
+
+/// Centered input `[N, C, D, H, W]` (a 2-d input has `D = 1` and depth padding 0) ready for the
+/// kernel: the values, their shape, and the padding the kernel must still apply (all of it for
+/// zeros padding, none for the other modes, which are materialized here). The geometry's
+/// `check_input` has ruled out padding the modes cannot take (reflect `>= size`, circular
+/// `> size`).
+pub(crate) fn pad_for_kernel(x: Vec<i32>, dims: [usize; 5], padding: [usize; 3], mode: PaddingMode) -> (Vec<i32>, [usize; 5], [usize; 3]) {
+    if mode == PaddingMode::Zeros || padding == [0; 3] {
+        return (x, dims, padding);
+    }
+    let [n, c, d, h, w] = dims;
+    let [pd, ph, pw] = padding;
+    let (dp, hp, wp) = (d + 2 * pd, h + 2 * ph, w + 2 * pw);
+    let mut out = vec![0i32; n * c * dp * hp * wp];
+    for volume in 0..n * c {
+        for z in 0..dp {
+            let sz = source(z as isize - pd as isize, d, mode);
+            for y in 0..hp {
+                let sy = source(y as isize - ph as isize, h, mode);
+                let row = &mut out[((volume * dp + z) * hp + y) * wp..][..wp];
+                let src = &x[((volume * d + sz) * h + sy) * w..][..w];
+                for (xx, v) in row.iter_mut().enumerate() {
+                    *v = src[source(xx as isize - pw as isize, w, mode)];
+                }
+            }
+        }
+    }
+    (out, [n, c, dp, hp, wp], [0; 3])
+}
