@@ -4,7 +4,6 @@
 use std::fmt;
 
 use burn::tensor::Tensor;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 
 use super::geometry::{ConvGeometry, circular_pad};
@@ -200,7 +199,8 @@ impl Conv2dOptions {
             PaddingMode::Replicate => (x.pad([(ph, ph), (pw, pw)], PadMode::Edge), [0, 0]),
             PaddingMode::Circular => (circular_pad(circular_pad(x, 2, ph), 3, pw), [0, 0]),
         };
-        conv2d(x, weight, bias, ConvOptions::new(self.stride, padding, self.dilation, self.groups))
+        // This crate's convolution (its own backward); it falls back to burn's for non-f32 tensors.
+        crate::ops::conv2d(x, weight, bias, ConvOptions::new(self.stride, padding, self.dilation, self.groups))
     }
 }
 
