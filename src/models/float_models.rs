@@ -1,8 +1,9 @@
-//! Float reference models for 28x28 single-channel images, as [`FloatModel`]s ready for
-//! fuse -> prepare_qat -> convert. Inputs are pixels in [0, 1]; the first layer quantizes them.
+//! Float reference models, as [`FloatModel`]s ready for fuse -> prepare_qat -> convert, sized
+//! by an [`InputShape`]. Inputs are pixels in [0, 1]; the first layer quantizes them.
 
 use burn::tensor::Device;
 
+use super::InputShape;
 use crate::error::Result;
 use crate::nn::Conv2dOptions;
 use crate::workflow::{FloatModel, Layer};
@@ -11,11 +12,18 @@ fn conv(cin: usize, cout: usize, device: &Device) -> Result<Layer> {
     Layer::conv2d(Conv2dOptions::new(cin, cout, 3).with_padding(1), false, device)
 }
 
-/// LeNet-style: two Conv-BN-ReLU blocks with max pooling, Linear-ReLU, a linear head.
+/// [`lenet_for`] MNIST digits.
 pub fn lenet(device: &Device) -> Result<FloatModel> {
+    lenet_for(InputShape::MNIST, device)
+}
+
+/// LeNet-style: two Conv-BN-ReLU blocks with max pooling, Linear-ReLU, a linear head.
+/// The input must be at least 4x4 (two poolings); the flatten width follows from its size.
+pub fn lenet_for(shape: InputShape, device: &Device) -> Result<FloatModel> {
+    let (h, w) = shape.pooled(2, "lenet")?;
     FloatModel::new(vec![
         ("quant", Layer::QuantStub(Default::default())),
-        ("conv1", conv(1, 16, device)?),
+        ("conv1", conv(shape.channels, 16, device)?),
         ("bn1", Layer::batch_norm2d(16, device)?),
         ("relu1", Layer::Relu(Default::default())),
         ("pool1", Layer::max_pool2d(2, 2)?),
@@ -24,16 +32,23 @@ pub fn lenet(device: &Device) -> Result<FloatModel> {
         ("relu2", Layer::Relu(Default::default())),
         ("pool2", Layer::max_pool2d(2, 2)?),
         ("flatten", Layer::Flatten(Default::default())),
-        ("fc1", Layer::linear(32 * 7 * 7, 128, true, device)?),
+        ("fc1", Layer::linear(32 * h * w, 128, true, device)?),
         ("relu3", Layer::Relu(Default::default())),
-        ("fc2", Layer::linear(128, 10, true, device)?),
+        ("fc2", Layer::linear(128, shape.classes, true, device)?),
         ("dequant", Layer::DeQuantStub(Default::default())),
     ])
 }
 
+/// [`resnet_tiny_for`] MNIST digits.
+pub fn resnet_tiny(device: &Device) -> Result<FloatModel> {
+    resnet_tiny_for(InputShape::MNIST, device)
+}
+
 /// A small residual network: a Conv-BN-ReLU stem, one basic block (two convs and an identity
 /// shortcut, ReLU after the addition) at each of two resolutions, Linear-ReLU, a linear head.
-pub fn resnet_tiny(device: &Device) -> Result<FloatModel> {
+/// The input must be at least 4x4 (two poolings).
+pub fn resnet_tiny_for(shape: InputShape, device: &Device) -> Result<FloatModel> {
+    let (h, w) = shape.pooled(2, "resnet_tiny")?;
     let block = |c: usize| -> Result<Layer> {
         Ok(Layer::residual(
             vec![
@@ -48,7 +63,7 @@ pub fn resnet_tiny(device: &Device) -> Result<FloatModel> {
     };
     FloatModel::new(vec![
         ("quant", Layer::QuantStub(Default::default())),
-        ("stem", conv(1, 8, device)?),
+        ("stem", conv(shape.channels, 8, device)?),
         ("stem_bn", Layer::batch_norm2d(8, device)?),
         ("stem_relu", Layer::Relu(Default::default())),
         ("pool1", Layer::max_pool2d(2, 2)?),
@@ -59,9 +74,9 @@ pub fn resnet_tiny(device: &Device) -> Result<FloatModel> {
         ("pool2", Layer::max_pool2d(2, 2)?),
         ("block2", block(16)?),
         ("flatten", Layer::Flatten(Default::default())),
-        ("fc1", Layer::linear(16 * 7 * 7, 64, true, device)?),
+        ("fc1", Layer::linear(16 * h * w, 64, true, device)?),
         ("relu", Layer::Relu(Default::default())),
-        ("fc2", Layer::linear(64, 10, true, device)?),
+        ("fc2", Layer::linear(64, shape.classes, true, device)?),
         ("dequant", Layer::DeQuantStub(Default::default())),
     ])
 }
