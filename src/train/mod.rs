@@ -1,6 +1,8 @@
 //! A plain training loop for classifiers built from QAT modules, with PyTorch's QAT schedule:
 //! freeze BN statistics from one epoch, disable observers from a later one.
 
+mod resume;
+
 use std::time::Instant;
 
 use burn::module::Module;
@@ -12,6 +14,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::data::{Dataset, shuffled_indices};
 use crate::error::{QatError, Result};
 use crate::nn::QatModule;
+pub use resume::{OPTIMIZER_KEY, ResumePoint, reports_from_json, reports_to_json, stable_param_ids};
 
 /// A model the loop can train: logits from images, and the QAT switches.
 pub trait Classifier: Module + QatModule {
@@ -99,7 +102,7 @@ impl Default for TrainOptions {
 }
 
 /// What one epoch measured.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EpochReport {
     pub epoch: usize,
     pub loss: f64,
@@ -153,6 +156,13 @@ pub trait TrainHooks<M> {
     fn epoch_done(&mut self, _report: &EpochReport, _model: &M) -> Result<()> {
         Ok(())
     }
+
+    /// After [`epoch_done`](Self::epoch_done), with what continuing this phase exactly needs
+    /// besides the model: save both (atomically, in one file) to be able to resume. An error
+    /// stops training and is returned.
+    fn checkpoint(&mut self, _point: &ResumePoint, _model: &M) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// [`TrainHooks`] from a per-epoch closure: what [`train_classifier`] takes.
@@ -179,12 +189,29 @@ pub fn train_classifier<M: Classifier>(
 
 /// [`train_classifier`] with [`TrainHooks`]: per-batch progress and the model after each epoch.
 pub fn train_classifier_with<M: Classifier>(
-    mut model: M,
+    model: M,
     train: &Dataset,
     test: &Dataset,
     options: &TrainOptions,
     device: &Device,
     hooks: &mut impl TrainHooks<M>,
+) -> Result<(M, Vec<EpochReport>)> {
+    train_classifier_from(model, train, test, options, device, hooks, ResumePoint::default())
+}
+
+/// [`train_classifier_with`] continued from a checkpoint: `model` holds the weights (and BN and
+/// quantization state) saved after epoch `resume.epochs_done`, `resume` the rest of what
+/// [`TrainHooks::checkpoint`] was given then. With the same options, data and thread count, the
+/// final model is bit for bit the one an uninterrupted run gives: the data order and learning
+/// rate depend only on the seed and the step, and the momentum buffers come back exactly.
+pub fn train_classifier_from<M: Classifier>(
+    model: M,
+    train: &Dataset,
+    test: &Dataset,
+    options: &TrainOptions,
+    device: &Device,
+    hooks: &mut impl TrainHooks<M>,
+    resume: ResumePoint,
 ) -> Result<(M, Vec<EpochReport>)> {
     if options.batch_size < 2 {
         return Err(QatError::config("batch_size must be at least 2 (training batch norm needs more than one value per channel)"));
@@ -192,12 +219,24 @@ pub fn train_classifier_with<M: Classifier>(
     if train.is_empty() || test.is_empty() {
         return Err(QatError::config("the training and test sets must not be empty"));
     }
-    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(options.momentum).with_dampening(0.0))).init();
-    let mut reports = Vec::new();
+    if resume.epochs_done > options.epochs || resume.reports.len() != resume.epochs_done {
+        return Err(QatError::config(format!(
+            "cannot resume after epoch {} of {} with {} epoch reports",
+            resume.epochs_done,
+            options.epochs,
+            resume.reports.len()
+        )));
+    }
+    let mut model = stable_param_ids(model);
+    let optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(options.momentum).with_dampening(0.0))).init();
+    let mut optim = resume::load_optimizer(optim, &resume)?;
+    let mut reports = resume.reports;
     let steps_per_epoch = train.len().div_ceil(options.batch_size);
     let total_steps = (steps_per_epoch * options.epochs).max(1) as f64;
-    let mut step = 0usize;
-    for epoch in 0..options.epochs {
+    // The step counter drives the cosine schedule; count the batches the done epochs took.
+    let batches_per_epoch = (train.len() / options.batch_size) + usize::from(train.len() % options.batch_size > 1);
+    let mut step = batches_per_epoch * resume.epochs_done;
+    for epoch in resume.epochs_done..options.epochs {
         model.set_training(true);
         if options.freeze_bn_from_epoch.is_some_and(|e| epoch >= e) {
             model.freeze_bn_stats();
@@ -251,6 +290,9 @@ pub fn train_classifier_with<M: Classifier>(
         };
         hooks.epoch_done(&report, &model)?;
         reports.push(report);
+        let (optimizer, optimizer_tensors) = resume::save_optimizer(&optim)?;
+        let point = ResumePoint { epochs_done: epoch + 1, optimizer, optimizer_tensors, reports: reports.clone() };
+        hooks.checkpoint(&point, &model)?;
     }
     Ok((model, reports))
 }

@@ -1,0 +1,129 @@
+//! What a checkpoint needs beyond the model's state dict to continue a run exactly: the epoch
+//! reached, the optimizer's momentum buffers, and the reports of the epochs already done.
+//!
+//! burn keys optimizer state by [`ParamId`], and a freshly built module gets fresh random ids,
+//! so a saved optimizer state would not find its parameters in a rebuilt model. The training
+//! loop therefore numbers the parameters itself ([`stable_param_ids`]: 1, 2, 3, ... in visit
+//! order), which is the same for the same architecture in every process.
+
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::optim::ModuleOptimizer;
+use burn::tensor::{Bytes, Tensor};
+
+use super::EpochReport;
+use crate::error::{QatError, Result};
+use crate::state_dict::{StateDict, TensorValue, Values};
+
+/// The state-dict key under which a checkpoint stores the optimizer state (burn's burnpack
+/// bytes of its `OptimizerRecord`, as a U8 tensor): one file, written atomically, holds both.
+pub const OPTIMIZER_KEY: &str = "__optimizer__";
+
+/// Where a training phase stands after an epoch; hand it back to
+/// [`train_classifier_from`](super::train_classifier_from) to continue.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResumePoint {
+    /// Epochs of this phase done: training continues with epoch `epochs_done` (0-based).
+    pub epochs_done: usize,
+    /// The optimizer state after the last of them (burnpack bytes); empty before the first step.
+    pub optimizer: Vec<u8>,
+    /// How many per-parameter tensors `optimizer` holds, to check that loading restored them all.
+    pub optimizer_tensors: usize,
+    /// The reports of the epochs done, so that a resumed run returns the whole history.
+    pub reports: Vec<EpochReport>,
+}
+
+impl ResumePoint {
+    /// Adds the optimizer state to `state` (a model's state dict) under [`OPTIMIZER_KEY`].
+    pub fn write_optimizer(&self, state: &mut StateDict) {
+        let values = Values::U8(self.optimizer.clone());
+        state.insert(OPTIMIZER_KEY.to_string(), TensorValue { shape: vec![self.optimizer.len()], values });
+    }
+
+    /// Takes the optimizer state out of a checkpoint's state dict (leaving the model's keys).
+    pub fn take_optimizer(state: &mut StateDict, context: &str) -> Result<Vec<u8>> {
+        match state.remove(OPTIMIZER_KEY) {
+            None => Err(QatError::config(format!("{context}: no optimizer state ({OPTIMIZER_KEY}); it is not a training checkpoint"))),
+            Some(TensorValue { values: Values::U8(bytes), .. }) => Ok(bytes),
+            Some(other) => Err(QatError::config(format!(
+                "{context}: {OPTIMIZER_KEY} must be a U8 tensor, found {}",
+                other.values.dtype_name()
+            ))),
+        }
+    }
+}
+
+/// Numbers the float parameters of `model` 1, 2, 3, ... in visit order, so that optimizer state
+/// saved in one process finds the same parameters in a model rebuilt in another.
+pub fn stable_param_ids<M: Module>(model: M) -> M {
+    struct Renumber(u64);
+    impl ModuleMapper for Renumber {
+        fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            self.0 += 1;
+            param.id = ParamId::from(self.0);
+            param
+        }
+    }
+    model.map(&mut Renumber(0))
+}
+
+/// The optimizer's state as bytes, and how many tensors it holds.
+pub(super) fn save_optimizer(optim: &ModuleOptimizer) -> Result<(Vec<u8>, usize)> {
+    let record = optim.to_record();
+    let tensors = record.len();
+    let bytes = record.into_bytes().map_err(|e| QatError::config(format!("serializing the optimizer state: {e}")))?;
+    Ok((bytes.to_vec(), tensors))
+}
+
+/// Restores the optimizer state of `point` into `optim`. burn skips, without a word, state it
+/// cannot match to a parameter; we count what came back and refuse a partial restore.
+pub(super) fn load_optimizer(optim: ModuleOptimizer, point: &ResumePoint) -> Result<ModuleOptimizer> {
+    if point.optimizer.is_empty() {
+        return Ok(optim);
+    }
+    let optim = optim
+        .from_bytes(Bytes::from_bytes_vec(point.optimizer.clone()))
+        .map_err(|e| QatError::config(format!("the checkpoint's optimizer state is corrupt: {e}")))?;
+    let restored = optim.to_record().len();
+    if restored != point.optimizer_tensors {
+        return Err(QatError::config(format!(
+            "the checkpoint's optimizer state restored {restored} of {} tensors; it was written for a different model",
+            point.optimizer_tensors
+        )));
+    }
+    Ok(optim)
+}
+
+/// The reports as JSON, for a checkpoint's metadata.
+pub fn reports_to_json(reports: &[EpochReport]) -> String {
+    let rows: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "epoch": r.epoch,
+                "loss": r.loss,
+                "train_accuracy": r.train_accuracy,
+                "test_accuracy": r.test_accuracy,
+                "samples_per_second": r.samples_per_second,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// Reads back what [`reports_to_json`] wrote.
+pub fn reports_from_json(json: &str) -> Result<Vec<EpochReport>> {
+    let bad = |why: &str| QatError::config(format!("a checkpoint's epoch reports are unreadable ({why}): {json:.80}"));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
+    rows.iter()
+        .map(|row| {
+            let number = |key: &str| row.get(key).and_then(serde_json::Value::as_f64).ok_or_else(|| bad(&format!("no number {key}")));
+            Ok(EpochReport {
+                epoch: number("epoch")? as usize,
+                loss: number("loss")?,
+                train_accuracy: number("train_accuracy")?,
+                test_accuracy: number("test_accuracy")?,
+                samples_per_second: number("samples_per_second")?,
+            })
+        })
+        .collect()
+}
