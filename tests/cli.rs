@@ -90,7 +90,7 @@ fn train_writes_every_artifact_and_eval_reads_the_int8_model() {
     }
     // The last checkpoint is the QAT model's, after its only epoch.
     let (state, metadata) = burn_qat::state_dict::load_safetensors(out.join("checkpoint.safetensors")).unwrap();
-    assert_eq!(metadata.get("phase").map(String::as_str), Some("qat"), "{metadata:?}");
+    assert_eq!(metadata.get("stage").map(String::as_str), Some("qat"), "{metadata:?}");
     assert_eq!(metadata.get("epoch").map(String::as_str), Some("1"), "{metadata:?}");
     assert!(state.keys().any(|k| k.contains("weight_fake_quant")), "a QAT state dict: {:?}", state.keys().collect::<Vec<_>>());
     let png = std::fs::read(out.join("curves.png")).expect("curves.png written");
@@ -113,6 +113,48 @@ fn train_writes_every_artifact_and_eval_reads_the_int8_model() {
         std::fs::read(out.join("model.onnx")).unwrap(),
         "export of int8.safetensors == model.onnx"
     );
+    check_saved_model_commands(&out, &metrics);
+}
+
+/// `eval`, `convert`, `inspect` and `export` on the QAT and float files of a finished run.
+fn check_saved_model_commands(out: &Path, metrics: &serde_json::Value) {
+    let path = |name: &str| out.join(name).to_str().unwrap().to_string();
+    let output = burn_qat(&["eval", "--checkpoint", &path("qat.safetensors")]);
+    check_success(&output, "eval qat.safetensors");
+    let expected = format!("{:.2}%", 100.0 * accuracy(metrics, "qat_accuracy"));
+    assert!(text(&output.stdout).contains(&expected), "eval of the QAT model should print {expected}:\n{}", text(&output.stdout));
+    let output = burn_qat(&["eval", "--checkpoint", &path("float.safetensors")]);
+    check_success(&output, "eval float.safetensors");
+    let expected = format!("float test accuracy {:.2}%", 100.0 * accuracy(metrics, "float_accuracy"));
+    assert!(text(&output.stdout).contains(&expected), "{expected}:\n{}", text(&output.stdout));
+
+    // convert reproduces the run's int8 model, tensor for tensor.
+    let converted = path("converted.safetensors");
+    check_success(&burn_qat(&["convert", "--checkpoint", &path("qat.safetensors"), "--out", &converted]), "convert");
+    let load = |p: &str| burn_qat::state_dict::load_safetensors(p).unwrap();
+    let ((a, ma), (b, mb)) = (load(&converted), load(&path("int8.safetensors")));
+    assert!(a == b && ma == mb, "convert of qat.safetensors differs from the run's int8.safetensors");
+
+    // export of the QAT model: convert, then the same QDQ graph.
+    let exported = path("from-qat.onnx");
+    check_success(&burn_qat(&["export", "--checkpoint", &path("qat.safetensors"), "--out", &exported]), "export qat");
+    assert_eq!(std::fs::read(&exported).unwrap(), std::fs::read(out.join("model.onnx")).unwrap(), "export of qat.safetensors == model.onnx");
+
+    let output = burn_qat(&["inspect", "--checkpoint", &path("qat.safetensors"), "--samples", "64"]);
+    check_success(&output, "inspect");
+    let stdout = text(&output.stdout);
+    for layer in ["quant ", "conv1 ", "conv2 ", "fc1 ", "fc2 "] {
+        let row = stdout.lines().find(|l| l.starts_with(layer)).unwrap_or_else(|| panic!("no row for {layer}:\n{stdout}"));
+        assert!(row.contains("dB"), "{layer} has no SNR:\n{row}");
+    }
+
+    // The wrong kind of file says what it holds and what to pass instead.
+    let output = burn_qat(&["convert", "--checkpoint", &path("float.safetensors"), "--out", &path("x.safetensors")]);
+    assert!(!output.status.success() && text(&output.stderr).contains("holds a float model"), "{}", text(&output.stderr));
+    let output = burn_qat(&["inspect", "--checkpoint", &path("int8.safetensors")]);
+    assert!(!output.status.success() && text(&output.stderr).contains("holds an int8 model"), "{}", text(&output.stderr));
+    let output = burn_qat(&["eval", "--checkpoint", &path("curves.png")]);
+    assert!(!output.status.success() && text(&output.stderr).contains("curves.png"), "{}", text(&output.stderr));
 }
 
 /// 4-bit weights and activations: a custom qconfig, recorded in metrics.json.

@@ -15,7 +15,8 @@ use crate::nn::quantized::{self, ActivationQParams};
 use crate::nn::{Conv2dOptions, PaddingMode};
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, load_safetensors, save_safetensors};
 
-const FORMAT: &str = "burn-qat-int8/1";
+/// The `format` metadata of an int8 model file.
+pub const FORMAT: &str = "burn-qat-int8/1";
 
 fn write_act(prefix: &str, q: &ActivationQParams, out: &mut StateDict) {
     out.insert(format!("{prefix}.scale"), TensorValue::f32_vec(vec![q.scale]));

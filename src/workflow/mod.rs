@@ -6,6 +6,7 @@ mod convert_module;
 mod float_model;
 mod float_state;
 mod int8_io;
+mod inspect;
 mod int8_model;
 mod layers;
 mod qat_model;
@@ -13,6 +14,8 @@ mod qconfig_map;
 
 pub use convert_module::ToQuantized;
 pub use float_model::{FloatModel, Layer, Residual};
+pub use inspect::{ActivationStats, LayerReport, WeightStats, inspect};
+pub use int8_io::FORMAT as INT8_FORMAT;
 pub use int8_model::{ConvertOptions, Int8Layer, Int8Model, convert, convert_with};
 pub use layers::{DeQuantStub, Flatten, GlobalAvgPool2d, MaxPool2d, Named, QuantStub, Relu, Value};
 pub use qat_model::{EvalArithmetic, QatLayer, QatModel, QatQuantStub, QatResidual, prepare_qat};

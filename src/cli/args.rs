@@ -1,0 +1,190 @@
+//! Every subcommand's arguments, with the help a newcomer reads.
+
+use std::path::PathBuf;
+
+use burn_qat::data::DataSource;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "burn-qat",
+    version,
+    about = "Quantization-aware training on burn, numerically identical to PyTorch",
+    long_about = "Quantization-aware training (QAT) on burn, numerically identical to PyTorch.\n\n\
+        Start with `burn-qat train`: it trains a small CNN on the bundled MNIST digits, fine-tunes it \
+        with fake quantization, converts it to int8 and writes everything to runs/latest. Then try \
+        `inspect`, `eval`, `convert` and `export` on the files it wrote."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a float model, fine-tune it with quantization-aware training, convert it to int8,
+    /// and compare them on the test set with post-training quantization (PTQ) of the float model.
+    Train(TrainArgs),
+    /// Test accuracy of a saved model: int8.safetensors, qat.safetensors or a checkpoint.
+    Eval(EvalArgs),
+    /// Convert a QAT model (qat.safetensors, or a checkpoint from the QAT phase) to int8.
+    Convert(ConvertArgs),
+    /// Per layer: qparams, weight range, and the quantization SNR of weights and activations.
+    Inspect(InspectArgs),
+    /// Export a model (int8.safetensors, or a QAT model, converted first) as QDQ ONNX (opset 13):
+    /// float pixels in [0, 1] as `input` [N, C, H, W], logits out; runs in any ONNX runtime.
+    Export(ExportArgs),
+    /// Time one benchmark case (or `all`) and print one JSON line per case: case, median_ms,
+    /// min_ms, max_ms, iters, threads. bench/torch_reference.py times the same work in PyTorch.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModelKind {
+    /// Two Conv-BN-ReLU blocks with max pooling, Linear-ReLU, a linear head.
+    Lenet,
+    /// A Conv-BN-ReLU stem and basic residual blocks (adds), Linear-ReLU, a linear head.
+    ResnetTiny,
+    /// Depthwise-separable inverted residual blocks with adds, global average pooling.
+    #[value(name = "mobilenetv2-tiny")]
+    Mobilenetv2Tiny,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct TrainArgs {
+    /// Where the data is: `mnist:DIR` (IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte,
+    /// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each optionally .gz: MNIST or
+    /// Fashion-MNIST), `cifar10:DIR` (the binary batches data_batch_1..5.bin, test_batch.bin), or
+    /// a bare DIR (MNIST). Default: the 10,000-digit MNIST subset in data/mnist-10k.
+    #[arg(long, value_parser = DataSource::parse)]
+    pub data: Option<DataSource>,
+    #[arg(long, value_enum, default_value = "lenet")]
+    pub model: ModelKind,
+    /// Float training epochs before QAT.
+    #[arg(long, default_value_t = 4)]
+    pub epochs: usize,
+    /// Quantization-aware fine-tuning epochs.
+    #[arg(long, default_value_t = 2)]
+    pub qat_epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// SGD learning rate for float training (momentum 0.9, cosine decay); QAT uses a tenth of it.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// Backend whose quantization ranges to simulate: fbgemm, x86, qnnpack or onednn (the preset
+    /// used unless a bit width or granularity flag asks for a custom qconfig).
+    #[arg(long, default_value = "fbgemm")]
+    pub qconfig: String,
+    /// Use PyTorch's get_default_qat_qconfig(backend, version) exactly (0 or 1). Without it, our
+    /// preset: one qparam formula for training and convert, int8 equal to the QAT eval bit for bit.
+    #[arg(long, conflicts_with_all = ["weight_bits", "act_bits", "per_tensor", "per_channel"])]
+    pub qconfig_version: Option<u32>,
+    /// Weight bits, 2 to 8 (signed, symmetric) [default: 8]. Other than 8, or with --act-bits other
+    /// than 8, --per-tensor or --per-channel: a custom qconfig (QConfigBuilder) with exactly these
+    /// bits and full ranges instead of the backend preset. Weights are stored one per i8 byte.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=8))]
+    pub weight_bits: Option<u32>,
+    /// Activation bits, 2 to 8 (unsigned, affine) [default: 8]; see --weight-bits.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=8))]
+    pub act_bits: Option<u32>,
+    /// Quantize weights with one scale per tensor (custom qconfig).
+    #[arg(long, conflicts_with = "per_channel")]
+    pub per_tensor: bool,
+    /// Quantize weights with one scale per output channel (custom qconfig; the default there).
+    #[arg(long)]
+    pub per_channel: bool,
+    /// Training batches to calibrate the post-training-quantized (PTQ) comparison model on.
+    #[arg(long, default_value_t = 20)]
+    pub ptq_batches: usize,
+    /// Freeze BN statistics from this QAT epoch on (0-based: 1 is the second QAT epoch, shown as 2).
+    #[arg(long, default_value_t = 1)]
+    pub freeze_bn_epoch: usize,
+    /// Disable observers from this QAT epoch on (0-based: 1 is the second QAT epoch, shown as 2).
+    #[arg(long, default_value_t = 1)]
+    pub disable_observer_epoch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: all cores). Results are bit-identical for the same seed and
+    /// flags, whatever the thread count (README, Determinism).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where to write metrics.json, curves.png, float.safetensors, qat.safetensors,
+    /// int8.safetensors, ptq-int8.safetensors, model.onnx and checkpoint.safetensors (the model,
+    /// optimizer and progress after every epoch, written atomically).
+    #[arg(long, default_value = "runs/latest")]
+    pub out: PathBuf,
+    /// Continue an interrupted run from OUT/checkpoint.safetensors: the same flags as the run
+    /// that wrote it (checked), and the result is bit for bit that of an uninterrupted run.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// A model written by `train` or `convert`: int8.safetensors, qat.safetensors,
+    /// float.safetensors or checkpoint.safetensors.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The test data (see `train --data`). Default: the data the model was trained on, where the
+    /// file records it (qat, float and checkpoint files do), else data/mnist-10k.
+    #[arg(long, value_parser = DataSource::parse)]
+    pub data: Option<DataSource>,
+}
+
+#[derive(clap::Args)]
+pub struct ConvertArgs {
+    /// A QAT model: qat.safetensors, or checkpoint.safetensors written during the QAT phase.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Where to write the int8 model.
+    #[arg(long, default_value = "int8.safetensors")]
+    pub out: PathBuf,
+    /// Clamp activations at the full u8 range as PyTorch's converted fbgemm/x86 models do
+    /// (they train at 0..127 but run at 0..255), instead of where training clamped.
+    #[arg(long)]
+    pub pytorch_saturation: bool,
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// A QAT model: qat.safetensors, or checkpoint.safetensors written during the QAT phase.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Test data to measure activation SNR on (see `train --data`). Default: the data the model
+    /// was trained on.
+    #[arg(long, value_parser = DataSource::parse)]
+    pub data: Option<DataSource>,
+    /// Test images to measure activation SNR on.
+    #[arg(long, default_value_t = 256)]
+    pub samples: usize,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// int8.safetensors, or a QAT model (qat.safetensors or a QAT-phase checkpoint), which is
+    /// converted first: the QDQ graph of a QAT model is that of its int8 model.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Where to write the ONNX file.
+    #[arg(long, default_value = "model.onnx")]
+    pub out: PathBuf,
+    /// Input channels, height and width (the batch dimension stays symbolic). Default: the
+    /// input the model was trained on where the file says, else 1 28 28.
+    #[arg(long, num_args = 3, value_names = ["C", "H", "W"])]
+    pub input: Option<Vec<usize>>,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// A case name (see bench/README.md), or all.
+    pub case: String,
+    /// Timed runs.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Untimed runs before them.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Worker threads: the size of rayon's global pool (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}

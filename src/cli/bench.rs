@@ -1,0 +1,17 @@
+//! `burn-qat bench`: one JSON line per case (see bench/README.md).
+
+use std::io::Write;
+
+use super::args::BenchArgs;
+use super::set_threads;
+
+pub fn bench(args: BenchArgs) -> burn_qat::Result<()> {
+    set_threads(args.threads)?;
+    let options = burn_qat::bench::BenchOptions { iters: args.iters, warmup: args.warmup };
+    for case in burn_qat::bench::select(&args.case)? {
+        let result = burn_qat::bench::run_case(case, options)?;
+        println!("{}", result.json());
+        let _ = std::io::stdout().flush();
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! `burn-qat convert`: a QAT model to an int8 model file.
+
+use burn::tensor::Device;
+use burn_qat::workflow::{ConvertOptions, convert_with};
+
+use super::args::ConvertArgs;
+use super::saved_model::SavedModel;
+
+pub fn convert(args: ConvertArgs) -> burn_qat::Result<()> {
+    let device = Device::flex();
+    let (qat, _) = SavedModel::load(&args.checkpoint, &device)?.into_qat(&args.checkpoint, "convert")?;
+    let int8 = convert_with(&qat, ConvertOptions { pytorch_saturation: args.pytorch_saturation })?;
+    int8.save(&args.out)?;
+    println!("wrote {} (int8 weights per channel, u8 activations, int32 bias)", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `burn-qat export`: a QDQ ONNX file from an int8 model, or from a QAT model via convert.
+
+use burn::tensor::Device;
+use burn_qat::QatError;
+use burn_qat::workflow::convert;
+
+use super::args::ExportArgs;
+use super::saved_model::SavedModel;
+
+pub fn export(args: ExportArgs) -> burn_qat::Result<()> {
+    let device = Device::flex();
+    let (model, trained_on) = match SavedModel::load(&args.checkpoint, &device)? {
+        SavedModel::Int8(m) => (m, None),
+        SavedModel::Qat(m, spec) => (convert(&m)?, Some(spec.input)),
+        SavedModel::Float(_) => {
+            return Err(QatError::config(format!(
+                "{}: a float model has no quantization parameters to export; pass qat.safetensors or int8.safetensors",
+                args.checkpoint.display()
+            )));
+        }
+    };
+    let [c, h, w] = match (args.input.as_deref(), trained_on) {
+        (Some(&[c, h, w]), _) => [c, h, w],
+        (Some(_), _) => return Err(QatError::config("--input takes three numbers: C H W")),
+        (None, Some(s)) => [s.channels, s.height, s.width],
+        (None, None) => [1, 28, 28],
+    };
+    burn_qat::export::export_onnx(&model, [1, c, h, w], &args.out)?;
+    println!("wrote {} (input [N, {c}, {h}, {w}])", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Progress of a training phase: a bar per epoch on a terminal (plain lines otherwise), one line
+//! per epoch, and the checkpoint after every epoch.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
+use burn_qat::state_dict::{SaveStateDict, save_safetensors};
+use burn_qat::train::{BatchProgress, EpochReport, ResumePoint, TrainHooks, reports_to_json};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::saved_model::STAGE_KEY;
+
+/// Checkpoint metadata keys besides the run spec and the stage.
+pub const EPOCH_KEY: &str = "epoch";
+pub const EPOCHS_KEY: &str = "epochs";
+pub const REPORTS_KEY: &str = "reports";
+pub const OPTIMIZER_TENSORS_KEY: &str = "optimizer_tensors";
+
+pub fn print_header() {
+    println!("{:>6} {:>5} {:>9} {:>10} {:>10} {:>10} {:>7}", "phase", "epoch", "loss", "train acc", "test acc", "samples/s", "time");
+}
+
+fn epoch_line(phase: &str, r: &EpochReport, seconds: f64) -> String {
+    format!(
+        "{phase:>6} {:>5} {:>9.4} {:>9.2}% {:>9.2}% {:>10.0} {:>6.1}s",
+        r.epoch + 1,
+        r.loss,
+        100.0 * r.train_accuracy,
+        100.0 * r.test_accuracy,
+        r.samples_per_second,
+        seconds
+    )
+}
+
+/// The hooks of one phase (`float` or `QAT`).
+pub struct PhaseHooks<'a> {
+    phase: &'static str,
+    stage: &'static str,
+    epochs: usize,
+    terminal: bool,
+    bar: Option<ProgressBar>,
+    epoch_started: Instant,
+    checkpoint: &'a Path,
+    metadata: HashMap<String, String>,
+}
+
+impl<'a> PhaseHooks<'a> {
+    /// `metadata`: what every checkpoint of the run carries (run spec, flags).
+    pub fn new(phase: &'static str, stage: &'static str, epochs: usize, checkpoint: &'a Path, metadata: &HashMap<String, String>) -> Self {
+        let terminal = std::io::stdout().is_terminal();
+        Self { phase, stage, epochs, terminal, bar: None, epoch_started: Instant::now(), checkpoint, metadata: metadata.clone() }
+    }
+
+    fn message(p: &BatchProgress) -> String {
+        format!("loss {:.4}  acc {:6.2}%  {:5.0} samples/s", p.loss, 100.0 * p.accuracy, p.samples_per_second)
+    }
+}
+
+impl<M: SaveStateDict> TrainHooks<M> for PhaseHooks<'_> {
+    fn epoch_started(&mut self, epoch: usize, batches: usize) {
+        self.epoch_started = Instant::now();
+        if !self.terminal {
+            return;
+        }
+        let style = ProgressStyle::with_template("{prefix:>11} [{bar:30.cyan/blue}] {pos:>4}/{len} {msg}  ETA {eta}")
+            .expect("a valid progress template")
+            .progress_chars("=> ");
+        let bar = ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout()).with_style(style);
+        bar.set_prefix(format!("{} {}/{}", self.phase, epoch + 1, self.epochs));
+        self.bar = Some(bar);
+    }
+
+    fn batch_done(&mut self, p: &BatchProgress) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(Self::message(p));
+            bar.set_position(p.batch as u64);
+        }
+    }
+
+    fn evaluating(&mut self, _epoch: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{}  testing...", bar.message()));
+        }
+    }
+
+    fn epoch_done(&mut self, report: &EpochReport, _model: &M) -> burn_qat::Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        println!("{}", epoch_line(self.phase, report, self.epoch_started.elapsed().as_secs_f64()));
+        Ok(())
+    }
+
+    /// The model's state dict and the optimizer state in one file, written atomically (a temp
+    /// file renamed over the old checkpoint), so that a kill at any moment leaves the last
+    /// complete epoch to resume from.
+    fn checkpoint(&mut self, point: &ResumePoint, model: &M) -> burn_qat::Result<()> {
+        let mut state = model.state_dict();
+        point.write_optimizer(&mut state);
+        let mut metadata = self.metadata.clone();
+        metadata.insert(STAGE_KEY.into(), self.stage.into());
+        metadata.insert(EPOCH_KEY.into(), point.epochs_done.to_string());
+        metadata.insert(EPOCHS_KEY.into(), self.epochs.to_string());
+        metadata.insert(REPORTS_KEY.into(), reports_to_json(&point.reports));
+        metadata.insert(OPTIMIZER_TENSORS_KEY.into(), point.optimizer_tensors.to_string());
+        save_safetensors(self.checkpoint, &state, &metadata)
+    }
+}

@@ -1,0 +1,167 @@
+//! What a run's files must say about it so that `eval`, `convert`, `inspect`, `export` and
+//! `train --resume` can rebuild its model: the architecture, the input it was built for, and the
+//! qconfig flags. Written as JSON into the safetensors metadata under [`RUN_KEY`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::tensor::Device;
+use burn_qat::QatError;
+use burn_qat::models::{self, InputShape};
+use burn_qat::qconfig::{QConfig, QConfigBuilder, QuantBackend, get_default_qat_qconfig};
+use burn_qat::workflow::{FloatModel, QatModel, prepare_qat};
+use serde_json::json;
+
+use super::args::{ModelKind, TrainArgs};
+
+/// The metadata key holding a [`RunSpec`].
+pub const RUN_KEY: &str = "burn_qat_run";
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lenet => "LeNet",
+            Self::ResnetTiny => "tiny ResNet",
+            Self::Mobilenetv2Tiny => "tiny MobileNetV2",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Lenet => "lenet",
+            Self::ResnetTiny => "resnet-tiny",
+            Self::Mobilenetv2Tiny => "mobilenetv2-tiny",
+        }
+    }
+
+    fn from_flag(flag: &str) -> Option<Self> {
+        [Self::Lenet, Self::ResnetTiny, Self::Mobilenetv2Tiny].into_iter().find(|m| m.flag() == flag)
+    }
+}
+
+/// The qconfig flags of `train`, as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QConfigFlags {
+    pub backend: String,
+    pub version: Option<u32>,
+    pub weight_bits: Option<u32>,
+    pub act_bits: Option<u32>,
+    pub per_tensor: bool,
+    pub per_channel: bool,
+}
+
+/// The qconfig the flags ask for, and how to describe it.
+pub struct QChoice {
+    pub qconfig: QConfig,
+    pub description: String,
+    pub weight_bits: u32,
+    pub act_bits: u32,
+    pub per_channel: bool,
+}
+
+impl QConfigFlags {
+    pub fn from_args(args: &TrainArgs) -> Self {
+        Self {
+            backend: args.qconfig.clone(),
+            version: args.qconfig_version,
+            weight_bits: args.weight_bits,
+            act_bits: args.act_bits,
+            per_tensor: args.per_tensor,
+            per_channel: args.per_channel,
+        }
+    }
+
+    /// A backend preset (ours, or PyTorch's with a version), or a custom qconfig when a bit width
+    /// or granularity flag is given.
+    pub fn choose(&self) -> burn_qat::Result<QChoice> {
+        let (weight_bits, act_bits) = (self.weight_bits.unwrap_or(8), self.act_bits.unwrap_or(8));
+        let custom = weight_bits != 8 || act_bits != 8 || self.per_tensor || self.per_channel;
+        let backend = QuantBackend::parse(&self.backend)?;
+        if !custom {
+            let (qconfig, description) = match self.version {
+                Some(v) => (get_default_qat_qconfig(&self.backend, v)?, format!("{} v{v} (PyTorch)", self.backend)),
+                None => (QConfig::consistent(&self.backend)?, format!("{} (consistent)", self.backend)),
+            };
+            return Ok(QChoice { qconfig, description, weight_bits, act_bits, per_channel: backend != QuantBackend::Qnnpack });
+        }
+        let per_channel = !self.per_tensor;
+        let builder = QConfigBuilder::new().weight_bits(weight_bits).activation_bits(act_bits);
+        let builder = if per_channel { builder.per_channel_weights() } else { builder.per_tensor_weights() };
+        let granularity = if per_channel { "per-channel" } else { "per-tensor" };
+        Ok(QChoice {
+            qconfig: builder.build()?,
+            description: format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine (consistent)"),
+            weight_bits,
+            act_bits,
+            per_channel,
+        })
+    }
+}
+
+/// How to rebuild a run's model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSpec {
+    pub model: ModelKind,
+    pub input: InputShape,
+    pub qconfig: QConfigFlags,
+}
+
+impl RunSpec {
+    pub fn to_json(&self) -> String {
+        let q = &self.qconfig;
+        json!({
+            "model": self.model.flag(),
+            "input": [self.input.channels, self.input.height, self.input.width],
+            "classes": self.input.classes,
+            "qconfig": q.backend,
+            "qconfig_version": q.version,
+            "weight_bits": q.weight_bits,
+            "act_bits": q.act_bits,
+            "per_tensor": q.per_tensor,
+            "per_channel": q.per_channel,
+        })
+        .to_string()
+    }
+
+    /// Reads the spec from a file's metadata; the error says which file and what is missing.
+    pub fn from_metadata(metadata: &HashMap<String, String>, path: &Path) -> burn_qat::Result<Self> {
+        let bad = |why: String| QatError::File {
+            path: path.display().to_string(),
+            reason: format!("{why}; pass a qat.safetensors, float.safetensors or checkpoint.safetensors written by `burn-qat train`"),
+        };
+        let json = metadata.get(RUN_KEY).ok_or_else(|| bad(format!("no {RUN_KEY} metadata saying which model it holds")))?;
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(format!("unreadable {RUN_KEY} metadata: {e}")))?;
+        let model = v["model"].as_str().and_then(ModelKind::from_flag).ok_or_else(|| bad(format!("unknown model in {json}")))?;
+        let dims: Vec<usize> = v["input"].as_array().map(|a| a.iter().filter_map(|d| d.as_u64()).map(|d| d as usize).collect()).unwrap_or_default();
+        let (Some(classes), &[channels, height, width]) = (v["classes"].as_u64(), &dims[..]) else {
+            return Err(bad(format!("no input shape and classes in {json}")));
+        };
+        let bits = |key: &str| v[key].as_u64().map(|b| b as u32);
+        Ok(Self {
+            model,
+            input: InputShape { channels, height, width, classes: classes as usize },
+            qconfig: QConfigFlags {
+                backend: v["qconfig"].as_str().ok_or_else(|| bad(format!("no qconfig in {json}")))?.to_string(),
+                version: bits("qconfig_version"),
+                weight_bits: bits("weight_bits"),
+                act_bits: bits("act_bits"),
+                per_tensor: v["per_tensor"].as_bool().unwrap_or(false),
+                per_channel: v["per_channel"].as_bool().unwrap_or(false),
+            },
+        })
+    }
+
+    /// The float model, freshly initialized from the device's seed.
+    pub fn float_model(&self, device: &Device) -> burn_qat::Result<FloatModel> {
+        match self.model {
+            ModelKind::Lenet => models::lenet_for(self.input, device),
+            ModelKind::ResnetTiny => models::resnet_tiny_for(self.input, device),
+            ModelKind::Mobilenetv2Tiny => models::mobilenetv2_tiny_for(self.input, device),
+        }
+    }
+
+    /// `float` fused and prepared for QAT with the run's qconfig.
+    pub fn prepare(&self, float: FloatModel) -> burn_qat::Result<QatModel> {
+        prepare_qat(float.fuse()?, self.qconfig.choose()?.qconfig)
+    }
+}

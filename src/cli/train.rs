@@ -1,0 +1,278 @@
+//! `burn-qat train`: float training, QAT, convert, evaluation against PTQ, and every artifact;
+//! with `--resume`, the same run continued from its last checkpoint.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use burn_qat::QatError;
+use burn_qat::models::InputShape;
+use burn_qat::report::{Curves, plot_curves};
+use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, load_safetensors, save_safetensors};
+use burn_qat::train::{
+    EpochReport, ResumePoint, TrainOptions, accuracy, calibrate, predictions, reports_from_json, reports_to_json, train_classifier_from,
+};
+use burn_qat::workflow::convert;
+use serde_json::json;
+
+use super::args::TrainArgs;
+use super::progress::{EPOCH_KEY, OPTIMIZER_TENSORS_KEY, PhaseHooks, REPORTS_KEY, print_header};
+use super::run_spec::{QConfigFlags, RUN_KEY, RunSpec};
+use super::saved_model::{FLOAT_STAGE, QAT_STAGE, STAGE_KEY, TRAINING_KEY};
+use super::eval::int8_predictions;
+use super::{io_error, set_threads};
+
+/// Checkpoint metadata of the QAT phase: the float phase's epoch reports.
+const FLOAT_REPORTS_KEY: &str = "float_reports";
+
+/// Every flag that shapes the numbers: a resumed run must match them all to continue bit for
+/// bit. Not the thread count: it changes no bit (tests/resume.rs).
+fn training_flags(args: &TrainArgs, data: &str) -> serde_json::Value {
+    json!({
+        "data": data,
+        "epochs": args.epochs,
+        "qat_epochs": args.qat_epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "ptq_batches": args.ptq_batches,
+        "freeze_bn_epoch": args.freeze_bn_epoch,
+        "disable_observer_epoch": args.disable_observer_epoch,
+    })
+}
+
+/// What the checkpoint of an interrupted run holds.
+struct Resumed {
+    stage: String,
+    state: StateDict,
+    point: ResumePoint,
+    float_reports: Vec<EpochReport>,
+}
+
+impl Resumed {
+    /// Reads `path` and checks it was written by a run with the same flags as this one.
+    fn read(path: &Path, expected: &HashMap<String, String>) -> burn_qat::Result<Self> {
+        if !path.exists() {
+            return Err(QatError::File {
+                path: path.display().to_string(),
+                reason: "no checkpoint to resume from; run without --resume to start, or pass the --out of the interrupted run".into(),
+            });
+        }
+        let (mut state, metadata) = load_safetensors(path)?;
+        let bad = |why: String| QatError::File { path: path.display().to_string(), reason: why };
+        for key in [RUN_KEY, TRAINING_KEY] {
+            let (then, now) = (metadata.get(key), &expected[key]);
+            if then != Some(now) {
+                return Err(bad(format!(
+                    "the checkpoint was written by a run with other flags; resume with the same flags as that run.\n  then: {}\n  now:  {now}",
+                    then.map_or("(none)", String::as_str)
+                )));
+            }
+        }
+        let get = |key: &str| metadata.get(key).ok_or_else(|| bad(format!("no {key} metadata; not a training checkpoint")));
+        let number = |key: &str| get(key)?.parse::<usize>().map_err(|e| bad(format!("metadata {key}: {e}")));
+        let stage = get(STAGE_KEY)?.clone();
+        let epochs_done = number(EPOCH_KEY)?;
+        let optimizer_tensors = number(OPTIMIZER_TENSORS_KEY)?;
+        let reports = reports_from_json(get(REPORTS_KEY)?)?;
+        let float_reports = if stage == QAT_STAGE { reports_from_json(get(FLOAT_REPORTS_KEY)?)? } else { Vec::new() };
+        let optimizer = ResumePoint::take_optimizer(&mut state, &path.display().to_string())?;
+        Ok(Self { stage, state, point: ResumePoint { epochs_done, optimizer, optimizer_tensors, reports }, float_reports })
+    }
+}
+
+fn in_file(path: &Path) -> impl Fn(QatError) -> QatError + '_ {
+    move |e| QatError::File { path: path.display().to_string(), reason: e.to_string() }
+}
+
+pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
+    let run_started = Instant::now();
+    set_threads(args.threads)?;
+    // Convert needs observers that have seen data: at least one QAT epoch, one PTQ batch.
+    if args.qat_epochs == 0 || args.ptq_batches == 0 {
+        return Err(QatError::config("--qat-epochs and --ptq-batches must be at least 1 (convert needs observers that have seen data)"));
+    }
+    let flags = QConfigFlags::from_args(&args);
+    let choice = flags.choose()?;
+    let source = args.data.clone().unwrap_or_default();
+    let (train_set, test_set) = source.load()?;
+    println!("data: {} training and {} test images from {source}", train_set.len(), test_set.len());
+    println!("qconfig: {}", choice.description);
+    let input = InputShape { channels: train_set.channels, height: train_set.rows, width: train_set.cols, classes: train_set.classes };
+    let spec = RunSpec { model: args.model, input, qconfig: flags };
+    std::fs::create_dir_all(&args.out).map_err(|e| io_error(&args.out, e))?;
+    let checkpoint = args.out.join("checkpoint.safetensors");
+    let metadata = HashMap::from([
+        ("format".to_string(), "burn-qat checkpoint".to_string()),
+        (RUN_KEY.to_string(), spec.to_json()),
+        (TRAINING_KEY.to_string(), training_flags(&args, &source.to_string()).to_string()),
+        ("qconfig".to_string(), choice.description.clone()),
+    ]);
+    let resumed = if args.resume { Some(Resumed::read(&checkpoint, &metadata)?) } else { None };
+    if let Some(r) = &resumed {
+        println!("resuming from {} after {} epoch {}", checkpoint.display(), r.stage, r.point.epochs_done);
+    }
+    let started = Instant::now();
+
+    let device = Device::flex().autodiff();
+    device.seed(args.seed);
+    // Built in every case, so that the seeded generator is where an uninterrupted run has it.
+    let mut float_model = spec.float_model(&device)?;
+    print_header();
+    let float_options = TrainOptions {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        seed: args.seed,
+        freeze_bn_from_epoch: None,
+        disable_observer_from_epoch: None,
+        ..TrainOptions::default()
+    };
+    let float_path = args.out.join("float.safetensors");
+    let (float_model, float_reports) = match &resumed {
+        Some(r) if r.stage == QAT_STAGE => {
+            let (state, _) = load_safetensors(&float_path)?;
+            float_model.load_state_dict(&state).map_err(in_file(&float_path))?;
+            (float_model, r.float_reports.clone())
+        }
+        _ => {
+            let point = match &resumed {
+                Some(r) if r.stage == FLOAT_STAGE => {
+                    float_model.load_state_dict(&r.state).map_err(in_file(&checkpoint))?;
+                    r.point.clone()
+                }
+                Some(r) => return Err(QatError::config(format!("{}: unknown stage {:?}", checkpoint.display(), r.stage))),
+                None => ResumePoint::default(),
+            };
+            let mut hooks = PhaseHooks::new("float", FLOAT_STAGE, args.epochs, &checkpoint, &metadata);
+            let (model, reports) = train_classifier_from(float_model, &train_set, &test_set, &float_options, &device, &mut hooks, point)?;
+            save_stage(&float_path, &model.state_dict(), &metadata, FLOAT_STAGE)?;
+            (model, reports)
+        }
+    };
+    let float_accuracy = float_reports.last().map_or(0.0, |r| r.test_accuracy);
+    let float_model_bytes = float_model.num_params() * 4;
+    let float_for_ptq = float_model.valid();
+
+    let mut qat = spec.prepare(float_model)?;
+    let point = match &resumed {
+        Some(r) if r.stage == QAT_STAGE => {
+            qat.load_state_dict(&r.state).map_err(in_file(&checkpoint))?;
+            r.point.clone()
+        }
+        _ => ResumePoint::default(),
+    };
+    let qat_options = TrainOptions {
+        epochs: args.qat_epochs,
+        lr: args.lr / 10.0,
+        seed: args.seed.wrapping_add(1000),
+        freeze_bn_from_epoch: Some(args.freeze_bn_epoch),
+        disable_observer_from_epoch: Some(args.disable_observer_epoch),
+        ..float_options
+    };
+    let mut qat_metadata = metadata.clone();
+    qat_metadata.insert(FLOAT_REPORTS_KEY.to_string(), reports_to_json(&float_reports));
+    let mut hooks = PhaseHooks::new("QAT", QAT_STAGE, args.qat_epochs, &checkpoint, &qat_metadata);
+    let (qat, qat_reports) = train_classifier_from(qat, &train_set, &test_set, &qat_options, &device, &mut hooks, point)?;
+    let train_seconds = started.elapsed().as_secs_f64();
+
+    // Post-training quantization of the same float model, for comparison: no QAT epochs, only
+    // observers calibrated on a few training batches.
+    let ptq_started = Instant::now();
+    let mut ptq = spec.prepare(float_for_ptq)?;
+    let calibration_samples = calibrate(&mut ptq, &train_set, args.ptq_batches, args.batch_size, &device)?;
+    let ptq_int8 = convert(&ptq)?;
+    let ptq_int8_accuracy = accuracy(&int8_predictions(&ptq_int8, &test_set)?, &test_set);
+    println!(
+        "PTQ: calibrated on {calibration_samples} training images ({} batches) in {:.1} s",
+        calibration_samples.div_ceil(args.batch_size.max(1)),
+        ptq_started.elapsed().as_secs_f64()
+    );
+
+    let int8 = convert(&qat)?;
+    let qat_pred = predictions(&qat, &test_set, 500, &device)?;
+    let int8_pred = int8_predictions(&int8, &test_set)?;
+    let (qat_accuracy, int8_accuracy) = (accuracy(&qat_pred, &test_set), accuracy(&int8_pred, &test_set));
+    let agreement = qat_pred.iter().zip(&int8_pred).filter(|(a, b)| a == b).count() as f64 / test_set.len() as f64;
+
+    save_stage(&args.out.join("qat.safetensors"), &qat.state_dict(), &metadata, QAT_STAGE)?;
+    let int8_path = args.out.join("int8.safetensors");
+    int8.save(&int8_path)?;
+    burn_qat::export::export_onnx(&int8, [1, input.channels, input.height, input.width], &args.out.join("model.onnx"))?;
+    let int8_model_bytes = file_size(&int8_path)?;
+    let ptq_path = args.out.join("ptq-int8.safetensors");
+    ptq_int8.save(&ptq_path)?;
+    let ptq_model_bytes = file_size(&ptq_path)?;
+    let metrics = json!({
+        "float_accuracy": float_accuracy,
+        "qat_accuracy": qat_accuracy,
+        "int8_accuracy": int8_accuracy,
+        "int8_agreement": agreement,
+        "ptq_int8_accuracy": ptq_int8_accuracy,
+        "ptq_calibration_samples": calibration_samples,
+        "float_model_bytes": float_model_bytes,
+        "int8_model_bytes": int8_model_bytes,
+        "epochs": args.epochs,
+        "qat_epochs": args.qat_epochs,
+        "model": spec.model.name(),
+        "data": source.to_string(),
+        "qconfig": choice.description,
+        "weight_bits": choice.weight_bits,
+        "act_bits": choice.act_bits,
+        "weight_granularity": if choice.per_channel { "per-channel" } else { "per-tensor" },
+        "train_seconds": train_seconds,
+        "resumed": resumed.is_some(),
+        "threads": rayon::current_num_threads(),
+    });
+    let metrics_path = args.out.join("metrics.json");
+    std::fs::write(&metrics_path, serde_json::to_string_pretty(&metrics).expect("json")).map_err(|e| io_error(&metrics_path, e))?;
+    // The integer models hold int8 tensors; below 8 bits, name the ranges they use.
+    let quantized = if (choice.weight_bits, choice.act_bits) == (8, 8) {
+        "int8".to_string()
+    } else {
+        format!("w{}/a{}", choice.weight_bits, choice.act_bits)
+    };
+    let curves = Curves {
+        title: format!("{} on {}: float training, then QAT \u{2014} qconfig {}", spec.model.name(), source.name(), choice.description),
+        float: &float_reports,
+        qat: &qat_reports,
+        int8_accuracy: Some(int8_accuracy),
+        ptq_int8_accuracy: Some(ptq_int8_accuracy),
+        quantized: quantized.clone(),
+    };
+    plot_curves(args.out.join("curves.png"), &curves)?;
+
+    println!();
+    let rows = [
+        ("float".to_string(), float_accuracy, Some(float_model_bytes as u64)),
+        (format!("PTQ {quantized} (no QAT)"), ptq_int8_accuracy, Some(ptq_model_bytes)),
+        ("QAT (fake quant)".to_string(), qat_accuracy, None),
+        (format!("{quantized} (from QAT)"), int8_accuracy, Some(int8_model_bytes)),
+    ];
+    println!("{:<24} {:>9} {:>12}", "model", "test acc", "size");
+    for (name, acc, bytes) in rows {
+        let size = bytes.map_or(String::new(), |b| format!("{b} B"));
+        println!("{name:<24} {:>8.2}% {size:>12}", 100.0 * acc);
+    }
+    println!(
+        "QAT over PTQ: {:+.2} points of {quantized} test accuracy ({} weights)",
+        100.0 * (int8_accuracy - ptq_int8_accuracy),
+        if choice.per_channel { "per-channel" } else { "per-tensor" },
+    );
+    println!("int8 argmax equals the QAT model's on {:.2}% of test images; training took {train_seconds:.1} s", 100.0 * agreement);
+    println!("wrote {} (metrics.json, curves.png, models) in {:.1} s", args.out.display(), run_started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A model's state dict with the run's metadata and its stage, for `eval`, `convert`, `inspect`.
+fn save_stage(path: &Path, state: &StateDict, metadata: &HashMap<String, String>, stage: &str) -> burn_qat::Result<()> {
+    let mut metadata = metadata.clone();
+    metadata.insert(STAGE_KEY.to_string(), stage.to_string());
+    save_safetensors(path, state, &metadata)
+}
+
+fn file_size(path: &Path) -> burn_qat::Result<u64> {
+    Ok(std::fs::metadata(path).map_err(|e| io_error(path, e))?.len())
+}

@@ -1,0 +1,227 @@
+//! What quantization does to each layer of a prepared model: its qparams, its weight range, and
+//! the signal-to-quantization-noise ratio (SNR) of its weights and output activations. The
+//! numbers behind `burn-qat inspect`, and the first thing to look at when a layer loses accuracy.
+//!
+//! Weight SNR compares the weight the layer deploys in float (BN folded with the running
+//! statistics, as convert folds it) with its int8 version dequantized. Activation SNR compares a
+//! layer's float output with the same output after its fake quant, on the batch given, each
+//! layer fed the fake-quantized output of the one before (what the deployed model sees).
+
+use burn::tensor::Tensor;
+
+use super::layers::{Named, Value};
+use super::qat_model::{QatLayer, QatModel};
+use crate::error::Result;
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::QatModule;
+use crate::nn::tensor_util::host_values;
+
+/// A weight's quantization, per layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightStats {
+    /// Smallest and largest float weight (after BN folding).
+    pub min: f32,
+    pub max: f32,
+    /// Smallest and largest scale over the output channels (equal when per tensor).
+    pub scale_min: f32,
+    pub scale_max: f32,
+    /// Number of scales: output channels when per channel, 1 when per tensor.
+    pub scales: usize,
+    /// `10 log10(sum w^2 / sum (w - dequant(quant(w)))^2)`; infinite when exact.
+    pub snr_db: f64,
+}
+
+/// An output activation's quantization, per layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivationStats {
+    pub scale: f32,
+    pub zero_point: i32,
+    pub quant_min: i32,
+    pub quant_max: i32,
+    /// Smallest and largest float output on the batch, before fake quant.
+    pub min: f32,
+    pub max: f32,
+    /// Fraction of outputs outside the representable range (clipped by the fake quant).
+    pub clipped: f64,
+    /// `10 log10(sum a^2 / sum (a - fake_quant(a))^2)` on the batch.
+    pub snr_db: f64,
+}
+
+/// One row of [`inspect`]'s table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerReport {
+    /// The layer's path, as in the state dict (`block1.body.conv_a`).
+    pub path: String,
+    /// Its QAT module type (`ConvBnReLU2d`, `QuantStub`, `Add`, ...).
+    pub kind: &'static str,
+    pub weight: Option<WeightStats>,
+    pub output: Option<ActivationStats>,
+}
+
+/// Quantization statistics of every quantized layer of `model`, with activation SNR measured on
+/// `batch` in eval mode (a copy of the model: observers and BN statistics do not move).
+pub fn inspect(model: &QatModel, batch: Tensor<4>) -> Result<Vec<LayerReport>> {
+    let mut model = model.clone();
+    model.set_training(false);
+    model.disable_observer();
+    let mut rows = Vec::new();
+    walk(&model.layers, Value::Image(batch), "", &mut rows)?;
+    Ok(rows)
+}
+
+fn snr_db(signal: f64, noise: f64) -> f64 {
+    if noise == 0.0 { f64::INFINITY } else { 10.0 * (signal / noise).log10() }
+}
+
+fn values<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
+    host_values(t)
+}
+
+/// Runs `layers` on `x`, recording a row for each quantized layer; returns the output.
+fn walk(layers: &[Named<QatLayer>], mut x: Value, prefix: &str, rows: &mut Vec<LayerReport>) -> Result<Value> {
+    for l in layers {
+        let path = format!("{prefix}{}", l.name);
+        x = match &l.layer {
+            QatLayer::Residual(r) => {
+                let y = walk(&r.body, x.clone(), &format!("{path}.body."), rows)?;
+                let sum = y.float_add(x, &path)?;
+                let sum = if r.relu { sum.relu() } else { sum };
+                let (out, stats) = fake_quant_output(&r.add, sum, &path)?;
+                rows.push(LayerReport { path: format!("{path}.add"), kind: "Add", weight: None, output: stats });
+                out
+            }
+            layer => {
+                let mut float_layer = layer.clone();
+                let fq = take_output_fake_quant(&mut float_layer);
+                let y = float_layer.forward(x, &path)?;
+                let weight = weight_stats(layer, &path)?;
+                match fq {
+                    Some(fq) => {
+                        let (out, stats) = fake_quant_output(&fq, y, &path)?;
+                        rows.push(LayerReport { path, kind: kind(layer), weight, output: stats });
+                        out
+                    }
+                    None => {
+                        if weight.is_some() {
+                            rows.push(LayerReport { path, kind: kind(layer), weight, output: None });
+                        }
+                        y
+                    }
+                }
+            }
+        };
+    }
+    Ok(x)
+}
+
+/// Applies `fq` to a float value and measures what it did; quantized values pass through.
+fn fake_quant_output(fq: &FakeQuantize, y: Value, layer: &str) -> Result<(Value, Option<ActivationStats>)> {
+    let mut fq = fq.clone();
+    let (before, after, out) = match y {
+        Value::Image(t) => {
+            let q = fq.forward(t.clone())?;
+            (values(&t), values(&q), Value::Image(q))
+        }
+        Value::Features(t) => {
+            let q = fq.forward(t.clone())?;
+            (values(&t), values(&q), Value::Features(q))
+        }
+        q => return Ok((q, None)),
+    };
+    let qp = fq.activation_qparams(layer)?;
+    let (lo, hi) = (
+        (qp.quant_min - qp.zero_point) as f64 * qp.scale as f64,
+        (qp.quant_max - qp.zero_point) as f64 * qp.scale as f64,
+    );
+    let clipped = before.iter().filter(|&&a| a < lo || a > hi).count() as f64 / before.len().max(1) as f64;
+    let signal: f64 = before.iter().map(|a| a * a).sum();
+    let noise: f64 = before.iter().zip(&after).map(|(a, q)| (a - q) * (a - q)).sum();
+    let stats = ActivationStats {
+        scale: qp.scale,
+        zero_point: qp.zero_point,
+        quant_min: qp.quant_min,
+        quant_max: qp.quant_max,
+        min: before.iter().cloned().fold(f64::INFINITY, f64::min) as f32,
+        max: before.iter().cloned().fold(f64::NEG_INFINITY, f64::max) as f32,
+        clipped,
+        snr_db: snr_db(signal, noise),
+    };
+    Ok((out, Some(stats)))
+}
+
+/// Removes a layer's output fake quant (so that its forward returns the float output) and
+/// returns it.
+fn take_output_fake_quant(layer: &mut QatLayer) -> Option<FakeQuantize> {
+    match layer {
+        QatLayer::QuantStub(s) => {
+            // A stub is nothing but its fake quant: forward the input unchanged.
+            let fq = s.activation_post_process.clone();
+            *layer = QatLayer::DeQuantStub(Default::default());
+            Some(fq)
+        }
+        QatLayer::ConvBn2d(m) => m.activation_post_process.take(),
+        QatLayer::ConvBnReLU2d(m) => m.inner.activation_post_process.take(),
+        QatLayer::ConvReLU2d(m) => m.conv.activation_post_process.take(),
+        QatLayer::Conv2d(m) => m.activation_post_process.take(),
+        QatLayer::Linear(m) => m.activation_post_process.take(),
+        QatLayer::LinearReLU(m) => m.linear.activation_post_process.take(),
+        QatLayer::LinearBn1d(m) => m.activation_post_process.take(),
+        _ => None,
+    }
+}
+
+fn kind(layer: &QatLayer) -> &'static str {
+    match layer {
+        QatLayer::QuantStub(_) => "QuantStub",
+        QatLayer::DeQuantStub(_) => "DeQuantStub",
+        QatLayer::ConvBn2d(_) => "ConvBn2d",
+        QatLayer::ConvBnReLU2d(_) => "ConvBnReLU2d",
+        QatLayer::ConvReLU2d(_) => "ConvReLU2d",
+        QatLayer::Conv2d(_) => "Conv2d",
+        QatLayer::Linear(_) => "Linear",
+        QatLayer::LinearReLU(_) => "LinearReLU",
+        QatLayer::LinearBn1d(_) => "LinearBn1d",
+        QatLayer::Relu(_) => "ReLU",
+        QatLayer::MaxPool2d(_) => "MaxPool2d",
+        QatLayer::GlobalAvgPool2d(_) => "GlobalAvgPool2d",
+        QatLayer::Flatten(_) => "Flatten",
+        QatLayer::Residual(_) => "Residual",
+        QatLayer::Float(_) => "float",
+    }
+}
+
+/// The float weight a layer deploys (BN folded) and its weight fake quant.
+fn deployed_weight(layer: &QatLayer) -> Option<(Vec<f32>, usize, &FakeQuantize)> {
+    let f32s = |t: Vec<f64>| t.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+    Some(match layer {
+        QatLayer::ConvBn2d(m) => (m.folded_weight_and_bias().0, m.options.out_channels, &m.weight_fake_quant),
+        QatLayer::ConvBnReLU2d(m) => (m.inner.folded_weight_and_bias().0, m.inner.options.out_channels, &m.inner.weight_fake_quant),
+        QatLayer::ConvReLU2d(m) => (f32s(values(&m.conv.weight.val())), m.conv.options.out_channels, &m.conv.weight_fake_quant),
+        QatLayer::Conv2d(m) => (f32s(values(&m.weight.val())), m.options.out_channels, &m.weight_fake_quant),
+        QatLayer::Linear(m) => (f32s(values(&m.weight.val())), m.out_features(), &m.weight_fake_quant),
+        QatLayer::LinearReLU(m) => (f32s(values(&m.linear.weight.val())), m.linear.out_features(), &m.linear.weight_fake_quant),
+        QatLayer::LinearBn1d(m) => (m.folded_weight_and_bias().0, m.out_features(), &m.weight_fake_quant),
+        _ => return None,
+    })
+}
+
+fn weight_stats(layer: &QatLayer, path: &str) -> Result<Option<WeightStats>> {
+    let Some((weight, channels, fq)) = deployed_weight(layer) else { return Ok(None) };
+    let (q, scale, zero_point) = fq.quantize_weight(&weight, channels, path)?;
+    let per_channel = weight.len() / channels.max(1);
+    let (mut signal, mut noise) = (0.0f64, 0.0f64);
+    for (i, (&w, &q)) in weight.iter().zip(&q).enumerate() {
+        let c = if scale.len() == 1 { 0 } else { i / per_channel };
+        let dequantized = (q as i32 - zero_point[c]) as f64 * scale[c] as f64;
+        signal += (w as f64) * (w as f64);
+        noise += (w as f64 - dequantized).powi(2);
+    }
+    Ok(Some(WeightStats {
+        min: weight.iter().cloned().fold(f32::INFINITY, f32::min),
+        max: weight.iter().cloned().fold(f32::NEG_INFINITY, f32::max),
+        scale_min: scale.iter().cloned().fold(f32::INFINITY, f32::min),
+        scale_max: scale.iter().cloned().fold(f32::NEG_INFINITY, f32::max),
+        scales: scale.len(),
+        snr_db: snr_db(signal, noise),
+    }))
+}
