@@ -249,6 +249,28 @@ fn standalone_relu_and_float_flatten_export_within_one_lsb() {
     export_and_compare("relu_float_flatten", unfused_relu_and_float_flatten, "qnnpack", false, &ops, 0);
 }
 
+fn relu6_and_average_pooling(device: &Device) -> FloatModel {
+    FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("conv", Layer::conv2d(Conv2dOptions::new(1, 4, 3).with_padding(1), false, device).unwrap()),
+        ("bn", Layer::batch_norm2d(4, device).unwrap()),
+        ("relu6", Layer::Relu6(Default::default())),
+        ("pool", Layer::avg_pool2d(2, 2).unwrap()),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc", Layer::linear(4 * 6 * 6, 10, true, device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap()
+}
+
+/// ReLU6 exports as Clip(0, 6) and windowed average pooling as AveragePool, both between a
+/// DequantizeLinear and a QuantizeLinear with the input's qparams.
+#[test]
+fn relu6_and_average_pooling_export_within_one_lsb() {
+    let ops = ["QuantizeLinear", "DequantizeLinear", "Conv", "Clip", "AveragePool", "Flatten", "Gemm"];
+    export_and_compare("relu6_avgpool", relu6_and_average_pooling, "qnnpack", false, &ops, 1);
+}
+
 #[test]
 fn unsupported_layers_are_refused_by_name() {
     let path = out_dir().join("unsupported.onnx");

@@ -286,3 +286,48 @@ fn global_average_pooling_converts_exactly_and_saves() {
     let int8_out = to_vec(&loaded.forward(x.inner()).unwrap().into_features(&eval_device).unwrap());
     assert_bits_eq("global average pooling: int8 vs QAT eval", &int8_out, &qat_eval);
 }
+
+/// ReLU6 and windowed average pooling keep their input's qparams; the int8 model clamps at the
+/// quantized 6 and rounds each window's mean once, exactly as the QAT model's deployment eval.
+#[test]
+fn relu6_and_average_pooling_convert_exactly_and_save() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    device.seed(22);
+    let model = FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("conv", Layer::conv2d(Conv2dOptions::new(1, 6, 3).with_padding(1), false, &device).unwrap()),
+        ("bn", Layer::batch_norm2d(6, &device).unwrap()),
+        ("relu6", Layer::Relu6(Default::default())),
+        ("pool", Layer::avg_pool2d(3, 2).unwrap()),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc", Layer::linear(6 * 4 * 4, 3, true, &device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap();
+    let mut model = prepare_qat(model.fuse().unwrap(), QConfig::consistent("fbgemm").unwrap()).unwrap();
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
+    for step in 0..3 {
+        if step == 2 {
+            model.freeze_bn_stats();
+            model.disable_observer();
+        }
+        // Wide inputs, so that some activations pass 6 and the clamp matters.
+        let x = Tensor::<4>::random([8, 1, 9, 9], Distribution::Normal(0.0, 4.0), &device);
+        let out = model.forward(x).unwrap().into_features(&device).unwrap();
+        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    model.set_training(false);
+    let int8 = convert(&model).unwrap();
+    let path = std::env::temp_dir().join(format!("burn-qat-relu6-{}.safetensors", std::process::id()));
+    int8.save(&path).unwrap();
+    let loaded = burn_qat::workflow::Int8Model::load(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let x = Tensor::<4>::random([16, 1, 9, 9], Distribution::Normal(0.0, 4.0), &device);
+    let qat_eval = logits(&mut model, x.clone());
+    let eval_device = Device::flex();
+    let int8_out = to_vec(&loaded.forward(x.inner()).unwrap().into_features(&eval_device).unwrap());
+    assert_bits_eq("ReLU6 + AvgPool2d: int8 vs QAT eval", &int8_out, &qat_eval);
+    assert!(Layer::avg_pool2d(0, 1).is_err() && Layer::avg_pool2d(2, 0).is_err());
+}

@@ -14,7 +14,7 @@ use super::proto::{
 use crate::error::{QatError, Result};
 use crate::nn::PaddingMode;
 use crate::nn::quantized::{self, ActivationQParams};
-use crate::workflow::{Int8Layer, Int8Model, MaxPool2d, Named};
+use crate::workflow::{Int8Layer, Int8Model, Named};
 
 /// The ONNX operator set the exported graph uses.
 pub const OPSET_VERSION: i64 = 13;
@@ -121,6 +121,8 @@ fn layer_kind(layer: &Int8Layer) -> &'static str {
         Int8Layer::Linear(_) => "quantized Linear",
         Int8Layer::Relu => "ReLU",
         Int8Layer::MaxPool2d(_) => "MaxPool2d",
+        Int8Layer::AvgPool2d(_) => "AvgPool2d",
+        Int8Layer::Relu6 => "ReLU6",
         Int8Layer::GlobalAvgPool2d => "GlobalAvgPool2d",
         Int8Layer::Flatten => "Flatten",
         Int8Layer::Residual { .. } => "Residual",
@@ -183,13 +185,20 @@ impl Builder {
             }
             Int8Layer::Conv2d(m) => self.conv(m, path, cur),
             Int8Layer::Linear(m) => self.linear(m, path, cur),
-            Int8Layer::Relu => self.same_qparams(path, cur, "Relu", vec![], |s| s.to_vec()),
-            Int8Layer::MaxPool2d(p) => self.max_pool(p, path, cur),
+            Int8Layer::Relu => self.same_qparams(path, cur, "Relu", vec![], &[], |s| s.to_vec()),
+            Int8Layer::Relu6 => {
+                // Clamped in step units, [0, quantize(6) - z], so the bound is the int8 engine's
+                // quantized 6 exactly. Opset 13 takes Clip's bounds as inputs.
+                let q = cur.quantized(path)?;
+                let six = crate::quant::quantize_value(6.0, 1.0 / q.scale, q.zero_point, q.quant_min, q.quant_max);
+                let bounds = [self.f32_scalar(&format!("{path}.min"), 0.0)?, self.f32_scalar(&format!("{path}.max"), (six - q.zero_point) as f32)?];
+                self.in_steps(path, cur, "Clip", vec![], &bounds, |s| s.to_vec())
+            }
+            Int8Layer::AvgPool2d(p) => self.window_pool("AveragePool", p.kernel_size, p.stride, path, cur),
+            Int8Layer::MaxPool2d(p) => self.window_pool("MaxPool", p.kernel_size, p.stride, path, cur),
             Int8Layer::GlobalAvgPool2d => {
-                // The average stays inside the input's range; ONNX rounds it in float, so a tie
-                // may land one step away from the int8 engine's integer rounding.
                 let [n, c, _, _] = cur.image(path)?;
-                self.same_qparams(path, cur, "GlobalAveragePool", vec![], |_| vec![n, c, 1, 1])
+                self.in_steps(path, cur, "GlobalAveragePool", vec![], &[], |_| vec![n, c, 1, 1])
             }
             Int8Layer::Flatten => match cur.shape.len() {
                 4 => {
@@ -343,20 +352,46 @@ impl Builder {
         self.quantize(path, &float, output, true)
     }
 
-    fn max_pool(&mut self, p: &MaxPool2d, path: &str, cur: Wire) -> Result<Wire> {
+    /// Max or average pooling over square windows without padding.
+    fn window_pool(&mut self, op: &str, kernel_size: usize, stride: usize, path: &str, cur: Wire) -> Result<Wire> {
         let [n, c, h, w] = cur.image(path)?;
         let out = |size: usize| {
-            if size < p.kernel_size {
-                Err(QatError::shape(path, format!("spatial size at least {}", p.kernel_size), format!("{size}")))
+            if size < kernel_size {
+                Err(QatError::shape(path, format!("spatial size at least {kernel_size}"), format!("{size}")))
             } else {
-                Ok((size - p.kernel_size) / p.stride + 1)
+                Ok((size - kernel_size) / stride + 1)
             }
         };
         let shape = [n, c, out(h)?, out(w)?];
-        let (k, s) = (p.kernel_size as i64, p.stride as i64);
-        self.same_qparams(path, cur, "MaxPool", vec![attr_ints("kernel_shape", vec![k, k]), attr_ints("strides", vec![s, s])], |_| {
-            shape.to_vec()
-        })
+        let (k, s) = (kernel_size as i64, stride as i64);
+        let attributes = vec![attr_ints("kernel_shape", vec![k, k]), attr_ints("strides", vec![s, s])];
+        if op == "AveragePool" {
+            self.in_steps(path, cur, op, attributes, &[], |_| shape.to_vec())
+        } else {
+            self.same_qparams(path, cur, op, attributes, &[], |_| shape.to_vec())
+        }
+    }
+
+    /// A float op applied to a quantized tensor in units of its quantization step: dequantize
+    /// with scale 1 (giving the integers `q - z` exactly), apply, quantize back with scale 1.
+    /// The runtime then rounds the same value the int8 engine rounds (an average's half-way
+    /// ties included, which `(q - z) * s` summed in float would blur), and the output is the
+    /// same integers in the input's real qparams.
+    fn in_steps(
+        &mut self,
+        path: &str,
+        cur: Wire,
+        op: &str,
+        attributes: Vec<AttributeProto>,
+        extra_inputs: &[String],
+        shape: impl FnOnce(&[usize]) -> Vec<usize>,
+    ) -> Result<Wire> {
+        let Some(q) = cur.qparams else {
+            return self.same_qparams(path, cur, op, attributes, extra_inputs, shape);
+        };
+        let steps = ActivationQParams { scale: 1.0, ..q };
+        let result = self.same_qparams(path, Wire { qparams: Some(steps), ..cur }, op, attributes, extra_inputs, shape)?;
+        Ok(Wire { qparams: Some(q), ..result })
     }
 
     /// A float op that keeps the qparams: on a quantized tensor, dequantize, apply, quantize back
@@ -368,18 +403,22 @@ impl Builder {
         cur: Wire,
         op: &str,
         attributes: Vec<AttributeProto>,
+        extra_inputs: &[String],
         shape: impl FnOnce(&[usize]) -> Vec<usize>,
     ) -> Result<Wire> {
         let shape = shape(&cur.shape);
+        let inputs = |x: &str| std::iter::once(x.to_string()).chain(extra_inputs.iter().cloned()).collect::<Vec<_>>();
         let Some(q) = cur.qparams else {
             let name = self.unique(path)?;
-            self.node(op, &name, &[&cur.name], attributes);
+            let inputs = inputs(&cur.name);
+            self.node(op, &name, &inputs.iter().map(String::as_str).collect::<Vec<_>>(), attributes);
             return Ok(Wire { name, shape, qparams: None });
         };
         let x = self.unique(&format!("{path}.input_dequantize"))?;
         self.dequantize(&x, &cur.name, q)?;
         let y = self.unique(&format!("{path}.{}", op.to_lowercase()))?;
-        self.node(op, &y, &[&x], attributes);
+        let inputs = inputs(&x);
+        self.node(op, &y, &inputs.iter().map(String::as_str).collect::<Vec<_>>(), attributes);
         // The values stay inside [quant_min, quant_max]: no clip needed.
         let name = self.quantize(path, &y, q, false)?;
         Ok(Wire { name, shape, qparams: Some(q) })

@@ -4,7 +4,8 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{DeQuantStub, Flatten, GlobalAvgPool2d, MaxPool2d, Named, QuantStub, Relu, Value};
+use super::layers::{DeQuantStub, Flatten, Named, QuantStub, Relu, Relu6, Value};
+use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
 use crate::error::{QatError, Result};
 use crate::nn::{BatchNorm, Conv2dOptions, float, intrinsic};
 
@@ -18,8 +19,10 @@ pub enum Layer {
     /// Batch norm over features `[N, F]`.
     BatchNorm1d(BatchNorm),
     Relu(Relu),
+    Relu6(Relu6),
     Linear(float::Linear),
     MaxPool2d(MaxPool2d),
+    AvgPool2d(AvgPool2d),
     GlobalAvgPool2d(GlobalAvgPool2d),
     Flatten(Flatten),
     Residual(Residual),
@@ -64,6 +67,10 @@ impl Layer {
         Ok(Self::MaxPool2d(MaxPool2d::new(kernel_size, stride)?))
     }
 
+    pub fn avg_pool2d(kernel_size: usize, stride: usize) -> Result<Self> {
+        Ok(Self::AvgPool2d(AvgPool2d::new(kernel_size, stride)?))
+    }
+
     pub fn residual(body: Vec<(&str, Layer)>, relu: bool) -> Self {
         Self::Residual(Residual { body: named(body), relu })
     }
@@ -76,8 +83,10 @@ impl Layer {
             Self::BatchNorm2d(_) => "BatchNorm2d",
             Self::BatchNorm1d(_) => "BatchNorm1d",
             Self::Relu(_) => "ReLU",
+            Self::Relu6(_) => "ReLU6",
             Self::Linear(_) => "Linear",
             Self::MaxPool2d(_) => "MaxPool2d",
+            Self::AvgPool2d(_) => "AvgPool2d",
             Self::GlobalAvgPool2d(_) => "GlobalAvgPool2d",
             Self::Flatten(_) => "Flatten",
             Self::Residual(_) => "Residual",
@@ -109,8 +118,10 @@ impl Layer {
             Self::BatchNorm1d(bn) => Value::Features(bn.forward(x.features(name)?, name)?),
             Self::LinearBn1d(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::Relu(_) => x.relu(),
+            Self::Relu6(_) => x.relu6(),
             Self::Linear(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::MaxPool2d(m) => m.forward(x, name)?,
+            Self::AvgPool2d(m) => m.forward(x, name)?,
             Self::GlobalAvgPool2d(m) => m.forward(x, name)?,
             Self::Flatten(m) => m.forward(x, name)?,
             Self::Residual(r) => {

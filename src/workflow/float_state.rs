@@ -42,6 +42,8 @@ pub(crate) fn write_float_layer(layer: &Layer, prefix: &str, out: &mut StateDict
         Layer::QuantStub(_)
         | Layer::DeQuantStub(_)
         | Layer::Relu(_)
+        | Layer::Relu6(_)
+        | Layer::AvgPool2d(_)
         | Layer::MaxPool2d(_)
         | Layer::GlobalAvgPool2d(_)
         | Layer::Flatten(_) => {}
@@ -85,6 +87,8 @@ pub(crate) fn read_float_layer(layer: &mut Layer, prefix: &str, reader: &mut Sta
         Layer::QuantStub(_)
         | Layer::DeQuantStub(_)
         | Layer::Relu(_)
+        | Layer::Relu6(_)
+        | Layer::AvgPool2d(_)
         | Layer::MaxPool2d(_)
         | Layer::GlobalAvgPool2d(_)
         | Layer::Flatten(_) => {}

@@ -182,6 +182,8 @@ fn kind(layer: &QatLayer) -> &'static str {
         QatLayer::LinearReLU(_) => "LinearReLU",
         QatLayer::LinearBn1d(_) => "LinearBn1d",
         QatLayer::Relu(_) => "ReLU",
+        QatLayer::Relu6(_) => "ReLU6",
+        QatLayer::AvgPool2d(_) => "AvgPool2d",
         QatLayer::MaxPool2d(_) => "MaxPool2d",
         QatLayer::GlobalAvgPool2d(_) => "GlobalAvgPool2d",
         QatLayer::Flatten(_) => "Flatten",

@@ -9,7 +9,8 @@ use std::path::Path;
 use serde_json::{Value as Json, json};
 
 use super::int8_model::{Int8Layer, Int8Model};
-use super::layers::{MaxPool2d, Named};
+use super::layers::Named;
+use super::pooling::{AvgPool2d, MaxPool2d};
 use crate::error::{QatError, Result};
 use crate::nn::quantized::{self, ActivationQParams};
 use crate::nn::{Conv2dOptions, PaddingMode};
@@ -55,6 +56,8 @@ fn describe(layers: &[Named<Int8Layer>], prefix: &str, out: &mut StateDict) -> R
             }
             Int8Layer::DeQuantize => json!({"kind": "DeQuantize"}),
             Int8Layer::Relu => json!({"kind": "Relu"}),
+            Int8Layer::Relu6 => json!({"kind": "Relu6"}),
+            Int8Layer::AvgPool2d(m) => json!({"kind": "AvgPool2d", "kernel_size": m.kernel_size, "stride": m.stride}),
             Int8Layer::Flatten => json!({"kind": "Flatten"}),
             Int8Layer::GlobalAvgPool2d => json!({"kind": "GlobalAvgPool2d"}),
             Int8Layer::MaxPool2d(m) => json!({"kind": "MaxPool2d", "kernel_size": m.kernel_size, "stride": m.stride}),
@@ -176,6 +179,8 @@ fn build(architecture: &Json, prefix: &str, reader: &mut StateReader<'_>) -> Res
             "Quantize" => Int8Layer::Quantize(quantized::Quantize::new(read_act(&p, reader).ok_or_else(|| missing(reader))?)?),
             "DeQuantize" => Int8Layer::DeQuantize,
             "Relu" => Int8Layer::Relu,
+            "Relu6" => Int8Layer::Relu6,
+            "AvgPool2d" => Int8Layer::AvgPool2d(AvgPool2d::new(usize_of(item, "kernel_size", &p)?, usize_of(item, "stride", &p)?)?),
             "Flatten" => Int8Layer::Flatten,
             "GlobalAvgPool2d" => Int8Layer::GlobalAvgPool2d,
             "MaxPool2d" => Int8Layer::MaxPool2d(MaxPool2d::new(usize_of(item, "kernel_size", &p)?, usize_of(item, "stride", &p)?)?),

@@ -5,7 +5,8 @@ use burn::tensor::{Device, Tensor};
 
 use super::ToQuantized;
 use super::float_model::Layer;
-use super::layers::{Flatten, GlobalAvgPool2d, MaxPool2d, Named, Value};
+use super::layers::{Flatten, Named, Value};
+use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
 use super::qat_model::{QatLayer, QatModel};
 use crate::error::{QatError, Result};
 use crate::nn::quantized::{self, ActivationQParams, QTensor};
@@ -18,7 +19,9 @@ pub enum Int8Layer {
     Conv2d(quantized::Conv2d),
     Linear(quantized::Linear),
     Relu,
+    Relu6,
     MaxPool2d(MaxPool2d),
+    AvgPool2d(AvgPool2d),
     GlobalAvgPool2d,
     Flatten,
     Residual {
@@ -119,6 +122,8 @@ fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option
             QatLayer::LinearReLU(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::LinearBn1d(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::Relu(_) => Int8Layer::Relu,
+            QatLayer::Relu6(_) => Int8Layer::Relu6,
+            QatLayer::AvgPool2d(p) => Int8Layer::AvgPool2d(p.clone()),
             QatLayer::MaxPool2d(p) => Int8Layer::MaxPool2d(p.clone()),
             QatLayer::GlobalAvgPool2d(_) => Int8Layer::GlobalAvgPool2d,
             QatLayer::Flatten(_) => Int8Layer::Flatten,
@@ -214,6 +219,8 @@ fn run_layers(layers: &[Named<Int8Layer>], mut value: Value, prefix: &str, engin
                 Value::Quantized(if engine == Engine::Kernels { m.forward(&x)? } else { m.forward_reference(&x, device)? })
             }
             Int8Layer::Relu => value.relu(),
+            Int8Layer::Relu6 => value.relu6(),
+            Int8Layer::AvgPool2d(p) => p.forward(value, &path)?,
             Int8Layer::MaxPool2d(p) => p.forward(value, &path)?,
             Int8Layer::GlobalAvgPool2d => GlobalAvgPool2d.forward(value, &path)?,
             Int8Layer::Flatten => Flatten.forward(value, &path)?,

@@ -3,8 +3,6 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 
 use crate::error::{QatError, Result};
 use crate::nn::quantized::QTensor;
@@ -13,53 +11,15 @@ use crate::nn::quantized::QTensor;
 #[derive(Module, Debug, Default)]
 pub struct Relu;
 
+/// `min(max(x, 0), 6)`: PyTorch's `ReLU6`. Like PyTorch's quantized ReLU6 it keeps the input's
+/// qparams; on integers it clamps to `[z, quantize(6)]`, where `quantize(6)` rounds 6 to the
+/// input's grid (so a quantized 6 may be a grid step away from 6.0).
+#[derive(Module, Debug, Default)]
+pub struct Relu6;
+
 /// Flattens `[N, C, H, W]` to `[N, C * H * W]`.
 #[derive(Module, Debug, Default)]
 pub struct Flatten;
-
-/// Max pooling with a square window and no padding.
-#[derive(Module, Debug)]
-pub struct MaxPool2d {
-    pub kernel_size: usize,
-    pub stride: usize,
-}
-
-/// Averages each channel over its spatial positions: `[N, C, H, W]` to `[N, C, 1, 1]`
-/// (PyTorch's `AdaptiveAvgPool2d(1)`). On integers the average keeps the input's qparams and
-/// rounds once: `z + rne(f32(sum(q - z)) * f32(1 / (H * W)))`, as the QAT model's deployment
-/// arithmetic and the int8 model both compute it.
-#[derive(Module, Debug, Default)]
-pub struct GlobalAvgPool2d;
-
-impl GlobalAvgPool2d {
-    pub fn forward(&self, x: Value, layer: &str) -> Result<Value> {
-        match x {
-            Value::Quantized(q) => {
-                let [n, c, h, w]: [usize; 4] =
-                    q.shape.clone().try_into().map_err(|_| QatError::shape(layer, "[N, C, H, W]", format!("{:?}", q.shape)))?;
-                if h * w == 0 {
-                    return Err(QatError::shape(layer, "a non-empty spatial size", format!("{:?}", q.shape)));
-                }
-                let p = q.qparams;
-                let inv_count = 1.0 / (h * w) as f32;
-                let values = q
-                    .values
-                    .chunks(h * w)
-                    .map(|plane| {
-                        let sum: i32 = plane.iter().map(|&v| v as i32 - p.zero_point).sum();
-                        crate::quant::requantize(sum, inv_count, p.zero_point, p.quant_min, p.quant_max) as u8
-                    })
-                    .collect();
-                Ok(Value::Quantized(QTensor { values, shape: vec![n, c, 1, 1], qparams: p }))
-            }
-            other => {
-                let x = other.image(layer)?;
-                let [n, c, _, _] = x.dims();
-                Ok(Value::Image(x.flatten::<3>(2, 3).mean_dim(2).reshape([n, c, 1, 1])))
-            }
-        }
-    }
-}
 
 /// Marks where float input becomes quantized (PyTorch's `QuantStub`).
 #[derive(Module, Debug, Default)]
@@ -130,6 +90,20 @@ impl Value {
         }
     }
 
+    pub(crate) fn relu6(self) -> Self {
+        match self {
+            Self::Image(x) => Self::Image(x.clamp(0.0, 6.0)),
+            Self::Features(x) => Self::Features(x.clamp(0.0, 6.0)),
+            Self::Quantized(mut q) => {
+                let p = q.qparams;
+                let six = crate::quant::quantize_value(6.0, 1.0 / p.scale, p.zero_point, p.quant_min, p.quant_max);
+                let (lo, hi) = (p.zero_point.clamp(0, 255) as u8, six.clamp(0, 255) as u8);
+                q.values.iter_mut().for_each(|v| *v = (*v).max(lo).min(hi.max(lo)));
+                Self::Quantized(q)
+            }
+        }
+    }
+
     pub(crate) fn relu(self) -> Self {
         match self {
             Self::Image(x) => Self::Image(relu(x)),
@@ -139,56 +113,6 @@ impl Value {
                 let z = q.qparams.zero_point.clamp(0, 255) as u8;
                 q.values.iter_mut().for_each(|v| *v = (*v).max(z));
                 Self::Quantized(q)
-            }
-        }
-    }
-}
-
-impl MaxPool2d {
-    pub fn new(kernel_size: usize, stride: usize) -> Result<Self> {
-        if kernel_size == 0 || stride == 0 {
-            return Err(QatError::config(format!("MaxPool2d: kernel_size ({kernel_size}) and stride ({stride}) must be positive")));
-        }
-        Ok(Self { kernel_size, stride })
-    }
-
-    fn out_size(&self, size: usize, layer: &str) -> Result<usize> {
-        if size < self.kernel_size {
-            return Err(QatError::shape(layer, format!("spatial size at least {}", self.kernel_size), format!("{size}")));
-        }
-        Ok((size - self.kernel_size) / self.stride + 1)
-    }
-
-    /// Max pooling of float or quantized images; on integers the max is taken directly (the
-    /// quantization map is monotonic, so this equals pooling the real values).
-    pub fn forward(&self, x: Value, layer: &str) -> Result<Value> {
-        match x {
-            Value::Quantized(q) => {
-                let [n, c, h, w]: [usize; 4] =
-                    q.shape.clone().try_into().map_err(|_| QatError::shape(layer, "[N, C, H, W]", format!("{:?}", q.shape)))?;
-                let (oh, ow) = (self.out_size(h, layer)?, self.out_size(w, layer)?);
-                let mut values = Vec::with_capacity(n * c * oh * ow);
-                for plane in q.values.chunks(h * w) {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let mut m = 0u8;
-                            for ky in 0..self.kernel_size {
-                                let row = &plane[(oy * self.stride + ky) * w + ox * self.stride..][..self.kernel_size];
-                                m = row.iter().fold(m, |a, &b| a.max(b));
-                            }
-                            values.push(m);
-                        }
-                    }
-                }
-                Ok(Value::Quantized(QTensor { values, shape: vec![n, c, oh, ow], qparams: q.qparams }))
-            }
-            other => {
-                let x = other.image(layer)?;
-                let [_, _, h, w] = x.dims();
-                self.out_size(h, layer)?;
-                self.out_size(w, layer)?;
-                let options = MaxPoolOptions::new([self.kernel_size; 2]).with_stride([self.stride; 2]);
-                Ok(Value::Image(max_pool2d(x, options)))
             }
         }
     }

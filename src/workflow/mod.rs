@@ -9,6 +9,7 @@ mod int8_io;
 mod inspect;
 mod int8_model;
 mod layers;
+mod pooling;
 mod qat_model;
 mod qconfig_map;
 
@@ -17,6 +18,7 @@ pub use float_model::{FloatModel, Layer, Residual};
 pub use inspect::{ActivationStats, LayerReport, WeightStats, inspect};
 pub use int8_io::FORMAT as INT8_FORMAT;
 pub use int8_model::{ConvertOptions, Int8Layer, Int8Model, convert, convert_with};
-pub use layers::{DeQuantStub, Flatten, GlobalAvgPool2d, MaxPool2d, Named, QuantStub, Relu, Value};
+pub use layers::{DeQuantStub, Flatten, Named, QuantStub, Relu, Relu6, Value};
+pub use pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
 pub use qat_model::{EvalArithmetic, QatLayer, QatModel, QatQuantStub, QatResidual, prepare_qat};
 pub use qconfig_map::QConfigMap;

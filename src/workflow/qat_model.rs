@@ -6,7 +6,8 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::float_model::{FloatModel, Layer};
-use super::layers::{DeQuantStub, Flatten, GlobalAvgPool2d, MaxPool2d, Named, Relu, Value};
+use super::layers::{DeQuantStub, Flatten, Named, Relu, Relu6, Value};
+use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
 use super::qconfig_map::QConfigMap;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
@@ -44,7 +45,9 @@ pub enum QatLayer {
     LinearReLU(LinearReLU),
     LinearBn1d(LinearBn1d),
     Relu(Relu),
+    Relu6(Relu6),
     MaxPool2d(MaxPool2d),
+    AvgPool2d(AvgPool2d),
     GlobalAvgPool2d(GlobalAvgPool2d),
     Flatten(Flatten),
     Residual(QatResidual),
@@ -106,6 +109,8 @@ fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, con
                 Layer::LinearBn1d(m) => QatLayer::LinearBn1d(LinearBn1d::from_float(&m.linear, &m.bn, q)?.with_output_fake_quant()?),
                 Layer::Relu(r) => QatLayer::Relu(r),
                 Layer::MaxPool2d(p) => QatLayer::MaxPool2d(p),
+                Layer::AvgPool2d(p) => QatLayer::AvgPool2d(p),
+                Layer::Relu6(r) => QatLayer::Relu6(r),
                 Layer::GlobalAvgPool2d(p) => QatLayer::GlobalAvgPool2d(p),
                 Layer::Flatten(f) => QatLayer::Flatten(f),
                 Layer::Residual(r) => QatLayer::Residual(QatResidual {
@@ -142,6 +147,8 @@ impl QatLayer {
             Self::LinearBn1d(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::Relu(_) => x.relu(),
             Self::MaxPool2d(p) => p.forward(x, name)?,
+            Self::AvgPool2d(p) => p.forward(x, name)?,
+            Self::Relu6(_) => x.relu6(),
             Self::GlobalAvgPool2d(p) => p.forward(x, name)?,
             Self::Flatten(f) => f.forward(x, name)?,
             Self::Residual(r) => {
@@ -268,7 +275,13 @@ fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
                 r.add.write_state(&join(&p, "add.activation_post_process."), out);
             }
             QatLayer::Float(f) => super::float_state::write_float_layer(f, &p, out),
-            QatLayer::DeQuantStub(_) | QatLayer::Relu(_) | QatLayer::MaxPool2d(_) | QatLayer::GlobalAvgPool2d(_) | QatLayer::Flatten(_) => {
+            QatLayer::DeQuantStub(_)
+            | QatLayer::Relu(_)
+            | QatLayer::Relu6(_)
+            | QatLayer::MaxPool2d(_)
+            | QatLayer::AvgPool2d(_)
+            | QatLayer::GlobalAvgPool2d(_)
+            | QatLayer::Flatten(_) => {
             }
         }
     }
@@ -291,7 +304,13 @@ fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateR
                 r.add.read_state(&join(&p, "add.activation_post_process."), reader);
             }
             QatLayer::Float(f) => super::float_state::read_float_layer(f, &p, reader),
-            QatLayer::DeQuantStub(_) | QatLayer::Relu(_) | QatLayer::MaxPool2d(_) | QatLayer::GlobalAvgPool2d(_) | QatLayer::Flatten(_) => {
+            QatLayer::DeQuantStub(_)
+            | QatLayer::Relu(_)
+            | QatLayer::Relu6(_)
+            | QatLayer::MaxPool2d(_)
+            | QatLayer::AvgPool2d(_)
+            | QatLayer::GlobalAvgPool2d(_)
+            | QatLayer::Flatten(_) => {
             }
         }
     }
