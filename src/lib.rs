@@ -1,5 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+// The derive macros name this crate `::burn_qat`, which inside it needs this alias.
+extern crate self as burn_qat;
+
 pub mod bench;
 pub mod data;
 pub mod error;

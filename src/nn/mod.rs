@@ -21,3 +21,6 @@ pub use conv1d_options::Conv1dOptions;
 pub use conv3d_options::{Conv3dOptions, Size3};
 pub use geometry::ConvGeometry;
 pub use qat_module::QatModule;
+/// `#[derive(QatModule)]`: the switches, the state dict and (with `#[qat(int8 = Name)]`) one-call
+/// int8 conversion for a hand-written model; see the crate `burn-qat-derive`.
+pub use burn_qat_derive::QatModule;

@@ -2,6 +2,7 @@
 //! [`prepare_qat`], train the [`QatModel`] with any burn optimizer, [`convert`] to an
 //! [`Int8Model`] that computes on integers.
 
+mod convert_fields;
 mod convert_module;
 mod float_model;
 mod float_state;
@@ -13,6 +14,7 @@ mod pooling;
 mod qat_model;
 mod qconfig_map;
 
+pub use convert_fields::{Int8Output, QuantizeInput, input_qparams};
 pub use convert_module::ToQuantized;
 pub use float_model::{FloatModel, Layer, Residual};
 pub use inspect::{ActivationStats, LayerReport, WeightStats, inspect};

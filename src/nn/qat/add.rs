@@ -1,0 +1,66 @@
+//! PyTorch's `FloatFunctional().add` / `add_relu` after `prepare_qat`: an addition (a residual
+//! shortcut, say) with its own output fake quant, for hand-written models. The workflow's
+//! residual blocks carry the same thing inside.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+
+use crate::error::{QatError, Result};
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::QatModule;
+use crate::nn::quantized::{self, ActivationQParams};
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
+use crate::workflow::ToQuantized;
+
+/// `fake_quant(a + b)`, or `fake_quant(relu(a + b))` with `relu`.
+#[derive(Module, Debug)]
+pub struct Add {
+    #[module(skip)]
+    pub activation_post_process: FakeQuantize,
+    #[module(skip)]
+    pub relu: bool,
+}
+
+impl Add {
+    /// `activation_post_process`: usually `qconfig.activation.init()?`.
+    pub fn new(activation_post_process: FakeQuantize, relu: bool) -> Self {
+        Self { activation_post_process, relu }
+    }
+
+    pub fn forward<const D: usize>(&mut self, a: Tensor<D>, b: Tensor<D>) -> Result<Tensor<D>> {
+        if a.dims() != b.dims() {
+            return Err(QatError::shape("Add", format!("{:?} (the first operand's shape)", a.dims()), format!("{:?}", b.dims())));
+        }
+        let sum = a + b;
+        self.activation_post_process.forward(if self.relu { relu(sum) } else { sum })
+    }
+}
+
+impl QatModule for Add {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        vec![&mut self.activation_post_process]
+    }
+}
+
+/// PyTorch's key: `<name>.activation_post_process.` (FloatFunctional's observer child).
+impl SaveStateDict for Add {
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        self.activation_post_process.write_state(&join(prefix, "activation_post_process."), out);
+    }
+}
+
+impl LoadStateDict for Add {
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        self.activation_post_process.read_state(&join(prefix, "activation_post_process."), reader);
+    }
+}
+
+/// The int8 addition requantizes both operands from their own qparams, so the input qparams
+/// the conversion chain passes are not needed.
+impl ToQuantized for Add {
+    type Quantized = quantized::Add;
+    fn to_quantized(&self, _input: ActivationQParams, layer: &str) -> Result<quantized::Add> {
+        quantized::Add::new(self.activation_post_process.activation_qparams(layer)?, self.relu)
+    }
+}

@@ -1,0 +1,103 @@
+//! What `#[derive(QatModule)]` (crate `burn-qat-derive`) builds on to convert a hand-written
+//! model field by field: the quant stub that starts the chain, the output qparams of each int8
+//! module, and the switches and state-dict layout of the stub itself.
+
+use super::qat_model::QatQuantStub;
+use crate::error::{QatError, Result};
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::QatModule;
+use crate::nn::quantized::{self, ActivationQParams};
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
+
+/// A fake quant on a model's float input (PyTorch's `QuantStub`) becomes a `Quantize`.
+pub trait QuantizeInput {
+    fn to_quantize(&self, layer: &str) -> Result<quantized::Quantize>;
+}
+
+impl QuantizeInput for FakeQuantize {
+    fn to_quantize(&self, layer: &str) -> Result<quantized::Quantize> {
+        quantized::Quantize::new(self.activation_qparams(layer)?)
+    }
+}
+
+impl QuantizeInput for QatQuantStub {
+    fn to_quantize(&self, layer: &str) -> Result<quantized::Quantize> {
+        self.activation_post_process.to_quantize(layer)
+    }
+}
+
+/// The qparams of an int8 module's output: the next module's input.
+pub trait Int8Output {
+    fn output_qparams(&self) -> ActivationQParams;
+}
+
+impl Int8Output for quantized::Quantize {
+    fn output_qparams(&self) -> ActivationQParams {
+        self.qparams
+    }
+}
+
+macro_rules! output_field {
+    ($($ty:ty),*) => {$(
+        impl Int8Output for $ty {
+            fn output_qparams(&self) -> ActivationQParams {
+                self.output
+            }
+        }
+    )*};
+}
+
+output_field!(quantized::Conv2d, quantized::Conv3d, quantized::ConvTranspose2d, quantized::Linear, quantized::Add);
+
+impl Int8Output for quantized::Conv1d {
+    fn output_qparams(&self) -> ActivationQParams {
+        self.conv.output
+    }
+}
+
+/// The input qparams a layer converts with, or an error saying that nothing before it was
+/// quantized.
+pub fn input_qparams(input: Option<ActivationQParams>, layer: &str) -> Result<ActivationQParams> {
+    input.ok_or_else(|| {
+        QatError::config(format!(
+            "{layer}: no quantized input to convert with; put a #[qat(input)] quant stub field before it, or name its input field with #[qat(after = field)]"
+        ))
+    })
+}
+
+impl QatQuantStub {
+    /// A quant stub with this fake quant (usually `qconfig.activation.init()?`).
+    pub fn new(activation_post_process: FakeQuantize) -> Self {
+        Self { activation_post_process }
+    }
+
+    /// Fake quantizes the float input.
+    pub fn forward<const D: usize>(&mut self, x: burn::tensor::Tensor<D>) -> Result<burn::tensor::Tensor<D>> {
+        self.activation_post_process.forward(x)
+    }
+}
+
+impl QatModule for QatQuantStub {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        vec![&mut self.activation_post_process]
+    }
+}
+
+impl QatModule for FakeQuantize {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        vec![self]
+    }
+}
+
+/// PyTorch's layout: a `QuantStub`'s fake quant is its `activation_post_process` child.
+impl SaveStateDict for QatQuantStub {
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        self.activation_post_process.write_state(&join(prefix, "activation_post_process."), out);
+    }
+}
+
+impl LoadStateDict for QatQuantStub {
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        self.activation_post_process.read_state(&join(prefix, "activation_post_process."), reader);
+    }
+}
