@@ -271,6 +271,30 @@ fn relu6_and_average_pooling_export_within_one_lsb() {
     export_and_compare("relu6_avgpool", relu6_and_average_pooling, "qnnpack", false, &ops, 1);
 }
 
+fn standalone_batch_norms(device: &Device) -> FloatModel {
+    FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("conv", Layer::conv2d(Conv2dOptions::new(1, 4, 3).with_padding(1), true, device).unwrap()),
+        ("relu", Layer::Relu(Default::default())),
+        ("pool", Layer::max_pool2d(2, 2).unwrap()),
+        ("bn", Layer::batch_norm2d(4, device).unwrap()),
+        ("bn_relu", Layer::Relu(Default::default())),
+        ("bn2", Layer::batch_norm2d(4, device).unwrap()),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc", Layer::linear(4 * 6 * 6, 10, true, device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap()
+}
+
+/// A standalone BatchNorm2d and a BNReLU2d export as Mul and Add in quantization steps.
+#[test]
+fn standalone_batch_norms_export_within_one_lsb() {
+    let ops = ["QuantizeLinear", "DequantizeLinear", "Conv", "MaxPool", "Mul", "Add", "Flatten", "Gemm"];
+    // The BNReLU2d's ReLU is QuantizeLinear's saturation: its output zero point is 0 here.
+    export_and_compare("standalone_bn", standalone_batch_norms, "qnnpack", false, &ops, 0);
+}
+
 #[test]
 fn unsupported_layers_are_refused_by_name() {
     let path = out_dir().join("unsupported.onnx");

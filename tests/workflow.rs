@@ -331,3 +331,56 @@ fn relu6_and_average_pooling_convert_exactly_and_save() {
     assert_bits_eq("ReLU6 + AvgPool2d: int8 vs QAT eval", &int8_out, &qat_eval);
     assert!(Layer::avg_pool2d(0, 1).is_err() && Layer::avg_pool2d(2, 0).is_err());
 }
+
+/// A batch norm no conv precedes stays a batch norm: fused with a following ReLU into BNReLU2d,
+/// run in float with an output fake quant while training, converted to a per-channel map on
+/// the integers that equals the QAT model's deployment eval bit for bit.
+#[test]
+fn standalone_batch_norms_convert_exactly_and_save() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    device.seed(23);
+    let model = FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("conv", Layer::conv2d(Conv2dOptions::new(1, 4, 3).with_padding(1), true, &device).unwrap()),
+        ("relu", Layer::Relu(Default::default())),
+        ("pool", Layer::max_pool2d(2, 2).unwrap()),
+        ("bn", Layer::batch_norm2d(4, &device).unwrap()),
+        ("bn_relu", Layer::Relu(Default::default())),
+        ("bn2", Layer::batch_norm2d(4, &device).unwrap()),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc", Layer::linear(4 * 4 * 4, 3, true, &device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap();
+    let fused = model.fuse().unwrap();
+    let kinds: Vec<&str> = fused.layers.iter().map(|l| l.layer.kind()).collect();
+    assert_eq!(kinds, ["QuantStub", "ConvReLU2d", "MaxPool2d", "BNReLU2d", "BatchNorm2d", "Flatten", "Linear", "DeQuantStub"]);
+    let mut model = prepare_qat(fused, QConfig::consistent("fbgemm").unwrap()).unwrap();
+    let state = model.state_dict();
+    for key in ["bn.0.running_var", "bn.activation_post_process.scale", "bn2.weight", "bn2.activation_post_process.zero_point"] {
+        assert!(state.contains_key(key), "{key} missing: {:?}", state.keys().collect::<Vec<_>>());
+    }
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
+    for step in 0..4 {
+        if step == 3 {
+            model.freeze_bn_stats();
+            model.disable_observer();
+        }
+        let x = Tensor::<4>::random([8, 1, 8, 8], Distribution::Normal(0.0, 2.0), &device);
+        let out = model.forward(x).unwrap().into_features(&device).unwrap();
+        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    model.set_training(false);
+    let int8 = convert(&model).unwrap();
+    let path = std::env::temp_dir().join(format!("burn-qat-bn-{}.safetensors", std::process::id()));
+    int8.save(&path).unwrap();
+    let loaded = burn_qat::workflow::Int8Model::load(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let x = Tensor::<4>::random([16, 1, 8, 8], Distribution::Normal(0.0, 2.0), &device);
+    let qat_eval = logits(&mut model, x.clone());
+    let eval_device = Device::flex();
+    let int8_out = to_vec(&loaded.forward(x.inner()).unwrap().into_features(&eval_device).unwrap());
+    assert_bits_eq("standalone BN: int8 vs QAT eval", &int8_out, &qat_eval);
+}

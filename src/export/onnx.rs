@@ -119,6 +119,7 @@ fn layer_kind(layer: &Int8Layer) -> &'static str {
         Int8Layer::DeQuantize => "DeQuantize",
         Int8Layer::Conv2d(_) => "quantized Conv2d",
         Int8Layer::Linear(_) => "quantized Linear",
+        Int8Layer::BatchNorm2d(_) => "quantized BatchNorm2d",
         Int8Layer::Relu => "ReLU",
         Int8Layer::MaxPool2d(_) => "MaxPool2d",
         Int8Layer::AvgPool2d(_) => "AvgPool2d",
@@ -185,6 +186,7 @@ impl Builder {
             }
             Int8Layer::Conv2d(m) => self.conv(m, path, cur),
             Int8Layer::Linear(m) => self.linear(m, path, cur),
+            Int8Layer::BatchNorm2d(m) => self.batch_norm(m, path, cur),
             Int8Layer::Relu => self.same_qparams(path, cur, "Relu", vec![], &[], |s| s.to_vec()),
             Int8Layer::Relu6 => {
                 // Clamped in step units, [0, quantize(6) - z], so the bound is the int8 engine's
@@ -350,6 +352,33 @@ impl Builder {
             float = name;
         }
         self.quantize(path, &float, output, true)
+    }
+
+    /// `z_out + rne(f32(q - z_in) * m_c + b_c)`: in step units (DequantizeLinear with scale 1
+    /// and the input zero point, Mul, Add, QuantizeLinear with scale 1 and the output zero
+    /// point), the runtime computes the same f32 multiply and add the int8 engine does.
+    fn batch_norm(&mut self, m: &quantized::BatchNorm2d, path: &str, cur: Wire) -> Result<Wire> {
+        let q = cur.quantized(path)?;
+        check_input_qparams(path, q, m.input)?;
+        let [_, c, _, _] = cur.image(path)?;
+        if c != m.channels() {
+            return Err(QatError::shape(path, format!("{} channels", m.channels()), format!("{:?}", cur.shape)));
+        }
+        let per_channel = |v: &[f32]| (vec![1, v.len() as i64, 1, 1], v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+        let (dims, raw) = per_channel(&m.multiplier);
+        let multiplier = self.initializer(&format!("{path}.multiplier"), data_type::FLOAT, dims, raw)?;
+        let (dims, raw) = per_channel(&m.offset);
+        let offset = self.initializer(&format!("{path}.offset"), data_type::FLOAT, dims, raw)?;
+        let x = self.unique(&format!("{path}.input_dequantize"))?;
+        self.dequantize(&x, &cur.name, ActivationQParams { scale: 1.0, ..q })?;
+        let scaled = self.unique(&format!("{path}.mul"))?;
+        self.node("Mul", &scaled, &[&x, &multiplier], vec![]);
+        let shifted = self.unique(&format!("{path}.add"))?;
+        self.node("Add", &shifted, &[&scaled, &offset], vec![]);
+        let out = if m.relu { m.output.zero_point.max(m.output.quant_min) } else { m.output.quant_min };
+        let steps = ActivationQParams { scale: 1.0, quant_min: out, ..m.output };
+        let name = self.quantize(path, &shifted, steps, true)?;
+        Ok(Wire { name, shape: cur.shape, qparams: Some(m.output) })
     }
 
     /// Max or average pooling over square windows without padding.

@@ -14,7 +14,7 @@ use crate::nn::quantized::{self, ActivationQParams};
 use crate::nn::tensor_util::host_values;
 use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
 
-fn output_qparams(fq: &Option<FakeQuantize>, layer: &str) -> Result<ActivationQParams> {
+pub(crate) fn output_qparams(fq: &Option<FakeQuantize>, layer: &str) -> Result<ActivationQParams> {
     fq.as_ref()
         .ok_or_else(|| {
             QatError::config(format!(

@@ -31,6 +31,7 @@ pub enum Layer {
     ConvReLU2d(intrinsic::ConvReLU2d),
     LinearReLU(intrinsic::LinearReLU),
     LinearBn1d(intrinsic::LinearBn1d),
+    BNReLU2d(intrinsic::BNReLU2d),
 }
 
 /// `relu?(body(x) + x)`: a residual block with an identity shortcut.
@@ -95,6 +96,7 @@ impl Layer {
             Self::ConvReLU2d(_) => "ConvReLU2d",
             Self::LinearReLU(_) => "LinearReLU",
             Self::LinearBn1d(_) => "LinearBn1d",
+            Self::BNReLU2d(_) => "BNReLU2d",
         }
     }
 
@@ -105,6 +107,7 @@ impl Layer {
             Self::LinearBn1d(m) => m.bn.training = training,
             Self::ConvBn2d(m) => m.bn.training = training,
             Self::ConvBnReLU2d(m) => m.bn.training = training,
+            Self::BNReLU2d(m) => m.bn.training = training,
             Self::Residual(r) => r.body.iter_mut().for_each(|l| l.layer.set_training(training)),
             _ => {}
         }
@@ -136,6 +139,7 @@ impl Layer {
             Self::ConvBnReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
             Self::ConvReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
             Self::LinearReLU(m) => Value::Features(m.forward(x.features(name)?)?),
+            Self::BNReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
         })
     }
 }
@@ -238,6 +242,11 @@ fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Laye
             Layer::Linear(linear) if matches!(rest.peek().map(|l| &l.layer), Some(Layer::Relu(_))) => {
                 rest.next();
                 Layer::LinearReLU(intrinsic::LinearReLU { linear })
+            }
+            // A batch norm no conv precedes, then a ReLU: PyTorch's BNReLU2d.
+            Layer::BatchNorm2d(bn) if matches!(rest.peek().map(|l| &l.layer), Some(Layer::Relu(_))) => {
+                rest.next();
+                Layer::BNReLU2d(intrinsic::BNReLU2d { bn })
             }
             Layer::Residual(r) => Layer::Residual(Residual { body: fuse_layers(r.body, &format!("{prefix}{name}."))?, relu: r.relu }),
             other => other,

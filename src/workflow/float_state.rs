@@ -37,6 +37,7 @@ pub(crate) fn write_float_layer(layer: &Layer, prefix: &str, out: &mut StateDict
             m.bn.write_state(&join(prefix, "1."), out);
         }
         Layer::ConvReLU2d(m) => conv(&m.conv, &join(prefix, "0."), out),
+        Layer::BNReLU2d(m) => m.bn.write_state(&join(prefix, "0."), out),
         Layer::LinearReLU(m) => linear(&m.linear, &join(prefix, "0."), out),
         Layer::Residual(r) => r.body.iter().for_each(|l| write_float_layer(&l.layer, &join(prefix, &format!("body.{}.", l.name)), out)),
         Layer::QuantStub(_)
@@ -80,6 +81,7 @@ pub(crate) fn read_float_layer(layer: &mut Layer, prefix: &str, reader: &mut Sta
             m.bn.read_state(bn_keys(&join(prefix, "1.")), reader);
         }
         Layer::ConvReLU2d(m) => conv(&mut m.conv, &join(prefix, "0."), reader),
+        Layer::BNReLU2d(m) => m.bn.read_state(bn_keys(&join(prefix, "0.")), reader),
         Layer::LinearReLU(m) => linear(&mut m.linear, &join(prefix, "0."), reader),
         Layer::Residual(r) => {
             r.body.iter_mut().for_each(|l| read_float_layer(&mut l.layer, &join(prefix, &format!("body.{}.", l.name)), reader))

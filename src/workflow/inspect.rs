@@ -166,6 +166,7 @@ fn take_output_fake_quant(layer: &mut QatLayer) -> Option<FakeQuantize> {
         QatLayer::Linear(m) => m.activation_post_process.take(),
         QatLayer::LinearReLU(m) => m.linear.activation_post_process.take(),
         QatLayer::LinearBn1d(m) => m.activation_post_process.take(),
+        QatLayer::BatchNorm2d(m) => m.activation_post_process.take(),
         _ => None,
     }
 }
@@ -181,6 +182,7 @@ fn kind(layer: &QatLayer) -> &'static str {
         QatLayer::Linear(_) => "Linear",
         QatLayer::LinearReLU(_) => "LinearReLU",
         QatLayer::LinearBn1d(_) => "LinearBn1d",
+        QatLayer::BatchNorm2d(m) => if m.relu { "BNReLU2d" } else { "BatchNorm2d" },
         QatLayer::Relu(_) => "ReLU",
         QatLayer::Relu6(_) => "ReLU6",
         QatLayer::AvgPool2d(_) => "AvgPool2d",

@@ -76,6 +76,13 @@ fn describe(layers: &[Named<Int8Layer>], prefix: &str, out: &mut StateDict) -> R
                 write_act(&format!("{p}.output"), &m.output, out);
                 json!({"kind": "Linear", "in_features": m.in_features, "out_features": m.out_features, "relu": m.relu})
             }
+            Int8Layer::BatchNorm2d(m) => {
+                out.insert(format!("{p}.multiplier"), TensorValue::f32_vec(m.multiplier.clone()));
+                out.insert(format!("{p}.offset"), TensorValue::f32_vec(m.offset.clone()));
+                write_act(&format!("{p}.input"), &m.input, out);
+                write_act(&format!("{p}.output"), &m.output, out);
+                json!({"kind": "BatchNorm2d", "channels": m.channels(), "relu": m.relu})
+            }
             Int8Layer::Residual { body, add } => {
                 write_act(&format!("{p}.add"), &add.output, out);
                 json!({"kind": "Residual", "relu": add.relu, "body": describe(body, &format!("{p}.body."), out)?})
@@ -228,6 +235,18 @@ fn build(architecture: &Json, prefix: &str, reader: &mut StateReader<'_>) -> Res
                         outq,
                         bool_of(item, "relu", &p)?,
                     )?),
+                    _ => return Err(missing(reader)),
+                }
+            }
+            "BatchNorm2d" => {
+                let c = usize_of(item, "channels", &p)?;
+                let multiplier = reader.f32(&format!("{p}.multiplier"), Some(&[c]));
+                let offset = reader.f32(&format!("{p}.offset"), Some(&[c]));
+                let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
+                match (multiplier, offset, input, output) {
+                    (Some((_, m)), Some((_, b)), Some(i), Some(o)) => {
+                        Int8Layer::BatchNorm2d(quantized::BatchNorm2d::from_parts(m, b, i, o, bool_of(item, "relu", &p)?)?)
+                    }
                     _ => return Err(missing(reader)),
                 }
             }

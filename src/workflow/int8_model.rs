@@ -18,6 +18,7 @@ pub enum Int8Layer {
     DeQuantize,
     Conv2d(quantized::Conv2d),
     Linear(quantized::Linear),
+    BatchNorm2d(quantized::BatchNorm2d),
     Relu,
     Relu6,
     MaxPool2d(MaxPool2d),
@@ -87,6 +88,10 @@ fn widen_ranges(layers: &mut [Named<Int8Layer>]) {
                 widen(&mut m.input);
                 widen(&mut m.output);
             }
+            Int8Layer::BatchNorm2d(m) => {
+                widen(&mut m.input);
+                widen(&mut m.output);
+            }
             Int8Layer::Residual { body, add } => {
                 widen_ranges(body);
                 widen(&mut add.output);
@@ -121,6 +126,7 @@ fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option
             QatLayer::Linear(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::LinearReLU(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::LinearBn1d(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
+            QatLayer::BatchNorm2d(m) => Int8Layer::BatchNorm2d(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::Relu(_) => Int8Layer::Relu,
             QatLayer::Relu6(_) => Int8Layer::Relu6,
             QatLayer::AvgPool2d(p) => Int8Layer::AvgPool2d(p.clone()),
@@ -147,6 +153,7 @@ fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option
         match &layer {
             Int8Layer::Conv2d(m) => *current = Some(m.output),
             Int8Layer::Linear(m) => *current = Some(m.output),
+            Int8Layer::BatchNorm2d(m) => *current = Some(m.output),
             _ => {}
         }
         out.push(Named { name: l.name.clone(), layer });
@@ -218,6 +225,8 @@ fn run_layers(layers: &[Named<Int8Layer>], mut value: Value, prefix: &str, engin
                 let x = value.quantized(&path)?;
                 Value::Quantized(if engine == Engine::Kernels { m.forward(&x)? } else { m.forward_reference(&x, device)? })
             }
+            // Elementwise in f32 either way: the kernel is its own reference.
+            Int8Layer::BatchNorm2d(m) => Value::Quantized(m.forward(&value.quantized(&path)?)?),
             Int8Layer::Relu => value.relu(),
             Int8Layer::Relu6 => value.relu6(),
             Int8Layer::AvgPool2d(p) => p.forward(value, &path)?,

@@ -11,6 +11,7 @@ mod inspect;
 mod int8_model;
 mod layers;
 mod pooling;
+mod qat_batch_norm;
 mod qat_model;
 mod qconfig_map;
 
@@ -22,5 +23,6 @@ pub use int8_io::FORMAT as INT8_FORMAT;
 pub use int8_model::{ConvertOptions, Int8Layer, Int8Model, convert, convert_with};
 pub use layers::{DeQuantStub, Flatten, Named, QuantStub, Relu, Relu6, Value};
 pub use pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+pub use qat_batch_norm::QatBatchNorm2d;
 pub use qat_model::{EvalArithmetic, QatLayer, QatModel, QatQuantStub, QatResidual, prepare_qat};
 pub use qconfig_map::QConfigMap;

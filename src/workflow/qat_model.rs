@@ -8,6 +8,7 @@ use burn::tensor::Tensor;
 use super::float_model::{FloatModel, Layer};
 use super::layers::{DeQuantStub, Flatten, Named, Relu, Relu6, Value};
 use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+use super::qat_batch_norm::QatBatchNorm2d;
 use super::qconfig_map::QConfigMap;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
@@ -51,6 +52,8 @@ pub enum QatLayer {
     GlobalAvgPool2d(GlobalAvgPool2d),
     Flatten(Flatten),
     Residual(QatResidual),
+    /// A `BatchNorm2d` or `BNReLU2d` no conv precedes, with its output fake quant.
+    BatchNorm2d(QatBatchNorm2d),
     /// A layer whose qconfig is `None`: left in float.
     Float(Layer),
 }
@@ -89,9 +92,11 @@ pub fn prepare_qat(model: FloatModel, qconfig: impl Into<QConfigMap>) -> Result<
 }
 
 fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, consistent: &mut bool) -> Result<Vec<Named<QatLayer>>> {
+    let mut after_conv_or_linear = false;
     layers
         .into_iter()
         .map(|Named { name, layer }| {
+            let follows_foldable = std::mem::replace(&mut after_conv_or_linear, matches!(layer, Layer::Conv2d(_) | Layer::Linear(_)));
             let path = format!("{prefix}{name}");
             let Some(q) = map.get(&path).cloned() else {
                 return Ok(Named { name, layer: QatLayer::Float(layer) });
@@ -118,9 +123,17 @@ fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, con
                     relu: r.relu,
                     add: q.activation.init()?,
                 }),
-                Layer::BatchNorm2d(_) | Layer::BatchNorm1d(_) => {
+                // Right after a conv or linear, a batch norm folds into it: fuse() was forgotten.
+                Layer::BatchNorm2d(_) | Layer::BatchNorm1d(_) if follows_foldable => {
                     return Err(QatError::config(format!(
-                        "{path}: an unfused batch norm cannot be quantized; call fuse() first (it must follow a Conv2d or Linear), or give it qconfig None"
+                        "{path}: an unfused batch norm after a Conv2d or Linear; call fuse() first to fold it, or give it qconfig None"
+                    )));
+                }
+                Layer::BatchNorm2d(bn) => QatLayer::BatchNorm2d(QatBatchNorm2d { bn, relu: false, activation_post_process: Some(q.activation.init()?) }),
+                Layer::BNReLU2d(m) => QatLayer::BatchNorm2d(QatBatchNorm2d { bn: m.bn, relu: true, activation_post_process: Some(q.activation.init()?) }),
+                Layer::BatchNorm1d(_) => {
+                    return Err(QatError::config(format!(
+                        "{path}: a batch norm over features quantizes only folded into the Linear before it (fuse()); give it qconfig None to keep it in float"
                     )));
                 }
             };
@@ -145,6 +158,7 @@ impl QatLayer {
             Self::Linear(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::LinearReLU(m) => Value::Features(m.forward(x.features(name)?)?),
             Self::LinearBn1d(m) => Value::Features(m.forward(x.features(name)?)?),
+            Self::BatchNorm2d(m) => Value::Image(m.forward(x.image(name)?, name)?),
             Self::Relu(_) => x.relu(),
             Self::MaxPool2d(p) => p.forward(x, name)?,
             Self::AvgPool2d(p) => p.forward(x, name)?,
@@ -177,6 +191,7 @@ impl QatLayer {
             Self::Linear(m) => vec![m],
             Self::LinearReLU(m) => vec![m],
             Self::LinearBn1d(m) => vec![m],
+            Self::BatchNorm2d(m) => vec![m],
             _ => vec![],
         }
     }
@@ -235,6 +250,7 @@ impl QatModule for QatModel {
                     QatLayer::Linear(m) => out.extend(m.fake_quants_mut()),
                     QatLayer::LinearReLU(m) => out.extend(m.fake_quants_mut()),
                     QatLayer::LinearBn1d(m) => out.extend(m.fake_quants_mut()),
+                    QatLayer::BatchNorm2d(m) => out.extend(m.fake_quants_mut()),
                     _ => {}
                 }
             }
@@ -270,6 +286,7 @@ fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
             QatLayer::Linear(m) => m.write_state(&p, out),
             QatLayer::LinearReLU(m) => m.write_state(&p, out),
             QatLayer::LinearBn1d(m) => m.write_state(&p, out),
+            QatLayer::BatchNorm2d(m) => m.write_state(&p, out),
             QatLayer::Residual(r) => {
                 write_layers(&r.body, &join(&p, "body."), out);
                 r.add.write_state(&join(&p, "add.activation_post_process."), out);
@@ -299,6 +316,7 @@ fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateR
             QatLayer::Linear(m) => m.read_state(&p, reader),
             QatLayer::LinearReLU(m) => m.read_state(&p, reader),
             QatLayer::LinearBn1d(m) => m.read_state(&p, reader),
+            QatLayer::BatchNorm2d(m) => m.read_state(&p, reader),
             QatLayer::Residual(r) => {
                 read_layers(&mut r.body, &join(&p, "body."), reader);
                 r.add.read_state(&join(&p, "add.activation_post_process."), reader);

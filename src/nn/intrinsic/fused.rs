@@ -29,6 +29,18 @@ pub struct ConvReLU2d {
     pub conv: float::Conv2d,
 }
 
+/// BatchNorm2d then ReLU, where no conv precedes the BN (`torch.ao.nn.intrinsic.BNReLU2d`).
+#[derive(Module, Debug)]
+pub struct BNReLU2d {
+    pub bn: BatchNorm,
+}
+
+impl BNReLU2d {
+    pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
+        Ok(relu(self.bn.forward(x, "BNReLU2d")?))
+    }
+}
+
 /// Linear then BatchNorm1d.
 #[derive(Module, Debug)]
 pub struct LinearBn1d {

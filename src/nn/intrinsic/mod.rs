@@ -3,4 +3,4 @@
 mod fused;
 pub mod qat;
 
-pub use fused::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU, fuse_conv_bn_weights};
+pub use fused::{BNReLU2d, ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU, fuse_conv_bn_weights};

@@ -6,6 +6,7 @@
 //! conv, which scatters; each has an f64 reference path ([`Conv2d::forward_reference`], ...).
 
 mod add;
+mod batch_norm;
 mod conv;
 mod conv1d;
 mod conv3d;
@@ -19,6 +20,7 @@ mod reference;
 mod transpose_kernel;
 
 pub use add::Add;
+pub use batch_norm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use conv_transpose::ConvTranspose2d;
 pub use conv1d::Conv1d;
