@@ -66,6 +66,18 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     pub(crate) fn new(config: &ConvBnConfig<D, O>, device: &burn::tensor::Device) -> Result<Self> {
         config.conv.validate()?;
         let options = config.conv.clone();
+        // BN folding scales one weight slice per output channel. A grouped transposed conv's
+        // weight axis 1 holds out / groups channels, shared across groups: not foldable as is.
+        let slices = options.weight_shape()[O::WEIGHT_CHANNEL_AXIS];
+        if slices != options.out_channels() {
+            return Err(QatError::config(format!(
+                "{}Bn{}: BN folding needs one weight slice per output channel on weight axis {}, but it has {slices} for {} output channels (a grouped transposed conv); use groups = 1",
+                O::PREFIX,
+                O::DIMS,
+                O::WEIGHT_CHANNEL_AXIS,
+                options.out_channels()
+            )));
+        }
         let qconfig = config.qconfig.clone().with_weight_channel_axis(O::WEIGHT_CHANNEL_AXIS);
         let bound = 1.0 / (options.fan_in() as f64).sqrt();
         let weight = uniform_param(options.weight_shape(), -bound, bound, device);
