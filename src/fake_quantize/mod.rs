@@ -20,7 +20,7 @@ pub use config::{FakeQuantizeConfig, FakeQuantizeVariant};
 use burn::tensor::Tensor;
 
 use crate::error::{QatError, Result};
-use crate::observer::{Observer, channel_min_max, tensor_values};
+use crate::observer::{Observer, tensor_min_max};
 use crate::ops::{FakeQuantParams, fake_quantize};
 use crate::quant::QParams;
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
@@ -111,7 +111,11 @@ impl FakeQuantize {
             )));
         }
         if axis >= dims.len() || dims.iter().product::<usize>() != weight.len() {
-            return Err(QatError::shape(layer, format!("a weight of shape {dims:?} with channels on axis {axis}"), format!("{} values", weight.len())));
+            return Err(QatError::shape(
+                layer,
+                format!("a weight of shape {dims:?} with channels on axis {axis}"),
+                format!("{} values", weight.len()),
+            ));
         }
         let channels = dims[axis];
         let q = self.calculate_qparams();
@@ -186,7 +190,8 @@ impl FakeQuantize {
             }
             FakeQuantizeVariant::FusedMovingAverage { averaging_constant } => {
                 if self.observer_enabled {
-                    let (lo, hi) = channel_min_max(&tensor_values(&x), &x.dims(), self.observer.ch_axis())?;
+                    self.observer.check_axis(&x.dims())?;
+                    let (lo, hi) = tensor_min_max(&x, self.observer.ch_axis())?;
                     self.observer.update_fused(lo, hi, averaging_constant);
                 }
                 if self.fake_quant_enabled {

@@ -4,11 +4,12 @@
 //! in f64, as PyTorch's CPU kernel does, before rounding to the parameter dtype.
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 use super::qat::{read_param, write_param};
 use super::tensor_util::{channel_shape, host_tensor, host_values};
 use crate::error::{QatError, Result};
+use crate::ops::{BnApplyParams, BnPreValues, bn_batch_stats, bn_train_apply};
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
 
 /// `BatchNorm{1,2,3}d(num_features, eps, momentum, affine=True, track_running_stats=True)`.
@@ -38,6 +39,10 @@ pub struct BatchNorm {
     /// Round running statistics to f32 after each update, as an f32 PyTorch module stores them.
     #[module(skip)]
     f32_state: bool,
+    /// Training forward on the fused batch-norm ops (`crate::ops::bn_train_apply`) rather than
+    /// composed stock ops (the reference path, kept for testing).
+    #[module(skip)]
+    fused: bool,
 }
 
 impl BatchNorm {
@@ -65,6 +70,7 @@ impl BatchNorm {
             training: true,
             frozen: false,
             f32_state: true,
+            fused: true,
         })
     }
 
@@ -79,6 +85,17 @@ impl BatchNorm {
     pub fn unfreeze_stats(&mut self) {
         self.frozen = false;
         self.training = true;
+    }
+
+    /// Runs the training forward on the fused ops (the default) or, when `false`, on the
+    /// composed reference implementation. Both compute PyTorch's batch norm; they differ only
+    /// in summation order (the fused ops accumulate statistics in f64, as PyTorch's CPU kernel).
+    pub fn use_fused_kernels(&mut self, on: bool) {
+        self.fused = on;
+    }
+
+    pub fn uses_fused_kernels(&self) -> bool {
+        self.fused
     }
 
     pub fn is_frozen(&self) -> bool {
@@ -154,7 +171,64 @@ impl BatchNorm {
         if D < 2 || dims[1] != c {
             return Err(QatError::shape(layer, format!("input [N, {c}, ...]"), format!("{dims:?}")));
         }
-        if self.training { self.forward_train(x, layer) } else { Ok(self.forward_eval(x)) }
+        if !self.training {
+            return Ok(self.forward_eval(x));
+        }
+        if self.fused_train_applies(&x, &[]) {
+            return self.forward_train_fused(x, None, None, false, layer);
+        }
+        self.forward_train(x, layer)
+    }
+
+    /// Whether [`forward_train_fused`](Self::forward_train_fused) takes `x` (and the
+    /// pre-transform tensors `extra`): training with the fused ops on, f32 or f64 data, every
+    /// tensor in one dtype.
+    pub(crate) fn fused_train_applies<const D: usize>(&self, x: &Tensor<D>, extra: &[&Tensor<1>]) -> bool {
+        let dtype = x.dtype();
+        self.training
+            && self.fused
+            && D >= 2
+            && matches!(dtype, DType::F32 | DType::F64)
+            && self.weight.val().dtype() == dtype
+            && self.bias.val().dtype() == dtype
+            && extra.iter().all(|t| t.dtype() == dtype)
+    }
+
+    /// The training forward on the fused ops: `y = z / div + add` per channel (the approximate
+    /// BN fold's pre-transform; either step optional), batch statistics of `y` in f64 (which also
+    /// update the running ones), then `max?(gamma * (y - mean) / sqrt(var + eps) + beta, 0)`.
+    pub(crate) fn forward_train_fused<const D: usize>(
+        &mut self,
+        z: Tensor<D>,
+        div: Option<Tensor<1>>,
+        add: Option<Tensor<1>>,
+        relu: bool,
+        layer: &str,
+    ) -> Result<Tensor<D>> {
+        let dims = z.dims();
+        let c = self.num_features();
+        if D < 2 || dims[1] != c {
+            return Err(QatError::shape(layer, format!("input [N, {c}, ...]"), format!("{dims:?}")));
+        }
+        let per_channel = dims.iter().product::<usize>() / c;
+        if per_channel <= 1 {
+            return Err(QatError::SingleValuePerChannel { layer: layer.to_string(), shape: dims.to_vec() });
+        }
+        let pre = BnPreValues { div: div.as_ref().map(host_values), add: add.as_ref().map(host_values) };
+        let stats = bn_batch_stats(&z, pre);
+        self.update_from_batch_stats(&stats, per_channel);
+        let count = per_channel as f64;
+        let params = BnApplyParams {
+            has_div: div.is_some(),
+            has_add: add.is_some(),
+            relu,
+            mean: stats.iter().map(|s| s.0).collect(),
+            invstd: stats.iter().map(|s| 1.0 / (s.1 / count + self.eps).sqrt()).collect(),
+        };
+        let unused = || self.weight.val().detach();
+        let div = div.unwrap_or_else(unused);
+        let add = add.unwrap_or_else(unused);
+        Ok(bn_train_apply(z, div, add, self.weight.val(), self.bias.val(), params))
     }
 
     fn forward_eval<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
@@ -194,11 +268,21 @@ impl BatchNorm {
     pub(crate) fn update_running_stats<const D: usize>(&mut self, x: &Tensor<D>, per_channel: usize) {
         let c = self.num_features();
         let values = host_values(&x.clone().detach().swap_dims(0, 1).reshape([c, per_channel]));
+        let stats: Vec<(f64, f64)> = values
+            .chunks(per_channel)
+            .map(|row| {
+                let mean = row.iter().sum::<f64>() / per_channel as f64;
+                (mean, row.iter().map(|v| (v - mean) * (v - mean)).sum())
+            })
+            .collect();
+        self.update_from_batch_stats(&stats, per_channel);
+    }
+
+    /// The running-statistics update from per-channel `(mean, sum of squared deviations)`.
+    fn update_from_batch_stats(&mut self, stats: &[(f64, f64)], per_channel: usize) {
         self.num_batches_tracked += 1;
         let m = self.momentum.unwrap_or(1.0 / self.num_batches_tracked as f64);
-        for (ch, row) in values.chunks(per_channel).enumerate() {
-            let mean = row.iter().sum::<f64>() / per_channel as f64;
-            let var_sum: f64 = row.iter().map(|v| (v - mean) * (v - mean)).sum();
+        for (ch, &(mean, var_sum)) in stats.iter().enumerate() {
             let unbiased = var_sum / (per_channel - 1) as f64;
             self.running_mean[ch] = self.round(m * mean + (1.0 - m) * self.running_mean[ch]);
             self.running_var[ch] = self.round(m * unbiased + (1.0 - m) * self.running_var[ch]);

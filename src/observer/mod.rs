@@ -7,7 +7,7 @@ mod config;
 mod stats;
 
 pub use config::{Averaging, ObserverConfig};
-pub use stats::{channel_min_max, tensor_values};
+pub use stats::{channel_min_max, tensor_min_max, tensor_values};
 
 use burn::tensor::Tensor;
 
@@ -74,8 +74,9 @@ impl Observer {
         if shape.contains(&0) {
             return Ok(());
         }
-        let values = tensor_values(x);
-        self.observe_values(&values, &shape)
+        self.check_axis(&shape)?;
+        let (cur_min, cur_max) = tensor_min_max(x, self.ch_axis())?;
+        self.update_checked(cur_min, cur_max, &shape)
     }
 
     /// [`observe`](Self::observe) on host values with their shape.
@@ -83,8 +84,14 @@ impl Observer {
         if values.is_empty() {
             return Ok(());
         }
-        let axis = self.ch_axis();
-        if let Some(axis) = axis
+        self.check_axis(shape)?;
+        let (cur_min, cur_max) = channel_min_max(values, shape, self.ch_axis())?;
+        self.update_checked(cur_min, cur_max, shape)
+    }
+
+    /// A typed error when a per-channel observer's axis is not in `shape`.
+    pub(crate) fn check_axis(&self, shape: &[usize]) -> Result<()> {
+        if let Some(axis) = self.ch_axis()
             && axis >= shape.len()
         {
             return Err(QatError::shape(
@@ -93,8 +100,11 @@ impl Observer {
                 format!("{shape:?}"),
             ));
         }
-        let (cur_min, cur_max) = channel_min_max(values, shape, axis)?;
-        if axis.is_some() && self.has_observed() && self.min_val.len() != cur_min.len() {
+        Ok(())
+    }
+
+    fn update_checked(&mut self, cur_min: Vec<f32>, cur_max: Vec<f32>, shape: &[usize]) -> Result<()> {
+        if self.ch_axis().is_some() && self.has_observed() && self.min_val.len() != cur_min.len() {
             return Err(QatError::shape(
                 "per-channel observer",
                 format!("{} channels, as observed before", self.min_val.len()),

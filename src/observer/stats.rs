@@ -1,4 +1,4 @@
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{QatError, Result};
@@ -6,6 +6,22 @@ use crate::error::{QatError, Result};
 /// A tensor's values on the host as f32 (the observers' working precision, as in PyTorch).
 pub fn tensor_values<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
     x.to_data().convert::<f32>().try_into_vec::<f32>().expect("float tensor data")
+}
+
+/// [`channel_min_max`] of a tensor, computed on its own buffer (no host copy) for f32 and f64.
+pub fn tensor_min_max<const D: usize>(x: &Tensor<D>, axis: Option<usize>) -> Result<(Vec<f32>, Vec<f32>)> {
+    if !matches!(x.dtype(), DType::F32 | DType::F64) {
+        return channel_min_max(&tensor_values(x), &x.dims(), axis);
+    }
+    let (min, max, finite) = crate::ops::min_max(x, axis);
+    if !finite {
+        return Err(non_finite());
+    }
+    Ok((min, max))
+}
+
+fn non_finite() -> QatError {
+    QatError::NonFinite { context: "observer".into(), what: "an observed value (NaN or infinity)".into() }
 }
 
 /// Min and max over the whole tensor (`axis: None`) or per index of `axis`, in one pass.
@@ -43,7 +59,7 @@ pub fn channel_min_max(values: &[f32], shape: &[usize], axis: Option<usize>) -> 
         }
     }
     if !all_finite {
-        return Err(QatError::NonFinite { context: "observer".into(), what: "an observed value (NaN or infinity)".into() });
+        return Err(non_finite());
     }
     Ok((min, max))
 }

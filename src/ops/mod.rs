@@ -1,5 +1,7 @@
 //! Tensor ops with their own backward. The only module that touches burn's backend internals.
 
+mod bn_kernel;
+mod bn_train;
 mod conv2d;
 mod conv2d_bias;
 mod conv2d_depthwise;
@@ -9,6 +11,9 @@ mod conv2d_shape;
 mod conv2d_simd;
 mod fake_quant;
 mod fake_quant_kernel;
+mod minmax;
 
+pub use bn_train::{BnApplyParams, BnPreValues, bn_batch_stats, bn_train_apply};
 pub use conv2d::conv2d;
 pub use fake_quant::{FakeQuantParams, fake_quantize};
+pub use minmax::min_max;

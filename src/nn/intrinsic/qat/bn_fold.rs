@@ -3,6 +3,7 @@
 //! geometry, or a matmul. `op(w)` computes the layer without bias for a weight `w`.
 
 use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
 
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
@@ -34,14 +35,35 @@ pub(crate) fn approximate<const D: usize, const W: usize>(
     op: impl Fn(Tensor<W>) -> Tensor<D>,
     layer: &str,
 ) -> Result<Tensor<D>> {
+    approximate_relu(weight, weight_axis, bias, bn, fq, op, false, layer)
+}
+
+/// [`approximate`], followed by a ReLU when `with_relu`. In training with the fused BN ops on,
+/// the division, the bias, the BN and the ReLU run as one op (`BatchNorm::forward_train_fused`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn approximate_relu<const D: usize, const W: usize>(
+    weight: Tensor<W>,
+    weight_axis: usize,
+    bias: Option<Tensor<1>>,
+    bn: &mut BatchNorm,
+    fq: &mut FakeQuantize,
+    op: impl Fn(Tensor<W>) -> Tensor<D>,
+    with_relu: bool,
+    layer: &str,
+) -> Result<Tensor<D>> {
     let c = bn.num_features();
     let sf = scale_factor(bn);
     let y = op(folded_weight(weight, sf.clone(), weight_axis, fq, layer)?);
+    let extra: Vec<&Tensor<1>> = std::iter::once(&sf).chain(bias.as_ref()).collect();
+    if bn.fused_train_applies(&y, &extra) {
+        return bn.forward_train_fused(y, Some(sf), bias, with_relu, layer);
+    }
     let mut y = y / sf.reshape(channel_shape::<D>(c));
     if let Some(bias) = bias {
         y = y + bias.reshape(channel_shape::<D>(c));
     }
-    bn.forward(y, layer)
+    let y = bn.forward(y, layer)?;
+    Ok(if with_relu { relu(y) } else { y })
 }
 
 /// PyTorch's `_forward_slow` (Krishnamoorthi 2018): in training, the float op gives the batch

@@ -179,10 +179,14 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
         let bias = self.bias.as_ref().map(Param::val);
         let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
         let y = match (self.folding, gamma_has_zero) {
-            (BnFolding::Approximate, false) => bn_fold::approximate(weight, O::WEIGHT_CHANNEL_AXIS, bias, bn, fq, conv, layer)?,
-            _ => bn_fold::exact(weight, O::WEIGHT_CHANNEL_AXIS, bias, bn, fq, conv, layer)?,
+            (BnFolding::Approximate, false) => {
+                bn_fold::approximate_relu(weight, O::WEIGHT_CHANNEL_AXIS, bias, bn, fq, conv, fused_relu, layer)?
+            }
+            _ => {
+                let y = bn_fold::exact(weight, O::WEIGHT_CHANNEL_AXIS, bias, bn, fq, conv, layer)?;
+                if fused_relu { relu(y) } else { y }
+            }
         };
-        let y = if fused_relu { relu(y) } else { y };
         self.activation_post_process.apply(y, layer)
     }
 
