@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every bench case on both sides, interleaved: for each round, for each case, ours then
 # PyTorch's (A B A B ...), THREADS threads each (default 2), and prints a table of the medians
-# with the ratio ours / PyTorch's, then the QAT-step / float-step and int8 / f32 ratios.
+# with the ratio ours / PyTorch's, then the QAT-step / float-step and int8 / f32 ratios, then
+# the step cases' peak memory (peak_mb; ours only when the binary installs PeakAlloc).
 #
 #   bench/compare.sh [iters] [rounds]          # defaults: 10 iters, 5 rounds
 #
@@ -9,7 +10,8 @@
 # WARMUP untimed runs, then `iters` timed ones). The inference cases are far cheaper than
 # the others, so they run INFER_ITERS timed runs (default 10 x iters) on both sides.
 # Environment: PYTHON (default ~/torch-ref/bin/python, needs torch), THREADS (2), WARMUP (2),
-# INFER_ITERS, RAW (where the JSON lines go; default target/bench-compare.jsonl).
+# INFER_ITERS, RAW (where the JSON lines go; default target/bench-compare.jsonl), CASES (a
+# space-separated subset; default all).
 set -euo pipefail
 
 ITERS=${1:-10}
@@ -23,7 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 RAW=${RAW:-$ROOT/target/bench-compare.jsonl}
 
-CASES=(
+ALL_CASES=(
   convbnrelu2d
   dwconvbnrelu2d
   linearrelu
@@ -31,11 +33,19 @@ CASES=(
   float-step-lenet
   qat-step-resnet-tiny
   float-step-resnet-tiny
+  qat-step-mobilenetv2-tiny
+  float-step-mobilenetv2-tiny
   int8-infer-lenet-b1
   f32-infer-lenet-b1
   int8-infer-lenet-b32
   f32-infer-lenet-b32
+  int8-infer-mobilenetv2-tiny-b1
+  f32-infer-mobilenetv2-tiny-b1
+  int8-infer-mobilenetv2-tiny-b32
+  f32-infer-mobilenetv2-tiny-b32
 )
+# CASES="a b c" runs a subset, in the given order.
+if [[ -n ${CASES:-} ]]; then read -r -a CASES <<< "$CASES"; else CASES=("${ALL_CASES[@]}"); fi
 
 "$PYTHON" -c 'import torch' 2>/dev/null || { echo "error: $PYTHON cannot import torch (set PYTHON=...)" >&2; exit 1; }
 cargo build --release --quiet
@@ -66,11 +76,16 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 import json, statistics, sys
 
 raw, cases = sys.argv[1], sys.argv[2:]
-runs = {}
+runs, peaks = {}, {}
 for line in open(raw):
     r = json.loads(line)
-    runs.setdefault((r["side"], r["result"]["case"]), []).append(r["result"]["median_ms"])
+    key = (r["side"], r["result"]["case"])
+    runs.setdefault(key, []).append(r["result"]["median_ms"])
+    if "peak_mb" in r["result"]:
+        peaks.setdefault(key, []).append(r["result"]["peak_mb"])
 med = {k: statistics.median(v) for k, v in runs.items()}
+peak = {k: statistics.median(v) for k, v in peaks.items()}
+cases = [c for c in cases if ("ours", c) in med]  # a CASES=... subset
 
 def spread(side, c):
     v = runs[(side, c)]
@@ -86,10 +101,27 @@ for c in cases:
 print()
 print(f"| {'ratio of medians':<58} | {'ours':>6} | {'PyTorch':>7} |")
 print(f"|{'-' * 60}|{'-' * 7}:|{'-' * 8}:|")
-def row(name, a, b):
-    print(f"| {name:<58} | {med[('ours', a)] / med[('ours', b)]:>5.2f}x | {med[('pytorch', a)] / med[('pytorch', b)]:>6.2f}x |")
-for m in ("lenet", "resnet-tiny"):
+def row(name, a, b, table=med):
+    if all((side, c) in table for side in ("ours", "pytorch") for c in (a, b)):
+        print(f"| {name:<58} | {table[('ours', a)] / table[('ours', b)]:>5.2f}x | {table[('pytorch', a)] / table[('pytorch', b)]:>6.2f}x |")
+for m in ("lenet", "resnet-tiny", "mobilenetv2-tiny"):
     row(f"qat-step-{m} / float-step-{m}", f"qat-step-{m}", f"float-step-{m}")
-for b in ("b1", "b32"):
-    row(f"int8 speed-up: f32-infer-lenet-{b} / int8-infer-lenet-{b}", f"f32-infer-lenet-{b}", f"int8-infer-lenet-{b}")
+for m in ("lenet", "mobilenetv2-tiny"):
+    for b in ("b1", "b32"):
+        row(f"int8 speed-up: f32-infer-{m}-{b} / int8-infer-{m}-{b}", f"f32-infer-{m}-{b}", f"int8-infer-{m}-{b}")
+
+# Peak memory of the training steps (MiB above the level before the timed runs; see README).
+stepped = [c for c in cases if ("ours", c) in peak or ("pytorch", c) in peak]
+if stepped:
+    fmt = lambda side, c: f"{peak[(side, c)]:.1f}" if (side, c) in peak else "-"
+    print()
+    print(f"| {'peak memory, MiB':<28} | {'ours':>8} | {'PyTorch':>8} |")
+    print(f"|{'-' * 30}|{'-' * 9}:|{'-' * 9}:|")
+    for c in stepped:
+        print(f"| {c:<28} | {fmt('ours', c):>8} | {fmt('pytorch', c):>8} |")
+    print()
+    print(f"| {'peak ratio':<58} | {'ours':>6} | {'PyTorch':>7} |")
+    print(f"|{'-' * 60}|{'-' * 7}:|{'-' * 8}:|")
+    for m in ("lenet", "resnet-tiny", "mobilenetv2-tiny"):
+        row(f"qat-step-{m} / float-step-{m}", f"qat-step-{m}", f"float-step-{m}", peak)
 PY

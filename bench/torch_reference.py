@@ -4,8 +4,9 @@
     python bench/torch_reference.py <case|all> [--iters N] [--warmup N] [--threads T]
 
 prints, per case, {"case": ..., "median_ms": ..., "min_ms": ..., "max_ms": ..., "iters": ...,
-"threads": ...}. Needs only torch (CPU). Every case mirrors src/bench/ in the Rust crate; the
-models copy the layer structure of src/models/float_models.rs.
+"threads": ...}, and for the training steps "peak_mb" last. Needs only torch (CPU). Every case
+mirrors src/bench/ in the Rust crate; the models copy the layer structure of
+src/models/float_models.rs and src/models/mobilenet.rs.
 """
 
 import argparse
@@ -21,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization import DeQuantStub, QuantStub, convert, fuse_modules_qat, get_default_qat_qconfig, prepare_qat
+from torch.profiler import ProfilerActivity, profile
+from torch.profiler._memory_profiler import Action, MemoryProfile
 
 # torch.ao.quantization's deprecation notices go to stderr on every run; they say nothing here.
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -34,10 +37,16 @@ CASES = [
     "float-step-lenet",
     "qat-step-resnet-tiny",
     "float-step-resnet-tiny",
+    "qat-step-mobilenetv2-tiny",
+    "float-step-mobilenetv2-tiny",
     "int8-infer-lenet-b1",
     "f32-infer-lenet-b1",
     "int8-infer-lenet-b32",
     "f32-infer-lenet-b32",
+    "int8-infer-mobilenetv2-tiny-b1",
+    "f32-infer-mobilenetv2-tiny-b1",
+    "int8-infer-mobilenetv2-tiny-b32",
+    "f32-infer-mobilenetv2-tiny-b32",
 ]
 
 BATCH = 64  # training-step batch
@@ -127,7 +136,67 @@ class ResNetTiny(nn.Module):
     ]
 
 
-MODELS = {"lenet": LeNet, "resnet-tiny": ResNetTiny}
+class InvertedResidual(nn.Module):
+    """A MobileNetV2 block as in src/models/mobilenet.rs: 1x1 expand Conv-BN-ReLU, 3x3 depthwise
+    Conv-BN-ReLU (stride here), 1x1 project Conv-BN, and an identity shortcut added back (no ReLU;
+    FloatFunctional, so prepare_qat gives the sum its output fake quant as ours) when the stride
+    is 1 and the widths match."""
+
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hidden = cin * expand
+        self.expand, self.expand_bn, self.expand_relu = nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU()
+        self.dw = nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False)
+        self.dw_bn, self.dw_relu = nn.BatchNorm2d(hidden), nn.ReLU()
+        self.project, self.project_bn = nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        self.residual = stride == 1 and cin == cout
+        if self.residual:
+            self.add = FloatFunctional()
+
+    def forward(self, x):
+        y = self.expand_relu(self.expand_bn(self.expand(x)))
+        y = self.dw_relu(self.dw_bn(self.dw(y)))
+        y = self.project_bn(self.project(y))
+        return self.add.add(y, x) if self.residual else y
+
+    def fuse_groups(self, prefix):
+        return [[prefix + n for n in group] for group in
+                (["expand", "expand_bn", "expand_relu"], ["dw", "dw_bn", "dw_relu"], ["project", "project_bn"])]
+
+
+class MobileNetV2Tiny(nn.Module):
+    """models::mobilenetv2_tiny: a stride-2 3x3 Conv-BN-ReLU stem (16), five inverted residual
+    blocks (out, stride, expansion), a 1x1 Conv-BN-ReLU to 128, global average pooling, flatten,
+    a Linear head. ReLU, not ReLU6, as ours (and as torchvision's quantizable MobileNetV2)."""
+
+    BLOCKS = [(16, 1, 2), (24, 2, 4), (24, 1, 4), (32, 2, 4), (32, 1, 4)]
+
+    def __init__(self):
+        super().__init__()
+        self.quant = QuantStub()
+        self.stem = nn.Conv2d(1, 16, 3, stride=2, padding=1, bias=False)
+        self.stem_bn, self.stem_relu = nn.BatchNorm2d(16), nn.ReLU()
+        blocks, cin = [], 16
+        for cout, stride, expand in self.BLOCKS:
+            blocks.append(InvertedResidual(cin, cout, stride, expand))
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.last, self.last_bn, self.last_relu = nn.Conv2d(cin, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU()
+        self.pool, self.flatten = nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        self.fc = nn.Linear(128, 10)
+        self.dequant = DeQuantStub()
+        self.fuse_groups = [["stem", "stem_bn", "stem_relu"], ["last", "last_bn", "last_relu"]]
+        for i, block in enumerate(self.blocks):
+            self.fuse_groups += block.fuse_groups(f"blocks.{i}.")
+
+    def forward(self, x):
+        x = self.stem_relu(self.stem_bn(self.stem(self.quant(x))))
+        x = self.blocks(x)
+        x = self.last_relu(self.last_bn(self.last(x)))
+        return self.dequant(self.fc(self.flatten(self.pool(x))))
+
+
+MODELS = {"lenet": LeNet, "resnet-tiny": ResNetTiny, "mobilenetv2-tiny": MobileNetV2Tiny}
 
 
 def prepared_qat(model):
@@ -163,10 +232,30 @@ def measure(case, work, iters, warmup):
 
 def json_line(r):
     """The same line, key order and rounding as the Rust side (BenchResult::json)."""
+    peak = f', "peak_mb": {r["peak_mb"]:.3f}' if "peak_mb" in r else ""
     return (
         f'{{"case": "{r["case"]}", "median_ms": {r["median_ms"]:.3f}, "min_ms": {r["min_ms"]:.3f}, '
-        f'"max_ms": {r["max_ms"]:.3f}, "iters": {r["iters"]}, "threads": {r["threads"]}}}'
+        f'"max_ms": {r["max_ms"]:.3f}, "iters": {r["iters"]}, "threads": {r["threads"]}{peak}}}'
     )
+
+
+def peak_mb(work, before=lambda: None):
+    """MiB (2^20 bytes) of tensor memory one `work()` holds at its busiest, above what was held
+    before it: the running sum of the allocations and frees torch.profiler records (its memory
+    timeline, a private API that export_memory_timeline also uses). Only tensors from PyTorch's
+    CPU allocator are counted, not Python objects or the autograd graph's own bookkeeping.
+    `before` runs outside the profile: what it frees is not part of the step."""
+    before()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        work()
+    current = peak = 0
+    for _, action, _, nbytes in MemoryProfile(prof.profiler.kineto_results).timeline:
+        if action == Action.CREATE:
+            current += nbytes
+        elif action == Action.DESTROY:
+            current -= nbytes
+        peak = max(peak, current)
+    return peak / 2**20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +309,8 @@ def bench_step(case, model_name, qat, iters, warmup):
     # F.cross_entropy, backward, SGD(momentum=0.9) step. qat-step-*: the model fused with
     # fuse_modules_qat and prepared with prepare_qat (fbgemm v1 qconfig; observers on, BN not
     # frozen: the first QAT epoch). float-step-*: the float model as built (unfused), train mode.
+    # peak_mb: one more step after the timed ones, profiled for memory; the previous step's
+    # gradients are freed first, as ours are gone by the end of a step (burn consumes them).
     model = MODELS[model_name]()
     model = prepared_qat(model) if qat else model.train()
     optim = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
@@ -232,17 +323,19 @@ def bench_step(case, model_name, qat, iters, warmup):
         loss.backward()
         optim.step()
 
-    return measure(case, work, iters, warmup)
+    result = measure(case, work, iters, warmup)
+    result["peak_mb"] = peak_mb(work, before=lambda: optim.zero_grad(set_to_none=True))
+    return result
 
 
-def bench_infer(case, int8, batch, iters, warmup):
-    # LeNet inference on [batch, 1, 28, 28] pixels under torch.no_grad. int8-infer-*: the model
+def bench_infer(case, model_name, int8, batch, iters, warmup):
+    # LeNet or MobileNetV2-tiny inference on [batch, 1, 28, 28] pixels under torch.no_grad. int8-infer-*: the model
     # fused, prepared (fbgemm v1 qconfig), calibrated by a few training-mode forwards, then
     # torch.ao.quantization.convert in eval on the fbgemm engine (quantized conv / linear
     # kernels; quantize at the input, dequantize at the output). f32-infer-*: the same float
     # model in eval, unfused (Conv2d, BatchNorm2d with running statistics, ReLU).
     torch.backends.quantized.engine = "fbgemm"
-    float_model = LeNet()
+    float_model = MODELS[model_name]()
     x = torch.rand(batch, 1, 28, 28)
     if int8:
         qat = prepared_qat(copy.deepcopy(float_model))
@@ -274,11 +367,12 @@ def run_case(case, iters, warmup):
             return bench_step(case, model_name, True, iters, warmup)
         if case == f"float-step-{model_name}":
             return bench_step(case, model_name, False, iters, warmup)
-    for batch in (1, 32):
-        if case == f"int8-infer-lenet-b{batch}":
-            return bench_infer(case, True, batch, iters, warmup)
-        if case == f"f32-infer-lenet-b{batch}":
-            return bench_infer(case, False, batch, iters, warmup)
+    for model_name in ("lenet", "mobilenetv2-tiny"):
+        for batch in (1, 32):
+            if case == f"int8-infer-{model_name}-b{batch}":
+                return bench_infer(case, model_name, True, batch, iters, warmup)
+            if case == f"f32-infer-{model_name}-b{batch}":
+                return bench_infer(case, model_name, False, batch, iters, warmup)
     raise ValueError(case)
 
 

@@ -5,6 +5,11 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// Counts heap bytes so that `bench` can report a training step's peak memory: two relaxed
+/// atomic updates per allocation, small next to the allocation itself.
+#[global_allocator]
+static ALLOC: burn_qat::bench::memory::PeakAlloc = burn_qat::bench::memory::PeakAlloc::new();
+
 fn main() -> ExitCode {
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,

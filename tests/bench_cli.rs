@@ -1,7 +1,22 @@
 //! `burn-qat bench` end to end: a case prints one JSON line with every key issue 5 names,
-//! `--threads` reaches rayon, and an unknown case fails naming the valid ones. Small runs only.
+//! `--threads` reaches rayon, every case runs, and an unknown case fails naming the valid ones.
+//! In process, with [`PeakAlloc`] as this test binary's allocator, the step cases report their
+//! peak memory. Small runs only.
 
 use std::process::{Command, Output};
+
+use burn_qat::bench::memory::{self, PeakAlloc};
+use burn_qat::bench::{BenchOptions, CASES, run_case};
+
+/// What the `burn-qat` binary is asked to install too, so `peak_mb` is tested here either way.
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc::new();
+
+const KEYS: [&str; 6] = ["case", "median_ms", "min_ms", "max_ms", "iters", "threads"];
+
+fn is_step(case: &str) -> bool {
+    case.contains("-step-")
+}
 
 fn burn_qat(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_burn-qat")).args(args).output().expect("the burn-qat binary runs")
@@ -17,10 +32,16 @@ fn bench_line(args: &[&str], case: &str, iters: u64) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {}", lines[0]));
     let object = v.as_object().expect("a JSON object");
     let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-    for key in ["case", "median_ms", "min_ms", "max_ms", "iters", "threads"] {
+    for key in KEYS {
         assert!(object.contains_key(key), "{key} missing from {v}");
     }
-    assert_eq!(keys.len(), 6, "exactly the six keys: {v}");
+    // peak_mb only for a training step, and only if the binary installs PeakAlloc.
+    if keys.len() == 7 {
+        assert!(is_step(case), "peak_mb on a case that is not a step: {v}");
+        assert!(v["peak_mb"].as_f64().is_some_and(|mb| mb > 0.0), "peak_mb: {v}");
+    } else {
+        assert_eq!(keys.len(), 6, "exactly the six keys: {v}");
+    }
     assert_eq!(v["case"], case);
     assert_eq!(v["iters"].as_u64(), Some(iters));
     assert!(v["threads"].as_u64().is_some_and(|t| t >= 1), "threads: {v}");
@@ -42,9 +63,44 @@ fn int8_inference_prints_one_json_line_with_the_threads_asked() {
 }
 
 #[test]
+fn the_mobilenetv2_tiny_cases_run() {
+    for case in CASES.iter().filter(|c| c.contains("mobilenetv2-tiny")) {
+        bench_line(&["bench", case, "--iters", "1", "--warmup", "0", "--threads", "2"], case, 1);
+    }
+}
+
+#[test]
+fn step_cases_report_their_peak_memory_in_process() {
+    // The allocator itself: an 8 MiB buffer raises the peak by at least that much.
+    let _ = run_case("linearrelu", BenchOptions { iters: 1, warmup: 0 }).unwrap();
+    assert!(memory::installed());
+    let before = memory::current_bytes();
+    memory::reset_peak();
+    let buffer = std::hint::black_box(vec![1u8; 8 << 20]);
+    assert!(memory::peak_bytes() >= before + (8 << 20), "{} < {before} + 8 MiB", memory::peak_bytes());
+    drop(buffer);
+
+    let options = BenchOptions { iters: 1, warmup: 0 };
+    for case in ["qat-step-mobilenetv2-tiny", "float-step-mobilenetv2-tiny"] {
+        let r = run_case(case, options).unwrap();
+        let peak = r.peak_mb.unwrap_or_else(|| panic!("{case}: no peak_mb"));
+        // At least the stem's activations (64 x 16 x 14 x 14 f32 = 0.77 MiB; the input is in the
+        // baseline).
+        assert!(peak > 0.75, "{case}: {peak} MiB");
+        // The last key, after the six of every case.
+        let line = r.json();
+        let tail = line.rsplit_once(", \"peak_mb\": ").map(|(_, t)| t).unwrap_or_else(|| panic!("{line}"));
+        let printed: f64 = tail.trim_end_matches('}').parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!((printed - peak).abs() <= 5e-4, "{line}");
+    }
+    let r = run_case("int8-infer-mobilenetv2-tiny-b1", options).unwrap();
+    assert_eq!(r.peak_mb, None, "inference cases report no memory");
+}
+
+#[test]
 fn an_unknown_case_fails_and_lists_the_cases() {
-    let output = burn_qat(&["bench", "mobilenetv2-tiny", "--iters", "1"]);
+    let output = burn_qat(&["bench", "mobilenetv2-small", "--iters", "1"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("convbnrelu2d") && stderr.contains("int8-infer-lenet-b32"), "{stderr}");
+    assert!(stderr.contains("convbnrelu2d") && stderr.contains("int8-infer-mobilenetv2-tiny-b32"), "{stderr}");
 }

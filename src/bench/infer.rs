@@ -1,15 +1,15 @@
-//! Inference of `models::lenet` on [batch, 1, 28, 28] pixels in [0, 1), on the plain
-//! (non-autodiff) CPU device: `int8-infer-lenet-b<batch>` runs the converted int8 model's
-//! `forward` (quantize, integer conv / linear kernels, dequantize at the end);
-//! `f32-infer-lenet-b<batch>` the float model in eval mode (running BN statistics).
-//! Both start from the same float weights.
+//! Inference of a reference model (`models::lenet`, `models::mobilenetv2_tiny`) on
+//! [batch, 1, 28, 28] pixels in [0, 1), on the plain (non-autodiff) CPU device:
+//! `int8-infer-<model>-b<batch>` runs the converted int8 model's `forward` (quantize, integer
+//! conv / linear / add kernels, dequantize at the end); `f32-infer-<model>-b<batch>` the float
+//! model in eval mode (unfused, running BN statistics). Both start from the same float weights.
 
 use burn::module::Module;
 use burn::tensor::{Distribution, Tensor};
 
+use super::step::Model;
 use super::{BenchOptions, BenchResult, measure, train_device};
 use crate::error::Result;
-use crate::models;
 use crate::qconfig::QConfig;
 use crate::workflow::{convert, prepare_qat};
 
@@ -18,9 +18,9 @@ use crate::workflow::{convert, prepare_qat};
 const CALIBRATION_BATCHES: usize = 4;
 
 /// `int8` true: the converted model; false: the float model in eval.
-pub fn lenet(case: &str, int8: bool, batch: usize, options: BenchOptions) -> Result<BenchResult> {
+pub fn inference(case: &str, model: Model, int8: bool, batch: usize, options: BenchOptions) -> Result<BenchResult> {
     let train = train_device();
-    let float = models::lenet(&train)?;
+    let float = model.build(&train)?;
     let device = train.clone().inner();
     let x = Tensor::<4>::random([batch, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
     if int8 {

@@ -4,9 +4,11 @@
 //! Every case has a twin in `bench/torch_reference.py` doing the same work in PyTorch, and
 //! `bench/compare.sh` runs both sides interleaved. The case families live one to a file:
 //! [`modules`] (one fused QAT module, forward and backward), [`step`] (one training step of a
-//! whole model) and [`infer`] (int8 against f32 inference).
+//! whole model) and [`infer`] (int8 against f32 inference); [`memory`] counts heap bytes for the
+//! step cases' peak memory.
 
 pub mod infer;
+pub mod memory;
 pub mod modules;
 pub mod step;
 
@@ -25,10 +27,16 @@ pub const CASES: &[&str] = &[
     "float-step-lenet",
     "qat-step-resnet-tiny",
     "float-step-resnet-tiny",
+    "qat-step-mobilenetv2-tiny",
+    "float-step-mobilenetv2-tiny",
     "int8-infer-lenet-b1",
     "f32-infer-lenet-b1",
     "int8-infer-lenet-b32",
     "f32-infer-lenet-b32",
+    "int8-infer-mobilenetv2-tiny-b1",
+    "f32-infer-mobilenetv2-tiny-b1",
+    "int8-infer-mobilenetv2-tiny-b32",
+    "f32-infer-mobilenetv2-tiny-b32",
 ];
 
 /// How many runs to time, and after how many untimed ones.
@@ -53,14 +61,19 @@ pub struct BenchResult {
     pub max_ms: f64,
     pub iters: usize,
     pub threads: usize,
+    /// Peak heap MiB (2^20 bytes) during the timed runs, above the bytes in use before them:
+    /// what one run allocates at its busiest. Only for cases timed with [`measure_peak`], and
+    /// only when [`memory::PeakAlloc`] is the global allocator.
+    pub peak_mb: Option<f64>,
 }
 
 impl BenchResult {
     /// The JSON line `bench` prints (and `bench/torch_reference.py` prints for PyTorch), keys
-    /// in this order, times in milliseconds to the microsecond.
+    /// in this order, times in milliseconds to the microsecond; `peak_mb` last, when measured.
     pub fn json(&self) -> String {
+        let peak = self.peak_mb.map(|mb| format!(", \"peak_mb\": {mb:.3}")).unwrap_or_default();
         format!(
-            "{{\"case\": {}, \"median_ms\": {:.3}, \"min_ms\": {:.3}, \"max_ms\": {:.3}, \"iters\": {}, \"threads\": {}}}",
+            "{{\"case\": {}, \"median_ms\": {:.3}, \"min_ms\": {:.3}, \"max_ms\": {:.3}, \"iters\": {}, \"threads\": {}{peak}}}",
             serde_json::Value::from(self.case.as_str()),
             self.median_ms,
             self.min_ms,
@@ -87,7 +100,18 @@ pub fn median(samples: &[f64]) -> f64 {
 
 /// Runs `work` `options.warmup` times untimed, then `options.iters` times timed one by one.
 /// Setup belongs outside `work`; `work` itself is everything a timed run measures.
-pub fn measure(case: &str, options: BenchOptions, mut work: impl FnMut() -> Result<()>) -> Result<BenchResult> {
+pub fn measure(case: &str, options: BenchOptions, work: impl FnMut() -> Result<()>) -> Result<BenchResult> {
+    measure_with(case, options, false, work)
+}
+
+/// [`measure`], also recording the peak heap memory of the timed runs (`peak_mb`) when
+/// [`memory::PeakAlloc`] is installed. The baseline is taken after the warmup, so buffers kept
+/// across runs (weights, optimizer state, inputs) count once in the baseline and not in the peak.
+pub fn measure_peak(case: &str, options: BenchOptions, work: impl FnMut() -> Result<()>) -> Result<BenchResult> {
+    measure_with(case, options, true, work)
+}
+
+fn measure_with(case: &str, options: BenchOptions, peak: bool, mut work: impl FnMut() -> Result<()>) -> Result<BenchResult> {
     if options.iters == 0 {
         return Err(QatError::config("--iters must be at least 1"));
     }
@@ -95,11 +119,14 @@ pub fn measure(case: &str, options: BenchOptions, mut work: impl FnMut() -> Resu
         work()?;
     }
     let mut samples = Vec::with_capacity(options.iters);
+    let baseline = memory::current_bytes();
+    memory::reset_peak();
     for _ in 0..options.iters {
         let started = Instant::now();
         work()?;
         samples.push(started.elapsed().as_secs_f64() * 1e3);
     }
+    let peak_mb = (peak && memory::installed()).then(|| memory::peak_bytes().saturating_sub(baseline) as f64 / (1u64 << 20) as f64);
     Ok(BenchResult {
         case: case.to_string(),
         median_ms: median(&samples),
@@ -107,6 +134,7 @@ pub fn measure(case: &str, options: BenchOptions, mut work: impl FnMut() -> Resu
         max_ms: samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         iters: options.iters,
         threads: rayon::current_num_threads(),
+        peak_mb,
     })
 }
 
@@ -128,10 +156,16 @@ pub fn run_case(case: &str, options: BenchOptions) -> Result<BenchResult> {
         "float-step-lenet" => step::train_step(case, step::Model::Lenet, false, options),
         "qat-step-resnet-tiny" => step::train_step(case, step::Model::ResnetTiny, true, options),
         "float-step-resnet-tiny" => step::train_step(case, step::Model::ResnetTiny, false, options),
-        "int8-infer-lenet-b1" => infer::lenet(case, true, 1, options),
-        "f32-infer-lenet-b1" => infer::lenet(case, false, 1, options),
-        "int8-infer-lenet-b32" => infer::lenet(case, true, 32, options),
-        "f32-infer-lenet-b32" => infer::lenet(case, false, 32, options),
+        "qat-step-mobilenetv2-tiny" => step::train_step(case, step::Model::MobileNetV2Tiny, true, options),
+        "float-step-mobilenetv2-tiny" => step::train_step(case, step::Model::MobileNetV2Tiny, false, options),
+        "int8-infer-lenet-b1" => infer::inference(case, step::Model::Lenet, true, 1, options),
+        "f32-infer-lenet-b1" => infer::inference(case, step::Model::Lenet, false, 1, options),
+        "int8-infer-lenet-b32" => infer::inference(case, step::Model::Lenet, true, 32, options),
+        "f32-infer-lenet-b32" => infer::inference(case, step::Model::Lenet, false, 32, options),
+        "int8-infer-mobilenetv2-tiny-b1" => infer::inference(case, step::Model::MobileNetV2Tiny, true, 1, options),
+        "f32-infer-mobilenetv2-tiny-b1" => infer::inference(case, step::Model::MobileNetV2Tiny, false, 1, options),
+        "int8-infer-mobilenetv2-tiny-b32" => infer::inference(case, step::Model::MobileNetV2Tiny, true, 32, options),
+        "f32-infer-mobilenetv2-tiny-b32" => infer::inference(case, step::Model::MobileNetV2Tiny, false, 32, options),
         other => Err(QatError::config(format!("unknown bench case {other:?}; expected all or one of: {}", CASES.join(", ")))),
     }
 }
@@ -173,6 +207,13 @@ mod tests {
         for key in ["case", "median_ms", "min_ms", "max_ms", "iters", "threads"] {
             assert!(v.get(key).is_some(), "{key} missing");
         }
+        assert!(v.get("peak_mb").is_none(), "measure records no memory");
+    }
+
+    #[test]
+    fn peak_mb_is_the_last_key_when_measured() {
+        let r = BenchResult { case: "c".into(), median_ms: 1.0, min_ms: 1.0, max_ms: 1.0, iters: 1, threads: 1, peak_mb: Some(2.5) };
+        assert!(r.json().ends_with(", \"peak_mb\": 2.500}"), "{}", r.json());
     }
 
     #[test]
