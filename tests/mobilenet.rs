@@ -145,11 +145,14 @@ fn int8_equals_the_qat_eval_and_saves_loads_and_exports() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A reference model's constructor for a given input shape.
+type Builder = fn(InputShape, &Device) -> burn_qat::Result<FloatModel>;
+
 #[test]
 fn the_models_build_for_cifar10_and_other_shapes() {
     let _serial = serial();
     let device = Device::flex().autodiff();
-    let builders: [(&str, fn(InputShape, &Device) -> burn_qat::Result<FloatModel>); 3] =
+    let builders: [(&str, Builder); 3] =
         [("lenet", lenet_for), ("resnet_tiny", resnet_tiny_for), ("mobilenetv2_tiny", mobilenetv2_tiny_for)];
     let odd = InputShape { channels: 2, height: 13, width: 20, classes: 5 };
     for (name, build) in builders {
