@@ -110,3 +110,68 @@ fn mismatched_inputs_are_errors() {
         Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 4], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, act(0.1, 0, 300), false).is_err()
     );
 }
+
+#[test]
+fn conv2d_gemm_equals_the_reference_on_random_geometries() {
+    // Strides and dilations on both axes, padding wider than the kernel reach, one image (the
+    // split over column blocks) and several (the split over images), planes past one block.
+    let device = Device::flex();
+    let mut rng = Rng(99);
+    let modes = [PaddingMode::Zeros, PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Circular];
+    for case in 0..24 {
+        let groups = [1, 2, 3][case % 3];
+        let (c, o) = (groups * rng.int(1, 3) as usize, groups * rng.int(1, 6) as usize);
+        let kernel = [rng.int(1, 4) as usize, rng.int(1, 4) as usize];
+        let stride = [rng.int(1, 3) as usize, rng.int(1, 3) as usize];
+        let dilation = [rng.int(1, 2) as usize, rng.int(1, 2) as usize];
+        let mode = modes[case % 4];
+        let pad = if mode == PaddingMode::Zeros { [rng.int(0, 4) as usize, rng.int(0, 4) as usize] } else { [1, 1] };
+        let options = Conv2dOptions::new(c, o, kernel)
+            .with_stride(stride)
+            .with_dilation(dilation)
+            .with_padding(pad)
+            .with_groups(groups)
+            .with_padding_mode(mode);
+        let wlen: usize = options.weight_shape().iter().product();
+        let weight: Vec<i8> = (0..wlen).map(|_| rng.int(-128, 127) as i8).collect();
+        let wzp: Vec<i32> = (0..o).map(|_| if case % 2 == 0 { rng.int(-30, 30) } else { 0 }).collect();
+        let bias: Vec<f32> = (0..o).map(|_| rng.int(-1000, 1000) as f32 * 0.01).collect();
+        let input = act(0.02, [0, 255, rng.int(0, 255)][case % 3], 255);
+        let conv = Conv2d::new(options, weight, vec![0.01; o], wzp, &bias, input, act(0.05, 60, 255), case % 5 == 0).unwrap();
+        let n = [1, 3][case % 2];
+        let (h, w) = (rng.int(8, 21) as usize, rng.int(8, 23) as usize);
+        let x = random_input(&mut rng, vec![n, c, h, w], input);
+        assert_eq!(conv.forward(&x).unwrap(), conv.forward_reference(&x, &device).unwrap(), "case {case}: {:?}", conv.options);
+    }
+}
+
+#[test]
+fn depthwise_conv2d_equals_the_reference() {
+    // One input and one output channel per group: the direct depthwise kernel.
+    let device = Device::flex();
+    let mut rng = Rng(314);
+    let modes = [PaddingMode::Zeros, PaddingMode::Replicate, PaddingMode::Zeros, PaddingMode::Reflect];
+    for case in 0..16 {
+        let c = rng.int(1, 9) as usize;
+        let kernel = [rng.int(1, 3) as usize, rng.int(1, 3) as usize];
+        let stride = [rng.int(1, 2) as usize, rng.int(1, 3) as usize];
+        let dilation = [rng.int(1, 2) as usize, rng.int(1, 2) as usize];
+        let mode = modes[case % 4];
+        let pad = if mode == PaddingMode::Zeros { [rng.int(0, 3) as usize, rng.int(0, 3) as usize] } else { [1, 1] };
+        let options = Conv2dOptions::new(c, c, kernel)
+            .with_stride(stride)
+            .with_dilation(dilation)
+            .with_padding(pad)
+            .with_groups(c)
+            .with_padding_mode(mode);
+        let weight: Vec<i8> =
+            (0..c * kernel[0] * kernel[1]).map(|i| if case == 0 { [-128, 127][i % 2] } else { rng.int(-128, 127) as i8 }).collect();
+        let wzp: Vec<i32> = (0..c).map(|_| if case % 2 == 1 { rng.int(-30, 30) } else { 0 }).collect();
+        let bias: Vec<f32> = (0..c).map(|_| rng.int(-1000, 1000) as f32 * 0.01).collect();
+        let input = act(0.03, [0, 255, rng.int(0, 255)][case % 3], 255);
+        let conv = Conv2d::new(options, weight, vec![0.02; c], wzp, &bias, input, act(0.07, 30, 255), case % 3 == 0).unwrap();
+        let (h, w) = (rng.int(5, 17) as usize, rng.int(5, 19) as usize);
+        let x = random_input(&mut rng, vec![1 + case % 3, c, h, w], input);
+        assert_eq!(conv.forward(&x).unwrap(), conv.forward_reference(&x, &device).unwrap(), "case {case}: {:?}", conv.options);
+    }
+}

@@ -36,13 +36,11 @@ impl BatchNorm2d {
     ) -> Result<Self> {
         let c = gamma.len();
         if [beta.len(), mean.len(), var.len()].iter().any(|&n| n != c) || c == 0 {
-            return Err(QatError::shape(LAYER, format!("{c} values each of gamma, beta, mean, var"), format!(
-                "{}, {}, {}, {}",
-                c,
-                beta.len(),
-                mean.len(),
-                var.len()
-            )));
+            return Err(QatError::shape(
+                LAYER,
+                format!("{c} values each of gamma, beta, mean, var"),
+                format!("{}, {}, {}, {}", c, beta.len(), mean.len(), var.len()),
+            ));
         }
         let (input, output) = (input.validated(LAYER)?, output.validated(LAYER)?);
         let (s_in, s_out) = (input.scale as f64, output.scale as f64);
@@ -61,9 +59,19 @@ impl BatchNorm2d {
     }
 
     /// From stored parts (an int8 model file).
-    pub fn from_parts(multiplier: Vec<f32>, offset: Vec<f32>, input: ActivationQParams, output: ActivationQParams, relu: bool) -> Result<Self> {
+    pub fn from_parts(
+        multiplier: Vec<f32>,
+        offset: Vec<f32>,
+        input: ActivationQParams,
+        output: ActivationQParams,
+        relu: bool,
+    ) -> Result<Self> {
         if multiplier.len() != offset.len() || multiplier.is_empty() {
-            return Err(QatError::shape(LAYER, "as many offsets as multipliers, at least one", format!("{} and {}", multiplier.len(), offset.len())));
+            return Err(QatError::shape(
+                LAYER,
+                "as many offsets as multipliers, at least one",
+                format!("{} and {}", multiplier.len(), offset.len()),
+            ));
         }
         if multiplier.iter().chain(&offset).any(|v| !v.is_finite()) {
             return Err(QatError::NonFinite { context: LAYER.into(), what: "a multiplier or offset".into() });

@@ -1,5 +1,6 @@
-use super::conv_parts::{centered_weight, check_input_qparams, check_parts, input_dims, quantize_biases, requantize_planes};
-use super::kernels::conv_accumulate;
+use super::conv_parts::{Requantizer, check_input_qparams, check_parts, current_packing, input_dims, pack_weights, quantize_biases};
+use super::gemm::{GemmPath, PackedWeights};
+use super::kernels::conv_forward;
 use super::padding::pad_for_kernel;
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::Result;
@@ -20,6 +21,8 @@ pub struct Conv2d {
     pub input: ActivationQParams,
     pub output: ActivationQParams,
     pub relu: bool,
+    /// The weights packed for the GEMM (derived from the fields above).
+    packed: PackedWeights,
 }
 
 const LAYER: &str = "quantized Conv2d";
@@ -59,7 +62,8 @@ impl Conv2d {
         let expected = options.weight_shape().iter().product();
         let (input, output) =
             check_parts(LAYER, expected, options.out_channels, &weight, &weight_scale, &weight_zero_point, &bias, input, output)?;
-        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu })
+        let packed = pack_weights(&weight, &weight_zero_point, options.groups, &input);
+        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu, packed })
     }
 
     /// `[N, C, H, W]` in, `[N, O, OH, OW]` out.
@@ -73,11 +77,12 @@ impl Conv2d {
         check_input_qparams(x, &self.input, layer)?;
         let [n, c, h, w] = dims;
         let [ph, pw] = self.options.padding;
-        let (centered, dims, padding) = pad_for_kernel(x.centered(), [n, c, 1, h, w], [0, ph, pw], self.options.padding_mode);
-        let k = self.weight.len() / self.options.out_channels;
-        let weight = centered_weight(&self.weight, &self.weight_zero_point, |i| i / k);
-        let (acc, [n, o, _, oh, ow]) = conv_accumulate(&centered, dims, &weight, &(&self.options).into(), padding);
-        let values = requantize_planes(&acc, oh * ow, &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        let (values, dims, padding) = pad_for_kernel(&x.values, [n, c, 1, h, w], [0, ph, pw], self.options.padding_mode);
+        let packed = current_packing(&self.packed, &self.weight, &self.weight_zero_point, self.options.groups, &self.input);
+        let zx = self.input.zero_point as u8;
+        let requantizer = Requantizer::new(&self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        let geometry = (&self.options).into();
+        let (values, [n, o, _, oh, ow]) = conv_forward(&values, dims, zx, &packed, &geometry, padding, GemmPath::best(), &requantizer);
         Ok(QTensor { values, shape: vec![n, o, oh, ow], qparams: self.output })
     }
 }

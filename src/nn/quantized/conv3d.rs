@@ -1,5 +1,6 @@
-use super::conv_parts::{centered_weight, check_input_qparams, check_parts, input_dims, quantize_biases, requantize_planes};
-use super::kernels::conv_accumulate;
+use super::conv_parts::{Requantizer, check_input_qparams, check_parts, current_packing, input_dims, pack_weights, quantize_biases};
+use super::gemm::{GemmPath, PackedWeights};
+use super::kernels::conv_forward;
 use super::padding::pad_for_kernel;
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::Result;
@@ -21,6 +22,8 @@ pub struct Conv3d {
     pub input: ActivationQParams,
     pub output: ActivationQParams,
     pub relu: bool,
+    /// The weights packed for the GEMM (derived from the fields above).
+    packed: PackedWeights,
 }
 
 const LAYER: &str = "quantized Conv3d";
@@ -60,18 +63,19 @@ impl Conv3d {
         let expected = options.weight_shape().iter().product();
         let (input, output) =
             check_parts(LAYER, expected, options.out_channels, &weight, &weight_scale, &weight_zero_point, &bias, input, output)?;
-        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu })
+        let packed = pack_weights(&weight, &weight_zero_point, options.groups, &input);
+        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu, packed })
     }
 
     /// `[N, C, D, H, W]` in, `[N, O, OD, OH, OW]` out.
     pub fn forward(&self, x: &QTensor) -> Result<QTensor> {
         let dims = self.check(x)?;
-        let (centered, dims, padding) = pad_for_kernel(x.centered(), dims, self.options.padding, self.options.padding_mode);
-        let k = self.weight.len() / self.options.out_channels;
-        let weight = centered_weight(&self.weight, &self.weight_zero_point, |i| i / k);
-        let (acc, shape) = conv_accumulate(&centered, dims, &weight, &(&self.options).into(), padding);
-        let values =
-            requantize_planes(&acc, shape[2] * shape[3] * shape[4], &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        let (values, dims, padding) = pad_for_kernel(&x.values, dims, self.options.padding, self.options.padding_mode);
+        let packed = current_packing(&self.packed, &self.weight, &self.weight_zero_point, self.options.groups, &self.input);
+        let zx = self.input.zero_point as u8;
+        let requantizer = Requantizer::new(&self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        let geometry = (&self.options).into();
+        let (values, shape) = conv_forward(&values, dims, zx, &packed, &geometry, padding, GemmPath::best(), &requantizer);
         Ok(QTensor { values, shape: shape.to_vec(), qparams: self.output })
     }
 

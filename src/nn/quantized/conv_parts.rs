@@ -3,9 +3,12 @@
 //! requantization of the accumulators per output channel. One copy, so the layer families
 //! cannot drift apart in the arithmetic that makes them bit exact.
 
+use std::borrow::Cow;
+
+use super::gemm::PackedWeights;
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
-use crate::quant::{quantize_bias, requant_multiplier, requantize};
+use crate::quant::{quantize_bias, requant_multiplier, round_half_even};
 
 /// Checks that `weight_count` weights and `channels` scales, zero points and biases were given,
 /// that the scales are usable, and that both activations are u8 ranges.
@@ -43,14 +46,87 @@ pub(crate) fn quantize_biases(layer: &str, float_bias: &[f32], weight_scale: &[f
     Ok(float_bias.iter().zip(weight_scale).map(|(&b, &s)| quantize_bias(b, input.scale, s)).collect())
 }
 
+/// The weights `[O, K]` (`K` per output channel, `O` split into `groups`) packed for the GEMM,
+/// for inputs with `input`'s zero point: done once, when a module is built.
+pub(crate) fn pack_weights(weight: &[i8], zero_point: &[i32], groups: usize, input: &ActivationQParams) -> PackedWeights {
+    PackedWeights::new(weight, zero_point, groups, weight.len() / zero_point.len(), input.zero_point)
+}
+
+/// `packed` if it still packs these (public, so editable) fields, else a fresh packing.
+pub(crate) fn current_packing<'a>(
+    packed: &'a PackedWeights,
+    weight: &[i8],
+    zero_point: &[i32],
+    groups: usize,
+    input: &ActivationQParams,
+) -> Cow<'a, PackedWeights> {
+    if packed.packs(weight, zero_point, groups, input.zero_point) {
+        Cow::Borrowed(packed)
+    } else {
+        Cow::Owned(pack_weights(weight, zero_point, groups, input))
+    }
+}
+
 /// `w - z_w` for every weight, `channel(i)` naming the output channel of weight element `i`.
 pub(crate) fn centered_weight(weight: &[i8], zero_point: &[i32], channel: impl Fn(usize) -> usize) -> Vec<i32> {
     weight.iter().enumerate().map(|(i, &w)| w as i32 - zero_point[channel(i)]).collect()
 }
 
-/// The int8 outputs of accumulators laid out `[N, O, plane]`: the channel's int32 bias added
-/// (saturating), then [`requantize`] with the f32 multiplier `s_in * s_w[o] / s_out`; a fused
+/// The requantization of accumulators per output channel: the channel's int32 bias added
+/// (saturating), then [`requantize`](crate::quant::requantize) with the f32 multiplier `s_in * s_w[o] / s_out`; a fused
 /// ReLU floors at the output zero point (real 0).
+pub(crate) struct Requantizer {
+    bias: Vec<i32>,
+    multipliers: Vec<f32>,
+    zero_point: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl Requantizer {
+    pub(crate) fn new(bias: &[i32], weight_scale: &[f32], input: &ActivationQParams, output: &ActivationQParams, relu: bool) -> Self {
+        Self {
+            bias: bias.to_vec(),
+            multipliers: weight_scale.iter().map(|&s| requant_multiplier(input.scale, s, output.scale)).collect(),
+            zero_point: output.zero_point,
+            lo: if relu { output.zero_point.max(output.quant_min) } else { output.quant_min },
+            hi: output.quant_max,
+        }
+    }
+
+    /// `dst[j] = requantize(acc[j] + bias[channel])` as u8.
+    pub(crate) fn row(&self, channel: usize, acc: &[i32], dst: &mut [u8]) {
+        let args = (self.bias[channel], self.multipliers[channel], self.zero_point, self.lo, self.hi);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present, checked on the line above.
+            return unsafe { requantize_row_avx2(acc, dst, args) };
+        }
+        requantize_row_portable(acc, dst, args)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn requantize_row_avx2(acc: &[i32], dst: &mut [u8], args: (i32, f32, i32, i32, i32)) {
+    requantize_row_portable(acc, dst, args)
+}
+
+/// [`requantize`](crate::quant::requantize) of `acc + bias`, written so that it vectorizes: the same f32 operations in the
+/// same order, and the clamped result (an integer in `[lo, hi]`, inside `[0, 255]`) read from
+/// the mantissa of `v + 2^23` instead of a saturating float-to-int cast. The same bits.
+#[inline(always)]
+fn requantize_row_portable(acc: &[i32], dst: &mut [u8], (bias, m, zero_point, lo, hi): (i32, f32, i32, i32, i32)) {
+    debug_assert!(0 <= lo && hi <= 255);
+    for (q, &a) in dst.iter_mut().zip(acc) {
+        let v = zero_point as f32 + round_half_even(a.saturating_add(bias) as f32 * m);
+        let v = v.max(lo as f32).min(hi as f32);
+        *q = (v + 8_388_608.0).to_bits() as u8;
+    }
+}
+
+/// The int8 outputs of accumulators laid out `[N, O, plane]`, requantized per channel as
+/// [`Requantizer`] does.
 pub(crate) fn requantize_planes(
     acc: &[i32],
     plane: usize,
@@ -60,16 +136,12 @@ pub(crate) fn requantize_planes(
     output: &ActivationQParams,
     relu: bool,
 ) -> Vec<u8> {
-    let channels = bias.len();
-    let lo = if relu { output.zero_point.max(output.quant_min) } else { output.quant_min };
-    let multipliers: Vec<f32> = weight_scale.iter().map(|&s| requant_multiplier(input.scale, s, output.scale)).collect();
-    acc.iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let o = (i / plane) % channels;
-            requantize(a.saturating_add(bias[o]), multipliers[o], output.zero_point, lo, output.quant_max) as u8
-        })
-        .collect()
+    let requantizer = Requantizer::new(bias, weight_scale, input, output, relu);
+    let mut out = vec![0u8; acc.len()];
+    for (i, (dst, src)) in out.chunks_mut(plane).zip(acc.chunks(plane)).enumerate() {
+        requantizer.row(i % bias.len(), src, dst);
+    }
+    out
 }
 
 /// The input's shape as rank `R` (`pattern` names the axes in the error), checked to hold as

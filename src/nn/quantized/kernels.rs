@@ -1,10 +1,15 @@
-//! Integer kernels: u8 activations (centered by their zero point) times i8 weights (centered by
-//! theirs), accumulated in i32. One portable source; on x86-64 CPUs with AVX2 the same loops are
-//! compiled a second time with AVX2 enabled and picked at run time, since baseline x86-64 (SSE2)
-//! has no 32-bit vector multiply. Integer arithmetic, so both builds give the same bits; the
+//! Integer conv kernels. Every conv except the transposed one is im2col (u8, straight into the
+//! packed blocks of [`super::gemm`]) then the u8 x i8 GEMM there. The transposed conv's product
+//! runs on the centered i32 row accumulation below: one portable source, compiled a second time
+//! with AVX2 and picked at run time. Integer arithmetic, so every build gives the same bits; the
 //! f64 reference path checks them.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
+
+use super::conv_parts::Requantizer;
+use super::gemm::{GemmPath, NR, PackedWeights, block_width};
 
 use crate::nn::{Conv2dOptions, Conv3dOptions};
 
@@ -42,83 +47,277 @@ fn out_size(size: usize, padding: usize, kernel: usize, stride: usize, dilation:
     (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
 }
 
-/// Convolution accumulators `[N, O, OD, OH, OW]` for centered input `[N, C, D, H, W]` (already
-/// padded for non-zero padding modes, in which case `padding` is 0) and centered weights
-/// `[O, C / groups, KD, KH, KW]`. Out-of-bounds taps read 0, the centered zero point. Works one
-/// output depth slice at a time (im2col of `C / groups * KD * KH * KW` rows by `OH * OW`), so
-/// memory stays that of a 2-d conv.
-pub(crate) fn conv_accumulate(
-    x: &[i32],
+/// The u8 outputs `[N, O, OD, OH, OW]` of a conv on u8 input `[N, C, D, H, W]` with zero point
+/// `zx` (already padded for non-zero padding modes, in which case `padding` is 0) and the packed
+/// weights `[O, C / groups, KD, KH, KW]`: im2col into the GEMM's packed activation blocks, one
+/// block of output positions at a time (out-of-bounds taps read `zx`, which the zero-point
+/// correction turns into 0), the integer GEMM on `path`, and each row of accumulators
+/// requantized as it leaves the tile. Images run in parallel; a single image splits its
+/// (group, column block) pairs. Each output element is one thread's sum.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_forward(
+    x: &[u8],
     x_shape: [usize; 5],
-    w: &[i32],
+    zx: u8,
+    packed: &PackedWeights,
     geometry: &Geometry3,
     padding: [usize; 3],
-) -> (Vec<i32>, [usize; 5]) {
+    path: GemmPath,
+    requantizer: &Requantizer,
+) -> (Vec<u8>, [usize; 5]) {
     let [n, c, d, h, wd] = x_shape;
-    let Geometry3 { out_channels: o, groups: g, kernel: [kd, kh, kw], stride, dilation } = *geometry;
-    let (cg, og) = (c / g, o / g);
-    let out_d = out_size(d, padding[0], kd, stride[0], dilation[0]);
-    let out_h = out_size(h, padding[1], kh, stride[1], dilation[1]);
-    let out_w = out_size(wd, padding[2], kw, stride[2], dilation[2]);
-    let (k, plane) = (cg * kd * kh * kw, out_h * out_w);
-    let p = out_d * plane;
-    let mut out = vec![0i32; n * o * p];
-    out.par_chunks_mut(o * p).enumerate().for_each(|(b, out_b)| {
-        let image = &x[b * c * d * h * wd..(b + 1) * c * d * h * wd];
-        let mut col = vec![0i32; k * plane];
-        for group in 0..g {
-            for oz in 0..out_d {
-                // im2col for this group's input channels at output depth `oz`.
-                for ci in 0..cg {
-                    let volume = &image[(group * cg + ci) * d * h * wd..(group * cg + ci + 1) * d * h * wd];
-                    for kz in 0..kd {
-                        let iz = (oz * stride[0] + kz * dilation[0]) as isize - padding[0] as isize;
-                        let depth_inside = iz >= 0 && (iz as usize) < d;
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                let row = &mut col[(((ci * kd + kz) * kh + ky) * kw + kx) * plane..][..plane];
-                                if !depth_inside {
-                                    row.fill(0);
-                                    continue;
-                                }
-                                let slice = &volume[iz as usize * h * wd..][..h * wd];
-                                for oy in 0..out_h {
-                                    let iy = (oy * stride[1] + ky * dilation[1]) as isize - padding[1] as isize;
-                                    for ox in 0..out_w {
-                                        let ix = (ox * stride[2] + kx * dilation[2]) as isize - padding[2] as isize;
-                                        let inside = iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < wd;
-                                        row[oy * out_w + ox] = if inside { slice[iy as usize * wd + ix as usize] } else { 0 };
-                                    }
-                                }
-                            }
-                        }
-                    }
+    let Geometry3 { out_channels: o, groups: g, kernel, stride, dilation } = *geometry;
+    let out = [
+        out_size(d, padding[0], kernel[0], stride[0], dilation[0]),
+        out_size(h, padding[1], kernel[1], stride[1], dilation[1]),
+        out_size(wd, padding[2], kernel[2], stride[2], dilation[2]),
+    ];
+    let p = out.iter().product::<usize>();
+    let og = o / g;
+    debug_assert_eq!(packed.rows(), og);
+    // Zeros padding materialized as the zero point, so that every tap is inside.
+    let padded_dims = [d + 2 * padding[0], h + 2 * padding[1], wd + 2 * padding[2]];
+    fn pad<'a>(image: &'a [u8], c: usize, dims: [usize; 3], padding: [usize; 3], zx: u8) -> Cow<'a, [u8]> {
+        if padding == [0; 3] { Cow::Borrowed(image) } else { Cow::Owned(pad_constant(image, c, dims, padding, zx)) }
+    }
+    let cols = Im2col { c: c / g, dims: padded_dims, kernel, stride, dilation, out };
+    let group_len = cols.c * padded_dims.iter().product::<usize>();
+    let offsets = cols.offsets();
+    if cols.c == 1 && og == 1 {
+        let padded = pad(x, n * c, [d, h, wd], padding, zx);
+        let values = depthwise(&padded, &cols, &offsets, zx, packed.source(), requantizer, [n, c]);
+        return (values, [n, o, out[0], out[1], out[2]]);
+    }
+    let blocks: Vec<usize> = (0..p).step_by(NR).collect();
+    let mut values = vec![0u8; n * o * p];
+    if n == 1 {
+        let x = pad(x, c, [d, h, wd], padding, zx);
+        let tiles: Vec<Vec<u8>> = (0..g * blocks.len())
+            .into_par_iter()
+            .map(|t| {
+                let (group, p0) = (t / blocks.len(), blocks[t % blocks.len()]);
+                let (width, valid) = (block_width(p0, p), (p - p0).min(NR));
+                let mut buf = vec![0u8; packed.block_len(width)];
+                cols.block(&x[group * group_len..][..group_len], &offsets[p0..p0 + valid], width, packed.kq(), &mut buf);
+                let mut tile = vec![0u8; og * valid];
+                packed.block_product(path, group, &buf, width, valid, |r, acc| {
+                    requantizer.row(group * og + r, acc, &mut tile[r * valid..][..valid])
+                });
+                tile
+            })
+            .collect();
+        for (t, tile) in tiles.iter().enumerate() {
+            let (group, p0) = (t / blocks.len(), blocks[t % blocks.len()]);
+            let valid = (p - p0).min(NR);
+            for (r, row) in tile.chunks_exact(valid).enumerate() {
+                values[(group * og + r) * p + p0..][..valid].copy_from_slice(row);
+            }
+        }
+    } else {
+        values.par_chunks_mut(o * p).zip(x.par_chunks(c * d * h * wd)).for_each(|(out_b, image)| {
+            let mut buf = vec![0u8; packed.block_len(NR)];
+            let image = pad(image, c, [d, h, wd], padding, zx);
+            for group in 0..g {
+                let channels = &image[group * group_len..][..group_len];
+                let planes = &mut out_b[group * og * p..(group + 1) * og * p];
+                for &p0 in &blocks {
+                    let (width, valid) = (block_width(p0, p), (p - p0).min(NR));
+                    cols.block(channels, &offsets[p0..p0 + valid], width, packed.kq(), &mut buf);
+                    packed.block_product(path, group, &buf, width, valid, |r, acc| {
+                        requantizer.row(group * og + r, acc, &mut planes[r * p + p0..][..valid])
+                    });
                 }
-                let accs = &mut out_b[group * og * p..(group + 1) * og * p];
-                let weights = &w[group * og * k..(group + 1) * og * k];
-                let slice = |acc: &mut [i32], wrow: &[i32]| accumulate_rows(&mut acc[oz * plane..(oz + 1) * plane], wrow, &col, plane);
-                // One image leaves the batch with nothing to split: split the output channels.
-                if n == 1 {
-                    accs.par_chunks_mut(p).zip(weights.par_chunks(k)).for_each(|(acc, wrow)| slice(acc, wrow));
-                } else {
-                    accs.chunks_mut(p).zip(weights.chunks(k)).for_each(|(acc, wrow)| slice(acc, wrow));
+            }
+        });
+    }
+    (values, [n, o, out[0], out[1], out[2]])
+}
+
+/// A depthwise conv (one input and one output channel per group) directly, without the GEMM:
+/// per output plane, each tap's centered products `(x - z_x) * (w - z_w)` added along output rows
+/// in wrapping i32 (exact, as every path), then the plane requantized. Planes run in parallel.
+fn depthwise(
+    padded: &[u8],
+    cols: &Im2col,
+    offsets: &[usize],
+    zx: u8,
+    (weight, zw): (&[i8], &[i32]),
+    requantizer: &Requantizer,
+    [n, c]: [usize; 2],
+) -> Vec<u8> {
+    let [d, h, w] = cols.dims;
+    let [kd, kh, kw] = cols.kernel;
+    let (ow, sx, volume, taps) = (cols.out[2], cols.stride[2], d * h * w, kd * kh * kw);
+    let tap_offsets: Vec<usize> = (0..taps)
+        .map(|t| {
+            let (kz, ky, kx) = (t / (kh * kw), (t / kw) % kh, t % kw);
+            (kz * cols.dilation[0] * h + ky * cols.dilation[1]) * w + kx * cols.dilation[2]
+        })
+        .collect();
+    let p = offsets.len();
+    let mut values = vec![0u8; n * c * p];
+    values.par_chunks_mut(p).enumerate().for_each(|(i, plane)| {
+        let channel = i % c;
+        let src = &padded[i * volume..][..volume];
+        let wc: Vec<i32> = weight[channel * taps..][..taps].iter().map(|&v| (v as i32).wrapping_sub(zw[channel])).collect();
+        let mut acc = vec![0i32; p];
+        depthwise_plane(&mut acc, src, offsets, &tap_offsets, &wc, [ow, sx], zx as i32);
+        requantizer.row(channel, &acc, plane);
+    });
+    values
+}
+
+/// `acc[r * ow + j] += sum_t (src[offsets[r * ow] + tap_t + j * sx] - zx) * wc[t]`, row by row.
+fn depthwise_plane(acc: &mut [i32], src: &[u8], offsets: &[usize], tap_offsets: &[usize], wc: &[i32], [ow, sx]: [usize; 2], zx: i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present, checked on the line above.
+        return unsafe { depthwise_plane_avx2(acc, src, offsets, tap_offsets, wc, [ow, sx], zx) };
+    }
+    depthwise_plane_portable(acc, src, offsets, tap_offsets, wc, [ow, sx], zx)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn depthwise_plane_avx2(acc: &mut [i32], src: &[u8], offsets: &[usize], tap_offsets: &[usize], wc: &[i32], geometry: [usize; 2], zx: i32) {
+    depthwise_plane_portable(acc, src, offsets, tap_offsets, wc, geometry, zx)
+}
+
+#[inline(always)]
+fn depthwise_plane_portable(
+    acc: &mut [i32],
+    src: &[u8],
+    offsets: &[usize],
+    tap_offsets: &[usize],
+    wc: &[i32],
+    [ow, sx]: [usize; 2],
+    zx: i32,
+) {
+    for (r, acc_row) in acc.chunks_exact_mut(ow).enumerate() {
+        for (&tap, &wv) in tap_offsets.iter().zip(wc) {
+            let row = &src[offsets[r * ow] + tap..];
+            if sx == 1 {
+                for (a, &x) in acc_row.iter_mut().zip(&row[..ow]) {
+                    *a = a.wrapping_add((x as i32 - zx).wrapping_mul(wv));
+                }
+            } else {
+                for (a, &x) in acc_row.iter_mut().zip(row.iter().step_by(sx)) {
+                    *a = a.wrapping_add((x as i32 - zx).wrapping_mul(wv));
                 }
             }
         }
-    });
-    (out, [n, o, out_d, out_h, out_w])
+    }
 }
 
-/// Linear accumulators `[rows, O]` for centered input `[rows, I]` and centered weights `[O, I]`.
-pub(crate) fn linear_accumulate(x: &[i32], rows: usize, w: &[i32], out_features: usize, in_features: usize) -> Vec<i32> {
-    let mut out = vec![0i32; rows * out_features];
-    out.par_chunks_mut(out_features).enumerate().for_each(|(r, out_r)| {
-        let xr = &x[r * in_features..(r + 1) * in_features];
-        for (o, a) in out_r.iter_mut().enumerate() {
-            *a = dot(&w[o * in_features..(o + 1) * in_features], xr);
+/// The im2col of one group of one image, padded (so every tap is inside), written straight into
+/// the GEMM's packed block layout `[kq][width][4]`: row `k = ((ci * KD + kz) * KH + ky) * KW + kx`,
+/// column `p = (oz * OH + oy) * OW + ox`.
+struct Im2col {
+    /// Input channels per group.
+    c: usize,
+    /// The padded input's `[D, H, W]`.
+    dims: [usize; 3],
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    dilation: [usize; 3],
+    out: [usize; 3],
+}
+
+impl Im2col {
+    /// Each output position's first tap in a padded channel volume, in column order.
+    fn offsets(&self) -> Vec<usize> {
+        let [_, h, w] = self.dims;
+        let [od, oh, ow] = self.out;
+        let mut offsets = Vec::with_capacity(od * oh * ow);
+        for z in 0..od {
+            for y in 0..oh {
+                let row = (z * self.stride[0] * h + y * self.stride[1]) * w;
+                offsets.extend((0..ow).map(|x| row + x * self.stride[2]));
+            }
         }
-    });
+        offsets
+    }
+
+    /// The columns whose first taps are at `offsets` (at most `width`; the rest of the block is 0)
+    /// of `channels` (`[C / groups, D, H, W]`, padded).
+    fn block(&self, channels: &[u8], offsets: &[usize], width: usize, kq: usize, buf: &mut [u8]) {
+        let [d, h, w] = self.dims;
+        let [kd, kh, kw] = self.kernel;
+        let valid = offsets.len();
+        // Consecutive columns reading consecutive bytes (a 1x1 stride-1 conv, or one output
+        // row): a copy per row of K instead of a gather.
+        let contiguous = offsets[valid - 1] - offsets[0] == valid - 1;
+        // Four rows of K gathered contiguously (the columns past `valid` stay 0), then
+        // interleaved into one quad row of `buf`.
+        let mut rows = [[0u8; NR]; 4];
+        let mut k = 0;
+        for ci in 0..self.c {
+            for kz in 0..kd {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let tap = ((ci * d + kz * self.dilation[0]) * h + ky * self.dilation[1]) * w + kx * self.dilation[2];
+                        let src = &channels[tap..];
+                        if contiguous {
+                            rows[k % 4][..valid].copy_from_slice(&src[offsets[0]..offsets[0] + valid]);
+                        } else {
+                            rows[k % 4][..valid].iter_mut().zip(offsets).for_each(|(v, &o)| *v = src[o]);
+                        }
+                        if k % 4 == 3 {
+                            interleave4(&rows, width, &mut buf[(k / 4) * width * 4..][..width * 4]);
+                        }
+                        k += 1;
+                    }
+                }
+            }
+        }
+        if k % 4 != 0 {
+            rows[k % 4..].iter_mut().for_each(|r| r.fill(0));
+            interleave4(&rows, width, &mut buf[(k / 4) * width * 4..][..width * 4]);
+        }
+        debug_assert_eq!(k.div_ceil(4), kq);
+    }
+}
+
+/// `[C, D, H, W]` padded by `padding` on both sides of each spatial axis with `value`.
+fn pad_constant(image: &[u8], c: usize, [d, h, w]: [usize; 3], [pd, ph, pw]: [usize; 3], value: u8) -> Vec<u8> {
+    let (dp, hp, wp) = (d + 2 * pd, h + 2 * ph, w + 2 * pw);
+    let mut out = vec![value; c * dp * hp * wp];
+    for ci in 0..c {
+        for z in 0..d {
+            for y in 0..h {
+                let src = &image[((ci * d + z) * h + y) * w..][..w];
+                out[((ci * dp + z + pd) * hp + y + ph) * wp + pw..][..w].copy_from_slice(src);
+            }
+        }
+    }
     out
+}
+
+/// `dst[4 j + t] = rows[t][j]` for `j < width` (a multiple of 16).
+fn interleave4(rows: &[[u8; NR]; 4], width: usize, dst: &mut [u8]) {
+    debug_assert!(width.is_multiple_of(16) && width <= NR && dst.len() == width * 4);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        for j in (0..width).step_by(16) {
+            // SAFETY: SSE2 is part of the x86-64 baseline. `j + 16 <= width <= NR` bounds the loads
+            // from each row, and `4 j + 64 <= 4 width = dst.len()` the stores; all unaligned.
+            unsafe {
+                let [a, b, c, d] = [0, 1, 2, 3].map(|t| _mm_loadu_si128(rows[t].as_ptr().add(j).cast()));
+                let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+                let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
+                let out = dst.as_mut_ptr().add(4 * j);
+                _mm_storeu_si128(out.cast(), _mm_unpacklo_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(out.add(16).cast(), _mm_unpackhi_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(out.add(32).cast(), _mm_unpacklo_epi16(ab_hi, cd_hi));
+                _mm_storeu_si128(out.add(48).cast(), _mm_unpackhi_epi16(ab_hi, cd_hi));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for (j, quad) in dst.chunks_exact_mut(4).enumerate() {
+        quad.copy_from_slice(&[rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
+    }
 }
 
 /// `acc[j] += sum_k wrow[k] * col[k * p + j]`: one output channel's accumulators.
@@ -147,25 +346,4 @@ fn accumulate_rows_portable(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize
             *a += wv * xv;
         }
     }
-}
-
-/// `sum_i a[i] * b[i]` in i32.
-fn dot(a: &[i32], b: &[i32]) -> i32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present, checked on the line above.
-        return unsafe { dot_avx2(a, b) };
-    }
-    dot_portable(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn dot_avx2(a: &[i32], b: &[i32]) -> i32 {
-    dot_portable(a, b)
-}
-
-#[inline(always)]
-fn dot_portable(a: &[i32], b: &[i32]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| x * y).sum()
 }

@@ -1,5 +1,7 @@
-use super::conv_parts::{centered_weight, check_input_qparams, check_parts, quantize_biases, requantize_planes};
-use super::kernels::linear_accumulate;
+use rayon::prelude::*;
+
+use super::conv_parts::{Requantizer, check_input_qparams, check_parts, current_packing, pack_weights, quantize_biases};
+use super::gemm::{GemmPath, NR, PackedWeights, block_width, pack_rows};
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
 
@@ -18,6 +20,8 @@ pub struct Linear {
     pub input: ActivationQParams,
     pub output: ActivationQParams,
     pub relu: bool,
+    /// The weights packed for the GEMM (derived from the fields above).
+    packed: PackedWeights,
 }
 
 impl Linear {
@@ -56,7 +60,8 @@ impl Linear {
         }
         let (input, output) =
             check_parts(LAYER, in_features * out_features, out_features, &weight, &weight_scale, &weight_zero_point, &bias, input, output)?;
-        Ok(Self { in_features, out_features, weight, weight_scale, weight_zero_point, bias, input, output, relu })
+        let packed = pack_weights(&weight, &weight_zero_point, 1, &input);
+        Ok(Self { in_features, out_features, weight, weight_scale, weight_zero_point, bias, input, output, relu, packed })
     }
 
     /// `[..., in]` to `[..., out]`.
@@ -66,11 +71,30 @@ impl Linear {
         }
         check_input_qparams(x, &self.input, LAYER)?;
         let rows = x.values.len() / self.in_features;
-        let weight = centered_weight(&self.weight, &self.weight_zero_point, |i| i / self.in_features);
-        let acc = linear_accumulate(&x.centered(), rows, &weight, self.out_features, self.in_features);
-        let values = requantize_planes(&acc, 1, &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        let packed = current_packing(&self.packed, &self.weight, &self.weight_zero_point, 1, &self.input);
+        let requantizer = Requantizer::new(&self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        let values = linear_forward(&x.values, rows, &packed, [self.in_features, self.out_features], GemmPath::best(), &requantizer);
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("non-empty shape") = self.out_features;
         Ok(QTensor { values, shape, qparams: self.output })
     }
+}
+
+/// The u8 outputs `[rows, O]` for u8 input `[rows, I]`: the GEMM with the input's rows as its
+/// columns, blocks of `NR` rows in parallel (each block owns its rows of the output), each
+/// channel's accumulators requantized as they leave the tile.
+fn linear_forward(x: &[u8], rows: usize, packed: &PackedWeights, [i, o]: [usize; 2], path: GemmPath, requantizer: &Requantizer) -> Vec<u8> {
+    let mut values = vec![0u8; rows * o];
+    values.par_chunks_mut(NR * o).enumerate().for_each(|(b, out)| {
+        let p0 = b * NR;
+        let (width, valid) = (block_width(p0, rows), (rows - p0).min(NR));
+        let mut buf = vec![0u8; packed.block_len(width)];
+        pack_rows(x, i, rows, p0, width, &mut buf);
+        let mut row = [0u8; NR];
+        packed.block_product(path, 0, &buf, width, valid, |channel, acc| {
+            requantizer.row(channel, acc, &mut row[..valid]);
+            row[..valid].iter().enumerate().for_each(|(j, &v)| out[j * o + channel] = v);
+        });
+    });
+    values
 }

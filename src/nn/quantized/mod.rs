@@ -12,6 +12,8 @@ mod conv1d;
 mod conv3d;
 mod conv_parts;
 mod conv_transpose;
+#[doc(hidden)]
+pub mod gemm;
 mod kernels;
 mod linear;
 mod padding;

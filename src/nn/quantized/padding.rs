@@ -1,6 +1,8 @@
-//! PyTorch's non-zero padding modes on integer activations. They are applied to the centered
-//! integers before the convolution, so the kernel runs with padding 0: the float path's order
+//! PyTorch's non-zero padding modes on integer activations. They are applied to the integers
+//! (u8, or centered i32) before the convolution, so the kernel runs with padding 0: the float path's order
 //! (pad, then convolve), and copies of real values rather than the zero point.
+
+use std::borrow::Cow;
 
 use crate::nn::PaddingMode;
 
@@ -24,19 +26,24 @@ fn source(i: isize, size: usize, mode: PaddingMode) -> usize {
     j as usize
 }
 
-/// Centered input `[N, C, D, H, W]` (a 2-d input has `D = 1` and depth padding 0) ready for the
+/// Input `[N, C, D, H, W]` (a 2-d input has `D = 1` and depth padding 0) ready for the
 /// kernel: the values, their shape, and the padding the kernel must still apply (all of it for
 /// zeros padding, none for the other modes, which are materialized here). The geometry's
 /// `check_input` has ruled out padding the modes cannot take (reflect `>= size`, circular
 /// `> size`).
-pub(crate) fn pad_for_kernel(x: Vec<i32>, dims: [usize; 5], padding: [usize; 3], mode: PaddingMode) -> (Vec<i32>, [usize; 5], [usize; 3]) {
+pub(crate) fn pad_for_kernel<T: Copy + Default>(
+    x: &[T],
+    dims: [usize; 5],
+    padding: [usize; 3],
+    mode: PaddingMode,
+) -> (Cow<'_, [T]>, [usize; 5], [usize; 3]) {
     if mode == PaddingMode::Zeros || padding == [0; 3] {
-        return (x, dims, padding);
+        return (Cow::Borrowed(x), dims, padding);
     }
     let [n, c, d, h, w] = dims;
     let [pd, ph, pw] = padding;
     let (dp, hp, wp) = (d + 2 * pd, h + 2 * ph, w + 2 * pw);
-    let mut out = vec![0i32; n * c * dp * hp * wp];
+    let mut out = vec![T::default(); n * c * dp * hp * wp];
     for volume in 0..n * c {
         for z in 0..dp {
             let sz = source(z as isize - pd as isize, d, mode);
@@ -50,5 +57,5 @@ pub(crate) fn pad_for_kernel(x: Vec<i32>, dims: [usize; 5], padding: [usize; 3],
             }
         }
     }
-    (out, [n, c, dp, hp, wp], [0; 3])
+    (Cow::Owned(out), [n, c, dp, hp, wp], [0; 3])
 }
