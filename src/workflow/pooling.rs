@@ -10,7 +10,9 @@ use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 
 use super::layers::Value;
 use crate::error::{QatError, Result};
-use crate::nn::quantized::QTensor;
+use rayon::prelude::*;
+
+use crate::nn::quantized::{ActivationQParams, QTensor};
 
 /// Max pooling with a square window and no padding.
 #[derive(Module, Debug)]
@@ -51,27 +53,33 @@ fn image_dims(q: &QTensor, layer: &str) -> Result<[usize; 4]> {
     q.shape.clone().try_into().map_err(|_| QatError::shape(layer, "[N, C, H, W]", format!("{:?}", q.shape)))
 }
 
-/// Applies `reduce` to every window of every plane of a quantized image.
-fn pool_quantized(q: QTensor, kernel_size: usize, stride: usize, layer: &str, reduce: impl Fn(&mut dyn Iterator<Item = u8>) -> u8) -> Result<Value> {
+/// Applies `reduce(plane, top_left, width)` to every window of every plane of a quantized
+/// image, planes in parallel (each output on one thread, so the thread count changes nothing).
+fn pool_quantized(
+    q: QTensor,
+    kernel_size: usize,
+    stride: usize,
+    layer: &str,
+    reduce: impl Fn(&[u8], usize, usize) -> u8 + Sync,
+) -> Result<Value> {
     let [n, c, h, w] = image_dims(&q, layer)?;
     let (oh, ow) = (pooled_size(h, kernel_size, stride, layer)?, pooled_size(w, kernel_size, stride, layer)?);
-    let mut values = Vec::with_capacity(n * c * oh * ow);
-    for plane in q.values.chunks(h * w) {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut window =
-                    (0..kernel_size).flat_map(|ky| plane[(oy * stride + ky) * w + ox * stride..][..kernel_size].iter().copied());
-                values.push(reduce(&mut window));
+    let mut values = vec![0u8; n * c * oh * ow];
+    if !values.is_empty() {
+        values.par_chunks_mut(oh * ow).zip(q.values.par_chunks(h * w)).for_each(|(out, plane)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    out[oy * ow + ox] = reduce(plane, oy * stride * w + ox * stride, w);
+                }
             }
-        }
+        });
     }
     Ok(Value::Quantized(QTensor { values, shape: vec![n, c, oh, ow], qparams: q.qparams }))
 }
 
-/// The rounded average of `count` quantized values, in the input's qparams.
-fn quantized_mean(window: &mut dyn Iterator<Item = u8>, count: usize, q: &QTensor) -> u8 {
-    let p = q.qparams;
-    let sum: i32 = window.map(|v| v as i32 - p.zero_point).sum();
+/// The rounded average of `count` quantized values whose offsets from the zero point sum to
+/// `sum`, in the input's qparams.
+fn quantized_mean(sum: i32, count: usize, p: &ActivationQParams) -> u8 {
     crate::quant::requantize(sum, 1.0 / count as f32, p.zero_point, p.quant_min, p.quant_max) as u8
 }
 
@@ -84,7 +92,9 @@ impl MaxPool2d {
     pub fn forward(&self, x: Value, layer: &str) -> Result<Value> {
         let (k, s) = (self.kernel_size, self.stride);
         match x {
-            Value::Quantized(q) => pool_quantized(q, k, s, layer, |window| window.fold(0, u8::max)),
+            Value::Quantized(q) => pool_quantized(q, k, s, layer, |plane, at, w| {
+                (0..k).map(|ky| plane[at + ky * w..][..k].iter().copied().max().unwrap_or(0)).max().unwrap_or(0)
+            }),
             other => {
                 let x = other.image(layer)?;
                 let [_, _, h, w] = x.dims();
@@ -106,8 +116,11 @@ impl AvgPool2d {
         let (k, s) = (self.kernel_size, self.stride);
         match x {
             Value::Quantized(q) => {
-                let template = QTensor { values: Vec::new(), shape: q.shape.clone(), qparams: q.qparams };
-                pool_quantized(q, k, s, layer, |window| quantized_mean(window, k * k, &template))
+                let p = q.qparams;
+                pool_quantized(q, k, s, layer, |plane, at, w| {
+                    let sum: i32 = (0..k).flat_map(|ky| &plane[at + ky * w..][..k]).map(|&v| v as i32 - p.zero_point).sum();
+                    quantized_mean(sum, k * k, &p)
+                })
             }
             other => {
                 let x = other.image(layer)?;
@@ -128,7 +141,12 @@ impl GlobalAvgPool2d {
                 if h * w == 0 {
                     return Err(QatError::shape(layer, "a non-empty spatial size", format!("{:?}", q.shape)));
                 }
-                let values = q.values.chunks(h * w).map(|plane| quantized_mean(&mut plane.iter().copied(), h * w, &q)).collect();
+                let p = q.qparams;
+                let values = q
+                    .values
+                    .chunks(h * w)
+                    .map(|plane| quantized_mean(plane.iter().map(|&v| v as i32 - p.zero_point).sum(), h * w, &p))
+                    .collect();
                 Ok(Value::Quantized(QTensor { values, shape: vec![n, c, 1, 1], qparams: q.qparams }))
             }
             other => {

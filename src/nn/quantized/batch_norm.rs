@@ -24,6 +24,7 @@ pub struct BatchNorm2d {
 
 impl BatchNorm2d {
     /// From the BN's affine parameters and running statistics (f64, as our BN keeps them).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gamma: &[f64],
         beta: &[f64],
