@@ -138,7 +138,11 @@ fn check_saved_model_commands(out: &Path, metrics: &serde_json::Value) {
     // export of the QAT model: convert, then the same QDQ graph.
     let exported = path("from-qat.onnx");
     check_success(&burn_qat(&["export", "--checkpoint", &path("qat.safetensors"), "--out", &exported]), "export qat");
-    assert_eq!(std::fs::read(&exported).unwrap(), std::fs::read(out.join("model.onnx")).unwrap(), "export of qat.safetensors == model.onnx");
+    assert_eq!(
+        std::fs::read(&exported).unwrap(),
+        std::fs::read(out.join("model.onnx")).unwrap(),
+        "export of qat.safetensors == model.onnx"
+    );
 
     let output = burn_qat(&["inspect", "--checkpoint", &path("qat.safetensors"), "--samples", "64"]);
     check_success(&output, "inspect");

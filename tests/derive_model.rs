@@ -111,7 +111,13 @@ fn the_derive_gives_switches_a_pytorch_state_dict_and_one_call_convert() {
     assert!(model.stem.is_bn_frozen() && model.conv_b.is_bn_frozen());
 
     let state = model.state_dict();
-    for key in ["quant.activation_post_process.scale", "stem.bn.running_mean", "conv_b.weight_fake_quant.scale", "add.activation_post_process.zero_point", "fc.weight"] {
+    for key in [
+        "quant.activation_post_process.scale",
+        "stem.bn.running_mean",
+        "conv_b.weight_fake_quant.scale",
+        "add.activation_post_process.zero_point",
+        "fc.weight",
+    ] {
         assert!(state.contains_key(key), "{key} missing from {:?}", state.keys().collect::<Vec<_>>());
     }
     assert!(!state.keys().any(|k| k.starts_with("width")));

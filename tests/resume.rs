@@ -123,9 +123,8 @@ fn a_run_killed_twice_and_resumed_ends_with_the_same_bits() {
     for name in ["float.safetensors", "qat.safetensors", "int8.safetensors", "ptq-int8.safetensors", "checkpoint.safetensors"] {
         assert_same_file(&straight, &interrupted, name);
     }
-    let metrics = |dir: &Path| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap()
-    };
+    let metrics =
+        |dir: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap() };
     let (a, b) = (metrics(&straight), metrics(&interrupted));
     for key in ["float_accuracy", "qat_accuracy", "int8_accuracy", "int8_agreement", "ptq_int8_accuracy"] {
         assert_eq!(a[key], b[key], "{key}");

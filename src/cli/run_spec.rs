@@ -132,7 +132,8 @@ impl RunSpec {
         let json = metadata.get(RUN_KEY).ok_or_else(|| bad(format!("no {RUN_KEY} metadata saying which model it holds")))?;
         let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(format!("unreadable {RUN_KEY} metadata: {e}")))?;
         let model = v["model"].as_str().and_then(ModelKind::from_flag).ok_or_else(|| bad(format!("unknown model in {json}")))?;
-        let dims: Vec<usize> = v["input"].as_array().map(|a| a.iter().filter_map(|d| d.as_u64()).map(|d| d as usize).collect()).unwrap_or_default();
+        let dims: Vec<usize> =
+            v["input"].as_array().map(|a| a.iter().filter_map(|d| d.as_u64()).map(|d| d as usize).collect()).unwrap_or_default();
         let (Some(classes), &[channels, height, width]) = (v["classes"].as_u64(), &dims[..]) else {
             return Err(bad(format!("no input shape and classes in {json}")));
         };

@@ -62,7 +62,9 @@ impl SavedModel {
         };
         Err(QatError::File {
             path: path.display().to_string(),
-            reason: format!("{what} needs a QAT model, but the file holds {holds}; pass qat.safetensors or a checkpoint from the QAT phase"),
+            reason: format!(
+                "{what} needs a QAT model, but the file holds {holds}; pass qat.safetensors or a checkpoint from the QAT phase"
+            ),
         })
     }
 }

@@ -18,10 +18,10 @@ use burn_qat::workflow::convert;
 use serde_json::json;
 
 use super::args::TrainArgs;
+use super::eval::int8_predictions;
 use super::progress::{EPOCH_KEY, OPTIMIZER_TENSORS_KEY, PhaseHooks, REPORTS_KEY, print_header};
 use super::run_spec::{QConfigFlags, RUN_KEY, RunSpec};
 use super::saved_model::{FLOAT_STAGE, QAT_STAGE, STAGE_KEY, TRAINING_KEY};
-use super::eval::int8_predictions;
 use super::{io_error, set_threads};
 
 /// Checkpoint metadata of the QAT phase: the float phase's epoch reports.

@@ -193,7 +193,8 @@ impl Builder {
                 // quantized 6 exactly. Opset 13 takes Clip's bounds as inputs.
                 let q = cur.quantized(path)?;
                 let six = crate::quant::quantize_value(6.0, 1.0 / q.scale, q.zero_point, q.quant_min, q.quant_max);
-                let bounds = [self.f32_scalar(&format!("{path}.min"), 0.0)?, self.f32_scalar(&format!("{path}.max"), (six - q.zero_point) as f32)?];
+                let bounds =
+                    [self.f32_scalar(&format!("{path}.min"), 0.0)?, self.f32_scalar(&format!("{path}.max"), (six - q.zero_point) as f32)?];
                 self.in_steps(path, cur, "Clip", vec![], &bounds, |s| s.to_vec())
             }
             Int8Layer::AvgPool2d(p) => self.window_pool("AveragePool", p.kernel_size, p.stride, path, cur),

@@ -15,12 +15,12 @@ pub mod quantized;
 pub(crate) mod tensor_util;
 
 pub use batch_norm::BatchNorm;
+/// `#[derive(QatModule)]`: the switches, the state dict and (with `#[qat(int8 = Name)]`) one-call
+/// int8 conversion for a hand-written model; see the crate `burn-qat-derive`.
+pub use burn_qat_derive::QatModule;
 pub use conv_options::{Conv2dOptions, PaddingMode, Size2};
 pub use conv_transpose_options::ConvTranspose2dOptions;
 pub use conv1d_options::Conv1dOptions;
 pub use conv3d_options::{Conv3dOptions, Size3};
 pub use geometry::ConvGeometry;
 pub use qat_module::QatModule;
-/// `#[derive(QatModule)]`: the switches, the state dict and (with `#[qat(int8 = Name)]`) one-call
-/// int8 conversion for a hand-written model; see the crate `burn-qat-derive`.
-pub use burn_qat_derive::QatModule;

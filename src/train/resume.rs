@@ -44,10 +44,9 @@ impl ResumePoint {
         match state.remove(OPTIMIZER_KEY) {
             None => Err(QatError::config(format!("{context}: no optimizer state ({OPTIMIZER_KEY}); it is not a training checkpoint"))),
             Some(TensorValue { values: Values::U8(bytes), .. }) => Ok(bytes),
-            Some(other) => Err(QatError::config(format!(
-                "{context}: {OPTIMIZER_KEY} must be a U8 tensor, found {}",
-                other.values.dtype_name()
-            ))),
+            Some(other) => {
+                Err(QatError::config(format!("{context}: {OPTIMIZER_KEY} must be a U8 tensor, found {}", other.values.dtype_name())))
+            }
         }
     }
 }

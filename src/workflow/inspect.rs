@@ -129,10 +129,7 @@ fn fake_quant_output(fq: &FakeQuantize, y: Value, layer: &str) -> Result<(Value,
         q => return Ok((q, None)),
     };
     let qp = fq.activation_qparams(layer)?;
-    let (lo, hi) = (
-        (qp.quant_min - qp.zero_point) as f64 * qp.scale as f64,
-        (qp.quant_max - qp.zero_point) as f64 * qp.scale as f64,
-    );
+    let (lo, hi) = ((qp.quant_min - qp.zero_point) as f64 * qp.scale as f64, (qp.quant_max - qp.zero_point) as f64 * qp.scale as f64);
     let clipped = before.iter().filter(|&&a| a < lo || a > hi).count() as f64 / before.len().max(1) as f64;
     let signal: f64 = before.iter().map(|a| a * a).sum();
     let noise: f64 = before.iter().zip(&after).map(|(a, q)| (a - q) * (a - q)).sum();
@@ -182,7 +179,13 @@ fn kind(layer: &QatLayer) -> &'static str {
         QatLayer::Linear(_) => "Linear",
         QatLayer::LinearReLU(_) => "LinearReLU",
         QatLayer::LinearBn1d(_) => "LinearBn1d",
-        QatLayer::BatchNorm2d(m) => if m.relu { "BNReLU2d" } else { "BatchNorm2d" },
+        QatLayer::BatchNorm2d(m) => {
+            if m.relu {
+                "BNReLU2d"
+            } else {
+                "BatchNorm2d"
+            }
+        }
         QatLayer::Relu(_) => "ReLU",
         QatLayer::Relu6(_) => "ReLU6",
         QatLayer::AvgPool2d(_) => "AvgPool2d",

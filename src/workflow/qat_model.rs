@@ -298,8 +298,7 @@ fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
             | QatLayer::MaxPool2d(_)
             | QatLayer::AvgPool2d(_)
             | QatLayer::GlobalAvgPool2d(_)
-            | QatLayer::Flatten(_) => {
-            }
+            | QatLayer::Flatten(_) => {}
         }
     }
 }
@@ -328,8 +327,7 @@ fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateR
             | QatLayer::MaxPool2d(_)
             | QatLayer::AvgPool2d(_)
             | QatLayer::GlobalAvgPool2d(_)
-            | QatLayer::Flatten(_) => {
-            }
+            | QatLayer::Flatten(_) => {}
         }
     }
 }
