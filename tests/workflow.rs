@@ -245,6 +245,36 @@ fn a_float_model_round_trips_its_state_dict() {
     assert_bits_eq("reloaded float model", &to_vec(&yb), &to_vec(&ya));
 }
 
+/// Prepares `model` with `preset`, trains it `steps` SGD steps on normal inputs of standard
+/// deviation `std` (BN frozen and observers off for the last), converts it, saves and reloads the
+/// int8 model, and checks that its logits equal the QAT model's deployment eval bit for bit.
+fn check_converts_exactly_and_saves(what: &str, model: FloatModel, preset: &str, input: [usize; 3], std: f32, steps: usize) {
+    let device = Device::flex().autodiff();
+    let mut model = prepare_qat(model.fuse().unwrap(), QConfig::consistent(preset).unwrap()).unwrap();
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
+    let [c, h, w] = input;
+    for step in 0..steps {
+        if step + 1 == steps {
+            model.freeze_bn_stats();
+            model.disable_observer();
+        }
+        let x = Tensor::<4>::random([8, c, h, w], Distribution::Normal(0.0, std as f64), &device);
+        let out = model.forward(x).unwrap().into_features(&device).unwrap();
+        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    model.set_training(false);
+    let int8 = convert(&model).unwrap();
+    let path = std::env::temp_dir().join(format!("burn-qat-{}-{}.safetensors", what.replace(' ', "-"), std::process::id()));
+    int8.save(&path).unwrap();
+    let loaded = burn_qat::workflow::Int8Model::load(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let x = Tensor::<4>::random([16, c, h, w], Distribution::Normal(0.0, std as f64), &device);
+    let qat_eval = logits(&mut model, x.clone());
+    let int8_out = to_vec(&loaded.forward(x.inner()).unwrap().into_features(&Device::flex()).unwrap());
+    assert_bits_eq(&format!("{what}: int8 vs QAT eval"), &int8_out, &qat_eval);
+}
+
 #[test]
 fn global_average_pooling_converts_exactly_and_saves() {
     let _serial = serial();
@@ -261,30 +291,7 @@ fn global_average_pooling_converts_exactly_and_saves() {
         ("dequant", Layer::DeQuantStub(Default::default())),
     ])
     .unwrap();
-    let mut model = prepare_qat(model.fuse().unwrap(), QConfig::consistent("qnnpack").unwrap()).unwrap();
-    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
-    for step in 0..3 {
-        if step == 2 {
-            model.freeze_bn_stats();
-            model.disable_observer();
-        }
-        let x = Tensor::<4>::random([8, 1, 7, 7], Distribution::Normal(0.0, 1.0), &device);
-        let out = model.forward(x).unwrap().into_features(&device).unwrap();
-        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
-        model = optim.step(0.01, model, grads);
-    }
-    model.set_training(false);
-    let int8 = convert(&model).unwrap();
-    let dir = std::env::temp_dir().join(format!("burn-qat-gap-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    int8.save(dir.join("gap.safetensors")).unwrap();
-    let loaded = burn_qat::workflow::Int8Model::load(dir.join("gap.safetensors")).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let x = Tensor::<4>::random([16, 1, 7, 7], Distribution::Normal(0.0, 1.0), &device);
-    let qat_eval = logits(&mut model, x.clone());
-    let eval_device = Device::flex();
-    let int8_out = to_vec(&loaded.forward(x.inner()).unwrap().into_features(&eval_device).unwrap());
-    assert_bits_eq("global average pooling: int8 vs QAT eval", &int8_out, &qat_eval);
+    check_converts_exactly_and_saves("global average pooling", model, "qnnpack", [1, 7, 7], 1.0, 3);
 }
 
 /// ReLU6 and windowed average pooling keep their input's qparams; the int8 model clamps at the
@@ -305,30 +312,8 @@ fn relu6_and_average_pooling_convert_exactly_and_save() {
         ("dequant", Layer::DeQuantStub(Default::default())),
     ])
     .unwrap();
-    let mut model = prepare_qat(model.fuse().unwrap(), QConfig::consistent("fbgemm").unwrap()).unwrap();
-    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
-    for step in 0..3 {
-        if step == 2 {
-            model.freeze_bn_stats();
-            model.disable_observer();
-        }
-        // Wide inputs, so that some activations pass 6 and the clamp matters.
-        let x = Tensor::<4>::random([8, 1, 9, 9], Distribution::Normal(0.0, 4.0), &device);
-        let out = model.forward(x).unwrap().into_features(&device).unwrap();
-        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
-        model = optim.step(0.01, model, grads);
-    }
-    model.set_training(false);
-    let int8 = convert(&model).unwrap();
-    let path = std::env::temp_dir().join(format!("burn-qat-relu6-{}.safetensors", std::process::id()));
-    int8.save(&path).unwrap();
-    let loaded = burn_qat::workflow::Int8Model::load(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
-    let x = Tensor::<4>::random([16, 1, 9, 9], Distribution::Normal(0.0, 4.0), &device);
-    let qat_eval = logits(&mut model, x.clone());
-    let eval_device = Device::flex();
-    let int8_out = to_vec(&loaded.forward(x.inner()).unwrap().into_features(&eval_device).unwrap());
-    assert_bits_eq("ReLU6 + AvgPool2d: int8 vs QAT eval", &int8_out, &qat_eval);
+    // Wide inputs, so that some activations pass 6 and the clamp matters.
+    check_converts_exactly_and_saves("ReLU6 + AvgPool2d", model, "fbgemm", [1, 9, 9], 4.0, 3);
     assert!(Layer::avg_pool2d(0, 1).is_err() && Layer::avg_pool2d(2, 0).is_err());
 }
 
@@ -353,34 +338,12 @@ fn standalone_batch_norms_convert_exactly_and_save() {
         ("dequant", Layer::DeQuantStub(Default::default())),
     ])
     .unwrap();
-    let fused = model.fuse().unwrap();
+    let fused = model.clone().fuse().unwrap();
     let kinds: Vec<&str> = fused.layers.iter().map(|l| l.layer.kind()).collect();
     assert_eq!(kinds, ["QuantStub", "ConvReLU2d", "MaxPool2d", "BNReLU2d", "BatchNorm2d", "Flatten", "Linear", "DeQuantStub"]);
-    let mut model = prepare_qat(fused, QConfig::consistent("fbgemm").unwrap()).unwrap();
-    let state = model.state_dict();
+    let state = prepare_qat(fused, QConfig::consistent("fbgemm").unwrap()).unwrap().state_dict();
     for key in ["bn.0.running_var", "bn.activation_post_process.scale", "bn2.weight", "bn2.activation_post_process.zero_point"] {
         assert!(state.contains_key(key), "{key} missing: {:?}", state.keys().collect::<Vec<_>>());
     }
-    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
-    for step in 0..4 {
-        if step == 3 {
-            model.freeze_bn_stats();
-            model.disable_observer();
-        }
-        let x = Tensor::<4>::random([8, 1, 8, 8], Distribution::Normal(0.0, 2.0), &device);
-        let out = model.forward(x).unwrap().into_features(&device).unwrap();
-        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
-        model = optim.step(0.01, model, grads);
-    }
-    model.set_training(false);
-    let int8 = convert(&model).unwrap();
-    let path = std::env::temp_dir().join(format!("burn-qat-bn-{}.safetensors", std::process::id()));
-    int8.save(&path).unwrap();
-    let loaded = burn_qat::workflow::Int8Model::load(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
-    let x = Tensor::<4>::random([16, 1, 8, 8], Distribution::Normal(0.0, 2.0), &device);
-    let qat_eval = logits(&mut model, x.clone());
-    let eval_device = Device::flex();
-    let int8_out = to_vec(&loaded.forward(x.inner()).unwrap().into_features(&eval_device).unwrap());
-    assert_bits_eq("standalone BN: int8 vs QAT eval", &int8_out, &qat_eval);
+    check_converts_exactly_and_saves("standalone BN", model, "fbgemm", [1, 8, 8], 2.0, 4);
 }

@@ -50,18 +50,22 @@ pub fn predictions<M: Classifier>(model: &M, data: &Dataset, batch_size: usize, 
     let mut out = Vec::with_capacity(data.len());
     for batch in indices.chunks(batch_size) {
         let (images, _) = data.batch(batch, device);
-        let logits = model.logits(images)?;
-        let [n, _] = logits.dims();
-        let classes = logits
-            .argmax(1)
-            .reshape([n])
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| QatError::config(format!("{e:?}")))?;
-        out.extend(classes.into_iter().map(|c| c as usize));
+        out.extend(argmax_classes(model.logits(images)?)?);
     }
     Ok(out)
+}
+
+/// The index of the largest logit of each row of `[N, classes]`.
+pub fn argmax_classes(logits: Tensor<2>) -> Result<Vec<usize>> {
+    let [n, _] = logits.dims();
+    let classes = logits
+        .argmax(1)
+        .reshape([n])
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| QatError::config(format!("reading predicted classes: {e:?}")))?;
+    Ok(classes.into_iter().map(|c| c as usize).collect())
 }
 
 /// The fraction of `predictions` equal to the labels of `data`.

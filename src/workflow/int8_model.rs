@@ -178,16 +178,7 @@ impl Int8Model {
     /// Predicted classes for float images (the argmax of the final features).
     pub fn predict(&self, x: Tensor<4>) -> Result<Vec<usize>> {
         let device = x.device();
-        let logits = self.forward(x)?.into_features(&device)?;
-        let [n, _] = logits.dims();
-        let classes = logits
-            .argmax(1)
-            .reshape([n])
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| QatError::config(format!("{e:?}")))?;
-        Ok(classes.into_iter().map(|c| c as usize).collect())
+        crate::train::argmax_classes(self.forward(x)?.into_features(&device)?)
     }
 
     /// The same with the integer layers computed on burn's f64 ops (the reference path).
