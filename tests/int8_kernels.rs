@@ -175,3 +175,21 @@ fn depthwise_conv2d_equals_the_reference() {
         assert_eq!(conv.forward(&x).unwrap(), conv.forward_reference(&x, &device).unwrap(), "case {case}: {:?}", conv.options);
     }
 }
+
+#[test]
+fn mobilenet_depthwise_shapes_equal_the_reference() {
+    // The 3x3 depthwise convs of MobileNetV2 (stride 1 and 2, padding 1) on planes wider than
+    // a vector, batched: the flat whole-plane kernel, extreme weights and zero points included.
+    let device = Device::flex();
+    let mut rng = Rng(2718);
+    for (case, (c, stride, hw)) in [(32, 1, 14), (64, 2, 14), (96, 1, 7), (96, 2, 7), (24, 2, 15), (16, 1, 4)].into_iter().enumerate() {
+        let options = Conv2dOptions::new(c, c, 3).with_stride(stride).with_padding(1).with_groups(c);
+        let weight: Vec<i8> = (0..c * 9).map(|i| if case == 0 { [-128, 127][i % 2] } else { rng.int(-128, 127) as i8 }).collect();
+        let wzp: Vec<i32> = (0..c).map(|_| if case % 2 == 1 { rng.int(-30, 30) } else { 0 }).collect();
+        let bias: Vec<f32> = (0..c).map(|_| rng.int(-1000, 1000) as f32 * 0.01).collect();
+        let input = act(0.03, [0, 255, rng.int(0, 255)][case % 3], 255);
+        let conv = Conv2d::new(options, weight, vec![0.02; c], wzp, &bias, input, act(0.07, 30, 255), case % 2 == 0).unwrap();
+        let x = random_input(&mut rng, vec![1 + case % 3, c, hw, hw], input);
+        assert_eq!(conv.forward(&x).unwrap(), conv.forward_reference(&x, &device).unwrap(), "case {case}: {:?}", conv.options);
+    }
+}

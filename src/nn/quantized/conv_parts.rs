@@ -98,12 +98,24 @@ impl Requantizer {
     pub(crate) fn row(&self, channel: usize, acc: &[i32], dst: &mut [u8]) {
         let args = (self.bias[channel], self.multipliers[channel], self.zero_point, self.lo, self.hi);
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present, checked on the line above.
-            return unsafe { requantize_row_avx2(acc, dst, args) };
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+                // SAFETY: AVX-512 F and BW are present, checked on the line above.
+                return unsafe { requantize_row_avx512(acc, dst, args) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present, checked on the line above.
+                return unsafe { requantize_row_avx2(acc, dst, args) };
+            }
         }
         requantize_row_portable(acc, dst, args)
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn requantize_row_avx512(acc: &[i32], dst: &mut [u8], args: (i32, f32, i32, i32, i32)) {
+    requantize_row_portable(acc, dst, args)
 }
 
 #[cfg(target_arch = "x86_64")]

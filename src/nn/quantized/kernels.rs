@@ -133,9 +133,10 @@ pub(crate) fn conv_forward(
     (values, [n, o, out[0], out[1], out[2]])
 }
 
-/// A depthwise conv (one input and one output channel per group) directly, without the GEMM:
-/// per output plane, each tap's centered products `(x - z_x) * (w - z_w)` added along output rows
-/// in wrapping i32 (exact, as every path), then the plane requantized. Planes run in parallel.
+/// A depthwise conv (one input and one output channel per group) directly, without the GEMM.
+/// Planes run in parallel, each plane's accumulators summed in wrapping i32 (exact, as every
+/// path) and then requantized. Strides up to 4 positions per output take [`depthwise_flat`];
+/// larger ones add each tap's centered products `(x - z_x) * (w - z_w)` along output rows.
 fn depthwise(
     padded: &[u8],
     cols: &Im2col,
@@ -147,13 +148,17 @@ fn depthwise(
 ) -> Vec<u8> {
     let [d, h, w] = cols.dims;
     let [kd, kh, kw] = cols.kernel;
-    let (ow, sx, volume, taps) = (cols.out[2], cols.stride[2], d * h * w, kd * kh * kw);
+    let (volume, taps) = (d * h * w, kd * kh * kw);
     let tap_offsets: Vec<usize> = (0..taps)
         .map(|t| {
             let (kz, ky, kx) = (t / (kh * kw), (t / kw) % kh, t % kw);
             (kz * cols.dilation[0] * h + ky * cols.dilation[1]) * w + kx * cols.dilation[2]
         })
         .collect();
+    if cols.stride.iter().product::<usize>() <= 4 {
+        return depthwise_flat(padded, volume, offsets, &tap_offsets, zx, (weight, zw), requantizer, [n, c]);
+    }
+    let (ow, sx) = (cols.out[2], cols.stride[2]);
     let p = offsets.len();
     let mut values = vec![0u8; n * c * p];
     values.par_chunks_mut(p).enumerate().for_each(|(i, plane)| {
@@ -165,6 +170,83 @@ fn depthwise(
         requantizer.row(channel, &acc, plane);
     });
     values
+}
+
+/// The depthwise conv as a stride-1 one over the whole flattened (padded) volume, so that each
+/// tap is one long contiguous multiply-add whatever the stride, dilation and width: `flat[i] =
+/// sum_t x[i + tap_t] * wc[t] - z_x * sum_t wc[t]` for `i` up to the last output's first tap,
+/// then output `j` is `flat[offsets[j]]` (positions between outputs are computed and dropped,
+/// a factor of the stride product; every read stays inside the volume since the last output's
+/// taps do). In wrapping i32 that is the centered sum `sum_t (x - z_x) * wc[t]`, exactly.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_flat(
+    padded: &[u8],
+    volume: usize,
+    offsets: &[usize],
+    tap_offsets: &[usize],
+    zx: u8,
+    (weight, zw): (&[i8], &[i32]),
+    requantizer: &Requantizer,
+    [n, c]: [usize; 2],
+) -> Vec<u8> {
+    let (p, taps) = (offsets.len(), tap_offsets.len());
+    let span = offsets[p - 1] + 1;
+    let mut values = vec![0u8; n * c * p];
+    let scratch = || (vec![0i32; span], vec![0i32; p], vec![0i32; taps]);
+    values.par_chunks_mut(p).enumerate().for_each_init(scratch, |(flat, acc, wc), (i, plane)| {
+        let channel = i % c;
+        let src = &padded[i * volume..][..volume];
+        let mut sum = 0i32;
+        for (wc, &v) in wc.iter_mut().zip(&weight[channel * taps..][..taps]) {
+            *wc = (v as i32).wrapping_sub(zw[channel]);
+            sum = sum.wrapping_add(*wc);
+        }
+        flat.fill((zx as i32).wrapping_mul(sum).wrapping_neg());
+        depthwise_taps(flat, src, tap_offsets, wc);
+        for (a, &o) in acc.iter_mut().zip(offsets) {
+            *a = flat[o];
+        }
+        requantizer.row(channel, acc, plane);
+    });
+    values
+}
+
+/// `flat[i] += planes[start_t + i] * wc[t]` for every tap `t`, in wrapping i32.
+fn depthwise_taps(flat: &mut [i32], planes: &[u8], tap_starts: &[usize], wc: &[i32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: AVX-512 F and BW are present, checked on the line above.
+            return unsafe { depthwise_taps_avx512(flat, planes, tap_starts, wc) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present, checked on the line above.
+            return unsafe { depthwise_taps_avx2(flat, planes, tap_starts, wc) };
+        }
+    }
+    depthwise_taps_portable(flat, planes, tap_starts, wc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn depthwise_taps_avx512(flat: &mut [i32], planes: &[u8], tap_starts: &[usize], wc: &[i32]) {
+    depthwise_taps_portable(flat, planes, tap_starts, wc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn depthwise_taps_avx2(flat: &mut [i32], planes: &[u8], tap_starts: &[usize], wc: &[i32]) {
+    depthwise_taps_portable(flat, planes, tap_starts, wc)
+}
+
+#[inline(always)]
+fn depthwise_taps_portable(flat: &mut [i32], planes: &[u8], tap_starts: &[usize], wc: &[i32]) {
+    let span = flat.len();
+    for (&start, &wv) in tap_starts.iter().zip(wc) {
+        for (a, &x) in flat.iter_mut().zip(&planes[start..start + span]) {
+            *a = a.wrapping_add((x as i32).wrapping_mul(wv));
+        }
+    }
 }
 
 /// `acc[r * ow + j] += sum_t (src[offsets[r * ow] + tap_t + j * sx] - zx) * wc[t]`, row by row.
