@@ -29,22 +29,6 @@ use burn_qat::quant::{quantize_bias, requant_multiplier, requantize};
 use burn_qat::workflow::ToQuantized;
 use common::*;
 
-/// A small deterministic generator (splitmix64), so the cases are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn int(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i32
-    }
-}
-
 const MODES: [PaddingMode; 4] = [PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular];
 /// (input scale, weight scale, output scale): 0.5 multipliers make exact ties; 4.0 saturates.
 const SCALES: [(f32, f32, f32); 4] = [(1.0, 0.5, 1.0), (0.02, 0.01, 0.05), (0.1, 0.4, 0.01), (0.003, 0.002, 1.0)];

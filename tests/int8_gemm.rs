@@ -4,22 +4,10 @@
 //! column, zero points 0 and 255, weights -128 and 127, K large enough to overflow i16 sums (the
 //! `vpmaddubsw` pitfall), and column counts around the block widths.
 
+mod common;
+
 use burn_qat::nn::quantized::gemm::{GemmPath, gemm_u8i8};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn int(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i32
-    }
-}
+use common::Rng;
 
 /// The centered sums in i64, wrapped to i32 as the kernels' i32 accumulation is.
 fn reference(a: &[i8], zw: &[i32], b: &[u8], zx: i32, m: usize, k: usize, n: usize) -> Vec<i32> {

@@ -2,25 +2,12 @@
 //! multipliers that put results exactly on .5 (ties), saturating ranges, non-zero weight zero
 //! points, every padding mode, groups, strides and dilations, fused ReLU. Bit equality.
 
+mod common;
+
 use burn::tensor::Device;
 use burn_qat::nn::quantized::{ActivationQParams, Add, Conv2d, Linear, QTensor};
 use burn_qat::nn::{Conv2dOptions, PaddingMode};
-
-/// A small deterministic generator (splitmix64), so the cases are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn int(&mut self, lo: i32, hi: i32) -> i32 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i32
-    }
-}
+use common::Rng;
 
 fn act(scale: f32, zero_point: i32, quant_max: i32) -> ActivationQParams {
     ActivationQParams { scale, zero_point, quant_min: 0, quant_max }
