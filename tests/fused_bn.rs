@@ -199,6 +199,10 @@ fn step_bits(threads: usize) -> Vec<u64> {
             bits.extend(g.iter().map(|v| v.to_bits()));
         }
         bits.extend(m.inner.bn.running_var().iter().map(|v| v.to_bits()));
+        let fq = m.inner.activation_post_process.as_ref().unwrap();
+        let (o, q) = (&fq.observer, fq.qparams());
+        bits.extend(o.min_val().iter().chain(o.max_val()).chain(&q.scale).map(|v| v.to_bits() as u64));
+        bits.extend(q.zero_point.iter().map(|&z| z as u64));
         bits
     })
 }
@@ -227,4 +231,107 @@ fn the_min_max_op_matches_the_host_reduction() {
     let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(data, [3, 70_000]), &device);
     assert!(tensor_min_max(&x, None).is_err());
     assert!(tensor_min_max(&x, Some(0)).is_err());
+}
+
+/// The output observer takes the output's min/max from the fused BN apply instead of its own
+/// pass: the same module without an output fake quant, followed by a standalone copy of that
+/// fake quant (which makes the pass), must give the same bits everywhere, step after step.
+fn output_observer_is_bit_identical(version: u32, bias: bool, groups: usize, relu: bool, dtype: DType) {
+    let device = Device::flex().autodiff();
+    let options = Conv2dOptions::new(8, 8, 3).with_padding(1).with_groups(groups);
+    let mut fused = ConvBn2dConfig::new(options, get_default_qat_qconfig("fbgemm", version).unwrap())
+        .with_bias(bias)
+        .init(&device)
+        .unwrap()
+        .with_output_fake_quant()
+        .unwrap();
+    if dtype == DType::F64 {
+        to_f64(&mut fused);
+    }
+    assert!(fused.bn.uses_fused_kernels());
+    let mut separate = fused.clone();
+    let mut fq = separate.activation_post_process.take().unwrap();
+    let label = format!("v{version} bias {bias} groups {groups} relu {relu} {dtype:?}");
+    for step in 0..4 {
+        let what = |s: &str| format!("{label} step {step} {s}");
+        let x = Tensor::<4>::random([4, 8, 6, 5], Distribution::Normal(0.5, 2.0), (&device, dtype));
+        let dy = Tensor::<4>::random([4, 8, 6, 5], Distribution::Normal(0.0, 1.0), (&device, dtype));
+        let bits = |v: Vec<f64>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let grads_of = |x: &Tensor<4>, y: &Tensor<4>, m: &ConvBn2d| {
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            let mut g = vec![bits(values(&x.grad(&grads).unwrap())), bits(values(&m.weight.val().grad(&grads).unwrap()))];
+            g.push(bits(values(&m.bn.weight.val().grad(&grads).unwrap())));
+            g.push(bits(values(&m.bn.bias.val().grad(&grads).unwrap())));
+            (bits(values(y)), g)
+        };
+        let xf = x.clone().require_grad();
+        let yf = fused.forward_with_relu(xf.clone(), relu).unwrap();
+        let (of, gf) = grads_of(&xf, &yf, &fused);
+        let xs = x.clone().require_grad();
+        let ys = fq.forward(separate.forward_with_relu(xs.clone(), relu).unwrap()).unwrap();
+        let (os, gs) = grads_of(&xs, &ys, &separate);
+        assert_eq!(of, os, "{}", what("output"));
+        assert_eq!(gf, gs, "{}", what("gradients"));
+        let a = fused.activation_post_process.as_ref().unwrap();
+        assert_eq!(a.observer.min_val(), fq.observer.min_val(), "{}", what("observer min"));
+        assert_eq!(a.observer.max_val(), fq.observer.max_val(), "{}", what("observer max"));
+        assert_eq!(a.qparams(), fq.qparams(), "{}", what("qparams"));
+        assert_eq!(fused.bn.running_mean(), separate.bn.running_mean(), "{}", what("running mean"));
+        assert_eq!(fused.bn.running_var(), separate.bn.running_var(), "{}", what("running var"));
+    }
+}
+
+#[test]
+fn the_output_observer_from_the_fused_apply_is_bit_identical() {
+    for version in [0, 1] {
+        for (bias, groups, relu, dtype) in [
+            (false, 1, true, DType::F32),
+            (true, 1, false, DType::F32),
+            (false, 8, true, DType::F32),
+            (true, 2, true, DType::F64),
+            (false, 1, false, DType::F64),
+        ] {
+            output_observer_is_bit_identical(version, bias, groups, relu, dtype);
+        }
+    }
+}
+
+#[test]
+fn min_max_of_signed_zeros_does_not_depend_on_the_thread_count() {
+    use burn_qat::observer::tensor_min_max;
+    let device = Device::flex().autodiff();
+    let data: Vec<f32> = (0..300_000).map(|i| if i % 3 == 0 { -0.0 } else { 0.0 }).collect();
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let (lo, hi) = pool.install(|| {
+            let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(data.clone(), [3, 100_000]), &device);
+            tensor_min_max(&x, None).unwrap()
+        });
+        assert_eq!((lo[0].to_bits(), hi[0].to_bits()), ((-0.0f32).to_bits(), 0.0f32.to_bits()), "{threads} threads");
+    }
+}
+
+#[test]
+fn the_fused_apply_reports_the_min_max_of_its_output() {
+    use burn_qat::ops::{BnApplyParams, bn_train_apply, min_max};
+    let device = Device::flex().autodiff();
+    for (dtype, relu) in [(DType::F32, true), (DType::F32, false), (DType::F64, false)] {
+        let z = Tensor::<4>::random([3, 5, 70, 90], Distribution::Normal(0.3, 2.0), (&device, dtype)).require_grad();
+        let gamma = Tensor::<1>::random([5], Distribution::Uniform(-1.0, 2.0), (&device, dtype)).require_grad();
+        let beta = Tensor::<1>::random([5], Distribution::Normal(0.0, 1.0), (&device, dtype)).require_grad();
+        let params = BnApplyParams {
+            has_div: false,
+            has_add: false,
+            relu,
+            mean: vec![0.1, -0.2, 0.3, 0.0, 1.0],
+            invstd: vec![1.0, 2.0, 0.5, 3.0, 0.7],
+        };
+        let (y, observed) = BnApplyParams::observing_output(|| {
+            bn_train_apply(z.clone(), gamma.clone(), beta.clone(), gamma.clone(), beta.clone(), params.clone())
+        });
+        let (lo, hi, finite) = min_max(&y, None);
+        assert_eq!(observed, Some((lo[0], hi[0], finite)), "{dtype:?} relu {relu}");
+        let (_, none) = BnApplyParams::observing_output(|| min_max(&y, None));
+        assert_eq!(none, None);
+    }
 }

@@ -20,7 +20,7 @@ pub use config::{FakeQuantizeConfig, FakeQuantizeVariant};
 use burn::tensor::Tensor;
 
 use crate::error::{QatError, Result};
-use crate::observer::{Observer, tensor_min_max};
+use crate::observer::{Observer, known_or_tensor_min_max};
 use crate::ops::{FakeQuantParams, fake_quantize};
 use crate::quant::QParams;
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
@@ -178,20 +178,27 @@ impl FakeQuantize {
     /// Observes `x` (if the observer is enabled) and fake quantizes it (if fake quant is
     /// enabled). The training mode of the surrounding model plays no part, as in PyTorch.
     pub fn forward<const D: usize>(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
+        self.forward_observed(x, None)
+    }
+
+    /// [`forward`](Self::forward) given `x`'s per-tensor `(min, max, all finite)` if already
+    /// known (as `ops::min_max` computes it): a per-tensor observer uses it instead of a pass
+    /// over `x`, with the same result.
+    pub(crate) fn forward_observed<const D: usize>(&mut self, x: Tensor<D>, min_max: Option<(f32, f32, bool)>) -> Result<Tensor<D>> {
         if x.dims().contains(&0) {
             return Ok(x);
         }
         match self.config.variant {
             FakeQuantizeVariant::Standard => {
                 if self.observer_enabled {
-                    self.observer.observe(&x)?;
+                    self.observer.observe_known(&x, min_max)?;
                     self.set_qparams(self.observer.qparams_with(self.config.train_qparams));
                 }
             }
             FakeQuantizeVariant::FusedMovingAverage { averaging_constant } => {
                 if self.observer_enabled {
                     self.observer.check_axis(&x.dims())?;
-                    let (lo, hi) = tensor_min_max(&x, self.observer.ch_axis())?;
+                    let (lo, hi) = known_or_tensor_min_max(&x, self.observer.ch_axis(), min_max)?;
                     self.observer.update_fused(lo, hi, averaging_constant);
                 }
                 if self.fake_quant_enabled {

@@ -7,6 +7,7 @@ mod config;
 mod stats;
 
 pub use config::{Averaging, ObserverConfig};
+pub(crate) use stats::known_or_tensor_min_max;
 pub use stats::{channel_min_max, tensor_min_max, tensor_values};
 
 use burn::tensor::Tensor;
@@ -70,12 +71,18 @@ impl Observer {
     /// Updates the statistics with a tensor (PyTorch `forward`). An empty tensor changes nothing;
     /// NaN or infinite values are an error, so the running range is never poisoned.
     pub fn observe<const D: usize>(&mut self, x: &Tensor<D>) -> Result<()> {
+        self.observe_known(x, None)
+    }
+
+    /// [`observe`](Self::observe) given `x`'s per-tensor `(min, max, all finite)` if already
+    /// known; per-channel observers ignore it.
+    pub(crate) fn observe_known<const D: usize>(&mut self, x: &Tensor<D>, min_max: Option<(f32, f32, bool)>) -> Result<()> {
         let shape = x.dims();
         if shape.contains(&0) {
             return Ok(());
         }
         self.check_axis(&shape)?;
-        let (cur_min, cur_max) = tensor_min_max(x, self.ch_axis())?;
+        let (cur_min, cur_max) = known_or_tensor_min_max(x, self.ch_axis(), min_max)?;
         self.update_checked(cur_min, cur_max, &shape)
     }
 

@@ -20,6 +20,24 @@ pub fn tensor_min_max<const D: usize>(x: &Tensor<D>, axis: Option<usize>) -> Res
     Ok((min, max))
 }
 
+/// [`tensor_min_max`], from `known` (`x`'s per-tensor `(min, max, all finite)` as
+/// `ops::min_max` gives it) when that is given and `axis` is `None`.
+pub(crate) fn known_or_tensor_min_max<const D: usize>(
+    x: &Tensor<D>,
+    axis: Option<usize>,
+    known: Option<(f32, f32, bool)>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    match (axis, known) {
+        (None, Some((min, max, finite))) if matches!(x.dtype(), DType::F32 | DType::F64) => {
+            if !finite {
+                return Err(non_finite());
+            }
+            Ok((vec![min], vec![max]))
+        }
+        _ => tensor_min_max(x, axis),
+    }
+}
+
 fn non_finite() -> QatError {
     QatError::NonFinite { context: "observer".into(), what: "an observed value (NaN or infinity)".into() }
 }

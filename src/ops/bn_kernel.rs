@@ -10,6 +10,8 @@ use std::ops::{Add, Div, Mul, Sub};
 
 use rayon::prelude::*;
 
+use super::minmax::{AsF32, MinMaxAcc};
+
 /// Elements per parallel work item of the elementwise pass.
 const CHUNK: usize = 16 * 1024;
 
@@ -131,30 +133,49 @@ pub(crate) fn stats<T: BnFloat>(z: &[T], l: BnLayout, pre: Pre<'_, T>) -> Vec<(f
 }
 
 /// Per channel: `out = max?(y * alpha + shift, 0)`, PyTorch's CPU form of the normalization.
-pub(crate) fn apply<T: BnFloat>(z: &[T], l: BnLayout, pre: Pre<'_, T>, alpha: &[T], shift: &[T], relu: bool) -> Vec<T> {
+/// With `observe`, also the min and max of the output (as f32) and whether it is all finite,
+/// taken from each run while it is still in cache: exactly what `ops::min_max` gives.
+pub(crate) fn apply<T: BnFloat + AsF32>(
+    z: &[T],
+    l: BnLayout,
+    pre: Pre<'_, T>,
+    alpha: &[T],
+    shift: &[T],
+    relu: bool,
+    observe: bool,
+) -> (Vec<T>, Option<(f32, f32, bool)>) {
     let mut out = vec![T::ZERO; z.len()];
     let inner = l.inner.max(1);
     let chunk_len = (CHUNK / inner).max(1) * inner;
-    out.par_chunks_mut(chunk_len).enumerate().for_each(|(chunk_index, chunk)| {
-        let offset = chunk_index * chunk_len;
-        for (run_index, run) in chunk.chunks_mut(inner).enumerate() {
-            let start = offset + run_index * inner;
-            let c = (start / inner) % l.c;
-            let (p, a, s) = (pre.channel(c), alpha[c], shift[c]);
-            let src = &z[start..start + run.len()];
-            if relu {
-                for (o, &v) in run.iter_mut().zip(src) {
-                    let r = p.apply(v) * a + s;
-                    *o = if r > T::ZERO { r } else { T::ZERO };
+    let acc = out
+        .par_chunks_mut(chunk_len)
+        .enumerate()
+        .map(|(chunk_index, chunk)| {
+            let mut acc = MinMaxAcc::EMPTY;
+            let offset = chunk_index * chunk_len;
+            for (run_index, run) in chunk.chunks_mut(inner).enumerate() {
+                let start = offset + run_index * inner;
+                let c = (start / inner) % l.c;
+                let (p, a, s) = (pre.channel(c), alpha[c], shift[c]);
+                let src = &z[start..start + run.len()];
+                if relu {
+                    for (o, &v) in run.iter_mut().zip(src) {
+                        let r = p.apply(v) * a + s;
+                        *o = if r > T::ZERO { r } else { T::ZERO };
+                    }
+                } else {
+                    for (o, &v) in run.iter_mut().zip(src) {
+                        *o = p.apply(v) * a + s;
+                    }
                 }
-            } else {
-                for (o, &v) in run.iter_mut().zip(src) {
-                    *o = p.apply(v) * a + s;
+                if observe {
+                    acc.add_run(run);
                 }
             }
-        }
-    });
-    out
+            acc
+        })
+        .reduce(|| MinMaxAcc::EMPTY, MinMaxAcc::merge);
+    (out, observe.then(|| acc.finish()))
 }
 
 /// The per-channel values the backward needs.

@@ -15,6 +15,7 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, backend_extens
 use burn::tensor::{Bytes, DType, Shape, Tensor};
 
 use super::bn_kernel::{self as kernel, BackwardChannel, BnFloat, BnLayout, Pre};
+use super::minmax::AsF32;
 
 /// Host values of the pre-transform for [`bn_batch_stats`].
 #[derive(Clone, Debug)]
@@ -32,6 +33,37 @@ pub struct BnApplyParams {
     pub relu: bool,
     pub mean: Vec<f64>,
     pub invstd: Vec<f64>,
+}
+
+thread_local! {
+    /// Set while [`BnApplyParams::observing_output`] runs: `Some(None)` asks the next
+    /// [`bn_train_apply`] forward on this thread for its output's min/max, which it stores here.
+    static OUTPUT_MIN_MAX: std::cell::Cell<Option<Option<(f32, f32, bool)>>> = const { std::cell::Cell::new(None) };
+}
+
+impl BnApplyParams {
+    /// Runs `f`, and returns with its result the per-tensor `(min, max, all finite)` (as f32,
+    /// what `ops::min_max(.., None)` gives) of the output of the last [`bn_train_apply`] forward
+    /// `f` ran on this thread, computed while that output was written; `None` if there was none.
+    pub fn observing_output<R>(f: impl FnOnce() -> R) -> (R, Option<(f32, f32, bool)>) {
+        let outer = OUTPUT_MIN_MAX.replace(Some(None));
+        let result = f();
+        let observed = OUTPUT_MIN_MAX.replace(outer).flatten();
+        (result, observed)
+    }
+}
+
+/// Whether an output min/max is wanted on this thread.
+fn output_min_max_wanted() -> bool {
+    OUTPUT_MIN_MAX.get().is_some()
+}
+
+fn store_output_min_max(m: Option<(f32, f32, bool)>) {
+    if let Some(m) = m
+        && output_min_max_wanted()
+    {
+        OUTPUT_MIN_MAX.set(Some(Some(m)));
+    }
 }
 
 /// Per channel `(mean, sum of squared deviations from it)` of `y = z / div + add`, in f64.
@@ -122,7 +154,7 @@ fn stats_for<T: BnFloat>(z: &FlexTensor, pre: &BnPreValues) -> Vec<f64> {
     kernel::stats(slice::<T>(z), l, pre).into_iter().flat_map(|(m, s)| [m, s]).collect()
 }
 
-fn apply_for<T: BnFloat>(
+fn apply_for<T: BnFloat + AsF32>(
     z: &FlexTensor,
     div: &FlexTensor,
     add: &FlexTensor,
@@ -136,7 +168,9 @@ fn apply_for<T: BnFloat>(
     let (gamma, beta) = (slice::<T>(gamma), slice::<T>(beta));
     let alpha: Vec<T> = invstd.iter().zip(gamma).map(|(&i, &g)| i * g).collect();
     let shift: Vec<T> = (0..l.c).map(|c| beta[c] - mean[c] * alpha[c]).collect();
-    kernel::apply(slice::<T>(z), l, pre, &alpha, &shift, p.relu)
+    let (out, min_max) = kernel::apply(slice::<T>(z), l, pre, &alpha, &shift, p.relu, output_min_max_wanted());
+    store_output_min_max(min_max);
+    out
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -11,13 +11,19 @@ use crate::state_dict::{StateDict, StateReader, TensorValue, Values};
 
 /// The output activation fake quant, if attached.
 pub(crate) trait OutputFakeQuant {
-    fn apply<const D: usize>(&mut self, y: Tensor<D>, layer: &str) -> Result<Tensor<D>>;
+    fn apply<const D: usize>(&mut self, y: Tensor<D>, layer: &str) -> Result<Tensor<D>> {
+        self.apply_observed(y, None, layer)
+    }
+
+    /// [`apply`](Self::apply) given `y`'s per-tensor `(min, max, all finite)` if already known
+    /// (as `ops::min_max` computes it), which a per-tensor observer then uses instead of a pass.
+    fn apply_observed<const D: usize>(&mut self, y: Tensor<D>, min_max: Option<(f32, f32, bool)>, layer: &str) -> Result<Tensor<D>>;
 }
 
 impl OutputFakeQuant for Option<FakeQuantize> {
-    fn apply<const D: usize>(&mut self, y: Tensor<D>, layer: &str) -> Result<Tensor<D>> {
+    fn apply_observed<const D: usize>(&mut self, y: Tensor<D>, min_max: Option<(f32, f32, bool)>, layer: &str) -> Result<Tensor<D>> {
         match self {
-            Some(fq) => fq.forward(y).map_err(|e| in_layer(e, layer, "output")),
+            Some(fq) => fq.forward_observed(y, min_max).map_err(|e| in_layer(e, layer, "output")),
             None => Ok(y),
         }
     }

@@ -10,6 +10,10 @@ use crate::fake_quantize::FakeQuantize;
 use crate::nn::BatchNorm;
 use crate::nn::qat::in_layer;
 use crate::nn::tensor_util::{channel_shape, host_tensor, weight_axis_shape};
+use crate::ops::BnApplyParams;
+
+/// The output's per-tensor `(min, max, all finite)`, when the fused apply computed it.
+pub(crate) type OutputMinMax = Option<(f32, f32, bool)>;
 
 /// `gamma / sqrt(running_var + eps)` per output channel, carrying gamma's gradient.
 pub(crate) fn scale_factor(bn: &BatchNorm) -> Tensor<1> {
@@ -35,11 +39,13 @@ pub(crate) fn approximate<const D: usize, const W: usize>(
     op: impl Fn(Tensor<W>) -> Tensor<D>,
     layer: &str,
 ) -> Result<Tensor<D>> {
-    approximate_relu(weight, weight_axis, bias, bn, fq, op, false, layer)
+    Ok(approximate_relu(weight, weight_axis, bias, bn, fq, op, false, layer)?.0)
 }
 
 /// [`approximate`], followed by a ReLU when `with_relu`. In training with the fused BN ops on,
-/// the division, the bias, the BN and the ReLU run as one op (`BatchNorm::forward_train_fused`).
+/// the division, the bias, the BN and the ReLU run as one op (`BatchNorm::forward_train_fused`),
+/// which also gives the output's per-tensor `(min, max, all finite)` (`None` on the other paths)
+/// for the output observer.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn approximate_relu<const D: usize, const W: usize>(
     weight: Tensor<W>,
@@ -50,20 +56,21 @@ pub(crate) fn approximate_relu<const D: usize, const W: usize>(
     op: impl Fn(Tensor<W>) -> Tensor<D>,
     with_relu: bool,
     layer: &str,
-) -> Result<Tensor<D>> {
+) -> Result<(Tensor<D>, OutputMinMax)> {
     let c = bn.num_features();
     let sf = scale_factor(bn);
     let y = op(folded_weight(weight, sf.clone(), weight_axis, fq, layer)?);
     let extra: Vec<&Tensor<1>> = std::iter::once(&sf).chain(bias.as_ref()).collect();
     if bn.fused_train_applies(&y, &extra) {
-        return bn.forward_train_fused(y, Some(sf), bias, with_relu, layer);
+        let (y, min_max) = BnApplyParams::observing_output(|| bn.forward_train_fused(y, Some(sf), bias, with_relu, layer));
+        return Ok((y?, min_max));
     }
     let mut y = y / sf.reshape(channel_shape::<D>(c));
     if let Some(bias) = bias {
         y = y + bias.reshape(channel_shape::<D>(c));
     }
     let y = bn.forward(y, layer)?;
-    Ok(if with_relu { relu(y) } else { y })
+    Ok((if with_relu { relu(y) } else { y }, None))
 }
 
 /// PyTorch's `_forward_slow` (Krishnamoorthi 2018): in training, the float op gives the batch

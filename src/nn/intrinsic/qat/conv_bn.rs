@@ -178,16 +178,16 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
         let conv = |w: Tensor<D>| options.forward(x.clone(), w, None);
         let bias = self.bias.as_ref().map(Param::val);
         let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
-        let y = match (self.folding, gamma_has_zero) {
+        let (y, min_max) = match (self.folding, gamma_has_zero) {
             (BnFolding::Approximate, false) => {
                 bn_fold::approximate_relu(weight, O::WEIGHT_CHANNEL_AXIS, bias, bn, fq, conv, fused_relu, layer)?
             }
             _ => {
                 let y = bn_fold::exact(weight, O::WEIGHT_CHANNEL_AXIS, bias, bn, fq, conv, layer)?;
-                if fused_relu { relu(y) } else { y }
+                (if fused_relu { relu(y) } else { y }, None)
             }
         };
-        self.activation_post_process.apply(y, layer)
+        self.activation_post_process.apply_observed(y, min_max, layer)
     }
 
     /// `gamma / sqrt(running_var + eps)`, detached: the per-channel fold factor.
