@@ -112,10 +112,43 @@ impl Requantizer {
     }
 }
 
+/// [`requantize_row_portable`] sixteen lanes at a time, the last partial vector under a mask
+/// (rows are often short: 16, 49, a 4-column GEMM remainder), so no element takes a scalar
+/// tail. The same operations as the portable loop, lane for lane: the saturating bias add,
+/// `i32 -> f32` and the product rounded to nearest even, the zero point added in f32, the clamp,
+/// and a conversion of the (integral, in-range) result. `roundscale` to nearest even equals
+/// [`round_half_even`] on every input (both leave integers, infinities and the sign of zero
+/// alone); `requantize_rows_match_the_scalar_formula` checks the bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn requantize_row_avx512(acc: &[i32], dst: &mut [u8], args: (i32, f32, i32, i32, i32)) {
-    requantize_row_portable(acc, dst, args)
+fn requantize_row_avx512(acc: &[i32], dst: &mut [u8], (bias, m, zero_point, lo, hi): (i32, f32, i32, i32, i32)) {
+    use std::arch::x86_64::*;
+    debug_assert!(0 <= lo && hi <= 255);
+    let len = acc.len().min(dst.len());
+    let bias_v = _mm512_set1_epi32(bias);
+    let m_v = _mm512_set1_ps(m);
+    let zp_v = _mm512_set1_ps(zero_point as f32);
+    let (lo_v, hi_v) = (_mm512_set1_ps(lo as f32), _mm512_set1_ps(hi as f32));
+    let max_v = _mm512_set1_epi32(i32::MAX);
+    let mut j = 0;
+    while j < len {
+        let mask: __mmask16 = if len - j >= 16 { 0xffff } else { (1u16 << (len - j)) - 1 };
+        // SAFETY: the mask keeps the load to `acc[j..len]` and the store to `dst[j..len]`.
+        unsafe {
+            let a = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(j));
+            let sum = _mm512_add_epi32(a, bias_v);
+            // Overflow iff a and bias share a sign that the sum lacks; it saturates towards a's sign.
+            let sign_lost = _mm512_and_si512(_mm512_xor_si512(a, sum), _mm512_xor_si512(bias_v, sum));
+            let overflow = _mm512_cmplt_epi32_mask(sign_lost, _mm512_setzero_si512());
+            let saturated = _mm512_xor_si512(_mm512_srai_epi32::<31>(a), max_v);
+            let sum = _mm512_mask_mov_epi32(sum, overflow, saturated);
+            let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), m_v);
+            let rounded = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(scaled);
+            let v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(zp_v, rounded), lo_v), hi_v);
+            _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(j).cast(), mask, _mm512_cvtps_epi32(v));
+        }
+        j += 16;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -181,4 +214,56 @@ pub(crate) fn check_input_qparams(x: &QTensor, expected: &ActivationQParams, lay
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::requantize;
+
+    /// Accumulators and multipliers that make the row kernels' shortcuts matter: exact ties
+    /// (`acc * m` ending in .5, both parities), both saturations of the bias add, products beyond
+    /// 2^23 and beyond the clamp, negative zero.
+    fn adversarial_accumulators(len: usize, seed: u32) -> Vec<i32> {
+        let special = [0, 1, -1, 3, -3, 5, -5, 7, i32::MAX, i32::MIN, i32::MAX - 3, i32::MIN + 3, 1 << 24, -(1 << 24), 255, -255];
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                if i % 3 == 0 { special[(state as usize) % special.len()] } else { (state as i32) >> (state % 24) }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn requantize_rows_match_the_scalar_formula() {
+        // Every row length up to 50 (full vectors, partial ones, empty) on every path this CPU has.
+        for (case, &(bias, m, zero_point, relu)) in [
+            (0, 0.5f32, 0, false),
+            (7, 0.5, 128, true),
+            (i32::MAX, 0.25, 3, false),
+            (i32::MIN, 1.5, 200, false),
+            (-100, 1e-3, 77, true),
+            (12_345, 3.0e-7, 255, false),
+            (1, 7.5, 0, true),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let lo = if relu { zero_point } else { 0 };
+            let requantizer = Requantizer { bias: vec![bias], multipliers: vec![m], zero_point, lo, hi: 255 };
+            for len in 0..50 {
+                let acc = adversarial_accumulators(len, (case * 100 + len) as u32);
+                let expected: Vec<u8> = acc.iter().map(|&a| requantize(a.saturating_add(bias), m, zero_point, lo, 255) as u8).collect();
+                let mut got = vec![0u8; len];
+                requantizer.row(0, &acc, &mut got);
+                assert_eq!(got, expected, "bias {bias} m {m} zp {zero_point} relu {relu} len {len}");
+                let mut portable = vec![0u8; len];
+                requantize_row_portable(&acc, &mut portable, (bias, m, zero_point, lo, 255));
+                assert_eq!(portable, expected, "portable, len {len}");
+            }
+        }
+    }
 }
