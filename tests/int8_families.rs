@@ -142,6 +142,42 @@ fn conv3d_kernel_equals_the_reference_on_adversarial_cases() {
     assert_eq!(cases, 96);
 }
 
+/// One input and one output channel per group in three dimensions: the direct depthwise
+/// kernel's stride phases along depth as well as height and width.
+#[test]
+fn conv3d_depthwise_equals_the_reference() {
+    let device = Device::flex();
+    let mut rng = Rng(304);
+    let geometries = [
+        ([3, 3, 3], [2, 2, 2], [1, 1, 1], [1, 1, 1]),
+        ([2, 3, 1], [1, 2, 3], [2, 1, 1], [0, 2, 1]),
+        ([3, 1, 2], [3, 1, 2], [1, 1, 2], [2, 0, 2]),
+    ];
+    for (i, mode) in MODES.iter().enumerate() {
+        for (j, &(kernel, stride, dilation, padding)) in geometries.iter().enumerate() {
+            let padding = if *mode == PaddingMode::Zeros { padding } else { [1, 1, 1] };
+            let options = Conv3dOptions::new(3, 3, kernel)
+                .with_stride(stride)
+                .with_dilation(dilation)
+                .with_padding(padding)
+                .with_groups(3)
+                .with_padding_mode(*mode);
+            let scales = SCALES[(i + j) % SCALES.len()];
+            let p = parts(&mut rng, options.weight_shape().iter().product(), 3, scales, j);
+            let conv = Conv3d::new(options, p.weight, vec![scales.1; 3], p.zero_point, &p.bias, p.input, p.output, j % 2 == 0).unwrap();
+            for shape in [vec![2, 3, 5, 6, 7], vec![1, 3, 4, 9, 5]] {
+                let x = random_input(&mut rng, shape.clone(), p.input);
+                assert_eq!(
+                    conv.forward(&x).unwrap(),
+                    conv.forward_reference(&x, &device).unwrap(),
+                    "mode {mode:?} {:?} {shape:?}",
+                    conv.options
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn conv_transpose2d_kernel_equals_the_reference_on_adversarial_cases() {
     let device = Device::flex();

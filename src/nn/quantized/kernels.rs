@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use super::conv_parts::Requantizer;
+use super::depthwise::{DepthwisePlan, depthwise};
 use super::gemm::{GemmPath, NR, PackedWeights, block_width};
 
 use crate::nn::{Conv2dOptions, Conv3dOptions};
@@ -84,8 +85,8 @@ pub(crate) fn conv_forward(
     let group_len = cols.c * padded_dims.iter().product::<usize>();
     let offsets = cols.offsets();
     if cols.c == 1 && og == 1 {
-        let padded = pad(x, n * c, [d, h, wd], padding, zx);
-        let values = depthwise(&padded, &cols, &offsets, zx, packed.source(), requantizer, [n, c]);
+        let plan = DepthwisePlan::new([d, h, wd], padding, kernel, stride, dilation, out);
+        let values = depthwise(x, &plan, zx, packed.source(), requantizer, [n, c]);
         return (values, [n, o, out[0], out[1], out[2]]);
     }
     let blocks: Vec<usize> = (0..p).step_by(NR).collect();
@@ -131,164 +132,6 @@ pub(crate) fn conv_forward(
         });
     }
     (values, [n, o, out[0], out[1], out[2]])
-}
-
-/// A depthwise conv (one input and one output channel per group) directly, without the GEMM.
-/// Planes run in parallel, each plane's accumulators summed in wrapping i32 (exact, as every
-/// path) and then requantized. Strides up to 4 positions per output take [`depthwise_flat`];
-/// larger ones add each tap's centered products `(x - z_x) * (w - z_w)` along output rows.
-fn depthwise(
-    padded: &[u8],
-    cols: &Im2col,
-    offsets: &[usize],
-    zx: u8,
-    (weight, zw): (&[i8], &[i32]),
-    requantizer: &Requantizer,
-    [n, c]: [usize; 2],
-) -> Vec<u8> {
-    let [d, h, w] = cols.dims;
-    let [kd, kh, kw] = cols.kernel;
-    let (volume, taps) = (d * h * w, kd * kh * kw);
-    let tap_offsets: Vec<usize> = (0..taps)
-        .map(|t| {
-            let (kz, ky, kx) = (t / (kh * kw), (t / kw) % kh, t % kw);
-            (kz * cols.dilation[0] * h + ky * cols.dilation[1]) * w + kx * cols.dilation[2]
-        })
-        .collect();
-    if cols.stride.iter().product::<usize>() <= 4 {
-        return depthwise_flat(padded, volume, offsets, &tap_offsets, zx, (weight, zw), requantizer, [n, c]);
-    }
-    let (ow, sx) = (cols.out[2], cols.stride[2]);
-    let p = offsets.len();
-    let mut values = vec![0u8; n * c * p];
-    values.par_chunks_mut(p).enumerate().for_each(|(i, plane)| {
-        let channel = i % c;
-        let src = &padded[i * volume..][..volume];
-        let wc: Vec<i32> = weight[channel * taps..][..taps].iter().map(|&v| (v as i32).wrapping_sub(zw[channel])).collect();
-        let mut acc = vec![0i32; p];
-        depthwise_plane(&mut acc, src, offsets, &tap_offsets, &wc, [ow, sx], zx as i32);
-        requantizer.row(channel, &acc, plane);
-    });
-    values
-}
-
-/// The depthwise conv as a stride-1 one over the whole flattened (padded) volume, so that each
-/// tap is one long contiguous multiply-add whatever the stride, dilation and width: `flat[i] =
-/// sum_t x[i + tap_t] * wc[t] - z_x * sum_t wc[t]` for `i` up to the last output's first tap,
-/// then output `j` is `flat[offsets[j]]` (positions between outputs are computed and dropped,
-/// a factor of the stride product; every read stays inside the volume since the last output's
-/// taps do). In wrapping i32 that is the centered sum `sum_t (x - z_x) * wc[t]`, exactly.
-#[allow(clippy::too_many_arguments)]
-fn depthwise_flat(
-    padded: &[u8],
-    volume: usize,
-    offsets: &[usize],
-    tap_offsets: &[usize],
-    zx: u8,
-    (weight, zw): (&[i8], &[i32]),
-    requantizer: &Requantizer,
-    [n, c]: [usize; 2],
-) -> Vec<u8> {
-    let (p, taps) = (offsets.len(), tap_offsets.len());
-    let span = offsets[p - 1] + 1;
-    let mut values = vec![0u8; n * c * p];
-    let scratch = || (vec![0i32; span], vec![0i32; p], vec![0i32; taps]);
-    values.par_chunks_mut(p).enumerate().for_each_init(scratch, |(flat, acc, wc), (i, plane)| {
-        let channel = i % c;
-        let src = &padded[i * volume..][..volume];
-        let mut sum = 0i32;
-        for (wc, &v) in wc.iter_mut().zip(&weight[channel * taps..][..taps]) {
-            *wc = (v as i32).wrapping_sub(zw[channel]);
-            sum = sum.wrapping_add(*wc);
-        }
-        flat.fill((zx as i32).wrapping_mul(sum).wrapping_neg());
-        depthwise_taps(flat, src, tap_offsets, wc);
-        for (a, &o) in acc.iter_mut().zip(offsets) {
-            *a = flat[o];
-        }
-        requantizer.row(channel, acc, plane);
-    });
-    values
-}
-
-/// `flat[i] += planes[start_t + i] * wc[t]` for every tap `t`, in wrapping i32.
-fn depthwise_taps(flat: &mut [i32], planes: &[u8], tap_starts: &[usize], wc: &[i32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
-            // SAFETY: AVX-512 F and BW are present, checked on the line above.
-            return unsafe { depthwise_taps_avx512(flat, planes, tap_starts, wc) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present, checked on the line above.
-            return unsafe { depthwise_taps_avx2(flat, planes, tap_starts, wc) };
-        }
-    }
-    depthwise_taps_portable(flat, planes, tap_starts, wc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn depthwise_taps_avx512(flat: &mut [i32], planes: &[u8], tap_starts: &[usize], wc: &[i32]) {
-    depthwise_taps_portable(flat, planes, tap_starts, wc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn depthwise_taps_avx2(flat: &mut [i32], planes: &[u8], tap_starts: &[usize], wc: &[i32]) {
-    depthwise_taps_portable(flat, planes, tap_starts, wc)
-}
-
-#[inline(always)]
-fn depthwise_taps_portable(flat: &mut [i32], planes: &[u8], tap_starts: &[usize], wc: &[i32]) {
-    let span = flat.len();
-    for (&start, &wv) in tap_starts.iter().zip(wc) {
-        for (a, &x) in flat.iter_mut().zip(&planes[start..start + span]) {
-            *a = a.wrapping_add((x as i32).wrapping_mul(wv));
-        }
-    }
-}
-
-/// `acc[r * ow + j] += sum_t (src[offsets[r * ow] + tap_t + j * sx] - zx) * wc[t]`, row by row.
-fn depthwise_plane(acc: &mut [i32], src: &[u8], offsets: &[usize], tap_offsets: &[usize], wc: &[i32], [ow, sx]: [usize; 2], zx: i32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present, checked on the line above.
-        return unsafe { depthwise_plane_avx2(acc, src, offsets, tap_offsets, wc, [ow, sx], zx) };
-    }
-    depthwise_plane_portable(acc, src, offsets, tap_offsets, wc, [ow, sx], zx)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn depthwise_plane_avx2(acc: &mut [i32], src: &[u8], offsets: &[usize], tap_offsets: &[usize], wc: &[i32], geometry: [usize; 2], zx: i32) {
-    depthwise_plane_portable(acc, src, offsets, tap_offsets, wc, geometry, zx)
-}
-
-#[inline(always)]
-fn depthwise_plane_portable(
-    acc: &mut [i32],
-    src: &[u8],
-    offsets: &[usize],
-    tap_offsets: &[usize],
-    wc: &[i32],
-    [ow, sx]: [usize; 2],
-    zx: i32,
-) {
-    for (r, acc_row) in acc.chunks_exact_mut(ow).enumerate() {
-        for (&tap, &wv) in tap_offsets.iter().zip(wc) {
-            let row = &src[offsets[r * ow] + tap..];
-            if sx == 1 {
-                for (a, &x) in acc_row.iter_mut().zip(&row[..ow]) {
-                    *a = a.wrapping_add((x as i32 - zx).wrapping_mul(wv));
-                }
-            } else {
-                for (a, &x) in acc_row.iter_mut().zip(row.iter().step_by(sx)) {
-                    *a = a.wrapping_add((x as i32 - zx).wrapping_mul(wv));
-                }
-            }
-        }
-    }
 }
 
 /// The im2col of one group of one image, padded (so every tap is inside), written straight into

@@ -12,6 +12,7 @@ mod conv1d;
 mod conv3d;
 mod conv_parts;
 mod conv_transpose;
+mod depthwise;
 #[doc(hidden)]
 pub mod gemm;
 mod kernels;
