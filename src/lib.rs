@@ -15,6 +15,7 @@ pub mod ops;
 pub mod qconfig;
 pub mod quant;
 pub mod report;
+mod simd;
 pub mod state_dict;
 pub mod train;
 pub mod workflow;

@@ -3,6 +3,7 @@ use rayon::prelude::*;
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
 use crate::quant::round_half_even;
+use crate::simd::multiversion;
 
 /// `torch.ao.nn.quantized.FloatFunctional.add` (and `add_relu`): two u8 tensors with their own
 /// qparams into a third: `q = clamp(z + rne(f32(qa - za) * ma + f32(qb - zb) * mb), lo, qmax)`
@@ -59,31 +60,8 @@ struct AddParams {
     hi: i32,
 }
 
-fn add_rows(dst: &mut [u8], qa: &[u8], qb: &[u8], params: &AddParams) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
-            // SAFETY: AVX-512 F and BW are present, checked on the line above.
-            return unsafe { add_rows_avx512(dst, qa, qb, params) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present, checked on the line above.
-            return unsafe { add_rows_avx2(dst, qa, qb, params) };
-        }
-    }
-    add_rows_portable(dst, qa, qb, params)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn add_rows_avx512(dst: &mut [u8], qa: &[u8], qb: &[u8], params: &AddParams) {
-    add_rows_portable(dst, qa, qb, params)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn add_rows_avx2(dst: &mut [u8], qa: &[u8], qb: &[u8], params: &AddParams) {
-    add_rows_portable(dst, qa, qb, params)
+multiversion! {
+    fn add_rows(dst: &mut [u8], qa: &[u8], qb: &[u8], params: &AddParams) = add_rows_portable;
 }
 
 /// The formula of [`Add`], written so that it vectorizes: the clamped result is an integer in

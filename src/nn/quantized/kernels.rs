@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::conv_parts::Requantizer;
 use super::depthwise::{DepthwisePlan, depthwise};
 use super::gemm::{GemmPath, NR, PackedWeights, block_width};
+use crate::simd::multiversion;
 
 use crate::nn::{Conv2dOptions, Conv3dOptions};
 
@@ -245,20 +246,9 @@ fn interleave4(rows: &[[u8; NR]; 4], width: usize, dst: &mut [u8]) {
     }
 }
 
-/// `acc[j] += sum_k wrow[k] * col[k * p + j]`: one output channel's accumulators.
-pub(crate) fn accumulate_rows(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present, checked on the line above.
-        return unsafe { accumulate_rows_avx2(acc, wrow, col, p) };
-    }
-    accumulate_rows_portable(acc, wrow, col, p)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn accumulate_rows_avx2(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize) {
-    accumulate_rows_portable(acc, wrow, col, p)
+multiversion! {
+    /// `acc[j] += sum_k wrow[k] * col[k * p + j]`: one output channel's accumulators.
+    pub(crate) fn accumulate_rows(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize) = accumulate_rows_portable;
 }
 
 #[inline(always)]

@@ -1,0 +1,38 @@
+//! One portable loop, compiled three times: for AVX-512 (F and BW), for AVX2, and for the
+//! x86-64 (or other) baseline, the widest picked at run time. Our elementwise kernels are
+//! written as plain loops that LLVM vectorizes; what they need from us is only the target
+//! features, and this macro is the one place that spells out the detection and the `unsafe`.
+
+/// `multiversion!(pub(crate) fn name(args) -> R = portable_fn);` defines `name`, which calls
+/// `portable_fn` (an `#[inline(always)]` function with the same arguments) compiled with the
+/// best instruction set this CPU has. The results are the same on every path: the loops do
+/// integer or IEEE f32 arithmetic in a fixed order, which the vector width does not change.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $portable:ident;) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $portable($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $portable($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+                    // SAFETY: AVX-512 F and BW are present, checked on the line above.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 is present, checked on the line above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $portable($($arg),*)
+        }
+    };
+}
+
+pub(crate) use multiversion;
