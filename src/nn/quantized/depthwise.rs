@@ -16,6 +16,7 @@
 use rayon::prelude::*;
 
 use super::conv_parts::Requantizer;
+use crate::simd::multiversion;
 
 /// Lanes of i32 the flat pass computes at once (one 512-bit vector, two 256-bit ones).
 const LANES: usize = 16;
@@ -24,6 +25,7 @@ const LANES: usize = 16;
 pub(crate) struct DepthwisePlan {
     /// The unpadded input plane `[D, H, W]`.
     dims: [usize; 3],
+    stride: [usize; 3],
     out: [usize; 3],
     /// Each phase's extent per axis.
     len: [usize; 3],
@@ -34,11 +36,9 @@ pub(crate) struct DepthwisePlan {
     /// Per input row `(z, y)`: where its phase rows start (column-phase 0, column 0), or `None`
     /// when no output reads it.
     row_starts: Vec<Option<usize>>,
-    /// Per input column: its offset from the row start (phase block + column), or `None`.
-    column_offsets: Vec<Option<usize>>,
-    /// With column stride 1, the kept columns are a prefix copied as one run: (offset of
-    /// column 0, how many).
-    column_run: Option<(usize, usize)>,
+    /// Per column phase, the input columns it keeps as one run: (first input column, offset of
+    /// its first element from the row start, how many), every `stride[2]`-th column.
+    column_runs: Vec<(usize, usize, usize)>,
     /// The phases, plus room for the last vector of the farthest tap.
     scratch_len: usize,
 }
@@ -85,19 +85,14 @@ impl DepthwisePlan {
                 );
             }
         }
-        let column_offsets: Vec<Option<usize>> = (0..dims[2]).map(|x| place(2, x + padding[2]).map(|(ax, ix)| ax * volume + ix)).collect();
-        let column_run = (stride[2] == 1).then(|| (padding[2], column_offsets.iter().take_while(|o| o.is_some()).count()));
-        Self {
-            dims,
-            out,
-            len,
-            tap_starts,
-            span,
-            row_starts,
-            column_offsets,
-            column_run,
-            scratch_len: (phases * volume).max(farthest + span),
-        }
+        let column_runs = (0..stride[2].min(dims[2]))
+            .filter_map(|first| {
+                let count = (first..dims[2]).step_by(stride[2]).take_while(|&x| place(2, x + padding[2]).is_some()).count();
+                let (ax, ix) = place(2, first + padding[2])?;
+                Some((first, ax * volume + ix, count))
+            })
+            .collect();
+        Self { dims, stride, out, len, tap_starts, span, row_starts, column_runs, scratch_len: (phases * volume).max(farthest + span) }
     }
 
     fn output_volume(&self) -> usize {
@@ -108,14 +103,16 @@ impl DepthwisePlan {
     /// the padded plane that no output reads (past a phase's extent) are left out.
     fn split(&self, plane: &[u8], zx: u8, scratch: &mut [u8]) {
         scratch.fill(zx);
+        let step = self.stride[2];
         for (row, start) in plane.chunks_exact(self.dims[2]).zip(&self.row_starts) {
             let Some(start) = *start else { continue };
-            if let Some((offset, count)) = self.column_run {
-                scratch[start + offset..][..count].copy_from_slice(&row[..count]);
-            } else {
-                for (&v, offset) in row.iter().zip(&self.column_offsets) {
-                    if let Some(offset) = offset {
-                        scratch[start + offset] = v;
+            for &(first, offset, count) in &self.column_runs {
+                let dst = &mut scratch[start + offset..][..count];
+                if step == 1 {
+                    dst.copy_from_slice(&row[first..first + count]);
+                } else {
+                    for (k, d) in dst.iter_mut().enumerate() {
+                        *d = row[first + k * step];
                     }
                 }
             }
@@ -139,10 +136,11 @@ pub(crate) fn depthwise(
     let [od, oh, ow] = plan.out;
     let [_, ly, lx] = plan.len;
     let mut values = vec![0u8; n * c * p];
-    let scratch = || (vec![0u8; plan.scratch_len], vec![0i32; plan.span], vec![0i32; taps]);
+    // `flat` and `acc` get a vector of slack: rows are gathered a whole vector at a time.
+    let scratch = || (vec![0u8; plan.scratch_len], vec![0i32; plan.span + LANES], vec![0i32; p + LANES], vec![0i32; taps]);
     // Enough planes per task that rayon's splitting costs little next to the work.
     let min_planes = (4096 / (p * taps).max(1)).max(1);
-    values.par_chunks_mut(p).with_min_len(min_planes).enumerate().for_each_init(scratch, |(phases, flat, wc), (i, out_plane)| {
+    values.par_chunks_mut(p).with_min_len(min_planes).enumerate().for_each_init(scratch, |(phases, flat, acc, wc), (i, out_plane)| {
         let channel = i % c;
         plan.split(&x[i * in_volume..][..in_volume], zx, phases);
         let mut sum = 0i32;
@@ -150,44 +148,29 @@ pub(crate) fn depthwise(
             *wc = (v as i32).wrapping_sub(zw[channel]);
             sum = sum.wrapping_add(*wc);
         }
-        flat_taps(flat, phases, &plan.tap_starts, wc, (zx as i32).wrapping_mul(sum).wrapping_neg());
+        flat_taps(&mut flat[..plan.span], phases, &plan.tap_starts, wc, (zx as i32).wrapping_mul(sum).wrapping_neg());
+        // The outputs gathered from the flat rows, then requantized in one call: rows of a
+        // small plane are shorter than a vector. Each row is copied in whole vectors (a
+        // variable-length copy is a memmove call per 7-element row); what a copy writes past
+        // the row's end, the next row or the slack takes.
         for z in 0..od {
             for y in 0..oh {
-                let row = (z * oh + y) * ow;
-                requantizer.row(channel, &flat[(z * ly + y) * lx..][..ow], &mut out_plane[row..row + ow]);
+                let (src, dst) = ((z * ly + y) * lx, (z * oh + y) * ow);
+                for k in (0..ow).step_by(LANES) {
+                    let chunk: [i32; LANES] = flat[src + k..][..LANES].try_into().expect("a full vector");
+                    acc[dst + k..][..LANES].copy_from_slice(&chunk);
+                }
             }
         }
+        requantizer.row(channel, &acc[..p], out_plane);
     });
     values
 }
 
-/// `flat[i] = init + sum_t phases[starts[t] + i] * wc[t]` in wrapping i32, [`LANES`] positions
-/// at a time with every tap summed in registers before the one store.
-fn flat_taps(flat: &mut [i32], phases: &[u8], starts: &[usize], wc: &[i32], init: i32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512 F is present, checked on the line above.
-            return unsafe { flat_taps_avx512(flat, phases, starts, wc, init) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present, checked on the line above.
-            return unsafe { flat_taps_avx2(flat, phases, starts, wc, init) };
-        }
-    }
-    flat_taps_portable(flat, phases, starts, wc, init)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn flat_taps_avx512(flat: &mut [i32], phases: &[u8], starts: &[usize], wc: &[i32], init: i32) {
-    flat_taps_portable(flat, phases, starts, wc, init)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn flat_taps_avx2(flat: &mut [i32], phases: &[u8], starts: &[usize], wc: &[i32], init: i32) {
-    flat_taps_portable(flat, phases, starts, wc, init)
+multiversion! {
+    /// `flat[i] = init + sum_t phases[starts[t] + i] * wc[t]` in wrapping i32, [`LANES`] positions
+    /// at a time with every tap summed in registers before the one store.
+    fn flat_taps(flat: &mut [i32], phases: &[u8], starts: &[usize], wc: &[i32], init: i32) = flat_taps_portable;
 }
 
 #[inline(always)]
