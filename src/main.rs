@@ -11,6 +11,7 @@ use std::process::ExitCode;
 static ALLOC: burn_qat::bench::memory::PeakAlloc = burn_qat::bench::memory::PeakAlloc::new();
 
 fn main() -> ExitCode {
+    cli::malloc_policy::keep_freed_memory();
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -7,6 +7,7 @@ mod convert;
 mod eval;
 mod export;
 mod inspect;
+pub mod malloc_policy;
 mod progress;
 mod run_spec;
 mod saved_model;
