@@ -9,7 +9,7 @@ use burn::tensor::{DType, Tensor};
 use super::qat::{read_param, write_param};
 use super::tensor_util::{channel_shape, host_tensor, host_values};
 use crate::error::{QatError, Result};
-use crate::ops::{BnApplyParams, BnPreValues, bn_batch_stats, bn_train_apply};
+use crate::ops::{BnApplyParams, BnPreValues, bn_batch_stats, bn_train_apply, lane_sum};
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
 
 /// `BatchNorm{1,2,3}d(num_features, eps, momentum, affine=True, track_running_stats=True)`.
@@ -271,8 +271,9 @@ impl BatchNorm {
         let stats: Vec<(f64, f64)> = values
             .chunks(per_channel)
             .map(|row| {
-                let mean = row.iter().sum::<f64>() / per_channel as f64;
-                (mean, row.iter().map(|v| (v - mean) * (v - mean)).sum())
+                // Summed as the fused kernels sum, so both paths give the same statistics.
+                let mean = lane_sum(row.iter().copied()) / per_channel as f64;
+                (mean, lane_sum(row.iter().map(|v| (v - mean) * (v - mean))))
             })
             .collect();
         self.update_from_batch_stats(&stats, per_channel);

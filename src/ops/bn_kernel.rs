@@ -4,7 +4,7 @@
 //! computed on the fly with the same rounding as a materialized `y`.
 //!
 //! Every per-channel sum is taken by one thread in a fixed order (runs by batch index, then
-//! elements), so results do not depend on the rayon thread count.
+//! elements into [`LANES`] partial sums), so results do not depend on the rayon thread count.
 
 use std::ops::{Add, Div, Mul, Sub};
 
@@ -14,6 +14,55 @@ use super::minmax::{AsF32, MinMaxAcc};
 
 /// Elements per parallel work item of the elementwise pass.
 const CHUNK: usize = 16 * 1024;
+
+/// Independent partial sums per reduction. One running f64 sum is a chain of dependent adds
+/// (about 4 cycles an element); interleaved partial sums pipeline and vectorize. Element `j` of
+/// a channel (counting through its runs in batch order) always goes to lane `j % LANES` and the
+/// lanes are added in order: a fixed order, so a sum does not depend on the thread count, and
+/// the same one [`lane_sum`] takes over a channel's values in a row.
+const LANES: usize = 8;
+
+/// Adds `f(a[i], b[i])` to `K` lane-split sums, element `i` being the channel's element
+/// `start + i`. Up to the first element in lane 0, then whole rounds of lanes over fixed-size
+/// chunks (no bounds checks, no branches: it vectorizes), then the rest.
+#[inline(always)]
+fn accumulate<T: Copy, const K: usize>(sums: &mut [[f64; LANES]; K], start: usize, a: &[T], b: &[T], f: impl Fn(T, T) -> [f64; K]) {
+    let len = a.len().min(b.len());
+    let head = ((LANES - start % LANES) % LANES).min(len);
+    for i in 0..head {
+        for (sum, v) in sums.iter_mut().zip(f(a[i], b[i])) {
+            sum[(start + i) % LANES] += v;
+        }
+    }
+    let (a, b) = (&a[head..len], &b[head..len]);
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (ca, cb) in (&mut ca).zip(&mut cb) {
+        for lane in 0..LANES {
+            for (sum, v) in sums.iter_mut().zip(f(ca[lane], cb[lane])) {
+                sum[lane] += v;
+            }
+        }
+    }
+    for (lane, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        for (sum, v) in sums.iter_mut().zip(f(x, y)) {
+            sum[lane] += v;
+        }
+    }
+}
+
+/// The lanes of one sum, added in order.
+fn total(lanes: &[f64; LANES]) -> f64 {
+    lanes.iter().fold(0.0, |s, &v| s + v)
+}
+
+/// The sum of a channel's values in the kernels' order (for the reference path).
+pub(crate) fn lane_sum(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    for (j, v) in values.into_iter().enumerate() {
+        lanes[j % LANES] += v;
+    }
+    total(&lanes)
+}
 
 /// Float element types the kernels run on.
 pub(crate) trait BnFloat:
@@ -99,6 +148,20 @@ impl<T: BnFloat> ChannelPre<T> {
     }
 }
 
+impl<T: BnFloat> ChannelPre<T> {
+    /// `y = z / div + add` for a whole run into `y`, one loop per combination so that each
+    /// vectorizes (the same operations as [`apply`](Self::apply)).
+    fn fill(self, z: &[T], y: &mut Vec<T>) {
+        y.clear();
+        match (self.div, self.add) {
+            (Some(d), Some(a)) => y.extend(z.iter().map(|&v| v / d + a)),
+            (Some(d), None) => y.extend(z.iter().map(|&v| v / d)),
+            (None, Some(a)) => y.extend(z.iter().map(|&v| v + a)),
+            (None, None) => y.extend_from_slice(z),
+        }
+    }
+}
+
 impl<T: BnFloat> Pre<'_, T> {
     fn channel(&self, c: usize) -> ChannelPre<T> {
         ChannelPre { div: self.div.map(|d| d[c]), add: self.add.map(|a| a[c]) }
@@ -111,23 +174,23 @@ pub(crate) fn stats<T: BnFloat>(z: &[T], l: BnLayout, pre: Pre<'_, T>) -> Vec<(f
     let count = l.per_channel() as f64;
     (0..l.c)
         .into_par_iter()
-        .map(|c| {
+        .map_init(Vec::new, |y, c| {
             let p = pre.channel(c);
-            let mut sum = 0.0f64;
+            let mut sum = [[0.0f64; LANES]];
             for n in 0..l.n {
-                for &v in &z[l.run(n, c)] {
-                    sum += p.apply(v).to_f64();
-                }
+                p.fill(&z[l.run(n, c)], y);
+                accumulate(&mut sum, n * l.inner, y, y, |v, _| [v.to_f64()]);
             }
-            let mean = sum / count;
-            let mut m2 = 0.0f64;
+            let mean = total(&sum[0]) / count;
+            let mut m2 = [[0.0f64; LANES]];
             for n in 0..l.n {
-                for &v in &z[l.run(n, c)] {
-                    let d = p.apply(v).to_f64() - mean;
-                    m2 += d * d;
-                }
+                p.fill(&z[l.run(n, c)], y);
+                accumulate(&mut m2, n * l.inner, y, y, |v, _| {
+                    let d = v.to_f64() - mean;
+                    [d * d]
+                });
             }
-            (mean, m2)
+            (mean, total(&m2[0]))
         })
         .collect()
 }
@@ -199,57 +262,77 @@ struct SyncPtr<T>(*mut T);
 unsafe impl<T> Sync for SyncPtr<T> {}
 unsafe impl<T> Send for SyncPtr<T> {}
 
+/// Per-thread buffers for one run of [`backward`]: the pre-transformed input `y`, the
+/// gradient after the ReLU mask, and `dy`.
+#[derive(Default)]
+struct RunScratch<T> {
+    y: Vec<T>,
+    ge: Vec<T>,
+    dy: Vec<T>,
+}
+
+/// The gradient through the optional ReLU: `g` where the output is positive, else 0.
+fn masked_gradient<T: BnFloat>(g: &[T], out: Option<&[T]>, ge: &mut Vec<T>) {
+    ge.clear();
+    match out {
+        Some(o) => ge.extend(g.iter().zip(o).map(|(&gv, &ov)| if ov > T::ZERO { gv } else { T::ZERO })),
+        None => ge.extend_from_slice(g),
+    }
+}
+
 /// The batch-norm backward with batch statistics (PyTorch `batch_norm_cpu_backward`), through
 /// the optional ReLU (mask `out > 0`) and the pre-transform (`DivBackward`, `AddBackward`).
+/// Each run is first turned into plain slices (`y`, the masked gradient), so that the
+/// reductions and the elementwise pass are branch-free loops.
 pub(crate) fn backward<T: BnFloat>(z: &[T], out: Option<&[T]>, g: &[T], l: BnLayout, ch: BackwardChannel<'_, T>) -> BnGrads<T> {
     let mut dz = vec![T::ZERO; z.len()];
     let dz_ptr = SyncPtr(dz.as_mut_ptr());
     let count = l.per_channel() as f64;
     let per_channel: Vec<[T; 4]> = (0..l.c)
         .into_par_iter()
-        .map(|c| {
+        .map_init(RunScratch::default, |s, c| {
             let dz_ptr = &dz_ptr;
             let p = ch.pre.channel(c);
             let (mean, invstd) = (ch.mean[c], ch.invstd[c]);
-            // The ReLU's backward: the gradient where the output is positive, else 0.
-            let masked = |o: Option<&[T]>, i: usize, gv: T| match o {
-                Some(o) if !(o[i] > T::ZERO) => T::ZERO,
-                _ => gv,
-            };
-            let (mut sum_g, mut dotp) = (0.0f64, 0.0f64);
-            for n in 0..l.n {
+            let mean64 = mean.to_f64();
+            let load = |s: &mut RunScratch<T>, n: usize| {
                 let r = l.run(n, c);
-                let o = out.map(|o| &o[r.clone()]);
-                for (i, (&v, &gv)) in z[r.clone()].iter().zip(&g[r]).enumerate() {
-                    let ge = masked(o, i, gv).to_f64();
-                    sum_g += ge;
-                    dotp += (p.apply(v).to_f64() - mean.to_f64()) * ge;
-                }
+                p.fill(&z[r.clone()], &mut s.y);
+                masked_gradient(&g[r.clone()], out.map(|o| &o[r]), &mut s.ge);
+            };
+            let mut sums = [[0.0f64; LANES]; 2];
+            for n in 0..l.n {
+                load(s, n);
+                accumulate(&mut sums, n * l.inner, &s.ge, &s.y, |ge, y| {
+                    let ge = ge.to_f64();
+                    [ge, (y.to_f64() - mean64) * ge]
+                });
             }
+            let (sum_g, dotp) = (total(&sums[0]), total(&sums[1]));
             let inv = invstd.to_f64();
             let k = T::from_f64(dotp * inv * inv / count);
             let grad_mean = T::from_f64(sum_g / count);
             let w = invstd * ch.gamma[c];
-            let (mut sum_dy, mut sum_dyz) = (0.0f64, 0.0f64);
+            let mut sums = [[0.0f64; LANES]; 2];
             for n in 0..l.n {
+                load(s, n);
                 let r = l.run(n, c);
-                let start = r.start;
-                let o = out.map(|o| &o[r.clone()]);
-                for (i, (&v, &gv)) in z[r.clone()].iter().zip(&g[r]).enumerate() {
-                    let ge = masked(o, i, gv);
-                    let dy = ((ge - grad_mean) - (p.apply(v) - mean) * k) * w;
-                    let d = match p.div {
-                        Some(d) => {
-                            sum_dyz += dy.to_f64() * v.to_f64();
-                            dy / d
-                        }
-                        None => dy,
-                    };
-                    sum_dy += dy.to_f64();
-                    // SAFETY: each channel writes only its own runs, which no other task touches.
-                    unsafe { *dz_ptr.0.add(start + i) = d };
+                s.dy.clear();
+                s.dy.extend(s.ge.iter().zip(&s.y).map(|(&ge, &y)| ((ge - grad_mean) - (y - mean) * k) * w));
+                // SAFETY: each channel writes only its own runs, which no other task touches.
+                let dz_run = unsafe { std::slice::from_raw_parts_mut(dz_ptr.0.add(r.start), r.len()) };
+                match p.div {
+                    Some(d) => {
+                        dz_run.iter_mut().zip(&s.dy).for_each(|(o, &dy)| *o = dy / d);
+                        accumulate(&mut sums, n * l.inner, &s.dy, &z[r], |dy, v| [dy.to_f64(), dy.to_f64() * v.to_f64()]);
+                    }
+                    None => {
+                        dz_run.copy_from_slice(&s.dy);
+                        accumulate(&mut sums, n * l.inner, &s.dy, &s.dy, |dy, _| [dy.to_f64(), 0.0]);
+                    }
                 }
             }
+            let (sum_dy, sum_dyz) = (total(&sums[0]), total(&sums[1]));
             let ddiv = match p.div {
                 Some(d) => T::from_f64(-sum_dyz / (d.to_f64() * d.to_f64())),
                 None => T::ZERO,

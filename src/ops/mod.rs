@@ -13,6 +13,7 @@ mod fake_quant;
 mod fake_quant_kernel;
 mod minmax;
 
+pub(crate) use bn_kernel::lane_sum;
 pub use bn_train::{BnApplyParams, BnPreValues, bn_batch_stats, bn_train_apply};
 pub use conv2d::conv2d;
 pub use fake_quant::{FakeQuantParams, fake_quantize};
