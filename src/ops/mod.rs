@@ -11,10 +11,12 @@ mod conv2d_shape;
 mod conv2d_simd;
 mod fake_quant;
 mod fake_quant_kernel;
+mod max_pool;
 mod minmax;
 
 pub(crate) use bn_kernel::lane_sum;
 pub use bn_train::{BnApplyParams, BnPreValues, bn_batch_stats, bn_train_apply};
 pub use conv2d::conv2d;
 pub use fake_quant::{FakeQuantParams, fake_quantize};
+pub use max_pool::{MaxPoolWindow, max_pool2d};
 pub use minmax::min_max;

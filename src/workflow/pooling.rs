@@ -5,11 +5,12 @@
 //! int8 model both compute exactly that.
 
 use burn::module::Module;
-use burn::tensor::module::{avg_pool2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
 
 use super::layers::Value;
 use crate::error::{QatError, Result};
+use crate::ops::{MaxPoolWindow, max_pool2d};
 use rayon::prelude::*;
 
 use crate::nn::quantized::{ActivationQParams, QTensor};
@@ -100,7 +101,7 @@ impl MaxPool2d {
                 let [_, _, h, w] = x.dims();
                 pooled_size(h, k, s, layer)?;
                 pooled_size(w, k, s, layer)?;
-                Ok(Value::Image(max_pool2d(x, MaxPoolOptions::new([k; 2]).with_stride([s; 2]))))
+                Ok(Value::Image(max_pool2d(x, MaxPoolWindow { kernel: k, stride: s })?))
             }
         }
     }
