@@ -3,34 +3,35 @@
 //! written as plain loops that LLVM vectorizes; what they need from us is only the target
 //! features, and this macro is the one place that spells out the detection and the `unsafe`.
 
-/// `multiversion!(pub(crate) fn name(args) -> R = portable_fn);` defines `name`, which calls
-/// `portable_fn` (an `#[inline(always)]` function with the same arguments) compiled with the
-/// best instruction set this CPU has. The results are the same on every path: the loops do
+/// `multiversion!(pub(crate) fn name<T: Bound>(args) -> R = portable_fn);` defines `name`
+/// (generic parameters optional, one bound each), which calls `portable_fn` (an
+/// `#[inline(always)]` function with the same generics and arguments) compiled with the best
+/// instruction set this CPU has. The results are the same on every path: the loops do
 /// integer or IEEE f32 arithmetic in a fixed order, which the vector width does not change.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $portable:ident;) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$($g:ident: $bound:path),+>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $portable:ident;) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw")]
-                fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    $portable($($arg),*)
+                fn avx512 $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $portable $(::<$($g),+>)? ($($arg),*)
                 }
                 #[target_feature(enable = "avx2")]
-                fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    $portable($($arg),*)
+                fn avx2 $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $portable $(::<$($g),+>)? ($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
                     // SAFETY: AVX-512 F and BW are present, checked on the line above.
-                    return unsafe { avx512($($arg),*) };
+                    return unsafe { avx512 $(::<$($g),+>)? ($($arg),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: AVX2 is present, checked on the line above.
-                    return unsafe { avx2($($arg),*) };
+                    return unsafe { avx2 $(::<$($g),+>)? ($($arg),*) };
                 }
             }
-            $portable($($arg),*)
+            $portable $(::<$($g),+>)? ($($arg),*)
         }
     };
 }

@@ -11,6 +11,7 @@ use std::ops::{Add, Div, Mul, Sub};
 use rayon::prelude::*;
 
 use super::minmax::{AsF32, MinMaxAcc};
+use crate::simd::multiversion;
 
 /// Elements per parallel work item of the elementwise pass.
 const CHUNK: usize = 16 * 1024;
@@ -151,6 +152,7 @@ impl<T: BnFloat> ChannelPre<T> {
 impl<T: BnFloat> ChannelPre<T> {
     /// `y = z / div + add` for a whole run into `y`, one loop per combination so that each
     /// vectorizes (the same operations as [`apply`](Self::apply)).
+    #[inline(always)]
     fn fill(self, z: &[T], y: &mut Vec<T>) {
         y.clear();
         match (self.div, self.add) {
@@ -171,28 +173,30 @@ impl<T: BnFloat> Pre<'_, T> {
 /// Per channel `(mean, sum of squared deviations)` of `y`, in f64: the sum, then the squared
 /// deviations from the mean, each in order (what `BatchNorm::update_running_stats` computes).
 pub(crate) fn stats<T: BnFloat>(z: &[T], l: BnLayout, pre: Pre<'_, T>) -> Vec<(f64, f64)> {
-    let count = l.per_channel() as f64;
-    (0..l.c)
-        .into_par_iter()
-        .map_init(Vec::new, |y, c| {
-            let p = pre.channel(c);
-            let mut sum = [[0.0f64; LANES]];
-            for n in 0..l.n {
-                p.fill(&z[l.run(n, c)], y);
-                accumulate(&mut sum, n * l.inner, y, y, |v, _| [v.to_f64()]);
-            }
-            let mean = total(&sum[0]) / count;
-            let mut m2 = [[0.0f64; LANES]];
-            for n in 0..l.n {
-                p.fill(&z[l.run(n, c)], y);
-                accumulate(&mut m2, n * l.inner, y, y, |v, _| {
-                    let d = v.to_f64() - mean;
-                    [d * d]
-                });
-            }
-            (mean, total(&m2[0]))
-        })
-        .collect()
+    (0..l.c).into_par_iter().map_init(Vec::new, |y, c| stats_channel(z, l, pre.channel(c), c, y)).collect()
+}
+
+multiversion! {
+    fn stats_channel<T: BnFloat>(z: &[T], l: BnLayout, p: ChannelPre<T>, c: usize, y: &mut Vec<T>) -> (f64, f64) = stats_channel_portable;
+}
+
+#[inline(always)]
+fn stats_channel_portable<T: BnFloat>(z: &[T], l: BnLayout, p: ChannelPre<T>, c: usize, y: &mut Vec<T>) -> (f64, f64) {
+    let mut sum = [[0.0f64; LANES]];
+    for n in 0..l.n {
+        p.fill(&z[l.run(n, c)], y);
+        accumulate(&mut sum, n * l.inner, y, y, |v, _| [v.to_f64()]);
+    }
+    let mean = total(&sum[0]) / l.per_channel() as f64;
+    let mut m2 = [[0.0f64; LANES]];
+    for n in 0..l.n {
+        p.fill(&z[l.run(n, c)], y);
+        accumulate(&mut m2, n * l.inner, y, y, |v, _| {
+            let d = v.to_f64() - mean;
+            [d * d]
+        });
+    }
+    (mean, total(&m2[0]))
 }
 
 /// Per channel: `out = max?(y * alpha + shift, 0)`, PyTorch's CPU form of the normalization.
@@ -272,6 +276,7 @@ struct RunScratch<T> {
 }
 
 /// The gradient through the optional ReLU: `g` where the output is positive, else 0.
+#[inline(always)]
 fn masked_gradient<T: BnFloat>(g: &[T], out: Option<&[T]>, ge: &mut Vec<T>) {
     ge.clear();
     match out {
@@ -287,59 +292,86 @@ fn masked_gradient<T: BnFloat>(g: &[T], out: Option<&[T]>, ge: &mut Vec<T>) {
 pub(crate) fn backward<T: BnFloat>(z: &[T], out: Option<&[T]>, g: &[T], l: BnLayout, ch: BackwardChannel<'_, T>) -> BnGrads<T> {
     let mut dz = vec![T::ZERO; z.len()];
     let dz_ptr = SyncPtr(dz.as_mut_ptr());
-    let count = l.per_channel() as f64;
     let per_channel: Vec<[T; 4]> = (0..l.c)
         .into_par_iter()
-        .map_init(RunScratch::default, |s, c| {
-            let dz_ptr = &dz_ptr;
-            let p = ch.pre.channel(c);
-            let (mean, invstd) = (ch.mean[c], ch.invstd[c]);
-            let mean64 = mean.to_f64();
-            let load = |s: &mut RunScratch<T>, n: usize| {
-                let r = l.run(n, c);
-                p.fill(&z[r.clone()], &mut s.y);
-                masked_gradient(&g[r.clone()], out.map(|o| &o[r]), &mut s.ge);
-            };
-            let mut sums = [[0.0f64; LANES]; 2];
-            for n in 0..l.n {
-                load(s, n);
-                accumulate(&mut sums, n * l.inner, &s.ge, &s.y, |ge, y| {
-                    let ge = ge.to_f64();
-                    [ge, (y.to_f64() - mean64) * ge]
-                });
-            }
-            let (sum_g, dotp) = (total(&sums[0]), total(&sums[1]));
-            let inv = invstd.to_f64();
-            let k = T::from_f64(dotp * inv * inv / count);
-            let grad_mean = T::from_f64(sum_g / count);
-            let w = invstd * ch.gamma[c];
-            let mut sums = [[0.0f64; LANES]; 2];
-            for n in 0..l.n {
-                load(s, n);
-                let r = l.run(n, c);
-                s.dy.clear();
-                s.dy.extend(s.ge.iter().zip(&s.y).map(|(&ge, &y)| ((ge - grad_mean) - (y - mean) * k) * w));
-                // SAFETY: each channel writes only its own runs, which no other task touches.
-                let dz_run = unsafe { std::slice::from_raw_parts_mut(dz_ptr.0.add(r.start), r.len()) };
-                match p.div {
-                    Some(d) => {
-                        dz_run.iter_mut().zip(&s.dy).for_each(|(o, &dy)| *o = dy / d);
-                        accumulate(&mut sums, n * l.inner, &s.dy, &z[r], |dy, v| [dy.to_f64(), dy.to_f64() * v.to_f64()]);
-                    }
-                    None => {
-                        dz_run.copy_from_slice(&s.dy);
-                        accumulate(&mut sums, n * l.inner, &s.dy, &s.dy, |dy, _| [dy.to_f64(), 0.0]);
-                    }
-                }
-            }
-            let (sum_dy, sum_dyz) = (total(&sums[0]), total(&sums[1]));
-            let ddiv = match p.div {
-                Some(d) => T::from_f64(-sum_dyz / (d.to_f64() * d.to_f64())),
-                None => T::ZERO,
-            };
-            [ddiv, T::from_f64(sum_dy), T::from_f64(dotp * inv), T::from_f64(sum_g)]
-        })
+        .map_init(RunScratch::default, |s, c| backward_channel(z, out, g, l, &ch, c, s, &dz_ptr))
         .collect();
     let col = |i: usize| per_channel.iter().map(|v| v[i]).collect::<Vec<T>>();
     BnGrads { z: dz, div: col(0), add: col(1), gamma: col(2), beta: col(3) }
+}
+
+multiversion! {
+    #[allow(clippy::too_many_arguments)]
+    fn backward_channel<T: BnFloat>(
+        z: &[T],
+        out: Option<&[T]>,
+        g: &[T],
+        l: BnLayout,
+        ch: &BackwardChannel<'_, T>,
+        c: usize,
+        s: &mut RunScratch<T>,
+        dz: &SyncPtr<T>,
+    ) -> [T; 4] = backward_channel_portable;
+}
+
+/// One channel of [`backward`]: its gradients written to `dz`, its four reductions returned.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_channel_portable<T: BnFloat>(
+    z: &[T],
+    out: Option<&[T]>,
+    g: &[T],
+    l: BnLayout,
+    ch: &BackwardChannel<'_, T>,
+    c: usize,
+    s: &mut RunScratch<T>,
+    dz: &SyncPtr<T>,
+) -> [T; 4] {
+    let count = l.per_channel() as f64;
+    let p = ch.pre.channel(c);
+    let (mean, invstd) = (ch.mean[c], ch.invstd[c]);
+    let mean64 = mean.to_f64();
+    let load = |s: &mut RunScratch<T>, n: usize| {
+        let r = l.run(n, c);
+        p.fill(&z[r.clone()], &mut s.y);
+        masked_gradient(&g[r.clone()], out.map(|o| &o[r]), &mut s.ge);
+    };
+    let mut sums = [[0.0f64; LANES]; 2];
+    for n in 0..l.n {
+        load(s, n);
+        accumulate(&mut sums, n * l.inner, &s.ge, &s.y, |ge, y| {
+            let ge = ge.to_f64();
+            [ge, (y.to_f64() - mean64) * ge]
+        });
+    }
+    let (sum_g, dotp) = (total(&sums[0]), total(&sums[1]));
+    let inv = invstd.to_f64();
+    let k = T::from_f64(dotp * inv * inv / count);
+    let grad_mean = T::from_f64(sum_g / count);
+    let w = invstd * ch.gamma[c];
+    let mut sums = [[0.0f64; LANES]; 2];
+    for n in 0..l.n {
+        load(s, n);
+        let r = l.run(n, c);
+        s.dy.clear();
+        s.dy.extend(s.ge.iter().zip(&s.y).map(|(&ge, &y)| ((ge - grad_mean) - (y - mean) * k) * w));
+        // SAFETY: each channel writes only its own runs, which no other task touches.
+        let dz_run = unsafe { std::slice::from_raw_parts_mut(dz.0.add(r.start), r.len()) };
+        match p.div {
+            Some(d) => {
+                dz_run.iter_mut().zip(&s.dy).for_each(|(o, &dy)| *o = dy / d);
+                accumulate(&mut sums, n * l.inner, &s.dy, &z[r], |dy, v| [dy.to_f64(), dy.to_f64() * v.to_f64()]);
+            }
+            None => {
+                dz_run.copy_from_slice(&s.dy);
+                accumulate(&mut sums, n * l.inner, &s.dy, &s.dy, |dy, _| [dy.to_f64(), 0.0]);
+            }
+        }
+    }
+    let (sum_dy, sum_dyz) = (total(&sums[0]), total(&sums[1]));
+    let ddiv = match p.div {
+        Some(d) => T::from_f64(-sum_dyz / (d.to_f64() * d.to_f64())),
+        None => T::ZERO,
+    };
+    [ddiv, T::from_f64(sum_dy), T::from_f64(dotp * inv), T::from_f64(sum_g)]
 }

@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use crate::quant::round_half_even;
+use crate::simd::multiversion;
 
 /// Elements per parallel work item; below this, threading costs more than it saves.
 const CHUNK: usize = 16 * 1024;
@@ -110,27 +111,40 @@ impl ChannelLayout {
 
 pub(crate) fn forward<T: FqFloat>(x: &[T], layout: ChannelLayout, params: &[ChannelParams]) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
-    layout.for_each_run(&mut out, |run, channel, start| {
-        let p = &params[channel];
-        let end = start + run.len();
-        for (y, &v) in run.iter_mut().zip(&x[start..end]) {
-            *y = v.fake_quant(p);
-        }
-    });
+    layout.for_each_run(&mut out, |run, channel, start| forward_run(run, &x[start..start + run.len()], &params[channel]));
     out
 }
 
 pub(crate) fn backward<T: FqFloat>(x: &[T], grad: &[T], layout: ChannelLayout, params: &[ChannelParams]) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
     layout.for_each_run(&mut out, |run, channel, start| {
-        let p = &params[channel];
         let end = start + run.len();
-        for ((d, &v), &g) in run.iter_mut().zip(&x[start..end]).zip(&grad[start..end]) {
-            // A multiply by the 0/1 mask, as PyTorch does, so that signs of zero match too.
-            *d = g * T::from_bool(v.in_range(p));
-        }
+        backward_run(run, &x[start..end], &grad[start..end], &params[channel])
     });
     out
+}
+
+multiversion! {
+    fn forward_run<T: FqFloat>(out: &mut [T], x: &[T], p: &ChannelParams) = forward_run_portable;
+}
+
+#[inline(always)]
+fn forward_run_portable<T: FqFloat>(out: &mut [T], x: &[T], p: &ChannelParams) {
+    for (y, &v) in out.iter_mut().zip(x) {
+        *y = v.fake_quant(p);
+    }
+}
+
+multiversion! {
+    fn backward_run<T: FqFloat>(out: &mut [T], x: &[T], grad: &[T], p: &ChannelParams) = backward_run_portable;
+}
+
+#[inline(always)]
+fn backward_run_portable<T: FqFloat>(out: &mut [T], x: &[T], grad: &[T], p: &ChannelParams) {
+    for ((d, &v), &g) in out.iter_mut().zip(x).zip(grad) {
+        // A multiply by the 0/1 mask, as PyTorch does, so that signs of zero match too.
+        *d = g * T::from_bool(v.in_range(p));
+    }
 }
 
 #[cfg(test)]
