@@ -119,6 +119,53 @@ pub(crate) fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>)
 
 /// `dx [n, c_in, h, w]`.
 pub(crate) fn grad_input(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    if let Some((transposed, flipped)) = as_forward_conv(s, w) {
+        return forward(&transposed, dy, &flipped, None);
+    }
+    grad_input_col2im(s, w, dy)
+}
+
+/// A stride-1, undilated, ungrouped conv's input gradient is itself such a conv: of `dy`
+/// with the weights flipped in space and transposed in channels, padded `k - 1 - p` at the
+/// start (the end follows from the output size). That runs on the forward path (im2col of
+/// `dy`, `[c_in, K] x [K, P]` products) instead of a `[K, c_out] x [c_out, P]` product
+/// scattered back by col2im: the same multiplies, a better-shaped GEMM and no scatter.
+fn as_forward_conv(s: &ConvShape, w: &[f32]) -> Option<(ConvShape, Vec<f32>)> {
+    let plain = s.stride == [1, 1] && s.dilation == [1, 1] && s.groups == 1;
+    if !plain || s.padding[0] >= s.kh || s.padding[1] >= s.kw {
+        return None;
+    }
+    let (kh, kw) = (s.kh, s.kw);
+    let transposed = ConvShape {
+        n: s.n,
+        c_in: s.c_out,
+        h: s.oh,
+        w: s.ow,
+        c_out: s.c_in,
+        kh,
+        kw,
+        stride: [1, 1],
+        padding: [kh - 1 - s.padding[0], kw - 1 - s.padding[1]],
+        dilation: [1, 1],
+        groups: 1,
+        oh: s.h,
+        ow: s.w,
+    };
+    let mut flipped = vec![0f32; w.len()];
+    for o in 0..s.c_out {
+        for i in 0..s.c_in {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    flipped[((i * s.c_out + o) * kh + kh - 1 - ky) * kw + kw - 1 - kx] = w[((o * s.c_in + i) * kh + ky) * kw + kx];
+                }
+            }
+        }
+    }
+    Some((transposed, flipped))
+}
+
+/// `dx` as `col2im(W^T dy)`: any stride, dilation and groups.
+fn grad_input_col2im(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (p, k, m) = (s.out_plane(), s.col_rows(), s.c_out_per_group());
     let mut dx = vec![0f32; s.n * s.c_in * s.in_plane()];
     dx.par_chunks_mut(s.c_in_per_group() * s.in_plane()).enumerate().for_each_init(Vec::new, |col, (task, dx)| {
