@@ -292,10 +292,8 @@ fn masked_gradient<T: BnFloat>(g: &[T], out: Option<&[T]>, ge: &mut Vec<T>) {
 pub(crate) fn backward<T: BnFloat>(z: &[T], out: Option<&[T]>, g: &[T], l: BnLayout, ch: BackwardChannel<'_, T>) -> BnGrads<T> {
     let mut dz = vec![T::ZERO; z.len()];
     let dz_ptr = SyncPtr(dz.as_mut_ptr());
-    let per_channel: Vec<[T; 4]> = (0..l.c)
-        .into_par_iter()
-        .map_init(RunScratch::default, |s, c| backward_channel(z, out, g, l, &ch, c, s, &dz_ptr))
-        .collect();
+    let per_channel: Vec<[T; 4]> =
+        (0..l.c).into_par_iter().map_init(RunScratch::default, |s, c| backward_channel(z, out, g, l, &ch, c, s, &dz_ptr)).collect();
     let col = |i: usize| per_channel.iter().map(|v| v[i]).collect::<Vec<T>>();
     BnGrads { z: dz, div: col(0), add: col(1), gamma: col(2), beta: col(3) }
 }
