@@ -11,7 +11,12 @@
 # the others, so they run INFER_ITERS timed runs (default 10 x iters) on both sides.
 # Environment: PYTHON (default ~/torch-ref/bin/python, needs torch), THREADS (2), WARMUP (2),
 # INFER_ITERS, RAW (where the JSON lines go; default target/bench-compare.jsonl), CASES (a
-# space-separated subset; default all).
+# space-separated subset; default all), TORCH_MALLOC (see below).
+#
+# The burn-qat binary tells glibc to keep freed memory for reuse (src/cli/malloc_policy.rs);
+# PyTorch gains as much from the same policy, so by default its runs get the same thresholds
+# through GLIBC_TUNABLES: the comparison is then of the kernels, not of allocator settings.
+# TORCH_MALLOC=default runs PyTorch with glibc's defaults instead, as its users usually do.
 set -euo pipefail
 
 ITERS=${1:-10}
@@ -20,6 +25,12 @@ THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2}
 INFER_ITERS=${INFER_ITERS:-$((ITERS * 10))}
 PYTHON=${PYTHON:-$HOME/torch-ref/bin/python}
+TORCH_MALLOC=${TORCH_MALLOC:-same}
+case $TORCH_MALLOC in
+  same) TORCH_TUNABLES="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824" ;;
+  default) TORCH_TUNABLES=${GLIBC_TUNABLES:-} ;;
+  *) echo "error: TORCH_MALLOC must be 'same' or 'default', not '$TORCH_MALLOC'" >&2; exit 1 ;;
+esac
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -56,7 +67,7 @@ cp target/release/burn-qat "$TMP/burn-qat"
 
 mkdir -p "$(dirname "$RAW")"
 : > "$RAW"
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs; threads $THREADS each; $ITERS iters ($INFER_ITERS for inference) x $ROUNDS rounds, warmup $WARMUP" >&2
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs; threads $THREADS each; $ITERS iters ($INFER_ITERS for inference) x $ROUNDS rounds, warmup $WARMUP; PyTorch malloc policy: $TORCH_MALLOC" >&2
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 started=$SECONDS
 for round in $(seq 1 "$ROUNDS"); do
@@ -65,7 +76,7 @@ for round in $(seq 1 "$ROUNDS"); do
     [[ $case == *-infer-* ]] && iters=$INFER_ITERS
     line=$("$TMP/burn-qat" bench "$case" --iters "$iters" --warmup "$WARMUP" --threads "$THREADS")
     echo "{\"side\": \"ours\", \"round\": $round, \"result\": $line}" >> "$RAW"
-    line=$("$PYTHON" bench/torch_reference.py "$case" --iters "$iters" --warmup "$WARMUP" --threads "$THREADS")
+    line=$(GLIBC_TUNABLES=$TORCH_TUNABLES "$PYTHON" bench/torch_reference.py "$case" --iters "$iters" --warmup "$WARMUP" --threads "$THREADS")
     echo "{\"side\": \"pytorch\", \"round\": $round, \"result\": $line}" >> "$RAW"
   done
   echo "round $round/$ROUNDS done ($((SECONDS - started)) s)" >&2
