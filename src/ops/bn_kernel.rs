@@ -275,6 +275,13 @@ struct RunScratch<T> {
     dy: Vec<T>,
 }
 
+/// Run `r`'s pre-transformed input and masked gradient into the scratch buffers.
+#[inline(always)]
+fn load_run<T: BnFloat>(s: &mut RunScratch<T>, z: &[T], out: Option<&[T]>, g: &[T], r: std::ops::Range<usize>, p: ChannelPre<T>) {
+    p.fill(&z[r.clone()], &mut s.y);
+    masked_gradient(&g[r.clone()], out.map(|o| &o[r]), &mut s.ge);
+}
+
 /// The gradient through the optional ReLU: `g` where the output is positive, else 0.
 #[inline(always)]
 fn masked_gradient<T: BnFloat>(g: &[T], out: Option<&[T]>, ge: &mut Vec<T>) {
@@ -329,14 +336,9 @@ fn backward_channel_portable<T: BnFloat>(
     let p = ch.pre.channel(c);
     let (mean, invstd) = (ch.mean[c], ch.invstd[c]);
     let mean64 = mean.to_f64();
-    let load = |s: &mut RunScratch<T>, n: usize| {
-        let r = l.run(n, c);
-        p.fill(&z[r.clone()], &mut s.y);
-        masked_gradient(&g[r.clone()], out.map(|o| &o[r]), &mut s.ge);
-    };
     let mut sums = [[0.0f64; LANES]; 2];
     for n in 0..l.n {
-        load(s, n);
+        load_run(s, z, out, g, l.run(n, c), p);
         accumulate(&mut sums, n * l.inner, &s.ge, &s.y, |ge, y| {
             let ge = ge.to_f64();
             [ge, (y.to_f64() - mean64) * ge]
@@ -349,8 +351,8 @@ fn backward_channel_portable<T: BnFloat>(
     let w = invstd * ch.gamma[c];
     let mut sums = [[0.0f64; LANES]; 2];
     for n in 0..l.n {
-        load(s, n);
         let r = l.run(n, c);
+        load_run(s, z, out, g, r.clone(), p);
         s.dy.clear();
         s.dy.extend(s.ge.iter().zip(&s.y).map(|(&ge, &y)| ((ge - grad_mean) - (y - mean) * k) * w));
         // SAFETY: each channel writes only its own runs, which no other task touches.

@@ -109,11 +109,23 @@ fn run_forward<T: FqFloat>(x: &FlexTensor, params: &FakeQuantParams) -> Vec<T> {
     kernel::forward(x.as_slice::<T>().expect("contiguous"), layout, &params.channel_params())
 }
 
-fn run_backward<T: FqFloat>(x: &FlexTensor, grad: &FlexTensor, params: &FakeQuantParams) -> Vec<T> {
+/// Masks `grad` in place: in its own buffer when the op holds the only reference to a
+/// contiguous one (the usual case in a backward pass), else in a copy.
+fn run_backward<T: FqFloat>(x: &FlexTensor, grad: FlexTensor, params: &FakeQuantParams) -> FlexTensor {
     let layout = ChannelLayout::new(x.layout().shape(), params.axis);
     let xs = x.as_slice::<T>().expect("contiguous");
-    let gs = grad.as_slice::<T>().expect("contiguous");
-    kernel::backward(xs, gs, layout, &params.channel_params())
+    let params = params.channel_params();
+    let shape = grad.layout().shape().clone();
+    let whole = grad.layout().contiguous_offsets() == Some((0, shape.num_elements())) && grad.storage::<T>().len() == shape.num_elements();
+    let mut grad = if whole && grad.is_unique() {
+        grad
+    } else {
+        let copy = grad.to_contiguous().as_slice::<T>().expect("contiguous").to_vec();
+        FlexTensor::new(Bytes::from_elems(copy), Layout::contiguous(shape), grad.dtype())
+    };
+    let gs = grad.try_storage_mut::<T>().expect("uniquely owned: checked, or a fresh copy");
+    kernel::backward_in_place(xs, gs, layout, &params);
+    grad
 }
 
 impl FakeQuantKernels for Flex {
@@ -130,14 +142,10 @@ impl FakeQuantKernels for Flex {
 
     fn fake_quantize_backward(x: FlexTensor, grad: FlexTensor, params: &FakeQuantParams) -> FlexTensor {
         let x = x.to_contiguous();
-        let grad = grad.to_contiguous();
-        let shape = grad.layout().shape().clone();
-        let dtype = grad.dtype();
-        let bytes = match dtype {
-            DType::F64 => Bytes::from_elems(run_backward::<f64>(&x, &grad, params)),
-            _ => Bytes::from_elems(run_backward::<f32>(&x, &grad, params)),
-        };
-        FlexTensor::new(bytes, Layout::contiguous(shape), dtype)
+        match grad.dtype() {
+            DType::F64 => run_backward::<f64>(&x, grad, params),
+            _ => run_backward::<f32>(&x, grad, params),
+        }
     }
 }
 
@@ -173,5 +181,34 @@ impl<B: FakeQuantKernels, C: CheckpointStrategy> FakeQuantOps for Autodiff<B, C>
             }
             OpsKind::UnTracked(prep) => prep.finish(B::fake_quantize_forward(x.into_primitive(), &params)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(values: Vec<f32>) -> FlexTensor {
+        let shape = vec![values.len()];
+        FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape.into()), DType::F32)
+    }
+
+    #[test]
+    fn backward_masks_in_place_only_when_it_owns_the_gradient() {
+        let params = FakeQuantParams::per_tensor(1.0, 0, -2, 2);
+        let x = tensor(vec![0.0, 1.0, 2.6, -3.0]);
+        let expected = [5.0f32, 6.0, 0.0, 0.0];
+        // Shared: a copy is masked, the other holder's values stay.
+        let grad = tensor(vec![5.0, 6.0, 7.0, 8.0]);
+        let other = grad.clone();
+        let masked = Flex::fake_quantize_backward(x.clone(), grad, &params);
+        assert_eq!(masked.as_slice::<f32>().unwrap(), expected);
+        assert_eq!(other.as_slice::<f32>().unwrap(), [5.0, 6.0, 7.0, 8.0]);
+        // Owned: the same values, in the same buffer.
+        let grad = tensor(vec![5.0, 6.0, 7.0, 8.0]);
+        let before = grad.bytes().as_ptr();
+        let masked = Flex::fake_quantize_backward(x, grad, &params);
+        assert_eq!(masked.as_slice::<f32>().unwrap(), expected);
+        assert_eq!(masked.bytes().as_ptr(), before);
     }
 }

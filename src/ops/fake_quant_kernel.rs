@@ -115,13 +115,9 @@ pub(crate) fn forward<T: FqFloat>(x: &[T], layout: ChannelLayout, params: &[Chan
     out
 }
 
-pub(crate) fn backward<T: FqFloat>(x: &[T], grad: &[T], layout: ChannelLayout, params: &[ChannelParams]) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    layout.for_each_run(&mut out, |run, channel, start| {
-        let end = start + run.len();
-        backward_run(run, &x[start..end], &grad[start..end], &params[channel])
-    });
-    out
+/// The upstream gradient masked in place (the op owns it; no new buffer to zero and fill).
+pub(crate) fn backward_in_place<T: FqFloat>(x: &[T], grad: &mut [T], layout: ChannelLayout, params: &[ChannelParams]) {
+    layout.for_each_run(grad, |run, channel, start| backward_run(run, &x[start..start + run.len()], &params[channel]));
 }
 
 multiversion! {
@@ -136,14 +132,14 @@ fn forward_run_portable<T: FqFloat>(out: &mut [T], x: &[T], p: &ChannelParams) {
 }
 
 multiversion! {
-    fn backward_run<T: FqFloat>(out: &mut [T], x: &[T], grad: &[T], p: &ChannelParams) = backward_run_portable;
+    fn backward_run<T: FqFloat>(grad: &mut [T], x: &[T], p: &ChannelParams) = backward_run_portable;
 }
 
 #[inline(always)]
-fn backward_run_portable<T: FqFloat>(out: &mut [T], x: &[T], grad: &[T], p: &ChannelParams) {
-    for ((d, &v), &g) in out.iter_mut().zip(x).zip(grad) {
+fn backward_run_portable<T: FqFloat>(grad: &mut [T], x: &[T], p: &ChannelParams) {
+    for (g, &v) in grad.iter_mut().zip(x) {
         // A multiply by the 0/1 mask, as PyTorch does, so that signs of zero match too.
-        *d = g * T::from_bool(v.in_range(p));
+        *g = *g * T::from_bool(v.in_range(p));
     }
 }
 
@@ -161,7 +157,9 @@ mod tests {
         let x = [0.5f32, 1.5, 2.5, 127.5, -128.5];
         let layout = ChannelLayout::new(&[5], None);
         assert_eq!(forward(&x, layout, &p), vec![0.0, 2.0, 2.0, 127.0, -128.0]);
-        assert_eq!(backward(&x, &[1.0; 5], layout, &p), vec![1.0, 1.0, 1.0, 0.0, 1.0]);
+        let mut grad = [1.0; 5];
+        backward_in_place(&x, &mut grad, layout, &p);
+        assert_eq!(grad, [1.0, 1.0, 1.0, 0.0, 1.0]);
     }
 
     #[test]
