@@ -253,9 +253,9 @@ pub(crate) struct BackwardChannel<'a, T> {
     pub gamma: &'a [T],
 }
 
-/// Gradients of one backward pass: input, div, add, gamma, beta.
+/// The per-channel gradients of one backward pass (the input's is written in place): div,
+/// add, gamma, beta.
 pub(crate) struct BnGrads<T> {
-    pub z: Vec<T>,
     pub div: Vec<T>,
     pub add: Vec<T>,
     pub gamma: Vec<T>,
@@ -277,9 +277,9 @@ struct RunScratch<T> {
 
 /// Run `r`'s pre-transformed input and masked gradient into the scratch buffers.
 #[inline(always)]
-fn load_run<T: BnFloat>(s: &mut RunScratch<T>, z: &[T], out: Option<&[T]>, g: &[T], r: std::ops::Range<usize>, p: ChannelPre<T>) {
+fn load_run<T: BnFloat>(s: &mut RunScratch<T>, z: &[T], out: Option<&[T]>, g_run: &[T], r: std::ops::Range<usize>, p: ChannelPre<T>) {
     p.fill(&z[r.clone()], &mut s.y);
-    masked_gradient(&g[r.clone()], out.map(|o| &o[r]), &mut s.ge);
+    masked_gradient(g_run, out.map(|o| &o[r]), &mut s.ge);
 }
 
 /// The gradient through the optional ReLU: `g` where the output is positive, else 0.
@@ -296,13 +296,16 @@ fn masked_gradient<T: BnFloat>(g: &[T], out: Option<&[T]>, ge: &mut Vec<T>) {
 /// the optional ReLU (mask `out > 0`) and the pre-transform (`DivBackward`, `AddBackward`).
 /// Each run is first turned into plain slices (`y`, the masked gradient), so that the
 /// reductions and the elementwise pass are branch-free loops.
-pub(crate) fn backward<T: BnFloat>(z: &[T], out: Option<&[T]>, g: &[T], l: BnLayout, ch: BackwardChannel<'_, T>) -> BnGrads<T> {
-    let mut dz = vec![T::ZERO; z.len()];
-    let dz_ptr = SyncPtr(dz.as_mut_ptr());
+/// `g` holds the upstream gradient and receives the input's: each run is read (copied into
+/// the scratch buffers) before it is overwritten, and runs belong to one channel, so the
+/// buffer the gradient arrived in is reused instead of a new one allocated and zeroed.
+pub(crate) fn backward<T: BnFloat>(z: &[T], out: Option<&[T]>, g: &mut [T], l: BnLayout, ch: BackwardChannel<'_, T>) -> BnGrads<T> {
+    assert_eq!(g.len(), z.len(), "one gradient per input element");
+    let g = SyncPtr(g.as_mut_ptr());
     let per_channel: Vec<[T; 4]> =
-        (0..l.c).into_par_iter().map_init(RunScratch::default, |s, c| backward_channel(z, out, g, l, &ch, c, s, &dz_ptr)).collect();
+        (0..l.c).into_par_iter().map_init(RunScratch::default, |s, c| backward_channel(z, out, &g, l, &ch, c, s)).collect();
     let col = |i: usize| per_channel.iter().map(|v| v[i]).collect::<Vec<T>>();
-    BnGrads { z: dz, div: col(0), add: col(1), gamma: col(2), beta: col(3) }
+    BnGrads { div: col(0), add: col(1), gamma: col(2), beta: col(3) }
 }
 
 multiversion! {
@@ -310,35 +313,38 @@ multiversion! {
     fn backward_channel<T: BnFloat>(
         z: &[T],
         out: Option<&[T]>,
-        g: &[T],
+        g: &SyncPtr<T>,
         l: BnLayout,
         ch: &BackwardChannel<'_, T>,
         c: usize,
         s: &mut RunScratch<T>,
-        dz: &SyncPtr<T>,
     ) -> [T; 4] = backward_channel_portable;
 }
 
-/// One channel of [`backward`]: its gradients written to `dz`, its four reductions returned.
+/// One channel of [`backward`]: its input gradient written over its runs of `g`, its four
+/// reductions returned.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn backward_channel_portable<T: BnFloat>(
     z: &[T],
     out: Option<&[T]>,
-    g: &[T],
+    g: &SyncPtr<T>,
     l: BnLayout,
     ch: &BackwardChannel<'_, T>,
     c: usize,
     s: &mut RunScratch<T>,
-    dz: &SyncPtr<T>,
 ) -> [T; 4] {
+    // SAFETY (for every `run_of` below): runs of channel `c` are touched by this task only, and
+    // no slice of a run outlives the next write to it.
+    let run_of = |r: std::ops::Range<usize>| unsafe { std::slice::from_raw_parts_mut(g.0.add(r.start), r.len()) };
     let count = l.per_channel() as f64;
     let p = ch.pre.channel(c);
     let (mean, invstd) = (ch.mean[c], ch.invstd[c]);
     let mean64 = mean.to_f64();
     let mut sums = [[0.0f64; LANES]; 2];
     for n in 0..l.n {
-        load_run(s, z, out, g, l.run(n, c), p);
+        let r = l.run(n, c);
+        load_run(s, z, out, run_of(r.clone()), r, p);
         accumulate(&mut sums, n * l.inner, &s.ge, &s.y, |ge, y| {
             let ge = ge.to_f64();
             [ge, (y.to_f64() - mean64) * ge]
@@ -352,11 +358,10 @@ fn backward_channel_portable<T: BnFloat>(
     let mut sums = [[0.0f64; LANES]; 2];
     for n in 0..l.n {
         let r = l.run(n, c);
-        load_run(s, z, out, g, r.clone(), p);
+        load_run(s, z, out, run_of(r.clone()), r.clone(), p);
         s.dy.clear();
         s.dy.extend(s.ge.iter().zip(&s.y).map(|(&ge, &y)| ((ge - grad_mean) - (y - mean) * k) * w));
-        // SAFETY: each channel writes only its own runs, which no other task touches.
-        let dz_run = unsafe { std::slice::from_raw_parts_mut(dz.0.add(r.start), r.len()) };
+        let dz_run = run_of(r.clone());
         match p.div {
             Some(d) => {
                 dz_run.iter_mut().zip(&s.dy).for_each(|(o, &dy)| *o = dy / d);

@@ -177,7 +177,7 @@ fn apply_for<T: BnFloat + AsF32>(
 fn backward_for<T: BnFloat>(
     z: &FlexTensor,
     out: Option<&FlexTensor>,
-    grad: &FlexTensor,
+    grad: FlexTensor,
     div: &FlexTensor,
     add: &FlexTensor,
     gamma: &FlexTensor,
@@ -188,16 +188,14 @@ fn backward_for<T: BnFloat>(
     let pre = Pre { div: p.has_div.then(|| slice::<T>(div)), add: p.has_add.then(|| slice::<T>(add)) };
     let (mean, invstd) = (channel_values::<T>(&p.mean), channel_values::<T>(&p.invstd));
     let ch = BackwardChannel { pre, mean: &mean, invstd: &invstd, gamma: slice::<T>(gamma) };
-    let g = kernel::backward(slice::<T>(z), out.map(slice::<T>), slice::<T>(grad), l, ch);
     let dtype = z.dtype();
+    // The input gradient overwrites the upstream one: in its buffer when this op holds the only
+    // reference to it (the usual case), else in a copy.
+    let whole = grad.layout().contiguous_offsets() == Some((0, shape.num_elements())) && grad.storage::<T>().len() == shape.num_elements();
+    let mut dz = if whole && grad.is_unique() { grad } else { tensor(slice::<T>(&grad.to_contiguous()).to_vec(), shape.clone(), dtype) };
+    let g = kernel::backward(slice::<T>(z), out.map(slice::<T>), dz.try_storage_mut::<T>().expect("uniquely owned"), l, ch);
     let c = || Shape::from(vec![l.c]);
-    [
-        tensor(g.z, shape, dtype),
-        tensor(g.div, c(), dtype),
-        tensor(g.add, c(), dtype),
-        tensor(g.gamma, c(), dtype),
-        tensor(g.beta, c(), dtype),
-    ]
+    [dz, tensor(g.div, c(), dtype), tensor(g.add, c(), dtype), tensor(g.gamma, c(), dtype), tensor(g.beta, c(), dtype)]
 }
 
 impl BnTrainKernels for Flex {
@@ -236,11 +234,11 @@ impl BnTrainKernels for Flex {
         gamma: FlexTensor,
         p: &BnApplyParams,
     ) -> [FlexTensor; 5] {
-        let [z, grad, div, add, gamma] = [z, grad, div, add, gamma].map(|t| t.to_contiguous());
+        let [z, div, add, gamma] = [z, div, add, gamma].map(|t| t.to_contiguous());
         let out = out.map(|o| o.to_contiguous());
         match z.dtype() {
-            DType::F64 => backward_for::<f64>(&z, out.as_ref(), &grad, &div, &add, &gamma, p),
-            _ => backward_for::<f32>(&z, out.as_ref(), &grad, &div, &add, &gamma, p),
+            DType::F64 => backward_for::<f64>(&z, out.as_ref(), grad, &div, &add, &gamma, p),
+            _ => backward_for::<f32>(&z, out.as_ref(), grad, &div, &add, &gamma, p),
         }
     }
 }
