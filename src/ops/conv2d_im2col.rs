@@ -1,7 +1,7 @@
 //! The im2col matrices the GEMM convolution multiplies (`conv2d_gemm`), built a tile of output
 //! rows at a time, and their inverse (col2im) for the input gradient.
 
-use super::conv2d_shape::ConvShape;
+use super::conv2d_shape::{ColSpan, ConvShape};
 use super::conv2d_simd::add_assign;
 
 /// The size, in floats, of the im2col tile built at a time: whole output rows, enough of them to
@@ -33,6 +33,10 @@ pub(crate) fn im2col(s: &ConvShape, x: &[f32], rows: std::ops::Range<usize>, col
             for kj in 0..s.kw {
                 let sp = s.col_span(kj);
                 let row = col_rows.next().expect("one row per (channel, ki, kj)");
+                if same_width_unit_stride(s) {
+                    copy_shifted_plane(s, x, rows.clone(), ki, sp, row);
+                    continue;
+                }
                 for (oh, seg) in rows.clone().zip(row.chunks_exact_mut(s.ow)) {
                     let Some(ih) = s.in_row(oh, ki) else {
                         seg.fill(0.0);
@@ -52,6 +56,41 @@ pub(crate) fn im2col(s: &ConvShape, x: &[f32], rows: std::ops::Range<usize>, col
                 }
             }
         }
+    }
+}
+
+/// Stride 1 with as many output as input columns (a "same" padded conv): tap `(ki, kj)`'s
+/// im2col row is the input plane shifted by a constant, so the valid rows are one copy.
+fn same_width_unit_stride(s: &ConvShape) -> bool {
+    s.stride == [1, 1] && s.ow == s.w
+}
+
+/// One im2col row of [`same_width_unit_stride`] convs: the span from the first valid output
+/// row's first valid column to the last valid row's last copied in one run (a copy per output
+/// row cost more in calls than in bytes on 14- and 28-wide planes), then the columns that
+/// read the padding, which that run filled with neighbouring rows' values, set to zero.
+fn copy_shifted_plane(s: &ConvShape, x: &[f32], rows: std::ops::Range<usize>, ki: usize, sp: ColSpan, row: &mut [f32]) {
+    let ow = s.ow;
+    // Stride 1: the valid output rows are one range.
+    let valid = |oh: &usize| s.in_row(*oh, ki).is_some();
+    let (Some(first), Some(last)) = (rows.clone().find(valid), rows.clone().rev().find(valid)) else {
+        row.fill(0.0);
+        return;
+    };
+    let (r0, r1) = (first - rows.start, last - rows.start);
+    row[..r0 * ow].fill(0.0);
+    row[(r1 + 1) * ow..].fill(0.0);
+    if sp.len() == 0 {
+        row[r0 * ow..(r1 + 1) * ow].fill(0.0);
+        return;
+    }
+    let (dst, end) = (r0 * ow + sp.lo, r1 * ow + sp.hi);
+    let src = s.in_row(first, ki).expect("a valid row") * s.w + sp.start;
+    row[dst..end].copy_from_slice(&x[src..src + (end - dst)]);
+    for r in r0..=r1 {
+        let out_row = &mut row[r * ow..(r + 1) * ow];
+        out_row[..sp.lo].iter_mut().for_each(|v| *v = 0.0);
+        out_row[sp.hi..].iter_mut().for_each(|v| *v = 0.0);
     }
 }
 
