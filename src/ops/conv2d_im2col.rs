@@ -123,6 +123,12 @@ pub(crate) fn im2col_t(s: &ConvShape, xt: &[f32], rows: std::ops::Range<usize>, 
         let (oh, ow) = (rows.start + p / s.ow, p % s.ow);
         for (ki, row) in row.chunks_exact_mut(s.kw * c).enumerate() {
             let Some(ih) = s.in_row(oh, ki) else { continue };
+            // Undilated taps all inside the row: channels-last, they are one contiguous run.
+            let first = (ow * sw).wrapping_sub(pw);
+            if dw == 1 && first < s.w && first + s.kw <= s.w {
+                row.copy_from_slice(&xt[(ih * s.w + first) * c..][..s.kw * c]);
+                continue;
+            }
             for (kj, tap) in row.chunks_exact_mut(c).enumerate() {
                 let iw = (ow * sw + kj * dw).wrapping_sub(pw);
                 if iw < s.w {
