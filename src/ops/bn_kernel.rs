@@ -72,6 +72,7 @@ pub(crate) trait BnFloat:
     const ZERO: Self;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
+    fn is_nan(self) -> bool;
 }
 
 impl BnFloat for f32 {
@@ -84,6 +85,10 @@ impl BnFloat for f32 {
     fn from_f64(v: f64) -> Self {
         v as f32
     }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
 }
 
 impl BnFloat for f64 {
@@ -95,6 +100,10 @@ impl BnFloat for f64 {
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
         v
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
     }
 }
 

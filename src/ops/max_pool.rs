@@ -89,9 +89,9 @@ fn forward<T: BnFloat>(x: &[T], [n, c, h, w]: [usize; 4], window: MaxPoolWindow)
                 let (mut best, mut at) = (plane[first], first);
                 for ky in 0..k {
                     for (kx, &v) in plane[first + ky * w..][..k].iter().enumerate() {
-                        // As PyTorch: a NaN (`v != v`) always takes the window, so the last NaN
-                        // is the argmax; otherwise the first maximum stays.
-                        if v > best || v != v {
+                        // As PyTorch: a NaN always takes the window, so the last NaN is the
+                        // argmax; otherwise the first maximum stays.
+                        if v > best || v.is_nan() {
                             (best, at) = (v, first + ky * w + kx);
                         }
                     }
