@@ -3,6 +3,8 @@
 //! on 2 in 2e6 random inputs), `y = (clamp(q, qmin, qmax) - z) * s`, and a gradient mask that
 //! tests the *unclamped* q. f64 inputs are computed in f64 with the same f32 reciprocal.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::quant::round_half_even;
@@ -31,7 +33,6 @@ impl ChannelParams {
 pub(crate) trait FqFloat: burn::tensor::Element + bytemuck::Pod + std::ops::Mul<Output = Self> {
     fn fake_quant(self, p: &ChannelParams) -> Self;
     fn in_range(self, p: &ChannelParams) -> bool;
-    fn zero() -> Self;
     fn from_bool(b: bool) -> Self;
 }
 
@@ -46,9 +47,6 @@ impl FqFloat for f32 {
     fn in_range(self, p: &ChannelParams) -> bool {
         let q = p.zero_point + round_half_even(self * p.inv_scale);
         p.quant_min <= q && q <= p.quant_max
-    }
-    fn zero() -> Self {
-        0.0
     }
     fn from_bool(b: bool) -> Self {
         if b { 1.0 } else { 0.0 }
@@ -65,9 +63,6 @@ impl FqFloat for f64 {
     fn in_range(self, p: &ChannelParams) -> bool {
         let q = p.zero_point as f64 + (self * p.inv_scale as f64).round_ties_even();
         p.quant_min as f64 <= q && q <= p.quant_max as f64
-    }
-    fn zero() -> Self {
-        0.0
     }
     fn from_bool(b: bool) -> Self {
         if b { 1.0 } else { 0.0 }
@@ -110,8 +105,15 @@ impl ChannelLayout {
 }
 
 pub(crate) fn forward<T: FqFloat>(x: &[T], layout: ChannelLayout, params: &[ChannelParams]) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    layout.for_each_run(&mut out, |run, channel, start| forward_run(run, &x[start..start + run.len()], &params[channel]));
+    // Written straight into the new buffer's spare capacity: zeroing it first would be a whole
+    // extra pass over an activation-sized tensor.
+    let mut out: Vec<T> = Vec::with_capacity(x.len());
+    layout.for_each_run(&mut out.spare_capacity_mut()[..x.len()], |run, channel, start| {
+        forward_run(run, &x[start..start + run.len()], &params[channel])
+    });
+    // SAFETY: `for_each_run` visits every element of the spare capacity once, in runs that
+    // tile it, and `forward_run` writes each element of its run.
+    unsafe { out.set_len(x.len()) };
     out
 }
 
@@ -121,13 +123,15 @@ pub(crate) fn backward_in_place<T: FqFloat>(x: &[T], grad: &mut [T], layout: Cha
 }
 
 multiversion! {
-    fn forward_run<T: FqFloat>(out: &mut [T], x: &[T], p: &ChannelParams) = forward_run_portable;
+    fn forward_run<T: FqFloat>(out: &mut [MaybeUninit<T>], x: &[T], p: &ChannelParams) = forward_run_portable;
 }
 
+/// Writes every element of `out` (`out.len() == x.len()`).
 #[inline(always)]
-fn forward_run_portable<T: FqFloat>(out: &mut [T], x: &[T], p: &ChannelParams) {
+fn forward_run_portable<T: FqFloat>(out: &mut [MaybeUninit<T>], x: &[T], p: &ChannelParams) {
+    assert_eq!(out.len(), x.len(), "one output per input");
     for (y, &v) in out.iter_mut().zip(x) {
-        *y = v.fake_quant(p);
+        y.write(v.fake_quant(p));
     }
 }
 
