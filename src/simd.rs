@@ -3,24 +3,29 @@
 //! written as plain loops that LLVM vectorizes; what they need from us is only the target
 //! features, and this macro is the one place that spells out the detection and the `unsafe`.
 
-/// `multiversion!(pub(crate) fn name<T: Bound>(args) -> R = portable_fn);` defines `name`
-/// (generic parameters optional, one bound each), which calls `portable_fn` (an
-/// `#[inline(always)]` function with the same generics and arguments) compiled with the best
-/// instruction set this CPU has. The results are the same on every path: the loops do
-/// integer or IEEE f32 arithmetic in a fixed order, which the vector width does not change.
+/// `multiversion! { /// docs  pub(crate) fn name<T: Bound>(args) -> R { body } }` defines
+/// `name` (generic parameters optional, one bound each; arguments plain names) whose body is
+/// compiled three times and the best build for this CPU called. The results are the same on
+/// every path: the loops do integer or IEEE arithmetic in a fixed order, which the vector
+/// width does not change (and Rust never contracts a multiply and an add into an FMA).
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$($g:ident: $bound:path),+>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $portable:ident;) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$($g:ident: $bound:path),+>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         $vis fn $name $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn portable $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw")]
+                #[allow(clippy::too_many_arguments)]
                 fn avx512 $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
-                    $portable $(::<$($g),+>)? ($($arg),*)
+                    portable $(::<$($g),+>)? ($($arg),*)
                 }
                 #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
                 fn avx2 $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
-                    $portable $(::<$($g),+>)? ($($arg),*)
+                    portable $(::<$($g),+>)? ($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
                     // SAFETY: AVX-512 F and BW are present, checked on the line above.
@@ -31,7 +36,7 @@ macro_rules! multiversion {
                     return unsafe { avx2 $(::<$($g),+>)? ($($arg),*) };
                 }
             }
-            $portable $(::<$($g),+>)? ($($arg),*)
+            portable $(::<$($g),+>)? ($($arg),*)
         }
     };
 }

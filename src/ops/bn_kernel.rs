@@ -186,26 +186,23 @@ pub(crate) fn stats<T: BnFloat>(z: &[T], l: BnLayout, pre: Pre<'_, T>) -> Vec<(f
 }
 
 multiversion! {
-    fn stats_channel<T: BnFloat>(z: &[T], l: BnLayout, p: ChannelPre<T>, c: usize, y: &mut Vec<T>) -> (f64, f64) = stats_channel_portable;
-}
-
-#[inline(always)]
-fn stats_channel_portable<T: BnFloat>(z: &[T], l: BnLayout, p: ChannelPre<T>, c: usize, y: &mut Vec<T>) -> (f64, f64) {
-    let mut sum = [[0.0f64; LANES]];
-    for n in 0..l.n {
-        p.fill(&z[l.run(n, c)], y);
-        accumulate(&mut sum, n * l.inner, y, y, |v, _| [v.to_f64()]);
+    fn stats_channel<T: BnFloat>(z: &[T], l: BnLayout, p: ChannelPre<T>, c: usize, y: &mut Vec<T>) -> (f64, f64) {
+        let mut sum = [[0.0f64; LANES]];
+        for n in 0..l.n {
+            p.fill(&z[l.run(n, c)], y);
+            accumulate(&mut sum, n * l.inner, y, y, |v, _| [v.to_f64()]);
+        }
+        let mean = total(&sum[0]) / l.per_channel() as f64;
+        let mut m2 = [[0.0f64; LANES]];
+        for n in 0..l.n {
+            p.fill(&z[l.run(n, c)], y);
+            accumulate(&mut m2, n * l.inner, y, y, |v, _| {
+                let d = v.to_f64() - mean;
+                [d * d]
+            });
+        }
+        (mean, total(&m2[0]))
     }
-    let mean = total(&sum[0]) / l.per_channel() as f64;
-    let mut m2 = [[0.0f64; LANES]];
-    for n in 0..l.n {
-        p.fill(&z[l.run(n, c)], y);
-        accumulate(&mut m2, n * l.inner, y, y, |v, _| {
-            let d = v.to_f64() - mean;
-            [d * d]
-        });
-    }
-    (mean, total(&m2[0]))
 }
 
 /// Per channel: `out = max?(y * alpha + shift, 0)`, PyTorch's CPU form of the normalization.
@@ -318,6 +315,8 @@ pub(crate) fn backward<T: BnFloat>(z: &[T], out: Option<&[T]>, g: &mut [T], l: B
 }
 
 multiversion! {
+    /// One channel of [`backward`]: its input gradient written over its runs of `g`, its four
+    /// reductions returned.
     #[allow(clippy::too_many_arguments)]
     fn backward_channel<T: BnFloat>(
         z: &[T],
@@ -327,65 +326,51 @@ multiversion! {
         ch: &BackwardChannel<'_, T>,
         c: usize,
         s: &mut RunScratch<T>,
-    ) -> [T; 4] = backward_channel_portable;
-}
-
-/// One channel of [`backward`]: its input gradient written over its runs of `g`, its four
-/// reductions returned.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn backward_channel_portable<T: BnFloat>(
-    z: &[T],
-    out: Option<&[T]>,
-    g: &SyncPtr<T>,
-    l: BnLayout,
-    ch: &BackwardChannel<'_, T>,
-    c: usize,
-    s: &mut RunScratch<T>,
-) -> [T; 4] {
-    // SAFETY (for every `run_of` below): runs of channel `c` are touched by this task only, and
-    // no slice of a run outlives the next write to it.
-    let run_of = |r: std::ops::Range<usize>| unsafe { std::slice::from_raw_parts_mut(g.0.add(r.start), r.len()) };
-    let count = l.per_channel() as f64;
-    let p = ch.pre.channel(c);
-    let (mean, invstd) = (ch.mean[c], ch.invstd[c]);
-    let mean64 = mean.to_f64();
-    let mut sums = [[0.0f64; LANES]; 2];
-    for n in 0..l.n {
-        let r = l.run(n, c);
-        load_run(s, z, out, run_of(r.clone()), r, p);
-        accumulate(&mut sums, n * l.inner, &s.ge, &s.y, |ge, y| {
-            let ge = ge.to_f64();
-            [ge, (y.to_f64() - mean64) * ge]
-        });
-    }
-    let (sum_g, dotp) = (total(&sums[0]), total(&sums[1]));
-    let inv = invstd.to_f64();
-    let k = T::from_f64(dotp * inv * inv / count);
-    let grad_mean = T::from_f64(sum_g / count);
-    let w = invstd * ch.gamma[c];
-    let mut sums = [[0.0f64; LANES]; 2];
-    for n in 0..l.n {
-        let r = l.run(n, c);
-        load_run(s, z, out, run_of(r.clone()), r.clone(), p);
-        s.dy.clear();
-        s.dy.extend(s.ge.iter().zip(&s.y).map(|(&ge, &y)| ((ge - grad_mean) - (y - mean) * k) * w));
-        let dz_run = run_of(r.clone());
-        match p.div {
-            Some(d) => {
-                dz_run.iter_mut().zip(&s.dy).for_each(|(o, &dy)| *o = dy / d);
-                accumulate(&mut sums, n * l.inner, &s.dy, &z[r], |dy, v| [dy.to_f64(), dy.to_f64() * v.to_f64()]);
-            }
-            None => {
-                dz_run.copy_from_slice(&s.dy);
-                accumulate(&mut sums, n * l.inner, &s.dy, &s.dy, |dy, _| [dy.to_f64(), 0.0]);
+    ) -> [T; 4] {
+        // SAFETY (for every `run_of` below): runs of channel `c` are touched by this task only, and
+        // no slice of a run outlives the next write to it.
+        let run_of = |r: std::ops::Range<usize>| unsafe { std::slice::from_raw_parts_mut(g.0.add(r.start), r.len()) };
+        let count = l.per_channel() as f64;
+        let p = ch.pre.channel(c);
+        let (mean, invstd) = (ch.mean[c], ch.invstd[c]);
+        let mean64 = mean.to_f64();
+        let mut sums = [[0.0f64; LANES]; 2];
+        for n in 0..l.n {
+            let r = l.run(n, c);
+            load_run(s, z, out, run_of(r.clone()), r, p);
+            accumulate(&mut sums, n * l.inner, &s.ge, &s.y, |ge, y| {
+                let ge = ge.to_f64();
+                [ge, (y.to_f64() - mean64) * ge]
+            });
+        }
+        let (sum_g, dotp) = (total(&sums[0]), total(&sums[1]));
+        let inv = invstd.to_f64();
+        let k = T::from_f64(dotp * inv * inv / count);
+        let grad_mean = T::from_f64(sum_g / count);
+        let w = invstd * ch.gamma[c];
+        let mut sums = [[0.0f64; LANES]; 2];
+        for n in 0..l.n {
+            let r = l.run(n, c);
+            load_run(s, z, out, run_of(r.clone()), r.clone(), p);
+            s.dy.clear();
+            s.dy.extend(s.ge.iter().zip(&s.y).map(|(&ge, &y)| ((ge - grad_mean) - (y - mean) * k) * w));
+            let dz_run = run_of(r.clone());
+            match p.div {
+                Some(d) => {
+                    dz_run.iter_mut().zip(&s.dy).for_each(|(o, &dy)| *o = dy / d);
+                    accumulate(&mut sums, n * l.inner, &s.dy, &z[r], |dy, v| [dy.to_f64(), dy.to_f64() * v.to_f64()]);
+                }
+                None => {
+                    dz_run.copy_from_slice(&s.dy);
+                    accumulate(&mut sums, n * l.inner, &s.dy, &s.dy, |dy, _| [dy.to_f64(), 0.0]);
+                }
             }
         }
+        let (sum_dy, sum_dyz) = (total(&sums[0]), total(&sums[1]));
+        let ddiv = match p.div {
+            Some(d) => T::from_f64(-sum_dyz / (d.to_f64() * d.to_f64())),
+            None => T::ZERO,
+        };
+        [ddiv, T::from_f64(sum_dy), T::from_f64(dotp * inv), T::from_f64(sum_g)]
     }
-    let (sum_dy, sum_dyz) = (total(&sums[0]), total(&sums[1]));
-    let ddiv = match p.div {
-        Some(d) => T::from_f64(-sum_dyz / (d.to_f64() * d.to_f64())),
-        None => T::ZERO,
-    };
-    [ddiv, T::from_f64(sum_dy), T::from_f64(dotp * inv), T::from_f64(sum_g)]
 }

@@ -123,27 +123,21 @@ pub(crate) fn backward_in_place<T: FqFloat>(x: &[T], grad: &mut [T], layout: Cha
 }
 
 multiversion! {
-    fn forward_run<T: FqFloat>(out: &mut [MaybeUninit<T>], x: &[T], p: &ChannelParams) = forward_run_portable;
-}
-
-/// Writes every element of `out` (`out.len() == x.len()`).
-#[inline(always)]
-fn forward_run_portable<T: FqFloat>(out: &mut [MaybeUninit<T>], x: &[T], p: &ChannelParams) {
-    assert_eq!(out.len(), x.len(), "one output per input");
-    for (y, &v) in out.iter_mut().zip(x) {
-        y.write(v.fake_quant(p));
+    /// Writes every element of `out` (`out.len() == x.len()`).
+    fn forward_run<T: FqFloat>(out: &mut [MaybeUninit<T>], x: &[T], p: &ChannelParams) {
+        assert_eq!(out.len(), x.len(), "one output per input");
+        for (y, &v) in out.iter_mut().zip(x) {
+            y.write(v.fake_quant(p));
+        }
     }
 }
 
 multiversion! {
-    fn backward_run<T: FqFloat>(grad: &mut [T], x: &[T], p: &ChannelParams) = backward_run_portable;
-}
-
-#[inline(always)]
-fn backward_run_portable<T: FqFloat>(grad: &mut [T], x: &[T], p: &ChannelParams) {
-    for (g, &v) in grad.iter_mut().zip(x) {
-        // A multiply by the 0/1 mask, as PyTorch does, so that signs of zero match too.
-        *g = *g * T::from_bool(v.in_range(p));
+    fn backward_run<T: FqFloat>(grad: &mut [T], x: &[T], p: &ChannelParams) {
+        for (g, &v) in grad.iter_mut().zip(x) {
+            // A multiply by the 0/1 mask, as PyTorch does, so that signs of zero match too.
+            *g = *g * T::from_bool(v.in_range(p));
+        }
     }
 }
 

@@ -61,19 +61,16 @@ struct AddParams {
 }
 
 multiversion! {
-    fn add_rows(dst: &mut [u8], qa: &[u8], qb: &[u8], params: &AddParams) = add_rows_portable;
-}
-
-/// The formula of [`Add`], written so that it vectorizes: the clamped result is an integer in
-/// `[lo, hi]` (inside `[0, 255]`), read from the mantissa of `v + 2^23` rather than through a
-/// saturating float-to-int cast. The same bits.
-#[inline(always)]
-fn add_rows_portable(dst: &mut [u8], qa: &[u8], qb: &[u8], p: &AddParams) {
-    debug_assert!(0 <= p.lo && p.hi <= 255);
-    for ((q, &a), &b) in dst.iter_mut().zip(qa).zip(qb) {
-        let y = (a as i32 - p.za) as f32 * p.ma + (b as i32 - p.zb) as f32 * p.mb;
-        let v = (p.zero_point as f32 + round_half_even(y)).max(p.lo as f32).min(p.hi as f32);
-        *q = (v + 8_388_608.0).to_bits() as u8;
+    /// The formula of [`Add`], written so that it vectorizes: the clamped result is an integer in
+    /// `[lo, hi]` (inside `[0, 255]`), read from the mantissa of `v + 2^23` rather than through a
+    /// saturating float-to-int cast. The same bits.
+    fn add_rows(dst: &mut [u8], qa: &[u8], qb: &[u8], p: &AddParams) {
+        debug_assert!(0 <= p.lo && p.hi <= 255);
+        for ((q, &a), &b) in dst.iter_mut().zip(qa).zip(qb) {
+            let y = (a as i32 - p.za) as f32 * p.ma + (b as i32 - p.zb) as f32 * p.mb;
+            let v = (p.zero_point as f32 + round_half_even(y)).max(p.lo as f32).min(p.hi as f32);
+            *q = (v + 8_388_608.0).to_bits() as u8;
+        }
     }
 }
 

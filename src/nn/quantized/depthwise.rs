@@ -170,19 +170,16 @@ pub(crate) fn depthwise(
 multiversion! {
     /// `flat[i] = init + sum_t phases[starts[t] + i] * wc[t]` in wrapping i32, [`LANES`] positions
     /// at a time with every tap summed in registers before the one store.
-    fn flat_taps(flat: &mut [i32], phases: &[u8], starts: &[usize], wc: &[i32], init: i32) = flat_taps_portable;
-}
-
-#[inline(always)]
-fn flat_taps_portable(flat: &mut [i32], phases: &[u8], starts: &[usize], wc: &[i32], init: i32) {
-    for (j, out) in flat.chunks_exact_mut(LANES).enumerate() {
-        let mut acc = [init; LANES];
-        for (&start, &w) in starts.iter().zip(wc) {
-            let src: &[u8; LANES] = phases[start + j * LANES..][..LANES].try_into().expect("a full vector");
-            for (a, &x) in acc.iter_mut().zip(src) {
-                *a = a.wrapping_add((x as i32).wrapping_mul(w));
+    fn flat_taps(flat: &mut [i32], phases: &[u8], starts: &[usize], wc: &[i32], init: i32) {
+        for (j, out) in flat.chunks_exact_mut(LANES).enumerate() {
+            let mut acc = [init; LANES];
+            for (&start, &w) in starts.iter().zip(wc) {
+                let src: &[u8; LANES] = phases[start + j * LANES..][..LANES].try_into().expect("a full vector");
+                for (a, &x) in acc.iter_mut().zip(src) {
+                    *a = a.wrapping_add((x as i32).wrapping_mul(w));
+                }
             }
+            out.copy_from_slice(&acc);
         }
-        out.copy_from_slice(&acc);
     }
 }

@@ -248,17 +248,14 @@ fn interleave4(rows: &[[u8; NR]; 4], width: usize, dst: &mut [u8]) {
 
 multiversion! {
     /// `acc[j] += sum_k wrow[k] * col[k * p + j]`: one output channel's accumulators.
-    pub(crate) fn accumulate_rows(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize) = accumulate_rows_portable;
-}
-
-#[inline(always)]
-fn accumulate_rows_portable(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize) {
-    for (kk, &wv) in wrow.iter().enumerate() {
-        if wv == 0 {
-            continue;
-        }
-        for (a, &xv) in acc.iter_mut().zip(&col[kk * p..(kk + 1) * p]) {
-            *a += wv * xv;
+    pub(crate) fn accumulate_rows(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize) {
+        for (kk, &wv) in wrow.iter().enumerate() {
+            if wv == 0 {
+                continue;
+            }
+            for (a, &xv) in acc.iter_mut().zip(&col[kk * p..(kk + 1) * p]) {
+                *a += wv * xv;
+            }
         }
     }
 }

@@ -108,17 +108,15 @@ impl Quantize {
 }
 
 multiversion! {
-    fn quantize_row(values: &[f32], out: &mut [u8], inv_scale: f32, bounds: [f32; 3]) = quantize_row_portable;
-}
-
-/// [`quantize_value`](crate::quant::quantize_value) with the clamped result (an integer in
-/// `[0, 255]`: the ranges are u8) read from the mantissa of `q + 2^23` instead of a saturating
-/// cast, so the loop vectorizes; the same bits (`quantize_matches_quantize_value` checks).
-#[inline(always)]
-fn quantize_row_portable(values: &[f32], out: &mut [u8], inv_scale: f32, [zero_point, lo, hi]: [f32; 3]) {
-    for (q, &x) in out.iter_mut().zip(values) {
-        let v = (zero_point + round_half_even(x * inv_scale)).max(lo).min(hi);
-        *q = (v + 8_388_608.0).to_bits() as u8;
+    /// [`quantize_value`](crate::quant::quantize_value) with the clamped result (an integer in
+    /// `[0, 255]`: the ranges are u8) read from the mantissa of `q + 2^23` instead of a saturating
+    /// cast, so the loop vectorizes; the same bits (`quantize_matches_quantize_value` checks).
+    fn quantize_row(values: &[f32], out: &mut [u8], inv_scale: f32, bounds: [f32; 3]) {
+        let [zero_point, lo, hi] = bounds;
+        for (q, &x) in out.iter_mut().zip(values) {
+            let v = (zero_point + round_half_even(x * inv_scale)).max(lo).min(hi);
+            *q = (v + 8_388_608.0).to_bits() as u8;
+        }
     }
 }
 
