@@ -156,9 +156,7 @@ impl<T: BnFloat> ChannelPre<T> {
             None => y,
         }
     }
-}
 
-impl<T: BnFloat> ChannelPre<T> {
     /// `y = z / div + add` for a whole run into `y`, one loop per combination so that each
     /// vectorizes (the same operations as [`apply`](Self::apply)).
     #[inline(always)]

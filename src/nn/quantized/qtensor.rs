@@ -92,18 +92,8 @@ impl Quantize {
     }
 
     pub fn forward<const D: usize>(&self, x: &Tensor<D>) -> Result<QTensor> {
-        let t0 = std::time::Instant::now();
-        let data = x.to_data();
-        let t1 = t0.elapsed().as_micros();
-        let values = data.convert::<f32>().try_into_vec::<f32>().map_err(|e| QatError::config(format!("Quantize: {e:?}")))?;
-        let t2 = t0.elapsed().as_micros();
-        let r = self.quantize_values(&values, x.dims().to_vec());
-        if std::env::var("PROF").is_ok() {
-            eprintln!("PROF q.todata {t1}");
-            eprintln!("PROF q.vec {t2}");
-            eprintln!("PROF q.all {}", t0.elapsed().as_micros());
-        }
-        r
+        let values = x.to_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| QatError::config(format!("Quantize: {e:?}")))?;
+        self.quantize_values(&values, x.dims().to_vec())
     }
 }
 
