@@ -110,6 +110,17 @@ fn int8_equals_the_qat_eval_and_saves_loads_and_exports() {
         assert!(distinct.len() >= 25, "only {} distinct logits of {}", distinct.len(), int8_out.len());
     }
 
+    // A large batch runs as one slice per thread (uneven with 3 threads: 21, 21, 22 samples);
+    // the bits must not depend on it.
+    let (x, _) = test.batch(&(0..64).collect::<Vec<_>>(), &eval_device);
+    let on_threads = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        features(pool.install(|| int8.forward(x.clone())).unwrap(), &eval_device)
+    };
+    let whole = on_threads(1);
+    assert_bits_eq("int8 mobilenetv2_tiny: 3 slices vs 1 pass", &on_threads(3), &whole);
+    assert_bits_eq("int8 mobilenetv2_tiny: 16 slices vs 1 pass", &on_threads(16), &whole);
+
     // Save and load without the float model.
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mobilenet");
     std::fs::create_dir_all(&dir).unwrap();

@@ -74,6 +74,36 @@ impl Value {
         }
     }
 
+    /// The outputs of consecutive slices of one batch, joined along the batch axis (every part
+    /// the same kind, the quantized ones with the same qparams: they came out of the same layer).
+    pub(crate) fn concat_batches(parts: Vec<Self>) -> Result<Self> {
+        let mismatch = |what: String| QatError::config(format!("joining a batch's slices: {what}"));
+        let kinds: Vec<String> = parts.iter().map(Self::describe).collect();
+        let mut parts = parts.into_iter();
+        let first = parts.next().ok_or_else(|| mismatch("no slices".into()))?;
+        match first {
+            Self::Image(x) => {
+                let rest = parts.map(|p| p.image("a batch slice")).collect::<Result<Vec<_>>>()?;
+                Ok(Self::Image(Tensor::cat([vec![x], rest].concat(), 0)))
+            }
+            Self::Features(x) => {
+                let rest = parts.map(|p| p.features("a batch slice")).collect::<Result<Vec<_>>>()?;
+                Ok(Self::Features(Tensor::cat([vec![x], rest].concat(), 0)))
+            }
+            Self::Quantized(mut joined) => {
+                for part in parts {
+                    let part = part.quantized("a batch slice")?;
+                    if part.qparams != joined.qparams || part.shape[1..] != joined.shape[1..] {
+                        return Err(mismatch(format!("slices differ: {kinds:?}")));
+                    }
+                    joined.shape[0] += part.shape[0];
+                    joined.values.extend_from_slice(&part.values);
+                }
+                Ok(Self::Quantized(joined))
+            }
+        }
+    }
+
     /// Float logits `[N, F]` (dequantizing if needed).
     pub fn into_features(self, device: &burn::tensor::Device) -> Result<Tensor<2>> {
         match self {
