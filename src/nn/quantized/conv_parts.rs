@@ -37,6 +37,17 @@ pub(crate) fn check_parts(
     Ok((input.validated(&format!("{layer} input"))?, output.validated(&format!("{layer} output"))?))
 }
 
+/// The least work, in multiply-adds, worth handing to another thread. A handoff wakes a
+/// sleeping worker (a futex call and a context switch, 5-20 us on the 2-core VM), while the
+/// int8 kernels do a few 10^4 multiply-adds per microsecond on small layers: below this, a
+/// layer runs where it is, on one thread (every layer of LeNet and MobileNetV2-tiny at batch 1).
+pub(crate) const MIN_PARALLEL_MACS: usize = 1 << 20;
+
+/// How many tasks of `work` multiply-adds each one thread should take at least.
+pub(crate) fn min_tasks(work: usize) -> usize {
+    MIN_PARALLEL_MACS.div_ceil(work.max(1))
+}
+
 /// A float bias per output channel as int32 at `input.scale * weight_scale[o]`.
 pub(crate) fn quantize_biases(layer: &str, float_bias: &[f32], weight_scale: &[f32], input: ActivationQParams) -> Result<Vec<i32>> {
     let input = input.validated(&format!("{layer} input"))?;

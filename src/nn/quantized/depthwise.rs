@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::conv_parts::Requantizer;
+use super::conv_parts::{Requantizer, min_tasks};
 use crate::simd::multiversion;
 
 /// Lanes of i32 the flat pass computes at once (one 512-bit vector, two 256-bit ones).
@@ -138,8 +138,7 @@ pub(crate) fn depthwise(
     let mut values = vec![0u8; n * c * p];
     // `flat` and `acc` get a vector of slack: rows are gathered a whole vector at a time.
     let scratch = || (vec![0u8; plan.scratch_len], vec![0i32; plan.span + LANES], vec![0i32; p + LANES], vec![0i32; taps]);
-    // Enough planes per task that rayon's splitting costs little next to the work.
-    let min_planes = (4096 / (p * taps).max(1)).max(1);
+    let min_planes = min_tasks(p * taps);
     values.par_chunks_mut(p).with_min_len(min_planes).enumerate().for_each_init(scratch, |(phases, flat, acc, wc), (i, out_plane)| {
         let channel = i % c;
         plan.split(&x[i * in_volume..][..in_volume], zx, phases);

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::conv_parts::Requantizer;
+use super::conv_parts::{Requantizer, min_tasks};
 use super::depthwise::{DepthwisePlan, depthwise};
 use super::gemm::{GemmPath, NR, PackedWeights, block_width};
 use crate::simd::multiversion;
@@ -96,6 +96,7 @@ pub(crate) fn conv_forward(
         let x = pad(x, c, [d, h, wd], padding, zx);
         let tiles: Vec<Vec<u8>> = (0..g * blocks.len())
             .into_par_iter()
+            .with_min_len(min_tasks(og * NR * packed.kq() * 4))
             .map(|t| {
                 let (group, p0) = (t / blocks.len(), blocks[t % blocks.len()]);
                 let (width, valid) = (block_width(p0, p), (p - p0).min(NR));
@@ -116,7 +117,8 @@ pub(crate) fn conv_forward(
             }
         }
     } else {
-        values.par_chunks_mut(o * p).zip(x.par_chunks(c * d * h * wd)).for_each(|(out_b, image)| {
+        let min_samples = min_tasks(o * p * packed.kq() * 4);
+        values.par_chunks_mut(o * p).zip(x.par_chunks(c * d * h * wd)).with_min_len(min_samples).for_each(|(out_b, image)| {
             let mut buf = vec![0u8; packed.block_len(NR)];
             let image = pad(image, c, [d, h, wd], padding, zx);
             for group in 0..g {
@@ -170,9 +172,23 @@ impl Im2col {
         let [d, h, w] = self.dims;
         let [kd, kh, kw] = self.kernel;
         let valid = offsets.len();
-        // Consecutive columns reading consecutive bytes (a 1x1 stride-1 conv, or one output
-        // row): a copy per row of K instead of a gather.
-        let contiguous = offsets[valid - 1] - offsets[0] == valid - 1;
+        // Runs of columns reading consecutive bytes (the parts of output rows in the block when
+        // the stride along W is 1): a copy per run and tap instead of a gather per byte.
+        let mut runs = [(0usize, 0usize); NR];
+        let mut count = 0;
+        if offsets[valid - 1] - offsets[0] == valid - 1 {
+            (runs[0], count) = ((0, valid), 1); // a 1x1 stride-1 conv, or one output row
+        } else {
+            for (j, &o) in offsets.iter().enumerate() {
+                if count > 0 && offsets[runs[count - 1].0] + runs[count - 1].1 == o {
+                    runs[count - 1].1 += 1;
+                } else {
+                    (runs[count], count) = ((j, 1), count + 1);
+                }
+            }
+        }
+        let runs = &runs[..count];
+        let gather = count * 4 > valid; // runs of 3 or fewer columns: gather bytes
         // Four rows of K gathered contiguously (the columns past `valid` stay 0), then
         // interleaved into one quad row of `buf`.
         let mut rows = [[0u8; NR]; 4];
@@ -183,10 +199,12 @@ impl Im2col {
                     for kx in 0..kw {
                         let tap = ((ci * d + kz * self.dilation[0]) * h + ky * self.dilation[1]) * w + kx * self.dilation[2];
                         let src = &channels[tap..];
-                        if contiguous {
-                            rows[k % 4][..valid].copy_from_slice(&src[offsets[0]..offsets[0] + valid]);
-                        } else {
+                        if gather {
                             rows[k % 4][..valid].iter_mut().zip(offsets).for_each(|(v, &o)| *v = src[o]);
+                        } else {
+                            for &(start, len) in runs {
+                                rows[k % 4][start..start + len].copy_from_slice(&src[offsets[start]..offsets[start] + len]);
+                            }
                         }
                         if k % 4 == 3 {
                             interleave4(&rows, width, &mut buf[(k / 4) * width * 4..][..width * 4]);

@@ -1,6 +1,6 @@
 use rayon::prelude::*;
 
-use super::conv_parts::{Requantizer, check_input_qparams, check_parts, current_packing, pack_weights, quantize_biases};
+use super::conv_parts::{Requantizer, check_input_qparams, check_parts, current_packing, min_tasks, pack_weights, quantize_biases};
 use super::gemm::{GemmPath, NR, PackedWeights, block_width, pack_rows};
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
@@ -85,7 +85,7 @@ impl Linear {
 /// channel's accumulators requantized as they leave the tile.
 fn linear_forward(x: &[u8], rows: usize, packed: &PackedWeights, [i, o]: [usize; 2], path: GemmPath, requantizer: &Requantizer) -> Vec<u8> {
     let mut values = vec![0u8; rows * o];
-    values.par_chunks_mut(NR * o).enumerate().for_each(|(b, out)| {
+    values.par_chunks_mut(NR * o).with_min_len(min_tasks(NR * i * o)).enumerate().for_each(|(b, out)| {
         let p0 = b * NR;
         let (width, valid) = (block_width(p0, rows), (rows - p0).min(NR));
         let mut buf = vec![0u8; packed.block_len(width)];
