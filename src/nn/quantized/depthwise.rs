@@ -99,10 +99,11 @@ impl DepthwisePlan {
         self.out.iter().product()
     }
 
-    /// Writes the phases of one unpadded plane into `scratch`, padding with `zx`. Elements of
-    /// the padded plane that no output reads (past a phase's extent) are left out.
-    fn split(&self, plane: &[u8], zx: u8, scratch: &mut [u8]) {
-        scratch.fill(zx);
+    /// Writes the phases of one unpadded plane into `scratch`, whose other elements (the
+    /// padding) hold the input zero point: every plane writes the same positions, so the padding
+    /// is filled once per scratch buffer. Elements of the padded plane that no output reads (past
+    /// a phase's extent) are left out.
+    fn split(&self, plane: &[u8], scratch: &mut [u8]) {
         let step = self.stride[2];
         for (row, start) in plane.chunks_exact(self.dims[2]).zip(&self.row_starts) {
             let Some(start) = *start else { continue };
@@ -137,11 +138,11 @@ pub(crate) fn depthwise(
     let [_, ly, lx] = plan.len;
     let mut values = vec![0u8; n * c * p];
     // `flat` and `acc` get a vector of slack: rows are gathered a whole vector at a time.
-    let scratch = || (vec![0u8; plan.scratch_len], vec![0i32; plan.span + LANES], vec![0i32; p + LANES], vec![0i32; taps]);
+    let scratch = || (vec![zx; plan.scratch_len], vec![0i32; plan.span + LANES], vec![0i32; p + LANES], vec![0i32; taps]);
     let min_planes = min_tasks(p * taps);
     values.par_chunks_mut(p).with_min_len(min_planes).enumerate().for_each_init(scratch, |(phases, flat, acc, wc), (i, out_plane)| {
         let channel = i % c;
-        plan.split(&x[i * in_volume..][..in_volume], zx, phases);
+        plan.split(&x[i * in_volume..][..in_volume], phases);
         let mut sum = 0i32;
         for (wc, &v) in wc.iter_mut().zip(&weight[channel * taps..][..taps]) {
             *wc = (v as i32).wrapping_sub(zw[channel]);
