@@ -107,6 +107,12 @@ impl Requantizer {
 
     /// `dst[j] = requantize(acc[j] + bias[channel])` as u8.
     pub(crate) fn row(&self, channel: usize, acc: &[i32], dst: &mut [u8]) {
+        self.corrected_row(channel, acc, RowCorrection::NONE, dst)
+    }
+
+    /// [`row`](Self::row) of `acc` corrected first by `correction` (in wrapping i32): the GEMM's
+    /// zero-point terms added in the same pass over the tile row.
+    pub(crate) fn corrected_row(&self, channel: usize, acc: &[i32], correction: RowCorrection, dst: &mut [u8]) {
         let args = (self.bias[channel], self.multipliers[channel], self.zero_point, self.lo, self.hi);
         #[cfg(target_arch = "x86_64")]
         {
@@ -116,14 +122,41 @@ impl Requantizer {
             {
                 let (bias, m, zero_point, lo, hi) = args;
                 // SAFETY: AVX-512 F, BW and VL are present, checked above.
-                return unsafe { requantize_row_avx512(acc, dst, bias, m, zero_point, lo, hi) };
+                return unsafe {
+                    match correction.colsum {
+                        None => requantize_row_avx512::<false>(acc, dst, correction.offset, 0, acc, bias, m, zero_point, lo, hi),
+                        Some(colsum) => {
+                            requantize_row_avx512::<true>(acc, dst, correction.offset, correction.zw, colsum, bias, m, zero_point, lo, hi)
+                        }
+                    }
+                };
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 is present, checked on the line above.
-                return unsafe { requantize_row_avx2(acc, dst, args) };
+                return unsafe { requantize_row_avx2(acc, correction, dst, args) };
             }
         }
-        requantize_row_portable(acc, dst, args)
+        requantize_row_portable(acc, correction, dst, args)
+    }
+}
+
+/// What a GEMM tile row still needs before requantization: `acc[j] + offset - zw * colsum[j]`
+/// in wrapping i32 (the zero-point terms of `sum (x - z_x)(w - z_w)`; `colsum` only when the
+/// weights have non-zero zero points).
+#[derive(Clone, Copy)]
+pub(crate) struct RowCorrection<'a> {
+    pub offset: i32,
+    pub zw: i32,
+    pub colsum: Option<&'a [i32]>,
+}
+
+impl RowCorrection<'_> {
+    pub(crate) const NONE: Self = Self { offset: 0, zw: 0, colsum: None };
+
+    /// Accumulator `a` of column `j`, corrected.
+    pub(crate) fn corrected(&self, j: usize, a: i32) -> i32 {
+        let a = a.wrapping_add(self.offset);
+        self.colsum.map_or(a, |colsum| a.wrapping_sub(self.zw.wrapping_mul(colsum[j])))
     }
 }
 
@@ -136,10 +169,24 @@ impl Requantizer {
 /// registers: as a tuple they went through memory and stalled the first loads.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn requantize_row_avx512(acc: &[i32], dst: &mut [u8], bias: i32, m: f32, zero_point: i32, lo: i32, hi: i32) {
+#[allow(clippy::too_many_arguments)]
+fn requantize_row_avx512<const CORRECT_ZW: bool>(
+    acc: &[i32],
+    dst: &mut [u8],
+    offset: i32,
+    zw: i32,
+    colsum: &[i32],
+    bias: i32,
+    m: f32,
+    zero_point: i32,
+    lo: i32,
+    hi: i32,
+) {
     use std::arch::x86_64::*;
     debug_assert!(0 <= lo && hi <= 255);
     let len = acc.len().min(dst.len());
+    assert!(!CORRECT_ZW || colsum.len() >= len, "a column sum per accumulator");
+    let (offset_v, zw_v) = (_mm512_set1_epi32(offset), _mm512_set1_epi32(zw));
     // `a.saturating_add(bias)` is `clamp(a, MIN - min(bias, 0), MAX - max(bias, 0)) + bias`.
     let (a_lo, a_hi) = (_mm512_set1_epi32(i32::MIN - bias.min(0)), _mm512_set1_epi32(i32::MAX - bias.max(0)));
     let bias_v = _mm512_set1_epi32(bias);
@@ -153,9 +200,14 @@ fn requantize_row_avx512(acc: &[i32], dst: &mut [u8], bias: i32, m: f32, zero_po
     let mut j = 0;
     while j < len {
         let mask: __mmask16 = if len - j >= 16 { 0xffff } else { (1u16 << (len - j)) - 1 };
-        // SAFETY: the mask keeps the load to `acc[j..len]` and the store to `dst[j..len]`.
+        // SAFETY: the mask keeps the loads to `acc[j..len]` (and `colsum[j..len]`, asserted long
+        // enough) and the store to `dst[j..len]`.
         unsafe {
-            let a = _mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(j));
+            let mut a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(mask, acc.as_ptr().add(j)), offset_v);
+            if CORRECT_ZW {
+                let colsum = _mm512_maskz_loadu_epi32(mask, colsum.as_ptr().add(j));
+                a = _mm512_sub_epi32(a, _mm512_mullo_epi32(zw_v, colsum));
+            }
             let sum = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(a, a_lo), a_hi), bias_v);
             let y = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), m_v);
             let y = _mm512_min_ps(_mm512_max_ps(y, y_lo), y_hi);
@@ -175,20 +227,33 @@ fn requantize_row_avx512(acc: &[i32], dst: &mut [u8], bias: i32, m: f32, zero_po
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn requantize_row_avx2(acc: &[i32], dst: &mut [u8], args: (i32, f32, i32, i32, i32)) {
-    requantize_row_portable(acc, dst, args)
+fn requantize_row_avx2(acc: &[i32], correction: RowCorrection, dst: &mut [u8], args: (i32, f32, i32, i32, i32)) {
+    requantize_row_portable(acc, correction, dst, args)
 }
 
 /// [`requantize`](crate::quant::requantize) of `acc + bias`, written so that it vectorizes: the same f32 operations in the
 /// same order, and the clamped result (an integer in `[lo, hi]`, inside `[0, 255]`) read from
 /// the mantissa of `v + 2^23` instead of a saturating float-to-int cast. The same bits.
 #[inline(always)]
-fn requantize_row_portable(acc: &[i32], dst: &mut [u8], (bias, m, zero_point, lo, hi): (i32, f32, i32, i32, i32)) {
+fn requantize_row_portable(
+    acc: &[i32],
+    correction: RowCorrection,
+    dst: &mut [u8],
+    (bias, m, zero_point, lo, hi): (i32, f32, i32, i32, i32),
+) {
     debug_assert!(0 <= lo && hi <= 255);
-    for (q, &a) in dst.iter_mut().zip(acc) {
+    let requantize = |a: i32| {
         let v = zero_point as f32 + round_half_even(a.saturating_add(bias) as f32 * m);
-        let v = v.max(lo as f32).min(hi as f32);
-        *q = (v + 8_388_608.0).to_bits() as u8;
+        (v.max(lo as f32).min(hi as f32) + 8_388_608.0).to_bits() as u8
+    };
+    let RowCorrection { offset, zw, colsum } = correction;
+    // One loop per case, without a branch inside, so that each vectorizes.
+    match colsum {
+        None => dst.iter_mut().zip(acc).for_each(|(q, &a)| *q = requantize(a.wrapping_add(offset))),
+        Some(colsum) => dst
+            .iter_mut()
+            .zip(acc.iter().zip(colsum))
+            .for_each(|(q, (&a, &cs))| *q = requantize(a.wrapping_add(offset).wrapping_sub(zw.wrapping_mul(cs)))),
     }
 }
 
@@ -283,8 +348,27 @@ mod tests {
                 requantizer.row(0, &acc, &mut got);
                 assert_eq!(got, expected, "bias {bias} m {m} zp {zero_point} relu {relu} len {len}");
                 let mut portable = vec![0u8; len];
-                requantize_row_portable(&acc, &mut portable, (bias, m, zero_point, lo, 255));
+                requantize_row_portable(&acc, RowCorrection::NONE, &mut portable, (bias, m, zero_point, lo, 255));
                 assert_eq!(portable, expected, "portable, len {len}");
+
+                // With the GEMM's zero-point correction folded in (wrapping, as the GEMM sums):
+                // with and without column sums, on both paths.
+                let colsum = adversarial_accumulators(len, (case * 100 + len + 7) as u32);
+                for correction in [
+                    RowCorrection { offset: -987_654_321, zw: 0, colsum: None },
+                    RowCorrection { offset: 77, zw: -113, colsum: Some(&colsum) },
+                    RowCorrection { offset: i32::MAX, zw: 128, colsum: Some(&colsum) },
+                ] {
+                    let expected: Vec<u8> = acc
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &a)| requantize(correction.corrected(j, a).saturating_add(bias), m, zero_point, lo, 255) as u8)
+                        .collect();
+                    requantizer.corrected_row(0, &acc, correction, &mut got);
+                    assert_eq!(got, expected, "corrected: offset {} zw {} len {len}", correction.offset, correction.zw);
+                    requantize_row_portable(&acc, correction, &mut portable, (bias, m, zero_point, lo, 255));
+                    assert_eq!(portable, expected, "corrected, portable: len {len}");
+                }
             }
         }
     }

@@ -19,6 +19,8 @@
 
 use std::fmt;
 
+use super::conv_parts::RowCorrection;
+
 /// Rows of a weight block (output channels per micro-kernel call).
 pub const MR: usize = 4;
 /// Columns of an activation block.
@@ -173,9 +175,10 @@ impl PackedWeights {
         self.kq * width * 4
     }
 
-    /// The corrected accumulators of `group`'s rows times the packed activation block `b`
-    /// (`width` columns, of which the first `cols` are real), one row at a time:
-    /// `store(row, accumulators of the row's first cols columns)`.
+    /// The accumulators of `group`'s rows times the packed activation block `b` (`width`
+    /// columns, of which the first `cols` are real), one row at a time: `store(row, the row's
+    /// first cols accumulators, the zero-point correction they still need)`; the requantizer
+    /// applies the correction in its own pass over the row.
     pub(crate) fn block_product(
         &self,
         path: GemmPath,
@@ -183,7 +186,7 @@ impl PackedWeights {
         b: &[u8],
         width: usize,
         cols: usize,
-        mut store: impl FnMut(usize, &[i32]),
+        mut store: impl FnMut(usize, &[i32], RowCorrection),
     ) {
         assert!(width <= NR && width.is_multiple_of(STRIP) && cols <= width && b.len() >= self.block_len(width));
         assert!(path.is_available(), "{path:?} is not available on this CPU");
@@ -213,18 +216,10 @@ impl PackedWeights {
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => unreachable!("only the portable path is available"),
             }
-            let mut row = [0i32; NR];
             for i in 0..MR.min(self.rows - rb * MR) {
                 let (r, global) = (rb * MR + i, group * self.rows + rb * MR + i);
-                let (c, z) = (self.row_const[global], self.zw[global]);
-                let (src, dst) = (&tile[i * NR..][..cols], &mut row[..cols]);
-                match &colsum {
-                    None => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s.wrapping_add(c)),
-                    Some(sums) => {
-                        dst.iter_mut().zip(src).zip(sums).for_each(|((d, &s), &cs)| *d = s.wrapping_add(c).wrapping_sub(z.wrapping_mul(cs)))
-                    }
-                }
-                store(r, dst);
+                let correction = RowCorrection { offset: self.row_const[global], zw: self.zw[global], colsum: colsum.as_deref() };
+                store(r, &tile[i * NR..][..cols], correction);
             }
         }
     }
@@ -360,7 +355,10 @@ pub fn gemm_u8i8(path: GemmPath, a: &[i8], zw: &[i32], b: &[u8], zx: i32, m: usi
     for p0 in (0..n).step_by(NR) {
         let width = block_width(p0, n);
         pack_rows(&bt, k, n, p0, width, &mut buf);
-        packed.block_product(path, 0, &buf, width, (n - p0).min(width), |r, row| out[r * n + p0..][..row.len()].copy_from_slice(row));
+        packed.block_product(path, 0, &buf, width, (n - p0).min(width), |r, row, correction| {
+            let out = &mut out[r * n + p0..][..row.len()];
+            out.iter_mut().zip(row).enumerate().for_each(|(j, (o, &a))| *o = correction.corrected(j, a));
+        });
     }
     out
 }

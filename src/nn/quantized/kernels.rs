@@ -103,8 +103,8 @@ pub(crate) fn conv_forward(
                 let mut buf = vec![0u8; packed.block_len(width)];
                 cols.block(&x[group * group_len..][..group_len], &offsets[p0..p0 + valid], width, packed.kq(), &mut buf);
                 let mut tile = vec![0u8; og * valid];
-                packed.block_product(path, group, &buf, width, valid, |r, acc| {
-                    requantizer.row(group * og + r, acc, &mut tile[r * valid..][..valid])
+                packed.block_product(path, group, &buf, width, valid, |r, acc, correction| {
+                    requantizer.corrected_row(group * og + r, acc, correction, &mut tile[r * valid..][..valid])
                 });
                 tile
             })
@@ -127,8 +127,8 @@ pub(crate) fn conv_forward(
                 for &p0 in &blocks {
                     let (width, valid) = (block_width(p0, p), (p - p0).min(NR));
                     cols.block(channels, &offsets[p0..p0 + valid], width, packed.kq(), &mut buf);
-                    packed.block_product(path, group, &buf, width, valid, |r, acc| {
-                        requantizer.row(group * og + r, acc, &mut planes[r * p + p0..][..valid])
+                    packed.block_product(path, group, &buf, width, valid, |r, acc, correction| {
+                        requantizer.corrected_row(group * og + r, acc, correction, &mut planes[r * p + p0..][..valid])
                     });
                 }
             }

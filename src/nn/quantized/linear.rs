@@ -91,8 +91,8 @@ fn linear_forward(x: &[u8], rows: usize, packed: &PackedWeights, [i, o]: [usize;
         let mut buf = vec![0u8; packed.block_len(width)];
         pack_rows(x, i, rows, p0, width, &mut buf);
         let mut row = [0u8; NR];
-        packed.block_product(path, 0, &buf, width, valid, |channel, acc| {
-            requantizer.row(channel, acc, &mut row[..valid]);
+        packed.block_product(path, 0, &buf, width, valid, |channel, acc, correction| {
+            requantizer.corrected_row(channel, acc, correction, &mut row[..valid]);
             row[..valid].iter().enumerate().for_each(|(j, &v)| out[j * o + channel] = v);
         });
     });
