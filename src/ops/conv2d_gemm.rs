@@ -10,6 +10,8 @@
 //! whole (sample, group) tasks; the weight gradient is summed per fixed chunk of samples and the
 //! chunks added in order, so no result depends on the number of threads.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::conv2d_im2col::{col2im, from_channels_last_taps, im2col, im2col_t, tiles, to_channels_last};
@@ -45,17 +47,26 @@ impl<'a> Mat<'a> {
 /// `accumulate`.
 #[allow(clippy::too_many_arguments)]
 fn matmul(dst: &mut [f32], dst_rs: usize, m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
+    // SAFETY: an initialized f32 is a valid MaybeUninit<f32>, and matmul_into only writes f32s.
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    matmul_into(dst, dst_rs, m, n, k, lhs, rhs, accumulate)
+}
+
+/// [`matmul`] into memory that need not be initialized unless `accumulate`: every element of
+/// the `[m, n]` block is written.
+#[allow(clippy::too_many_arguments)]
+fn matmul_into(dst: &mut [MaybeUninit<f32>], dst_rs: usize, m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
     assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(), "matmul: destination too small");
     lhs.check(m, k);
     rhs.check(k, n);
     // SAFETY: every index gemm touches was bounds-checked above; dst does not alias lhs or rhs
-    // (a `&mut` and two `&` slices).
+    // (a `&mut` and two `&` slices); with `accumulate` false gemm does not read dst.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             1,
             dst_rs as isize,
             accumulate,
@@ -96,24 +107,30 @@ fn weight_group<'a>(s: &ConvShape, w: &'a [f32], g: usize) -> &'a [f32] {
 /// `y [n, c_out, oh, ow]`.
 pub(crate) fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (p, k, m) = (s.out_plane(), s.col_rows(), s.c_out_per_group());
-    let mut y = vec![0f32; s.n * s.c_out * p];
-    y.par_chunks_mut(m * p).enumerate().for_each_init(Vec::new, |col, (task, out)| {
+    let len = s.n * s.c_out * p;
+    // Not zeroed first: the products write every element (megabytes a call, a memset pass).
+    let mut y = Vec::with_capacity(len);
+    y.spare_capacity_mut()[..len].par_chunks_mut(m * p).enumerate().for_each_init(Vec::new, |col, (task, out)| {
         let (b, g) = (task / s.groups, task % s.groups);
         if let Some(bias) = bias {
             for (row, &v) in out.chunks_exact_mut(p).zip(&bias[g * m..(g + 1) * m]) {
-                row.fill(v);
+                row.fill(MaybeUninit::new(v));
             }
         }
         let (x, w) = (input_group(s, x, b, g), Mat::new(weight_group(s, w, g), k, 1));
         if s.is_pointwise() {
-            return matmul(out, p, m, p, k, w, Mat::new(x, p, 1), bias.is_some());
+            return matmul_into(out, p, m, p, k, w, Mat::new(x, p, 1), bias.is_some());
         }
+        // The tiles' products cover every output row.
         for rows in tiles(s) {
             let cols = rows.len() * s.ow;
             im2col(s, x, rows.clone(), col);
-            matmul(&mut out[rows.start * s.ow..], p, m, cols, k, w, Mat::new(col, cols, 1), bias.is_some());
+            matmul_into(&mut out[rows.start * s.ow..], p, m, cols, k, w, Mat::new(col, cols, 1), bias.is_some());
         }
     });
+    // SAFETY: every element was written above (each task's `[m, p]` block by its products,
+    // over the bias where there is one).
+    unsafe { y.set_len(len) };
     y
 }
 
