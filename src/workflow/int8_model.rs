@@ -185,18 +185,19 @@ impl Int8Model {
     /// Runs the model on float images `[N, C, H, W]` (quantized at the first QuantStub).
     pub fn forward(&self, x: Tensor<4>) -> Result<Value> {
         let device = x.device();
-        let chunks = self.batch_chunks(x.dims()[0]);
+        let n = x.dims()[0];
         // One sample runs on the caller's thread: its layers are mostly too small to split
         // (MIN_PARALLEL_MACS), and a hop onto the pool and back costs two thread wake-ups (a
         // fifth of MobileNetV2-tiny's time at batch 1). A layer large enough to split still
         // hands its tasks to the pool.
-        if x.dims()[0] == 1 {
+        if n == 1 {
             return run_layers(&self.layers, Value::Image(x), "", Engine::Kernels, &device);
         }
-        // Every kernel splits its work on rayon's pool. Called from outside the pool, each layer
-        // would hand its work to a worker and sleep until it returns (a futex wake and a context
-        // switch per layer: a third of MobileNetV2-tiny's time at batch 1); run on a worker, the
-        // whole forward makes that handoff once.
+        let chunks = self.batch_chunks(n);
+        // A small batch runs its layers one after the other, each split across the pool. Called
+        // from outside the pool, every layer would hand its work to a worker and sleep until it
+        // returns (a futex wake and a context switch per layer); run on a worker, the whole
+        // forward makes that handoff once.
         if chunks.len() < 2 {
             return rayon::scope(|_| run_layers(&self.layers, Value::Image(x), "", Engine::Kernels, &device));
         }
