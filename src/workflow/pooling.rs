@@ -58,8 +58,31 @@ fn image_dims(q: &QTensor, layer: &str) -> Result<[usize; 4]> {
 /// so splitting less than this across threads costs more in handoffs than it saves.
 const MIN_PARALLEL_ELEMENTS: usize = 1 << 16;
 
-/// Applies `reduce(plane, top_left, width)` to every window of every plane of a quantized
-/// image, planes in parallel (each output on one thread, so the thread count changes nothing).
+/// Runs `pool(out_plane, in_plane, [oh, ow], w)` on every plane of a quantized image with the
+/// window `kernel_size` / `stride`, planes in parallel (each output on one thread, so the thread
+/// count changes nothing). The qparams carry over.
+fn pool_planes(
+    q: QTensor,
+    kernel_size: usize,
+    stride: usize,
+    layer: &str,
+    pool: impl Fn(&mut [u8], &[u8], [usize; 2], usize) + Sync,
+) -> Result<Value> {
+    let [n, c, h, w] = image_dims(&q, layer)?;
+    let (oh, ow) = (pooled_size(h, kernel_size, stride, layer)?, pooled_size(w, kernel_size, stride, layer)?);
+    let mut values = vec![0u8; n * c * oh * ow];
+    if !values.is_empty() {
+        let min_planes = MIN_PARALLEL_ELEMENTS.div_ceil(h * w);
+        values
+            .par_chunks_mut(oh * ow)
+            .zip(q.values.par_chunks(h * w))
+            .with_min_len(min_planes)
+            .for_each(|(out, plane)| pool(out, plane, [oh, ow], w));
+    }
+    Ok(Value::Quantized(QTensor { values, shape: vec![n, c, oh, ow], qparams: q.qparams }))
+}
+
+/// Applies `reduce(plane, top_left, width)` to every window of every plane of a quantized image.
 fn pool_quantized(
     q: QTensor,
     kernel_size: usize,
@@ -67,20 +90,13 @@ fn pool_quantized(
     layer: &str,
     reduce: impl Fn(&[u8], usize, usize) -> u8 + Sync,
 ) -> Result<Value> {
-    let [n, c, h, w] = image_dims(&q, layer)?;
-    let (oh, ow) = (pooled_size(h, kernel_size, stride, layer)?, pooled_size(w, kernel_size, stride, layer)?);
-    let mut values = vec![0u8; n * c * oh * ow];
-    if !values.is_empty() {
-        let min_planes = MIN_PARALLEL_ELEMENTS.div_ceil(h * w);
-        values.par_chunks_mut(oh * ow).zip(q.values.par_chunks(h * w)).with_min_len(min_planes).for_each(|(out, plane)| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    out[oy * ow + ox] = reduce(plane, oy * stride * w + ox * stride, w);
-                }
+    pool_planes(q, kernel_size, stride, layer, |out, plane, [oh, ow], w| {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                out[oy * ow + ox] = reduce(plane, oy * stride * w + ox * stride, w);
             }
-        });
-    }
-    Ok(Value::Quantized(QTensor { values, shape: vec![n, c, oh, ow], qparams: q.qparams }))
+        }
+    })
 }
 
 /// The max over each window of every plane of a quantized image (the max commutes with the
@@ -88,37 +104,30 @@ fn pool_quantized(
 /// strided pass per tap over a whole output row, no per-window call (the per-window version
 /// took 14% of LeNet's int8 forward at batch 1).
 fn max_pool_quantized(q: QTensor, k: usize, stride: usize, layer: &str) -> Result<Value> {
-    let [n, c, h, w] = image_dims(&q, layer)?;
-    let (oh, ow) = (pooled_size(h, k, stride, layer)?, pooled_size(w, k, stride, layer)?);
-    let mut values = vec![0u8; n * c * oh * ow];
-    if !values.is_empty() {
-        let min_planes = MIN_PARALLEL_ELEMENTS.div_ceil(h * w);
-        values.par_chunks_mut(oh * ow).zip(q.values.par_chunks(h * w)).with_min_len(min_planes).for_each(|(out, plane)| {
-            for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
-                if k == 2 && stride == 2 {
-                    // The usual 2x2 window, stride 2, with the window size known to the
-                    // compiler: the pairs deinterleave in vector registers.
-                    let (top, bottom) = (&plane[2 * oy * w..][..2 * ow], &plane[(2 * oy + 1) * w..][..2 * ow]);
-                    for ((o, a), b) in out_row.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
-                        *o = a[0].max(a[1]).max(b[0].max(b[1]));
-                    }
-                    continue;
+    pool_planes(q, k, stride, layer, |out, plane, [_, ow], w| {
+        for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
+            if k == 2 && stride == 2 {
+                // The usual 2x2 window, stride 2, with the window size known to the compiler:
+                // the pairs deinterleave in vector registers.
+                let (top, bottom) = (&plane[2 * oy * w..][..2 * ow], &plane[(2 * oy + 1) * w..][..2 * ow]);
+                for ((o, a), b) in out_row.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
+                    *o = a[0].max(a[1]).max(b[0].max(b[1]));
                 }
-                for ky in 0..k {
-                    let row = &plane[(oy * stride + ky) * w..][..w];
-                    if k == stride {
-                        // Windows side by side: each output's columns are one chunk of the row.
-                        out_row.iter_mut().zip(row.chunks_exact(k)).for_each(|(o, c)| *o = c.iter().fold(*o, |m, &v| m.max(v)));
-                    } else {
-                        for kx in 0..k {
-                            out_row.iter_mut().zip(row[kx..].iter().step_by(stride)).for_each(|(o, &v)| *o = (*o).max(v));
-                        }
+                continue;
+            }
+            for ky in 0..k {
+                let row = &plane[(oy * stride + ky) * w..][..w];
+                if k == stride {
+                    // Windows side by side: each output's columns are one chunk of the row.
+                    out_row.iter_mut().zip(row.chunks_exact(k)).for_each(|(o, c)| *o = c.iter().fold(*o, |m, &v| m.max(v)));
+                } else {
+                    for kx in 0..k {
+                        out_row.iter_mut().zip(row[kx..].iter().step_by(stride)).for_each(|(o, &v)| *o = (*o).max(v));
                     }
                 }
             }
-        });
-    }
-    Ok(Value::Quantized(QTensor { values, shape: vec![n, c, oh, ow], qparams: q.qparams }))
+        }
+    })
 }
 
 /// The rounded average of `count` quantized values whose offsets from the zero point sum to
