@@ -162,8 +162,8 @@ fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option
     Ok(out)
 }
 
-/// The fewest samples a thread's slice of a batch gets: below that, one pass with every layer
-/// split across the threads (batch 1 must still use them all).
+/// The fewest samples a thread's slice of a batch gets: below that, one pass over the batch
+/// with each layer split across the threads.
 const MIN_SAMPLES_PER_SLICE: usize = 4;
 
 fn layers_are_per_sample(layers: &[Named<Int8Layer>]) -> bool {
@@ -193,19 +193,19 @@ impl Int8Model {
         if n == 1 {
             return run_layers(&self.layers, Value::Image(x), "", Engine::Kernels, &device);
         }
-        let chunks = self.batch_chunks(n);
+        let slices = self.batch_slices(n);
         // A small batch runs its layers one after the other, each split across the pool. Called
         // from outside the pool, every layer would hand its work to a worker and sleep until it
         // returns (a futex wake and a context switch per layer); run on a worker, the whole
         // forward makes that handoff once.
-        if chunks.len() < 2 {
+        if slices.len() < 2 {
             return rayon::scope(|_| run_layers(&self.layers, Value::Image(x), "", Engine::Kernels, &device));
         }
         // A large batch runs as one slice of samples per thread, each through the whole model:
         // no thread waits for the others at the end of every layer (a tenth of MobileNetV2-tiny's
         // time at batch 32 went to those waits), and each slice's activations stay in its core's
         // cache. Every layer computes each sample on its own, so the bits are the same.
-        let outputs: Vec<Result<Value>> = chunks
+        let outputs: Vec<Result<Value>> = slices
             .into_par_iter()
             .with_max_len(1)
             .map(|(start, len)| run_layers(&self.layers, Value::Image(x.clone().narrow(0, start, len)), "", Engine::Kernels, &device))
@@ -216,7 +216,7 @@ impl Int8Model {
     /// The slices `(first sample, samples)` a batch of `n` runs as: one per thread when each
     /// gets at least [`MIN_SAMPLES_PER_SLICE`] and every layer computes each sample on its own
     /// (a float layer may be a batch norm still in training mode, which mixes samples).
-    fn batch_chunks(&self, n: usize) -> Vec<(usize, usize)> {
+    fn batch_slices(&self, n: usize) -> Vec<(usize, usize)> {
         let slices = rayon::current_num_threads().min(n / MIN_SAMPLES_PER_SLICE);
         if slices < 2 || !layers_are_per_sample(&self.layers) {
             return vec![(0, n)];
