@@ -77,10 +77,8 @@ impl Value {
     /// The outputs of consecutive slices of one batch, joined along the batch axis (every part
     /// the same kind, the quantized ones with the same qparams: they came out of the same layer).
     pub(crate) fn concat_batches(parts: Vec<Self>) -> Result<Self> {
-        let mismatch = |what: String| QatError::config(format!("joining a batch's slices: {what}"));
-        let kinds: Vec<String> = parts.iter().map(Self::describe).collect();
         let mut parts = parts.into_iter();
-        let first = parts.next().ok_or_else(|| mismatch("no slices".into()))?;
+        let first = parts.next().ok_or_else(|| QatError::config("joining a batch's slices: no slices"))?;
         match first {
             Self::Image(x) => {
                 let rest = parts.map(|p| p.image("a batch slice")).collect::<Result<Vec<_>>>()?;
@@ -94,7 +92,8 @@ impl Value {
                 for part in parts {
                     let part = part.quantized("a batch slice")?;
                     if part.qparams != joined.qparams || part.shape[1..] != joined.shape[1..] {
-                        return Err(mismatch(format!("slices differ: {kinds:?}")));
+                        let (a, b) = (Self::Quantized(joined).describe(), Self::Quantized(part).describe());
+                        return Err(QatError::config(format!("joining a batch's slices: {a} and {b} differ")));
                     }
                     joined.shape[0] += part.shape[0];
                     joined.values.extend_from_slice(&part.values);
