@@ -1,6 +1,8 @@
 //! The whole-model road on a small CNN with a residual block: fuse -> prepare_qat -> train ->
 //! freeze BN / disable observers -> convert, and the int8 model's outputs against the QAT
-//! model's eval outputs, bit for bit.
+//! model's eval outputs, bit for bit. The eval computes the deployment arithmetic from the QAT
+//! modules themselves (`QatModel::forward_deployment`), the int8 model from what `convert` made
+//! of them: two computations that share only the specification.
 
 mod common;
 
@@ -346,4 +348,98 @@ fn standalone_batch_norms_convert_exactly_and_save() {
         assert!(state.contains_key(key), "{key} missing: {:?}", state.keys().collect::<Vec<_>>());
     }
     check_converts_exactly_and_saves("standalone BN", model, "fbgemm", [1, 8, 8], 2.0, 4);
+}
+
+#[test]
+fn a_tensor_of_the_right_size_but_the_wrong_shape_does_not_load() {
+    let _serial = serial();
+    let model = trained(QConfig::consistent("fbgemm").unwrap());
+    let mut state = model.state_dict();
+    // fc2.weight is [10, 32]; the same 320 values as [32, 10] (a transposed export) must be refused.
+    let weight = state.get_mut("fc2.weight").unwrap();
+    assert_eq!(weight.shape, vec![10, 32]);
+    weight.shape = vec![32, 10];
+    let mut fresh = prepare_qat(small_cnn(&Device::flex().autodiff()).fuse().unwrap(), QConfig::consistent("fbgemm").unwrap()).unwrap();
+    let err = fresh.load_state_dict(&state).unwrap_err();
+    assert!(
+        matches!(&err, QatError::StateDict { problems } if problems.iter().any(|p| p.contains("fc2.weight") && p.contains("[32, 10]"))),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_deployment_eval_leaves_observers_and_statistics_alone() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    let mut model = prepare_qat(small_cnn(&device).fuse().unwrap(), QConfig::consistent("fbgemm").unwrap()).unwrap();
+    model.forward(Tensor::<4>::random([8, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device)).unwrap();
+    model.set_training(false);
+    let before = model.state_dict();
+    // Observers are still enabled: a float fake-quant eval would move them (as PyTorch's does).
+    let x = Tensor::<4>::random([8, 1, 12, 12], Distribution::Normal(0.0, 4.0), &device);
+    model.forward_deployment(x).unwrap();
+    let after = model.state_dict();
+    for (key, value) in &before {
+        assert_eq!(Some(value), after.get(key), "{key} changed during the deployment eval");
+    }
+}
+
+#[test]
+fn training_on_the_deployment_arithmetic_needs_settled_qparams_and_statistics() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    device.seed(6);
+    let mut model = prepare_qat(small_cnn(&device).fuse().unwrap(), QConfig::consistent("fbgemm").unwrap()).unwrap();
+    let x = Tensor::<4>::random([8, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+    model.forward(x.clone()).unwrap();
+    model.deployment_training = true;
+    let err = model.forward(x.clone()).unwrap_err();
+    assert!(matches!(&err, QatError::InvalidConfig(m) if m.contains("disable_observer()")), "{err}");
+    model.disable_observer();
+    let err = model.forward(x.clone()).unwrap_err();
+    assert!(matches!(&err, QatError::InvalidConfig(m) if m.contains("freeze_bn_stats()") && m.contains("block.body.conv_a")), "{err}");
+    model.freeze_bn_stats();
+    model.forward(x).unwrap();
+}
+
+/// With observers off and BN frozen, training on the deployment arithmetic computes exactly the
+/// eval's integers, its gradients flow straight through to every parameter, and after SGD steps
+/// the int8 model still equals the eval bit for bit.
+#[test]
+fn training_on_the_deployment_arithmetic_outputs_the_integers_and_learns() {
+    let _serial = serial();
+    let mut model = trained(QConfig::consistent("fbgemm").unwrap());
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    let x = Tensor::<4>::random([8, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+    model.set_training(false);
+    let eval = logits(&mut model, x.clone());
+    model.set_training(true);
+    model.deployment_training = true;
+    let out = model.forward(x.clone()).unwrap().into_features(&device).unwrap();
+    assert_bits_eq("deployment training forward vs eval", &to_vec(&out), &eval);
+
+    let grads = out.powi_scalar(2).mean().backward();
+    let weight = |m: &QatModel| match &m.layers.iter().find(|l| l.name == "fc1").unwrap().layer {
+        burn_qat::workflow::QatLayer::LinearReLU(m) => m.linear.weight.val(),
+        _ => panic!("fc1 is a LinearReLU"),
+    };
+    let grad = weight(&model).grad(&grads).expect("fc1.weight has a gradient");
+    let grad = to_vec(&grad);
+    assert!(grad.iter().all(|g| g.is_finite()) && grad.iter().any(|&g| g != 0.0), "fc1.weight gradient {grad:?}");
+
+    let mut optim = SgdConfig::new().init();
+    let before = to_vec(&weight(&model));
+    for _ in 0..3 {
+        let out = model.forward(x.clone()).unwrap().into_features(&device).unwrap();
+        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
+        model = optim.step(0.05, model, grads);
+    }
+    assert_ne!(to_vec(&weight(&model)), before, "SGD on the deployment arithmetic moves the weights");
+    model.set_training(false);
+    let int8 = convert(&model).unwrap();
+    let eval = logits(&mut model, x.clone());
+    let int8_out = to_vec(&int8.forward(x.inner()).unwrap().into_features(&Device::flex()).unwrap());
+    assert_bits_eq("int8 vs QAT eval after deployment training", &int8_out, &eval);
 }

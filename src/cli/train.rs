@@ -12,9 +12,10 @@ use burn_qat::models::InputShape;
 use burn_qat::report::{Curves, plot_curves};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, load_safetensors, save_safetensors};
 use burn_qat::train::{
-    EpochReport, ResumePoint, TrainOptions, accuracy, calibrate, predictions, reports_from_json, reports_to_json, train_classifier_from,
+    Agreement, EpochReport, Logits, ResumePoint, TrainOptions, accuracy, agreement, calibrate, int8_logits, logits, reports_from_json,
+    reports_to_json, train_classifier_from,
 };
-use burn_qat::workflow::convert;
+use burn_qat::workflow::{EvalArithmetic, convert};
 use serde_json::json;
 
 use super::args::TrainArgs;
@@ -191,11 +192,19 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         ptq_started.elapsed().as_secs_f64()
     );
 
+    // Three computations of the trained model, compared: the float fake-quant forward (what
+    // PyTorch's QAT eval computes), the integer-exact QAT eval (the deployment arithmetic from
+    // the QAT modules, without convert), and the converted int8 engine.
     let int8 = convert(&qat)?;
-    let qat_pred = predictions(&qat, &test_set, 500, &device)?;
-    let int8_pred = int8_predictions(&int8, &test_set)?;
-    let (qat_accuracy, int8_accuracy) = (accuracy(&qat_pred, &test_set), accuracy(&int8_pred, &test_set));
-    let agreement = qat_pred.iter().zip(&int8_pred).filter(|(a, b)| a == b).count() as f64 / test_set.len() as f64;
+    let fake_quant_logits = logits(&qat.with_eval_arithmetic(EvalArithmetic::Float), &test_set, 500, &device)?;
+    let integer_logits = logits(&qat.with_eval_arithmetic(EvalArithmetic::Deployment), &test_set, 500, &device)?;
+    let int8_logits = int8_logits(&int8, &test_set)?;
+    let step = int8.output_qparams().map_or(1.0, |q| q.scale);
+    let int8_vs_integer = agreement(&int8_logits, &integer_logits, step)?;
+    let int8_vs_fake_quant = agreement(&int8_logits, &fake_quant_logits, step)?;
+    let accuracy_of = |l: &Logits| accuracy(&l.argmax(), &test_set);
+    let (fake_quant_accuracy, integer_accuracy, int8_accuracy) =
+        (accuracy_of(&fake_quant_logits), accuracy_of(&integer_logits), accuracy_of(&int8_logits));
 
     save_stage(&args.out.join("qat.safetensors"), &qat.state_dict(), &metadata, QAT_STAGE)?;
     let int8_path = args.out.join("int8.safetensors");
@@ -207,9 +216,13 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let ptq_model_bytes = file_size(&ptq_path)?;
     let metrics = json!({
         "float_accuracy": float_accuracy,
-        "qat_accuracy": qat_accuracy,
+        "qat_fake_quant_accuracy": fake_quant_accuracy,
+        "qat_integer_accuracy": integer_accuracy,
         "int8_accuracy": int8_accuracy,
-        "int8_agreement": agreement,
+        "int8_agreement": {
+            "with_qat_integer": agreement_json(&int8_vs_integer),
+            "with_qat_fake_quant": agreement_json(&int8_vs_fake_quant),
+        },
         "ptq_int8_accuracy": ptq_int8_accuracy,
         "ptq_calibration_samples": calibration_samples,
         "float_model_bytes": float_model_bytes,
@@ -248,7 +261,8 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let rows = [
         ("float".to_string(), float_accuracy, Some(float_model_bytes as u64)),
         (format!("PTQ {quantized} (no QAT)"), ptq_int8_accuracy, Some(ptq_model_bytes)),
-        ("QAT (fake quant)".to_string(), qat_accuracy, None),
+        ("QAT, float fake quant".to_string(), fake_quant_accuracy, None),
+        ("QAT, integer-exact eval".to_string(), integer_accuracy, None),
         (format!("{quantized} (from QAT)"), int8_accuracy, Some(int8_model_bytes)),
     ];
     println!("{:<24} {:>9} {:>12}", "model", "test acc", "size");
@@ -261,9 +275,26 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         100.0 * (int8_accuracy - ptq_int8_accuracy),
         if choice.per_channel { "per-channel" } else { "per-tensor" },
     );
-    println!("int8 argmax equals the QAT model's on {:.2}% of test images; training took {train_seconds:.1} s", 100.0 * agreement);
+    for (what, a) in [("the integer-exact QAT eval", &int8_vs_integer), ("the float fake-quant forward", &int8_vs_fake_quant)] {
+        println!(
+            "{quantized} vs {what}: argmax {:.2}% equal; logits {:.2}% equal, {:.2}% within one output step",
+            100.0 * a.argmax,
+            100.0 * a.logits_equal,
+            100.0 * a.logits_within_one_step
+        );
+    }
+    println!("training took {train_seconds:.1} s");
     println!("wrote {} (metrics.json, curves.png, models) in {:.1} s", args.out.display(), run_started.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn agreement_json(a: &Agreement) -> serde_json::Value {
+    json!({
+        "argmax": a.argmax,
+        "logits_equal": a.logits_equal,
+        "logits_within_one_step": a.logits_within_one_step,
+        "max_steps": a.max_steps,
+    })
 }
 
 /// A model's state dict with the run's metadata and its stage, for `eval`, `convert`, `inspect`.

@@ -61,6 +61,15 @@ mod tests {
     }
 
     #[test]
+    fn the_multiplier_is_formed_in_f64_and_rounded_once() {
+        // Scales (found by a search in numpy) where rounding the product to f32 before the
+        // division lands one ulp away from the specified value.
+        let (s_in, s_w, s_out) = (f32::from_bits(1017983522), f32::from_bits(1021111843), f32::from_bits(1033514906));
+        assert_eq!(requant_multiplier(s_in, s_w, s_out), 0.007573521230369806f32);
+        assert_eq!(s_in * s_w / s_out, 0.007573521696031094f32, "the case tells the two formulas apart");
+    }
+
+    #[test]
     fn bias_saturates() {
         assert_eq!(quantize_bias(1e30, 1e-3, 1e-3), i32::MAX);
         assert_eq!(quantize_bias(0.75, 0.5, 1.0), 2);

@@ -1,6 +1,7 @@
 //! A plain training loop for classifiers built from QAT modules, with PyTorch's QAT schedule:
 //! freeze BN statistics from one epoch, disable observers from a later one.
 
+mod agreement;
 mod resume;
 
 use std::time::Instant;
@@ -14,6 +15,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::data::{Dataset, shuffled_indices};
 use crate::error::{QatError, Result};
 use crate::nn::QatModule;
+pub use agreement::{Agreement, Logits, agreement, int8_logits, logits};
 pub use resume::{OPTIMIZER_KEY, ResumePoint, reports_from_json, reports_to_json, stable_param_ids};
 
 /// A model the loop can train: logits from images, and the QAT switches.

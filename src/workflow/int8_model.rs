@@ -224,6 +224,23 @@ impl Int8Model {
         (0..slices).map(|i| (i * n / slices, (i + 1) * n / slices - i * n / slices)).collect()
     }
 
+    /// The qparams of the last quantized output (the grid of the logits, whether or not a
+    /// DeQuantStub follows): the step to measure output differences in. `None` if nothing is
+    /// quantized.
+    pub fn output_qparams(&self) -> Option<ActivationQParams> {
+        fn last(layers: &[Named<Int8Layer>]) -> Option<ActivationQParams> {
+            layers.iter().rev().find_map(|l| match &l.layer {
+                Int8Layer::Quantize(q) => Some(q.qparams),
+                Int8Layer::Conv2d(m) => Some(m.output),
+                Int8Layer::Linear(m) => Some(m.output),
+                Int8Layer::BatchNorm2d(m) => Some(m.output),
+                Int8Layer::Residual { add, .. } => Some(add.output),
+                _ => None,
+            })
+        }
+        last(&self.layers)
+    }
+
     /// Predicted classes for float images (the argmax of the final features).
     pub fn predict(&self, x: Tensor<4>) -> Result<Vec<usize>> {
         let device = x.device();

@@ -66,7 +66,7 @@ impl Value {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::Image(x) => format!("float {:?}", x.dims()),
             Self::Features(x) => format!("float {:?}", x.dims()),

@@ -4,6 +4,8 @@
 
 mod convert_fields;
 mod convert_module;
+mod deployment_arith;
+mod deployment_eval;
 mod float_model;
 mod float_state;
 mod inspect;

@@ -63,8 +63,9 @@ pub enum QatLayer {
 pub enum EvalArithmetic {
     /// Float fake quantization, as PyTorch's QAT model evaluates.
     Float,
-    /// The int8 deployment arithmetic (integer accumulation, the specified requantization),
-    /// computed on burn's f64 ops: what the converted model will output, bit for bit.
+    /// The int8 deployment arithmetic (integer codes accumulated exactly, the specified
+    /// requantization), computed on burn tensors from the QAT modules' own parameters and
+    /// fake-quant qparams, without converting: what the converted model must output, bit for bit.
     Deployment,
 }
 
@@ -74,6 +75,11 @@ pub struct QatModel {
     pub layers: Vec<Named<QatLayer>>,
     #[module(skip)]
     pub eval_arithmetic: EvalArithmetic,
+    /// Train on the deployment arithmetic too, with straight-through gradients
+    /// ([`QatModel::forward_deployment`]); off by default. Needs fixed qparams and BN
+    /// statistics: every observer disabled and every BN frozen, else forward is an error.
+    #[module(skip)]
+    pub deployment_training: bool,
     #[module(skip)]
     training: bool,
 }
@@ -88,7 +94,7 @@ pub fn prepare_qat(model: FloatModel, qconfig: impl Into<QConfigMap>) -> Result<
     let mut consistent = true;
     let layers = prepare_layers(model.layers, "", &map, &mut consistent)?;
     let eval_arithmetic = if consistent { EvalArithmetic::Deployment } else { EvalArithmetic::Float };
-    Ok(QatModel { layers, eval_arithmetic, training: true })
+    Ok(QatModel { layers, eval_arithmetic, deployment_training: false, training: true })
 }
 
 fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, consistent: &mut bool) -> Result<Vec<Named<QatLayer>>> {
@@ -204,14 +210,60 @@ impl QatModel {
         self.training
     }
 
-    /// Images `[N, C, H, W]` in. In eval with [`EvalArithmetic::Deployment`], the result is the
-    /// converted model's output (dequantized where the model ends in a DeQuantStub).
+    /// A copy that evaluates with `arithmetic`.
+    pub fn with_eval_arithmetic(&self, arithmetic: EvalArithmetic) -> Self {
+        Self { eval_arithmetic: arithmetic, ..self.clone() }
+    }
+
+    /// Images `[N, C, H, W]` in. In eval with [`EvalArithmetic::Deployment`] (and in training
+    /// with [`deployment_training`](Self::deployment_training)), the deployment arithmetic
+    /// ([`forward_deployment`](Self::forward_deployment)); otherwise float fake quantization.
     pub fn forward(&mut self, x: Tensor<4>) -> Result<Value> {
-        if !self.training && self.eval_arithmetic == EvalArithmetic::Deployment {
-            let device = x.device();
-            return super::convert(self)?.forward_reference(x, &device);
+        let deployment = if self.training { self.deployment_training } else { self.eval_arithmetic == EvalArithmetic::Deployment };
+        if deployment { self.forward_deployment(x) } else { self.forward_float(x) }
+    }
+
+    /// The deployment arithmetic computed from this model's own parameters and the qparams its
+    /// fake quants hold, independently of [`convert`](super::convert): activations and weights
+    /// as integer codes, products accumulated exactly, biases and requantization as specified in
+    /// [`crate::quant::requant`], every output the real value of the integer the int8 model
+    /// stores. Observers and BN statistics are left as they are. In training mode the outputs
+    /// carry the float fake-quant forward's gradients (straight through), which needs every
+    /// observer disabled and every BN frozen.
+    pub fn forward_deployment(&mut self, x: Tensor<4>) -> Result<Value> {
+        if self.training {
+            self.check_settled()?;
         }
-        self.forward_float(x)
+        let (value, _) = super::deployment_eval::run_layers(&mut self.layers, (Value::Image(x), None), "", self.training)?;
+        Ok(value)
+    }
+
+    /// Training on the deployment arithmetic needs qparams and BN statistics that the forward
+    /// does not move.
+    fn check_settled(&mut self) -> Result<()> {
+        if self.fake_quants_mut().iter().any(|fq| fq.is_observer_enabled()) {
+            return Err(QatError::config("training on the deployment arithmetic needs fixed qparams: call disable_observer() first"));
+        }
+        let mut unfrozen = Vec::new();
+        visit_named(&self.layers, "", &mut |path, l| {
+            let frozen = match l {
+                QatLayer::ConvBn2d(m) => m.is_bn_frozen(),
+                QatLayer::ConvBnReLU2d(m) => m.is_bn_frozen(),
+                QatLayer::LinearBn1d(m) => m.is_bn_frozen(),
+                QatLayer::BatchNorm2d(m) => m.bn.is_frozen(),
+                _ => true,
+            };
+            if !frozen {
+                unfrozen.push(path.to_string());
+            }
+        });
+        if !unfrozen.is_empty() {
+            return Err(QatError::config(format!(
+                "training on the deployment arithmetic needs fixed BN statistics: call freeze_bn_stats() first ({} not frozen)",
+                unfrozen.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     /// The float fake-quant forward, whatever the mode (PyTorch's QAT arithmetic).
@@ -221,6 +273,16 @@ impl QatModel {
             value = l.layer.forward(value, &l.name)?;
         }
         Ok(value)
+    }
+}
+
+fn visit_named(layers: &[Named<QatLayer>], prefix: &str, f: &mut dyn FnMut(&str, &QatLayer)) {
+    for l in layers {
+        let path = format!("{prefix}{}", l.name);
+        if let QatLayer::Residual(r) = &l.layer {
+            visit_named(&r.body, &format!("{path}.body."), f);
+        }
+        f(&path, &l.layer);
     }
 }
 

@@ -2,11 +2,14 @@
 
 A residual CNN (conv-bn-relu, a basic block whose add goes through a
 FloatFunctional, max pool, two linears) is fused with fuse_modules_qat,
-prepared with prepare_qat, trained for a few SGD steps and converted. The Rust
+prepared with prepare_qat, trained for a few SGD steps and converted. The
+"_bias" cases give conv1 a bias (a ConvBnReLU2d with a conv bias) and put a
+BatchNorm1d after fc1 (a LinearBn1d, then a separate ReLU). The model is
+The Rust
 side loads the recorded state dict into its own prepared model, converts it and
 compares against PyTorch's converted model.
 
-Writes tests/golden/convert/<backend><version>.safetensors per case with keys
+Writes tests/golden/convert/<backend><version>[_bias].safetensors per case with keys
   state/<state key>            QAT model state_dict after training (PyTorch's dtypes)
   input                        [32,1,12,12] f32 eval input
   qat_eval_output              QAT model (eval mode, fake quant) output on input
@@ -52,14 +55,16 @@ EVAL_INPUT_STD = 1.5
 INT_REPR_BATCH = 8  # the 32-sample int_reprs alone would be ~150 KB per case
 IMAGE = 12
 
-CASES = [("fbgemm", 0), ("qnnpack", 0), ("fbgemm", 1)]
+# (backend, version, biased variant); the index seeds the case.
+CASES = [("fbgemm", 0, False), ("qnnpack", 0, False), ("fbgemm", 1, False), ("fbgemm", 1, True), ("qnnpack", 0, True)]
 
-FUSE_GROUPS = [
-    ["conv1", "bn1", "relu1"],
+BLOCK_GROUPS = [
     ["block.body.conv_a", "block.body.bn_a", "block.body.relu_a"],
     ["block.body.conv_b", "block.body.bn_b"],
-    ["fc1", "relu2"],
 ]
+FUSE_GROUPS = [["conv1", "bn1", "relu1"], *BLOCK_GROUPS, ["fc1", "relu2"]]
+# conv1 with its bias folds into ConvBnReLU2d; fc1 + BatchNorm1d into LinearBn1d.
+FUSE_GROUPS_BIAS = [["conv1", "bn1", "relu1"], *BLOCK_GROUPS, ["fc1", "bn_fc"]]
 
 # Converted modules whose outputs are hooked. block.add is a QFunctional: its
 # add_relu() bypasses forward(), so the hook sits on its (Identity)
@@ -88,16 +93,19 @@ class Block(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, biased=False):
         super().__init__()
+        self.biased = biased
         self.quant = QuantStub()
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=biased)
         self.bn1 = nn.BatchNorm2d(8)
         self.relu1 = nn.ReLU()
         self.block = Block()
         self.pool = nn.MaxPool2d(2, 2)
         self.flatten = nn.Flatten()
         self.fc1 = nn.Linear(8 * 6 * 6, 32)
+        if biased:
+            self.bn_fc = nn.BatchNorm1d(32)
         self.relu2 = nn.ReLU()
         self.fc2 = nn.Linear(32, 10)
         self.dequant = DeQuantStub()
@@ -107,23 +115,26 @@ class Net(nn.Module):
         x = self.relu1(self.bn1(self.conv1(x)))
         x = self.block(x)
         x = self.flatten(self.pool(x))
-        x = self.relu2(self.fc1(x))
+        x = self.fc1(x)
+        if self.biased:
+            x = self.bn_fc(x)
+        x = self.relu2(x)
         x = self.fc2(x)
         return self.dequant(x)
 
 
-def build(backend, version):
-    model = Net()
+def build(backend, version, biased):
+    model = Net(biased)
     with torch.no_grad():
         # Non-trivial BN state so that folding gamma / sqrt(var + eps) matters.
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.copy_(torch.randn(m.num_features) * 0.1)
                 m.running_mean.copy_(torch.randn(m.num_features) * 0.1)
                 m.running_var.uniform_(0.5, 2.0)
     model.train()  # fuse_modules_qat and prepare_qat require train mode
-    fuse_modules_qat(model, FUSE_GROUPS, inplace=True)
+    fuse_modules_qat(model, FUSE_GROUPS_BIAS if biased else FUSE_GROUPS, inplace=True)
     model.qconfig = get_default_qat_qconfig(backend, version)
     prepare_qat(model, inplace=True)
     return model
@@ -202,12 +213,12 @@ def compare(qat_y, int8_y, scale, zero_point):
     }
 
 
-def run_case(i, backend, version):
+def run_case(i, backend, version, biased):
     seed = 30000 + i
     seed_all(seed)
     # The quantized kernels used by convert's modules come from this engine.
     torch.backends.quantized.engine = backend
-    model = build(backend, version)
+    model = build(backend, version, biased)
     train(model)
     model.eval()
 
@@ -228,10 +239,11 @@ def run_case(i, backend, version):
         "backend": backend, "version": version, "seed": seed, "steps": STEPS, "lr": LR,
         "momentum": MOMENTUM, "freeze_bn_from_step": FREEZE_BN_FROM,
         "disable_observer_from_step": DISABLE_OBSERVER_FROM, "train_batch": TRAIN_BATCH,
-        "eval_batch": EVAL_BATCH, "int_repr_batch": INT_REPR_BATCH, "fused": FUSE_GROUPS,
+        "eval_batch": EVAL_BATCH, "int_repr_batch": INT_REPR_BATCH,
+        "fused": FUSE_GROUPS_BIAS if biased else FUSE_GROUPS, "biased": biased,
         "hooked": HOOKED, "weighted": WEIGHTED, "qat_vs_int8": stats, "torch_version": TORCH_VERSION,
     }
-    name = "%s%d.safetensors" % (backend, version)
+    name = "%s%d%s.safetensors" % (backend, version, "_bias" if biased else "")
     save_safetensors(out, out_path("convert", name),
                      {"config": json.dumps(config), "torch_version": TORCH_VERSION})
     return name, stats
@@ -240,8 +252,8 @@ def run_case(i, backend, version):
 def main():
     engine = torch.backends.quantized.engine
     try:
-        for i, (backend, version) in enumerate(CASES):
-            name, stats = run_case(i, backend, version)
+        for i, (backend, version, biased) in enumerate(CASES):
+            name, stats = run_case(i, backend, version, biased)
             print("wrote convert/%s  %s" % (name, json.dumps(stats)))
     finally:
         # Other generators run in the same process under generate_all.

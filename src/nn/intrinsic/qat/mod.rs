@@ -8,6 +8,7 @@ mod conv_bn_config;
 mod linear_bn;
 mod relu_variants;
 
+pub(crate) use bn_fold::scale_factor;
 pub use conv_bn::{BnFolding, ConvBn2d, ConvBn3d, ConvBnNd, ConvTransposeBn2d};
 pub use conv_bn_config::{ConvBn2dConfig, ConvBn3dConfig, ConvBnConfig, ConvTransposeBn2dConfig};
 pub use conv1d::{Conv1d, ConvBn1d, ConvBn1dConfig, ConvBnReLU1d, ConvReLU1d};

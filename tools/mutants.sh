@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Plants plausible bugs one at a time in a scratch copy of the working tree and checks that the
+# tests catch each: a mutant the tests let through means a claim the tests do not back.
+#
+#   tools/mutants.sh            every mutant
+#   tools/mutants.sh NAME...    only those (names below)
+#
+# Each mutant is one literal replacement in one file (the script fails if the text is gone, so
+# a refactor cannot turn a mutant into a silent no-op) and the test targets that should catch
+# it. Builds go to $CARGO_TARGET_DIR (default: the checkout's target/, so dependencies are
+# reused); expect a few minutes per mutant on two cores.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+# name | file | text | replacement | test targets (cargo test arguments)
+mutants=(
+  "linear-bn-bias-dropped|src/workflow/convert_module.rs|quantized::Linear::new(i, o, weight, scale, zero_point, &bias, input|quantized::Linear::new(i, o, weight, scale, zero_point, &vec![0.0; o], input|--test workflow --test pytorch_convert_layers"
+  "conv-bn-bias-dropped|src/workflow/convert_module.rs|(bias[c] - mean[c] as f32) * sf[c] + beta[c]|(0.0 - mean[c] as f32) * sf[c] + beta[c]|--test workflow --test pytorch_convert_layers"
+  "multiplier-in-f32|src/quant/requant.rs|(input_scale as f64 * weight_scale as f64 / output_scale as f64) as f32|input_scale * weight_scale / output_scale|--lib --test workflow"
+  "shape-by-element-count|src/state_dict/reader.rs|Some(shape) if t.shape != shape =>|Some(shape) if t.numel() != shape.iter().product::<usize>() =>|--test workflow"
+  "rounding-half-away-from-zero|src/quant/round.rs|if v.abs() < TWO_POW_23 { rounded } else { v }|if v.abs() < TWO_POW_23 { v.round() } else { v }|--lib --test fake_quant_golden"
+  "zero-point-correction-flipped|src/nn/quantized/gemm.rs|.wrapping_sub(zx.wrapping_mul(rowsum))|.wrapping_add(zx.wrapping_mul(rowsum))|--test int8_kernels --test workflow"
+)
+
+selected=("$@")
+caught=0
+missed=()
+for entry in "${mutants[@]}"; do
+  IFS='|' read -r name file text replacement targets <<<"$entry"
+  if ((${#selected[@]})) && [[ ! " ${selected[*]} " == *" $name "* ]]; then
+    continue
+  fi
+  rm -rf "$scratch/tree"
+  mkdir -p "$scratch/tree"
+  # The working tree as it is (committed or not), without build outputs.
+  (cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$scratch/tree")
+  python3 - "$scratch/tree/$file" "$text" "$replacement" <<'EOF'
+import sys
+path, text, replacement = sys.argv[1:]
+source = open(path).read()
+if source.count(text) != 1:
+    sys.exit(f"{path}: expected the text exactly once, found it {source.count(text)} times: {text}")
+open(path, "w").write(source.replace(text, replacement))
+EOF
+  echo "== $name: $file"
+  # shellcheck disable=SC2086
+  if (cd "$scratch/tree" && cargo test --release -q $targets >"$scratch/$name.log" 2>&1); then
+    echo "   MISSED: the tests passed with the bug planted"
+    missed+=("$name")
+  else
+    failing=$(grep -E "^test .* FAILED$|panicked at|error\[" "$scratch/$name.log" | head -3 || true)
+    echo "   caught:"
+    echo "${failing:-   (the build failed)}" | sed 's/^/     /'
+    caught=$((caught + 1))
+  fi
+done
+
+echo "$caught caught, ${#missed[@]} missed${missed:+: ${missed[*]}}"
+((${#missed[@]} == 0))
