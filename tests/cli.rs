@@ -60,7 +60,8 @@ fn train_writes_every_artifact_and_eval_reads_the_int8_model() {
     let metrics = read_metrics(&out);
     for key in [
         "float_accuracy",
-        "qat_accuracy",
+        "qat_fake_quant_accuracy",
+        "qat_integer_accuracy",
         "int8_accuracy",
         "int8_agreement",
         "float_model_bytes",
@@ -78,11 +79,22 @@ fn train_writes_every_artifact_and_eval_reads_the_int8_model() {
     assert_eq!((metrics["epochs"].as_u64(), metrics["qat_epochs"].as_u64()), (Some(1), Some(1)));
     assert_eq!((metrics["weight_bits"].as_u64(), metrics["act_bits"].as_u64()), (Some(8), Some(8)));
     assert_eq!(metrics["qconfig"], "fbgemm (consistent)");
-    // One epoch of LeNet already classifies MNIST well; int8 equals the QAT eval bit for bit.
-    assert!(accuracy(&metrics, "float_accuracy") > 0.9, "{metrics}");
-    assert!(accuracy(&metrics, "int8_accuracy") > 0.9, "{metrics}");
-    assert!(accuracy(&metrics, "ptq_int8_accuracy") > 0.8, "{metrics}");
-    assert_eq!(metrics["int8_agreement"].as_f64(), Some(1.0), "{metrics}");
+    // One epoch of LeNet already classifies MNIST well (measured: float 96.6%, int8 97.2%, PTQ
+    // 96.7%); int8 equals the integer-exact QAT eval bit for bit, and the float fake-quant
+    // forward on nearly every logit.
+    assert!(accuracy(&metrics, "float_accuracy") > 0.95, "{metrics}");
+    assert!(accuracy(&metrics, "int8_accuracy") > 0.95, "{metrics}");
+    assert!(accuracy(&metrics, "ptq_int8_accuracy") > 0.95, "{metrics}");
+    assert_eq!(metrics["qat_integer_accuracy"], metrics["int8_accuracy"], "{metrics}");
+    let with_integer = &metrics["int8_agreement"]["with_qat_integer"];
+    for key in ["argmax", "logits_equal", "logits_within_one_step"] {
+        assert_eq!(with_integer[key].as_f64(), Some(1.0), "int8 vs the integer-exact QAT eval, {key}: {metrics}");
+    }
+    assert_eq!(with_integer["max_steps"].as_f64(), Some(0.0), "{metrics}");
+    let with_fake_quant = &metrics["int8_agreement"]["with_qat_fake_quant"];
+    assert!(with_fake_quant["argmax"].as_f64().is_some_and(|a| a >= 0.99), "{metrics}");
+    assert!(with_fake_quant["logits_within_one_step"].as_f64().is_some_and(|a| a >= 0.99), "{metrics}");
+    assert!(accuracy(&metrics, "qat_fake_quant_accuracy") > 0.95, "{metrics}");
 
     for file in ["qat.safetensors", "int8.safetensors", "checkpoint.safetensors", "model.onnx"] {
         let bytes = std::fs::read(out.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -121,7 +133,7 @@ fn check_saved_model_commands(out: &Path, metrics: &serde_json::Value) {
     let path = |name: &str| out.join(name).to_str().unwrap().to_string();
     let output = burn_qat(&["eval", "--checkpoint", &path("qat.safetensors")]);
     check_success(&output, "eval qat.safetensors");
-    let expected = format!("{:.2}%", 100.0 * accuracy(metrics, "qat_accuracy"));
+    let expected = format!("integer-exact eval) test accuracy {:.2}%", 100.0 * accuracy(metrics, "qat_integer_accuracy"));
     assert!(text(&output.stdout).contains(&expected), "eval of the QAT model should print {expected}:\n{}", text(&output.stdout));
     let output = burn_qat(&["eval", "--checkpoint", &path("float.safetensors")]);
     check_success(&output, "eval float.safetensors");
@@ -171,7 +183,8 @@ fn train_with_four_bit_weights_and_activations() {
     let metrics = read_metrics(&out);
     assert_eq!((metrics["weight_bits"].as_u64(), metrics["act_bits"].as_u64()), (Some(4), Some(4)), "{metrics}");
     assert!(metrics["qconfig"].as_str().is_some_and(|q| q.contains("w4") && q.contains("a4")), "{metrics}");
-    assert!(accuracy(&metrics, "int8_accuracy") > 0.5, "{metrics}");
+    // Measured: 96.5% after one float and one QAT epoch at 4 bits.
+    assert!(accuracy(&metrics, "int8_accuracy") > 0.9, "{metrics}");
     accuracy(&metrics, "ptq_int8_accuracy");
     assert!(out.join("curves.png").is_file() && out.join("int8.safetensors").is_file());
 }

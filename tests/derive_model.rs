@@ -141,7 +141,8 @@ fn the_derive_gives_switches_a_pytorch_state_dict_and_one_call_convert() {
     });
     println!("derived int8 vs fake-quant eval: max {lsb:.3} steps, {exact}/{} logits exact", qat_out.len());
     assert!(lsb <= 1.0 + 1e-3, "int8 vs fake quant: {lsb} steps");
-    assert!(exact * 10 >= qat_out.len() * 9, "only {exact} of {} logits exact", qat_out.len());
+    // Measured: all 80 exact; the float arithmetic may put a rare logit one step away.
+    assert!(exact * 100 >= qat_out.len() * 97, "only {exact} of {} logits exact", qat_out.len());
 }
 
 #[test]

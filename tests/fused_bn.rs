@@ -3,7 +3,11 @@
 //! output observer, in f32 and f64, for QAT ConvBn(ReLU)2d and for plain BatchNorm; and the
 //! fused ops give the same bits for any rayon thread count.
 
+#[macro_use]
+mod common;
+
 use burn::tensor::{DType, Device, Distribution, Tensor};
+use burn_qat::QatError;
 use burn_qat::nn::intrinsic::qat::{ConvBn2d, ConvBn2dConfig};
 use burn_qat::nn::{BatchNorm, Conv2dOptions};
 use burn_qat::qconfig::get_default_qat_qconfig;
@@ -229,8 +233,8 @@ fn the_min_max_op_matches_the_host_reduction() {
     let mut data = vec![1.0f32; 3 * 70_000];
     data[150_001] = f32::NAN;
     let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(data, [3, 70_000]), &device);
-    assert!(tensor_min_max(&x, None).is_err());
-    assert!(tensor_min_max(&x, Some(0)).is_err());
+    assert_error!(tensor_min_max(&x, None), QatError::NonFinite { .. });
+    assert_error!(tensor_min_max(&x, Some(0)), QatError::NonFinite { .. });
 }
 
 /// The output observer takes the output's min/max from the fused BN apply instead of its own

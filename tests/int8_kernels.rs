@@ -2,9 +2,11 @@
 //! multipliers that put results exactly on .5 (ties), saturating ranges, non-zero weight zero
 //! points, every padding mode, groups, strides and dilations, fused ReLU. Bit equality.
 
+#[macro_use]
 mod common;
 
 use burn::tensor::Device;
+use burn_qat::QatError;
 use burn_qat::nn::quantized::{ActivationQParams, Add, Conv2d, Linear, QTensor};
 use burn_qat::nn::{Conv2dOptions, PaddingMode};
 use common::Rng;
@@ -89,12 +91,16 @@ fn mismatched_inputs_are_errors() {
     let input = act(0.1, 0, 255);
     let conv = Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 4], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, input, false).unwrap();
     let wrong_qparams = QTensor { values: vec![0; 8], shape: vec![1, 2, 2, 2], qparams: act(0.2, 0, 255) };
-    assert!(conv.forward(&wrong_qparams).is_err());
+    assert_error!(conv.forward(&wrong_qparams), QatError::InvalidConfig(m) if m.contains("qparams"));
     let wrong_shape = QTensor { values: vec![0; 12], shape: vec![1, 3, 2, 2], qparams: input };
-    assert!(conv.forward(&wrong_shape).is_err());
-    assert!(Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 3], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, input, false).is_err());
-    assert!(
-        Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 4], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, act(0.1, 0, 300), false).is_err()
+    assert_error!(conv.forward(&wrong_shape), QatError::ShapeMismatch { .. });
+    assert_error!(
+        Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 3], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, input, false),
+        QatError::ShapeMismatch { .. }
+    );
+    assert_error!(
+        Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 4], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, act(0.1, 0, 300), false),
+        QatError::InvalidConfig(m) if m.contains("u8")
     );
 }
 

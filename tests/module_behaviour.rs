@@ -2,6 +2,7 @@
 //! layouts), all-or-nothing loads, gamma = 0, the BN freeze rules, the qparam formulas of the
 //! presets, and typed errors for bad configurations and inputs.
 
+#[macro_use]
 mod common;
 
 use burn::tensor::{Device, Distribution, Tensor};
@@ -104,7 +105,7 @@ fn a_non_finite_or_negative_buffer_is_rejected() {
     ] {
         let mut bad = good.clone();
         bad.insert(key.into(), value);
-        assert!(saved_module().load_state_dict(&bad).is_err(), "{key} should be rejected");
+        assert_error!(saved_module().load_state_dict(&bad), QatError::StateDict { problems } if problems.iter().any(|p| p.contains(key)), "{key} should be rejected");
     }
 }
 
@@ -152,8 +153,8 @@ fn both_foldings_agree_to_quantization_noise_and_to_rounding_with_fake_quant_off
     let x = Tensor::<4>::random([4, 3, 7, 7], Distribution::Normal(0.0, 1.0), &device);
     let (ya, yb) = (a.forward(x.clone()).unwrap(), b.forward(x.clone()).unwrap());
     // The approximate path scales by the previous running variance; the exact one by the new:
-    // the same up to quantization noise.
-    assert_close("folding paths", &to_vec(&ya), &to_vec(&yb), 0.05, 0.05);
+    // the same up to quantization noise (measured: at most 0.0042, about one output step).
+    assert_close("folding paths", &to_vec(&ya), &to_vec(&yb), 0.0, 0.006);
     a.disable_fake_quant();
     b.disable_fake_quant();
     assert_close("fake quant off", &to_vec(&a.forward(x.clone()).unwrap()), &to_vec(&b.forward(x).unwrap()), 1e-4, 1e-5);
@@ -248,11 +249,11 @@ fn invalid_configurations_are_typed_errors() {
     assert!(conv(Conv2dOptions::new(0, 4, 3)).is_some());
     assert!(conv(Conv2dOptions::new(4, 4, 0)).is_some());
     assert!(conv(Conv2dOptions::new(4, 4, 3).with_stride(0)).is_some());
-    assert!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_eps(-1.0).init(&device).is_err());
-    assert!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_momentum(Some(1.5)).init(&device).is_err());
-    assert!(get_default_qat_qconfig("tpu", 0).is_err());
-    assert!(get_default_qat_qconfig("fbgemm", 2).is_err());
-    assert!(LinearReLU::new(0, 3, true, qconfig.clone(), &device).is_err());
+    assert_error!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_eps(-1.0).init(&device), QatError::InvalidConfig(m) if m.contains("eps"));
+    assert_error!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_momentum(Some(1.5)).init(&device), QatError::InvalidConfig(m) if m.contains("momentum"));
+    assert_error!(get_default_qat_qconfig("tpu", 0), QatError::InvalidConfig(m) if m.contains("tpu"));
+    assert_error!(get_default_qat_qconfig("fbgemm", 2), QatError::InvalidConfig(m) if m.contains('2'));
+    assert_error!(LinearReLU::new(0, 3, true, qconfig.clone(), &device), QatError::InvalidConfig(_));
 
     let float_conv = float::Conv2d::new(Conv2dOptions::new(3, 4, 3), false, &device).unwrap();
     let bn = BatchNorm::new(5, 1e-5, Some(0.1), &device).unwrap();
@@ -267,7 +268,7 @@ fn bad_inputs_are_typed_errors() {
     let mut m = ConvBn2dConfig::new(Conv2dOptions::new(3, 4, 3), get_default_qat_qconfig("fbgemm", 0).unwrap()).init(&device).unwrap();
     let wrong_channels = m.forward(Tensor::zeros([2, 5, 8, 8], &device)).unwrap_err();
     assert!(matches!(wrong_channels, QatError::ShapeMismatch { .. }), "{wrong_channels}");
-    assert!(m.forward(Tensor::zeros([2, 3, 2, 2], &device)).is_err(), "smaller than the kernel");
+    assert_error!(m.forward(Tensor::zeros([2, 3, 2, 2], &device)), QatError::ShapeMismatch { .. }, "smaller than the kernel");
     // One value per channel in training BN: batch 1 with a 1x1 output.
     let one = m.forward(Tensor::zeros([1, 3, 3, 3], &device)).unwrap_err();
     assert!(matches!(one, QatError::SingleValuePerChannel { .. }), "{one}");

@@ -206,7 +206,8 @@ fn export_and_compare(name: &str, build: impl Fn(&Device) -> FloatModel, preset:
         assert!(unclipped_max_lsb > 1.5, "the Clips should matter for a reduced range");
     }
     assert!(max_lsb <= 1.0 + 1e-3, "{preset}: max difference {max_lsb} LSB");
-    assert!(exact * 10 >= total * 9, "{preset}: only {exact}/{total} exact");
+    // Measured: 100% exact but for the qnnpack small CNN (3245 of 3250, the rest one step off).
+    assert!(exact * 1000 >= total * 995, "{preset}: only {exact}/{total} exact");
 }
 
 const SMALL_CNN_OPS: &[&str] = &["QuantizeLinear", "DequantizeLinear", "Conv", "Relu", "Add", "MaxPool", "Flatten", "Gemm"];

@@ -126,7 +126,8 @@ fn a_run_killed_twice_and_resumed_ends_with_the_same_bits() {
     let metrics =
         |dir: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap() };
     let (a, b) = (metrics(&straight), metrics(&interrupted));
-    for key in ["float_accuracy", "qat_accuracy", "int8_accuracy", "int8_agreement", "ptq_int8_accuracy"] {
+    for key in ["float_accuracy", "qat_fake_quant_accuracy", "qat_integer_accuracy", "int8_accuracy", "int8_agreement", "ptq_int8_accuracy"]
+    {
         assert_eq!(a[key], b[key], "{key}");
     }
     assert_eq!(b["resumed"], true);

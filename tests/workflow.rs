@@ -4,6 +4,7 @@
 //! modules themselves (`QatModel::forward_deployment`), the int8 model from what `convert` made
 //! of them: two computations that share only the specification.
 
+#[macro_use]
 mod common;
 
 use burn::module::Module;
@@ -64,8 +65,8 @@ fn int8_equals_the_qat_eval_output_bit_for_bit() {
         let qat_eval = logits(&mut model, x.clone());
         let int8_out = to_vec(&int8.forward(x.clone()).unwrap().into_features(&device).unwrap());
         assert_bits_eq("int8 vs QAT eval", &int8_out, &qat_eval);
-        // PyTorch's float fake-quant arithmetic, for the record: at most a few elements one
-        // output step away.
+        // PyTorch's float fake-quant arithmetic: measured 12 of 640 logits (1.9%) one output
+        // step away.
         let float_eval = to_vec(&model.forward_float(x).unwrap().into_features(&device).unwrap());
         mismatched += float_eval.iter().zip(&int8_out).filter(|(a, b)| a != b).count();
         total += float_eval.len();
@@ -74,7 +75,7 @@ fn int8_equals_the_qat_eval_output_bit_for_bit() {
     }
     println!("float fake-quant eval vs int8: {mismatched}/{total} elements differ, by at most {worst_steps} output steps");
     assert!(
-        worst_steps <= 1 && mismatched * 10 <= total,
+        worst_steps <= 1 && mismatched * 100 <= total * 3,
         "float vs deployment arithmetic: {mismatched}/{total} differ, by up to {worst_steps} steps"
     );
 }
@@ -126,9 +127,9 @@ fn workflow_errors_name_the_layer() {
     let no_stub = FloatModel::new(vec![("fc", Layer::linear(4, 2, true, &device).unwrap())]).unwrap();
     let mut m = prepare_qat(no_stub, QConfig::consistent("fbgemm").unwrap()).unwrap();
     let _ = m.forward(Tensor::<4>::zeros([2, 1, 2, 2], &device));
-    assert!(convert(&m).is_err());
+    assert_error!(convert(&m), QatError::InvalidConfig(m) if m.contains("fc") && m.contains("QuantStub"));
     // Duplicate names.
-    assert!(FloatModel::new(vec![("a", Layer::Relu(Default::default())), ("a", Layer::Relu(Default::default()))]).is_err());
+    assert_error!(FloatModel::new(vec![("a", Layer::Relu(Default::default())), ("a", Layer::Relu(Default::default()))]), QatError::InvalidConfig(m) if m.contains("two layers are named a"));
 }
 
 #[test]
@@ -183,7 +184,7 @@ fn the_int8_model_saves_and_loads_without_the_float_model() {
     let bytes = std::fs::read(&path).unwrap();
     let truncated = dir.join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    assert!(burn_qat::workflow::Int8Model::load(&truncated).is_err());
+    assert_error!(burn_qat::workflow::Int8Model::load(&truncated), QatError::File { path, .. } if path.contains("truncated"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -316,7 +317,8 @@ fn relu6_and_average_pooling_convert_exactly_and_save() {
     .unwrap();
     // Wide inputs, so that some activations pass 6 and the clamp matters.
     check_converts_exactly_and_saves("ReLU6 + AvgPool2d", model, "fbgemm", [1, 9, 9], 4.0, 3);
-    assert!(Layer::avg_pool2d(0, 1).is_err() && Layer::avg_pool2d(2, 0).is_err());
+    assert_error!(Layer::avg_pool2d(0, 1), QatError::InvalidConfig(m) if m.contains("kernel_size"));
+    assert_error!(Layer::avg_pool2d(2, 0), QatError::InvalidConfig(m) if m.contains("stride"));
 }
 
 /// A batch norm no conv precedes stays a batch norm: fused with a following ReLU into BNReLU2d,

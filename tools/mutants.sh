@@ -18,7 +18,7 @@ trap 'rm -rf "$scratch"' EXIT
 
 # name | file | text | replacement | test targets (cargo test arguments)
 mutants=(
-  "linear-bn-bias-dropped|src/workflow/convert_module.rs|quantized::Linear::new(i, o, weight, scale, zero_point, &bias, input|quantized::Linear::new(i, o, weight, scale, zero_point, &vec![0.0; o], input|--test workflow --test pytorch_convert_layers"
+  "linear-bn-bias-dropped|src/workflow/convert_module.rs|zero_point, &bias, input, output_qparams(&self.activation_post_process|zero_point, &vec![0.0; o], input, output_qparams(&self.activation_post_process|--test workflow --test pytorch_convert_layers"
   "conv-bn-bias-dropped|src/workflow/convert_module.rs|(bias[c] - mean[c] as f32) * sf[c] + beta[c]|(0.0 - mean[c] as f32) * sf[c] + beta[c]|--test workflow --test pytorch_convert_layers"
   "multiplier-in-f32|src/quant/requant.rs|(input_scale as f64 * weight_scale as f64 / output_scale as f64) as f32|input_scale * weight_scale / output_scale|--lib --test workflow"
   "shape-by-element-count|src/state_dict/reader.rs|Some(shape) if t.shape != shape =>|Some(shape) if t.numel() != shape.iter().product::<usize>() =>|--test workflow"

@@ -3,7 +3,7 @@
 use burn::tensor::Device;
 use burn_qat::data::Dataset;
 use burn_qat::train::{accuracy, predictions};
-use burn_qat::workflow::Int8Model;
+use burn_qat::workflow::{EvalArithmetic, Int8Model};
 
 use super::args::EvalArgs;
 use super::saved_model::{SavedModel, trained_data};
@@ -26,7 +26,13 @@ pub fn eval(args: EvalArgs) -> burn_qat::Result<()> {
     let (_, test) = source.load()?;
     let (what, pred) = match &model {
         SavedModel::Int8(m) => ("int8", int8_predictions(m, &test)?),
-        SavedModel::Qat(m, _) => ("QAT (fake quant, eval)", predictions(m, &test, 500, &device)?),
+        SavedModel::Qat(m, _) => {
+            let what = match m.eval_arithmetic {
+                EvalArithmetic::Deployment => "QAT (integer-exact eval)",
+                EvalArithmetic::Float => "QAT (float fake-quant eval)",
+            };
+            (what, predictions(m, &test, 500, &device)?)
+        }
         SavedModel::Float(m) => ("float", predictions(m, &test, 500, &device)?),
     };
     println!("{what} test accuracy {:.2}% on {} images from {source}", 100.0 * accuracy(&pred, &test), test.len());

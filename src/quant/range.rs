@@ -149,7 +149,10 @@ mod tests {
         assert_eq!(QuantRange::new(QuantDtype::QUInt8, 0, 3).unwrap().bits(), 2);
         assert_eq!(QuantRange::new(QuantDtype::QUInt8, 0, 15).unwrap().bits(), 4);
         assert_eq!(QuantRange::new(QuantDtype::QInt32, -32768, 32767).unwrap().bits(), 16);
-        assert!(QuantRange::new(QuantDtype::QInt32, -32768, 32768).is_err());
+        assert!(matches!(
+            QuantRange::new(QuantDtype::QInt32, -32768, 32768),
+            Err(crate::QatError::InvalidRange { quant_min: -32768, quant_max: 32768, .. })
+        ));
     }
 
     #[test]

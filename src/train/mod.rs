@@ -235,7 +235,7 @@ pub fn train_classifier_from<M: Classifier>(
     }
     let mut model = stable_param_ids(model);
     let optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(options.momentum).with_dampening(0.0))).init();
-    let mut optim = resume::load_optimizer(optim, &resume)?;
+    let mut optim = resume::load_optimizer(optim, &resume, &model)?;
     let mut reports = resume.reports;
     let steps_per_epoch = train.len().div_ceil(options.batch_size);
     let total_steps = (steps_per_epoch * options.epochs).max(1) as f64;

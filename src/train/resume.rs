@@ -6,7 +6,9 @@
 //! loop therefore numbers the parameters itself ([`stable_param_ids`]: 1, 2, 3, ... in visit
 //! order), which is the same for the same architecture in every process.
 
-use burn::module::{Module, ModuleMapper, Param, ParamId};
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bytes, Tensor};
 
@@ -73,12 +75,15 @@ pub(super) fn save_optimizer(optim: &ModuleOptimizer) -> Result<(Vec<u8>, usize)
     Ok((bytes.to_vec(), tensors))
 }
 
-/// Restores the optimizer state of `point` into `optim`. burn skips, without a word, state it
-/// cannot match to a parameter; we count what came back and refuse a partial restore.
-pub(super) fn load_optimizer(optim: ModuleOptimizer, point: &ResumePoint) -> Result<ModuleOptimizer> {
+/// Restores the optimizer state of `point` into `optim` for `model`. burn matches state to
+/// parameters by id alone: it skips, without a word, state it cannot match, and panics at the
+/// next step on state whose rank does not fit its parameter. So every state tensor is checked
+/// against the parameter it names first, and what came back is counted.
+pub(super) fn load_optimizer<M: Module>(optim: ModuleOptimizer, point: &ResumePoint, model: &M) -> Result<ModuleOptimizer> {
     if point.optimizer.is_empty() {
         return Ok(optim);
     }
+    check_optimizer_fits(&point.optimizer, model)?;
     let optim = optim
         .from_bytes(Bytes::from_bytes_vec(point.optimizer.clone()))
         .map_err(|e| QatError::config(format!("the checkpoint's optimizer state is corrupt: {e}")))?;
@@ -90,6 +95,32 @@ pub(super) fn load_optimizer(optim: ModuleOptimizer, point: &ResumePoint) -> Res
         )));
     }
     Ok(optim)
+}
+
+/// Every tensor of serialized optimizer state names a parameter of `model` with its shape.
+fn check_optimizer_fits<M: Module>(bytes: &[u8], model: &M) -> Result<()> {
+    struct Shapes(HashMap<u64, Vec<usize>>);
+    impl ModuleVisitor for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.insert(param.id.val(), param.val().dims().to_vec());
+        }
+    }
+    let corrupt = |e: burn_pack::Error| QatError::config(format!("the checkpoint's optimizer state is corrupt: {e}"));
+    let mut shapes = Shapes(HashMap::new());
+    model.visit(&mut shapes);
+    let tensors = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).and_then(|r| r.into_tensors()).map_err(corrupt)?;
+    for tensor in tensors {
+        let (name, _, shape, param_id, _) = tensor.into_parts().map_err(corrupt)?;
+        let parameter = param_id.and_then(|id| shapes.0.get(&id));
+        if parameter.map(Vec::as_slice) != Some(shape.as_slice()) {
+            let found = parameter.map_or("no such parameter".to_string(), |p| format!("a parameter of shape {p:?}"));
+            return Err(QatError::config(format!(
+                "the checkpoint's optimizer state {name} (shape {:?}) finds {found} in this model; it was written for a different model",
+                shape.as_slice()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The reports as JSON, for a checkpoint's metadata.

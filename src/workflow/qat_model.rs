@@ -151,11 +151,14 @@ fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, con
 impl QatLayer {
     pub(crate) fn forward(&mut self, x: Value, name: &str) -> Result<Value> {
         Ok(match self {
-            Self::QuantStub(s) => match x {
-                Value::Image(t) => Value::Image(s.activation_post_process.forward(t)?),
-                Value::Features(t) => Value::Features(s.activation_post_process.forward(t)?),
-                q => q,
-            },
+            Self::QuantStub(s) => {
+                let named = |e| crate::nn::qat::in_layer(e, name, "QuantStub input");
+                match x {
+                    Value::Image(t) => Value::Image(s.activation_post_process.forward(t).map_err(named)?),
+                    Value::Features(t) => Value::Features(s.activation_post_process.forward(t).map_err(named)?),
+                    q => q,
+                }
+            }
             Self::DeQuantStub(_) => x,
             Self::ConvBn2d(m) => Value::Image(m.forward(x.image(name)?)?),
             Self::ConvBnReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
@@ -178,9 +181,10 @@ impl QatLayer {
                 }
                 let sum = y.float_add(x, name)?;
                 let sum = if r.relu { sum.relu() } else { sum };
+                let named = |e| crate::nn::qat::in_layer(e, name, "residual sum");
                 match sum {
-                    Value::Image(t) => Value::Image(r.add.forward(t)?),
-                    Value::Features(t) => Value::Features(r.add.forward(t)?),
+                    Value::Image(t) => Value::Image(r.add.forward(t).map_err(named)?),
+                    Value::Features(t) => Value::Features(r.add.forward(t).map_err(named)?),
                     q => q,
                 }
             }

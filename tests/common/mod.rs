@@ -168,3 +168,18 @@ impl Rng {
         lo + (self.next() % (hi - lo + 1) as u64) as i32
     }
 }
+
+/// Asserts that `result` is an error matching `pattern` (a `QatError` variant, with an optional
+/// guard), printing the error it got otherwise: an `is_err()` would pass on any error at all.
+#[allow(unused_macros)]
+macro_rules! assert_error {
+    ($result:expr, $pattern:pat $(if $guard:expr)?) => {
+        assert_error!($result, $pattern $(if $guard)?, "")
+    };
+    ($result:expr, $pattern:pat $(if $guard:expr)?, $($msg:tt)+) => {
+        match $result {
+            Err(e) => assert!(matches!(&e, $pattern $(if $guard)?), "unexpected error {e:?}: {}", format!($($msg)+)),
+            Ok(_) => panic!("expected an error, got Ok: {}", format!($($msg)+)),
+        }
+    };
+}

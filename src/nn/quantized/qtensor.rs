@@ -127,11 +127,9 @@ mod tests {
                 assert_eq!(got as i32, quantize_value(x, 1.0 / scale, zero_point, quant_min, quant_max), "x {x} qparams {qparams:?}");
             }
         }
-        assert!(
-            Quantize::new(ActivationQParams { scale: 1.0, zero_point: 0, quant_min: 0, quant_max: 255 })
-                .unwrap()
-                .quantize_values(&[1.0, f32::NAN], vec![2])
-                .is_err()
-        );
+        let nan = Quantize::new(ActivationQParams { scale: 1.0, zero_point: 0, quant_min: 0, quant_max: 255 })
+            .unwrap()
+            .quantize_values(&[1.0, f32::NAN], vec![2]);
+        assert!(matches!(nan, Err(QatError::NonFinite { .. })), "{nan:?}");
     }
 }
