@@ -17,44 +17,11 @@ mod common;
 
 use burn::tensor::{Device, Tensor};
 use burn_qat::nn::quantized::{ActivationQParams, QTensor};
-use burn_qat::nn::{Conv2dOptions, PaddingMode, QatModule};
+use burn_qat::nn::{PaddingMode, QatModule};
 use burn_qat::qconfig::get_default_qat_qconfig;
 use burn_qat::state_dict::{LoadStateDict, StateDict};
-use burn_qat::workflow::{ConvertOptions, FloatModel, Int8Layer, Int8Model, Layer, MaxPool2d, Named, Value, convert_with, prepare_qat};
+use burn_qat::workflow::{ConvertOptions, Int8Layer, Int8Model, MaxPool2d, Named, Value, convert_with, prepare_qat};
 use common::*;
-
-/// tools/golden/convert.py's `Net(biased=True)`: conv1 with a bias, fc1 followed by a
-/// BatchNorm1d (fused into LinearBn1d) and a separate ReLU.
-fn biased_cnn(device: &Device) -> FloatModel {
-    let conv = |cin, cout, bias| Layer::conv2d(Conv2dOptions::new(cin, cout, 3).with_padding(1), bias, device).unwrap();
-    FloatModel::new(vec![
-        ("quant", Layer::QuantStub(Default::default())),
-        ("conv1", conv(1, 8, true)),
-        ("bn1", Layer::batch_norm2d(8, device).unwrap()),
-        ("relu1", Layer::Relu(Default::default())),
-        (
-            "block",
-            Layer::residual(
-                vec![
-                    ("conv_a", conv(8, 8, false)),
-                    ("bn_a", Layer::batch_norm2d(8, device).unwrap()),
-                    ("relu_a", Layer::Relu(Default::default())),
-                    ("conv_b", conv(8, 8, false)),
-                    ("bn_b", Layer::batch_norm2d(8, device).unwrap()),
-                ],
-                true,
-            ),
-        ),
-        ("pool", Layer::max_pool2d(2, 2).unwrap()),
-        ("flatten", Layer::Flatten(Default::default())),
-        ("fc1", Layer::linear(8 * 6 * 6, 32, true, device).unwrap()),
-        ("bn_fc", Layer::batch_norm1d(32, device).unwrap()),
-        ("relu2", Layer::Relu(Default::default())),
-        ("fc2", Layer::linear(32, 10, true, device).unwrap()),
-        ("dequant", Layer::DeQuantStub(Default::default())),
-    ])
-    .unwrap()
-}
 
 fn prefixed(g: &StateDict, prefix: &str) -> StateDict {
     g.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone()))).collect()
@@ -135,7 +102,7 @@ fn measure(case: &str, backend: &str, version: u32, biased: bool) -> Measured {
     let _serial = serial();
     let device = Device::flex().autodiff();
     let (g, _) = load_golden(&format!("convert/{case}.safetensors"));
-    let float = if biased { biased_cnn(&device) } else { small_cnn(&device, PaddingMode::Zeros) };
+    let float = if biased { biased_cnn(&device, PaddingMode::Zeros) } else { small_cnn(&device, PaddingMode::Zeros) };
     let mut qat = prepare_qat(float.fuse().unwrap(), get_default_qat_qconfig(backend, version).unwrap()).unwrap();
     qat.load_state_dict(&prefixed(&g, "state/")).unwrap_or_else(|e| panic!("{case}: {e}"));
     qat.set_training(false);

@@ -28,9 +28,13 @@ fn logits(model: &mut QatModel, x: Tensor<4>) -> Vec<f32> {
 }
 
 fn trained(qconfig: QConfig) -> QatModel {
+    trained_from(small_cnn(&Device::flex().autodiff()), qconfig)
+}
+
+fn trained_from(float: FloatModel, qconfig: QConfig) -> QatModel {
     let device = Device::flex().autodiff();
     device.seed(3);
-    let mut model = prepare_qat(small_cnn(&device).fuse().unwrap(), qconfig).unwrap();
+    let mut model = prepare_qat(float.fuse().unwrap(), qconfig).unwrap();
     let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
     for step in 0..6 {
         if step == 4 {
@@ -444,4 +448,21 @@ fn training_on_the_deployment_arithmetic_outputs_the_integers_and_learns() {
     let eval = logits(&mut model, x.clone());
     let int8_out = to_vec(&int8.forward(x.inner()).unwrap().into_features(&Device::flex()).unwrap());
     assert_bits_eq("int8 vs QAT eval after deployment training", &int8_out, &eval);
+}
+
+/// Conv and linear biases folded with BN (a ConvBnReLU2d with a conv bias, a LinearBn1d): the
+/// integer-exact eval folds them from the modules, convert from its own code; bit for bit.
+#[test]
+fn int8_equals_the_qat_eval_with_biases_folded_into_batch_norm() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    for qconfig in [QConfig::consistent("fbgemm").unwrap(), QConfig::consistent("qnnpack").unwrap()] {
+        let mut model = trained_from(biased_cnn(&device, PaddingMode::Zeros), qconfig);
+        model.set_training(false);
+        let int8 = convert(&model).unwrap();
+        device.seed(8);
+        let x = Tensor::<4>::random([16, 1, 12, 12], Distribution::Normal(0.0, 1.5), &device);
+        let int8_out = to_vec(&int8.forward(x.clone().inner()).unwrap().into_features(&Device::flex()).unwrap());
+        assert_bits_eq("int8 vs QAT eval with folded biases", &int8_out, &logits(&mut model, x));
+    }
 }

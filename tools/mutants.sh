@@ -48,13 +48,14 @@ open(path, "w").write(source.replace(text, replacement))
 EOF
   echo "== $name: $file"
   # shellcheck disable=SC2086
-  if (cd "$scratch/tree" && cargo test --release -q $targets >"$scratch/$name.log" 2>&1); then
+  if (cd "$scratch/tree" && cargo test --release --no-fail-fast $targets >"$scratch/$name.log" 2>&1); then
     echo "   MISSED: the tests passed with the bug planted"
     missed+=("$name")
   else
-    failing=$(grep -E "^test .* FAILED$|panicked at|error\[" "$scratch/$name.log" | head -3 || true)
-    echo "   caught:"
-    echo "${failing:-   (the build failed)}" | sed 's/^/     /'
+    # Every failing test, each target run to its end: which independent checks see the bug.
+    failing=$(grep -E "^test .* FAILED$|^error(\[|:)" "$scratch/$name.log" | sed 's/^test //; s/ \.\.\. FAILED$//' || true)
+    echo "   caught by:"
+    echo "${failing:-(the build failed)}" | sed 's/^/     /'
     caught=$((caught + 1))
   fi
 done

@@ -150,6 +150,43 @@ pub fn small_cnn(device: &Device, padding_mode: burn_qat::nn::PaddingMode) -> bu
     .unwrap()
 }
 
+/// tools/golden/convert.py's `Net(biased=True)`: conv1 with a bias, fc1 followed by a
+/// BatchNorm1d (fused into LinearBn1d) and a separate ReLU.
+pub fn biased_cnn(device: &Device, padding_mode: burn_qat::nn::PaddingMode) -> burn_qat::workflow::FloatModel {
+    use burn_qat::nn::Conv2dOptions;
+    use burn_qat::workflow::{FloatModel, Layer};
+    let conv = |cin, cout, bias| {
+        Layer::conv2d(Conv2dOptions::new(cin, cout, 3).with_padding(1).with_padding_mode(padding_mode), bias, device).unwrap()
+    };
+    FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("conv1", conv(1, 8, true)),
+        ("bn1", Layer::batch_norm2d(8, device).unwrap()),
+        ("relu1", Layer::Relu(Default::default())),
+        (
+            "block",
+            Layer::residual(
+                vec![
+                    ("conv_a", conv(8, 8, false)),
+                    ("bn_a", Layer::batch_norm2d(8, device).unwrap()),
+                    ("relu_a", Layer::Relu(Default::default())),
+                    ("conv_b", conv(8, 8, false)),
+                    ("bn_b", Layer::batch_norm2d(8, device).unwrap()),
+                ],
+                true,
+            ),
+        ),
+        ("pool", Layer::max_pool2d(2, 2).unwrap()),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc1", Layer::linear(8 * 6 * 6, 32, true, device).unwrap()),
+        ("bn_fc", Layer::batch_norm1d(32, device).unwrap()),
+        ("relu2", Layer::Relu(Default::default())),
+        ("fc2", Layer::linear(32, 10, true, device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap()
+}
+
 /// A small deterministic generator (splitmix64), so that generated cases are the same on every
 /// run and machine.
 pub struct Rng(pub u64);
