@@ -84,6 +84,31 @@ fn int8_equals_the_qat_eval_output_bit_for_bit() {
     );
 }
 
+/// Every qconfig we call consistent: the four backends' presets, low bit widths, per-tensor
+/// weights. The integer-exact eval and the int8 engine agree on every logit.
+#[test]
+fn int8_equals_the_qat_eval_for_every_consistent_qconfig() {
+    let _serial = serial();
+    use burn_qat::qconfig::QConfigBuilder;
+    let mut qconfigs: Vec<(String, QConfig)> =
+        ["fbgemm", "x86", "qnnpack", "onednn"].iter().map(|b| (b.to_string(), QConfig::consistent(b).unwrap())).collect();
+    qconfigs.push(("w4/a4".into(), QConfigBuilder::new().weight_bits(4).activation_bits(4).build().unwrap()));
+    qconfigs
+        .push(("w2/a3 per tensor".into(), QConfigBuilder::new().weight_bits(2).activation_bits(3).per_tensor_weights().build().unwrap()));
+    for (name, qconfig) in qconfigs {
+        assert!(qconfig.is_consistent(), "{name}");
+        let mut model = trained(qconfig);
+        assert_eq!(model.eval_arithmetic, EvalArithmetic::Deployment, "{name}");
+        model.set_training(false);
+        let int8 = convert(&model).unwrap();
+        let device = Device::flex().autodiff();
+        device.seed(9);
+        let x = Tensor::<4>::random([16, 1, 12, 12], Distribution::Normal(0.0, 1.5), &device);
+        let int8_out = to_vec(&int8.forward(x.clone().inner()).unwrap().into_features(&Device::flex()).unwrap());
+        assert_bits_eq(&format!("{name}: int8 vs QAT eval"), &int8_out, &logits(&mut model, x));
+    }
+}
+
 #[test]
 fn pytorch_presets_evaluate_in_float_arithmetic() {
     let _serial = serial();
