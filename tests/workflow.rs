@@ -28,13 +28,14 @@ fn logits(model: &mut QatModel, x: Tensor<4>) -> Vec<f32> {
 }
 
 fn trained(qconfig: QConfig) -> QatModel {
-    trained_from(small_cnn(&Device::flex().autodiff()), qconfig)
+    trained_from(small_cnn, qconfig)
 }
 
-fn trained_from(float: FloatModel, qconfig: QConfig) -> QatModel {
+/// Builds the float model after seeding, so that its weights do not depend on what ran before.
+fn trained_from(build: impl FnOnce(&Device) -> FloatModel, qconfig: QConfig) -> QatModel {
     let device = Device::flex().autodiff();
     device.seed(3);
-    let mut model = prepare_qat(float.fuse().unwrap(), qconfig).unwrap();
+    let mut model = prepare_qat(build(&device).fuse().unwrap(), qconfig).unwrap();
     let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
     for step in 0..6 {
         if step == 4 {
@@ -482,7 +483,7 @@ fn int8_equals_the_qat_eval_with_biases_folded_into_batch_norm() {
     let _serial = serial();
     let device = Device::flex().autodiff();
     for qconfig in [QConfig::consistent("fbgemm").unwrap(), QConfig::consistent("qnnpack").unwrap()] {
-        let mut model = trained_from(biased_cnn(&device, PaddingMode::Zeros), qconfig);
+        let mut model = trained_from(|device| biased_cnn(device, PaddingMode::Zeros), qconfig);
         model.set_training(false);
         let int8 = convert(&model).unwrap();
         device.seed(8);

@@ -231,9 +231,11 @@ impl QatModel {
     /// fake quants hold, independently of [`convert`](super::convert): activations and weights
     /// as integer codes, products accumulated exactly, biases and requantization as specified in
     /// [`crate::quant::requant`], every output the real value of the integer the int8 model
-    /// stores. Observers and BN statistics are left as they are. In training mode the outputs
-    /// carry the float fake-quant forward's gradients (straight through), which needs every
-    /// observer disabled and every BN frozen.
+    /// stores. Observers and BN statistics are left as they are, and the fake-quant enable
+    /// flags are not consulted: the deployment always quantizes (for a float eval, use
+    /// [`EvalArithmetic::Float`] with fake quant disabled). In training mode the outputs carry
+    /// the float fake-quant forward's gradients (straight through), which needs every observer
+    /// disabled and every BN frozen.
     pub fn forward_deployment(&mut self, x: Tensor<4>) -> Result<Value> {
         if self.training {
             self.check_settled()?;
