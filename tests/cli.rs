@@ -241,3 +241,54 @@ fn curves_plot_any_history() {
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}: not a PNG");
     }
 }
+
+/// Two identical runs write the same bytes to every file: `sha256sum` can check a run.
+/// metrics.json differs only in the wall-clock `train_seconds`.
+#[test]
+fn two_identical_runs_write_identical_bytes() {
+    let (a, b) = (out_dir("bytes-a"), out_dir("bytes-b"));
+    for out in [&a, &b] {
+        check_success(&burn_qat(&["train", "--epochs", "1", "--qat-epochs", "1", "--out", out.to_str().unwrap()]), "train");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&a).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert!(names.len() >= 8, "{names:?}");
+    for name in &names {
+        let (x, y) = (std::fs::read(a.join(name)).unwrap(), std::fs::read(b.join(name)).unwrap());
+        if name == "metrics.json" {
+            let without_time = |bytes: &[u8]| {
+                let mut m: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                m.as_object_mut().unwrap().remove("train_seconds");
+                m
+            };
+            assert_eq!(without_time(&x), without_time(&y), "metrics.json");
+        } else {
+            assert!(x == y, "{name} differs between two identical runs");
+        }
+    }
+}
+
+/// Flags a run cannot use are refused when given, naming the flag, before any data is read.
+#[test]
+fn unusable_flags_are_refused_before_training() {
+    let out = out_dir("bad-flags");
+    for (args, expected) in [
+        (vec!["--lr", "NaN"], "--lr"),
+        (vec!["--lr=-1"], "--lr"),
+        (vec!["--lr", "-1"], "--lr"),
+        (vec!["--lr", "1e6"], "--lr"),
+        (vec!["--epochs", "0"], "--epochs"),
+        (vec!["--qat-epochs", "0"], "--qat-epochs"),
+        (vec!["--batch-size", "1"], "--batch-size"),
+        (vec!["--qat-epochs", "2", "--freeze-bn-epoch", "2"], "--freeze-bn-epoch 2 is not below --qat-epochs 2"),
+        (vec!["--qat-epochs", "3", "--disable-observer-epoch", "7"], "--disable-observer-epoch 7"),
+    ] {
+        let mut command = vec!["train", "--out", out.to_str().unwrap()];
+        command.extend(&args);
+        let output = burn_qat(&command);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(expected), "{args:?}: expected an error naming {expected}:\n{stderr}");
+        assert!(!text(&output.stdout).contains("epoch"), "{args:?}: training started:\n{}", text(&output.stdout));
+        assert!(!out.exists(), "{args:?}: the refused run created {}", out.display());
+    }
+}

@@ -60,16 +60,18 @@ pub struct TrainArgs {
     pub data: Option<DataSource>,
     #[arg(long, value_enum, default_value = "lenet")]
     pub model: ModelKind,
-    /// Float training epochs before QAT.
-    #[arg(long, default_value_t = 4)]
+    /// Float training epochs before QAT, at least 1.
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub epochs: usize,
-    /// Quantization-aware fine-tuning epochs.
-    #[arg(long, default_value_t = 2)]
+    /// Quantization-aware fine-tuning epochs, at least 1 (convert needs observers that saw data).
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub qat_epochs: usize,
-    #[arg(long, default_value_t = 64)]
+    /// Images per SGD step, at least 2 (training batch norm needs two values per channel).
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
     pub batch_size: usize,
-    /// SGD learning rate for float training (momentum 0.9, cosine decay); QAT uses a tenth of it.
-    #[arg(long, default_value_t = 0.05)]
+    /// SGD learning rate for float training (momentum 0.9, cosine decay), in (0, 10]; QAT uses
+    /// a tenth of it.
+    #[arg(long, default_value_t = 0.05, value_parser = parse_learning_rate, allow_negative_numbers = true)]
     pub lr: f64,
     /// Backend whose quantization ranges to simulate: fbgemm, x86, qnnpack or onednn (the preset
     /// used unless a bit width or granularity flag asks for a custom qconfig).
@@ -102,6 +104,8 @@ pub struct TrainArgs {
     /// Disable observers from this QAT epoch on (0-based: 1 is the second QAT epoch, shown as 2).
     #[arg(long, default_value_t = 1)]
     pub disable_observer_epoch: usize,
+    /// Seed of the weight initialization and the data order: the same seed and flags give the
+    /// same bits (README, Determinism).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Worker threads (default: all cores). Results are bit-identical for the same seed and
@@ -187,4 +191,14 @@ pub struct BenchArgs {
     /// Worker threads: the size of rayon's global pool (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// A learning rate SGD can use: finite and in (0, 10] (beyond that every model here diverges in
+/// its first steps).
+fn parse_learning_rate(text: &str) -> Result<f64, String> {
+    let lr: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
+        return Err(format!("{lr} is not a learning rate: use a finite value in (0, 10], such as the default 0.05"));
+    }
+    Ok(lr)
 }

@@ -95,6 +95,15 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     if args.qat_epochs == 0 || args.ptq_batches == 0 {
         return Err(QatError::config("--qat-epochs and --ptq-batches must be at least 1 (convert needs observers that have seen data)"));
     }
+    for (flag, epoch) in [("--freeze-bn-epoch", args.freeze_bn_epoch), ("--disable-observer-epoch", args.disable_observer_epoch)] {
+        if epoch >= args.qat_epochs {
+            return Err(QatError::config(format!(
+                "{flag} {epoch} is not below --qat-epochs {}: that QAT epoch never comes (epochs count from 0 here; use at most {})",
+                args.qat_epochs,
+                args.qat_epochs - 1
+            )));
+        }
+    }
     let flags = QConfigFlags::from_args(&args);
     let choice = flags.choose()?;
     let source = args.data.clone().unwrap_or_default();

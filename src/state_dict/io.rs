@@ -76,7 +76,36 @@ pub fn save_safetensors(path: impl AsRef<Path>, state: &StateDict, metadata: &Ha
         .collect::<Result<Vec<_>>>()?;
     let metadata = (!metadata.is_empty()).then(|| metadata.clone());
     let bytes = safetensors::serialize(views, &metadata).map_err(|e| file_error(path, e.to_string()))?;
+    let bytes = with_sorted_header(bytes).map_err(|e| file_error(path, e))?;
     let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| file_error(&tmp, e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_error(path, e.to_string()))
+    // Whatever fails, the temporary goes and the error names the user's path.
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        file_error(path, format!("could not write the file ({e}); nothing was written under this name"))
+    })
+}
+
+/// The same file with its JSON header's keys sorted: `safetensors` writes the metadata in
+/// `HashMap` order, so the same contents would give different bytes from run to run. Tensor
+/// offsets are relative to the data, so only the header and its length change.
+fn with_sorted_header(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    let length = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let (header, data) = bytes[8..].split_at(length);
+    let header: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| format!("re-reading the header just written: {e}"))?;
+    let mut sorted = serde_json::Map::new();
+    for (key, value) in header {
+        let value = match value {
+            serde_json::Value::Object(entries) => {
+                serde_json::Value::Object(entries.into_iter().collect::<std::collections::BTreeMap<_, _>>().into_iter().collect())
+            }
+            other => other,
+        };
+        sorted.insert(key, value);
+    }
+    let mut header = serde_json::to_vec(&sorted).map_err(|e| e.to_string())?;
+    // The format pads the header with spaces to a multiple of 8 bytes.
+    header.resize(header.len().next_multiple_of(8), b' ');
+    Ok([&(header.len() as u64).to_le_bytes()[..], &header, data].concat())
 }

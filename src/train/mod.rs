@@ -261,7 +261,10 @@ pub fn train_classifier_from<M: Classifier>(
             let (loss, right) = cross_entropy(model.logits(images)?, labels);
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
-                return Err(QatError::NonFinite { context: format!("training, epoch {epoch}"), what: "the loss".into() });
+                return Err(QatError::NonFinite {
+                    context: format!("training, epoch {} of {} (counting from 1)", epoch + 1, options.epochs),
+                    what: "the loss (a learning rate too high for the model makes it overflow; try a lower one)".into(),
+                });
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = if options.cosine_lr {

@@ -72,7 +72,24 @@ pub(super) fn save_optimizer(optim: &ModuleOptimizer) -> Result<(Vec<u8>, usize)
     let record = optim.to_record();
     let tensors = record.len();
     let bytes = record.into_bytes().map_err(|e| QatError::config(format!("serializing the optimizer state: {e}")))?;
-    Ok((bytes.to_vec(), tensors))
+    Ok((sorted_by_name(bytes).map_err(|e| QatError::config(format!("serializing the optimizer state: {e}")))?, tensors))
+}
+
+/// burn writes optimizer state tensors in hash-map order; the same state with its tensors sorted
+/// by name, so that a checkpoint's bytes depend on its contents only.
+fn sorted_by_name(bytes: Bytes) -> std::result::Result<Vec<u8>, burn_pack::Error> {
+    let reader = burn_pack::Reader::from_bytes(bytes)?;
+    let (scalars, metadata) = (reader.scalars().clone(), reader.metadata().clone());
+    let mut tensors = reader.into_tensors()?;
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut writer = burn_pack::Writer::new(tensors);
+    for (key, value) in &scalars {
+        writer = writer.with_scalar(key, *value);
+    }
+    for (key, value) in &metadata {
+        writer = writer.with_metadata(key, value);
+    }
+    Ok(writer.into_bytes()?.to_vec())
 }
 
 /// Restores the optimizer state of `point` into `optim` for `model`. burn matches state to
@@ -123,7 +140,8 @@ fn check_optimizer_fits<M: Module>(bytes: &[u8], model: &M) -> Result<()> {
     Ok(())
 }
 
-/// The reports as JSON, for a checkpoint's metadata.
+/// The reports as JSON, for a checkpoint's metadata: without the throughput, so that a
+/// checkpoint's bytes depend on what was trained, not on how fast.
 pub fn reports_to_json(reports: &[EpochReport]) -> String {
     let rows: Vec<_> = reports
         .iter()
@@ -133,7 +151,6 @@ pub fn reports_to_json(reports: &[EpochReport]) -> String {
                 "loss": r.loss,
                 "train_accuracy": r.train_accuracy,
                 "test_accuracy": r.test_accuracy,
-                "samples_per_second": r.samples_per_second,
             })
         })
         .collect();
@@ -152,7 +169,8 @@ pub fn reports_from_json(json: &str) -> Result<Vec<EpochReport>> {
                 loss: number("loss")?,
                 train_accuracy: number("train_accuracy")?,
                 test_accuracy: number("test_accuracy")?,
-                samples_per_second: number("samples_per_second")?,
+                // Not stored since the checkpoints became reproducible byte for byte.
+                samples_per_second: row.get("samples_per_second").and_then(serde_json::Value::as_f64).unwrap_or(0.0),
             })
         })
         .collect()
