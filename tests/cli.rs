@@ -164,6 +164,29 @@ fn check_saved_model_commands(out: &Path, metrics: &serde_json::Value) {
         assert!(row.contains("dB"), "{layer} has no SNR:\n{row}");
     }
 
+    // convert and export never write over the file they read, nor over an existing file
+    // unless told to; the refusal comes first and leaves the file as it was.
+    let qat_bytes = std::fs::read(path("qat.safetensors")).unwrap();
+    for command in ["convert", "export"] {
+        let output = burn_qat(&[command, "--checkpoint", &path("qat.safetensors"), "--out", &path("qat.safetensors")]);
+        assert!(
+            !output.status.success() && text(&output.stderr).contains("is the --checkpoint this command reads"),
+            "{command}: {}",
+            text(&output.stderr)
+        );
+        let output = burn_qat(&[command, "--checkpoint", &path("qat.safetensors"), "--out", &converted]);
+        assert!(
+            !output.status.success() && text(&output.stderr).contains("exists; pass --overwrite"),
+            "{command}: {}",
+            text(&output.stderr)
+        );
+    }
+    assert!(std::fs::read(path("qat.safetensors")).unwrap() == qat_bytes, "qat.safetensors was changed");
+    check_success(
+        &burn_qat(&["convert", "--checkpoint", &path("qat.safetensors"), "--out", &converted, "--overwrite"]),
+        "convert --overwrite",
+    );
+
     // The wrong kind of file says what it holds and what to pass instead.
     let output = burn_qat(&["convert", "--checkpoint", &path("float.safetensors"), "--out", &path("x.safetensors")]);
     assert!(!output.status.success() && text(&output.stderr).contains("holds a float model"), "{}", text(&output.stderr));
@@ -290,5 +313,20 @@ fn unusable_flags_are_refused_before_training() {
         assert!(!output.status.success() && stderr.contains(expected), "{args:?}: expected an error naming {expected}:\n{stderr}");
         assert!(!text(&output.stdout).contains("epoch"), "{args:?}: training started:\n{}", text(&output.stdout));
         assert!(!out.exists(), "{args:?}: the refused run created {}", out.display());
+    }
+}
+
+/// An --out that cannot hold the run's files fails before any training.
+#[test]
+fn an_unusable_run_folder_fails_before_training() {
+    let file = out_dir("out-is-a-file");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"not a folder").unwrap();
+    // /proc exists but takes no new files, even for root.
+    for (out, expected) in [(file.to_str().unwrap(), "is a file; --out names a folder"), ("/proc", "cannot write files here")] {
+        let output = burn_qat(&["train", "--out", out]);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(out) && stderr.contains(expected), "{out}: {stderr}");
+        assert!(!text(&output.stdout).contains("epoch"), "{out}: training started:\n{}", text(&output.stdout));
     }
 }

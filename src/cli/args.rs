@@ -98,12 +98,14 @@ pub struct TrainArgs {
     /// Training batches to calibrate the post-training-quantized (PTQ) comparison model on.
     #[arg(long, default_value_t = 20)]
     pub ptq_batches: usize,
-    /// Freeze BN statistics from this QAT epoch on (0-based: 1 is the second QAT epoch, shown as 2).
-    #[arg(long, default_value_t = 1)]
-    pub freeze_bn_epoch: usize,
-    /// Disable observers from this QAT epoch on (0-based: 1 is the second QAT epoch, shown as 2).
-    #[arg(long, default_value_t = 1)]
-    pub disable_observer_epoch: usize,
+    /// Freeze BN statistics from this QAT epoch on (0-based: 1 is the second QAT epoch, shown as
+    /// 2) [default: 1; with --qat-epochs 1, never].
+    #[arg(long)]
+    pub freeze_bn_epoch: Option<usize>,
+    /// Disable observers from this QAT epoch on (0-based: 1 is the second QAT epoch, shown as 2)
+    /// [default: 1; with --qat-epochs 1, never].
+    #[arg(long)]
+    pub disable_observer_epoch: Option<usize>,
     /// Seed of the weight initialization and the data order: the same seed and flags give the
     /// same bits (README, Determinism).
     #[arg(long, default_value_t = 0)]
@@ -140,9 +142,12 @@ pub struct ConvertArgs {
     /// A QAT model: qat.safetensors, or checkpoint.safetensors written during the QAT phase.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Where to write the int8 model.
+    /// Where to write the int8 model (never over the --checkpoint it reads).
     #[arg(long, default_value = "int8.safetensors")]
     pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Clamp activations at the full u8 range as PyTorch's converted fbgemm/x86 models do
     /// (they train at 0..127 but run at 0..255), instead of where training clamped.
     #[arg(long)]
@@ -169,9 +174,12 @@ pub struct ExportArgs {
     /// converted first: the QDQ graph of a QAT model is that of its int8 model.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Where to write the ONNX file.
+    /// Where to write the ONNX file (never over the --checkpoint it reads).
     #[arg(long, default_value = "model.onnx")]
     pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Input channels, height and width (the batch dimension stays symbolic). Default: the
     /// input the model was trained on where the file says, else 1 28 28.
     #[arg(long, num_args = 3, value_names = ["C", "H", "W"])]
@@ -201,4 +209,16 @@ fn parse_learning_rate(text: &str) -> Result<f64, String> {
         return Err(format!("{lr} is not a learning rate: use a finite value in (0, 10], such as the default 0.05"));
     }
     Ok(lr)
+}
+
+impl TrainArgs {
+    /// The QAT epoch that freezes BN (0-based); the default 1 is never reached with one QAT epoch.
+    pub fn freeze_bn_epoch(&self) -> usize {
+        self.freeze_bn_epoch.unwrap_or(1)
+    }
+
+    /// The QAT epoch that disables observers (0-based), defaulting as [`Self::freeze_bn_epoch`].
+    pub fn disable_observer_epoch(&self) -> usize {
+        self.disable_observer_epoch.unwrap_or(1)
+    }
 }

@@ -4,9 +4,11 @@ use burn::tensor::Device;
 use burn_qat::workflow::{ConvertOptions, convert_with};
 
 use super::args::ConvertArgs;
+use super::check_output_file;
 use super::saved_model::SavedModel;
 
 pub fn convert(args: ConvertArgs) -> burn_qat::Result<()> {
+    check_output_file(&args.out, &args.checkpoint, args.overwrite)?;
     let device = Device::flex();
     let (qat, _) = SavedModel::load(&args.checkpoint, &device)?.into_qat(&args.checkpoint, "convert")?;
     let int8 = convert_with(&qat, ConvertOptions { pytorch_saturation: args.pytorch_saturation })?;

@@ -5,9 +5,11 @@ use burn_qat::QatError;
 use burn_qat::workflow::convert;
 
 use super::args::ExportArgs;
+use super::check_output_file;
 use super::saved_model::SavedModel;
 
 pub fn export(args: ExportArgs) -> burn_qat::Result<()> {
+    check_output_file(&args.out, &args.checkpoint, args.overwrite)?;
     let device = Device::flex();
     let (model, trained_on) = match SavedModel::load(&args.checkpoint, &device)? {
         SavedModel::Int8(m) => (m, None),

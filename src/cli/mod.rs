@@ -35,6 +35,40 @@ fn io_error(path: &std::path::Path, e: std::io::Error) -> QatError {
     QatError::File { path: path.display().to_string(), reason: e.to_string() }
 }
 
+/// Checks, before any work, that a command may write its output file `out`: not a folder, not
+/// the `input` it reads, and not an existing file unless `overwrite`.
+fn check_output_file(out: &std::path::Path, input: &std::path::Path, overwrite: bool) -> burn_qat::Result<()> {
+    let refuse = |reason: &str| Err(QatError::File { path: out.display().to_string(), reason: reason.to_string() });
+    if out.is_dir() {
+        return refuse("is a folder; --out names the file to write");
+    }
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if same(out, input) {
+        return refuse("is the --checkpoint this command reads; write the output elsewhere");
+    }
+    if out.exists() && !overwrite {
+        return refuse("exists; pass --overwrite to replace it");
+    }
+    Ok(())
+}
+
+/// Creates the run folder `out` and checks that files can be written there, so that a run
+/// that could not save its results fails before training, not after an epoch.
+fn prepare_output_folder(out: &std::path::Path) -> burn_qat::Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(QatError::File {
+            path: out.display().to_string(),
+            reason: "is a file; --out names a folder for the run's files".into(),
+        });
+    }
+    std::fs::create_dir_all(out).map_err(|e| io_error(out, e))?;
+    let probe = out.join(".burn-qat-write-test");
+    std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)).map_err(|e| QatError::File {
+        path: out.display().to_string(),
+        reason: format!("cannot write files here ({e}); choose another --out"),
+    })
+}
+
 /// Sizes rayon's global pool; `None` leaves it at one thread per core.
 fn set_threads(threads: Option<usize>) -> burn_qat::Result<()> {
     if let Some(threads) = threads {

@@ -23,7 +23,7 @@ use super::eval::int8_predictions;
 use super::progress::{EPOCH_KEY, OPTIMIZER_TENSORS_KEY, PhaseHooks, REPORTS_KEY, print_header};
 use super::run_spec::{QConfigFlags, RUN_KEY, RunSpec};
 use super::saved_model::{FLOAT_STAGE, QAT_STAGE, STAGE_KEY, TRAINING_KEY};
-use super::{io_error, set_threads};
+use super::{io_error, prepare_output_folder, set_threads};
 
 /// Checkpoint metadata of the QAT phase: the float phase's epoch reports.
 const FLOAT_REPORTS_KEY: &str = "float_reports";
@@ -39,8 +39,8 @@ fn training_flags(args: &TrainArgs, data: &str) -> serde_json::Value {
         "lr": args.lr,
         "seed": args.seed,
         "ptq_batches": args.ptq_batches,
-        "freeze_bn_epoch": args.freeze_bn_epoch,
-        "disable_observer_epoch": args.disable_observer_epoch,
+        "freeze_bn_epoch": args.freeze_bn_epoch(),
+        "disable_observer_epoch": args.disable_observer_epoch(),
     })
 }
 
@@ -95,8 +95,10 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     if args.qat_epochs == 0 || args.ptq_batches == 0 {
         return Err(QatError::config("--qat-epochs and --ptq-batches must be at least 1 (convert needs observers that have seen data)"));
     }
+    // Given explicitly, an epoch that never comes is a mistake; the defaults simply never fire
+    // in a single QAT epoch.
     for (flag, epoch) in [("--freeze-bn-epoch", args.freeze_bn_epoch), ("--disable-observer-epoch", args.disable_observer_epoch)] {
-        if epoch >= args.qat_epochs {
+        if let Some(epoch) = epoch.filter(|&e| e >= args.qat_epochs) {
             return Err(QatError::config(format!(
                 "{flag} {epoch} is not below --qat-epochs {}: that QAT epoch never comes (epochs count from 0 here; use at most {})",
                 args.qat_epochs,
@@ -112,7 +114,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     println!("qconfig: {}", choice.description);
     let input = InputShape { channels: train_set.channels, height: train_set.rows, width: train_set.cols, classes: train_set.classes };
     let spec = RunSpec { model: args.model, input, qconfig: flags };
-    std::fs::create_dir_all(&args.out).map_err(|e| io_error(&args.out, e))?;
+    prepare_output_folder(&args.out)?;
     let checkpoint = args.out.join("checkpoint.safetensors");
     let metadata = HashMap::from([
         ("format".to_string(), "burn-qat checkpoint".to_string()),
@@ -178,8 +180,8 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         epochs: args.qat_epochs,
         lr: args.lr / 10.0,
         seed: args.seed.wrapping_add(1000),
-        freeze_bn_from_epoch: Some(args.freeze_bn_epoch),
-        disable_observer_from_epoch: Some(args.disable_observer_epoch),
+        freeze_bn_from_epoch: Some(args.freeze_bn_epoch()),
+        disable_observer_from_epoch: Some(args.disable_observer_epoch()),
         ..float_options
     };
     let mut qat_metadata = metadata.clone();
