@@ -330,3 +330,69 @@ fn an_unusable_run_folder_fails_before_training() {
         assert!(!text(&output.stdout).contains("epoch"), "{out}: training started:\n{}", text(&output.stdout));
     }
 }
+
+/// MNIST-format IDX files of `n` images of `rows x cols` in `dir`, train and test alike.
+fn write_idx(dir: &Path, n: usize, rows: usize, cols: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let header = |magic: u32, dims: &[usize]| -> Vec<u8> {
+        let mut h = magic.to_be_bytes().to_vec();
+        dims.iter().for_each(|&d| h.extend((d as u32).to_be_bytes()));
+        h
+    };
+    let images: Vec<u8> = header(0x803, &[n, rows, cols]).into_iter().chain((0..n * rows * cols).map(|i| (i * 37 % 256) as u8)).collect();
+    let labels: Vec<u8> = header(0x801, &[n]).into_iter().chain((0..n).map(|i| (i % 10) as u8)).collect();
+    for prefix in ["train", "t10k"] {
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), &images).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), &labels).unwrap();
+    }
+}
+
+/// CIFAR-10 binary batches (3x32x32) of `n` records each in `dir`.
+fn write_cifar(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let batch: Vec<u8> =
+        (0..n).flat_map(|i| std::iter::once((i % 10) as u8).chain((0..3072).map(move |p| ((p + i) % 256) as u8))).collect();
+    for name in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
+        std::fs::write(dir.join(name), &batch).unwrap();
+    }
+}
+
+/// Every model file of a run, through every command that reads data, with data of another
+/// image size and of another channel count: a typed error that names both shapes, never a
+/// panic. `export` takes the input the file records.
+#[test]
+fn data_of_the_wrong_shape_is_refused_by_every_command_on_every_model_file() {
+    let out = out_dir("wrong-shape");
+    check_success(&burn_qat(&["train", "--epochs", "1", "--qat-epochs", "1", "--out", out.to_str().unwrap()]), "train");
+    let (small, cifar) = (out.join("digits-8x8"), out.join("cifar"));
+    write_idx(&small, 20, 8, 8);
+    write_cifar(&cifar, 10);
+    let data = [(format!("mnist:{}", small.display()), "1x8x8"), (format!("cifar10:{}", cifar.display()), "3x32x32")];
+    let file = |name: &str| out.join(name).to_str().unwrap().to_string();
+    for name in ["float.safetensors", "qat.safetensors", "int8.safetensors", "ptq-int8.safetensors", "checkpoint.safetensors"] {
+        for (data, shape) in &data {
+            let output = burn_qat(&["eval", "--checkpoint", &file(name), "--data", data]);
+            let stderr = text(&output.stderr);
+            assert!(output.status.code() == Some(1), "eval {name} on {data}: {:?}\n{stderr}", output.status);
+            assert!(stderr.contains("1x28x28") && stderr.contains(shape), "eval {name} on {data}:\n{stderr}");
+            if matches!(name, "qat.safetensors" | "checkpoint.safetensors") {
+                let output = burn_qat(&["inspect", "--checkpoint", &file(name), "--data", data]);
+                let stderr = text(&output.stderr);
+                assert!(
+                    output.status.code() == Some(1) && stderr.contains("1x28x28") && stderr.contains(shape),
+                    "inspect {name}:\n{stderr}"
+                );
+            }
+        }
+    }
+    // The int8 file records its input: export needs no --input, and a wrong one is refused.
+    let onnx = file("exported.onnx");
+    check_success(&burn_qat(&["export", "--checkpoint", &file("int8.safetensors"), "--out", &onnx]), "export");
+    let output = burn_qat(&["export", "--checkpoint", &file("int8.safetensors"), "--out", &onnx, "--overwrite", "--input", "1", "8", "8"]);
+    let stderr = text(&output.stderr);
+    assert!(
+        output.status.code() == Some(1) && stderr.contains("trained on 1x28x28"),
+        "export --input 1 8 8: {:?}\n{stderr}",
+        output.status
+    );
+}

@@ -138,3 +138,22 @@ fn an_observer_keeps_its_range_when_it_refuses_an_input() {
         assert_eq!(Some(value), after.get(key), "{key} changed although the input was refused");
     }
 }
+
+/// Images of another size reach the first Linear with the wrong width: every forward says so
+/// with a typed error (the int8 reference path panicked inside burn's reshape).
+#[test]
+fn images_of_the_wrong_size_are_shape_errors_in_every_forward() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    device.seed(6);
+    let mut model =
+        prepare_qat(small_cnn(&device, burn_qat::nn::PaddingMode::Zeros).fuse().unwrap(), QConfig::consistent("fbgemm").unwrap()).unwrap();
+    model.forward(Tensor::<4>::random([4, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device)).unwrap();
+    model.set_training(false);
+    let int8 = burn_qat::workflow::convert(&model).unwrap();
+    let small = Tensor::<4>::random([2, 1, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+    assert_error!(model.forward(small.clone()), QatError::ShapeMismatch { context, .. } if context == "fc1");
+    assert_error!(model.forward_float(small.clone()), QatError::ShapeMismatch { .. });
+    assert_error!(int8.forward(small.clone().inner()), QatError::ShapeMismatch { .. });
+    assert_error!(int8.forward_reference(small.clone().inner(), &Device::flex()), QatError::ShapeMismatch { .. });
+}

@@ -6,7 +6,7 @@ use burn_qat::train::{accuracy, predictions};
 use burn_qat::workflow::{EvalArithmetic, Int8Model};
 
 use super::args::EvalArgs;
-use super::saved_model::{SavedModel, trained_data};
+use super::saved_model::{SavedModel, check_data_fits, trained_data};
 
 /// Predicted classes of an int8 model, in batches of 500.
 pub fn int8_predictions(model: &Int8Model, data: &Dataset) -> burn_qat::Result<Vec<usize>> {
@@ -24,8 +24,11 @@ pub fn eval(args: EvalArgs) -> burn_qat::Result<()> {
     let model = SavedModel::load(&args.checkpoint, &device)?;
     let source = args.data.or_else(|| trained_data(&args.checkpoint)).unwrap_or_default();
     let (_, test) = source.load()?;
+    if let Some(spec) = model.spec() {
+        check_data_fits(spec, &test, &args.checkpoint, &source)?;
+    }
     let (what, pred) = match &model {
-        SavedModel::Int8(m) => ("int8", int8_predictions(m, &test)?),
+        SavedModel::Int8(m, _) => ("int8", int8_predictions(m, &test)?),
         SavedModel::Qat(m, _) => {
             let what = match m.eval_arithmetic {
                 EvalArithmetic::Deployment => "QAT (integer-exact eval)",
@@ -33,7 +36,7 @@ pub fn eval(args: EvalArgs) -> burn_qat::Result<()> {
             };
             (what, predictions(m, &test, 500, &device)?)
         }
-        SavedModel::Float(m) => ("float", predictions(m, &test, 500, &device)?),
+        SavedModel::Float(m, _) => ("float", predictions(m, &test, 500, &device)?),
     };
     println!("{what} test accuracy {:.2}% on {} images from {source}", 100.0 * accuracy(&pred, &test), test.len());
     Ok(())

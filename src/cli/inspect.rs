@@ -5,7 +5,7 @@ use burn_qat::QatError;
 use burn_qat::workflow::{LayerReport, inspect as inspect_model};
 
 use super::args::InspectArgs;
-use super::saved_model::{SavedModel, trained_data};
+use super::saved_model::{SavedModel, check_data_fits, trained_data};
 
 fn db(snr: f64) -> String {
     if snr.is_infinite() { "exact".into() } else { format!("{snr:.1} dB") }
@@ -37,6 +37,7 @@ pub fn inspect(args: InspectArgs) -> burn_qat::Result<()> {
     let (qat, spec) = SavedModel::load(&args.checkpoint, &device)?.into_qat(&args.checkpoint, "inspect")?;
     let source = args.data.or_else(|| trained_data(&args.checkpoint)).unwrap_or_default();
     let (_, test) = source.load()?;
+    check_data_fits(&spec, &test, &args.checkpoint, &source)?;
     if args.samples == 0 || test.is_empty() {
         return Err(QatError::config("inspect needs at least one test image (--samples 1 or more)"));
     }

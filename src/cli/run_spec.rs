@@ -14,6 +14,9 @@ use serde_json::json;
 
 use super::args::{ModelKind, TrainArgs};
 
+/// How images become model input: [`burn_qat::data::Dataset::batch`]'s scaling.
+pub const NORMALIZATION: &str = "pixel / 255, no mean or std";
+
 /// The metadata key holding a [`RunSpec`].
 pub const RUN_KEY: &str = "burn_qat_run";
 
@@ -113,6 +116,9 @@ impl RunSpec {
             "model": self.model.flag(),
             "input": [self.input.channels, self.input.height, self.input.width],
             "classes": self.input.classes,
+            // What the input pixels go through before the model: written for the reader (and
+            // other runtimes); every model here takes the same.
+            "normalization": NORMALIZATION,
             "qconfig": q.backend,
             "qconfig_version": q.version,
             "weight_bits": q.weight_bits,

@@ -1,5 +1,6 @@
 //! Reading back any model file `train` or `convert` writes, whichever stage it holds.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::Device;
@@ -19,9 +20,11 @@ pub const TRAINING_KEY: &str = "training";
 
 /// A model file's content.
 pub enum SavedModel {
-    Int8(Int8Model),
+    /// With the run that made it, where the file records one (files of `train` and `convert`
+    /// since they record their input).
+    Int8(Int8Model, Option<RunSpec>),
     Qat(QatModel, RunSpec),
-    Float(FloatModel),
+    Float(FloatModel, RunSpec),
 }
 
 impl SavedModel {
@@ -30,7 +33,8 @@ impl SavedModel {
     pub fn load(path: &Path, device: &Device) -> burn_qat::Result<Self> {
         let (mut state, metadata) = load_safetensors(path)?;
         if metadata.get("format").map(String::as_str) == Some(INT8_FORMAT) {
-            return Ok(Self::Int8(Int8Model::load(path)?));
+            let spec = metadata.contains_key(super::run_spec::RUN_KEY).then(|| RunSpec::from_metadata(&metadata, path)).transpose()?;
+            return Ok(Self::Int8(Int8Model::load(path)?, spec));
         }
         let spec = RunSpec::from_metadata(&metadata, path)?;
         state.remove(OPTIMIZER_KEY);
@@ -39,7 +43,7 @@ impl SavedModel {
         match metadata.get(STAGE_KEY).map(String::as_str) {
             Some(FLOAT_STAGE) => {
                 float.load_state_dict(&state).map_err(in_file)?;
-                Ok(Self::Float(float))
+                Ok(Self::Float(float, spec))
             }
             Some(QAT_STAGE) => {
                 let mut qat = spec.prepare(float)?;
@@ -57,7 +61,7 @@ impl SavedModel {
     pub fn into_qat(self, path: &Path, what: &str) -> burn_qat::Result<(QatModel, RunSpec)> {
         let holds = match self {
             Self::Qat(model, spec) => return Ok((model, spec)),
-            Self::Int8(_) => "an int8 model",
+            Self::Int8(..) => "an int8 model",
             Self::Float(..) => "a float model (from the float phase)",
         };
         Err(QatError::File {
@@ -75,4 +79,48 @@ pub fn trained_data(path: &Path) -> Option<burn_qat::data::DataSource> {
     let (_, metadata) = load_safetensors(path).ok()?;
     let training: serde_json::Value = serde_json::from_str(metadata.get(TRAINING_KEY)?).ok()?;
     burn_qat::data::DataSource::parse(training["data"].as_str()?).ok()
+}
+
+impl SavedModel {
+    /// The run the file records (`None` for an int8 file that does not say).
+    pub fn spec(&self) -> Option<&RunSpec> {
+        match self {
+            Self::Int8(_, spec) => spec.as_ref(),
+            Self::Qat(_, spec) | Self::Float(_, spec) => Some(spec),
+        }
+    }
+}
+
+/// The metadata that says what a model file is for, copied from the file a command read into
+/// the file it writes: the run (model, input shape, normalization, qconfig) and the training
+/// flags (the data among them).
+pub fn provenance(path: &Path) -> burn_qat::Result<HashMap<String, String>> {
+    let (_, metadata) = load_safetensors(path)?;
+    Ok(metadata.into_iter().filter(|(k, _)| k == super::run_spec::RUN_KEY || k == TRAINING_KEY).collect())
+}
+
+/// Refuses test data the model cannot take: images of another shape or channel count, or
+/// labels beyond its classes. Says what the model was trained on and what the data holds.
+pub fn check_data_fits(
+    spec: &RunSpec,
+    data: &burn_qat::data::Dataset,
+    path: &Path,
+    source: &burn_qat::data::DataSource,
+) -> burn_qat::Result<()> {
+    let input = spec.input;
+    let model = [input.channels, input.height, input.width];
+    let holds = [data.channels, data.rows, data.cols];
+    if model != holds || data.classes > input.classes {
+        let shape = |[c, h, w]: [usize; 3]| format!("{c}x{h}x{w}");
+        return Err(QatError::ShapeMismatch {
+            context: path.display().to_string(),
+            expected: format!("data like the model was trained on ({} images, {} classes, pixels / 255)", shape(model), input.classes),
+            actual: format!(
+                "{source} holds {} images with {} classes; pass --data with data of the model's shape",
+                shape(holds),
+                data.classes
+            ),
+        });
+    }
+    Ok(())
 }

@@ -219,11 +219,15 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
 
     save_stage(&args.out.join("qat.safetensors"), &qat.state_dict(), &metadata, QAT_STAGE)?;
     let int8_path = args.out.join("int8.safetensors");
-    int8.save(&int8_path)?;
+    // The int8 files say what they are for, as the float and QAT files do: the run (model,
+    // input shape, normalization, qconfig) and the training flags with the data.
+    let int8_metadata: HashMap<String, String> =
+        metadata.iter().filter(|(k, _)| *k == RUN_KEY || *k == TRAINING_KEY).map(|(k, v)| (k.clone(), v.clone())).collect();
+    int8.save_with_metadata(&int8_path, &int8_metadata)?;
     burn_qat::export::export_onnx(&int8, [1, input.channels, input.height, input.width], &args.out.join("model.onnx"))?;
     let int8_model_bytes = file_size(&int8_path)?;
     let ptq_path = args.out.join("ptq-int8.safetensors");
-    ptq_int8.save(&ptq_path)?;
+    ptq_int8.save_with_metadata(&ptq_path, &int8_metadata)?;
     let ptq_model_bytes = file_size(&ptq_path)?;
     let metrics = json!({
         "float_accuracy": float_accuracy,

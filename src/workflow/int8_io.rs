@@ -99,9 +99,18 @@ fn describe(layers: &[Named<Int8Layer>], prefix: &str, out: &mut StateDict) -> R
 impl Int8Model {
     /// Saves the model (atomically: temp file, then rename).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.save_with_metadata(path, &HashMap::new())
+    }
+
+    /// [`save`](Self::save) with more string metadata (what the model is for: its input, the
+    /// data it was trained on), which [`load_safetensors`] reads back. The keys `format` and
+    /// `architecture` are the file's own.
+    pub fn save_with_metadata(&self, path: impl AsRef<Path>, extra: &HashMap<String, String>) -> Result<()> {
         let mut state = StateDict::new();
         let architecture = describe(&self.layers, "", &mut state)?;
-        let metadata = HashMap::from([("format".to_string(), FORMAT.to_string()), ("architecture".to_string(), architecture.to_string())]);
+        let mut metadata = extra.clone();
+        metadata.insert("format".to_string(), FORMAT.to_string());
+        metadata.insert("architecture".to_string(), architecture.to_string());
         save_safetensors(path, &state, &metadata)
     }
 

@@ -125,6 +125,13 @@ impl ConvTranspose2d {
 impl Linear {
     /// The same result as [`Linear::forward`], computed with burn's f64 matmul.
     pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
+        if x.shape.last() != Some(&self.in_features) {
+            return Err(crate::QatError::ShapeMismatch {
+                context: "quantized Linear".into(),
+                expected: format!("input [..., {}]", self.in_features),
+                actual: format!("{:?}", x.shape),
+            });
+        }
         let rows = x.values.len() / self.in_features.max(1);
         let input = f64_tensor(centered_f64(x), [rows, self.in_features], device);
         let weight = weight_f64(&self.weight, &self.weight_zero_point, |i| i / self.in_features);
