@@ -192,8 +192,14 @@ fn check_saved_model_commands(out: &Path, metrics: &serde_json::Value) {
     assert!(!output.status.success() && text(&output.stderr).contains("holds a float model"), "{}", text(&output.stderr));
     let output = burn_qat(&["inspect", "--checkpoint", &path("int8.safetensors")]);
     assert!(!output.status.success() && text(&output.stderr).contains("holds an int8 model"), "{}", text(&output.stderr));
-    let output = burn_qat(&["eval", "--checkpoint", &path("curves.png")]);
-    assert!(!output.status.success() && text(&output.stderr).contains("curves.png"), "{}", text(&output.stderr));
+    for (file, holds) in [("curves.png", "a PNG image"), ("model.onnx", "an ONNX model"), ("metrics.json", "JSON text")] {
+        let output = burn_qat(&["eval", "--checkpoint", &path(file)]);
+        let stderr = text(&output.stderr);
+        assert!(
+            output.status.code() == Some(1) && stderr.contains(file) && stderr.contains(holds) && stderr.contains("pass a model file"),
+            "{stderr}"
+        );
+    }
 }
 
 /// 4-bit weights and activations: a custom qconfig, recorded in metrics.json.

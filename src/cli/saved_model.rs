@@ -31,7 +31,13 @@ impl SavedModel {
     /// Loads `path`: an int8 model, or a float or QAT state dict (a checkpoint's optimizer state
     /// is ignored) into the architecture its metadata names.
     pub fn load(path: &Path, device: &Device) -> burn_qat::Result<Self> {
-        let (mut state, metadata) = load_safetensors(path)?;
+        let (mut state, metadata) = load_safetensors(path).map_err(|e| match e {
+            QatError::File { path, reason } => QatError::File {
+                path,
+                reason: format!("{reason}; pass a model file written by burn-qat: int8.safetensors, qat.safetensors, float.safetensors or checkpoint.safetensors"),
+            },
+            other => other,
+        })?;
         if metadata.get("format").map(String::as_str) == Some(INT8_FORMAT) {
             let spec = metadata.contains_key(super::run_spec::RUN_KEY).then(|| RunSpec::from_metadata(&metadata, path)).transpose()?;
             return Ok(Self::Int8(Int8Model::load(path)?, spec));

@@ -63,14 +63,17 @@ impl Resumed {
         }
         let (mut state, metadata) = load_safetensors(path)?;
         let bad = |why: String| QatError::File { path: path.display().to_string(), reason: why };
+        let mut differences = Vec::new();
         for key in [RUN_KEY, TRAINING_KEY] {
-            let (then, now) = (metadata.get(key), &expected[key]);
-            if then != Some(now) {
-                return Err(bad(format!(
-                    "the checkpoint was written by a run with other flags; resume with the same flags as that run.\n  then: {}\n  now:  {now}",
-                    then.map_or("(none)", String::as_str)
-                )));
-            }
+            let then = metadata.get(key).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()).unwrap_or_default();
+            let now: serde_json::Value = serde_json::from_str(&expected[key]).expect("our own JSON");
+            differences.extend(flag_differences(&then, &now));
+        }
+        if !differences.is_empty() {
+            return Err(bad(format!(
+                "the checkpoint was written by a run with other flags ({}); resume with the flags of that run, or start a new run without --resume",
+                differences.join("; ")
+            )));
         }
         let get = |key: &str| metadata.get(key).ok_or_else(|| bad(format!("no {key} metadata; not a training checkpoint")));
         let number = |key: &str| get(key)?.parse::<usize>().map_err(|e| bad(format!("metadata {key}: {e}")));
@@ -82,6 +85,28 @@ impl Resumed {
         let optimizer = ResumePoint::take_optimizer(&mut state, &path.display().to_string())?;
         Ok(Self { stage, state, point: ResumePoint { epochs_done, optimizer, optimizer_tensors, reports }, float_reports })
     }
+}
+
+/// The flags in which two runs' recorded settings differ, as `--flag was X, now Y`.
+fn flag_differences(then: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (a, b) = (then.as_object().unwrap_or(&empty), now.as_object().unwrap_or(&empty));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |v: Option<&serde_json::Value>| v.map_or("not recorded".to_string(), |v| v.to_string());
+            // The input shape and classes come from the data, not from flags of their own.
+            let flag = match k.as_str() {
+                "input" | "classes" => format!("the data's {k}"),
+                "qconfig" => "--qconfig".to_string(),
+                other => format!("--{}", other.replace('_', "-")),
+            };
+            format!("{flag} was {}, now {}", show(a.get(k)), show(b.get(k)))
+        })
+        .collect()
 }
 
 fn in_file(path: &Path) -> impl Fn(QatError) -> QatError + '_ {
@@ -124,6 +149,16 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     ]);
     let resumed = if args.resume { Some(Resumed::read(&checkpoint, &metadata)?) } else { None };
     if let Some(r) = &resumed {
+        let finished = r.stage == QAT_STAGE && r.point.epochs_done == args.qat_epochs;
+        if finished && args.out.join("metrics.json").is_file() && args.out.join("curves.png").is_file() {
+            println!(
+                "the run in {} finished (its checkpoint is after QAT epoch {} of {}); nothing to resume, nothing rewritten",
+                args.out.display(),
+                r.point.epochs_done,
+                args.qat_epochs
+            );
+            return Ok(());
+        }
         println!("resuming from {} after {} epoch {}", checkpoint.display(), r.stage, r.point.epochs_done);
     }
     let started = Instant::now();

@@ -16,14 +16,37 @@ fn file_error(path: &Path, reason: impl Into<String>) -> QatError {
 pub fn load_safetensors(path: impl AsRef<Path>) -> Result<(StateDict, HashMap<String, String>)> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e.to_string()))?;
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| file_error(path, format!("not a valid safetensors file: {e}")))?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, format!("not a valid safetensors file: {e}")))?;
+    let not_safetensors = |e: safetensors::SafeTensorError| {
+        let reason = match looks_like(&bytes) {
+            Some(what) => format!("not a safetensors file: it holds {what}"),
+            None => format!("not a valid safetensors file ({e})"),
+        };
+        file_error(path, reason)
+    };
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(not_safetensors)?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, format!("not a valid safetensors file ({e})")))?;
     let mut state = StateDict::new();
     for (name, view) in tensors.tensors() {
         let values = decode(&view).map_err(|reason| file_error(path, format!("tensor {name:?}: {reason}")))?;
         state.insert(name, TensorValue { shape: view.shape().to_vec(), values });
     }
     Ok((state, metadata.metadata().clone().unwrap_or_default()))
+}
+
+/// What a file that is not safetensors holds, told by its first bytes, for the error message.
+fn looks_like(bytes: &[u8]) -> Option<&'static str> {
+    let window = &bytes[..bytes.len().min(256)];
+    let contains = |needle: &[u8]| window.windows(needle.len()).any(|w| w == needle);
+    Some(match bytes {
+        [] => "nothing (it is empty)",
+        [0x89, b'P', b'N', b'G', ..] => "a PNG image",
+        [0x1f, 0x8b, ..] => "gzip-compressed data",
+        [b'P', b'K', 3, 4, ..] => "a zip archive (a PyTorch .pt / .pth file? save its state dict with safetensors.torch.save_file)",
+        [0, 0, 8, 1..=4, ..] => "IDX data (images or labels), not a model",
+        [b'{', ..] | [b'[', ..] => "JSON text",
+        [0x08, ..] if contains(b"onnx") || contains(b"burn-qat") => "an ONNX model (export writes these; they are not read back)",
+        _ => return None,
+    })
 }
 
 fn decode(view: &TensorView<'_>) -> std::result::Result<Values, String> {
