@@ -492,3 +492,29 @@ fn int8_equals_the_qat_eval_with_biases_folded_into_batch_norm() {
         assert_bits_eq("int8 vs QAT eval with folded biases", &int8_out, &logits(&mut model, x));
     }
 }
+
+/// inspect counts clipping on the integers: a value that rounds exactly to the top of the range
+/// is not clipped (MNIST's white pixels, 1.0, at scale f32(1/127), were counted as clipped).
+#[test]
+fn inspect_counts_clipping_on_the_integers() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    device.seed(10);
+    let mut model = prepare_qat(small_cnn(&device).fuse().unwrap(), QConfig::consistent("fbgemm").unwrap()).unwrap();
+    // Pixels in [0, 1], 1.0 among them: the QuantStub's observer range is exactly [0, 1].
+    let pixels = Tensor::<4>::random([8, 1, 12, 12], Distribution::Uniform(0.0, 1.0), &device).clamp(0.0, 1.0);
+    let mut values = to_vec(&pixels);
+    values.iter_mut().step_by(7).for_each(|v| *v = 1.0);
+    let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(values, [8, 1, 12, 12]), &device);
+    model.forward(x.clone()).unwrap();
+    model.set_training(false);
+    let rows = burn_qat::workflow::inspect(&model, x.clone()).unwrap();
+    let quant = rows.iter().find(|r| r.path == "quant").and_then(|r| r.output.as_ref()).expect("a quant row with output stats");
+    assert_eq!((quant.max, quant.clipped), (1.0, 0.0), "{quant:?}");
+    // Twice the range: the values above it are clipped, counted exactly.
+    let doubled = x * 2.0;
+    let above = to_vec(&doubled).iter().filter(|&&v| v > 1.0 + 0.5 / 127.0).count() as f64 / (8.0 * 144.0);
+    let rows = burn_qat::workflow::inspect(&model, doubled).unwrap();
+    let quant = rows.iter().find(|r| r.path == "quant").and_then(|r| r.output.as_ref()).unwrap();
+    assert!((quant.clipped - above).abs() < 1e-12 && quant.clipped > 0.3, "{} vs {above}", quant.clipped);
+}

@@ -56,5 +56,13 @@ pub fn inspect(args: InspectArgs) -> burn_qat::Result<()> {
     for r in &rows {
         println!("{}", row(r));
     }
+    println!();
+    println!("weight range: the float weight (BN folded in) min and max; weight scale: its quantization scale,");
+    println!("  the smallest..largest over the output channels when per channel.");
+    println!("w SNR: the float weight against its quantized value, signal power / error power in dB.");
+    println!("out scale, zp: the output's quantization; output range: the float output's min and max on these images.");
+    println!("clipped: the share of outputs whose integer lies beyond the range before clamping (values the");
+    println!("  quantization cuts off). out SNR: each layer's float output against the same output quantized,");
+    println!("  the layer reading the previous layer's quantized output, in dB.");
     Ok(())
 }

@@ -41,7 +41,8 @@ pub struct ActivationStats {
     /// Smallest and largest float output on the batch, before fake quant.
     pub min: f32,
     pub max: f32,
-    /// Fraction of outputs outside the representable range (clipped by the fake quant).
+    /// Fraction of outputs whose integer code (before clamping) falls outside
+    /// `[quant_min, quant_max]`: the values the fake quant clips.
     pub clipped: f64,
     /// `10 log10(sum a^2 / sum (a - fake_quant(a))^2)` on the batch.
     pub snr_db: f64,
@@ -129,8 +130,13 @@ fn fake_quant_output(fq: &FakeQuantize, y: Value, layer: &str) -> Result<(Value,
         q => return Ok((q, None)),
     };
     let qp = fq.activation_qparams(layer)?;
-    let (lo, hi) = ((qp.quant_min - qp.zero_point) as f64 * qp.scale as f64, (qp.quant_max - qp.zero_point) as f64 * qp.scale as f64);
-    let clipped = before.iter().filter(|&&a| a < lo || a > hi).count() as f64 / before.len().max(1) as f64;
+    // Clipped: the integer the value rounds to lies outside the range, counted on the integers
+    // as the fake quant rounds (comparing reals with `(qmax - z) * s` counted values that round
+    // exactly to qmax, such as 1.0 at scale f32(1/127)).
+    let inverse = 1.0 / qp.scale;
+    let code = |a: f64| qp.zero_point as f32 + crate::quant::round_half_even(a as f32 * inverse);
+    let clipped = before.iter().filter(|&&a| !(qp.quant_min as f32..=qp.quant_max as f32).contains(&code(a))).count() as f64
+        / before.len().max(1) as f64;
     let signal: f64 = before.iter().map(|a| a * a).sum();
     let noise: f64 = before.iter().zip(&after).map(|(a, q)| (a - q) * (a - q)).sum();
     let stats = ActivationStats {
