@@ -402,3 +402,25 @@ fn data_of_the_wrong_shape_is_refused_by_every_command_on_every_model_file() {
         output.status
     );
 }
+
+/// A new run into a folder that holds an earlier run moves the earlier files aside first: the
+/// folder never mixes two runs, and nothing is lost.
+#[test]
+fn a_new_run_moves_the_earlier_runs_files_aside() {
+    let out = out_dir("two-runs");
+    std::fs::create_dir_all(&out).unwrap();
+    for name in ["metrics.json", "model.onnx", "notes.txt"] {
+        std::fs::write(out.join(name), format!("earlier {name}")).unwrap();
+    }
+    let output = burn_qat(&["train", "--epochs", "1", "--qat-epochs", "1", "--out", out.to_str().unwrap()]);
+    check_success(&output, "train");
+    assert!(text(&output.stdout).contains("previous-run-1"), "{}", text(&output.stdout));
+    let earlier = out.join("previous-run-1");
+    for name in ["metrics.json", "model.onnx"] {
+        assert_eq!(std::fs::read_to_string(earlier.join(name)).unwrap(), format!("earlier {name}"));
+        assert_ne!(std::fs::read(out.join(name)).unwrap(), format!("earlier {name}").into_bytes(), "{name} is the new run's");
+    }
+    // Files that are not a run's stay where they are.
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "earlier notes.txt");
+    assert!(!earlier.join("float.safetensors").exists());
+}

@@ -69,6 +69,34 @@ fn prepare_output_folder(out: &std::path::Path) -> burn_qat::Result<()> {
     })
 }
 
+/// Every file `train` writes into its run folder.
+pub(crate) const RUN_FILES: [&str; 8] = [
+    "metrics.json",
+    "curves.png",
+    "float.safetensors",
+    "qat.safetensors",
+    "int8.safetensors",
+    "ptq-int8.safetensors",
+    "model.onnx",
+    "checkpoint.safetensors",
+];
+
+/// Moves the files of an earlier run in `out` into `out/previous-run-N` (the first free N), so
+/// that a new run's folder never mixes its files with an old run's, and nothing is lost.
+/// Returns where they went, if anywhere.
+fn move_previous_run(out: &std::path::Path) -> burn_qat::Result<Option<std::path::PathBuf>> {
+    let present: Vec<&str> = RUN_FILES.iter().copied().filter(|name| out.join(name).exists()).collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    let target = (1..).map(|n| out.join(format!("previous-run-{n}"))).find(|p| !p.exists()).expect("a free name");
+    std::fs::create_dir(&target).map_err(|e| io_error(&target, e))?;
+    for name in present {
+        std::fs::rename(out.join(name), target.join(name)).map_err(|e| io_error(&out.join(name), e))?;
+    }
+    Ok(Some(target))
+}
+
 /// Sizes rayon's global pool; `None` leaves it at one thread per core.
 fn set_threads(threads: Option<usize>) -> burn_qat::Result<()> {
     if let Some(threads) = threads {

@@ -23,7 +23,7 @@ use super::eval::int8_predictions;
 use super::progress::{EPOCH_KEY, OPTIMIZER_TENSORS_KEY, PhaseHooks, REPORTS_KEY, print_header};
 use super::run_spec::{QConfigFlags, RUN_KEY, RunSpec};
 use super::saved_model::{FLOAT_STAGE, QAT_STAGE, STAGE_KEY, TRAINING_KEY};
-use super::{io_error, prepare_output_folder, set_threads};
+use super::{io_error, move_previous_run, prepare_output_folder, set_threads};
 
 /// Checkpoint metadata of the QAT phase: the float phase's epoch reports.
 const FLOAT_REPORTS_KEY: &str = "float_reports";
@@ -148,6 +148,13 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         ("qconfig".to_string(), choice.description.clone()),
     ]);
     let resumed = if args.resume { Some(Resumed::read(&checkpoint, &metadata)?) } else { None };
+    // A new run starts in a folder of its own: an earlier run's files move aside, so that an
+    // interrupted new run cannot leave its files beside the old run's results.
+    if resumed.is_none()
+        && let Some(moved) = move_previous_run(&args.out)?
+    {
+        println!("moved the files of the earlier run in {} to {}", args.out.display(), moved.display());
+    }
     if let Some(r) = &resumed {
         let finished = r.stage == QAT_STAGE && r.point.epochs_done == args.qat_epochs;
         if finished && args.out.join("metrics.json").is_file() && args.out.join("curves.png").is_file() {
