@@ -176,3 +176,32 @@ fn the_thread_count_changes_no_bit() {
     run_to_end(train_command_with_threads(&data, &resumed, true, 1));
     assert_same_file(&one, &resumed, "qat.safetensors");
 }
+
+/// Ctrl-C (SIGINT) during training says where the last epoch is and prints the command that
+/// continues the run; that command finishes it.
+#[test]
+fn ctrl_c_prints_the_command_that_resumes() {
+    let data = out_dir("ctrl-c-data");
+    small_mnist(&data);
+    let out = out_dir("ctrl-c");
+    let mut child = train_command(&data, &out, false).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let words: Vec<String> = line.unwrap().split_whitespace().map(str::to_string).collect();
+        if words.len() > 2 && words[0] == "float" && words[1] == "1" {
+            break;
+        }
+    }
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("checkpoint.safetensors") && stderr.contains("continue with:"), "{stderr}");
+    let command = stderr.lines().last().unwrap().trim();
+    assert!(command.ends_with("--resume") && command.contains(out.to_str().unwrap()), "{command}");
+    let mut words = command.split_whitespace();
+    let resumed = Command::new(words.next().unwrap()).args(words).output().unwrap();
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(resumed.status.success() && stdout.contains("resuming from"), "{stdout}\n{}", String::from_utf8_lossy(&resumed.stderr));
+}

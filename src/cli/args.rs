@@ -188,7 +188,8 @@ pub struct ExportArgs {
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// A case name (see bench/README.md), or all.
+    /// A case (bench/README.md says what each times), or all.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(std::iter::once("all").chain(burn_qat::bench::CASES.iter().copied())))]
     pub case: String,
     /// Timed runs.
     #[arg(long, default_value_t = 10)]

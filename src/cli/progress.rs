@@ -54,7 +54,7 @@ impl<'a> PhaseHooks<'a> {
     }
 
     fn message(p: &BatchProgress) -> String {
-        format!("loss {:.4}  acc {:6.2}%  {:5.0} samples/s", p.loss, 100.0 * p.accuracy, p.samples_per_second)
+        format!("loss {:.4} acc {:6.2}% {:5.0}/s", p.loss, 100.0 * p.accuracy, p.samples_per_second)
     }
 }
 
@@ -64,7 +64,8 @@ impl<M: SaveStateDict> TrainHooks<M> for PhaseHooks<'_> {
         if !self.terminal {
             return;
         }
-        let style = ProgressStyle::with_template("{prefix:>11} [{bar:30.cyan/blue}] {pos:>4}/{len} {msg}  ETA {eta}")
+        // At most 9 + 2 + 18 + 2 + 9 + 1 + 29 + 1 + 4 = 75 columns: fits an 80-column terminal.
+        let style = ProgressStyle::with_template("{prefix:>9} [{bar:18.cyan/blue}] {pos:>4}/{len:<4} {msg} {eta}")
             .expect("a valid progress template")
             .progress_chars("=> ");
         let bar = ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout()).with_style(style);
@@ -81,7 +82,7 @@ impl<M: SaveStateDict> TrainHooks<M> for PhaseHooks<'_> {
 
     fn evaluating(&mut self, _epoch: usize) {
         if let Some(bar) = &self.bar {
-            bar.set_message(format!("{}  testing...", bar.message()));
+            bar.set_message("testing...");
         }
     }
 

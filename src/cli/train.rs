@@ -87,6 +87,27 @@ impl Resumed {
     }
 }
 
+/// On Ctrl-C, before the process ends: where the last complete epoch is and the command that
+/// continues from it (the checkpoint is written atomically, so whatever the moment, it holds a
+/// whole epoch, or none yet).
+fn say_how_to_resume_on_ctrl_c(out: &Path) {
+    let checkpoint = out.join("checkpoint.safetensors");
+    let mut command: Vec<String> = std::env::args().collect();
+    if !command.iter().any(|a| a == "--resume") {
+        command.push("--resume".into());
+    }
+    let command = command.join(" ");
+    // A second run in the same process (tests) finds the handler installed: keep the first.
+    let _ = ctrlc::set_handler(move || {
+        if checkpoint.exists() {
+            eprintln!("\ninterrupted; the last complete epoch is in {}; continue with:\n  {command}", checkpoint.display());
+        } else {
+            eprintln!("\ninterrupted before the first epoch ended; nothing to resume (run the same command again)");
+        }
+        std::process::exit(130);
+    });
+}
+
 /// The flags in which two runs' recorded settings differ, as `--flag was X, now Y`.
 fn flag_differences(then: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
     let empty = serde_json::Map::new();
@@ -169,6 +190,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         println!("resuming from {} after {} epoch {}", checkpoint.display(), r.stage, r.point.epochs_done);
     }
     let started = Instant::now();
+    say_how_to_resume_on_ctrl_c(&args.out);
 
     let device = Device::flex().autodiff();
     device.seed(args.seed);
@@ -207,7 +229,8 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         }
     };
     let float_accuracy = float_reports.last().map_or(0.0, |r| r.test_accuracy);
-    let float_model_bytes = float_model.num_params() * 4;
+    // Sizes are file sizes, for every model alike.
+    let float_model_bytes = file_size(&float_path)?;
     let float_for_ptq = float_model.valid();
 
     let mut qat = spec.prepare(float_model)?;
@@ -305,7 +328,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         format!("w{}/a{}", choice.weight_bits, choice.act_bits)
     };
     let curves = Curves {
-        title: format!("{} on {}: float training, then QAT \u{2014} qconfig {}", spec.model.name(), source.name(), choice.description),
+        title: format!("{} on {}: float training, then QAT \u{2014} qconfig {}", spec.model.name(), source.title(), choice.description),
         float: &float_reports,
         qat: &qat_reports,
         int8_accuracy: Some(int8_accuracy),
@@ -316,7 +339,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
 
     println!();
     let rows = [
-        ("float".to_string(), float_accuracy, Some(float_model_bytes as u64)),
+        ("float".to_string(), float_accuracy, Some(float_model_bytes)),
         (format!("PTQ {quantized} (no QAT)"), ptq_int8_accuracy, Some(ptq_model_bytes)),
         ("QAT, float fake quant".to_string(), fake_quant_accuracy, None),
         ("QAT, integer-exact eval".to_string(), integer_accuracy, None),

@@ -57,6 +57,17 @@ impl DataSource {
         }
     }
 
+    /// The data set's name for titles: the bundled subset by its name, other folders by their
+    /// format and folder name.
+    pub fn title(&self) -> String {
+        let folder = |dir: &Path| dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        match self {
+            Self::Mnist(dir) if dir == &default_mnist_dir() => "MNIST (the bundled 10,000-digit subset)".to_string(),
+            Self::Mnist(dir) => format!("MNIST-format data in {}", folder(dir)),
+            Self::Cifar10(dir) => format!("CIFAR-10 in {}", folder(dir)),
+        }
+    }
+
     /// The folder the dataset is read from.
     pub fn dir(&self) -> &Path {
         match self {
