@@ -110,11 +110,26 @@ fn train_writes_every_artifact_and_eval_reads_the_int8_model() {
     assert!(png.len() > 10_000, "curves.png is only {} bytes", png.len());
 
     let int8 = out.join("int8.safetensors");
-    let output = burn_qat(&["eval", "--checkpoint", int8.to_str().unwrap()]);
+    let csv = out.join("predictions.csv");
+    let output = burn_qat(&["eval", "--checkpoint", int8.to_str().unwrap(), "--predictions", csv.to_str().unwrap()]);
     check_success(&output, "eval");
     let stdout = text(&output.stdout);
     let expected = format!("{:.2}%", 100.0 * accuracy(&metrics, "int8_accuracy"));
     assert!(stdout.contains("int8 test accuracy") && stdout.contains(&expected), "eval should print {expected}:\n{stdout}");
+    assert!(stdout.contains("per class: 0 ") && stdout.contains(", 9 "), "{stdout}");
+    // The predictions file: one row per test image, its accuracy the printed one, and each
+    // predicted class the argmax of its logits.
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let mut rows = csv.lines();
+    assert_eq!(rows.next(), Some("index,label,predicted,logit_0,logit_1,logit_2,logit_3,logit_4,logit_5,logit_6,logit_7,logit_8,logit_9"));
+    let rows: Vec<Vec<f64>> = rows.map(|r| r.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    assert_eq!(rows.len(), 2000);
+    let right = rows.iter().filter(|r| r[1] == r[2]).count() as f64 / 2000.0;
+    assert_eq!(right, accuracy(&metrics, "int8_accuracy"));
+    for r in &rows {
+        let best = r[3..].iter().enumerate().fold(0, |b, (i, &v)| if v > r[3 + b] { i } else { b });
+        assert_eq!(best as f64, r[2], "row {r:?}");
+    }
 
     // `export` on the saved int8 model writes the same ONNX file the training run wrote.
     let exported = out.join("exported.onnx");

@@ -132,9 +132,13 @@ pub struct EvalArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// The test data (see `train --data`). Default: the data the model was trained on, where the
-    /// file records it (qat, float and checkpoint files do), else data/mnist-10k.
+    /// file records it (every file `train` and `convert` write does), else data/mnist-10k.
     #[arg(long, value_parser = DataSource::parse)]
     pub data: Option<DataSource>,
+    /// Also write every test image's prediction to this CSV file: index, label, predicted, and
+    /// the model's logits (for comparing with another runtime on the same data).
+    #[arg(long, value_name = "FILE.csv")]
+    pub predictions: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
