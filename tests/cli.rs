@@ -79,6 +79,10 @@ fn train_writes_every_artifact_and_eval_reads_the_int8_model() {
     assert_eq!((metrics["epochs"].as_u64(), metrics["qat_epochs"].as_u64()), (Some(1), Some(1)));
     assert_eq!((metrics["weight_bits"].as_u64(), metrics["act_bits"].as_u64()), (Some(8), Some(8)));
     assert_eq!(metrics["qconfig"], "fbgemm (consistent)");
+    // Sizes are the files' sizes, float and int8 alike.
+    for (key, file) in [("float_model_bytes", "float.safetensors"), ("int8_model_bytes", "int8.safetensors")] {
+        assert_eq!(metrics[key].as_u64(), Some(std::fs::metadata(out.join(file)).unwrap().len()), "{key}");
+    }
     // One epoch of LeNet already classifies MNIST well (measured: float 96.6%, int8 97.2%, PTQ
     // 96.7%); int8 equals the integer-exact QAT eval bit for bit, and the float fake-quant
     // forward on nearly every logit.

@@ -55,6 +55,17 @@ fn a_save_replaces_the_file_whole_and_a_failed_one_leaves_the_old_file() {
     assert_eq!(load_safetensors(&path).unwrap().0, state(2.0));
 }
 
+#[test]
+fn a_failed_save_leaves_no_temporary_file_and_names_the_users_path() {
+    let dir = scratch("failed-save");
+    // A folder stands where the file should go: the temporary is written, the rename fails.
+    let path = dir.join("model.safetensors");
+    std::fs::create_dir(&path).unwrap();
+    let state = [("w".to_string(), TensorValue::f32_vec(vec![1.0; 4]))].into_iter().collect();
+    assert_error!(save_safetensors(&path, &state, &Default::default()), QatError::File { path: p, .. } if p.ends_with("model.safetensors"));
+    assert!(!dir.join("model.safetensors.tmp").exists(), "the temporary file was left behind");
+}
+
 /// Keeps the resume point of each epoch.
 struct Points(Vec<ResumePoint>);
 
