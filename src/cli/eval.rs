@@ -3,24 +3,13 @@
 use burn::tensor::Device;
 use burn_qat::data::Dataset;
 use burn_qat::train::{Logits, accuracy, int8_logits, logits};
-use burn_qat::workflow::{EvalArithmetic, Int8Model};
+use burn_qat::workflow::EvalArithmetic;
 
 use std::path::Path;
 
 use super::args::EvalArgs;
 use super::io_error;
 use super::saved_model::{SavedModel, check_data_fits, trained_data};
-
-/// Predicted classes of an int8 model, in batches of 500.
-pub fn int8_predictions(model: &Int8Model, data: &Dataset) -> burn_qat::Result<Vec<usize>> {
-    let device = Device::flex();
-    let indices: Vec<usize> = (0..data.len()).collect();
-    let mut out = Vec::with_capacity(data.len());
-    for batch in indices.chunks(500) {
-        out.extend(model.predict(data.batch(batch, &device).0)?);
-    }
-    Ok(out)
-}
 
 pub fn eval(args: EvalArgs) -> burn_qat::Result<()> {
     let device = Device::flex();

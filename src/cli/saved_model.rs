@@ -63,6 +63,14 @@ impl SavedModel {
         }
     }
 
+    /// The run the file records (`None` for an int8 file that does not say).
+    pub fn spec(&self) -> Option<&RunSpec> {
+        match self {
+            Self::Int8(_, spec) => spec.as_ref(),
+            Self::Qat(_, spec) | Self::Float(_, spec) => Some(spec),
+        }
+    }
+
     /// The QAT model, or an error saying what the file holds instead.
     pub fn into_qat(self, path: &Path, what: &str) -> burn_qat::Result<(QatModel, RunSpec)> {
         let holds = match self {
@@ -85,16 +93,6 @@ pub fn trained_data(path: &Path) -> Option<burn_qat::data::DataSource> {
     let (_, metadata) = load_safetensors(path).ok()?;
     let training: serde_json::Value = serde_json::from_str(metadata.get(TRAINING_KEY)?).ok()?;
     burn_qat::data::DataSource::parse(training["data"].as_str()?).ok()
-}
-
-impl SavedModel {
-    /// The run the file records (`None` for an int8 file that does not say).
-    pub fn spec(&self) -> Option<&RunSpec> {
-        match self {
-            Self::Int8(_, spec) => spec.as_ref(),
-            Self::Qat(_, spec) | Self::Float(_, spec) => Some(spec),
-        }
-    }
 }
 
 /// The metadata that says what a model file is for, copied from the file a command read into

@@ -19,7 +19,6 @@ use burn_qat::workflow::{EvalArithmetic, convert};
 use serde_json::json;
 
 use super::args::TrainArgs;
-use super::eval::int8_predictions;
 use super::progress::{EPOCH_KEY, OPTIMIZER_TENSORS_KEY, PhaseHooks, REPORTS_KEY, print_header};
 use super::run_spec::{QConfigFlags, RUN_KEY, RunSpec};
 use super::saved_model::{FLOAT_STAGE, QAT_STAGE, STAGE_KEY, TRAINING_KEY};
@@ -261,7 +260,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let mut ptq = spec.prepare(float_for_ptq)?;
     let calibration_samples = calibrate(&mut ptq, &train_set, args.ptq_batches, args.batch_size, &device)?;
     let ptq_int8 = convert(&ptq)?;
-    let ptq_int8_accuracy = accuracy(&int8_predictions(&ptq_int8, &test_set)?, &test_set);
+    let ptq_int8_accuracy = accuracy(&int8_logits(&ptq_int8, &test_set)?.argmax(), &test_set);
     println!(
         "PTQ: calibrated on {calibration_samples} training images ({} batches) in {:.1} s",
         calibration_samples.div_ceil(args.batch_size.max(1)),

@@ -69,13 +69,13 @@ impl Grid {
         codes * self.scale
     }
 
-    /// Codes `c` (real values `c`, not yet rounded: sums, products) requantized into this grid
-    /// with per-channel f32 multipliers along axis 1: `clamp(z + rne(c * m), lo, qmax) - z`, real
-    /// values out. `lo` is `z` under a fused ReLU (real 0), else `qmin`.
-    fn requantize<const D: usize>(&self, acc: Tensor<D>, multiplier: Tensor<D>, relu: bool) -> Tensor<D> {
+    /// Values in output steps, not yet rounded (a scaled accumulator, sum or mean), onto this
+    /// grid: `clamp(z + rne(y), lo, qmax) - z`, real values out. `lo` is `z` under a fused
+    /// ReLU (real 0), else `qmin`.
+    fn round_onto<const D: usize>(&self, steps: Tensor<D>, relu: bool) -> Tensor<D> {
         let z = self.zero_point as f32;
         let lo = if relu { self.zero_point.max(self.quant_min) } else { self.quant_min };
-        self.real(((acc * multiplier).round() + z).clamp(lo as f32, self.quant_max as f32) - z)
+        self.real((steps.round() + z).clamp(lo as f32, self.quant_max as f32) - z)
     }
 }
 
@@ -145,7 +145,7 @@ pub(crate) fn requantize_accumulator<const D: usize>(
         None => acc,
     };
     let acc = acc.clamp(i32_min, i32_max).cast(DType::F32);
-    output.requantize(acc, f32_tensor(multiplier, [c], &device).reshape(channel_shape::<D>(c)), relu)
+    output.round_onto(acc * f32_tensor(multiplier, [c], &device).reshape(channel_shape::<D>(c)), relu)
 }
 
 /// A residual addition on two grids: `clamp(z + rne(f32(ca) * ma + f32(cb) * mb))` with
@@ -153,15 +153,13 @@ pub(crate) fn requantize_accumulator<const D: usize>(
 pub(crate) fn add<const D: usize>(a: Tensor<D>, a_grid: Grid, b: Tensor<D>, b_grid: Grid, output: Grid, relu: bool) -> Tensor<D> {
     let ratio = |g: Grid| (g.scale as f64 / output.scale as f64) as f32;
     let sum = a_grid.codes(a) * ratio(a_grid) + b_grid.codes(b) * ratio(b_grid);
-    let ones = Tensor::ones(sum.dims(), &sum.device());
-    output.requantize(sum, ones, relu)
+    output.round_onto(sum, relu)
 }
 
 /// The mean of `count` codes whose sum is `sum` (exact), rounded once in the input's grid:
 /// `clamp(z + rne(f32(sum) * f32(1 / count)))`.
 pub(crate) fn mean_of_sum<const D: usize>(sum: Tensor<D>, count: usize, grid: Grid) -> Tensor<D> {
-    let per = Tensor::ones(sum.dims(), &sum.device()) * (1.0 / count as f32);
-    grid.requantize(sum, per, false)
+    grid.round_onto(sum * (1.0 / count as f32), false)
 }
 
 /// A batch norm with its running statistics as a per-channel map on `[N, C, H, W]` codes:
@@ -177,8 +175,5 @@ pub(crate) fn batch_norm(x: Tensor<4>, bn: &BatchNorm, input: Grid, output: Grid
     let multiplier = (alpha.clone() * input.scale as f64 / output.scale as f64).cast(DType::F32);
     let offset = ((beta - mean * alpha) / output.scale as f64).cast(DType::F32);
     let shape = channel_shape::<4>(c);
-    let z = output.zero_point as f32;
-    let lo = if relu { output.zero_point.max(output.quant_min) } else { output.quant_min };
-    let y = input.codes(x) * multiplier.reshape(shape) + offset.reshape(shape);
-    output.real((y.round() + z).clamp(lo as f32, output.quant_max as f32) - z)
+    output.round_onto(input.codes(x) * multiplier.reshape(shape) + offset.reshape(shape), relu)
 }
