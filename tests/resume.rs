@@ -192,6 +192,12 @@ fn ctrl_c_prints_the_command_that_resumes() {
             break;
         }
     }
+    // The epoch's line is printed just before its checkpoint is written: wait for the file.
+    let checkpoint = out.join("checkpoint.safetensors");
+    let waited = std::time::Instant::now();
+    while !checkpoint.exists() && waited.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let output = child.wait_with_output().unwrap();
