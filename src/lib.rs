@@ -5,6 +5,7 @@ extern crate self as burn_qat;
 
 pub mod bench;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod export;
 pub mod fake_quantize;
@@ -12,6 +13,7 @@ pub mod models;
 pub mod nn;
 pub mod observer;
 pub mod ops;
+pub mod parallel;
 pub mod qconfig;
 pub mod quant;
 pub mod report;

@@ -72,7 +72,7 @@ fn the_mobilenetv2_tiny_cases_run() {
 #[test]
 fn step_cases_report_their_peak_memory_in_process() {
     // The allocator itself: an 8 MiB buffer raises the peak by at least that much.
-    let _ = run_case("linearrelu", BenchOptions { iters: 1, warmup: 0 }).unwrap();
+    let _ = run_case("linearrelu", BenchOptions { iters: 1, warmup: 0, ..BenchOptions::default() }).unwrap();
     assert!(memory::installed());
     let before = memory::current_bytes();
     memory::reset_peak();
@@ -80,7 +80,7 @@ fn step_cases_report_their_peak_memory_in_process() {
     assert!(memory::peak_bytes() >= before + (8 << 20), "{} < {before} + 8 MiB", memory::peak_bytes());
     drop(buffer);
 
-    let options = BenchOptions { iters: 1, warmup: 0 };
+    let options = BenchOptions { iters: 1, warmup: 0, ..BenchOptions::default() };
     for case in ["qat-step-mobilenetv2-tiny", "float-step-mobilenetv2-tiny"] {
         let r = run_case(case, options).unwrap();
         let peak = r.peak_mb.unwrap_or_else(|| panic!("{case}: no peak_mb"));

@@ -330,6 +330,9 @@ fn unusable_flags_are_refused_before_training() {
         (vec!["--batch-size", "1"], "--batch-size"),
         (vec!["--qat-epochs", "2", "--freeze-bn-epoch", "2"], "--freeze-bn-epoch 2 is not below --qat-epochs 2"),
         (vec!["--qat-epochs", "3", "--disable-observer-epoch", "7"], "--disable-observer-epoch 7"),
+        (vec!["--device", "tpu"], "expected one of cpu, wgpu, cuda, rocm"),
+        #[cfg(not(feature = "cuda"))]
+        (vec!["--device", "cuda"], "rebuild with `--features cuda`"),
     ] {
         let mut command = vec!["train", "--out", out.to_str().unwrap()];
         command.extend(&args);

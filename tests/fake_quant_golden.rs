@@ -10,15 +10,21 @@ use burn_qat::ops::{FakeQuantParams, fake_quantize};
 use common::*;
 
 fn run<const D: usize>(case: &str, params: FakeQuantParams) {
+    for device in devices() {
+        run_on::<D>(case, &params, &device.autodiff());
+    }
+}
+
+fn run_on<const D: usize>(case: &str, params: &FakeQuantParams, device: &Device) {
     let (g, _) = load_golden("fake_quant.safetensors");
-    let device = Device::flex().autodiff();
+    let device = device.clone();
     let x: Tensor<D> = tensor::<D>(&g, &format!("{case}.x"), &device).require_grad();
     let dy: Tensor<D> = tensor(&g, &format!("{case}.dy"), &device);
-    let y = fake_quantize(x.clone(), &params).unwrap();
-    assert_bits_eq(&format!("{case} forward"), &to_vec(&y), &f32s(&g, &format!("{case}.y")));
+    let y = fake_quantize(x.clone(), params).unwrap();
+    assert_bits_eq(&format!("{case} forward on {device:?}"), &to_vec(&y), &f32s(&g, &format!("{case}.y")));
     let grads = (y * dy).sum().backward();
     let dx = x.grad(&grads).expect("x has a gradient");
-    assert_bits_eq(&format!("{case} gradient"), &to_vec(&dx), &f32s(&g, &format!("{case}.dx")));
+    assert_bits_eq(&format!("{case} gradient on {device:?}"), &to_vec(&dx), &f32s(&g, &format!("{case}.dx")));
 }
 
 fn params(case: &str) -> FakeQuantParams {
@@ -51,7 +57,13 @@ fn per_channel_matches_pytorch_bit_for_bit() {
 
 #[test]
 fn the_spec_vectors() {
-    let device = Device::flex().autodiff();
+    for device in devices() {
+        spec_vectors(&device.autodiff());
+    }
+}
+
+fn spec_vectors(device: &Device) {
+    let device = device.clone();
     let x = Tensor::<1>::from_floats([14.549999237f32], &device);
     let y = fake_quantize(x, &FakeQuantParams::per_tensor(0.1, 0, -32768, 32767)).unwrap();
     assert_eq!(to_vec(&y), vec![14.6f32]);

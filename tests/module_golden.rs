@@ -214,10 +214,10 @@ fn compare_state_tol(rtol: f32, atol: f32, label: &str, ours: &StateDict, theirs
     }
 }
 
-fn run_case<const D: usize, M: Golden<D>>(mut m: M, g: &StateDict, label: &str) {
+fn run_case<const D: usize, M: Golden<D>>(mut m: M, g: &StateDict, label: &str, device: &Device) {
     let (rtol, atol) = if ILL_CONDITIONED.contains(&label) { (1e-3, 1e-5) } else { (RTOL, ATOL) };
     let stop_after_first_forward = SQRT_DIVERGENT.contains(&label);
-    let device = Device::flex().autodiff();
+    let device = device.clone();
     m.load_state_dict(&prefixed(g, "init/")).unwrap_or_else(|e| panic!("{label}: init state: {e}"));
     let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init();
     for step in 0..5 {
@@ -302,56 +302,60 @@ fn conv3d_options(c: &Value) -> Conv3dOptions {
 }
 
 fn run_file(file: &str, c: &Value) {
-    let device = Device::flex().autodiff();
+    run_file_on(file, c, &Device::flex().autodiff());
+}
+
+fn run_file_on(file: &str, c: &Value, device: &Device) {
+    let device = device.clone();
     let (g, _) = load_golden(file);
     let qconfig = get_default_qat_qconfig(c["backend"].as_str().unwrap(), c["qconfig_version"].as_u64().unwrap() as u32).unwrap();
     let bias = c["bias"].as_bool().unwrap();
     match c["module"].as_str().unwrap() {
         "ConvBn2d" => {
             let m = ConvBn2dConfig::new(conv_options(c), qconfig).with_bias(bias).init(&device).unwrap();
-            run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvBnReLU2d" => {
             let m = ConvBn2dConfig::new(conv_options(c), qconfig).with_bias(bias).init_relu(&device).unwrap();
-            run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvReLU2d" => {
             let m = ConvReLU2d::new(conv_options(c), bias, qconfig, &device).unwrap();
-            run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "LinearReLU" => {
             let u = |k: &str| c[k].as_u64().unwrap() as usize;
             let m = LinearReLU::new(u("in_channels"), u("out_channels"), bias, qconfig, &device).unwrap();
-            run_case::<2, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<2, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvBn1d" => {
             let m = ConvBn1dConfig::new(conv1d_options(c), qconfig).with_bias(bias).init(&device).unwrap();
-            run_case::<3, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<3, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvBnReLU1d" => {
             let m = ConvBn1dConfig::new(conv1d_options(c), qconfig).with_bias(bias).init_relu(&device).unwrap();
-            run_case::<3, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<3, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvReLU1d" => {
             let m = ConvReLU1d::new(conv1d_options(c), bias, qconfig, &device).unwrap();
-            run_case::<3, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<3, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvBn3d" => {
             let m = ConvBn3dConfig::new(conv3d_options(c), qconfig).with_bias(bias).init(&device).unwrap();
-            run_case::<5, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<5, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvBnReLU3d" => {
             let m = ConvBn3dConfig::new(conv3d_options(c), qconfig).with_bias(bias).init_relu(&device).unwrap();
-            run_case::<5, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<5, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvReLU3d" => {
             let m = ConvReLU3d::new(conv3d_options(c), bias, qconfig, &device).unwrap();
-            run_case::<5, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<5, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "LinearBn1d" => {
             let u = |k: &str| c[k].as_u64().unwrap() as usize;
             let m = LinearBn1d::new(u("in_channels"), u("out_channels"), bias, qconfig, &device).unwrap();
-            run_case::<2, _>(m.with_output_fake_quant().unwrap(), &g, file);
+            run_case::<2, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         other => panic!("unknown module {other}"),
     }
@@ -452,5 +456,18 @@ fn conv_bn_relu_3d_matches_pytorch() {
 fn conv_relu_3d_matches_pytorch() {
     for (file, config) in cases("ConvReLU3d") {
         run_file(&file, &config);
+    }
+}
+
+/// The four fused modules of `torch.ao.nn.intrinsic.qat` on a GPU backend (wgpu; in CI the
+/// software Vulkan device lavapipe), against the same PyTorch cases at the same tolerances.
+#[cfg(feature = "wgpu")]
+#[test]
+fn the_four_fused_modules_match_pytorch_on_wgpu() {
+    let device = wgpu_device().autodiff();
+    for module in ["ConvBn2d", "ConvBnReLU2d", "ConvReLU2d", "LinearReLU"] {
+        for (file, config) in cases(module) {
+            run_file_on(&file, &config, &device);
+        }
     }
 }

@@ -19,7 +19,13 @@ const CALIBRATION_BATCHES: usize = 4;
 
 /// `int8` true: the converted model; false: the float model in eval.
 pub fn inference(case: &str, model: Model, int8: bool, batch: usize, options: BenchOptions) -> Result<BenchResult> {
-    let train = train_device();
+    if options.device != crate::device::Accelerator::Cpu {
+        return Err(crate::error::QatError::config(format!(
+            "{case}: the int8 engine and its f32 twin run on the CPU; --device {} applies to the training cases",
+            options.device
+        )));
+    }
+    let train = train_device(&options)?;
     let float = model.build(&train)?;
     let device = train.clone().inner();
     let x = Tensor::<4>::random([batch, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);

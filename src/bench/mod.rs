@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
+use crate::device::Accelerator;
 use crate::error::{QatError, Result};
 
 /// Every case, in the order `all` runs them.
@@ -44,11 +45,13 @@ pub const CASES: &[&str] = &[
 pub struct BenchOptions {
     pub iters: usize,
     pub warmup: usize,
+    /// Where the training cases run (the int8 engine is CPU code; its cases refuse another).
+    pub device: Accelerator,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        Self { iters: 10, warmup: 2 }
+        Self { iters: 10, warmup: 2, device: Accelerator::Cpu }
     }
 }
 
@@ -119,11 +122,16 @@ fn measure_with(case: &str, options: BenchOptions, peak: bool, mut work: impl Fn
         work()?;
     }
     let mut samples = Vec::with_capacity(options.iters);
+    // A GPU runs a step's kernels after the host has queued them: wait for them in the time.
+    let device = options.device.device(0)?;
+    let sync = || device.sync().map_err(|e| QatError::config(format!("waiting for {}: {e:?}", options.device)));
+    sync()?;
     let baseline = memory::current_bytes();
     memory::reset_peak();
     for _ in 0..options.iters {
         let started = Instant::now();
         work()?;
+        sync()?;
         samples.push(started.elapsed().as_secs_f64() * 1e3);
     }
     let peak_mb = (peak && memory::installed()).then(|| memory::peak_bytes().saturating_sub(baseline) as f64 / (1u64 << 20) as f64);
@@ -138,12 +146,12 @@ fn measure_with(case: &str, options: BenchOptions, peak: bool, mut work: impl Fn
     })
 }
 
-/// The autodiff CPU device the training cases run on, seeded so every run builds the same
-/// weights and inputs.
-pub(crate) fn train_device() -> Device {
-    let device = Device::flex().autodiff();
+/// The autodiff device the training cases run on (`options.device`), seeded so every run
+/// builds the same weights and inputs.
+pub(crate) fn train_device(options: &BenchOptions) -> Result<Device> {
+    let device = options.device.device(0)?.autodiff();
     device.seed(0);
-    device
+    Ok(device)
 }
 
 /// Runs one case by name (one of [`CASES`]; `all` is the caller's loop).
@@ -195,7 +203,7 @@ mod tests {
     #[test]
     fn measure_counts_warmup_and_iters() {
         let mut calls = 0;
-        let r = measure("x", BenchOptions { iters: 3, warmup: 2 }, || {
+        let r = measure("x", BenchOptions { iters: 3, warmup: 2, ..BenchOptions::default() }, || {
             calls += 1;
             Ok(())
         })

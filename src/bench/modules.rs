@@ -29,7 +29,7 @@ fn require_param<const D: usize>(p: &Param<Tensor<D>>, grads: &Gradients, what: 
 /// ConvBnReLU2d, N=32, 64 -> 64 channels, 32x32, 3x3, padding 1, no conv bias (PyTorch's
 /// default), with `groups` (1: dense, 64: depthwise); output fake quant attached.
 pub fn convbnrelu2d(case: &str, groups: usize, options: BenchOptions) -> Result<BenchResult> {
-    let device = train_device();
+    let device = train_device(&options)?;
     let qconfig = get_default_qat_qconfig("fbgemm", 1)?;
     let conv = Conv2dOptions::new(64, 64, 3).with_padding(1).with_groups(groups);
     let mut m = ConvBn2dConfig::new(conv, qconfig).init_relu(&device)?.with_output_fake_quant()?;
@@ -50,7 +50,7 @@ pub fn convbnrelu2d(case: &str, groups: usize, options: BenchOptions) -> Result<
 /// LinearReLU 1024 -> 1024 with bias on a [128, 1024] input (no output fake quant: the module
 /// alone, as PyTorch's `nniqat.LinearReLU` before `prepare_qat`).
 pub fn linearrelu(case: &str, options: BenchOptions) -> Result<BenchResult> {
-    let device = train_device();
+    let device = train_device(&options)?;
     let qconfig = get_default_qat_qconfig("fbgemm", 1)?;
     let mut m = LinearReLU::new(1024, 1024, true, qconfig, &device)?;
     let x = Tensor::<2>::random([128, 1024], Distribution::Normal(0.0, 1.0), &device).require_grad();

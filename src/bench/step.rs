@@ -46,7 +46,7 @@ fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
 }
 
 fn time_steps<M: Classifier>(case: &str, model: M, options: BenchOptions) -> Result<BenchResult> {
-    let device = train_device();
+    let device = train_device(&options)?;
     let images = Tensor::<4>::random([BATCH, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
     let labels = Tensor::<1, Int>::from_data(TensorData::new((0..BATCH as i64).map(|i| i % 10).collect::<Vec<_>>(), [BATCH]), &device);
     let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init();
@@ -62,7 +62,7 @@ fn time_steps<M: Classifier>(case: &str, model: M, options: BenchOptions) -> Res
 
 /// `qat-step-<model>` (`qat` true) or `float-step-<model>`.
 pub fn train_step(case: &str, model: Model, qat: bool, options: BenchOptions) -> Result<BenchResult> {
-    let device = train_device();
+    let device = train_device(&options)?;
     let mut float = model.build(&device)?;
     float.set_training(true);
     if qat {

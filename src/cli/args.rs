@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use burn_qat::data::DataSource;
+use burn_qat::device::Accelerator;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -114,6 +115,17 @@ pub struct TrainArgs {
     /// flags, whatever the thread count (README, Determinism).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where to train: cpu (burn's Flex backend), or a GPU through wgpu, cuda or rocm, each
+    /// available when built with the cargo feature of that name (`--features wgpu`). PTQ
+    /// calibration runs there too; conversion, the int8 model and its evaluation run on the CPU.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Accelerator,
+    /// Train on this many devices of --device's kind at once (data parallel): each batch is
+    /// shared among them, every observer's range and every batch norm's statistics are taken
+    /// over the whole batch, gradients are summed. Same result as one device, to float
+    /// summation order.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub devices: usize,
     /// Where to write metrics.json, curves.png, float.safetensors, qat.safetensors,
     /// int8.safetensors, ptq-int8.safetensors, model.onnx and checkpoint.safetensors (the model,
     /// optimizer and progress after every epoch, written atomically).
@@ -204,6 +216,17 @@ pub struct BenchArgs {
     /// Worker threads: the size of rayon's global pool (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the training cases run: cpu, or wgpu / cuda / rocm in a build with that feature
+    /// (each timed run waits for the device to finish). The int8 inference cases are CPU only.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Accelerator,
+}
+
+/// A device name, checked against what this build was compiled with.
+fn parse_device(text: &str) -> Result<Accelerator, String> {
+    let device: Accelerator = text.parse().map_err(|e: burn_qat::QatError| e.to_string())?;
+    device.device(0).map_err(|e| e.to_string())?;
+    Ok(device)
 }
 
 /// A learning rate SGD can use: finite and in (0, 10] (beyond that every model here diverges in

@@ -8,12 +8,13 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::Device;
 use burn_qat::QatError;
+use burn_qat::data::Dataset;
 use burn_qat::models::InputShape;
 use burn_qat::report::{Curves, plot_curves};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, load_safetensors, save_safetensors};
 use burn_qat::train::{
-    Agreement, EpochReport, Logits, ResumePoint, TrainOptions, accuracy, agreement, calibrate, int8_logits, logits, reports_from_json,
-    reports_to_json, train_classifier_from,
+    Agreement, Classifier, EpochReport, Logits, ResumePoint, TrainHooks, TrainOptions, accuracy, agreement, calibrate, int8_logits, logits,
+    reports_from_json, reports_to_json, train_classifier_data_parallel, train_classifier_from,
 };
 use burn_qat::workflow::{EvalArithmetic, convert};
 use serde_json::json;
@@ -28,7 +29,8 @@ use super::{io_error, move_previous_run, prepare_output_folder, set_threads};
 const FLOAT_REPORTS_KEY: &str = "float_reports";
 
 /// Every flag that shapes the numbers: a resumed run must match them all to continue bit for
-/// bit. Not the thread count: it changes no bit (tests/resume.rs).
+/// bit. Not the thread count: it changes no bit (tests/resume.rs). The device does (a GPU sums
+/// in another order).
 fn training_flags(args: &TrainArgs, data: &str) -> serde_json::Value {
     json!({
         "data": data,
@@ -40,6 +42,8 @@ fn training_flags(args: &TrainArgs, data: &str) -> serde_json::Value {
         "ptq_batches": args.ptq_batches,
         "freeze_bn_epoch": args.freeze_bn_epoch(),
         "disable_observer_epoch": args.disable_observer_epoch(),
+        "device": args.device.name(),
+        "devices": args.devices,
     })
 }
 
@@ -110,7 +114,13 @@ fn say_how_to_resume_on_ctrl_c(out: &Path) {
 /// The flags in which two runs' recorded settings differ, as `--flag was X, now Y`.
 fn flag_differences(then: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
     let empty = serde_json::Map::new();
-    let (a, b) = (then.as_object().unwrap_or(&empty), now.as_object().unwrap_or(&empty));
+    let (mut a, b) = (then.as_object().unwrap_or(&empty).clone(), now.as_object().unwrap_or(&empty));
+    // Checkpoints from before --device and --devices were trained on one CPU.
+    for (key, old) in [("device", json!("cpu")), ("devices", json!(1))] {
+        if b.contains_key(key) {
+            a.entry(key).or_insert(old);
+        }
+    }
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -127,6 +137,22 @@ fn flag_differences(then: &serde_json::Value, now: &serde_json::Value) -> Vec<St
             format!("{flag} was {}, now {}", show(a.get(k)), show(b.get(k)))
         })
         .collect()
+}
+
+/// Training on one device, or data parallel on several.
+fn fit<M: Classifier + Send>(
+    model: M,
+    train: &Dataset,
+    test: &Dataset,
+    options: &TrainOptions,
+    devices: &[Device],
+    hooks: &mut impl TrainHooks<M>,
+    point: ResumePoint,
+) -> burn_qat::Result<(M, Vec<EpochReport>)> {
+    match devices {
+        [device] => train_classifier_from(model, train, test, options, device, hooks, point),
+        _ => train_classifier_data_parallel(model, train, test, options, devices, hooks, point),
+    }
 }
 
 fn in_file(path: &Path) -> impl Fn(QatError) -> QatError + '_ {
@@ -191,7 +217,14 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let started = Instant::now();
     say_how_to_resume_on_ctrl_c(&args.out);
 
-    let device = Device::flex().autodiff();
+    let devices: Vec<Device> = args.device.devices(args.devices)?.into_iter().map(|d| d.autodiff()).collect();
+    if args.devices > 1 && args.batch_size < args.devices {
+        return Err(QatError::config(format!(
+            "--batch-size {} is below --devices {}: every device needs a share of each batch",
+            args.batch_size, args.devices
+        )));
+    }
+    let device = devices[0].clone();
     device.seed(args.seed);
     // Built in every case, so that the seeded generator is where an uninterrupted run has it.
     let mut float_model = spec.float_model(&device)?;
@@ -222,7 +255,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
                 None => ResumePoint::default(),
             };
             let mut hooks = PhaseHooks::new("float", FLOAT_STAGE, args.epochs, &checkpoint, &metadata);
-            let (model, reports) = train_classifier_from(float_model, &train_set, &test_set, &float_options, &device, &mut hooks, point)?;
+            let (model, reports) = fit(float_model, &train_set, &test_set, &float_options, &devices, &mut hooks, point)?;
             save_stage(&float_path, &model.state_dict(), &metadata, FLOAT_STAGE)?;
             (model, reports)
         }
@@ -251,7 +284,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let mut qat_metadata = metadata.clone();
     qat_metadata.insert(FLOAT_REPORTS_KEY.to_string(), reports_to_json(&float_reports));
     let mut hooks = PhaseHooks::new("QAT", QAT_STAGE, args.qat_epochs, &checkpoint, &qat_metadata);
-    let (qat, qat_reports) = train_classifier_from(qat, &train_set, &test_set, &qat_options, &device, &mut hooks, point)?;
+    let (qat, qat_reports) = fit(qat, &train_set, &test_set, &qat_options, &devices, &mut hooks, point)?;
     let train_seconds = started.elapsed().as_secs_f64();
 
     // Post-training quantization of the same float model, for comparison: no QAT epochs, only
@@ -317,6 +350,8 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         "train_seconds": train_seconds,
         "resumed": resumed.is_some(),
         "threads": rayon::current_num_threads(),
+        "device": args.device.name(),
+        "devices": args.devices,
     });
     let metrics_path = args.out.join("metrics.json");
     std::fs::write(&metrics_path, serde_json::to_string_pretty(&metrics).expect("json")).map_err(|e| io_error(&metrics_path, e))?;

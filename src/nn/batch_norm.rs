@@ -10,6 +10,7 @@ use super::qat::{read_param, write_param};
 use super::tensor_util::{channel_shape, host_tensor, host_values};
 use crate::error::{QatError, Result};
 use crate::ops::{BnApplyParams, BnPreValues, bn_batch_stats, bn_train_apply, lane_sum};
+use crate::parallel::collective;
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
 
 /// `BatchNorm{1,2,3}d(num_features, eps, momentum, affine=True, track_running_stats=True)`.
@@ -181,12 +182,15 @@ impl BatchNorm {
     }
 
     /// Whether [`forward_train_fused`](Self::forward_train_fused) takes `x` (and the
-    /// pre-transform tensors `extra`): training with the fused ops on, f32 or f64 data, every
-    /// tensor in one dtype.
+    /// pre-transform tensors `extra`): training with the fused ops on, f32 or f64 data on the
+    /// Flex CPU backend (the fused ops are CPU kernels), every tensor in one dtype, outside
+    /// data-parallel training (SyncBN runs on the composed ops).
     pub(crate) fn fused_train_applies<const D: usize>(&self, x: &Tensor<D>, extra: &[&Tensor<1>]) -> bool {
         let dtype = x.dtype();
         self.training
             && self.fused
+            && crate::ops::on_flex(x)
+            && collective::current().is_none()
             && D >= 2
             && matches!(dtype, DType::F32 | DType::F64)
             && self.weight.val().dtype() == dtype
@@ -264,6 +268,9 @@ impl BatchNorm {
         if per_channel <= 1 {
             return Err(QatError::SingleValuePerChannel { layer: layer.to_string(), shape: dims.to_vec() });
         }
+        if collective::current().is_some() {
+            return self.forward_train_synced(x, per_channel);
+        }
         self.update_running_stats(&x, per_channel);
 
         let shape = channel_shape::<D>(c);
@@ -271,6 +278,33 @@ impl BatchNorm {
         let mean = flat.clone().mean_dim(1);
         let var = (flat - mean.clone()).powi_scalar(2).mean_dim(1);
         let inv_std = (var + self.eps).sqrt().recip().reshape(shape);
+        let alpha = self.weight.val().reshape(shape) * inv_std;
+        let shift = self.bias.val().reshape(shape) - mean.reshape(shape) * alpha.clone();
+        Ok(x * alpha + shift)
+    }
+
+    /// SyncBN, in data-parallel training: the batch statistics of the whole batch, every
+    /// replica's share of it (sums, sums of squared deviations and counts gathered from all of
+    /// them, in rank order, so every replica computes the same bits). The gathered sums stay on
+    /// the autodiff graph, so the gradient reaching each replica's input includes what it owes
+    /// the other replicas' outputs through the shared mean and variance, as on one device.
+    fn forward_train_synced<const D: usize>(&mut self, x: Tensor<D>, per_channel: usize) -> Result<Tensor<D>> {
+        let c = self.num_features();
+        let device = x.device();
+        let sum_over_replicas = |local: Tensor<1>| -> Result<Tensor<1>> {
+            let parts = collective::all_gather(local)?;
+            Ok(parts.into_iter().map(|p| p.to_device(&device)).reduce(|a, b| a + b).expect("one replica at least"))
+        };
+        let count: usize = collective::all_gather(per_channel)?.iter().sum();
+        let flat = x.clone().swap_dims(0, 1).reshape([c, per_channel]);
+        let mean = sum_over_replicas(flat.clone().sum_dim(1).reshape([c]))? / count as f64;
+        let deviations = sum_over_replicas((flat - mean.clone().reshape([c, 1])).powi_scalar(2).sum_dim(1).reshape([c]))?;
+        let stats: Vec<(f64, f64)> =
+            host_values(&mean.clone().detach()).into_iter().zip(host_values(&deviations.clone().detach())).collect();
+        self.update_from_batch_stats(&stats, count);
+
+        let shape = channel_shape::<D>(c);
+        let inv_std = (deviations / count as f64 + self.eps).sqrt().recip().reshape(shape);
         let alpha = self.weight.val().reshape(shape) * inv_std;
         let shift = self.bias.val().reshape(shape) - mean.reshape(shape) * alpha.clone();
         Ok(x * alpha + shift)

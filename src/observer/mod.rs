@@ -13,6 +13,7 @@ pub use stats::{channel_min_max, tensor_min_max, tensor_values};
 use burn::tensor::Tensor;
 
 use crate::error::{QatError, Result};
+use crate::parallel::collective::all_reduce_min_max;
 use crate::quant::{QParamFormula, QParams, QuantSpec};
 use crate::state_dict::{StateDict, StateReader, TensorValue, join};
 
@@ -92,7 +93,7 @@ impl Observer {
             return Ok(());
         }
         self.check_axis(shape)?;
-        let (cur_min, cur_max) = channel_min_max(values, shape, self.ch_axis())?;
+        let (cur_min, cur_max) = all_reduce_min_max(channel_min_max(values, shape, self.ch_axis()))?;
         self.update_checked(cur_min, cur_max, shape)
     }
 

@@ -2,6 +2,7 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{QatError, Result};
+use crate::parallel::collective::all_reduce_min_max;
 
 /// A tensor's values on the host as f32 (the observers' working precision, as in PyTorch).
 pub fn tensor_values<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
@@ -20,13 +21,18 @@ pub fn tensor_min_max<const D: usize>(x: &Tensor<D>, axis: Option<usize>) -> Res
     Ok((min, max))
 }
 
-/// [`tensor_min_max`], from `known` (`x`'s per-tensor `(min, max, all finite)` as
-/// `ops::min_max` gives it) when that is given and `axis` is `None`.
+/// What an observer takes from a batch: [`tensor_min_max`], from `known` (`x`'s per-tensor
+/// `(min, max, all finite)` as `ops::min_max` gives it) when that is given and `axis` is
+/// `None`; in data-parallel training, over every replica's share of the batch.
 pub(crate) fn known_or_tensor_min_max<const D: usize>(
     x: &Tensor<D>,
     axis: Option<usize>,
     known: Option<(f32, f32, bool)>,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
+    all_reduce_min_max(local_min_max(x, axis, known))
+}
+
+fn local_min_max<const D: usize>(x: &Tensor<D>, axis: Option<usize>, known: Option<(f32, f32, bool)>) -> Result<(Vec<f32>, Vec<f32>)> {
     match (axis, known) {
         (None, Some((min, max, finite))) if matches!(x.dtype(), DType::F32 | DType::F64) => {
             if !finite {

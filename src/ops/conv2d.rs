@@ -21,12 +21,13 @@ use super::conv2d_shape::ConvShape;
 use super::{conv2d_bias, conv2d_depthwise as depthwise, conv2d_gemm as dense};
 
 /// `conv2d(x, weight, bias, options)` (burn's semantics: zero padding, `weight [c_out, c_in /
-/// groups, kh, kw]`), on this crate's kernels for f32 tensors and on burn's otherwise.
+/// groups, kh, kw]`), on this crate's kernels for f32 tensors on the Flex CPU backend and on
+/// burn's otherwise (on a GPU burn's own convolution is the fast one).
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
     let shape = ConvShape::new(&x.dims(), &weight.dims(), &options);
     let f32_only = x.dtype() == DType::F32 && weight.dtype() == DType::F32 && bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
     let bias_fits = |s: &ConvShape| bias.as_ref().is_none_or(|b| b.dims() == [s.c_out]);
-    if !f32_only || !shape.is_some_and(|s| bias_fits(&s)) {
+    if !f32_only || !super::on_flex(&x) || !shape.is_some_and(|s| bias_fits(&s)) {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let (x, weight) = (x.into_dispatch(), weight.into_dispatch());

@@ -93,7 +93,7 @@ pub fn fake_quantize<const D: usize>(x: Tensor<D>, params: &FakeQuantParams) -> 
 }
 
 /// The op as burn sees it: routed by `Dispatch` to the Flex kernel or to the autodiff wrapper.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, Cube: cfg(feature = "cube"), Autodiff)]
 pub trait FakeQuantOps: Backend {
     fn fake_quantize(x: FloatTensor<Self>, params: FakeQuantParams) -> FloatTensor<Self>;
 }

@@ -17,6 +17,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
+use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Bytes, DType, Tensor};
 use rayon::prelude::*;
 
@@ -48,6 +49,12 @@ pub fn max_pool2d(x: Tensor<4>, window: MaxPoolWindow) -> Result<Tensor<4>> {
     }
     if !matches!(x.dtype(), DType::F32 | DType::F64) {
         return Err(QatError::config(format!("max_pool2d supports f32 and f64 tensors, got {:?}", x.dtype())));
+    }
+    if !super::on_flex(&x) {
+        // burn's pooling on the other backends. A window with tied maxima may send its
+        // gradient to another of them than PyTorch's first.
+        let options = MaxPoolOptions::new([window.kernel; 2]).with_stride([window.stride; 2]);
+        return Ok(burn::tensor::module::max_pool2d(x, options));
     }
     Ok(Tensor::from_dispatch(Dispatch::max_pool2d(x.into_dispatch(), window)))
 }

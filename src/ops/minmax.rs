@@ -16,10 +16,34 @@ const CHUNK: usize = 64 * 1024;
 /// (the observers' precision; rounding is monotone, so this is the min/max of the f32 values),
 /// and whether every value is finite in f32. `x` is f32 or f64 and not empty.
 pub fn min_max<const D: usize>(x: &Tensor<D>, axis: Option<usize>) -> (Vec<f32>, Vec<f32>, bool) {
+    if !super::on_flex(x) {
+        return composed_min_max(x, axis);
+    }
     let out: Tensor<2> = Tensor::from_dispatch(Dispatch::min_max(x.clone().into_dispatch(), axis));
     let v = out.to_data().convert::<f32>().try_into_vec::<f32>().expect("f32 min/max");
     let c = v.len() / 3;
     (v[..c].to_vec(), v[c..2 * c].to_vec(), v[2 * c..].iter().all(|&f| f == 0.0))
+}
+
+/// [`min_max`] on the backends without our kernel: burn's reductions, one read back. Two
+/// differences from the Flex kernel, neither of which reaches a qparam: a channel's minimum may
+/// be +0.0 where the kernel (in IEEE total order) gives -0.0, and min/max of a channel holding a
+/// NaN are whatever the device's reduction gives (the flag still reports it, and observers stop).
+fn composed_min_max<const D: usize>(x: &Tensor<D>, axis: Option<usize>) -> (Vec<f32>, Vec<f32>, bool) {
+    let x = x.clone().detach();
+    let channels = axis.map_or(1, |a| x.dims()[a]);
+    let rows: Tensor<2> = match axis {
+        Some(a) => x.swap_dims(0, a).reshape([channels as i64, -1]),
+        None => x.reshape([1i64, -1]),
+    };
+    let min = rows.clone().min_dim(1).reshape([1i64, -1]);
+    let max = rows.clone().max_dim(1).reshape([1i64, -1]);
+    let nan = rows.is_nan().any_dim(1).reshape([1i64, -1]).float().cast(min.dtype());
+    let all = Tensor::cat(vec![min, max, nan], 0);
+    let v = all.to_data().convert::<f32>().try_into_vec::<f32>().expect("f32 min/max");
+    let c = v.len() / 3;
+    let finite = v[..2 * c].iter().all(|f| f.is_finite()) && v[2 * c..].iter().all(|&f| f == 0.0);
+    (v[..c].to_vec(), v[c..2 * c].to_vec(), finite)
 }
 
 #[backend_extension(Flex, Autodiff)]

@@ -9,10 +9,13 @@ mod conv2d_gemm;
 mod conv2d_im2col;
 mod conv2d_shape;
 mod conv2d_simd;
-mod fake_quant;
-mod fake_quant_kernel;
+#[cfg(feature = "cube")]
+mod cube;
+pub(crate) mod fake_quant;
+pub(crate) mod fake_quant_kernel;
 mod max_pool;
 mod minmax;
+mod route;
 
 pub(crate) use bn_kernel::lane_sum;
 pub use bn_train::{BnApplyParams, BnPreValues, bn_batch_stats, bn_train_apply};
@@ -20,3 +23,5 @@ pub use conv2d::conv2d;
 pub use fake_quant::{FakeQuantParams, fake_quantize};
 pub use max_pool::{MaxPoolWindow, max_pool2d};
 pub use minmax::min_max;
+pub use route::is_flex;
+pub(crate) use route::on_flex;

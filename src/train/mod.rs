@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 
@@ -117,8 +117,36 @@ pub struct EpochReport {
     pub samples_per_second: f64,
 }
 
+/// [`train_classifier_from`] on several devices at once (data parallel, [`crate::parallel`]):
+/// one replica of `model` per device, each batch split among them in order, every observer's
+/// min/max and every batch norm's statistics taken over the whole batch, gradients summed. With
+/// the same options the result equals one device's to float summation order. Needs the
+/// approximate BN fold (PyTorch's default) and every replica's share of a batch not empty.
+pub fn train_classifier_data_parallel<M: Classifier + Send>(
+    model: M,
+    train: &Dataset,
+    test: &Dataset,
+    options: &TrainOptions,
+    devices: &[Device],
+    hooks: &mut impl TrainHooks<M>,
+    resume: ResumePoint,
+) -> Result<(M, Vec<EpochReport>)> {
+    check_run(train, test, options, &resume)?;
+    if options.batch_size < devices.len() {
+        return Err(QatError::config(format!(
+            "batch_size {} is below the {} devices: every device needs a share of each batch",
+            options.batch_size,
+            devices.len()
+        )));
+    }
+    let model = stable_param_ids(model);
+    let optim = resume::load_optimizer(sgd(options), &resume, &model)?;
+    let stepper = crate::parallel::DataParallel::new(model, devices, optim)?;
+    run_epochs(stepper, train, test, options, hooks, resume)
+}
+
 /// Mean cross entropy of logits against labels, and the number of correct argmaxes.
-fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> (Tensor<1>, usize) {
+pub(crate) fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> (Tensor<1>, usize) {
     let [n, _] = logits.dims();
     let correct = logits.clone().argmax(1).reshape([n]).equal(labels.clone()).int().sum().into_scalar::<i64>() as usize;
     let log_probs = log_softmax(logits, 1);
@@ -219,6 +247,15 @@ pub fn train_classifier_from<M: Classifier>(
     hooks: &mut impl TrainHooks<M>,
     resume: ResumePoint,
 ) -> Result<(M, Vec<EpochReport>)> {
+    check_run(train, test, options, &resume)?;
+    let model = stable_param_ids(model);
+    let optim = resume::load_optimizer(sgd(options), &resume, &model)?;
+    let stepper = OneDevice { model: Some(model), optim, device: device.clone() };
+    run_epochs(stepper, train, test, options, hooks, resume)
+}
+
+/// What every training run checks before its first step.
+fn check_run(train: &Dataset, test: &Dataset, options: &TrainOptions, resume: &ResumePoint) -> Result<()> {
     if options.batch_size < 2 {
         return Err(QatError::config("batch_size must be at least 2 (training batch norm needs more than one value per channel)"));
     }
@@ -233,9 +270,92 @@ pub fn train_classifier_from<M: Classifier>(
             resume.reports.len()
         )));
     }
-    let mut model = stable_param_ids(model);
-    let optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(options.momentum).with_dampening(0.0))).init();
-    let mut optim = resume::load_optimizer(optim, &resume, &model)?;
+    Ok(())
+}
+
+/// SGD with `options.momentum` and PyTorch's dampening 0.
+pub(crate) fn sgd(options: &TrainOptions) -> ModuleOptimizer {
+    SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(options.momentum).with_dampening(0.0))).init()
+}
+
+/// What one optimizer step on one batch means: on one device ([`OneDevice`]) or on several
+/// replicas ([`crate::parallel::DataParallel`]).
+pub(crate) trait Stepper<M> {
+    /// The model (the first replica's copy).
+    fn model(&self) -> &M;
+    /// Applies a switch (train mode, freeze BN, disable observers) to every copy at once.
+    fn each_model(&mut self, f: &mut dyn FnMut(&mut M));
+    /// The mean loss over `batch` (of `train`), checked finite, and the number of right
+    /// answers; then one SGD step at `lr`.
+    fn step(&mut self, train: &Dataset, batch: &[usize], lr: f64, context: &dyn Fn() -> String) -> Result<(f64, usize)>;
+    fn optimizer(&self) -> &ModuleOptimizer;
+    /// Where test batches are made.
+    fn device(&self) -> &Device;
+    fn into_model(self) -> M;
+}
+
+/// Training on one device.
+struct OneDevice<M> {
+    /// Always `Some` between steps (the optimizer takes the model by value).
+    model: Option<M>,
+    optim: ModuleOptimizer,
+    device: Device,
+}
+
+impl<M: Classifier> Stepper<M> for OneDevice<M> {
+    fn model(&self) -> &M {
+        self.model.as_ref().expect("a model between steps")
+    }
+
+    fn each_model(&mut self, f: &mut dyn FnMut(&mut M)) {
+        f(self.model.as_mut().expect("a model between steps"))
+    }
+
+    fn step(&mut self, train: &Dataset, batch: &[usize], lr: f64, context: &dyn Fn() -> String) -> Result<(f64, usize)> {
+        let (images, labels) = train.batch(batch, &self.device);
+        let model = self.model.as_mut().expect("a model between steps");
+        let (loss, right) = cross_entropy(model.logits(images)?, labels);
+        let loss_value = checked_loss(&loss, context)?;
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        let model = self.model.take().expect("a model between steps");
+        self.model = Some(self.optim.step(lr, model, grads));
+        Ok((loss_value, right))
+    }
+
+    fn optimizer(&self) -> &ModuleOptimizer {
+        &self.optim
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn into_model(self) -> M {
+        self.model.expect("a model between steps")
+    }
+}
+
+/// The loss value, or a typed error if it overflowed.
+pub(crate) fn checked_loss(loss: &Tensor<1>, context: &dyn Fn() -> String) -> Result<f64> {
+    let value = loss.clone().into_scalar::<f32>() as f64;
+    if !value.is_finite() {
+        return Err(QatError::NonFinite {
+            context: context(),
+            what: "the loss (a learning rate too high for the model makes it overflow; try a lower one)".into(),
+        });
+    }
+    Ok(value)
+}
+
+/// The epochs of [`train_classifier_from`], on any [`Stepper`].
+pub(crate) fn run_epochs<M: Classifier>(
+    mut stepper: impl Stepper<M>,
+    train: &Dataset,
+    test: &Dataset,
+    options: &TrainOptions,
+    hooks: &mut impl TrainHooks<M>,
+    resume: ResumePoint,
+) -> Result<(M, Vec<EpochReport>)> {
     let mut reports = resume.reports;
     let steps_per_epoch = train.len().div_ceil(options.batch_size);
     let total_steps = (steps_per_epoch * options.epochs).max(1) as f64;
@@ -243,36 +363,31 @@ pub fn train_classifier_from<M: Classifier>(
     let batches_per_epoch = (train.len() / options.batch_size) + usize::from(train.len() % options.batch_size > 1);
     let mut step = batches_per_epoch * resume.epochs_done;
     for epoch in resume.epochs_done..options.epochs {
-        model.set_training(true);
-        if options.freeze_bn_from_epoch.is_some_and(|e| epoch >= e) {
-            model.freeze_bn_stats();
-        }
-        if options.disable_observer_from_epoch.is_some_and(|e| epoch >= e) {
-            model.disable_observer();
-        }
+        let freeze = options.freeze_bn_from_epoch.is_some_and(|e| epoch >= e);
+        let disable = options.disable_observer_from_epoch.is_some_and(|e| epoch >= e);
+        stepper.each_model(&mut |model| {
+            model.set_training(true);
+            if freeze {
+                model.freeze_bn_stats();
+            }
+            if disable {
+                model.disable_observer();
+            }
+        });
         let started = Instant::now();
         let order = shuffled_indices(train.len(), options.seed.wrapping_add(epoch as u64));
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0, 0);
         // Drop a last batch of one: training BN cannot normalize a single value per channel.
         let batches = order.chunks(options.batch_size).filter(|b| b.len() > 1).count();
         hooks.epoch_started(epoch, batches);
+        let context = || format!("training, epoch {} of {} (counting from 1)", epoch + 1, options.epochs);
         for (index, batch) in order.chunks(options.batch_size).filter(|b| b.len() > 1).enumerate() {
-            let (images, labels) = train.batch(batch, device);
-            let (loss, right) = cross_entropy(model.logits(images)?, labels);
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            if !loss_value.is_finite() {
-                return Err(QatError::NonFinite {
-                    context: format!("training, epoch {} of {} (counting from 1)", epoch + 1, options.epochs),
-                    what: "the loss (a learning rate too high for the model makes it overflow; try a lower one)".into(),
-                });
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = if options.cosine_lr {
                 options.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total_steps).cos())
             } else {
                 options.lr
             };
-            model = optim.step(lr, model, grads);
+            let (loss_value, right) = stepper.step(train, batch, lr, &context)?;
             step += 1;
             loss_sum += loss_value * batch.len() as f64;
             correct += right;
@@ -290,20 +405,21 @@ pub fn train_classifier_from<M: Classifier>(
         }
         let seconds = started.elapsed().as_secs_f64();
         hooks.evaluating(epoch);
+        let model = stepper.model();
         let report = EpochReport {
             epoch,
             loss: loss_sum / seen as f64,
             train_accuracy: correct as f64 / seen as f64,
-            test_accuracy: evaluate(&model, test, options.batch_size.max(256), device)?,
+            test_accuracy: evaluate(model, test, options.batch_size.max(256), stepper.device())?,
             samples_per_second: seen as f64 / seconds,
         };
-        hooks.epoch_done(&report, &model)?;
+        hooks.epoch_done(&report, model)?;
         reports.push(report);
-        let (optimizer, optimizer_tensors) = resume::save_optimizer(&optim)?;
+        let (optimizer, optimizer_tensors) = resume::save_optimizer(stepper.optimizer())?;
         let point = ResumePoint { epochs_done: epoch + 1, optimizer, optimizer_tensors, reports: reports.clone() };
-        hooks.checkpoint(&point, &model)?;
+        hooks.checkpoint(&point, stepper.model())?;
     }
-    Ok((model, reports))
+    Ok((stepper.into_model(), reports))
 }
 
 /// Test accuracy of the fake-quantized model in eval mode, on a copy with observers off so that

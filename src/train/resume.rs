@@ -68,7 +68,7 @@ pub fn stable_param_ids<M: Module>(model: M) -> M {
 }
 
 /// The optimizer's state as bytes, and how many tensors it holds.
-pub(super) fn save_optimizer(optim: &ModuleOptimizer) -> Result<(Vec<u8>, usize)> {
+pub(crate) fn save_optimizer(optim: &ModuleOptimizer) -> Result<(Vec<u8>, usize)> {
     let record = optim.to_record();
     let tensors = record.len();
     let bytes = record.into_bytes().map_err(|e| QatError::config(format!("serializing the optimizer state: {e}")))?;
@@ -96,7 +96,7 @@ fn sorted_by_name(bytes: Bytes) -> std::result::Result<Vec<u8>, burn_pack::Error
 /// parameters by id alone: it skips, without a word, state it cannot match, and panics at the
 /// next step on state whose rank does not fit its parameter. So every state tensor is checked
 /// against the parameter it names first, and what came back is counted.
-pub(super) fn load_optimizer<M: Module>(optim: ModuleOptimizer, point: &ResumePoint, model: &M) -> Result<ModuleOptimizer> {
+pub(crate) fn load_optimizer<M: Module>(optim: ModuleOptimizer, point: &ResumePoint, model: &M) -> Result<ModuleOptimizer> {
     if point.optimizer.is_empty() {
         return Ok(optim);
     }

@@ -66,6 +66,15 @@ impl Value {
         }
     }
 
+    /// The same value on `device` (a quantized value lives on the host and stays).
+    pub fn to_device(self, device: &burn::tensor::Device) -> Self {
+        match self {
+            Self::Image(x) => Self::Image(x.to_device(device)),
+            Self::Features(x) => Self::Features(x.to_device(device)),
+            q => q,
+        }
+    }
+
     pub(crate) fn describe(&self) -> String {
         match self {
             Self::Image(x) => format!("float {:?}", x.dims()),

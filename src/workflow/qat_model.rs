@@ -3,7 +3,7 @@
 //! residual addition.
 
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Device, Tensor};
 
 use super::float_model::{FloatModel, Layer};
 use super::layers::{DeQuantStub, Flatten, Named, Relu, Relu6, Value};
@@ -236,7 +236,23 @@ impl QatModel {
     /// [`EvalArithmetic::Float`] with fake quant disabled). In training mode the outputs carry
     /// the float fake-quant forward's gradients (straight through), which needs every observer
     /// disabled and every BN frozen.
+    ///
+    /// The arithmetic accumulates in f64. On a device without f64 (WGSL has none: wgpu) the eval
+    /// runs on a copy of the model on the Flex CPU backend and returns its output on `x`'s
+    /// device; training on the deployment arithmetic there is refused.
     pub fn forward_deployment(&mut self, x: Tensor<4>) -> Result<Value> {
+        let device = x.device();
+        if !device.supports_dtype(DType::F64) {
+            if self.training {
+                return Err(QatError::config(format!(
+                    "training on the deployment arithmetic needs f64, which {device:?} lacks: train with float fake quantization there (deployment_training off)"
+                )));
+            }
+            let cpu = Device::flex();
+            let mut on_cpu = self.clone().to_device(&cpu);
+            let out = on_cpu.forward_deployment(x.to_device(&cpu))?;
+            return Ok(out.to_device(&device));
+        }
         if self.training {
             self.check_settled()?;
         }

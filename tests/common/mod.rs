@@ -220,3 +220,21 @@ macro_rules! assert_error {
         }
     };
 }
+
+/// The devices the device-generic tests run on: the CPU, and with the `wgpu` feature the wgpu
+/// device too (in CI, the software Vulkan device lavapipe).
+#[allow(dead_code)]
+pub fn devices() -> Vec<Device> {
+    #[allow(unused_mut)]
+    let mut out = vec![Device::flex()];
+    #[cfg(feature = "wgpu")]
+    out.push(wgpu_device());
+    out
+}
+
+/// The wgpu device the GPU-path tests use.
+#[cfg(feature = "wgpu")]
+#[allow(dead_code)]
+pub fn wgpu_device() -> Device {
+    burn_qat::device::Accelerator::Wgpu.device(0).expect("built with the wgpu feature")
+}
