@@ -331,6 +331,9 @@ fn unusable_flags_are_refused_before_training() {
         (vec!["--qat-epochs", "2", "--freeze-bn-epoch", "2"], "--freeze-bn-epoch 2 is not below --qat-epochs 2"),
         (vec!["--qat-epochs", "3", "--disable-observer-epoch", "7"], "--disable-observer-epoch 7"),
         (vec!["--device", "tpu"], "expected one of cpu, wgpu, cuda, rocm"),
+        (vec!["--devices", "0"], "--devices"),
+        (vec!["--devices", "2"], "this machine has 1 cpu device"),
+        (vec!["--devices", "3", "--batch-size", "2"], "--batch-size 2 is below --devices 3"),
         #[cfg(not(feature = "cuda"))]
         (vec!["--device", "cuda"], "rebuild with `--features cuda`"),
     ] {

@@ -159,3 +159,21 @@ fn after_takes_the_input_from_the_named_field() {
     assert_eq!(int8.b.input, int8.quant.qparams, "b reads the stub, not a");
     assert_ne!(int8.b.input, int8.a.output);
 }
+
+/// A `#[derive(QatModule)]` model trains on a GPU backend as on the CPU: four steps on wgpu,
+/// one-call convert (the int8 model on the CPU), within one output step of its fake-quant eval.
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_derived_model_trains_on_wgpu_and_converts() {
+    let _serial = serial();
+    let device = wgpu_device().autodiff();
+    device.seed(31);
+    let mut model = trained(&device);
+    let x = Tensor::<4>::random([16, 1, 6, 6], Distribution::Normal(0.0, 1.0), &device);
+    let qat_out = to_vec(&model.forward(x.clone()));
+    let int8 = model.convert().unwrap();
+    let out = int8.forward(&Tensor::<4>::from_data(x.to_data(), &Device::flex()));
+    let scale = out.qparams.scale;
+    let steps = out.dequantize().iter().zip(&qat_out).map(|(a, b)| (a - b).abs() / scale).fold(0.0f32, f32::max);
+    assert!(steps <= 1.0 + 1e-3, "int8 vs the fake-quant eval of a model trained on wgpu: {steps} steps");
+}

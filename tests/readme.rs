@@ -35,7 +35,7 @@ fn every_subcommand_and_flag_the_readme_names_exists() {
         assert!(subcommands.contains(&sub), "README names a subcommand burn-qat lacks: {line}");
     }
     // Every `--flag` in the README's text (cargo's own excepted) is in some subcommand's help.
-    let cargo_flags = ["--release", "--path", "--resume", "--ignored", "--nocapture", "--test", "--help"];
+    let cargo_flags = ["--release", "--path", "--resume", "--ignored", "--nocapture", "--test", "--help", "--features"];
     let flags: BTreeSet<String> = readme
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
         .filter(|w| w.starts_with("--") && w.len() > 2 && w.as_bytes()[2].is_ascii_lowercase())

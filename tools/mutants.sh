@@ -24,6 +24,10 @@ mutants=(
   "shape-by-element-count|src/state_dict/reader.rs|Some(shape) if t.shape != shape =>|Some(shape) if t.numel() != shape.iter().product::<usize>() =>|--test workflow"
   "rounding-half-away-from-zero|src/quant/round.rs|if v.abs() < TWO_POW_23 { rounded } else { v }|if v.abs() < TWO_POW_23 { v.round() } else { v }|--lib --test fake_quant_golden"
   "zero-point-correction-flipped|src/nn/quantized/gemm.rs|.wrapping_sub(zx.wrapping_mul(rowsum))|.wrapping_add(zx.wrapping_mul(rowsum))|--test int8_kernels --test workflow"
+  "syncbn-statistics-detached|src/nn/batch_norm.rs|p.to_device(&device))|p.detach().to_device(&device))|--test data_parallel"
+  "observer-range-not-reduced|src/observer/stats.rs|    all_reduce_min_max(local_min_max(x, axis, known))|    local_min_max(x, axis, known)|--test data_parallel"
+  "gradient-of-one-replica|src/parallel/trainer.rs|let sum = parts.into_iter()|let sum = parts.into_iter().take(1)|--test data_parallel"
+  "gpu-rounding-half-away-from-zero|src/ops/cube/fake_quant.rs|F::round(x * params[2 + 3 * channel])|F::floor(x * params[2 + 3 * channel] + F::new(0.5))|--features wgpu --test fake_quant_golden"
 )
 
 selected=("$@")

@@ -8,13 +8,12 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::Device;
 use burn_qat::QatError;
-use burn_qat::data::Dataset;
 use burn_qat::models::InputShape;
 use burn_qat::report::{Curves, plot_curves};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, load_safetensors, save_safetensors};
 use burn_qat::train::{
-    Agreement, Classifier, EpochReport, Logits, ResumePoint, TrainHooks, TrainOptions, accuracy, agreement, calibrate, int8_logits, logits,
-    reports_from_json, reports_to_json, train_classifier_data_parallel, train_classifier_from,
+    Agreement, EpochReport, Logits, ResumePoint, TrainOptions, accuracy, agreement, calibrate, int8_logits, logits, reports_from_json,
+    reports_to_json, train_classifier_on,
 };
 use burn_qat::workflow::{EvalArithmetic, convert};
 use serde_json::json;
@@ -139,22 +138,6 @@ fn flag_differences(then: &serde_json::Value, now: &serde_json::Value) -> Vec<St
         .collect()
 }
 
-/// Training on one device, or data parallel on several.
-fn fit<M: Classifier + Send>(
-    model: M,
-    train: &Dataset,
-    test: &Dataset,
-    options: &TrainOptions,
-    devices: &[Device],
-    hooks: &mut impl TrainHooks<M>,
-    point: ResumePoint,
-) -> burn_qat::Result<(M, Vec<EpochReport>)> {
-    match devices {
-        [device] => train_classifier_from(model, train, test, options, device, hooks, point),
-        _ => train_classifier_data_parallel(model, train, test, options, devices, hooks, point),
-    }
-}
-
 fn in_file(path: &Path) -> impl Fn(QatError) -> QatError + '_ {
     move |e| QatError::File { path: path.display().to_string(), reason: e.to_string() }
 }
@@ -177,6 +160,13 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
             )));
         }
     }
+    if args.batch_size < args.devices {
+        return Err(QatError::config(format!(
+            "--batch-size {} is below --devices {}: every device needs a share of each batch",
+            args.batch_size, args.devices
+        )));
+    }
+    let devices: Vec<Device> = args.device.devices(args.devices)?.into_iter().map(|d| d.autodiff()).collect();
     let flags = QConfigFlags::from_args(&args);
     let choice = flags.choose()?;
     let source = args.data.clone().unwrap_or_default();
@@ -217,13 +207,6 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let started = Instant::now();
     say_how_to_resume_on_ctrl_c(&args.out);
 
-    let devices: Vec<Device> = args.device.devices(args.devices)?.into_iter().map(|d| d.autodiff()).collect();
-    if args.devices > 1 && args.batch_size < args.devices {
-        return Err(QatError::config(format!(
-            "--batch-size {} is below --devices {}: every device needs a share of each batch",
-            args.batch_size, args.devices
-        )));
-    }
     let device = devices[0].clone();
     device.seed(args.seed);
     // Built in every case, so that the seeded generator is where an uninterrupted run has it.
@@ -255,7 +238,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
                 None => ResumePoint::default(),
             };
             let mut hooks = PhaseHooks::new("float", FLOAT_STAGE, args.epochs, &checkpoint, &metadata);
-            let (model, reports) = fit(float_model, &train_set, &test_set, &float_options, &devices, &mut hooks, point)?;
+            let (model, reports) = train_classifier_on(float_model, &train_set, &test_set, &float_options, &devices, &mut hooks, point)?;
             save_stage(&float_path, &model.state_dict(), &metadata, FLOAT_STAGE)?;
             (model, reports)
         }
@@ -284,7 +267,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let mut qat_metadata = metadata.clone();
     qat_metadata.insert(FLOAT_REPORTS_KEY.to_string(), reports_to_json(&float_reports));
     let mut hooks = PhaseHooks::new("QAT", QAT_STAGE, args.qat_epochs, &checkpoint, &qat_metadata);
-    let (qat, qat_reports) = fit(qat, &train_set, &test_set, &qat_options, &devices, &mut hooks, point)?;
+    let (qat, qat_reports) = train_classifier_on(qat, &train_set, &test_set, &qat_options, &devices, &mut hooks, point)?;
     let train_seconds = started.elapsed().as_secs_f64();
 
     // Post-training quantization of the same float model, for comparison: no QAT epochs, only

@@ -117,6 +117,22 @@ pub struct EpochReport {
     pub samples_per_second: f64,
 }
 
+/// [`train_classifier_from`] on one device, or [`train_classifier_data_parallel`] on several.
+pub fn train_classifier_on<M: Classifier + Send>(
+    model: M,
+    train: &Dataset,
+    test: &Dataset,
+    options: &TrainOptions,
+    devices: &[Device],
+    hooks: &mut impl TrainHooks<M>,
+    resume: ResumePoint,
+) -> Result<(M, Vec<EpochReport>)> {
+    match devices {
+        [device] => train_classifier_from(model, train, test, options, device, hooks, resume),
+        _ => train_classifier_data_parallel(model, train, test, options, devices, hooks, resume),
+    }
+}
+
 /// [`train_classifier_from`] on several devices at once (data parallel, [`crate::parallel`]):
 /// one replica of `model` per device, each batch split among them in order, every observer's
 /// min/max and every batch norm's statistics taken over the whole batch, gradients summed. With

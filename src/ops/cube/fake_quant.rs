@@ -86,64 +86,64 @@ fn param_table(params: &FakeQuantParams, like: &CubeTensor) -> CubeTensor {
     Cube::float_from_data(data, &like.device)
 }
 
-/// Launch geometry: elements, elements per channel run, channels.
-fn geometry(x: &CubeTensor, params: &FakeQuantParams) -> (usize, u32, u32) {
-    let shape = x.meta.shape().to_vec();
-    let layout = ChannelLayout::new(&shape, params.axis);
-    (shape.iter().product(), layout.inner as u32, layout.channels as u32)
+/// What both kernels launch with: one thread per element of the contiguous `x`.
+struct Launch {
+    client: cubecl::client::Client,
+    count: CubeCount,
+    dim: CubeDim,
+    table: CubeTensor,
+    inner: u32,
+    channels: u32,
+    dtype: ElemType,
+}
+
+impl Launch {
+    /// `None` for an empty tensor (nothing to launch).
+    fn new(x: &CubeTensor, params: &FakeQuantParams) -> Option<Self> {
+        let shape = x.meta.shape().to_vec();
+        let n: usize = shape.iter().product();
+        if n == 0 {
+            return None;
+        }
+        let layout = ChannelLayout::new(&shape, params.axis);
+        let client = x.client.clone();
+        let dim = CubeDim::new(&client, n);
+        let count = calculate_cube_count_elemwise(&client, n, dim);
+        Some(Self {
+            table: param_table(params, x),
+            inner: layout.inner as u32,
+            channels: layout.channels as u32,
+            dtype: dtype_to_storage_type(x.dtype),
+            client,
+            count,
+            dim,
+        })
+    }
+}
+
+fn empty_like(x: &CubeTensor) -> CubeTensor {
+    empty_device_dtype(x.client.clone(), x.device.clone(), x.meta.shape().clone(), x.dtype)
 }
 
 impl FakeQuantKernels for Cube {
     fn fake_quantize_forward(x: CubeTensor, params: &FakeQuantParams) -> CubeTensor {
         let x = into_contiguous(x);
-        let (n, inner, channels) = geometry(&x, params);
-        let table = param_table(params, &x);
-        let out = empty_device_dtype(x.client.clone(), x.device.clone(), x.meta.shape().clone(), x.dtype);
-        if n == 0 {
-            return out;
+        let out = empty_like(&x);
+        if let Some(l) = Launch::new(&x, params) {
+            let (x, table, y) = (x.into_tensor_arg(), l.table.into_tensor_arg(), out.clone().into_tensor_arg());
+            fake_quant_forward_kernel::launch(&l.client, l.count, l.dim, x, table, y, l.inner, l.channels, l.dtype);
         }
-        let client = x.client.clone();
-        let cube_dim = CubeDim::new(&client, n);
-        let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
-        let dtype = dtype_to_storage_type(x.dtype);
-        fake_quant_forward_kernel::launch(
-            &client,
-            cube_count,
-            cube_dim,
-            x.into_tensor_arg(),
-            table.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            inner,
-            channels,
-            dtype,
-        );
         out
     }
 
     fn fake_quantize_backward(x: CubeTensor, grad: CubeTensor, params: &FakeQuantParams) -> CubeTensor {
         let (x, grad) = (into_contiguous(x), into_contiguous(grad));
-        let (n, inner, channels) = geometry(&x, params);
-        let table = param_table(params, &x);
-        let out = empty_device_dtype(x.client.clone(), x.device.clone(), x.meta.shape().clone(), grad.dtype);
-        if n == 0 {
-            return out;
+        let out = empty_like(&grad);
+        if let Some(l) = Launch::new(&x, params) {
+            let (x, grad, table, dx) =
+                (x.into_tensor_arg(), grad.into_tensor_arg(), l.table.into_tensor_arg(), out.clone().into_tensor_arg());
+            fake_quant_backward_kernel::launch(&l.client, l.count, l.dim, x, grad, table, dx, l.inner, l.channels, l.dtype);
         }
-        let client = x.client.clone();
-        let cube_dim = CubeDim::new(&client, n);
-        let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
-        let dtype = dtype_to_storage_type(x.dtype);
-        fake_quant_backward_kernel::launch(
-            &client,
-            cube_count,
-            cube_dim,
-            x.into_tensor_arg(),
-            grad.into_tensor_arg(),
-            table.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            inner,
-            channels,
-            dtype,
-        );
         out
     }
 }
