@@ -104,3 +104,17 @@ fn an_unknown_case_fails_and_lists_the_cases() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("convbnrelu2d") && stderr.contains("int8-infer-mobilenetv2-tiny-b32"), "{stderr}");
 }
+
+/// `--device` moves the training cases; the int8 engine's cases are CPU code and say so, and a
+/// device this build lacks is named with its feature.
+#[test]
+fn bench_device_choice_is_checked() {
+    use burn_qat::device::Accelerator;
+    let on = |device| BenchOptions { iters: 1, warmup: 0, device };
+    let err = run_case("int8-infer-lenet-b1", on(Accelerator::Wgpu)).unwrap_err().to_string();
+    assert!(err.contains("run on the CPU"), "{err}");
+    if !Accelerator::Cuda.compiled_in() {
+        let err = run_case("linearrelu", on(Accelerator::Cuda)).unwrap_err().to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+}
