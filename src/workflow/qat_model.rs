@@ -237,7 +237,8 @@ impl QatModel {
     /// the float fake-quant forward's gradients (straight through), which needs every observer
     /// disabled and every BN frozen.
     ///
-    /// The arithmetic accumulates in f64. On a device without f64 (WGSL has none: wgpu) the eval
+    /// The arithmetic accumulates in f64. On a device without f64 (Metal; wgpu where the adapter
+    /// lacks `SHADER_F64`; lavapipe has it) the eval
     /// runs on a copy of the model on the Flex CPU backend and returns its output on `x`'s
     /// device; training on the deployment arithmetic there is refused.
     pub fn forward_deployment(&mut self, x: Tensor<4>) -> Result<Value> {
