@@ -100,13 +100,14 @@ fn a_model_trained_on_wgpu_converts_and_its_int8_model_equals_its_qat_eval() {
     let on_cpu = train_on(&cpu, start.clone(), 6);
     let mut on_gpu = train_on(&gpu().autodiff(), start, 6);
 
-    // The same training on both devices: weights close (summation order only).
+    // The same training on both devices: weights close (summation order only), but for the
+    // rare element a rounding-tie flip moved (seen in CI: 2 of 576).
     let (a, b) = (on_gpu.state_dict(), on_cpu.state_dict());
     let mut compared = 0;
     for (key, value) in b.iter() {
         match (&a[key].values, &value.values) {
             (Values::F32(x), Values::F32(y)) => {
-                assert_close(&format!("{key} after 6 steps"), x, y, 1e-3, 1e-4);
+                assert_close_except_rare_flips(&format!("{key} after 6 steps"), x, y, 1e-3, 1e-4);
                 compared += 1;
             }
             (x, y) => assert_eq!(x, y, "{key} after 6 steps"),

@@ -75,6 +75,38 @@ pub fn assert_close_floor(what: &str, actual: &[f32], expected: &[f32], rtol: f3
     }
 }
 
+/// Two trainings through fake quantization that differ only in float summation order (two
+/// devices) stay close, except where a value fell within float noise of a rounding tie: there
+/// one side rounds up and the other down, one quantized activation moves by a whole step, and
+/// every later step carries that difference. Such elements are rare, and still bounded by a few
+/// percent of the tensor's largest value; a wrong kernel moves most elements, or moves some far.
+pub fn assert_close_except_rare_flips(what: &str, actual: &[f32], expected: &[f32], rtol: f32, atol: f32) {
+    const MAX_FRACTION: f32 = 0.02;
+    const BOUND_OF_MAX: f32 = 0.05;
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let outside: Vec<usize> =
+        (0..actual.len()).filter(|&i| !((actual[i] - expected[i]).abs() <= atol + rtol * expected[i].abs())).collect();
+    let allowed = (MAX_FRACTION * actual.len() as f32).floor() as usize;
+    assert!(
+        outside.len() <= allowed,
+        "{what}: {}/{} elements outside rtol {rtol} / atol {atol} (at most {allowed} may flip); first at {}: got {} expected {}",
+        outside.len(),
+        actual.len(),
+        outside[0],
+        actual[outside[0]],
+        expected[outside[0]]
+    );
+    for &i in &outside {
+        assert!(
+            (actual[i] - expected[i]).abs() <= BOUND_OF_MAX * scale,
+            "{what}: element {i} moved by more than {BOUND_OF_MAX} of the tensor's largest value {scale}: got {} expected {}",
+            actual[i],
+            expected[i]
+        );
+    }
+}
+
 /// Asserts bit equality (so -0.0 and 0.0 differ, NaN payloads matter).
 pub fn assert_bits_eq(what: &str, actual: &[f32], expected: &[f32]) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
