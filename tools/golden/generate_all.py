@@ -15,6 +15,7 @@ import conv_transpose_bn  # noqa: E402
 import frozen_bn  # noqa: E402
 import convert  # noqa: E402
 import fake_quant  # noqa: E402
+import learnable_fake_quant  # noqa: E402
 import modules  # noqa: E402
 import modules1d  # noqa: E402
 import modules3d  # noqa: E402
@@ -32,7 +33,7 @@ def total_size(path):
 def main():
     print("torch", TORCH_VERSION)
     # Each generator seeds itself, so the order here does not affect the output.
-    for gen in (fake_quant, qparams, observers, modules, modules1d, modules3d, conv_bn_f64, conv_transpose_bn,
+    for gen in (fake_quant, learnable_fake_quant, qparams, observers, modules, modules1d, modules3d, conv_bn_f64, conv_transpose_bn,
                 convert, frozen_bn):
         gen.main()
     size = total_size(GOLDEN_DIR)
