@@ -6,8 +6,12 @@
 #[macro_use]
 mod common;
 
+use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
+use burn_qat::fake_quantize::{FakeQuantize, FakeQuantizeConfig};
+use burn_qat::observer::ObserverConfig;
 use burn_qat::ops::{LearnableFakeQuantParams, fake_quantize_learnable};
+use burn_qat::quant::{QScheme, QuantDtype};
 use common::*;
 
 const FIXTURE: &str = "learnable_fake_quant.safetensors";
@@ -103,4 +107,69 @@ fn bad_qparams_are_errors() {
     assert!(fake_quantize_learnable(x.clone(), negative, three.clone(), &params).is_err(), "negative scale");
     let axis = LearnableFakeQuantParams { axis: Some(2), ..params };
     assert!(fake_quantize_learnable(x, three.clone(), three, &axis).is_err(), "axis beyond the rank");
+}
+
+/// `_LearnableFakeQuantize` as the fixture's cases configure it.
+fn module(case: &str) -> FakeQuantize {
+    let observer = match case {
+        "lm0" => ObserverConfig::moving_average(0.01).with_dtype(QuantDtype::QUInt8).with_quant_range(0, 15),
+        "lm1" => ObserverConfig::moving_average_per_channel(0.01, 0)
+            .with_dtype(QuantDtype::QInt8)
+            .with_qscheme(QScheme::PerChannelSymmetric)
+            .with_quant_range(-8, 7),
+        _ => unreachable!(),
+    };
+    FakeQuantizeConfig::learnable(observer, case == "lm0").init().unwrap()
+}
+
+fn run_module<const D: usize>(case: &str, device: &Device) {
+    let (g, meta) = load_golden(FIXTURE);
+    let schedule: serde_json::Value = serde_json::from_str(&meta[case]).unwrap();
+    let (statics, steps) = (schedule["static"].as_u64().unwrap() as usize, schedule["steps"].as_u64().unwrap() as usize);
+    let lr = schedule["lr"].as_f64().unwrap();
+    let mut fq = module(case);
+    fq.enable_static_estimate();
+    let mut optim = SgdConfig::new().init();
+    for step in 0..steps {
+        if step == statics {
+            fq.enable_param_learning();
+        }
+        let x: Tensor<D> = tensor(&g, &format!("{case}.x{step}"), device);
+        let w: Tensor<D> = tensor(&g, &format!("{case}.w{step}"), device);
+        let y = fq.forward(x).unwrap();
+        let what = |t: &str| format!("{case} step {step} {t} on {device:?}");
+        let expected_y = f32s(&g, &format!("{case}.y{step}"));
+        if step <= statics {
+            // The observer's qparams (or the first learned step's, made from them): exact.
+            assert_bits_eq(&what("output"), &to_vec(&y), &expected_y);
+        } else {
+            assert_close_except_rare_flips(&what("output"), &to_vec(&y), &expected_y, 1e-4, 1e-4);
+        }
+        if step >= statics {
+            let grads = GradientsParams::from_grads((y * w).sum().backward(), &fq);
+            fq = optim.step(lr, fq, grads);
+        }
+        let (scale, zero_point) = fq.learned_values().unwrap();
+        assert_close(&what("scale"), &scale, &f32s(&g, &format!("{case}.scale{step}")), 1e-5, 1e-7);
+        assert_close(&what("zero point"), &zero_point, &f32s(&g, &format!("{case}.zero_point{step}")), 1e-5, 1e-5);
+    }
+    let q = fq.calculate_qparams();
+    assert_close(&format!("{case} convert scale"), &q.scale, &f32s(&g, &format!("{case}.convert_scale")), 1e-5, 1e-7);
+    let zero_points: Vec<i64> = q.zero_point.iter().map(|&z| z as i64).collect();
+    assert_eq!(zero_points, ints(&g, &format!("{case}.convert_zero_point")), "{case} convert zero point");
+    let mut state = burn_qat::state_dict::StateDict::new();
+    fq.write_state("", &mut state);
+    let ours: Vec<&String> = state.keys().collect();
+    let theirs: Vec<String> = schedule["state_dict_keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    let mut ours: Vec<String> = ours.into_iter().cloned().collect();
+    ours.sort();
+    assert_eq!(ours, theirs, "{case}: the state dict's keys are PyTorch's");
+}
+
+#[test]
+fn the_module_matches_pytorch_through_static_estimates_and_learning() {
+    for device in devices() {
+        run_module::<4>("lm0", &device.clone().autodiff());
+        run_module::<4>("lm1", &device.autodiff());
+    }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use burn_qat::data::DataSource;
 use burn_qat::device::Accelerator;
+use burn_qat::qconfig::Quantizer;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -80,7 +81,7 @@ pub struct TrainArgs {
     pub qconfig: String,
     /// Use PyTorch's get_default_qat_qconfig(backend, version) exactly (0 or 1). Without it, our
     /// preset: one qparam formula for training and convert, int8 equal to the QAT eval bit for bit.
-    #[arg(long, conflicts_with_all = ["weight_bits", "act_bits", "per_tensor", "per_channel"])]
+    #[arg(long, conflicts_with_all = ["weight_bits", "act_bits", "per_tensor", "per_channel", "quantizer"])]
     pub qconfig_version: Option<u32>,
     /// Weight bits, 2 to 8 (signed, symmetric) [default: 8]. Other than 8, or with --act-bits other
     /// than 8, --per-tensor or --per-channel: a custom qconfig (QConfigBuilder) with exactly these
@@ -90,6 +91,11 @@ pub struct TrainArgs {
     /// Activation bits, 2 to 8 (unsigned, affine) [default: 8]; see --weight-bits.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=8))]
     pub act_bits: Option<u32>,
+    /// Where scales and zero points come from: fixed (observers), lsq (learned scales) or lsq+
+    /// (learned scales and zero points); learned ones start from the first batch's observer
+    /// estimate. Other than fixed: a custom qconfig, as --weight-bits.
+    #[arg(long, default_value = "fixed", value_parser = parse_quantizer)]
+    pub quantizer: Quantizer,
     /// Quantize weights with one scale per tensor (custom qconfig).
     #[arg(long, conflicts_with = "per_channel")]
     pub per_tensor: bool,
@@ -227,6 +233,10 @@ fn parse_device(text: &str) -> Result<Accelerator, String> {
     let device: Accelerator = text.parse().map_err(|e: burn_qat::QatError| e.to_string())?;
     device.device(0).map_err(|e| e.to_string())?;
     Ok(device)
+}
+
+fn parse_quantizer(text: &str) -> Result<Quantizer, String> {
+    Quantizer::parse(text).map_err(|e| e.to_string())
 }
 
 /// A learning rate SGD can use: finite and in (0, 10] (beyond that every model here diverges in

@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use burn_qat::QatError;
 use burn_qat::models::{self, InputShape};
-use burn_qat::qconfig::{QConfig, QConfigBuilder, QuantBackend, get_default_qat_qconfig};
+use burn_qat::qconfig::{QConfig, QConfigBuilder, QuantBackend, Quantizer, get_default_qat_qconfig};
 use burn_qat::workflow::{FloatModel, QatModel, prepare_qat};
 use serde_json::json;
 
@@ -51,6 +51,7 @@ pub struct QConfigFlags {
     pub act_bits: Option<u32>,
     pub per_tensor: bool,
     pub per_channel: bool,
+    pub quantizer: Quantizer,
 }
 
 /// The qconfig the flags ask for, and how to describe it.
@@ -71,6 +72,7 @@ impl QConfigFlags {
             act_bits: args.act_bits,
             per_tensor: args.per_tensor,
             per_channel: args.per_channel,
+            quantizer: args.quantizer,
         }
     }
 
@@ -78,7 +80,7 @@ impl QConfigFlags {
     /// or granularity flag is given.
     pub fn choose(&self) -> burn_qat::Result<QChoice> {
         let (weight_bits, act_bits) = (self.weight_bits.unwrap_or(8), self.act_bits.unwrap_or(8));
-        let custom = weight_bits != 8 || act_bits != 8 || self.per_tensor || self.per_channel;
+        let custom = weight_bits != 8 || act_bits != 8 || self.per_tensor || self.per_channel || self.quantizer != Quantizer::Fixed;
         let backend = QuantBackend::parse(&self.backend)?;
         if !custom {
             let (qconfig, description) = match self.version {
@@ -88,12 +90,17 @@ impl QConfigFlags {
             return Ok(QChoice { qconfig, description, weight_bits, act_bits, per_channel: backend != QuantBackend::Qnnpack });
         }
         let per_channel = !self.per_tensor;
-        let builder = QConfigBuilder::new().weight_bits(weight_bits).activation_bits(act_bits);
+        let builder = QConfigBuilder::new().weight_bits(weight_bits).activation_bits(act_bits).quantizer(self.quantizer);
         let builder = if per_channel { builder.per_channel_weights() } else { builder.per_tensor_weights() };
         let granularity = if per_channel { "per-channel" } else { "per-tensor" };
         Ok(QChoice {
             qconfig: builder.build()?,
-            description: format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine (consistent)"),
+            description: match self.quantizer {
+                Quantizer::Fixed => format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine (consistent)"),
+                learned => {
+                    format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine, {} (learned qparams)", learned.name())
+                }
+            },
             weight_bits,
             act_bits,
             per_channel,
@@ -125,6 +132,7 @@ impl RunSpec {
             "act_bits": q.act_bits,
             "per_tensor": q.per_tensor,
             "per_channel": q.per_channel,
+            "quantizer": q.quantizer.name(),
         })
         .to_string()
     }
@@ -154,6 +162,11 @@ impl RunSpec {
                 act_bits: bits("act_bits"),
                 per_tensor: v["per_tensor"].as_bool().unwrap_or(false),
                 per_channel: v["per_channel"].as_bool().unwrap_or(false),
+                // Runs from before learned quantizers had fixed ones.
+                quantizer: match v["quantizer"].as_str() {
+                    Some(name) => Quantizer::parse(name).map_err(|e| bad(e.to_string()))?,
+                    None => Quantizer::Fixed,
+                },
             },
         })
     }

@@ -11,6 +11,13 @@ pub enum FakeQuantizeVariant {
     /// `torch.ao.quantization.FusedMovingAvgObsFakeQuantize`, with the observer's averaging
     /// constant.
     FusedMovingAverage { averaging_constant: f32 },
+    /// `torch.ao.quantization._LearnableFakeQuantize`: scale and zero point are parameters,
+    /// estimated by the observer while it is enabled and learned by gradient descent once
+    /// `enable_param_learning` is called. `use_grad_scaling` multiplies their gradients by LSQ's
+    /// `1 / sqrt(numel * quant_max)`.
+    /// `learn_zero_point: false` holds the zero point at the observer's estimate (LSQ proper;
+    /// PyTorch's module always learns it, as LSQ+ does).
+    Learnable { use_grad_scaling: bool, learn_zero_point: bool },
 }
 
 /// How to build a [`FakeQuantize`]: its observer, variant, and the qparam formula for training
@@ -52,6 +59,27 @@ impl FakeQuantizeConfig {
             train_qparams: QParamFormula::ChooseQParams,
             convert_qparams: QParamFormula::Observer,
         })
+    }
+
+    /// PyTorch `_LearnableFakeQuantize(observer, use_grad_scaling=...)`: the observer's estimate
+    /// (its formula) until learning starts, then learned values, which convert uses as they are.
+    /// With `use_grad_scaling` this is LSQ (Esser et al. 2020); with an affine scheme the zero
+    /// point learns too (LSQ+, Bhalgat et al. 2020).
+    pub fn learnable(observer: ObserverConfig, use_grad_scaling: bool) -> Self {
+        Self {
+            observer,
+            variant: FakeQuantizeVariant::Learnable { use_grad_scaling, learn_zero_point: true },
+            train_qparams: QParamFormula::Observer,
+            convert_qparams: QParamFormula::Observer,
+        }
+    }
+
+    /// A learnable fake quant whose zero point stays at the observer's estimate.
+    pub fn with_fixed_zero_point(mut self) -> Self {
+        if let FakeQuantizeVariant::Learnable { learn_zero_point, .. } = &mut self.variant {
+            *learn_zero_point = false;
+        }
+        self
     }
 
     /// One formula for training and convert: the training one. With it the converted model

@@ -14,9 +14,12 @@
 //! [`FakeQuantizeConfig::consistent`] makes them one.
 
 mod config;
+mod learnable;
 
 pub use config::{FakeQuantizeConfig, FakeQuantizeVariant};
+pub use learnable::LearnedQParams;
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 
 use crate::error::{QatError, Result};
@@ -25,21 +28,48 @@ use crate::ops::{FakeQuantParams, fake_quantize};
 use crate::quant::QParams;
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
 
-/// An observer, its current qparams, and the two enable flags.
-#[derive(Clone, Debug)]
+/// An observer, its current qparams, and the two enable flags; for the learnable variant, the
+/// learned qparams as parameters (the module's only ones).
+#[derive(Module, Debug)]
 pub struct FakeQuantize {
+    /// The learnable variant's scale and zero point, made on its first forward.
+    pub learned: Option<LearnedQParams>,
+    #[module(skip)]
     config: FakeQuantizeConfig,
     /// PyTorch's `activation_post_process`.
+    #[module(skip)]
     pub observer: Observer,
+    #[module(skip)]
     scale: Vec<f32>,
+    #[module(skip)]
     zero_point: Vec<i32>,
+    #[module(skip)]
     fake_quant_enabled: bool,
+    /// For the learnable variant, PyTorch's `static_enabled`.
+    #[module(skip)]
     observer_enabled: bool,
+    #[module(skip)]
+    learnable: Option<learnable::LearnableState>,
 }
 
 impl FakeQuantize {
     pub(crate) fn new(config: FakeQuantizeConfig, observer: Observer) -> Self {
-        Self { config, observer, scale: vec![1.0], zero_point: vec![0], fake_quant_enabled: true, observer_enabled: true }
+        let learnable = matches!(config.variant, FakeQuantizeVariant::Learnable { .. }).then(learnable::LearnableState::new);
+        Self {
+            learned: None,
+            config,
+            observer,
+            scale: vec![1.0],
+            zero_point: vec![0],
+            fake_quant_enabled: true,
+            observer_enabled: true,
+            learnable,
+        }
+    }
+
+    /// Whether this is the learnable variant (`_LearnableFakeQuantize`).
+    pub fn is_learnable(&self) -> bool {
+        self.learnable.is_some()
     }
 
     pub fn config(&self) -> &FakeQuantizeConfig {
@@ -48,11 +78,17 @@ impl FakeQuantize {
 
     /// The qparams fake quantization currently uses (PyTorch's `scale` / `zero_point` buffers).
     pub fn qparams(&self) -> QParams {
+        if self.is_learnable() {
+            return self.learned_qparams();
+        }
         QParams { scale: self.scale.clone(), zero_point: self.zero_point.clone() }
     }
 
     /// The qparams for convert, by the configured convert formula (PyTorch: the observer's).
     pub fn calculate_qparams(&self) -> QParams {
+        if self.is_learnable() {
+            return self.learned_qparams();
+        }
         self.observer.qparams_with(self.config.convert_qparams)
     }
 
@@ -166,9 +202,10 @@ impl FakeQuantize {
     /// The fake-quant op parameters for the current qparams.
     pub fn fake_quant_params(&self) -> FakeQuantParams {
         let range = self.observer.spec().range;
+        let q = self.qparams();
         FakeQuantParams {
-            scale: self.scale.clone(),
-            zero_point: self.zero_point.clone(),
+            scale: q.scale,
+            zero_point: q.zero_point,
             axis: self.observer.ch_axis(),
             quant_min: range.quant_min,
             quant_max: range.quant_max,
@@ -189,6 +226,9 @@ impl FakeQuantize {
             return Ok(x);
         }
         match self.config.variant {
+            FakeQuantizeVariant::Learnable { use_grad_scaling, learn_zero_point } => {
+                return self.forward_learnable(x, use_grad_scaling, learn_zero_point);
+            }
             FakeQuantizeVariant::Standard => {
                 if self.observer_enabled {
                     self.observer.observe_known(&x, min_max)?;
@@ -226,13 +266,16 @@ impl FakeQuantize {
     /// Flags are uint8 in `FakeQuantize` and int64 in the fused variant, as PyTorch stores them.
     fn flag(&self, on: bool) -> TensorValue {
         let values = match self.config.variant {
-            FakeQuantizeVariant::Standard => Values::U8(vec![on as u8]),
+            FakeQuantizeVariant::Standard | FakeQuantizeVariant::Learnable { .. } => Values::U8(vec![on as u8]),
             FakeQuantizeVariant::FusedMovingAverage { .. } => Values::I64(vec![on as i64]),
         };
         TensorValue { shape: vec![1], values }
     }
 
     pub fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        if self.is_learnable() {
+            return self.write_learnable_state(prefix, out);
+        }
         out.insert(join(prefix, "fake_quant_enabled"), self.flag(self.fake_quant_enabled));
         out.insert(join(prefix, "observer_enabled"), self.flag(self.observer_enabled));
         out.insert(join(prefix, "scale"), TensorValue::f32_vec(self.scale.clone()));
@@ -242,6 +285,9 @@ impl FakeQuantize {
 
     /// Reads the flags, qparams (any length: PyTorch resizes the buffers on load) and observer.
     pub fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        if self.is_learnable() {
+            return self.read_learnable_state(prefix, reader);
+        }
         for (key, slot) in [("fake_quant_enabled", &mut self.fake_quant_enabled), ("observer_enabled", &mut self.observer_enabled)] {
             if let Some((_, v)) = reader.int(&join(prefix, key), Some(&[1])) {
                 *slot = v[0] != 0;

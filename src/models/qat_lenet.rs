@@ -23,7 +23,6 @@ pub struct QatLeNet {
     pub fc1: LinearReLU,
     pub fc2: qat::Linear,
     /// PyTorch's `QuantStub`: fake quantizes the normalized input.
-    #[module(skip)]
     pub quant: FakeQuantize,
 }
 

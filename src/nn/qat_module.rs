@@ -37,6 +37,17 @@ pub trait QatModule {
     fn disable_fake_quant(&mut self) {
         self.enable_fake_quant(false);
     }
+
+    /// PyTorch `enable_param_learning` on every learnable fake quant inside (the others are
+    /// left as they are): scale and zero point learn from here on, the observers stop.
+    fn enable_param_learning(&mut self) {
+        self.fake_quants_mut().into_iter().for_each(|fq| fq.enable_param_learning());
+    }
+
+    /// Whether any fake quant inside learns its qparams (or could: a learnable one).
+    fn has_learnable_fake_quant(&mut self) -> bool {
+        self.fake_quants_mut().iter().any(|fq| fq.is_learnable())
+    }
 }
 
 macro_rules! conv_linear_fake_quants {

@@ -1,4 +1,4 @@
-use super::{DEFAULT_AVERAGING_CONSTANT, QConfig};
+use super::{DEFAULT_AVERAGING_CONSTANT, QConfig, Quantizer};
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantizeConfig;
 use crate::observer::ObserverConfig;
@@ -25,6 +25,7 @@ pub struct QConfigBuilder {
     averaging_constant: f32,
     fused: bool,
     formula: QParamFormula,
+    quantizer: Quantizer,
 }
 
 impl Default for QConfigBuilder {
@@ -44,6 +45,7 @@ impl QConfigBuilder {
             averaging_constant: DEFAULT_AVERAGING_CONSTANT,
             fused: true,
             formula: QParamFormula::Observer,
+            quantizer: Quantizer::Fixed,
         }
     }
 
@@ -91,6 +93,12 @@ impl QConfigBuilder {
         self
     }
 
+    /// Learned qparams (LSQ, LSQ+) for weights and activations instead of observers alone.
+    pub fn quantizer(mut self, quantizer: Quantizer) -> Self {
+        self.quantizer = quantizer;
+        self
+    }
+
     /// The qparam formula for both training and convert.
     pub fn qparam_formula(mut self, formula: QParamFormula) -> Self {
         self.formula = formula;
@@ -102,7 +110,12 @@ impl QConfigBuilder {
     }
 
     fn fake_quant(&self, observer: ObserverConfig) -> Result<FakeQuantizeConfig> {
-        let config = if self.fused { FakeQuantizeConfig::fused(observer)? } else { FakeQuantizeConfig::standard(observer) };
+        let config = match self.quantizer {
+            Quantizer::Lsq => return Ok(FakeQuantizeConfig::learnable(observer, true).with_fixed_zero_point()),
+            Quantizer::LsqPlus => return Ok(FakeQuantizeConfig::learnable(observer, true)),
+            Quantizer::Fixed if self.fused => FakeQuantizeConfig::fused(observer)?,
+            Quantizer::Fixed => FakeQuantizeConfig::standard(observer),
+        };
         Ok(config.with_qparam_formula(self.formula))
     }
 

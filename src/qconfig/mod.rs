@@ -3,8 +3,10 @@
 //! bit widths and schemes ([`QConfigBuilder`]).
 
 mod builder;
+mod quantizer;
 
 pub use builder::QConfigBuilder;
+pub use quantizer::Quantizer;
 
 use std::fmt;
 

@@ -405,6 +405,11 @@ pub(crate) fn run_epochs<M: Classifier>(
             };
             let (loss_value, right) = stepper.step(train, batch, lr, &context)?;
             step += 1;
+            if step == 1 {
+                // Learned quantizers start from the first batch's observer estimate (PyTorch's
+                // static estimate), then learn.
+                stepper.each_model(&mut |model| model.enable_param_learning());
+            }
             loss_sum += loss_value * batch.len() as f64;
             correct += right;
             seen += batch.len();

@@ -20,7 +20,6 @@ pub struct QatBatchNorm2d {
     pub bn: BatchNorm,
     #[module(skip)]
     pub relu: bool,
-    #[module(skip)]
     pub activation_post_process: Option<FakeQuantize>,
 }
 

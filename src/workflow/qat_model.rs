@@ -19,7 +19,6 @@ use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, jo
 /// `QuantStub` after prepare: fake quantizes the float input.
 #[derive(Module, Debug)]
 pub struct QatQuantStub {
-    #[module(skip)]
     pub activation_post_process: FakeQuantize,
 }
 
@@ -29,7 +28,6 @@ pub struct QatQuantStub {
 pub struct QatResidual {
     pub body: Vec<Named<QatLayer>>,
     pub relu: bool,
-    #[module(skip)]
     pub add: FakeQuantize,
 }
 

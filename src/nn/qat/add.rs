@@ -16,7 +16,6 @@ use crate::workflow::ToQuantized;
 /// `fake_quant(a + b)`, or `fake_quant(relu(a + b))` with `relu`.
 #[derive(Module, Debug)]
 pub struct Add {
-    #[module(skip)]
     pub activation_post_process: FakeQuantize,
     #[module(skip)]
     pub relu: bool,

@@ -19,10 +19,8 @@ pub struct ConvNd<const D: usize, O: ConvGeometry<D>> {
     pub bias: Option<Param<Tensor<1>>>,
     #[module(skip)]
     pub options: O,
-    #[module(skip)]
     pub weight_fake_quant: FakeQuantize,
     /// The output fake quant `prepare_qat` attaches; `None` until then.
-    #[module(skip)]
     pub activation_post_process: Option<FakeQuantize>,
     #[module(skip)]
     pub qconfig: QConfig,

@@ -14,10 +14,8 @@ use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, jo
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
-    #[module(skip)]
     pub weight_fake_quant: FakeQuantize,
     /// The output fake quant `prepare_qat` attaches; `None` until then.
-    #[module(skip)]
     pub activation_post_process: Option<FakeQuantize>,
     #[module(skip)]
     pub qconfig: QConfig,

@@ -38,10 +38,8 @@ pub struct ConvBnNd<const D: usize, O: ConvGeometry<D>> {
     pub bn: BatchNorm,
     #[module(skip)]
     pub options: O,
-    #[module(skip)]
     pub weight_fake_quant: FakeQuantize,
     /// The output fake quant `prepare_qat` attaches; `None` until then.
-    #[module(skip)]
     pub activation_post_process: Option<FakeQuantize>,
     #[module(skip)]
     pub qconfig: QConfig,

@@ -25,9 +25,7 @@ pub struct LinearBn1d {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
     pub bn: BatchNorm,
-    #[module(skip)]
     pub weight_fake_quant: FakeQuantize,
-    #[module(skip)]
     pub activation_post_process: Option<FakeQuantize>,
     #[module(skip)]
     pub qconfig: QConfig,

@@ -1,0 +1,144 @@
+//! Learned quantizers (LSQ, LSQ+) in whole models: the scales train, convert consumes them with
+//! int8 == QAT eval bit for bit, the state dict restores them exactly, and data-parallel
+//! replicas hold identical learned values after every step.
+
+#[macro_use]
+mod common;
+
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_qat::data::{default_mnist_dir, load_mnist};
+use burn_qat::nn::{PaddingMode, QatModule};
+use burn_qat::parallel::DataParallel;
+use burn_qat::qconfig::{QConfig, QConfigBuilder, Quantizer};
+use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, Values};
+use burn_qat::workflow::{EvalArithmetic, QatModel, convert, prepare_qat};
+use common::*;
+
+fn qconfig(quantizer: Quantizer) -> QConfig {
+    QConfigBuilder::new().weight_bits(4).activation_bits(4).quantizer(quantizer).build().unwrap()
+}
+
+fn logits(model: &mut QatModel, x: Tensor<4>) -> Vec<f32> {
+    let device = x.device();
+    to_vec(&model.forward(x).unwrap().into_features(&device).unwrap())
+}
+
+/// The learned scales and zero points of every learnable fake quant, by state-dict key.
+fn learned(state: &StateDict) -> Vec<(String, Vec<f32>)> {
+    state
+        .iter()
+        .filter(|(k, _)| {
+            state.contains_key(&k.replace(".scale", ".learning_enabled"))
+                || state.contains_key(&k.replace(".zero_point", ".learning_enabled"))
+        })
+        .filter(|(k, _)| k.ends_with(".scale") || k.ends_with(".zero_point"))
+        .map(|(k, v)| match &v.values {
+            Values::F32(x) => (k.clone(), x.clone()),
+            other => panic!("{k}: a learned value is f32, found {other:?}"),
+        })
+        .collect()
+}
+
+/// Six SGD steps: the first estimates the qparams from the observers, the rest learn them.
+fn trained(quantizer: Quantizer) -> (QatModel, StateDict) {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let mut model = prepare_qat(small_cnn(&device, PaddingMode::Zeros).fuse().unwrap(), qconfig(quantizer)).unwrap();
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
+    let mut estimated = StateDict::new();
+    for step in 0..6 {
+        if step == 1 {
+            estimated = model.state_dict();
+            model.enable_param_learning();
+        }
+        if step == 4 {
+            model.freeze_bn_stats();
+        }
+        let x = Tensor::<4>::random([8, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+        let out = model.forward(x).unwrap().into_features(&device).unwrap();
+        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
+        model = optim.step(0.05, model, grads);
+    }
+    (model, estimated)
+}
+
+#[test]
+fn learned_scales_train_and_int8_equals_the_qat_eval_bit_for_bit() {
+    let _serial = serial();
+    for quantizer in [Quantizer::Lsq, Quantizer::LsqPlus] {
+        let (mut model, estimated) = trained(quantizer);
+        let before = learned(&estimated);
+        let after = learned(&model.state_dict());
+        assert_eq!(before.len(), after.len());
+        assert!(before.len() >= 12, "{quantizer:?}: {} learned tensors", before.len());
+        let moved_scales = before.iter().zip(&after).filter(|((k, a), (_, b))| k.ends_with(".scale") && a != b).count();
+        assert!(moved_scales >= 6, "{quantizer:?}: only {moved_scales} scales learned");
+        if quantizer == Quantizer::Lsq {
+            for ((key, a), (_, b)) in before.iter().zip(&after).filter(|((k, _), _)| k.ends_with(".zero_point")) {
+                assert_eq!(a, b, "LSQ holds {key} at the observer's estimate");
+            }
+        }
+
+        assert_eq!(model.eval_arithmetic, EvalArithmetic::Deployment);
+        model.set_training(false);
+        model.disable_observer();
+        let int8 = convert(&model).unwrap();
+        let device = Device::flex().autodiff();
+        device.seed(9);
+        let x = Tensor::<4>::random([16, 1, 12, 12], Distribution::Normal(0.0, 1.5), &device);
+        let int8_out = to_vec(&int8.forward(x.clone().inner()).unwrap().into_features(&Device::flex()).unwrap());
+        assert_bits_eq(&format!("{quantizer:?}: int8 vs QAT eval"), &int8_out, &logits(&mut model, x));
+    }
+}
+
+#[test]
+fn the_state_dict_restores_learned_qparams_exactly() {
+    let _serial = serial();
+    let (mut model, _) = trained(Quantizer::LsqPlus);
+    model.set_training(false);
+    let state = model.state_dict();
+    assert!(state.contains_key("fc1.weight_fake_quant.learning_enabled"), "{:?}", state.keys().collect::<Vec<_>>());
+    assert!(state.contains_key("quant.activation_post_process.static_enabled"));
+    let device = Device::flex().autodiff();
+    let mut fresh = prepare_qat(small_cnn(&device, PaddingMode::Zeros).fuse().unwrap(), qconfig(Quantizer::LsqPlus)).unwrap();
+    fresh.load_state_dict(&state).unwrap();
+    fresh.set_training(false);
+    assert_eq!(learned(&fresh.state_dict()), learned(&state));
+    let x = Tensor::<4>::random([4, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+    assert_bits_eq("reloaded model", &logits(&mut fresh, x.clone()), &logits(&mut model, x));
+
+    // A corrupt learned scale is refused, naming the key.
+    let mut bad = state.clone();
+    bad.insert("fc1.weight_fake_quant.scale".into(), burn_qat::state_dict::TensorValue::f32_vec(vec![-1.0; 32]));
+    let err = fresh.load_state_dict(&bad).unwrap_err().to_string();
+    assert!(err.contains("fc1.weight_fake_quant.scale"), "{err}");
+}
+
+#[test]
+fn data_parallel_replicas_hold_the_same_learned_qparams_after_every_step() {
+    let _serial = serial();
+    let (train, _) = load_mnist(&default_mnist_dir()).unwrap();
+    let cpu = Device::flex().autodiff();
+    cpu.seed(7);
+    let model = prepare_qat(burn_qat::models::lenet(&cpu).unwrap().fuse().unwrap(), qconfig(Quantizer::LsqPlus)).unwrap();
+    let sgd = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init();
+    let mut dp = DataParallel::new(model, &[Device::flex(), Device::flex()], sgd).unwrap();
+    let order: Vec<usize> = (0..96).collect();
+    let mut first_learned = Vec::new();
+    for (step, batch) in order.chunks(31).take(3).enumerate() {
+        if step == 1 {
+            dp.for_each_replica(|m| m.enable_param_learning());
+        }
+        dp.train_step(&train, batch, 0.05).unwrap();
+        let states: Vec<StateDict> = dp.replicas().iter().map(|m| m.state_dict()).collect();
+        assert!(states[1] == states[0], "replica 1 differs from replica 0 after step {step}");
+        if step == 1 {
+            first_learned = learned(&states[0]);
+        }
+        if step == 2 {
+            assert_ne!(learned(&states[0]), first_learned, "the learned qparams moved");
+        }
+    }
+}
