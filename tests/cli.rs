@@ -237,6 +237,33 @@ fn train_with_four_bit_weights_and_activations() {
     assert!(out.join("curves.png").is_file() && out.join("int8.safetensors").is_file());
 }
 
+/// Learned scales (LSQ) at 4 bits: recorded, converted with int8 == the QAT eval on every
+/// test digit, and the saved QAT model evaluates again from its file.
+#[test]
+fn train_with_a_learned_quantizer() {
+    let out = out_dir("lsq");
+    let args = ["train", "--epochs", "1", "--qat-epochs", "1", "--weight-bits", "4", "--act-bits", "4", "--quantizer", "lsq"];
+    let output = burn_qat(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+    check_success(&output, "train --quantizer lsq");
+    let metrics = read_metrics(&out);
+    assert!(metrics["qconfig"].as_str().is_some_and(|q| q.contains("lsq")), "{metrics}");
+    let agreement = &metrics["int8_agreement"]["with_qat_integer"];
+    assert_eq!((agreement["argmax"].as_f64(), agreement["logits_equal"].as_f64()), (Some(1.0), Some(1.0)), "{metrics}");
+    assert!(accuracy(&metrics, "int8_accuracy") > 0.9, "{metrics}");
+    let eval = burn_qat(&["eval", "--checkpoint", out.join("qat.safetensors").to_str().unwrap()]);
+    check_success(&eval, "eval of an LSQ-trained qat.safetensors");
+}
+
+#[test]
+fn unknown_quantizers_and_learned_ones_with_pytorch_presets_are_refused() {
+    let output = burn_qat(&["train", "--quantizer", "pact", "--out", out_dir("bad-quantizer").to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("expected fixed, lsq or lsq+"), "{}", text(&output.stderr));
+    let output = burn_qat(&["train", "--quantizer", "lsq", "--qconfig-version", "1", "--out", out_dir("bad-quantizer").to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("cannot be used with"), "{}", text(&output.stderr));
+}
+
 #[test]
 fn bit_widths_outside_two_to_eight_are_refused() {
     for bits in ["1", "9"] {
