@@ -254,6 +254,31 @@ fn train_with_a_learned_quantizer() {
     check_success(&eval, "eval of an LSQ-trained qat.safetensors");
 }
 
+/// `--distill`: recorded with its temperature; a temperature that is not positive is refused.
+#[test]
+fn train_with_distillation() {
+    let out = out_dir("distill");
+    let output = burn_qat(&[
+        "train",
+        "--epochs",
+        "1",
+        "--qat-epochs",
+        "1",
+        "--distill",
+        "--distill-temperature",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    check_success(&output, "train --distill");
+    let metrics = read_metrics(&out);
+    assert_eq!(metrics["distill_temperature"].as_f64(), Some(2.0), "{metrics}");
+    assert!(accuracy(&metrics, "int8_accuracy") > 0.9, "{metrics}");
+    let output = burn_qat(&["train", "--distill", "--distill-temperature", "0", "--out", out_dir("bad-distill").to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("finite and positive"), "{}", text(&output.stderr));
+}
+
 #[test]
 fn unknown_quantizers_and_learned_ones_with_pytorch_presets_are_refused() {
     let output = burn_qat(&["train", "--quantizer", "pact", "--out", out_dir("bad-quantizer").to_str().unwrap()]);

@@ -96,6 +96,13 @@ pub struct TrainArgs {
     /// estimate. Other than fixed: a custom qconfig, as --weight-bits.
     #[arg(long, default_value = "fixed", value_parser = parse_quantizer)]
     pub quantizer: Quantizer,
+    /// QAT learns from the float model's predictions as well as the labels: the loss adds
+    /// T^2 * KL(softmax(float / T) || softmax(QAT / T)) to the cross entropy.
+    #[arg(long)]
+    pub distill: bool,
+    /// The distillation temperature T, finite and positive.
+    #[arg(long, default_value_t = DEFAULT_DISTILL_TEMPERATURE, value_name = "T", value_parser = parse_temperature)]
+    pub distill_temperature: f64,
     /// Quantize weights with one scale per tensor (custom qconfig).
     #[arg(long, conflicts_with = "per_channel")]
     pub per_tensor: bool,
@@ -233,6 +240,14 @@ fn parse_device(text: &str) -> Result<Accelerator, String> {
     let device: Accelerator = text.parse().map_err(|e: burn_qat::QatError| e.to_string())?;
     device.device(0).map_err(|e| e.to_string())?;
     Ok(device)
+}
+
+/// The default --distill-temperature.
+pub const DEFAULT_DISTILL_TEMPERATURE: f64 = 4.0;
+
+fn parse_temperature(text: &str) -> Result<f64, String> {
+    let t: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if t.is_finite() && t > 0.0 { Ok(t) } else { Err(format!("the temperature must be finite and positive, got {t}")) }
 }
 
 fn parse_quantizer(text: &str) -> Result<Quantizer, String> {

@@ -12,13 +12,13 @@ use burn_qat::models::InputShape;
 use burn_qat::report::{Curves, plot_curves};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, load_safetensors, save_safetensors};
 use burn_qat::train::{
-    Agreement, EpochReport, Logits, ResumePoint, TrainOptions, accuracy, agreement, calibrate, int8_logits, logits, reports_from_json,
-    reports_to_json, train_classifier_on,
+    Agreement, Distillation, EpochReport, Logits, ResumePoint, TrainOptions, accuracy, agreement, calibrate, int8_logits, logits,
+    reports_from_json, reports_to_json, train_classifier_on,
 };
 use burn_qat::workflow::{EvalArithmetic, convert};
 use serde_json::json;
 
-use super::args::TrainArgs;
+use super::args::{DEFAULT_DISTILL_TEMPERATURE, TrainArgs};
 use super::progress::{EPOCH_KEY, OPTIMIZER_TENSORS_KEY, PhaseHooks, REPORTS_KEY, print_header};
 use super::run_spec::{QConfigFlags, RUN_KEY, RunSpec};
 use super::saved_model::{FLOAT_STAGE, QAT_STAGE, STAGE_KEY, TRAINING_KEY};
@@ -43,6 +43,8 @@ fn training_flags(args: &TrainArgs, data: &str) -> serde_json::Value {
         "disable_observer_epoch": args.disable_observer_epoch(),
         "device": args.device.name(),
         "devices": args.devices,
+        "distill": args.distill,
+        "distill_temperature": args.distill_temperature,
     })
 }
 
@@ -115,7 +117,13 @@ fn flag_differences(then: &serde_json::Value, now: &serde_json::Value) -> Vec<St
     let empty = serde_json::Map::new();
     let (mut a, b) = (then.as_object().unwrap_or(&empty).clone(), now.as_object().unwrap_or(&empty));
     // Checkpoints from before --device and --devices were trained on one CPU.
-    for (key, old) in [("device", json!("cpu")), ("devices", json!(1))] {
+    // And from before --distill, without distillation.
+    for (key, old) in [
+        ("device", json!("cpu")),
+        ("devices", json!(1)),
+        ("distill", json!(false)),
+        ("distill_temperature", json!(DEFAULT_DISTILL_TEMPERATURE)),
+    ] {
         if b.contains_key(key) {
             a.entry(key).or_insert(old);
         }
@@ -248,6 +256,10 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let float_model_bytes = file_size(&float_path)?;
     let float_for_ptq = float_model.valid();
 
+    let distillation = match args.distill {
+        true => Some(Distillation::from_teacher(&float_model, &train_set, args.distill_temperature, &device)?),
+        false => None,
+    };
     let mut qat = spec.prepare(float_model)?;
     let point = match &resumed {
         Some(r) if r.stage == QAT_STAGE => {
@@ -262,6 +274,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         seed: args.seed.wrapping_add(1000),
         freeze_bn_from_epoch: Some(args.freeze_bn_epoch()),
         disable_observer_from_epoch: Some(args.disable_observer_epoch()),
+        distillation,
         ..float_options
     };
     let mut qat_metadata = metadata.clone();
@@ -335,6 +348,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         "threads": rayon::current_num_threads(),
         "device": args.device.name(),
         "devices": args.devices,
+        "distill_temperature": args.distill.then_some(args.distill_temperature),
     });
     let metrics_path = args.out.join("metrics.json");
     std::fs::write(&metrics_path, serde_json::to_string_pretty(&metrics).expect("json")).map_err(|e| io_error(&metrics_path, e))?;

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 use super::collective::{Group, Replica};
 use crate::data::Dataset;
 use crate::error::{QatError, Result};
-use crate::train::{Classifier, Stepper, checked_loss, cross_entropy};
+use crate::train::{Classifier, Distillation, Stepper, checked_loss, training_loss};
 
 /// One model on several devices: a replica and an optimizer per device.
 pub struct DataParallel<M> {
@@ -20,6 +20,7 @@ pub struct DataParallel<M> {
     optims: Vec<ModuleOptimizer>,
     devices: Vec<Device>,
     group: Arc<Group>,
+    distillation: Option<Distillation>,
 }
 
 impl<M: Classifier + Send> DataParallel<M> {
@@ -33,7 +34,13 @@ impl<M: Classifier + Send> DataParallel<M> {
         // `fork`: each replica's parameters are leaves of its own, not a view of `model`'s.
         let replicas = devices.iter().map(|d| Some(model.clone().fork(d))).collect();
         let optims = devices.iter().map(|_| optim.clone()).collect();
-        Ok(Self { replicas, optims, group: Group::new(devices.len()), devices })
+        Ok(Self { replicas, optims, group: Group::new(devices.len()), devices, distillation: None })
+    }
+
+    /// Adds distillation from a teacher's logits to every replica's loss.
+    pub fn with_distillation(mut self, distillation: Option<Distillation>) -> Self {
+        self.distillation = distillation;
+        self
     }
 
     /// One SGD step at `lr` on `batch` (indices into `train`), shared among the replicas:
@@ -88,6 +95,7 @@ impl<M: Classifier + Send> Stepper<M> for DataParallel<M> {
         // Forward, one thread per replica: each replica's mean loss weighted by its share, so
         // that their sum is the mean over the whole batch.
         let group = &self.group;
+        let distillation = self.distillation.as_ref();
         let outcomes: Vec<Result<(Tensor<1>, usize)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .replicas
@@ -101,7 +109,7 @@ impl<M: Classifier + Send> Stepper<M> for DataParallel<M> {
                     scope.spawn(move || {
                         replica.run(|| {
                             let (images, labels) = train.batch(share, device);
-                            let (loss, right) = cross_entropy(model.logits(images)?, labels);
+                            let (loss, right) = training_loss(model.logits(images)?, labels, share, distillation)?;
                             Ok((loss * (share.len() as f64 / total), right))
                         })
                     })

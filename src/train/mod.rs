@@ -2,6 +2,7 @@
 //! freeze BN statistics from one epoch, disable observers from a later one.
 
 mod agreement;
+mod distill;
 mod resume;
 
 use std::time::Instant;
@@ -16,6 +17,8 @@ use crate::data::{Dataset, shuffled_indices};
 use crate::error::{QatError, Result};
 use crate::nn::QatModule;
 pub use agreement::{Agreement, Logits, agreement, int8_logits, logits};
+pub use distill::Distillation;
+pub(crate) use distill::training_loss;
 pub use resume::{OPTIMIZER_KEY, ResumePoint, reports_from_json, reports_to_json, stable_param_ids};
 
 /// A model the loop can train: logits from images, and the QAT switches.
@@ -90,6 +93,8 @@ pub struct TrainOptions {
     pub disable_observer_from_epoch: Option<usize>,
     /// Anneal the learning rate to 0 along a half cosine over the whole run.
     pub cosine_lr: bool,
+    /// Learn from a teacher's soft predictions too (QAT from the float model).
+    pub distillation: Option<Distillation>,
 }
 
 impl Default for TrainOptions {
@@ -103,6 +108,7 @@ impl Default for TrainOptions {
             freeze_bn_from_epoch: Some(2),
             disable_observer_from_epoch: Some(2),
             cosine_lr: true,
+            distillation: None,
         }
     }
 }
@@ -157,7 +163,7 @@ pub fn train_classifier_data_parallel<M: Classifier + Send>(
     }
     let model = stable_param_ids(model);
     let optim = resume::load_optimizer(sgd(options), &resume, &model)?;
-    let stepper = crate::parallel::DataParallel::new(model, devices, optim)?;
+    let stepper = crate::parallel::DataParallel::new(model, devices, optim)?.with_distillation(options.distillation.clone());
     run_epochs(stepper, train, test, options, hooks, resume)
 }
 
@@ -266,7 +272,7 @@ pub fn train_classifier_from<M: Classifier>(
     check_run(train, test, options, &resume)?;
     let model = stable_param_ids(model);
     let optim = resume::load_optimizer(sgd(options), &resume, &model)?;
-    let stepper = OneDevice { model: Some(model), optim, device: device.clone() };
+    let stepper = OneDevice { model: Some(model), optim, device: device.clone(), distillation: options.distillation.clone() };
     run_epochs(stepper, train, test, options, hooks, resume)
 }
 
@@ -316,6 +322,7 @@ struct OneDevice<M> {
     model: Option<M>,
     optim: ModuleOptimizer,
     device: Device,
+    distillation: Option<Distillation>,
 }
 
 impl<M: Classifier> Stepper<M> for OneDevice<M> {
@@ -330,7 +337,7 @@ impl<M: Classifier> Stepper<M> for OneDevice<M> {
     fn step(&mut self, train: &Dataset, batch: &[usize], lr: f64, context: &dyn Fn() -> String) -> Result<(f64, usize)> {
         let (images, labels) = train.batch(batch, &self.device);
         let model = self.model.as_mut().expect("a model between steps");
-        let (loss, right) = cross_entropy(model.logits(images)?, labels);
+        let (loss, right) = training_loss(model.logits(images)?, labels, batch, self.distillation.as_ref())?;
         let loss_value = checked_loss(&loss, context)?;
         let grads = GradientsParams::from_grads(loss.backward(), model);
         let model = self.model.take().expect("a model between steps");
