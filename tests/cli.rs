@@ -279,6 +279,28 @@ fn train_with_distillation() {
     assert!(text(&output.stderr).contains("finite and positive"), "{}", text(&output.stderr));
 }
 
+/// `--sweep-bits`: one float model, then PTQ, QAT fixed and QAT learned at each width.
+#[test]
+fn a_bit_width_sweep_writes_its_table() {
+    let out = out_dir("sweep");
+    let output = burn_qat(&["train", "--sweep-bits", "8,2", "--epochs", "1", "--qat-epochs", "1", "--out", out.to_str().unwrap()]);
+    check_success(&output, "train --sweep-bits 8,2");
+    let sweep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    let rows = sweep["rows"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["bits"].as_u64().unwrap()).collect::<Vec<_>>(), [8, 2], "{sweep}");
+    for row in rows {
+        for key in ["ptq", "qat_fixed", "qat_learned"] {
+            assert!(row[key].as_f64().is_some_and(|a| a > 0.5 && a <= 1.0), "{key} in {row}");
+        }
+    }
+    // Measured after one epoch each: at 2 bits PTQ 70.35%, QAT 88.15% (fixed), 90.45% (lsq).
+    assert!(rows[1]["qat_fixed"].as_f64() > rows[1]["ptq"].as_f64(), "{sweep}");
+    let table = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    assert!(table.contains("| 2/2 |") && table.contains("QAT lsq"), "{table}");
+    let output = burn_qat(&["train", "--sweep-bits", "4", "--weight-bits", "4", "--out", out_dir("bad-sweep").to_str().unwrap()]);
+    assert!(!output.status.success(), "--sweep-bits with --weight-bits accepted");
+}
+
 #[test]
 fn unknown_quantizers_and_learned_ones_with_pytorch_presets_are_refused() {
     let output = burn_qat(&["train", "--quantizer", "pact", "--out", out_dir("bad-quantizer").to_str().unwrap()]);

@@ -96,6 +96,12 @@ pub struct TrainArgs {
     /// estimate. Other than fixed: a custom qconfig, as --weight-bits.
     #[arg(long, default_value = "fixed", value_parser = parse_quantizer)]
     pub quantizer: Quantizer,
+    /// Instead of one run: train the float model once, then at each of these bit widths
+    /// (weights and activations, e.g. 8,4,3,2) compare PTQ, QAT with fixed quantizers and QAT
+    /// with learned ones (--quantizer, lsq if fixed) in int8; writes sweep.md and sweep.json.
+    #[arg(long, value_delimiter = ',', value_name = "BITS", value_parser = clap::value_parser!(u32).range(2..=8),
+          conflicts_with_all = ["weight_bits", "act_bits", "qconfig_version", "resume"])]
+    pub sweep_bits: Option<Vec<u32>>,
     /// QAT learns from the float model's predictions as well as the labels: the loss adds
     /// T^2 * KL(softmax(float / T) || softmax(QAT / T)) to the cross entropy.
     #[arg(long)]

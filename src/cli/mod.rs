@@ -11,6 +11,7 @@ pub mod malloc_policy;
 mod progress;
 mod run_spec;
 mod saved_model;
+mod sweep;
 mod train;
 
 use burn_qat::QatError;

@@ -151,6 +151,9 @@ fn in_file(path: &Path) -> impl Fn(QatError) -> QatError + '_ {
 }
 
 pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
+    if let Some(bits) = &args.sweep_bits {
+        return super::sweep::sweep(&args, bits);
+    }
     let run_started = Instant::now();
     set_threads(args.threads)?;
     // Convert needs observers that have seen data: at least one QAT epoch, one PTQ batch.
