@@ -301,6 +301,37 @@ fn a_bit_width_sweep_writes_its_table() {
     assert!(!output.status.success(), "--sweep-bits with --weight-bits accepted");
 }
 
+/// Mixed precision: 8-bit first and last layers around 2-bit ones, and per-layer bits; the int8
+/// model equals the integer-exact QAT eval on every digit. Unknown layer names fail before any
+/// training, naming the model's layers.
+#[test]
+fn mixed_precision_keeps_int8_equal_to_the_qat_eval() {
+    for (name, flags) in [
+        ("keep-first-last", &["--weight-bits", "2", "--act-bits", "2", "--keep-first-last-8bit"][..]),
+        ("layer-bits", &["--layer-bits", "conv1=8,fc2=6,*=3"][..]),
+    ] {
+        let out = out_dir(name);
+        let args = [&["train", "--epochs", "1", "--qat-epochs", "1"][..], flags, &["--out", out.to_str().unwrap()]].concat();
+        let output = burn_qat(&args);
+        check_success(&output, name);
+        let metrics = read_metrics(&out);
+        let agreement = &metrics["int8_agreement"]["with_qat_integer"];
+        assert_eq!((agreement["argmax"].as_f64(), agreement["logits_equal"].as_f64()), (Some(1.0), Some(1.0)), "{metrics}");
+        let qconfig = metrics["qconfig"].as_str().unwrap();
+        assert!(qconfig.contains("first and last layers 8-bit") || qconfig.contains("layers conv1=8,fc2=6"), "{qconfig}");
+    }
+    let started = std::time::Instant::now();
+    let output = burn_qat(&["train", "--layer-bits", "conv9=4", "--out", out_dir("bad-layer").to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("conv9") && stderr.contains("conv1, conv2, fc1, fc2"), "{stderr}");
+    assert!(started.elapsed().as_secs() < 20, "refused only after training");
+    for bad in ["conv1", "conv1=9", "conv1=4,conv1=8"] {
+        let output = burn_qat(&["train", "--layer-bits", bad, "--out", out_dir("bad-layer").to_str().unwrap()]);
+        assert!(text(&output.stderr).contains("LAYER=BITS"), "{bad}: {}", text(&output.stderr));
+    }
+}
+
 #[test]
 fn unknown_quantizers_and_learned_ones_with_pytorch_presets_are_refused() {
     let output = burn_qat(&["train", "--quantizer", "pact", "--out", out_dir("bad-quantizer").to_str().unwrap()]);

@@ -109,6 +109,15 @@ pub struct TrainArgs {
     /// The distillation temperature T, finite and positive.
     #[arg(long, default_value_t = DEFAULT_DISTILL_TEMPERATURE, value_name = "T", value_parser = parse_temperature)]
     pub distill_temperature: f64,
+    /// Mixed precision: bits per layer, for its weights and output activations, as LAYER=BITS
+    /// entries (layer paths as `inspect` lists them; `*` for every other layer), e.g.
+    /// conv1=8,fc3=8,*=4. A custom qconfig, as --weight-bits.
+    #[arg(long, value_name = "SPEC", conflicts_with = "qconfig_version")]
+    pub layer_bits: Option<String>,
+    /// Mixed precision: the input quantization and the first and last layers with weights at 8
+    /// bits, the rest at --weight-bits/--act-bits.
+    #[arg(long, conflicts_with = "qconfig_version")]
+    pub keep_first_last_8bit: bool,
     /// Quantize weights with one scale per tensor (custom qconfig).
     #[arg(long, conflicts_with = "per_channel")]
     pub per_tensor: bool,

@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use burn_qat::QatError;
 use burn_qat::models::{self, InputShape};
 use burn_qat::qconfig::{QConfig, QConfigBuilder, QuantBackend, Quantizer, get_default_qat_qconfig};
-use burn_qat::workflow::{FloatModel, QatModel, prepare_qat};
+use burn_qat::workflow::{FloatModel, QConfigMap, QatModel, prepare_qat};
 use serde_json::json;
 
 use super::args::{ModelKind, TrainArgs};
@@ -52,6 +52,9 @@ pub struct QConfigFlags {
     pub per_tensor: bool,
     pub per_channel: bool,
     pub quantizer: Quantizer,
+    /// `--layer-bits` as given (`conv1=8,fc2=8,*=4`).
+    pub layer_bits: Option<String>,
+    pub keep_first_last_8bit: bool,
 }
 
 /// The qconfig the flags ask for, and how to describe it.
@@ -73,14 +76,27 @@ impl QConfigFlags {
             per_tensor: args.per_tensor,
             per_channel: args.per_channel,
             quantizer: args.quantizer,
+            layer_bits: args.layer_bits.clone(),
+            keep_first_last_8bit: args.keep_first_last_8bit,
         }
     }
 
     /// A backend preset (ours, or PyTorch's with a version), or a custom qconfig when a bit width
     /// or granularity flag is given.
     pub fn choose(&self) -> burn_qat::Result<QChoice> {
-        let (weight_bits, act_bits) = (self.weight_bits.unwrap_or(8), self.act_bits.unwrap_or(8));
-        let custom = weight_bits != 8 || act_bits != 8 || self.per_tensor || self.per_channel || self.quantizer != Quantizer::Fixed;
+        let layers = self.layer_bits()?;
+        let star = layers.iter().find(|(name, _)| name == "*").map(|&(_, b)| b);
+        if star.is_some() && (self.weight_bits.is_some() || self.act_bits.is_some()) {
+            return Err(QatError::config("--layer-bits '*=N' and --weight-bits/--act-bits both set the default bit width; give it once"));
+        }
+        let (weight_bits, act_bits) = (self.weight_bits.or(star).unwrap_or(8), self.act_bits.or(star).unwrap_or(8));
+        let custom = weight_bits != 8
+            || act_bits != 8
+            || self.per_tensor
+            || self.per_channel
+            || self.quantizer != Quantizer::Fixed
+            || !layers.is_empty()
+            || self.keep_first_last_8bit;
         let backend = QuantBackend::parse(&self.backend)?;
         if !custom {
             let (qconfig, description) = match self.version {
@@ -90,21 +106,78 @@ impl QConfigFlags {
             return Ok(QChoice { qconfig, description, weight_bits, act_bits, per_channel: backend != QuantBackend::Qnnpack });
         }
         let per_channel = !self.per_tensor;
-        let builder = QConfigBuilder::new().weight_bits(weight_bits).activation_bits(act_bits).quantizer(self.quantizer);
-        let builder = if per_channel { builder.per_channel_weights() } else { builder.per_tensor_weights() };
         let granularity = if per_channel { "per-channel" } else { "per-tensor" };
-        Ok(QChoice {
-            qconfig: builder.build()?,
-            description: match self.quantizer {
-                Quantizer::Fixed => format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine (consistent)"),
-                learned => {
-                    format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine, {} (learned qparams)", learned.name())
-                }
-            },
-            weight_bits,
-            act_bits,
-            per_channel,
-        })
+        let mut description = match self.quantizer {
+            Quantizer::Fixed => format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine (consistent)"),
+            learned => format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine, {} (learned qparams)", learned.name()),
+        };
+        let named: Vec<String> = layers.iter().filter(|(n, _)| n != "*").map(|(n, b)| format!("{n}={b}")).collect();
+        if !named.is_empty() {
+            description += &format!("; layers {}", named.join(","));
+        }
+        if self.keep_first_last_8bit {
+            description += "; first and last layers 8-bit";
+        }
+        Ok(QChoice { qconfig: self.builder(weight_bits, act_bits).build()?, description, weight_bits, act_bits, per_channel })
+    }
+}
+
+impl QConfigFlags {
+    fn builder(&self, weight_bits: u32, act_bits: u32) -> QConfigBuilder {
+        let builder = QConfigBuilder::new().weight_bits(weight_bits).activation_bits(act_bits).quantizer(self.quantizer);
+        if self.per_tensor { builder.per_tensor_weights() } else { builder.per_channel_weights() }
+    }
+
+    /// `--layer-bits` parsed: `(layer path or "*", bits)`.
+    fn layer_bits(&self) -> burn_qat::Result<Vec<(String, u32)>> {
+        let Some(spec) = &self.layer_bits else { return Ok(Vec::new()) };
+        let mut out: Vec<(String, u32)> = Vec::new();
+        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let bad =
+                |why: &str| QatError::config(format!("--layer-bits: {entry:?} {why}; write LAYER=BITS entries, e.g. conv1=8,fc2=8,*=4"));
+            let (name, bits) = entry.split_once('=').ok_or_else(|| bad("has no '='"))?;
+            let bits: u32 = bits.trim().parse().map_err(|_| bad("has no whole number of bits"))?;
+            if !(2..=8).contains(&bits) {
+                return Err(bad("asks for bits outside 2..=8"));
+            }
+            let name = name.trim().to_string();
+            if name.is_empty() || out.iter().any(|(n, _)| *n == name) {
+                return Err(bad("names no layer, or one named before"));
+            }
+            out.push((name, bits));
+        }
+        Ok(out)
+    }
+
+    /// The qconfig of every layer of `model` (fused): the default from [`choose`](Self::choose),
+    /// then `--keep-first-last-8bit` and `--layer-bits`. A name that is no layer is an error
+    /// listing the layers.
+    pub fn qconfig_map(&self, model: &FloatModel) -> burn_qat::Result<QConfigMap> {
+        let mut map = QConfigMap::new(Some(self.choose()?.qconfig));
+        if self.keep_first_last_8bit {
+            let paths = model.layer_paths();
+            let weights: Vec<&String> = paths.iter().filter(|(_, w)| *w).map(|(p, _)| p).collect();
+            let (Some(first), Some(last)) = (weights.first(), weights.last()) else {
+                return Err(QatError::config("--keep-first-last-8bit: the model has no convolution or linear layer"));
+            };
+            // The input's quantization (the quant stub before the first layer) goes to 8 bits too.
+            let before_first = paths.iter().take_while(|(p, _)| p != *first).filter(|(p, _)| !p.contains('.')).map(|(p, _)| p.clone());
+            for path in before_first.chain([first.to_string(), last.to_string()]) {
+                map = map.with(&path, Some(self.builder(8, 8).build()?));
+            }
+        }
+        for (name, bits) in self.layer_bits()?.into_iter().filter(|(n, _)| n != "*") {
+            map = map.with(&name, Some(self.builder(bits, bits).build()?));
+        }
+        let unmatched = map.unmatched_paths(model);
+        if !unmatched.is_empty() {
+            return Err(QatError::config(format!(
+                "--layer-bits names no layer of this model: {}; its layers with weights are {}",
+                unmatched.join(", "),
+                model.weight_layer_paths().join(", ")
+            )));
+        }
+        Ok(map)
     }
 }
 
@@ -133,6 +206,8 @@ impl RunSpec {
             "per_tensor": q.per_tensor,
             "per_channel": q.per_channel,
             "quantizer": q.quantizer.name(),
+            "layer_bits": q.layer_bits,
+            "keep_first_last_8bit": q.keep_first_last_8bit,
         })
         .to_string()
     }
@@ -167,6 +242,8 @@ impl RunSpec {
                     Some(name) => Quantizer::parse(name).map_err(|e| bad(e.to_string()))?,
                     None => Quantizer::Fixed,
                 },
+                layer_bits: v["layer_bits"].as_str().map(str::to_string),
+                keep_first_last_8bit: v["keep_first_last_8bit"].as_bool().unwrap_or(false),
             },
         })
     }
@@ -182,6 +259,8 @@ impl RunSpec {
 
     /// `float` fused and prepared for QAT with the run's qconfig.
     pub fn prepare(&self, float: FloatModel) -> burn_qat::Result<QatModel> {
-        prepare_qat(float.fuse()?, self.qconfig.choose()?.qconfig)
+        let fused = float.fuse()?;
+        let map = self.qconfig.qconfig_map(&fused)?;
+        prepare_qat(fused, map)
     }
 }

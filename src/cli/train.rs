@@ -222,6 +222,8 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     device.seed(args.seed);
     // Built in every case, so that the seeded generator is where an uninterrupted run has it.
     let mut float_model = spec.float_model(&device)?;
+    // Per-layer bits name layers: check them now, not after the float epochs.
+    spec.qconfig.qconfig_map(&float_model.clone().fuse()?)?;
     print_header();
     let float_options = TrainOptions {
         epochs: args.epochs,

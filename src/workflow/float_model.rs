@@ -178,6 +178,38 @@ impl FloatModel {
     pub fn fuse(self) -> Result<Self> {
         Ok(Self { layers: fuse_layers(self.layers, "")? })
     }
+
+    /// The path of every layer (as qconfig maps name them: `block`, `block.body.conv_a`), in
+    /// forward order, each with whether it has a weight.
+    pub fn layer_paths(&self) -> Vec<(String, bool)> {
+        fn walk(layers: &[Named<Layer>], prefix: &str, out: &mut Vec<(String, bool)>) {
+            for Named { name, layer } in layers {
+                let path = format!("{prefix}{name}");
+                let has_weight = matches!(
+                    layer,
+                    Layer::Conv2d(_)
+                        | Layer::Linear(_)
+                        | Layer::ConvBn2d(_)
+                        | Layer::ConvBnReLU2d(_)
+                        | Layer::ConvReLU2d(_)
+                        | Layer::LinearReLU(_)
+                        | Layer::LinearBn1d(_)
+                );
+                out.push((path.clone(), has_weight));
+                if let Layer::Residual(r) = layer {
+                    walk(&r.body, &format!("{path}.body."), out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.layers, "", &mut out);
+        out
+    }
+
+    /// The paths of the layers with a weight (convolutions and linear layers), in forward order.
+    pub fn weight_layer_paths(&self) -> Vec<String> {
+        self.layer_paths().into_iter().filter(|(_, w)| *w).map(|(p, _)| p).collect()
+    }
 }
 
 fn check_unique_names(layers: &[Named<Layer>], prefix: &str) -> Result<()> {

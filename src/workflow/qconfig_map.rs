@@ -21,6 +21,13 @@ impl QConfigMap {
         self
     }
 
+    /// The overridden paths that name no layer of `model`: a misspelt name would otherwise
+    /// leave its layer at the default qconfig without a word.
+    pub fn unmatched_paths(&self, model: &super::FloatModel) -> Vec<String> {
+        let paths = model.layer_paths();
+        self.overrides.iter().map(|(p, _)| p).filter(|p| !paths.iter().any(|(path, _)| path == *p)).cloned().collect()
+    }
+
     pub fn get(&self, path: &str) -> Option<&QConfig> {
         let matches = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}."));
         self.overrides
