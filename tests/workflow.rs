@@ -218,6 +218,47 @@ fn the_int8_model_saves_and_loads_without_the_float_model() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Sub-8-bit weights are stored packed at their width: a 4-bit model's weights take half the
+/// bytes, and the reloaded model computes the same bits; a corrupt packed tensor is named.
+#[test]
+fn four_bit_weights_are_stored_packed() {
+    let _serial = serial();
+    use burn_qat::qconfig::QConfigBuilder;
+    use burn_qat::state_dict::{Values, load_safetensors, save_safetensors};
+    let mut model = trained(QConfigBuilder::new().weight_bits(4).activation_bits(4).build().unwrap());
+    model.set_training(false);
+    let int8 = convert(&model).unwrap();
+    let dir = std::env::temp_dir().join(format!("burn-qat-packed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("int4.safetensors");
+    int8.save(&path).unwrap();
+    let (state, metadata) = load_safetensors(&path).unwrap();
+    let weights = 8 * 9 + 8 * 8 * 9 * 2 + 8 * 6 * 6 * 32 + 32 * 10; // conv1, conv_a, conv_b, fc1, fc2
+    let mut packed_bytes = 0;
+    for layer in ["conv1", "block.body.conv_a", "block.body.conv_b", "fc1", "fc2"] {
+        assert!(!state.contains_key(&format!("{layer}.weight")), "{layer} stored unpacked");
+        let bits = state[&format!("{layer}.weight_bits")].to_f64_vec()[0];
+        assert!((2.0..=4.0).contains(&bits), "{layer}: {bits} bits");
+        let Values::U8(bytes) = &state[&format!("{layer}.weight_packed")].values else { panic!("{layer}: packed weights are u8") };
+        packed_bytes += bytes.len();
+    }
+    assert!(packed_bytes * 2 <= weights + 5, "{packed_bytes} bytes for {weights} 4-bit weights");
+    let loaded = burn_qat::workflow::Int8Model::load(&path).unwrap();
+    let device = Device::flex();
+    let x = Tensor::<4>::random([8, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+    let a = to_vec(&int8.forward(x.clone()).unwrap().into_features(&device).unwrap());
+    let b = to_vec(&loaded.forward(x).unwrap().into_features(&device).unwrap());
+    assert_bits_eq("reloaded 4-bit model", &b, &a);
+
+    let mut tampered = state.clone();
+    tampered.insert("fc1.weight_packed".into(), burn_qat::state_dict::TensorValue { shape: vec![3], values: Values::U8(vec![0; 3]) });
+    let bad = dir.join("tampered.safetensors");
+    save_safetensors(&bad, &tampered, &metadata).unwrap();
+    let err = burn_qat::workflow::Int8Model::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("fc1.weight_packed"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn linear_bn_fuses_and_converts_exactly() {
     let _serial = serial();

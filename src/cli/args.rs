@@ -85,7 +85,7 @@ pub struct TrainArgs {
     pub qconfig_version: Option<u32>,
     /// Weight bits, 2 to 8 (signed, symmetric) [default: 8]. Other than 8, or with --act-bits other
     /// than 8, --per-tensor or --per-channel: a custom qconfig (QConfigBuilder) with exactly these
-    /// bits and full ranges instead of the backend preset. Weights are stored one per i8 byte.
+    /// bits and full ranges instead of the backend preset. In int8.safetensors weights below 8 bits are stored packed at their width.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=8))]
     pub weight_bits: Option<u32>,
     /// Activation bits, 2 to 8 (unsigned, affine) [default: 8]; see --weight-bits.

@@ -8,6 +8,7 @@ mod requant;
 mod round;
 mod scheme;
 
+pub mod packing;
 pub use qparams::{QParamFormula, QParams, SMALL_SCALE_THRESHOLD, choose_qparams, observer_qparams};
 pub use range::{QuantDtype, QuantRange};
 pub use requant::{quantize_bias, quantize_value, requant_multiplier, requantize};

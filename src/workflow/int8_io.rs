@@ -2,6 +2,10 @@
 //! scales, i32 zero points and biases as tensors, and the layer structure (geometry, fused
 //! ReLUs, pooling) as JSON in the metadata under `"architecture"`. Loading checks every part
 //! against the architecture and names the layer at fault.
+//!
+//! Weights whose values fit fewer than 8 signed bits (a 4-bit layer) are stored packed at that
+//! width (`weight_packed`, u8, with `weight_bits`; [`crate::quant::packing`]) instead of one
+//! per byte (`weight`, i8); files written before packing load as they are.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +18,7 @@ use super::pooling::{AvgPool2d, MaxPool2d};
 use crate::error::{QatError, Result};
 use crate::nn::quantized::{self, ActivationQParams};
 use crate::nn::{Conv2dOptions, PaddingMode};
+use crate::quant::packing;
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, load_safetensors, save_safetensors};
 
 /// The `format` metadata of an int8 model file.
@@ -39,7 +44,14 @@ fn read_act(prefix: &str, reader: &mut StateReader<'_>) -> Option<ActivationQPar
 }
 
 fn write_weights(p: &str, weight: &[i8], shape: Vec<usize>, scale: &[f32], zp: &[i32], bias: &[i32], out: &mut StateDict) {
-    out.insert(format!("{p}.weight"), TensorValue { shape, values: Values::I8(weight.to_vec()) });
+    let bits = packing::bits_needed(weight);
+    if bits < 8 {
+        let packed = packing::pack(weight, bits).expect("bits_needed holds every value");
+        out.insert(format!("{p}.weight_packed"), TensorValue { shape: vec![packed.len()], values: Values::U8(packed) });
+        out.insert(format!("{p}.weight_bits"), TensorValue::i32_vec(vec![bits as i32]));
+    } else {
+        out.insert(format!("{p}.weight"), TensorValue { shape, values: Values::I8(weight.to_vec()) });
+    }
     out.insert(format!("{p}.weight_scale"), TensorValue::f32_vec(scale.to_vec()));
     out.insert(format!("{p}.weight_zero_point"), TensorValue::i32_vec(zp.to_vec()));
     out.insert(format!("{p}.bias"), TensorValue::i32_vec(bias.to_vec()));
@@ -162,9 +174,24 @@ struct Weights {
     bias: Vec<i32>,
 }
 
+/// The packed form of a weight of `shape`, unpacked (as [`read_weights`] reads `weight`).
+fn read_packed(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option<(Vec<usize>, Vec<i64>)> {
+    let (_, bits) = reader.int(&format!("{p}.weight_bits"), Some(&[1]))?;
+    let (_, bytes) = reader.int(&format!("{p}.weight_packed"), None)?;
+    let n = shape.iter().product();
+    let bytes: Vec<u8> = bytes.iter().map(|&b| b as u8).collect();
+    match u32::try_from(bits[0]).map_err(|_| QatError::config(format!("weight_bits {} is negative", bits[0]))).and_then(|b| packing::unpack(&bytes, b, n)) {
+        Ok(values) => Some((shape.to_vec(), values.into_iter().map(i64::from).collect())),
+        Err(e) => {
+            reader.problem(format!("{p}.weight_packed: {e}"));
+            None
+        }
+    }
+}
+
 fn read_weights(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option<Weights> {
     let o = shape[0];
-    let weight = reader.int(&format!("{p}.weight"), Some(shape));
+    let weight = if reader.has(&format!("{p}.weight_packed")) { read_packed(p, shape, reader) } else { reader.int(&format!("{p}.weight"), Some(shape)) };
     let scale = reader.f32(&format!("{p}.weight_scale"), Some(&[o]));
     let zero_point = reader.int(&format!("{p}.weight_zero_point"), Some(&[o]));
     let bias = reader.int(&format!("{p}.bias"), Some(&[o]));
