@@ -234,6 +234,10 @@ fn train_with_four_bit_weights_and_activations() {
     // Measured: 95.6% after one float and one QAT epoch at 4 bits.
     assert!(accuracy(&metrics, "int8_accuracy") > 0.9, "{metrics}");
     accuracy(&metrics, "ptq_int8_accuracy");
+    // PTQ tries every observer and keeps the best on training images.
+    let tried = metrics["ptq_observer_selection_accuracy"].as_object().unwrap();
+    assert_eq!(tried.keys().map(String::as_str).collect::<Vec<_>>(), ["minmax", "mse", "percentile"], "{metrics}");
+    assert!(tried.contains_key(metrics["ptq_observer"].as_str().unwrap()), "{metrics}");
     assert!(out.join("curves.png").is_file() && out.join("int8.safetensors").is_file());
 }
 
@@ -334,6 +338,9 @@ fn mixed_precision_keeps_int8_equal_to_the_qat_eval() {
 
 #[test]
 fn unknown_quantizers_and_learned_ones_with_pytorch_presets_are_refused() {
+    let output = burn_qat(&["train", "--observer", "histogram", "--out", out_dir("bad-observer").to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("expected minmax, percentile or mse"), "{}", text(&output.stderr));
     let output = burn_qat(&["train", "--quantizer", "pact", "--out", out_dir("bad-quantizer").to_str().unwrap()]);
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("expected fixed, lsq or lsq+"), "{}", text(&output.stderr));

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use burn_qat::data::DataSource;
 use burn_qat::device::Accelerator;
+use burn_qat::observer::RangeEstimator;
 use burn_qat::qconfig::Quantizer;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -109,6 +110,10 @@ pub struct TrainArgs {
     /// The distillation temperature T, finite and positive.
     #[arg(long, default_value_t = DEFAULT_DISTILL_TEMPERATURE, value_name = "T", value_parser = parse_temperature)]
     pub distill_temperature: f64,
+    /// How observers measure ranges: minmax (PyTorch's), percentile (clip at the 0.01th and
+    /// 99.99th percentiles) or mse (the clipping with the smallest quantization error).
+    #[arg(long, default_value = "minmax", value_parser = parse_observer_flag)]
+    pub observer: RangeEstimator,
     /// Mixed precision: bits per layer, for its weights and output activations, as LAYER=BITS
     /// entries (layer paths as `inspect` lists them; `*` for every other layer), e.g.
     /// conv1=8,fc3=8,*=4. A custom qconfig, as --weight-bits.
@@ -263,6 +268,10 @@ pub const DEFAULT_DISTILL_TEMPERATURE: f64 = 4.0;
 fn parse_temperature(text: &str) -> Result<f64, String> {
     let t: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
     if t.is_finite() && t > 0.0 { Ok(t) } else { Err(format!("the temperature must be finite and positive, got {t}")) }
+}
+
+fn parse_observer_flag(text: &str) -> Result<RangeEstimator, String> {
+    super::run_spec::parse_observer(text).map_err(|e| e.to_string())
 }
 
 fn parse_quantizer(text: &str) -> Result<Quantizer, String> {

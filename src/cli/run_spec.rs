@@ -8,6 +8,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use burn_qat::QatError;
 use burn_qat::models::{self, InputShape};
+use burn_qat::observer::RangeEstimator;
 use burn_qat::qconfig::{QConfig, QConfigBuilder, QuantBackend, Quantizer, get_default_qat_qconfig};
 use burn_qat::workflow::{FloatModel, QConfigMap, QatModel, prepare_qat};
 use serde_json::json;
@@ -43,7 +44,7 @@ impl ModelKind {
 }
 
 /// The qconfig flags of `train`, as given.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct QConfigFlags {
     pub backend: String,
     pub version: Option<u32>,
@@ -55,6 +56,27 @@ pub struct QConfigFlags {
     /// `--layer-bits` as given (`conv1=8,fc2=8,*=4`).
     pub layer_bits: Option<String>,
     pub keep_first_last_8bit: bool,
+    /// How the observers measure ranges (`--observer`).
+    pub observer: RangeEstimator,
+}
+
+/// The observers `--observer` names: min/max, the 99.99th percentile, the MSE-optimal range.
+pub fn parse_observer(name: &str) -> burn_qat::Result<RangeEstimator> {
+    match name {
+        "minmax" => Ok(RangeEstimator::MinMax),
+        "percentile" => Ok(RangeEstimator::Percentile { percentile: 99.99 }),
+        "mse" => Ok(RangeEstimator::Mse),
+        other => Err(QatError::config(format!("unknown observer {other:?}; expected minmax, percentile or mse"))),
+    }
+}
+
+/// The `--observer` name of an estimator.
+pub fn observer_name(estimator: RangeEstimator) -> &'static str {
+    match estimator {
+        RangeEstimator::MinMax => "minmax",
+        RangeEstimator::Percentile { .. } => "percentile",
+        RangeEstimator::Mse => "mse",
+    }
 }
 
 /// The qconfig the flags ask for, and how to describe it.
@@ -78,12 +100,24 @@ impl QConfigFlags {
             quantizer: args.quantizer,
             layer_bits: args.layer_bits.clone(),
             keep_first_last_8bit: args.keep_first_last_8bit,
+            observer: args.observer,
         }
     }
 
     /// A backend preset (ours, or PyTorch's with a version), or a custom qconfig when a bit width
     /// or granularity flag is given.
     pub fn choose(&self) -> burn_qat::Result<QChoice> {
+        let mut choice = self.choose_ranges()?;
+        if self.observer != RangeEstimator::MinMax {
+            choice.qconfig.activation.observer.estimator = self.observer;
+            choice.qconfig.weight.observer.estimator = self.observer;
+            choice.description += &format!("; observer {}", self.observer.name());
+        }
+        Ok(choice)
+    }
+
+    /// [`choose`](Self::choose) before the observers' range estimator.
+    fn choose_ranges(&self) -> burn_qat::Result<QChoice> {
         let layers = self.layer_bits()?;
         let star = layers.iter().find(|(name, _)| name == "*").map(|&(_, b)| b);
         if star.is_some() && (self.weight_bits.is_some() || self.act_bits.is_some()) {
@@ -124,7 +158,11 @@ impl QConfigFlags {
 
 impl QConfigFlags {
     fn builder(&self, weight_bits: u32, act_bits: u32) -> QConfigBuilder {
-        let builder = QConfigBuilder::new().weight_bits(weight_bits).activation_bits(act_bits).quantizer(self.quantizer);
+        let builder = QConfigBuilder::new()
+            .weight_bits(weight_bits)
+            .activation_bits(act_bits)
+            .quantizer(self.quantizer)
+            .range_estimator(self.observer);
         if self.per_tensor { builder.per_tensor_weights() } else { builder.per_channel_weights() }
     }
 
@@ -208,6 +246,7 @@ impl RunSpec {
             "quantizer": q.quantizer.name(),
             "layer_bits": q.layer_bits,
             "keep_first_last_8bit": q.keep_first_last_8bit,
+            "observer": observer_name(q.observer),
         })
         .to_string()
     }
@@ -244,6 +283,10 @@ impl RunSpec {
                 },
                 layer_bits: v["layer_bits"].as_str().map(str::to_string),
                 keep_first_last_8bit: v["keep_first_last_8bit"].as_bool().unwrap_or(false),
+                observer: match v["observer"].as_str() {
+                    Some(name) => parse_observer(name).map_err(|e| bad(e.to_string()))?,
+                    None => RangeEstimator::MinMax,
+                },
             },
         })
     }

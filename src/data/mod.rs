@@ -76,6 +76,17 @@ impl Dataset {
     pub fn image_len(&self) -> usize {
         self.channels * self.rows * self.cols
     }
+
+    /// The examples `range` (clamped to the dataset), as a dataset of their own.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
+        let (start, end) = (range.start.min(self.len()), range.end.min(self.len()));
+        let pixels = self.image_len();
+        Dataset {
+            images: self.images[start * pixels..end.max(start) * pixels].to_vec(),
+            labels: self.labels[start..end.max(start)].to_vec(),
+            ..self.clone()
+        }
+    }
 }
 
 /// The MNIST subset shipped with the crate: `<crate root>/data/mnist-10k`.

@@ -23,7 +23,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use crate::error::{QatError, Result};
-use crate::observer::{Observer, known_or_tensor_min_max};
+use crate::observer::Observer;
 use crate::ops::{FakeQuantParams, fake_quantize};
 use crate::quant::QParams;
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
@@ -238,7 +238,7 @@ impl FakeQuantize {
             FakeQuantizeVariant::FusedMovingAverage { averaging_constant } => {
                 if self.observer_enabled {
                     self.observer.check_axis(&x.dims())?;
-                    let (lo, hi) = known_or_tensor_min_max(&x, self.observer.ch_axis(), min_max)?;
+                    let (lo, hi) = self.observer.range_of(&x, min_max)?;
                     self.observer.update_fused(lo, hi, averaging_constant);
                 }
                 if self.fake_quant_enabled {

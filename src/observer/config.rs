@@ -1,4 +1,5 @@
 use super::Observer;
+use super::RangeEstimator;
 use crate::error::{QatError, Result};
 use crate::quant::{QScheme, QuantDtype, QuantRange, QuantSpec};
 
@@ -25,11 +26,22 @@ pub struct ObserverConfig {
     /// A custom `(quant_min, quant_max)`, or the dtype's default range.
     pub quant_range: Option<(i64, i64)>,
     pub eps: f32,
+    /// How each observation's range is measured (PyTorch's observers: [`RangeEstimator::MinMax`]).
+    pub estimator: RangeEstimator,
 }
 
 impl ObserverConfig {
     fn with_defaults(averaging: Averaging, qscheme: QScheme) -> Self {
-        Self { averaging, dtype: QuantDtype::QUInt8, qscheme, ch_axis: 0, reduce_range: false, quant_range: None, eps: f32::EPSILON }
+        Self {
+            averaging,
+            dtype: QuantDtype::QUInt8,
+            qscheme,
+            ch_axis: 0,
+            reduce_range: false,
+            quant_range: None,
+            eps: f32::EPSILON,
+            estimator: RangeEstimator::MinMax,
+        }
     }
 
     /// PyTorch `MinMaxObserver()`.
@@ -100,7 +112,15 @@ impl ObserverConfig {
     }
 
     /// Builds the observer.
+    /// Clips each observation's range at a percentile or where the quantization error is
+    /// smallest instead of taking its min and max.
+    pub fn with_estimator(mut self, estimator: RangeEstimator) -> Self {
+        self.estimator = estimator;
+        self
+    }
+
     pub fn init(&self) -> Result<Observer> {
+        self.estimator.check()?;
         Ok(Observer::new(self.clone(), self.spec()?))
     }
 }

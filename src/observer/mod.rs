@@ -4,9 +4,11 @@
 //! [`Averaging`] rule and [`QScheme`](crate::quant::QScheme).
 
 mod config;
+mod range_estimate;
 mod stats;
 
 pub use config::{Averaging, ObserverConfig};
+pub use range_estimate::RangeEstimator;
 pub(crate) use stats::known_or_tensor_min_max;
 pub use stats::{channel_min_max, tensor_min_max, tensor_values};
 
@@ -83,8 +85,18 @@ impl Observer {
             return Ok(());
         }
         self.check_axis(&shape)?;
-        let (cur_min, cur_max) = known_or_tensor_min_max(x, self.ch_axis(), min_max)?;
+        let (cur_min, cur_max) = self.range_of(x, min_max)?;
         self.update_checked(cur_min, cur_max, &shape)
+    }
+
+    /// One observation's range by the configured estimator (`known`: `x`'s per-tensor min,
+    /// max and finiteness, if already computed); in data-parallel training, over every
+    /// replica's share (for the clipping estimators, the min and max of the replicas' ranges).
+    pub(crate) fn range_of<const D: usize>(&self, x: &Tensor<D>, known: Option<(f32, f32, bool)>) -> Result<(Vec<f32>, Vec<f32>)> {
+        match self.config.estimator {
+            RangeEstimator::MinMax => known_or_tensor_min_max(x, self.ch_axis(), known),
+            estimator => all_reduce_min_max(estimator.estimate(&tensor_values(x), &x.dims(), self.ch_axis(), &self.spec)),
+        }
     }
 
     /// [`observe`](Self::observe) on host values with their shape.
@@ -93,7 +105,10 @@ impl Observer {
             return Ok(());
         }
         self.check_axis(shape)?;
-        let (cur_min, cur_max) = all_reduce_min_max(channel_min_max(values, shape, self.ch_axis()))?;
+        let (cur_min, cur_max) = match self.config.estimator {
+            RangeEstimator::MinMax => all_reduce_min_max(channel_min_max(values, shape, self.ch_axis()))?,
+            estimator => all_reduce_min_max(estimator.estimate(values, shape, self.ch_axis(), &self.spec))?,
+        };
         self.update_checked(cur_min, cur_max, shape)
     }
 

@@ -1,7 +1,7 @@
 use super::{DEFAULT_AVERAGING_CONSTANT, QConfig, Quantizer};
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantizeConfig;
-use crate::observer::ObserverConfig;
+use crate::observer::{ObserverConfig, RangeEstimator};
 use crate::quant::{QParamFormula, QScheme, QuantDtype};
 
 /// Custom bit widths and schemes, read like a sentence:
@@ -26,6 +26,7 @@ pub struct QConfigBuilder {
     fused: bool,
     formula: QParamFormula,
     quantizer: Quantizer,
+    estimator: RangeEstimator,
 }
 
 impl Default for QConfigBuilder {
@@ -46,6 +47,7 @@ impl QConfigBuilder {
             fused: true,
             formula: QParamFormula::Observer,
             quantizer: Quantizer::Fixed,
+            estimator: RangeEstimator::MinMax,
         }
     }
 
@@ -99,6 +101,12 @@ impl QConfigBuilder {
         self
     }
 
+    /// How every observer measures an observation's range (min/max, a percentile, MSE).
+    pub fn range_estimator(mut self, estimator: RangeEstimator) -> Self {
+        self.estimator = estimator;
+        self
+    }
+
     /// The qparam formula for both training and convert.
     pub fn qparam_formula(mut self, formula: QParamFormula) -> Self {
         self.formula = formula;
@@ -132,7 +140,8 @@ impl QConfigBuilder {
             ObserverConfig::moving_average(c).with_qscheme(QScheme::PerTensorSymmetric)
         }
         .with_dtype(weight_dtype)
-        .with_quant_range(-half, half - 1);
+        .with_quant_range(-half, half - 1)
+        .with_estimator(self.estimator);
 
         let levels = 1i64 << self.activation_bits;
         let act_dtype = if self.activation_bits <= 8 { QuantDtype::QUInt8 } else { QuantDtype::QInt32 };
@@ -141,7 +150,8 @@ impl QConfigBuilder {
             .with_dtype(act_dtype)
             .with_qscheme(act_scheme)
             .with_quant_range(0, levels - 1)
-            .with_reduce_range(self.reduce_activation_range);
+            .with_reduce_range(self.reduce_activation_range)
+            .with_estimator(self.estimator);
 
         let qconfig = QConfig { activation: self.fake_quant(activation)?, weight: self.fake_quant(weight)? };
         qconfig.validate()?;

@@ -42,7 +42,11 @@ pub fn pack(values: &[i8], bits: u32) -> Result<Vec<u8>> {
 pub fn unpack(bytes: &[u8], bits: u32, n: usize) -> Result<Vec<i8>> {
     check_bits(bits)?;
     if bytes.len() != packed_len(n, bits) {
-        return Err(QatError::shape("packed weights", format!("{} bytes for {n} values of {bits} bits", packed_len(n, bits)), bytes.len().to_string()));
+        return Err(QatError::shape(
+            "packed weights",
+            format!("{} bytes for {n} values of {bits} bits", packed_len(n, bits)),
+            bytes.len().to_string(),
+        ));
     }
     let mask = (1u32 << bits) - 1;
     let sign = 1u32 << (bits - 1);

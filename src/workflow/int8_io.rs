@@ -180,7 +180,10 @@ fn read_packed(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option
     let (_, bytes) = reader.int(&format!("{p}.weight_packed"), None)?;
     let n = shape.iter().product();
     let bytes: Vec<u8> = bytes.iter().map(|&b| b as u8).collect();
-    match u32::try_from(bits[0]).map_err(|_| QatError::config(format!("weight_bits {} is negative", bits[0]))).and_then(|b| packing::unpack(&bytes, b, n)) {
+    match u32::try_from(bits[0])
+        .map_err(|_| QatError::config(format!("weight_bits {} is negative", bits[0])))
+        .and_then(|b| packing::unpack(&bytes, b, n))
+    {
         Ok(values) => Some((shape.to_vec(), values.into_iter().map(i64::from).collect())),
         Err(e) => {
             reader.problem(format!("{p}.weight_packed: {e}"));
@@ -191,7 +194,11 @@ fn read_packed(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option
 
 fn read_weights(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option<Weights> {
     let o = shape[0];
-    let weight = if reader.has(&format!("{p}.weight_packed")) { read_packed(p, shape, reader) } else { reader.int(&format!("{p}.weight"), Some(shape)) };
+    let weight = if reader.has(&format!("{p}.weight_packed")) {
+        read_packed(p, shape, reader)
+    } else {
+        reader.int(&format!("{p}.weight"), Some(shape))
+    };
     let scale = reader.f32(&format!("{p}.weight_scale"), Some(&[o]));
     let zero_point = reader.int(&format!("{p}.weight_zero_point"), Some(&[o]));
     let bias = reader.int(&format!("{p}.bias"), Some(&[o]));
