@@ -9,6 +9,7 @@ mod export;
 mod inspect;
 pub mod malloc_policy;
 mod progress;
+mod ptq;
 mod run_spec;
 mod saved_model;
 mod sweep;

@@ -10,13 +10,12 @@ use burn_qat::QatError;
 use burn_qat::data::Dataset;
 use burn_qat::models::InputShape;
 use burn_qat::qconfig::Quantizer;
-use burn_qat::train::{
-    Distillation, EpochReport, OnEpoch, ResumePoint, TrainOptions, accuracy, calibrate, int8_logits, train_classifier_on,
-};
+use burn_qat::train::{Distillation, EpochReport, OnEpoch, ResumePoint, TrainOptions, accuracy, int8_logits, train_classifier_on};
 use burn_qat::workflow::{QatModel, convert};
 use serde_json::json;
 
 use super::args::TrainArgs;
+use super::ptq::best_ptq;
 use super::run_spec::{QConfigFlags, RunSpec};
 use super::{io_error, prepare_output_folder, set_threads};
 
@@ -83,11 +82,8 @@ pub fn sweep(args: &TrainArgs, bits: &[u32]) -> burn_qat::Result<()> {
                 train_classifier_on(model, &train, &test, &qat_options, &devices, &mut OnEpoch(report(phase)), ResumePoint::default())?;
             int8_accuracy(&model, &test)
         };
-        let ptq = {
-            let mut model = spec_with(b, Quantizer::Fixed).prepare(float.valid())?;
-            calibrate(&mut model, &train, args.ptq_batches, args.batch_size, &device)?;
-            int8_accuracy(&model, &test)?
-        };
+        let ptq = best_ptq(&spec_with(b, Quantizer::Fixed), &float.valid(), &train, args.ptq_batches, args.batch_size, &device)?;
+        let ptq = accuracy(&int8_logits(&ptq.model, &test)?.argmax(), &test);
         let row = Row { bits: b, ptq, fixed: qat(Quantizer::Fixed)?, learned: qat(learned)? };
         println!(
             "w{b}/a{b}: PTQ {:.2}%, QAT fixed {:.2}%, QAT {} {:.2}%",
@@ -115,7 +111,7 @@ fn write_results(
     started: Instant,
 ) -> burn_qat::Result<()> {
     let pct = |v: f64| format!("{:.2}%", 100.0 * v);
-    let mut table = format!("| bits (w/a) | float | PTQ (min/max) | QAT fixed | QAT {} |\n|---|---|---|---|---|\n", learned.name());
+    let mut table = format!("| bits (w/a) | float | PTQ (best observer) | QAT fixed | QAT {} |\n|---|---|---|---|---|\n", learned.name());
     for r in rows {
         table += &format!("| {0}/{0} | {1} | {2} | {3} | {4} |\n", r.bits, pct(float), pct(r.ptq), pct(r.fixed), pct(r.learned));
     }

@@ -9,18 +9,18 @@ use burn::module::Module;
 use burn::tensor::Device;
 use burn_qat::QatError;
 use burn_qat::models::InputShape;
-use burn_qat::observer::RangeEstimator;
 use burn_qat::report::{Curves, plot_curves};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, load_safetensors, save_safetensors};
 use burn_qat::train::{
-    Agreement, Distillation, EpochReport, Logits, ResumePoint, TrainOptions, accuracy, agreement, calibrate, int8_logits, logits,
-    reports_from_json, reports_to_json, train_classifier_on,
+    Agreement, Distillation, EpochReport, Logits, ResumePoint, TrainOptions, accuracy, agreement, int8_logits, logits, reports_from_json,
+    reports_to_json, train_classifier_on,
 };
-use burn_qat::workflow::{EvalArithmetic, Int8Model, convert};
+use burn_qat::workflow::{EvalArithmetic, convert};
 use serde_json::json;
 
 use super::args::{DEFAULT_DISTILL_TEMPERATURE, TrainArgs};
 use super::progress::{EPOCH_KEY, OPTIMIZER_TENSORS_KEY, PhaseHooks, REPORTS_KEY, print_header};
+use super::ptq::best_ptq;
 use super::run_spec::{QConfigFlags, RUN_KEY, RunSpec, observer_name};
 use super::saved_model::{FLOAT_STAGE, QAT_STAGE, STAGE_KEY, TRAINING_KEY};
 use super::{io_error, move_previous_run, prepare_output_folder, set_threads};
@@ -293,28 +293,13 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     // observers calibrated on a few training batches, with each observer; the comparison takes
     // the one most accurate on the last 1,000 training images (never on the test set).
     let ptq_started = Instant::now();
-    let selection = train_set.slice(train_set.len().saturating_sub(1000)..train_set.len());
-    let mut ptq_by_observer = Vec::new();
-    let mut best: Option<(f64, RangeEstimator, Int8Model)> = None;
-    let mut calibration_samples = 0;
-    for observer in [RangeEstimator::MinMax, RangeEstimator::Percentile { percentile: 99.99 }, RangeEstimator::Mse] {
-        let mut observed = spec.clone();
-        observed.qconfig.observer = observer;
-        let mut ptq = observed.prepare(float_for_ptq.clone())?;
-        calibration_samples = calibrate(&mut ptq, &train_set, args.ptq_batches, args.batch_size, &device)?;
-        let int8 = convert(&ptq)?;
-        let selection_accuracy = accuracy(&int8_logits(&int8, &selection)?.argmax(), &selection);
-        ptq_by_observer.push((observer_name(observer), selection_accuracy));
-        if best.as_ref().is_none_or(|(a, _, _)| selection_accuracy > *a) {
-            best = Some((selection_accuracy, observer, int8));
-        }
-    }
-    let (_, ptq_observer, ptq_int8) = best.expect("three observers tried");
-    let ptq_int8_accuracy = accuracy(&int8_logits(&ptq_int8, &test_set)?.argmax(), &test_set);
+    let ptq = best_ptq(&spec, &float_for_ptq, &train_set, args.ptq_batches, args.batch_size, &device)?;
+    let (ptq_int8, ptq_observer, calibration_samples) = (&ptq.model, ptq.observer, ptq.calibration_samples);
+    let ptq_int8_accuracy = accuracy(&int8_logits(ptq_int8, &test_set)?.argmax(), &test_set);
     println!(
         "PTQ: calibrated on {calibration_samples} training images ({} batches) with each observer ({}) in {:.1} s; the best on 1,000 training images: {}",
         calibration_samples.div_ceil(args.batch_size.max(1)),
-        ptq_by_observer.iter().map(|(n, a)| format!("{n} {:.2}%", 100.0 * a)).collect::<Vec<_>>().join(", "),
+        ptq.scores_text(),
         ptq_started.elapsed().as_secs_f64(),
         observer_name(ptq_observer)
     );
@@ -357,7 +342,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         "ptq_int8_accuracy": ptq_int8_accuracy,
         "ptq_calibration_samples": calibration_samples,
         "ptq_observer": observer_name(ptq_observer),
-        "ptq_observer_selection_accuracy": ptq_by_observer.iter().map(|(n, a)| (n.to_string(), json!(a))).collect::<serde_json::Map<_, _>>(),
+        "ptq_observer_selection_accuracy": ptq.scores.iter().map(|(n, a)| (n.to_string(), json!(a))).collect::<serde_json::Map<_, _>>(),
         "float_model_bytes": float_model_bytes,
         "int8_model_bytes": int8_model_bytes,
         "epochs": args.epochs,
