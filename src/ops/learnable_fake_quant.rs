@@ -89,41 +89,68 @@ pub fn fake_quantize_learnable<const D: usize>(
             x.dtype()
         )));
     }
-    let device = x.device();
     let mut bshape = [1usize; D];
     if let Some(axis) = params.axis {
         bshape[axis] = channels;
     }
-    // One value per channel, broadcast to x's shape (burn's mask_where wants equal shapes).
-    let per_channel = |values: Vec<f32>| Tensor::<D>::from_data(TensorData::new(values, bshape), &device).expand(dims);
-    let s_t = per_channel(s.clone());
-    let inv_t = per_channel(s.iter().map(|s| 1.0 / s).collect());
-    let z_t = per_channel(z_bwd.iter().map(|&z| z as f32).collect());
-    let g = params.grad_factor;
-    let xd = x.detach();
-    // PyTorch's per-tensor kernel rounds z + x/s in one; the per-channel one adds z after.
-    let q = match params.axis {
-        None => (xd.clone() * inv_t.clone() + z_t.clone()).round(),
-        Some(_) => (xd.clone() * inv_t.clone()).round() + z_t.clone(),
+    let (grad_scale, grad_zero_point) = match params.axis {
+        None => per_tensor_factors(x.detach(), s[0], z_bwd[0], params),
+        Some(_) => per_channel_factors(x.detach(), &s, &z_bwd, bshape, params),
     };
-    let below: Tensor<D, Bool> = q.clone().lower_elem(qmin as f32);
-    let above: Tensor<D, Bool> = q.clone().greater_elem(qmax as f32);
-    let outside = below.clone().bool_or(above.clone());
-    let dequantized = (q.clamp(qmin as f32, qmax as f32) - z_t.clone()) * s_t.clone();
-    let inside = (dequantized - xd) * inv_t * g;
-    let grad_scale = inside.mask_where(below, (z_t.clone().neg() + qmin as f32) * g).mask_where(above, (z_t.neg() + qmax as f32) * g);
-    let grad_scale = grad_scale.clone().mask_fill(grad_scale.is_nan(), 0.0);
     let mut y = y;
     if learns_scale {
         let s = scale.reshape(bshape);
         y = y + (s.clone() - s.detach()) * grad_scale;
     }
     if learns_zero_point {
-        let grad_zero_point = s_t.zeros_like().mask_where(outside, s_t.neg() * g);
         let z = zero_point.reshape(bshape);
         y = y + (z.clone() - z.detach()) * grad_zero_point;
     }
     Ok(y)
+}
+
+/// PyTorch's per-element gradient factors of the scale and the zero point, per tensor: with
+/// `q = rne(z + x/s)`, below the range `(qmin - z) g` and `-s g`, above it `(qmax - z) g` and
+/// `-s g`, inside `(fq(x) - x) / s * g` and 0. Scalar ops: most fake quants are per tensor, and
+/// this is their whole extra cost.
+fn per_tensor_factors<const D: usize>(x: Tensor<D>, s: f32, z: i32, params: &LearnableFakeQuantParams) -> (Tensor<D>, Tensor<D>) {
+    let (qmin, qmax, g) = (params.quant_min as f32, params.quant_max as f32, params.grad_factor);
+    let (inv, z) = (1.0 / s, z as f32);
+    let q = (x.clone() * inv + z).round();
+    let below: Tensor<D, Bool> = q.clone().lower_elem(qmin);
+    let above: Tensor<D, Bool> = q.clone().greater_elem(qmax);
+    let inside = (((q.clamp(qmin, qmax) - z) * s - x) * inv) * g;
+    let grad_scale = inside.mask_fill(below.clone(), (qmin - z) * g).mask_fill(above.clone(), (qmax - z) * g);
+    let grad_scale = grad_scale.clone().mask_fill(grad_scale.is_nan(), 0.0);
+    let grad_zero_point = grad_scale.zeros_like().mask_fill(below.bool_or(above), -s * g);
+    (grad_scale, grad_zero_point)
+}
+
+/// [`per_tensor_factors`] per channel (PyTorch's per-channel kernel adds the zero point after
+/// rounding).
+fn per_channel_factors<const D: usize>(
+    x: Tensor<D>,
+    s: &[f32],
+    z: &[i32],
+    bshape: [usize; D],
+    params: &LearnableFakeQuantParams,
+) -> (Tensor<D>, Tensor<D>) {
+    let (qmin, qmax, g) = (params.quant_min as f32, params.quant_max as f32, params.grad_factor);
+    let (device, dims) = (x.device(), x.dims());
+    // One value per channel, broadcast to x's shape (burn's mask_where wants equal shapes).
+    let per_channel = |values: Vec<f32>| Tensor::<D>::from_data(TensorData::new(values, bshape), &device).expand(dims);
+    let s_t = per_channel(s.to_vec());
+    let inv_t = per_channel(s.iter().map(|s| 1.0 / s).collect());
+    let z_t = per_channel(z.iter().map(|&z| z as f32).collect());
+    let q = (x.clone() * inv_t.clone()).round() + z_t.clone();
+    let below: Tensor<D, Bool> = q.clone().lower_elem(qmin);
+    let above: Tensor<D, Bool> = q.clone().greater_elem(qmax);
+    let outside = below.clone().bool_or(above.clone());
+    let inside = (((q.clamp(qmin, qmax) - z_t.clone()) * s_t.clone() - x) * inv_t) * g;
+    let grad_scale = inside.mask_where(below, (z_t.clone().neg() + qmin) * g).mask_where(above, (z_t.neg() + qmax) * g);
+    let grad_scale = grad_scale.clone().mask_fill(grad_scale.is_nan(), 0.0);
+    let grad_zero_point = s_t.zeros_like().mask_where(outside, s_t.neg() * g);
+    (grad_scale, grad_zero_point)
 }
 
 fn host(t: &Tensor<1>) -> Vec<f32> {
