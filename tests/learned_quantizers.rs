@@ -142,3 +142,64 @@ fn data_parallel_replicas_hold_the_same_learned_qparams_after_every_step() {
         }
     }
 }
+
+/// 50 random configurations (bits 2 to 8, quantizer, observer, learning rate 1e-4 to 0.1, seed),
+/// eight steps each on random data: every loss finite, every scale in use finite and positive,
+/// every learned value finite, and the int8 model equal to the QAT eval. (Case 2, LSQ at lr
+/// 0.1, drives some of fc1's learned weight scales below zero in one step: they run clamped to
+/// eps, as PyTorch's do.)
+#[test]
+fn fifty_random_configurations_stay_finite_and_convert_exactly() {
+    let _serial = serial();
+    use burn_qat::observer::RangeEstimator;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for case in 0..50 {
+        let bits = 2 + (next() % 7) as u32;
+        let quantizer = [Quantizer::Fixed, Quantizer::Lsq, Quantizer::LsqPlus][(next() % 3) as usize];
+        let observer =
+            [RangeEstimator::MinMax, RangeEstimator::Percentile { percentile: 99.9 }, RangeEstimator::Mse][(next() % 3) as usize];
+        let lr = 10f64.powf(-4.0 + 3.0 * (next() % 1000) as f64 / 1000.0);
+        let seed = next() % 1000;
+        let what = format!("case {case}: {bits} bits, {quantizer:?}, {observer:?}, lr {lr:.2e}, seed {seed}");
+        let qconfig =
+            QConfigBuilder::new().weight_bits(bits).activation_bits(bits).quantizer(quantizer).range_estimator(observer).build().unwrap();
+        let device = Device::flex().autodiff();
+        device.seed(seed);
+        let mut model = prepare_qat(small_cnn(&device, PaddingMode::Zeros).fuse().unwrap(), qconfig).unwrap();
+        let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
+        for step in 0..8 {
+            if step == 1 {
+                model.enable_param_learning();
+            }
+            let x = Tensor::<4>::random([8, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+            let out = model.forward(x).unwrap().into_features(&device).unwrap();
+            let loss = out.powi_scalar(2).mean();
+            let value = loss.clone().into_scalar::<f32>();
+            assert!(value.is_finite(), "{what}: loss {value} at step {step}");
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+        }
+        // The scales quantization runs with (a learned one that a large step pushed below eps
+        // is clamped to eps, as in PyTorch) and every learned value are finite; the former
+        // positive.
+        for fq in model.fake_quants_mut() {
+            let q = fq.qparams();
+            assert!(q.scale.iter().all(|s| s.is_finite() && *s > 0.0), "{what}: scales {:?}", q.scale);
+            if let Some((scale, zero_point)) = fq.learned_values() {
+                assert!(scale.iter().chain(&zero_point).all(|v| v.is_finite()), "{what}: learned {scale:?} {zero_point:?}");
+            }
+        }
+        model.set_training(false);
+        model.disable_observer();
+        let int8 = convert(&model).unwrap_or_else(|e| panic!("{what}: convert: {e}"));
+        let x = Tensor::<4>::random([4, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
+        let int8_out = to_vec(&int8.forward(x.clone().inner()).unwrap().into_features(&Device::flex()).unwrap());
+        assert_bits_eq(&format!("{what}: int8 vs QAT eval"), &int8_out, &logits(&mut model, x));
+    }
+}
