@@ -256,6 +256,12 @@ fn train_with_a_learned_quantizer() {
     assert!(accuracy(&metrics, "int8_accuracy") > 0.9, "{metrics}");
     let eval = burn_qat(&["eval", "--checkpoint", out.join("qat.safetensors").to_str().unwrap()]);
     check_success(&eval, "eval of an LSQ-trained qat.safetensors");
+    // The scales learned (the first batch estimated them, learning took over after it).
+    let (state, _) = burn_qat::state_dict::load_safetensors(out.join("qat.safetensors")).unwrap();
+    for fq in ["conv1.weight_fake_quant", "fc2.activation_post_process"] {
+        assert_eq!(state[&format!("{fq}.learning_enabled")].to_f64_vec(), [1.0], "{fq}");
+        assert_eq!(state[&format!("{fq}.static_enabled")].to_f64_vec(), [0.0], "{fq}");
+    }
 }
 
 /// `--distill`: recorded with its temperature; a temperature that is not positive is refused.

@@ -133,6 +133,28 @@ fn a_run_killed_twice_and_resumed_ends_with_the_same_bits() {
     assert_eq!(b["resumed"], true);
 }
 
+/// Learned scales are parameters with optimizer state (momentum): a run with LSQ killed in its
+/// second QAT epoch and resumed ends with the same bits as one never interrupted.
+#[test]
+fn a_learned_quantizer_run_resumes_to_the_same_bits() {
+    let data = out_dir("data-lsq");
+    small_mnist(&data);
+    let (straight, interrupted) = (out_dir("straight-lsq"), out_dir("interrupted-lsq"));
+    let lsq = |out: &Path, resume: bool| {
+        let mut command = train_command(&data, out, resume);
+        command.args(["--quantizer", "lsq+", "--weight-bits", "4", "--act-bits", "4"]);
+        command
+    };
+    run_to_end(lsq(&straight, false));
+    kill_during_epoch_after(lsq(&interrupted, false), "QAT", 1);
+    assert_eq!(checkpoint_position(&interrupted), ("qat".to_string(), "1".to_string()), "killed during the second QAT epoch");
+    let stdout = run_to_end(lsq(&interrupted, true));
+    assert!(stdout.contains("resuming from"), "{stdout}");
+    for name in ["qat.safetensors", "int8.safetensors", "checkpoint.safetensors"] {
+        assert_same_file(&straight, &interrupted, name);
+    }
+}
+
 #[test]
 fn resume_refuses_a_checkpoint_of_other_flags_and_a_missing_one() {
     let data = out_dir("flags-data");

@@ -27,6 +27,11 @@ mutants=(
   "syncbn-statistics-detached|src/nn/batch_norm.rs|p.to_device(&device))|p.detach().to_device(&device))|--test data_parallel"
   "observer-range-not-reduced|src/observer/stats.rs|    all_reduce_min_max(local_min_max(x, axis, known))|    local_min_max(x, axis, known)|--test data_parallel"
   "gradient-of-one-replica|src/parallel/trainer.rs|let sum = parts.into_iter()|let sum = parts.into_iter().take(1)|--test data_parallel"
+  "lsq-backward-zero-point-as-forward|src/ops/learnable_fake_quant.rs|None => vec![per_tensor_backward_zero_point(z[0], qmin, qmax)],|None => z_fwd.clone(),|--test learnable_fake_quant_golden"
+  "lsq-grad-factor-dropped|src/ops/learnable_fake_quant.rs|let inside = (((q.clamp(qmin, qmax) - z) * s - x) * inv) * g;|let inside = ((q.clamp(qmin, qmax) - z) * s - x) * inv;|--test learnable_fake_quant_golden"
+  "learning-never-switched-on|src/train/mod.rs|model.enable_param_learning());|model.set_training(true));|--test cli train_with_a_learned_quantizer"
+  "packed-sign-not-extended|src/quant/packing.rs|((field ^ sign).wrapping_sub(sign)) as i32 as i8|field as i32 as i8|--lib --test workflow"
+  "percentile-is-min-max|src/observer/range_estimate.rs|Self::Percentile { percentile } => percentiles(&mut v, percentile),|Self::Percentile { .. } => min_max(&v),|--lib"
   "gpu-rounding-half-away-from-zero|src/ops/cube/fake_quant.rs|F::round(x * params[2 + 3 * channel])|F::floor(x * params[2 + 3 * channel] + F::new(0.5))|--features wgpu --test fake_quant_golden"
 )
 

@@ -68,8 +68,24 @@ impl FakeQuantize {
         })
     }
 
+    /// Makes the learnable variant's parameters now, on `device`, rather than on the first
+    /// forward: a model's parameter ids are then numbered once and for all (`prepare_qat` calls
+    /// it), so optimizer state saved in a checkpoint finds them again. No effect otherwise.
+    pub fn materialize_learned(&mut self, device: &burn::tensor::Device) {
+        if let Some(state) = &self.learnable
+            && self.learned.is_none()
+        {
+            let (scale, zero_point) = state.pending.clone();
+            self.set_learned(scale, zero_point, device);
+        }
+    }
+
+    /// Replaces the learned values, keeping the parameters' ids (renumbered ones included).
     fn set_learned(&mut self, scale: Vec<f32>, zero_point: Vec<f32>, device: &burn::tensor::Device) {
-        let ids = self.learnable_state().ids;
+        let ids = match &self.learned {
+            Some(p) => (p.scale.id, p.zero_point.id),
+            None => self.learnable_state().ids,
+        };
         self.learned = Some(LearnedQParams { scale: param(ids.0, scale, device), zero_point: param(ids.1, zero_point, device) });
     }
 

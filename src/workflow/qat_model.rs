@@ -90,9 +90,14 @@ pub struct QatModel {
 pub fn prepare_qat(model: FloatModel, qconfig: impl Into<QConfigMap>) -> Result<QatModel> {
     let map = qconfig.into();
     let mut consistent = true;
+    let device = model.devices().into_iter().next();
     let layers = prepare_layers(model.layers, "", &map, &mut consistent)?;
     let eval_arithmetic = if consistent { EvalArithmetic::Deployment } else { EvalArithmetic::Float };
-    Ok(QatModel { layers, eval_arithmetic, deployment_training: false, training: true })
+    let mut model = QatModel { layers, eval_arithmetic, deployment_training: false, training: true };
+    if let Some(device) = device {
+        model.fake_quants_mut().into_iter().for_each(|fq| fq.materialize_learned(&device));
+    }
+    Ok(model)
 }
 
 fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, consistent: &mut bool) -> Result<Vec<Named<QatLayer>>> {
