@@ -6,6 +6,7 @@ use burn_qat::data::DataSource;
 use burn_qat::device::Accelerator;
 use burn_qat::observer::RangeEstimator;
 use burn_qat::qconfig::Quantizer;
+use burn_qat::train::{Distillation, TrainOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -297,5 +298,32 @@ impl TrainArgs {
     /// The QAT epoch that disables observers (0-based), defaulting as [`Self::freeze_bn_epoch`].
     pub fn disable_observer_epoch(&self) -> usize {
         self.disable_observer_epoch.unwrap_or(1)
+    }
+
+    /// The float phase's schedule: these flags, no BN freezing or observers to switch.
+    pub fn float_options(&self) -> TrainOptions {
+        TrainOptions {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            seed: self.seed,
+            freeze_bn_from_epoch: None,
+            disable_observer_from_epoch: None,
+            ..TrainOptions::default()
+        }
+    }
+
+    /// The QAT phase's schedule: a tenth of the learning rate, its own shuffling seed, BN frozen
+    /// and observers off from their epochs, distillation if asked for.
+    pub fn qat_options(&self, distillation: Option<Distillation>) -> TrainOptions {
+        TrainOptions {
+            epochs: self.qat_epochs,
+            lr: self.lr / 10.0,
+            seed: self.seed.wrapping_add(1000),
+            freeze_bn_from_epoch: Some(self.freeze_bn_epoch()),
+            disable_observer_from_epoch: Some(self.disable_observer_epoch()),
+            distillation,
+            ..self.float_options()
+        }
     }
 }

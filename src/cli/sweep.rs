@@ -10,7 +10,7 @@ use burn_qat::QatError;
 use burn_qat::data::Dataset;
 use burn_qat::models::InputShape;
 use burn_qat::qconfig::Quantizer;
-use burn_qat::train::{Distillation, EpochReport, OnEpoch, ResumePoint, TrainOptions, accuracy, int8_logits, train_classifier_on};
+use burn_qat::train::{Distillation, EpochReport, OnEpoch, ResumePoint, accuracy, int8_logits, train_classifier_on};
 use burn_qat::workflow::{QatModel, convert};
 use serde_json::json;
 
@@ -51,8 +51,7 @@ pub fn sweep(args: &TrainArgs, bits: &[u32]) -> burn_qat::Result<()> {
     prepare_output_folder(&args.out)?;
 
     device.seed(args.seed);
-    let float_options =
-        TrainOptions { epochs: args.epochs, batch_size: args.batch_size, lr: args.lr, seed: args.seed, ..TrainOptions::default() };
+    let float_options = args.float_options();
     let float = spec_with(8, Quantizer::Fixed).float_model(&device)?;
     let report =
         |phase: String| move |r: &EpochReport| println!("{phase} epoch {}: test accuracy {:.2}%", r.epoch + 1, 100.0 * r.test_accuracy);
@@ -63,15 +62,7 @@ pub fn sweep(args: &TrainArgs, bits: &[u32]) -> burn_qat::Result<()> {
         true => Some(Distillation::from_teacher(&float, &train, args.distill_temperature, &device)?),
         false => None,
     };
-    let qat_options = TrainOptions {
-        epochs: args.qat_epochs,
-        lr: args.lr / 10.0,
-        seed: args.seed.wrapping_add(1000),
-        freeze_bn_from_epoch: Some(args.freeze_bn_epoch()),
-        disable_observer_from_epoch: Some(args.disable_observer_epoch()),
-        distillation,
-        ..float_options
-    };
+    let qat_options = args.qat_options(distillation);
 
     let mut rows = Vec::new();
     for &b in bits {

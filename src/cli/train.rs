@@ -12,7 +12,7 @@ use burn_qat::models::InputShape;
 use burn_qat::report::{Curves, plot_curves};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, load_safetensors, save_safetensors};
 use burn_qat::train::{
-    Agreement, Distillation, EpochReport, Logits, ResumePoint, TrainOptions, accuracy, agreement, int8_logits, logits, reports_from_json,
+    Agreement, Distillation, EpochReport, Logits, ResumePoint, accuracy, agreement, int8_logits, logits, reports_from_json,
     reports_to_json, train_classifier_on,
 };
 use burn_qat::workflow::{EvalArithmetic, convert};
@@ -226,15 +226,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     // Per-layer bits name layers: check them now, not after the float epochs.
     spec.qconfig.qconfig_map(&float_model.clone().fuse()?)?;
     print_header();
-    let float_options = TrainOptions {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        seed: args.seed,
-        freeze_bn_from_epoch: None,
-        disable_observer_from_epoch: None,
-        ..TrainOptions::default()
-    };
+    let float_options = args.float_options();
     let float_path = args.out.join("float.safetensors");
     let (float_model, float_reports) = match &resumed {
         Some(r) if r.stage == QAT_STAGE => {
@@ -274,15 +266,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         }
         _ => ResumePoint::default(),
     };
-    let qat_options = TrainOptions {
-        epochs: args.qat_epochs,
-        lr: args.lr / 10.0,
-        seed: args.seed.wrapping_add(1000),
-        freeze_bn_from_epoch: Some(args.freeze_bn_epoch()),
-        disable_observer_from_epoch: Some(args.disable_observer_epoch()),
-        distillation,
-        ..float_options
-    };
+    let qat_options = args.qat_options(distillation);
     let mut qat_metadata = metadata.clone();
     qat_metadata.insert(FLOAT_REPORTS_KEY.to_string(), reports_to_json(&float_reports));
     let mut hooks = PhaseHooks::new("QAT", QAT_STAGE, args.qat_epochs, &checkpoint, &qat_metadata);
