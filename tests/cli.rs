@@ -342,6 +342,31 @@ fn mixed_precision_keeps_int8_equal_to_the_qat_eval() {
     }
 }
 
+/// `inspect --sensitivity N` ranks every layer with weights by the accuracy lost at N bits.
+#[test]
+fn inspect_ranks_the_layers_by_sensitivity() {
+    let out = out_dir("sensitivity");
+    check_success(&burn_qat(&["train", "--epochs", "1", "--qat-epochs", "1", "--out", out.to_str().unwrap()]), "train");
+    let output =
+        burn_qat(&["inspect", "--checkpoint", out.join("qat.safetensors").to_str().unwrap(), "--sensitivity", "2", "--samples", "500"]);
+    check_success(&output, "inspect --sensitivity 2");
+    let stdout = text(&output.stdout);
+    let rows: Vec<(String, f64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 3 && w[1].ends_with('%')).then(|| (w[0].to_string(), w[1].trim_end_matches('%').parse().unwrap()))
+        })
+        .collect();
+    let mut layers: Vec<&str> = rows.iter().map(|(l, _)| l.as_str()).collect();
+    layers.sort();
+    assert_eq!(layers, ["conv1", "conv2", "fc1", "fc2"], "{stdout}");
+    assert!(rows.windows(2).all(|w| w[0].1 <= w[1].1), "most sensitive first:\n{stdout}");
+    assert!(stdout.contains("all layers at 8 bits"), "{stdout}");
+    let output = burn_qat(&["inspect", "--checkpoint", out.join("qat.safetensors").to_str().unwrap(), "--sensitivity", "9"]);
+    assert!(!output.status.success(), "--sensitivity 9 accepted");
+}
+
 #[test]
 fn unknown_quantizers_and_learned_ones_with_pytorch_presets_are_refused() {
     let output = burn_qat(&["train", "--observer", "histogram", "--out", out_dir("bad-observer").to_str().unwrap()]);

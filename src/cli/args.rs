@@ -216,6 +216,10 @@ pub struct InspectArgs {
     /// Test images to measure activation SNR on.
     #[arg(long, default_value_t = 256)]
     pub samples: usize,
+    /// Instead of the table: rank the layers by the int8 accuracy lost when that layer alone
+    /// goes to N bits (PTQ of the run's float model, the rest at 8), on --samples test images.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=8))]
+    pub sensitivity: Option<u32>,
 }
 
 #[derive(clap::Args)]

@@ -33,6 +33,9 @@ fn row(r: &LayerReport) -> String {
 }
 
 pub fn inspect(args: InspectArgs) -> burn_qat::Result<()> {
+    if let Some(bits) = args.sensitivity {
+        return super::sensitivity::sensitivity(&args, bits);
+    }
     let device = Device::flex();
     let (qat, spec) = SavedModel::load(&args.checkpoint, &device)?.into_qat(&args.checkpoint, "inspect")?;
     let source = args.data.or_else(|| trained_data(&args.checkpoint)).unwrap_or_default();

@@ -12,6 +12,7 @@ mod progress;
 mod ptq;
 mod run_spec;
 mod saved_model;
+mod sensitivity;
 mod sweep;
 mod train;
 

@@ -43,11 +43,6 @@ pub trait QatModule {
     fn enable_param_learning(&mut self) {
         self.fake_quants_mut().into_iter().for_each(|fq| fq.enable_param_learning());
     }
-
-    /// Whether any fake quant inside learns its qparams (or could: a learnable one).
-    fn has_learnable_fake_quant(&mut self) -> bool {
-        self.fake_quants_mut().iter().any(|fq| fq.is_learnable())
-    }
 }
 
 macro_rules! conv_linear_fake_quants {
