@@ -8,14 +8,17 @@
 //! get gradients; `fake_quant_enabled` switches the quantization itself. `enable_param_learning`,
 //! `enable_static_estimate` and `enable_static_observation` set the three together.
 //!
-//! The parameters are made on the first forward, on the input's device, with ids fixed at
-//! construction: every copy of a model (data-parallel replicas included) names them alike.
+//! The parameters are made by `prepare_qat` on the model's device (or, for a fake quant built
+//! on its own, on the first forward, on the input's device), with ids fixed before any copy:
+//! every copy of a model (data-parallel replicas included) names them alike. Their values come
+//! from the observer on the first forward while it is enabled.
 
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Tensor, TensorData};
 
 use super::FakeQuantize;
 use crate::error::{QatError, Result};
+use crate::observer::tensor_values;
 use crate::ops::{LearnableFakeQuantParams, fake_quantize_learnable, forward_zero_point};
 use crate::quant::{QParamFormula, QParams};
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
@@ -43,10 +46,6 @@ impl LearnableState {
     }
 }
 
-fn host(t: &Tensor<1>) -> Vec<f32> {
-    t.to_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()
-}
-
 fn param(id: ParamId, values: Vec<f32>, device: &burn::tensor::Device) -> Param<Tensor<1>> {
     let n = values.len();
     let value = Tensor::from_data(TensorData::new(values, [n]), device);
@@ -63,7 +62,7 @@ impl FakeQuantize {
     pub fn learned_values(&self) -> Option<(Vec<f32>, Vec<f32>)> {
         let state = self.learnable.as_ref()?;
         Some(match &self.learned {
-            Some(p) => (host(&p.scale.val()), host(&p.zero_point.val())),
+            Some(p) => (tensor_values(&p.scale.val()), tensor_values(&p.zero_point.val())),
             None => state.pending.clone(),
         })
     }
@@ -125,7 +124,7 @@ impl FakeQuantize {
         let spec = *self.observer.spec();
         let learning = self.learnable_state().learning_enabled;
         let learned = self.learned.as_mut().expect("made above");
-        let scale = host(&learned.scale.val());
+        let scale = tensor_values(&learned.scale.val());
         if !self.observer_enabled && scale.iter().any(|&s| !(s >= spec.eps)) {
             if scale.iter().any(|s| s.is_nan()) {
                 return Err(QatError::NonFinite { context: "learnable fake quant".into(), what: format!("the learned scale {scale:?}") });
@@ -137,7 +136,7 @@ impl FakeQuantize {
         if !self.fake_quant_enabled {
             return Ok(x);
         }
-        if spec.qscheme.is_symmetric() && host(&learned.zero_point.val()).iter().any(|&z| z != 0.0) {
+        if spec.qscheme.is_symmetric() && tensor_values(&learned.zero_point.val()).iter().any(|&z| z != 0.0) {
             let zeros = vec![0.0; learned.zero_point.dims()[0]];
             learned.zero_point = param(learned.zero_point.id, zeros, &device);
         }

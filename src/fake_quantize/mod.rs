@@ -32,7 +32,8 @@ use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
 /// learned qparams as parameters (the module's only ones).
 #[derive(Module, Debug)]
 pub struct FakeQuantize {
-    /// The learnable variant's scale and zero point, made on its first forward.
+    /// The learnable variant's scale and zero point (made by `prepare_qat`, or on the first
+    /// forward of a fake quant built on its own).
     pub learned: Option<LearnedQParams>,
     #[module(skip)]
     config: FakeQuantizeConfig,

@@ -105,10 +105,7 @@ impl Observer {
             return Ok(());
         }
         self.check_axis(shape)?;
-        let (cur_min, cur_max) = match self.config.estimator {
-            RangeEstimator::MinMax => all_reduce_min_max(channel_min_max(values, shape, self.ch_axis()))?,
-            estimator => all_reduce_min_max(estimator.estimate(values, shape, self.ch_axis(), &self.spec))?,
-        };
+        let (cur_min, cur_max) = all_reduce_min_max(self.config.estimator.estimate(values, shape, self.ch_axis(), &self.spec))?;
         self.update_checked(cur_min, cur_max, shape)
     }
 

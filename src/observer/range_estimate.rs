@@ -4,6 +4,7 @@
 //! at a percentile, or where the quantization error is smallest (as TensorRT's and
 //! OpenVINO's calibrators do).
 
+use super::channel_min_max;
 use crate::error::{QatError, Result};
 use crate::quant::{QParamFormula, QParams, QuantSpec, quantize_value};
 
@@ -45,20 +46,25 @@ impl RangeEstimator {
 
     /// The range of `values` (shape `shape`) per tensor or per index of `axis`.
     pub(crate) fn estimate(self, values: &[f32], shape: &[usize], axis: Option<usize>, spec: &QuantSpec) -> Result<(Vec<f32>, Vec<f32>)> {
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(QatError::NonFinite { context: "observer".into(), what: "an observed value (NaN or infinity)".into() });
+        match self {
+            Self::MinMax => channel_min_max(values, shape, axis),
+            Self::Percentile { percentile } => per_channel(values, shape, axis, |v| percentiles(v, percentile)),
+            Self::Mse => per_channel(values, shape, axis, |v| mse_range(v, spec)),
         }
-        let channels = channel_values(values, shape, axis);
-        let ranges: Vec<(f32, f32)> = channels
-            .into_iter()
-            .map(|mut v| match self {
-                Self::MinMax => min_max(&v),
-                Self::Percentile { percentile } => percentiles(&mut v, percentile),
-                Self::Mse => mse_range(&v, spec),
-            })
-            .collect();
-        Ok(ranges.into_iter().unzip())
     }
+}
+
+/// `range` of each channel's values; NaN or infinite values are an error, as for min/max.
+fn per_channel(
+    values: &[f32],
+    shape: &[usize],
+    axis: Option<usize>,
+    range: impl Fn(&mut [f32]) -> (f32, f32),
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(QatError::NonFinite { context: "observer".into(), what: "an observed value (NaN or infinity)".into() });
+    }
+    Ok(channel_values(values, shape, axis).into_iter().map(|mut v| range(&mut v)).unzip())
 }
 
 /// The values of each channel along `axis` (one group for `None`).

@@ -12,6 +12,7 @@ use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::fake_quant::{FakeQuantParams, fake_quantize};
 use crate::error::{QatError, Result};
+use crate::observer::tensor_values;
 
 /// Everything but the learned values: the channel axis (`None`: per tensor), the integer range,
 /// and the factor both parameter gradients are multiplied by (LSQ's `1/sqrt(N * Q_p)`, or 1).
@@ -56,7 +57,7 @@ pub fn fake_quantize_learnable<const D: usize>(
             return Err(QatError::shape("learnable fake_quantize", format!("a channel axis below the rank {D}"), format!("axis {axis}")));
         }
     };
-    let (s, z) = (host(&scale), host(&zero_point));
+    let (s, z) = (tensor_values(&scale), tensor_values(&zero_point));
     if s.len() != channels || z.len() != channels {
         return Err(QatError::shape(
             "learnable fake_quantize",
@@ -151,10 +152,6 @@ fn per_channel_factors<const D: usize>(
     let grad_scale = grad_scale.clone().mask_fill(grad_scale.is_nan(), 0.0);
     let grad_zero_point = s_t.zeros_like().mask_where(outside, s_t.neg() * g);
     (grad_scale, grad_zero_point)
-}
-
-fn host(t: &Tensor<1>) -> Vec<f32> {
-    t.to_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()
 }
 
 #[cfg(test)]
