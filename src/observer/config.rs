@@ -11,6 +11,20 @@ pub enum Averaging {
     /// `m <- m + c * (current - m)`; the first observation is taken as is
     /// (MovingAverageMinMaxObserver).
     MovingAverage { averaging_constant: f32 },
+    /// A running histogram of `bins` bins over everything seen; qparams come from the range
+    /// that minimizes the L2 quantization error (HistogramObserver). Per tensor only.
+    Histogram { bins: usize, levels: SearchLevels },
+}
+
+/// How many quantization levels the histogram search assumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SearchLevels {
+    /// `2^bits` of the dtype (256 for quint8 and qint8), whatever the quant range: PyTorch's
+    /// HistogramObserver, which therefore clips for 8 bits even at a 4-bit `quant_max`.
+    DtypeBits,
+    /// `quant_max - quant_min + 1`, the levels the values are actually rounded to: what a
+    /// sub-8-bit range needs (our improvement; `--observer histogram` uses it).
+    QuantRange,
 }
 
 /// The settings of an observer, with PyTorch's defaults (quint8, per-tensor affine, eps =
@@ -52,6 +66,11 @@ impl ObserverConfig {
     /// PyTorch `MovingAverageMinMaxObserver(averaging_constant)` (PyTorch's default c is 0.01).
     pub fn moving_average(averaging_constant: f32) -> Self {
         Self::with_defaults(Averaging::MovingAverage { averaging_constant }, QScheme::PerTensorAffine)
+    }
+
+    /// PyTorch `HistogramObserver(bins)` (PyTorch's default is 2048 bins).
+    pub fn histogram(bins: usize) -> Self {
+        Self::with_defaults(Averaging::Histogram { bins, levels: SearchLevels::DtypeBits }, QScheme::PerTensorAffine)
     }
 
     /// PyTorch `PerChannelMinMaxObserver(ch_axis)`.
@@ -97,6 +116,23 @@ impl ObserverConfig {
             && !(c > 0.0 && c <= 1.0)
         {
             return Err(QatError::config(format!("averaging_constant {c} must be in (0, 1]")));
+        }
+        if let Averaging::Histogram { bins, .. } = self.averaging {
+            if bins == 0 {
+                return Err(QatError::config("a histogram observer needs at least one bin"));
+            }
+            if self.qscheme.is_per_channel() {
+                return Err(QatError::config(
+                    "the histogram observer is per tensor only (PyTorch's too); use a per-tensor scheme, \
+                     or a min/max observer per channel",
+                ));
+            }
+            if self.estimator != RangeEstimator::MinMax {
+                return Err(QatError::config(format!(
+                    "the histogram observer searches its own range; it takes no range estimator (got {})",
+                    self.estimator.name()
+                )));
+            }
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(QatError::config(format!("eps {} must be finite and positive", self.eps)));

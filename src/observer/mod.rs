@@ -4,10 +4,11 @@
 //! [`Averaging`] rule and [`QScheme`](crate::quant::QScheme).
 
 mod config;
+mod histogram;
 mod range_estimate;
 mod stats;
 
-pub use config::{Averaging, ObserverConfig};
+pub use config::{Averaging, ObserverConfig, SearchLevels};
 pub use range_estimate::RangeEstimator;
 pub(crate) use stats::known_or_tensor_min_max;
 pub use stats::{channel_min_max, tensor_min_max, tensor_values};
@@ -15,7 +16,8 @@ pub use stats::{channel_min_max, tensor_min_max, tensor_values};
 use burn::tensor::Tensor;
 
 use crate::error::{QatError, Result};
-use crate::parallel::collective::all_reduce_min_max;
+use crate::parallel::collective::{all_gather, all_reduce_min_max};
+use histogram::Histogram;
 use crate::quant::{QParamFormula, QParams, QuantSpec};
 use crate::state_dict::{StateDict, StateReader, TensorValue, join};
 
@@ -27,12 +29,18 @@ pub struct Observer {
     /// Per tensor: one value, `+inf` until the first observation. Per channel: empty until then.
     min_val: Vec<f32>,
     max_val: Vec<f32>,
+    /// The running histogram of a histogram observer, whose range `min_val`/`max_val` mirror.
+    histogram: Option<Histogram>,
 }
 
 impl Observer {
     pub(crate) fn new(config: ObserverConfig, spec: QuantSpec) -> Self {
         let (min_val, max_val) = Self::empty_stats(&config);
-        Self { config, spec, min_val, max_val }
+        let histogram = match config.averaging {
+            Averaging::Histogram { bins, .. } => Some(Histogram::new(bins)),
+            _ => None,
+        };
+        Self { config, spec, min_val, max_val, histogram }
     }
 
     fn empty_stats(config: &ObserverConfig) -> (Vec<f32>, Vec<f32>) {
@@ -85,8 +93,29 @@ impl Observer {
             return Ok(());
         }
         self.check_axis(&shape)?;
+        if self.histogram.is_some() {
+            return self.observe_histogram(tensor_values(x));
+        }
         let (cur_min, cur_max) = self.range_of(x, min_max)?;
         self.update_checked(cur_min, cur_max, &shape)
+    }
+
+    /// Adds one observation to the histogram; in data-parallel training, every replica's share
+    /// in rank order, so the histogram is the one of the whole batch.
+    fn observe_histogram(&mut self, values: Vec<f32>) -> Result<()> {
+        let local: std::result::Result<Vec<f32>, ()> = if values.iter().all(|v| v.is_finite()) { Ok(values) } else { Err(()) };
+        let mut values = Vec::new();
+        for share in all_gather(local)? {
+            values.extend(share.map_err(|()| stats::non_finite())?);
+        }
+        let histogram = self.histogram.as_mut().expect("a histogram observer");
+        if values.is_empty() {
+            return Ok(());
+        }
+        histogram.observe(&values);
+        let (min, max) = histogram.range();
+        (self.min_val, self.max_val) = (vec![min], vec![max]);
+        Ok(())
     }
 
     /// One observation's range by the configured estimator (`known`: `x`'s per-tensor min,
@@ -105,6 +134,9 @@ impl Observer {
             return Ok(());
         }
         self.check_axis(shape)?;
+        if self.histogram.is_some() {
+            return self.observe_histogram(values.to_vec());
+        }
         let (cur_min, cur_max) = all_reduce_min_max(self.config.estimator.estimate(values, shape, self.ch_axis(), &self.spec))?;
         self.update_checked(cur_min, cur_max, shape)
     }
@@ -150,6 +182,7 @@ impl Observer {
                     *m = m.max(*c);
                 }
             }
+            Averaging::Histogram { .. } => unreachable!("histogram observers update through observe_histogram"),
             Averaging::MovingAverage { averaging_constant: c } => {
                 for (m, cur) in self.min_val.iter_mut().zip(&cur_min) {
                     *m += c * (cur - *m);
@@ -176,6 +209,30 @@ impl Observer {
     /// Forgets everything observed (PyTorch `reset_min_max_vals`).
     pub fn reset_min_max_vals(&mut self) {
         (self.min_val, self.max_val) = Self::empty_stats(&self.config);
+        if let Some(h) = &mut self.histogram {
+            *h = Histogram::new(h.counts().len());
+        }
+    }
+
+    /// The histogram's counts, for a histogram observer.
+    pub fn histogram(&self) -> Option<&[f32]> {
+        self.histogram.as_ref().map(|h| h.counts())
+    }
+
+    /// The range qparams are computed from: the running min/max, or for a histogram observer
+    /// the range its L2 search picks.
+    pub fn qparam_range(&self) -> (Vec<f32>, Vec<f32>) {
+        match (&self.histogram, self.config.averaging) {
+            (Some(h), Averaging::Histogram { levels, .. }) if self.has_observed() => {
+                let levels = match levels {
+                    SearchLevels::DtypeBits => 2f64.powi(self.spec.dtype.bits() as i32),
+                    SearchLevels::QuantRange => (self.spec.range.span() + 1) as f64,
+                };
+                let (lo, hi) = h.search(levels);
+                (vec![lo], vec![hi])
+            }
+            _ => (self.min_val.clone(), self.max_val.clone()),
+        }
     }
 
     /// PyTorch's `calculate_qparams`: the observer formula on the current statistics; scale 1
@@ -189,7 +246,8 @@ impl Observer {
         if !self.has_observed() {
             return QParams::unobserved();
         }
-        QParams::from_min_max(&self.min_val, &self.max_val, &self.spec, formula)
+        let (min, max) = self.qparam_range();
+        QParams::from_min_max(&min, &max, &self.spec, formula)
     }
 
     pub fn write_state(&self, prefix: &str, out: &mut StateDict) {
@@ -200,6 +258,9 @@ impl Observer {
         };
         out.insert(join(prefix, "min_val"), min);
         out.insert(join(prefix, "max_val"), max);
+        if let Some(h) = &self.histogram {
+            out.insert(join(prefix, "histogram"), TensorValue::f32_vec(h.counts().to_vec()));
+        }
     }
 
     /// Reads `eps`, `min_val`, `max_val`. Per-channel buffers take the stored length, as
@@ -223,6 +284,15 @@ impl Observer {
             if !unobserved && min.iter().zip(&max).any(|(lo, hi)| !(lo <= hi) || lo.is_nan() || !lo.is_finite() || !hi.is_finite()) {
                 reader.problem(format!("{prefix}min_val/max_val: every min must be finite and <= its max, found {min:?} and {max:?}"));
                 return;
+            }
+            if let Some(h) = &mut self.histogram {
+                let bins = h.counts().len();
+                let Some((_, counts)) = reader.f32(&join(prefix, "histogram"), Some(&[bins])) else { return };
+                if counts.iter().any(|c| !(c.is_finite() && *c >= 0.0)) {
+                    reader.problem(format!("{prefix}histogram: every count must be finite and >= 0"));
+                    return;
+                }
+                h.restore(counts, min[0], max[0]);
             }
             self.min_val = min;
             self.max_val = max;

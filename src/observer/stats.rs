@@ -44,7 +44,7 @@ fn local_min_max<const D: usize>(x: &Tensor<D>, axis: Option<usize>, known: Opti
     }
 }
 
-fn non_finite() -> QatError {
+pub(super) fn non_finite() -> QatError {
     QatError::NonFinite { context: "observer".into(), what: "an observed value (NaN or infinity)".into() }
 }
 

@@ -23,6 +23,14 @@ impl QuantDtype {
         }
     }
 
+    /// The storage width in bits (PyTorch `torch.iinfo(dtype).bits`).
+    pub fn bits(self) -> u32 {
+        match self {
+            Self::QInt8 | Self::QUInt8 => 8,
+            Self::QInt32 => 32,
+        }
+    }
+
     /// PyTorch's name, as used in configs and error messages.
     pub fn name(self) -> &'static str {
         match self {
