@@ -369,12 +369,15 @@ fn inspect_ranks_the_layers_by_sensitivity() {
 
 #[test]
 fn unknown_quantizers_and_learned_ones_with_pytorch_presets_are_refused() {
-    let output = burn_qat(&["train", "--observer", "histogram", "--out", out_dir("bad-observer").to_str().unwrap()]);
+    let output = burn_qat(&["train", "--observer", "kl", "--out", out_dir("bad-observer").to_str().unwrap()]);
     assert!(!output.status.success());
-    assert!(text(&output.stderr).contains("expected minmax, percentile or mse"), "{}", text(&output.stderr));
-    let output = burn_qat(&["train", "--quantizer", "pact", "--out", out_dir("bad-quantizer").to_str().unwrap()]);
+    assert!(text(&output.stderr).contains("expected minmax, histogram, percentile or mse"), "{}", text(&output.stderr));
+    let output = burn_qat(&["train", "--quantizer", "dorefa", "--out", out_dir("bad-quantizer").to_str().unwrap()]);
     assert!(!output.status.success());
-    assert!(text(&output.stderr).contains("expected fixed, lsq or lsq+"), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("expected fixed, lsq, lsq+ or pact"), "{}", text(&output.stderr));
+    let output = burn_qat(&["train", "--weight-quantizer", "pact", "--out", out_dir("bad-quantizer").to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("PACT learns an activation clip level"), "{}", text(&output.stderr));
     let output = burn_qat(&["train", "--quantizer", "lsq", "--qconfig-version", "1", "--out", out_dir("bad-quantizer").to_str().unwrap()]);
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("cannot be used with"), "{}", text(&output.stderr));

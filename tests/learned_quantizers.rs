@@ -1,4 +1,4 @@
-//! Learned quantizers (LSQ, LSQ+) in whole models: the scales train, convert consumes them with
+//! Learned quantizers (LSQ, LSQ+, PACT) in whole models: the scales train, convert consumes them with
 //! int8 == QAT eval bit for bit, the state dict restores them exactly, and data-parallel
 //! replicas hold identical learned values after every step.
 
@@ -30,10 +30,9 @@ fn learned(state: &StateDict) -> Vec<(String, Vec<f32>)> {
     state
         .iter()
         .filter(|(k, _)| {
-            state.contains_key(&k.replace(".scale", ".learning_enabled"))
-                || state.contains_key(&k.replace(".zero_point", ".learning_enabled"))
+            let prefix = k.strip_suffix(".scale").or_else(|| k.strip_suffix(".zero_point"));
+            prefix.is_some_and(|p| state.contains_key(&format!("{p}.learning_enabled")))
         })
-        .filter(|(k, _)| k.ends_with(".scale") || k.ends_with(".zero_point"))
         .map(|(k, v)| match &v.values {
             Values::F32(x) => (k.clone(), x.clone()),
             other => panic!("{k}: a learned value is f32, found {other:?}"),
@@ -67,15 +66,20 @@ fn trained(quantizer: Quantizer) -> (QatModel, StateDict) {
 #[test]
 fn learned_scales_train_and_int8_equals_the_qat_eval_bit_for_bit() {
     let _serial = serial();
-    for quantizer in [Quantizer::Lsq, Quantizer::LsqPlus] {
+    for quantizer in [Quantizer::Lsq, Quantizer::LsqPlus, Quantizer::Pact] {
         let (mut model, estimated) = trained(quantizer);
         let before = learned(&estimated);
         let after = learned(&model.state_dict());
         assert_eq!(before.len(), after.len());
-        assert!(before.len() >= 12, "{quantizer:?}: {} learned tensors", before.len());
+        // PACT learns the activations' clip levels only; the weights keep fixed quantizers.
+        let (tensors, scales) = if quantizer == Quantizer::Pact { (4, 2) } else { (12, 6) };
+        assert!(before.len() >= tensors, "{quantizer:?}: {} learned tensors", before.len());
+        if quantizer == Quantizer::Pact {
+            assert!(before.iter().all(|(k, _)| !k.contains("weight_fake_quant")), "{quantizer:?}: weights learned");
+        }
         let moved_scales = before.iter().zip(&after).filter(|((k, a), (_, b))| k.ends_with(".scale") && a != b).count();
-        assert!(moved_scales >= 6, "{quantizer:?}: only {moved_scales} scales learned");
-        if quantizer == Quantizer::Lsq {
+        assert!(moved_scales >= scales, "{quantizer:?}: only {moved_scales} scales learned");
+        if quantizer != Quantizer::LsqPlus {
             for ((key, a), (_, b)) in before.iter().zip(&after).filter(|((k, _), _)| k.ends_with(".zero_point")) {
                 assert_eq!(a, b, "LSQ holds {key} at the observer's estimate");
             }
@@ -161,14 +165,21 @@ fn fifty_random_configurations_stay_finite_and_convert_exactly() {
     };
     for case in 0..50 {
         let bits = 2 + (next() % 7) as u32;
-        let quantizer = [Quantizer::Fixed, Quantizer::Lsq, Quantizer::LsqPlus][(next() % 3) as usize];
+        let quantizer = [Quantizer::Fixed, Quantizer::Lsq, Quantizer::LsqPlus, Quantizer::Pact][(next() % 4) as usize];
+        // None: histograms for the activations (PyTorch's HistogramObserver).
         let observer =
-            [RangeEstimator::MinMax, RangeEstimator::Percentile { percentile: 99.9 }, RangeEstimator::Mse][(next() % 3) as usize];
+            [Some(RangeEstimator::MinMax), Some(RangeEstimator::Percentile { percentile: 99.9 }), Some(RangeEstimator::Mse), None]
+                [(next() % 4) as usize];
         let lr = 10f64.powf(-4.0 + 3.0 * (next() % 1000) as f64 / 1000.0);
         let seed = next() % 1000;
         let what = format!("case {case}: {bits} bits, {quantizer:?}, {observer:?}, lr {lr:.2e}, seed {seed}");
-        let qconfig =
-            QConfigBuilder::new().weight_bits(bits).activation_bits(bits).quantizer(quantizer).range_estimator(observer).build().unwrap();
+        let builder = QConfigBuilder::new().weight_bits(bits).activation_bits(bits).quantizer(quantizer);
+        let qconfig = match observer {
+            Some(estimator) => builder.range_estimator(estimator),
+            None => builder.histogram_activations(),
+        }
+        .build()
+        .unwrap();
         let device = Device::flex().autodiff();
         device.seed(seed);
         let mut model = prepare_qat(small_cnn(&device, PaddingMode::Zeros).fuse().unwrap(), qconfig).unwrap();

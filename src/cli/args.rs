@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use super::run_spec::ObserverChoice;
 use burn_qat::data::DataSource;
 use burn_qat::device::Accelerator;
-use burn_qat::observer::RangeEstimator;
 use burn_qat::qconfig::Quantizer;
 use burn_qat::train::{Distillation, TrainOptions};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -93,11 +93,16 @@ pub struct TrainArgs {
     /// Activation bits, 2 to 8 (unsigned, affine) [default: 8]; see --weight-bits.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=8))]
     pub act_bits: Option<u32>,
-    /// Where scales and zero points come from: fixed (observers), lsq (learned scales) or lsq+
-    /// (learned scales and zero points); learned ones start from the first batch's observer
-    /// estimate. Other than fixed: a custom qconfig, as --weight-bits.
+    /// Where scales and zero points come from: fixed (observers), lsq (learned scales), lsq+
+    /// (learned scales and zero points) or pact (learned activation clip levels; weights stay
+    /// fixed unless --weight-quantizer says otherwise); learned ones start from the first
+    /// batch's observer estimate. Other than fixed: a custom qconfig, as --weight-bits.
     #[arg(long, default_value = "fixed", value_parser = parse_quantizer)]
     pub quantizer: Quantizer,
+    /// The weights' quantizer when it differs from --quantizer's: fixed, lsq or lsq+ (e.g.
+    /// --quantizer pact --weight-quantizer lsq).
+    #[arg(long, value_parser = parse_quantizer)]
+    pub weight_quantizer: Option<Quantizer>,
     /// Instead of one run: train the float model once, then at each of these bit widths
     /// (weights and activations, e.g. 8,4,3,2) compare PTQ, QAT with fixed quantizers and QAT
     /// with learned ones (--quantizer, lsq if fixed) in int8; writes sweep.md and sweep.json.
@@ -111,10 +116,12 @@ pub struct TrainArgs {
     /// The distillation temperature T, finite and positive.
     #[arg(long, default_value_t = DEFAULT_DISTILL_TEMPERATURE, value_name = "T", value_parser = parse_temperature)]
     pub distill_temperature: f64,
-    /// How observers measure ranges: minmax (PyTorch's), percentile (clip at the 0.01th and
-    /// 99.99th percentiles) or mse (the clipping with the smallest quantization error).
+    /// How observers measure ranges: minmax (PyTorch's), histogram (PyTorch's HistogramObserver
+    /// for activations, searching for the activation range's own levels; weights min/max),
+    /// percentile (clip at the 0.01th and 99.99th percentiles) or mse (the clipping with the
+    /// smallest quantization error).
     #[arg(long, default_value = "minmax", value_parser = parse_observer_flag)]
-    pub observer: RangeEstimator,
+    pub observer: ObserverChoice,
     /// Mixed precision: bits per layer, for its weights and output activations, as LAYER=BITS
     /// entries (layer paths as `inspect` lists them; `*` for every other layer), e.g.
     /// conv1=8,fc3=8,*=4. A custom qconfig, as --weight-bits.
@@ -275,8 +282,8 @@ fn parse_temperature(text: &str) -> Result<f64, String> {
     if t.is_finite() && t > 0.0 { Ok(t) } else { Err(format!("the temperature must be finite and positive, got {t}")) }
 }
 
-fn parse_observer_flag(text: &str) -> Result<RangeEstimator, String> {
-    super::run_spec::parse_observer(text).map_err(|e| e.to_string())
+fn parse_observer_flag(text: &str) -> Result<ObserverChoice, String> {
+    ObserverChoice::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_quantizer(text: &str) -> Result<Quantizer, String> {

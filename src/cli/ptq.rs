@@ -7,17 +7,22 @@ use burn_qat::observer::RangeEstimator;
 use burn_qat::train::{accuracy, calibrate, int8_logits};
 use burn_qat::workflow::{FloatModel, Int8Model, convert};
 
-use super::run_spec::{RunSpec, observer_name};
+use super::run_spec::{ObserverChoice, RunSpec};
 
 /// Observers the PTQ comparison tries, in order (a tie keeps the earlier).
-const OBSERVERS: [RangeEstimator; 3] = [RangeEstimator::MinMax, RangeEstimator::Percentile { percentile: 99.99 }, RangeEstimator::Mse];
+const OBSERVERS: [ObserverChoice; 4] = [
+    ObserverChoice::MIN_MAX,
+    ObserverChoice::Histogram,
+    ObserverChoice::Range(RangeEstimator::Percentile { percentile: 99.99 }),
+    ObserverChoice::Range(RangeEstimator::Mse),
+];
 
 /// Training images the choice is made on (the last ones of the training set).
 const SELECTION_IMAGES: usize = 1000;
 
 pub struct Ptq {
     pub model: Int8Model,
-    pub observer: RangeEstimator,
+    pub observer: ObserverChoice,
     /// Each observer's accuracy on the selection images, in [`OBSERVERS`] order.
     pub scores: Vec<(&'static str, f64)>,
     pub calibration_samples: usize,
@@ -39,7 +44,7 @@ pub fn best_ptq(
     device: &Device,
 ) -> burn_qat::Result<Ptq> {
     let selection = train.slice(train.len().saturating_sub(SELECTION_IMAGES)..train.len());
-    let (mut scores, mut best, mut calibration_samples) = (Vec::new(), None::<(f64, RangeEstimator, Int8Model)>, 0);
+    let (mut scores, mut best, mut calibration_samples) = (Vec::new(), None::<(f64, ObserverChoice, Int8Model)>, 0);
     for observer in OBSERVERS {
         let mut observed = spec.clone();
         observed.qconfig.observer = observer;
@@ -47,7 +52,7 @@ pub fn best_ptq(
         calibration_samples = calibrate(&mut model, train, batches, batch_size, device)?;
         let int8 = convert(&model)?;
         let score = accuracy(&int8_logits(&int8, &selection)?.argmax(), &selection);
-        scores.push((observer_name(observer), score));
+        scores.push((observer.name(), score));
         if best.as_ref().is_none_or(|(a, _, _)| score > *a) {
             best = Some((score, observer, int8));
         }

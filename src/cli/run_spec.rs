@@ -53,29 +53,43 @@ pub struct QConfigFlags {
     pub per_tensor: bool,
     pub per_channel: bool,
     pub quantizer: Quantizer,
+    /// `--weight-quantizer`: the weights' own choice, if given.
+    pub weight_quantizer: Option<Quantizer>,
     /// `--layer-bits` as given (`conv1=8,fc2=8,*=4`).
     pub layer_bits: Option<String>,
     pub keep_first_last_8bit: bool,
     /// How the observers measure ranges (`--observer`).
-    pub observer: RangeEstimator,
+    pub observer: ObserverChoice,
 }
 
-/// The observers `--observer` names: min/max, the 99.99th percentile, the MSE-optimal range.
-pub fn parse_observer(name: &str) -> burn_qat::Result<RangeEstimator> {
-    match name {
-        "minmax" => Ok(RangeEstimator::MinMax),
-        "percentile" => Ok(RangeEstimator::Percentile { percentile: 99.99 }),
-        "mse" => Ok(RangeEstimator::Mse),
-        other => Err(QatError::config(format!("unknown observer {other:?}; expected minmax, percentile or mse"))),
+/// What `--observer` names: a range estimator for every observer (min/max, the 99.99th
+/// percentile, the MSE-optimal range), or PyTorch's HistogramObserver for the activations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ObserverChoice {
+    Range(RangeEstimator),
+    Histogram,
+}
+
+impl ObserverChoice {
+    pub const MIN_MAX: Self = Self::Range(RangeEstimator::MinMax);
+
+    pub fn parse(name: &str) -> burn_qat::Result<Self> {
+        match name {
+            "minmax" => Ok(Self::MIN_MAX),
+            "histogram" => Ok(Self::Histogram),
+            "percentile" => Ok(Self::Range(RangeEstimator::Percentile { percentile: 99.99 })),
+            "mse" => Ok(Self::Range(RangeEstimator::Mse)),
+            other => Err(QatError::config(format!("unknown observer {other:?}; expected minmax, histogram, percentile or mse"))),
+        }
     }
-}
 
-/// The `--observer` name of an estimator.
-pub fn observer_name(estimator: RangeEstimator) -> &'static str {
-    match estimator {
-        RangeEstimator::MinMax => "minmax",
-        RangeEstimator::Percentile { .. } => "percentile",
-        RangeEstimator::Mse => "mse",
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Range(RangeEstimator::MinMax) => "minmax",
+            Self::Histogram => "histogram",
+            Self::Range(RangeEstimator::Percentile { .. }) => "percentile",
+            Self::Range(RangeEstimator::Mse) => "mse",
+        }
     }
 }
 
@@ -98,6 +112,7 @@ impl QConfigFlags {
             per_tensor: args.per_tensor,
             per_channel: args.per_channel,
             quantizer: args.quantizer,
+            weight_quantizer: args.weight_quantizer,
             layer_bits: args.layer_bits.clone(),
             keep_first_last_8bit: args.keep_first_last_8bit,
             observer: args.observer,
@@ -108,10 +123,17 @@ impl QConfigFlags {
     /// or granularity flag is given.
     pub fn choose(&self) -> burn_qat::Result<QChoice> {
         let mut choice = self.choose_ranges()?;
-        if self.observer != RangeEstimator::MinMax {
-            choice.qconfig.activation.observer.estimator = self.observer;
-            choice.qconfig.weight.observer.estimator = self.observer;
-            choice.description += &format!("; observer {}", self.observer.name());
+        match self.observer {
+            ObserverChoice::MIN_MAX => {}
+            ObserverChoice::Range(estimator) => {
+                choice.qconfig.activation.observer.estimator = estimator;
+                choice.qconfig.weight.observer.estimator = estimator;
+                choice.description += &format!("; observer {}", estimator.name());
+            }
+            ObserverChoice::Histogram => {
+                choice.qconfig = choice.qconfig.with_histogram_activations()?;
+                choice.description += "; histogram observers for activations";
+            }
         }
         Ok(choice)
     }
@@ -129,6 +151,7 @@ impl QConfigFlags {
             || self.per_tensor
             || self.per_channel
             || self.quantizer != Quantizer::Fixed
+            || self.weight_quantizer.is_some()
             || !layers.is_empty()
             || self.keep_first_last_8bit;
         let backend = QuantBackend::parse(&self.backend)?;
@@ -141,9 +164,15 @@ impl QConfigFlags {
         }
         let per_channel = !self.per_tensor;
         let granularity = if per_channel { "per-channel" } else { "per-tensor" };
-        let mut description = match self.quantizer {
-            Quantizer::Fixed => format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine (consistent)"),
-            learned => format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine, {} (learned qparams)", learned.name()),
+        let weights = self.weight_quantizer.unwrap_or(self.quantizer.for_weights());
+        let mut description = match (weights, self.quantizer) {
+            (Quantizer::Fixed, Quantizer::Fixed) => {
+                format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine (consistent)")
+            }
+            (w, a) if w == a => {
+                format!("custom: w{weight_bits} {granularity} symmetric, a{act_bits} affine, {} (learned qparams)", a.name())
+            }
+            (w, a) => format!("custom: w{weight_bits} {granularity} symmetric {}, a{act_bits} affine {}", w.name(), a.name()),
         };
         let named: Vec<String> = layers.iter().filter(|(n, _)| n != "*").map(|(n, b)| format!("{n}={b}")).collect();
         if !named.is_empty() {
@@ -162,7 +191,11 @@ impl QConfigFlags {
             .weight_bits(weight_bits)
             .activation_bits(act_bits)
             .quantizer(self.quantizer)
-            .range_estimator(self.observer);
+            .weight_quantizer(self.weight_quantizer.unwrap_or(self.quantizer.for_weights()));
+        let builder = match self.observer {
+            ObserverChoice::Range(estimator) => builder.range_estimator(estimator),
+            ObserverChoice::Histogram => builder.histogram_activations(),
+        };
         if self.per_tensor { builder.per_tensor_weights() } else { builder.per_channel_weights() }
     }
 
@@ -244,9 +277,10 @@ impl RunSpec {
             "per_tensor": q.per_tensor,
             "per_channel": q.per_channel,
             "quantizer": q.quantizer.name(),
+            "weight_quantizer": q.weight_quantizer.map(Quantizer::name),
             "layer_bits": q.layer_bits,
             "keep_first_last_8bit": q.keep_first_last_8bit,
-            "observer": observer_name(q.observer),
+            "observer": q.observer.name(),
         })
         .to_string()
     }
@@ -281,11 +315,15 @@ impl RunSpec {
                     Some(name) => Quantizer::parse(name).map_err(|e| bad(e.to_string()))?,
                     None => Quantizer::Fixed,
                 },
+                weight_quantizer: match v["weight_quantizer"].as_str() {
+                    Some(name) => Some(Quantizer::parse(name).map_err(|e| bad(e.to_string()))?),
+                    None => None,
+                },
                 layer_bits: v["layer_bits"].as_str().map(str::to_string),
                 keep_first_last_8bit: v["keep_first_last_8bit"].as_bool().unwrap_or(false),
                 observer: match v["observer"].as_str() {
-                    Some(name) => parse_observer(name).map_err(|e| bad(e.to_string()))?,
-                    None => RangeEstimator::MinMax,
+                    Some(name) => ObserverChoice::parse(name).map_err(|e| bad(e.to_string()))?,
+                    None => ObserverChoice::MIN_MAX,
                 },
             },
         })

@@ -45,7 +45,8 @@ pub fn sensitivity(args: &InspectArgs, bits: u32) -> burn_qat::Result<()> {
             layer_bits,
             keep_first_last_8bit: false,
             quantizer: burn_qat::qconfig::Quantizer::Fixed,
-            observer: burn_qat::observer::RangeEstimator::MinMax,
+            weight_quantizer: None,
+            observer: super::run_spec::ObserverChoice::MIN_MAX,
             ..spec.qconfig.clone()
         },
         ..spec.clone()

@@ -46,7 +46,14 @@ pub fn sweep(args: &TrainArgs, bits: &[u32]) -> burn_qat::Result<()> {
     let spec_with = |bits: u32, quantizer: Quantizer| RunSpec {
         model: args.model,
         input,
-        qconfig: QConfigFlags { weight_bits: Some(bits), act_bits: Some(bits), quantizer, ..QConfigFlags::from_args(args) },
+        qconfig: QConfigFlags {
+            weight_bits: Some(bits),
+            act_bits: Some(bits),
+            quantizer,
+            // The fixed column is fixed throughout; the learned one takes --weight-quantizer.
+            weight_quantizer: if quantizer == Quantizer::Fixed { None } else { args.weight_quantizer },
+            ..QConfigFlags::from_args(args)
+        },
     };
     prepare_output_folder(&args.out)?;
 

@@ -21,7 +21,7 @@ use serde_json::json;
 use super::args::{DEFAULT_DISTILL_TEMPERATURE, TrainArgs};
 use super::progress::{EPOCH_KEY, OPTIMIZER_TENSORS_KEY, PhaseHooks, REPORTS_KEY, print_header};
 use super::ptq::best_ptq;
-use super::run_spec::{QConfigFlags, RUN_KEY, RunSpec, observer_name};
+use super::run_spec::{QConfigFlags, RUN_KEY, RunSpec};
 use super::saved_model::{FLOAT_STAGE, QAT_STAGE, STAGE_KEY, TRAINING_KEY};
 use super::{io_error, move_previous_run, prepare_output_folder, set_threads};
 
@@ -285,7 +285,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         calibration_samples.div_ceil(args.batch_size.max(1)),
         ptq.scores_text(),
         ptq_started.elapsed().as_secs_f64(),
-        observer_name(ptq_observer)
+        ptq_observer.name()
     );
 
     // Three computations of the trained model, compared: the float fake-quant forward (what
@@ -325,7 +325,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         },
         "ptq_int8_accuracy": ptq_int8_accuracy,
         "ptq_calibration_samples": calibration_samples,
-        "ptq_observer": observer_name(ptq_observer),
+        "ptq_observer": ptq_observer.name(),
         "ptq_observer_selection_accuracy": ptq.scores.iter().map(|(n, a)| (n.to_string(), json!(a))).collect::<serde_json::Map<_, _>>(),
         "float_model_bytes": float_model_bytes,
         "int8_model_bytes": int8_model_bytes,

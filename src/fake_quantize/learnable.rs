@@ -17,9 +17,10 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Tensor, TensorData};
 
 use super::FakeQuantize;
+use super::LearnedGradient;
 use crate::error::{QatError, Result};
 use crate::observer::tensor_values;
-use crate::ops::{LearnableFakeQuantParams, fake_quantize_learnable, forward_zero_point};
+use crate::ops::{LearnableFakeQuantParams, fake_quantize_learnable, fake_quantize_pact, forward_zero_point};
 use crate::quant::{QParamFormula, QParams};
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
 
@@ -109,7 +110,7 @@ impl FakeQuantize {
     pub(crate) fn forward_learnable<const D: usize>(
         &mut self,
         x: Tensor<D>,
-        use_grad_scaling: bool,
+        gradient: LearnedGradient,
         learn_zero_point: bool,
     ) -> Result<Tensor<D>> {
         let device = x.device();
@@ -141,11 +142,19 @@ impl FakeQuantize {
             learned.zero_point = param(learned.zero_point.id, zeros, &device);
         }
         let (qmin, qmax) = (spec.range.quant_min, spec.range.quant_max);
-        // PyTorch's LSQ factor uses quant_max (not the range's length): 1 / sqrt(numel * qmax).
-        let grad_factor = if use_grad_scaling { (1.0 / (x.shape().num_elements() as f64 * qmax as f64).sqrt()) as f32 } else { 1.0 };
+        let grad_factor = match gradient {
+            LearnedGradient::Lsq => 1.0,
+            // PyTorch's LSQ factor uses quant_max (not the range's length): 1 / sqrt(numel * qmax).
+            LearnedGradient::LsqScaled => (1.0 / (x.shape().num_elements() as f64 * qmax as f64).sqrt()) as f32,
+            LearnedGradient::Pact => (1.0 / ((qmax as f64 - qmin as f64).powi(2))) as f32,
+        };
         let params = LearnableFakeQuantParams { axis: self.observer.ch_axis(), quant_min: qmin, quant_max: qmax, grad_factor };
         let value = |p: &Param<Tensor<1>>, learns: bool| if learns { p.val() } else { p.val().detach() };
-        fake_quantize_learnable(x, value(&learned.scale, learning), value(&learned.zero_point, learning && learn_zero_point), &params)
+        let (scale, zero_point) = (value(&learned.scale, learning), value(&learned.zero_point, learning && learn_zero_point));
+        match gradient {
+            LearnedGradient::Pact => fake_quantize_pact(x, scale, zero_point, &params),
+            LearnedGradient::Lsq | LearnedGradient::LsqScaled => fake_quantize_learnable(x, scale, zero_point, &params),
+        }
     }
 
     /// PyTorch `enable_param_learning`: learn the qparams, fake quantize, stop the static

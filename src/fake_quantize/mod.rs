@@ -16,7 +16,7 @@
 mod config;
 mod learnable;
 
-pub use config::{FakeQuantizeConfig, FakeQuantizeVariant};
+pub use config::{FakeQuantizeConfig, FakeQuantizeVariant, LearnedGradient};
 pub use learnable::LearnedQParams;
 
 use burn::module::Module;
@@ -227,8 +227,8 @@ impl FakeQuantize {
             return Ok(x);
         }
         match self.config.variant {
-            FakeQuantizeVariant::Learnable { use_grad_scaling, learn_zero_point } => {
-                return self.forward_learnable(x, use_grad_scaling, learn_zero_point);
+            FakeQuantizeVariant::Learnable { gradient, learn_zero_point } => {
+                return self.forward_learnable(x, gradient, learn_zero_point);
             }
             FakeQuantizeVariant::Standard => {
                 if self.observer_enabled {

@@ -190,9 +190,7 @@ fn histc(values: &[f32], bins: usize, lo: f32, hi: f32) -> Vec<f32> {
 /// `torch.linspace(start, end, steps)` in f32 on the CPU.
 fn linspace(start: f32, end: f32, steps: usize) -> Vec<f32> {
     let step = (end - start) / (steps - 1) as f32;
-    (0..steps)
-        .map(|i| if i < steps / 2 { step.mul_add(i as f32, start) } else { (-step).mul_add((steps - 1 - i) as f32, end) })
-        .collect()
+    (0..steps).map(|i| if i < steps / 2 { step.mul_add(i as f32, start) } else { (-step).mul_add((steps - 1 - i) as f32, end) }).collect()
 }
 
 /// The old histogram re-binned into the wider range (PyTorch `_upscale_histogram`): each bin

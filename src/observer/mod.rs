@@ -17,9 +17,9 @@ use burn::tensor::Tensor;
 
 use crate::error::{QatError, Result};
 use crate::parallel::collective::{all_gather, all_reduce_min_max};
-use histogram::Histogram;
 use crate::quant::{QParamFormula, QParams, QuantSpec};
 use crate::state_dict::{StateDict, StateReader, TensorValue, join};
+use histogram::Histogram;
 
 /// Running min/max state plus the config that turns it into qparams.
 #[derive(Clone, Debug)]

@@ -38,6 +38,15 @@ fn per_tensor_backward_zero_point(z: f32, quant_min: i32, quant_max: i32) -> i32
     (z + 0.5).clamp(quant_min as f32, quant_max as f32).trunc() as i32
 }
 
+/// Which elements the scale learns from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ScaleGradient {
+    /// Every element: the rounding error inside the range, the range's end outside (LSQ).
+    Every,
+    /// Only the clipped elements (PACT: the clip level learns where it clips).
+    Clipped,
+}
+
 /// Fake quantizes `x` with a learnable `scale` and `zero_point` (one value, or one per index of
 /// `params.axis`; the zero point is a float, rounded as PyTorch rounds it). `x` gets the
 /// straight-through gradient; scale and zero point get LSQ's gradients times `grad_factor`,
@@ -48,6 +57,30 @@ pub fn fake_quantize_learnable<const D: usize>(
     scale: Tensor<1>,
     zero_point: Tensor<1>,
     params: &LearnableFakeQuantParams,
+) -> Result<Tensor<D>> {
+    learnable(x, scale, zero_point, params, ScaleGradient::Every)
+}
+
+/// [`fake_quantize_learnable`] whose scale learns from the clipped elements only, as PACT's clip
+/// level does (Choi et al. 2018): with `α = s * (quant_max - z)` the upper clip level,
+/// `dL/ds = (quant_max - z) * grad_factor * sum(dL/dy over x above α)` (and the same below the
+/// lower end with `quant_min - z`). The rounding error inside the range, which LSQ adds, is left
+/// out; the forward, the input's gradient and the zero point's are the same.
+pub fn fake_quantize_pact<const D: usize>(
+    x: Tensor<D>,
+    scale: Tensor<1>,
+    zero_point: Tensor<1>,
+    params: &LearnableFakeQuantParams,
+) -> Result<Tensor<D>> {
+    learnable(x, scale, zero_point, params, ScaleGradient::Clipped)
+}
+
+fn learnable<const D: usize>(
+    x: Tensor<D>,
+    scale: Tensor<1>,
+    zero_point: Tensor<1>,
+    params: &LearnableFakeQuantParams,
+    scale_gradient: ScaleGradient,
 ) -> Result<Tensor<D>> {
     let dims = x.dims();
     let channels = match params.axis {
@@ -95,8 +128,8 @@ pub fn fake_quantize_learnable<const D: usize>(
         bshape[axis] = channels;
     }
     let (grad_scale, grad_zero_point) = match params.axis {
-        None => per_tensor_factors(x.detach(), s[0], z_bwd[0], params),
-        Some(_) => per_channel_factors(x.detach(), &s, &z_bwd, bshape, params),
+        None => per_tensor_factors(x.detach(), s[0], z_bwd[0], params, scale_gradient),
+        Some(_) => per_channel_factors(x.detach(), &s, &z_bwd, bshape, params, scale_gradient),
     };
     let mut y = y;
     if learns_scale {
@@ -112,15 +145,24 @@ pub fn fake_quantize_learnable<const D: usize>(
 
 /// PyTorch's per-element gradient factors of the scale and the zero point, per tensor: with
 /// `q = rne(z + x/s)`, below the range `(qmin - z) g` and `-s g`, above it `(qmax - z) g` and
-/// `-s g`, inside `(fq(x) - x) / s * g` and 0. Scalar ops: most fake quants are per tensor, and
-/// this is their whole extra cost.
-fn per_tensor_factors<const D: usize>(x: Tensor<D>, s: f32, z: i32, params: &LearnableFakeQuantParams) -> (Tensor<D>, Tensor<D>) {
+/// `-s g`, inside `(fq(x) - x) / s * g` (0 for [`ScaleGradient::Clipped`]) and 0. Scalar ops:
+/// most fake quants are per tensor, and this is their whole extra cost.
+fn per_tensor_factors<const D: usize>(
+    x: Tensor<D>,
+    s: f32,
+    z: i32,
+    params: &LearnableFakeQuantParams,
+    scale_gradient: ScaleGradient,
+) -> (Tensor<D>, Tensor<D>) {
     let (qmin, qmax, g) = (params.quant_min as f32, params.quant_max as f32, params.grad_factor);
     let (inv, z) = (1.0 / s, z as f32);
     let q = (x.clone() * inv + z).round();
     let below: Tensor<D, Bool> = q.clone().lower_elem(qmin);
     let above: Tensor<D, Bool> = q.clone().greater_elem(qmax);
-    let inside = (((q.clamp(qmin, qmax) - z) * s - x) * inv) * g;
+    let inside = match scale_gradient {
+        ScaleGradient::Every => (((q.clamp(qmin, qmax) - z) * s - x) * inv) * g,
+        ScaleGradient::Clipped => q.zeros_like(),
+    };
     let grad_scale = inside.mask_fill(below.clone(), (qmin - z) * g).mask_fill(above.clone(), (qmax - z) * g);
     let grad_scale = grad_scale.clone().mask_fill(grad_scale.is_nan(), 0.0);
     let grad_zero_point = grad_scale.zeros_like().mask_fill(below.bool_or(above), -s * g);
@@ -135,6 +177,7 @@ fn per_channel_factors<const D: usize>(
     z: &[i32],
     bshape: [usize; D],
     params: &LearnableFakeQuantParams,
+    scale_gradient: ScaleGradient,
 ) -> (Tensor<D>, Tensor<D>) {
     let (qmin, qmax, g) = (params.quant_min as f32, params.quant_max as f32, params.grad_factor);
     let (device, dims) = (x.device(), x.dims());
@@ -147,7 +190,10 @@ fn per_channel_factors<const D: usize>(
     let below: Tensor<D, Bool> = q.clone().lower_elem(qmin);
     let above: Tensor<D, Bool> = q.clone().greater_elem(qmax);
     let outside = below.clone().bool_or(above.clone());
-    let inside = (((q.clamp(qmin, qmax) - z_t.clone()) * s_t.clone() - x) * inv_t) * g;
+    let inside = match scale_gradient {
+        ScaleGradient::Every => (((q.clamp(qmin, qmax) - z_t.clone()) * s_t.clone() - x) * inv_t) * g,
+        ScaleGradient::Clipped => q.zeros_like(),
+    };
     let grad_scale = inside.mask_where(below, (z_t.clone().neg() + qmin) * g).mask_where(above, (z_t.neg() + qmax) * g);
     let grad_scale = grad_scale.clone().mask_fill(grad_scale.is_nan(), 0.0);
     let grad_zero_point = s_t.zeros_like().mask_where(outside, s_t.neg() * g);

@@ -25,8 +25,10 @@ pub struct QConfigBuilder {
     averaging_constant: f32,
     fused: bool,
     formula: QParamFormula,
-    quantizer: Quantizer,
+    activation_quantizer: Quantizer,
+    weight_quantizer: Quantizer,
     estimator: RangeEstimator,
+    histogram_activations: bool,
 }
 
 impl Default for QConfigBuilder {
@@ -46,8 +48,10 @@ impl QConfigBuilder {
             averaging_constant: DEFAULT_AVERAGING_CONSTANT,
             fused: true,
             formula: QParamFormula::Observer,
-            quantizer: Quantizer::Fixed,
+            activation_quantizer: Quantizer::Fixed,
+            weight_quantizer: Quantizer::Fixed,
             estimator: RangeEstimator::MinMax,
+            histogram_activations: false,
         }
     }
 
@@ -95,15 +99,31 @@ impl QConfigBuilder {
         self
     }
 
-    /// Learned qparams (LSQ, LSQ+) for weights and activations instead of observers alone.
+    /// Learned qparams (LSQ, LSQ+) for weights and activations instead of observers alone;
+    /// PACT for activations (weights then stay fixed: [`Quantizer::for_weights`]).
     pub fn quantizer(mut self, quantizer: Quantizer) -> Self {
-        self.quantizer = quantizer;
+        self.activation_quantizer = quantizer;
+        self.weight_quantizer = quantizer.for_weights();
+        self
+    }
+
+    /// The weights' quantizer alone (after [`quantizer`](Self::quantizer)), e.g. LSQ weights
+    /// with PACT activations. PACT is for activations: [`build`](Self::build) refuses it here.
+    pub fn weight_quantizer(mut self, quantizer: Quantizer) -> Self {
+        self.weight_quantizer = quantizer;
         self
     }
 
     /// How every observer measures an observation's range (min/max, a percentile, MSE).
     pub fn range_estimator(mut self, estimator: RangeEstimator) -> Self {
         self.estimator = estimator;
+        self
+    }
+
+    /// Activations observed by PyTorch's HistogramObserver (see
+    /// [`QConfig::with_histogram_activations`]); weights by the range estimator.
+    pub fn histogram_activations(mut self) -> Self {
+        self.histogram_activations = true;
         self
     }
 
@@ -117,8 +137,9 @@ impl QConfigBuilder {
         if (2..=16).contains(&bits) { Ok(()) } else { Err(QatError::config(format!("{what} bits must be between 2 and 16, got {bits}"))) }
     }
 
-    fn fake_quant(&self, observer: ObserverConfig) -> Result<FakeQuantizeConfig> {
-        let config = match self.quantizer {
+    fn fake_quant(&self, observer: ObserverConfig, quantizer: Quantizer) -> Result<FakeQuantizeConfig> {
+        let config = match quantizer {
+            Quantizer::Pact => return FakeQuantizeConfig::pact(observer),
             Quantizer::Lsq => return Ok(FakeQuantizeConfig::learnable(observer, true).with_fixed_zero_point()),
             Quantizer::LsqPlus => return Ok(FakeQuantizeConfig::learnable(observer, true)),
             Quantizer::Fixed if self.fused => FakeQuantizeConfig::fused(observer)?,
@@ -130,6 +151,9 @@ impl QConfigBuilder {
     pub fn build(&self) -> Result<QConfig> {
         Self::check_bits("weight", self.weight_bits)?;
         Self::check_bits("activation", self.activation_bits)?;
+        if self.weight_quantizer == Quantizer::Pact {
+            return Err(QatError::config("PACT learns an activation clip level; weights take a fixed, lsq or lsq+ quantizer"));
+        }
         let c = self.averaging_constant;
 
         let half = 1i64 << (self.weight_bits - 1);
@@ -151,9 +175,15 @@ impl QConfigBuilder {
             .with_qscheme(act_scheme)
             .with_quant_range(0, levels - 1)
             .with_reduce_range(self.reduce_activation_range)
-            .with_estimator(self.estimator);
+            .with_estimator(if self.histogram_activations { RangeEstimator::MinMax } else { self.estimator });
 
-        let qconfig = QConfig { activation: self.fake_quant(activation)?, weight: self.fake_quant(weight)? };
+        let mut qconfig = QConfig {
+            activation: self.fake_quant(activation, self.activation_quantizer)?,
+            weight: self.fake_quant(weight, self.weight_quantizer)?,
+        };
+        if self.histogram_activations {
+            qconfig = qconfig.with_histogram_activations()?;
+        }
         qconfig.validate()?;
         Ok(qconfig)
     }

@@ -15,6 +15,9 @@ use crate::fake_quantize::FakeQuantizeConfig;
 use crate::observer::ObserverConfig;
 use crate::quant::{QParamFormula, QScheme, QuantDtype};
 
+/// The bins of the histograms [`QConfig::with_histogram_activations`] uses (PyTorch's default).
+pub const HISTOGRAM_BINS: usize = 2048;
+
 /// The fake-quant configs for a module's output activation and its weight.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QConfig {
@@ -124,6 +127,14 @@ impl QConfig {
             self.weight.observer.ch_axis = axis;
         }
         self
+    }
+
+    /// Activations observed by histograms (PyTorch's HistogramObserver, 2048 bins, searching for
+    /// the activation range's own levels), as PyTorch's PTQ qconfigs observe them; weights keep
+    /// their observers.
+    pub fn with_histogram_activations(mut self) -> Result<Self> {
+        self.activation = self.activation.with_histogram_observer(HISTOGRAM_BINS)?;
+        Ok(self)
     }
 
     /// Whether training and convert use the same qparams for both activation and weight.

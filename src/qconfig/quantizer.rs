@@ -12,6 +12,9 @@ pub enum Quantizer {
     /// LSQ+ (Bhalgat et al. 2020): learned scales and learned zero points (offsets), which suits
     /// asymmetric activations. PyTorch's `_LearnableFakeQuantize` with `use_grad_scaling=True`.
     LsqPlus,
+    /// PACT (Choi et al. 2018): a learned clip level for activations, learning only from the
+    /// values it clips. Activations only: as a model-wide choice, weights stay fixed.
+    Pact,
 }
 
 impl Quantizer {
@@ -20,7 +23,8 @@ impl Quantizer {
             "fixed" => Ok(Self::Fixed),
             "lsq" => Ok(Self::Lsq),
             "lsq+" => Ok(Self::LsqPlus),
-            other => Err(QatError::config(format!("unknown quantizer {other:?}; expected fixed, lsq or lsq+"))),
+            "pact" => Ok(Self::Pact),
+            other => Err(QatError::config(format!("unknown quantizer {other:?}; expected fixed, lsq, lsq+ or pact"))),
         }
     }
 
@@ -29,7 +33,14 @@ impl Quantizer {
             Self::Fixed => "fixed",
             Self::Lsq => "lsq",
             Self::LsqPlus => "lsq+",
+            Self::Pact => "pact",
         }
+    }
+
+    /// The quantizer weights take when this one is chosen for a whole model: itself, except
+    /// PACT, which clips activations only (weights then keep fixed quantizers).
+    pub fn for_weights(self) -> Self {
+        if self == Self::Pact { Self::Fixed } else { self }
     }
 }
 
@@ -39,9 +50,9 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_names_are_errors() {
-        for q in [Quantizer::Fixed, Quantizer::Lsq, Quantizer::LsqPlus] {
+        for q in [Quantizer::Fixed, Quantizer::Lsq, Quantizer::LsqPlus, Quantizer::Pact] {
             assert_eq!(Quantizer::parse(q.name()).unwrap(), q);
         }
-        assert!(Quantizer::parse("pact").unwrap_err().to_string().contains("expected fixed, lsq or lsq+"));
+        assert!(Quantizer::parse("dorefa").unwrap_err().to_string().contains("expected fixed, lsq, lsq+ or pact"));
     }
 }
