@@ -7,7 +7,7 @@ mod common;
 
 use burn_qat::observer::{Averaging, Observer, ObserverConfig, SearchLevels};
 use burn_qat::quant::{QScheme, QuantDtype};
-use burn_qat::state_dict::{StateDict, StateReader};
+use burn_qat::state_dict::{StateDict, StateReader, TensorValue};
 use common::*;
 
 const FIXTURE: &str = "histogram_observer.safetensors";
@@ -90,6 +90,17 @@ fn the_state_dict_has_pytorchs_keys_and_restores_the_search() {
     let x = f32s(&g, "h0.x2");
     restored.observe_values(&x, &[x.len()]).unwrap();
     assert_bits_eq("restored, then one more step", restored.histogram().unwrap(), &f32s(&g, "h0.hist2"));
+
+    // A corrupt or short histogram is refused, naming the key.
+    for bad in [vec![-1.0; 2048], vec![f32::NAN; 2048], vec![1.0; 100]] {
+        let mut corrupt = state.clone();
+        corrupt.insert("histogram".into(), TensorValue::f32_vec(bad));
+        let mut fresh = observer(&m);
+        let mut reader = StateReader::new(&corrupt);
+        fresh.read_state("", &mut reader);
+        let err = reader.finish().unwrap_err().to_string();
+        assert!(err.contains("histogram"), "{err}");
+    }
 }
 
 #[test]

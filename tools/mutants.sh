@@ -28,10 +28,16 @@ mutants=(
   "observer-range-not-reduced|src/observer/stats.rs|    all_reduce_min_max(local_min_max(x, axis, known))|    local_min_max(x, axis, known)|--test data_parallel"
   "gradient-of-one-replica|src/parallel/trainer.rs|let sum = parts.into_iter()|let sum = parts.into_iter().take(1)|--test data_parallel"
   "lsq-backward-zero-point-as-forward|src/ops/learnable_fake_quant.rs|None => vec![per_tensor_backward_zero_point(z[0], qmin, qmax)],|None => z_fwd.clone(),|--test learnable_fake_quant_golden"
-  "lsq-grad-factor-dropped|src/ops/learnable_fake_quant.rs|let inside = (((q.clamp(qmin, qmax) - z) * s - x) * inv) * g;|let inside = ((q.clamp(qmin, qmax) - z) * s - x) * inv;|--test learnable_fake_quant_golden"
+  "lsq-grad-factor-dropped|src/ops/learnable_fake_quant.rs|ScaleGradient::Every => (((q.clamp(qmin, qmax) - z) * s - x) * inv) * g,|ScaleGradient::Every => ((q.clamp(qmin, qmax) - z) * s - x) * inv,|--test learnable_fake_quant_golden"
   "learning-never-switched-on|src/train/mod.rs|model.enable_param_learning());|model.set_training(true));|--test cli train_with_a_learned_quantizer"
   "packed-sign-not-extended|src/quant/packing.rs|((field ^ sign).wrapping_sub(sign)) as i32 as i8|field as i32 as i8|--lib --test workflow"
   "percentile-is-min-max|src/observer/range_estimate.rs|let (lo_rank, hi_rank) = (rank(100.0 - p), rank(p));|let (lo_rank, hi_rank) = (0, last);|--lib"
+  "histogram-linspace-rounded-twice|src/observer/histogram.rs|step.mul_add(i as f32, start)|start + step * i as f32|--test histogram_observer_golden"
+  "histogram-upsample-by-8|src/observer/histogram.rs|const UPSAMPLE_RATE: usize = 16;|const UPSAMPLE_RATE: usize = 8;|--test histogram_observer_golden"
+  "histc-bin-by-ratio-first|src/observer/histogram.rs|((v - left) * bins as f32 / (right - left)) as usize|((v - left) / (right - left) * bins as f32) as usize|--test histogram_observer_golden"
+  "histogram-search-levels-ignored|src/observer/mod.rs|SearchLevels::QuantRange => (self.spec.range.span() + 1) as f64,|SearchLevels::QuantRange => 2f64.powi(self.spec.dtype.bits() as i32),|--test histogram_observer_golden"
+  "pact-learns-inside-the-range|src/fake_quantize/learnable.rs|LearnedGradient::Pact => fake_quantize_pact(x, scale, zero_point, &params),|LearnedGradient::Pact => fake_quantize_learnable(x, scale, zero_point, &params),|--test pact"
+  "pact-factor-lsq|src/fake_quantize/learnable.rs|LearnedGradient::Pact => (1.0 / ((qmax as f64 - qmin as f64).powi(2))) as f32,|LearnedGradient::Pact => (1.0 / (qmax as f64 - qmin as f64)) as f32,|--test pact"
   "gpu-rounding-half-away-from-zero|src/ops/cube/fake_quant.rs|F::round(x * params[2 + 3 * channel])|F::floor(x * params[2 + 3 * channel] + F::new(0.5))|--features wgpu --test fake_quant_golden"
 )
 
