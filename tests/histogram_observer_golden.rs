@@ -11,7 +11,7 @@ use burn_qat::state_dict::{StateDict, StateReader, TensorValue};
 use common::*;
 
 const FIXTURE: &str = "histogram_observer.safetensors";
-const CASES: usize = 6;
+const CASES: usize = 7;
 
 /// The observer a case's metadata describes.
 fn observer(meta: &serde_json::Value) -> Observer {

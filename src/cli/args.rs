@@ -74,9 +74,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
     pub batch_size: usize,
     /// SGD learning rate for float training (momentum 0.9, cosine decay), in (0, 10]; QAT uses
-    /// a tenth of it.
+    /// a tenth of it unless --qat-lr says otherwise.
     #[arg(long, default_value_t = 0.05, value_parser = parse_learning_rate, allow_negative_numbers = true)]
     pub lr: f64,
+    /// SGD learning rate for QAT (weights and learned qparams alike; cosine decay), in (0, 10]
+    /// [default: --lr / 10].
+    #[arg(long, value_parser = parse_learning_rate, allow_negative_numbers = true)]
+    pub qat_lr: Option<f64>,
     /// Backend whose quantization ranges to simulate: fbgemm, x86, qnnpack or onednn (the preset
     /// used unless a bit width or granularity flag asks for a custom qconfig).
     #[arg(long, default_value = "fbgemm")]
@@ -324,12 +328,17 @@ impl TrainArgs {
         }
     }
 
-    /// The QAT phase's schedule: a tenth of the learning rate, its own shuffling seed, BN frozen
+    /// QAT's learning rate: `--qat-lr`, or a tenth of `--lr`.
+    pub fn qat_lr(&self) -> f64 {
+        self.qat_lr.unwrap_or(self.lr / 10.0)
+    }
+
+    /// The QAT phase's schedule: its learning rate, its own shuffling seed, BN frozen
     /// and observers off from their epochs, distillation if asked for.
     pub fn qat_options(&self, distillation: Option<Distillation>) -> TrainOptions {
         TrainOptions {
             epochs: self.qat_epochs,
-            lr: self.lr / 10.0,
+            lr: self.qat_lr(),
             seed: self.seed.wrapping_add(1000),
             freeze_bn_from_epoch: Some(self.freeze_bn_epoch()),
             disable_observer_from_epoch: Some(self.disable_observer_epoch()),

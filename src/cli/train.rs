@@ -38,6 +38,7 @@ fn training_flags(args: &TrainArgs, data: &str) -> serde_json::Value {
         "qat_epochs": args.qat_epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "qat_lr": args.qat_lr(),
         "seed": args.seed,
         "ptq_batches": args.ptq_batches,
         "freeze_bn_epoch": args.freeze_bn_epoch(),
@@ -128,6 +129,10 @@ fn flag_differences(then: &serde_json::Value, now: &serde_json::Value) -> Vec<St
         if b.contains_key(key) {
             a.entry(key).or_insert(old);
         }
+    }
+    // And from before --qat-lr, with a tenth of --lr.
+    if let (true, Some(lr)) = (b.contains_key("qat_lr"), a.get("lr").and_then(|v| v.as_f64())) {
+        a.entry("qat_lr").or_insert(json!(lr / 10.0));
     }
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();

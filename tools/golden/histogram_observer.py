@@ -38,6 +38,9 @@ def sequences(g):
          dict(), [u(900) * 0.01 + 10.0, torch.zeros(30), u(900) * 0.01 + 10.0]),
         ("many values with far outliers: the search trims deep into the tails",
          dict(), [torch.cat([n(6000), torch.tensor([25.0, -18.0, 30.5])]), n(6000) * 1.5 + 0.5]),
+        ("the range grows by 1/32: every 33rd old sub-bin midpoint falls on a new bin edge up to rounding",
+         dict(), [torch.cat([torch.tensor([-1.3, 2.9]), u(2000) * 4.2 - 1.3]),
+                  torch.tensor([-1.3 + 4.2 * 33.0 / 32.0, 0.5])]),
     ]
 
 
