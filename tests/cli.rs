@@ -246,9 +246,13 @@ fn train_with_four_bit_weights_and_activations() {
 #[test]
 fn train_with_a_learned_quantizer() {
     let out = out_dir("lsq");
-    let args = ["train", "--epochs", "1", "--qat-epochs", "1", "--weight-bits", "4", "--act-bits", "4", "--quantizer", "lsq"];
+    let args =
+        ["train", "--epochs", "1", "--qat-epochs", "1", "--weight-bits", "4", "--act-bits", "4", "--quantizer", "lsq", "--qat-lr", "0.01"];
     let output = burn_qat(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
     check_success(&output, "train --quantizer lsq");
+    let (_, metadata) = burn_qat::state_dict::load_safetensors(out.join("checkpoint.safetensors")).unwrap();
+    let flags: serde_json::Value = serde_json::from_str(&metadata["training"]).unwrap();
+    assert_eq!(flags["qat_lr"].as_f64(), Some(0.01), "{flags}");
     let metrics = read_metrics(&out);
     assert!(metrics["qconfig"].as_str().is_some_and(|q| q.contains("lsq")), "{metrics}");
     let agreement = &metrics["int8_agreement"]["with_qat_integer"];
@@ -262,6 +266,45 @@ fn train_with_a_learned_quantizer() {
         assert_eq!(state[&format!("{fq}.learning_enabled")].to_f64_vec(), [1.0], "{fq}");
         assert_eq!(state[&format!("{fq}.static_enabled")].to_f64_vec(), [0.0], "{fq}");
     }
+}
+
+/// PACT activations with LSQ weights, observed by histograms: the choice is recorded, each side
+/// learns what it should, and the int8 model equals the integer-exact QAT eval.
+#[test]
+fn train_with_pact_activations_lsq_weights_and_histogram_observers() {
+    let out = out_dir("pact");
+    let output = burn_qat(&[
+        "train",
+        "--epochs",
+        "1",
+        "--qat-epochs",
+        "1",
+        "--weight-bits",
+        "4",
+        "--act-bits",
+        "4",
+        "--quantizer",
+        "pact",
+        "--weight-quantizer",
+        "lsq",
+        "--observer",
+        "histogram",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    check_success(&output, "train --quantizer pact --weight-quantizer lsq --observer histogram");
+    let metrics = read_metrics(&out);
+    let qconfig = metrics["qconfig"].as_str().unwrap_or_default();
+    assert!(qconfig.contains("symmetric lsq") && qconfig.contains("affine pact") && qconfig.contains("histogram"), "{qconfig}");
+    let agreement = &metrics["int8_agreement"]["with_qat_integer"];
+    assert_eq!((agreement["argmax"].as_f64(), agreement["logits_equal"].as_f64()), (Some(1.0), Some(1.0)), "{metrics}");
+    let (state, _) = burn_qat::state_dict::load_safetensors(out.join("qat.safetensors")).unwrap();
+    for fq in ["conv1.weight_fake_quant", "fc2.activation_post_process"] {
+        assert_eq!(state[&format!("{fq}.learning_enabled")].to_f64_vec(), [1.0], "{fq} learns");
+    }
+    let histogram = &state["fc2.activation_post_process.activation_post_process.histogram"];
+    assert_eq!(histogram.shape, vec![2048], "the activation observer is a 2048-bin histogram");
+    assert!(!state.contains_key("conv1.weight_fake_quant.activation_post_process.histogram"), "weights keep min/max observers");
 }
 
 /// `--distill`: recorded with its temperature; a temperature that is not positive is refused.
