@@ -260,6 +260,15 @@ fn train_with_a_learned_quantizer() {
     assert!(accuracy(&metrics, "int8_accuracy") > 0.9, "{metrics}");
     let eval = burn_qat(&["eval", "--checkpoint", out.join("qat.safetensors").to_str().unwrap()]);
     check_success(&eval, "eval of an LSQ-trained qat.safetensors");
+    // Its 4-bit weights as INT4 in an opset-21 file, at about half the opset-13 file's size.
+    let int8 = out.join("int8.safetensors");
+    let m21 = out.join("model21.onnx");
+    check_success(
+        &burn_qat(&["export", "--checkpoint", int8.to_str().unwrap(), "--out", m21.to_str().unwrap(), "--opset", "21"]),
+        "export --opset 21",
+    );
+    let (size13, size21) = (std::fs::metadata(out.join("model.onnx")).unwrap().len(), std::fs::metadata(&m21).unwrap().len());
+    assert!(size21 * 10 < size13 * 6, "opset 21 {size21} B vs opset 13 {size13} B");
     // The scales learned (the first batch estimated them, learning took over after it).
     let (state, _) = burn_qat::state_dict::load_safetensors(out.join("qat.safetensors")).unwrap();
     for fq in ["conv1.weight_fake_quant", "fc2.activation_post_process"] {

@@ -335,3 +335,48 @@ fn unsupported_layers_are_refused_by_name() {
     assert!(err.to_string().contains("DeQuantStub"), "{err}");
     assert!(!Path::new(&path).exists());
 }
+
+/// Opset 21: 4-bit weights go out as INT4 initializers (two per byte, the first in the low
+/// nibble) with INT4 zero points; everything else is the opset-13 graph unchanged. (onnxruntime
+/// runs such a file to the same logits as the opset-13 one: `tools/onnx/check_int4.py`.)
+#[test]
+fn four_bit_weights_are_int4_initializers_at_opset_21() {
+    use burn_qat::export::proto::data_type;
+    use burn_qat::export::{OnnxOpset, to_model_proto_with};
+    use burn_qat::qconfig::QConfigBuilder;
+    let qconfig = QConfigBuilder::new().weight_bits(4).activation_bits(8).build().unwrap();
+    let int8 = convert(&trained(qconfig, |d| small_cnn(d, PaddingMode::Zeros))).unwrap();
+    let v13 = to_model_proto_with(&int8, [1, 1, 12, 12], OnnxOpset::V13).unwrap();
+    let v21 = to_model_proto_with(&int8, [1, 1, 12, 12], OnnxOpset::V21).unwrap();
+    assert_eq!((v21.ir_version, v21.opset_import[0].version), (Some(10), Some(21)));
+    let (g13, g21) = (v13.graph.as_ref().unwrap(), v21.graph.as_ref().unwrap());
+    assert_eq!(g13.node, g21.node, "the same nodes");
+    let mut int4_tensors = 0;
+    for (a, b) in g13.initializer.iter().zip(&g21.initializer) {
+        assert_eq!((&a.name, &a.dims), (&b.name, &b.dims));
+        if b.data_type != Some(data_type::INT4) {
+            assert_eq!(a, b, "only weights change");
+            continue;
+        }
+        assert_eq!(a.data_type, Some(data_type::INT8));
+        let name = b.name.as_deref().unwrap();
+        assert!(name.ends_with(".weight_quantized") || name.ends_with(".weight_zero_point"), "{name}");
+        let int8_values: Vec<i8> = a.raw_data.as_ref().unwrap().iter().map(|&v| v as i8).collect();
+        let packed = b.raw_data.as_ref().unwrap();
+        assert_eq!(packed.len(), int8_values.len().div_ceil(2), "{name}: two values per byte");
+        // Each nibble, sign-extended: the low one first.
+        let unpacked: Vec<i8> =
+            packed.iter().flat_map(|&byte| [((byte << 4) as i8) >> 4, (byte as i8) >> 4]).take(int8_values.len()).collect();
+        assert_eq!(unpacked, int8_values, "{name}");
+        int4_tensors += 1;
+    }
+    let weight_layers = g13.initializer.iter().filter(|t| t.name.as_deref().is_some_and(|n| n.ends_with(".weight_quantized"))).count();
+    assert!(weight_layers >= 3);
+    assert_eq!(int4_tensors, 2 * weight_layers, "weights and zero points of every conv and linear");
+
+    // 8-bit weights stay INT8 at opset 21.
+    let int8_8bit = convert(&trained(QConfig::consistent("qnnpack").unwrap(), |d| small_cnn(d, PaddingMode::Zeros))).unwrap();
+    let v21 = to_model_proto_with(&int8_8bit, [1, 1, 12, 12], OnnxOpset::V21).unwrap();
+    assert!(v21.graph.unwrap().initializer.iter().all(|t| t.data_type != Some(data_type::INT4)));
+    assert!(OnnxOpset::parse("17").unwrap_err().to_string().contains("choose 13"));
+}

@@ -38,6 +38,7 @@ mutants=(
   "histogram-search-levels-ignored|src/observer/mod.rs|SearchLevels::QuantRange => (self.spec.range.span() + 1) as f64,|SearchLevels::QuantRange => 2f64.powi(self.spec.dtype.bits() as i32),|--test histogram_observer_golden"
   "pact-learns-inside-the-range|src/fake_quantize/learnable.rs|LearnedGradient::Pact => fake_quantize_pact(x, scale, zero_point, &params),|LearnedGradient::Pact => fake_quantize_learnable(x, scale, zero_point, &params),|--test pact"
   "pact-factor-lsq|src/fake_quantize/learnable.rs|LearnedGradient::Pact => (1.0 / ((qmax as f64 - qmin as f64).powi(2))) as f32,|LearnedGradient::Pact => (1.0 / (qmax as f64 - qmin as f64)) as f32,|--test pact"
+  "onnx-int4-never-chosen|src/export/onnx.rs|self.int4_weights && bits_needed(weight) <= 4|self.int4_weights && bits_needed(weight) <= 3|--test onnx_export"
   "gpu-rounding-half-away-from-zero|src/ops/cube/fake_quant.rs|F::round(x * params[2 + 3 * channel])|F::floor(x * params[2 + 3 * channel] + F::new(0.5))|--features wgpu --test fake_quant_golden"
 )
 

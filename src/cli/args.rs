@@ -249,6 +249,14 @@ pub struct ExportArgs {
     /// input the model was trained on where the file says, else 1 28 28.
     #[arg(long, num_args = 3, value_names = ["C", "H", "W"])]
     pub input: Option<Vec<usize>>,
+    /// The ONNX operator set: 13 (int8 weights, sub-8-bit ones within their narrow range) or
+    /// 21 (weights that fit 4 bits as INT4 initializers).
+    #[arg(long, default_value = "13", value_parser = parse_opset)]
+    pub opset: burn_qat::export::OnnxOpset,
+}
+
+fn parse_opset(text: &str) -> Result<burn_qat::export::OnnxOpset, String> {
+    burn_qat::export::OnnxOpset::parse(text).map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args)]

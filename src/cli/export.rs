@@ -36,7 +36,7 @@ pub fn export(args: ExportArgs) -> burn_qat::Result<()> {
         (None, Some(s)) => [s.channels, s.height, s.width],
         (None, None) => [1, 28, 28],
     };
-    burn_qat::export::export_onnx(&model, [1, c, h, w], &args.out)?;
-    println!("wrote {} (input [N, {c}, {h}, {w}])", args.out.display());
+    burn_qat::export::export_onnx_with(&model, [1, c, h, w], &args.out, args.opset)?;
+    println!("wrote {} (opset {}, input [N, {c}, {h}, {w}])", args.out.display(), args.opset.version());
     Ok(())
 }

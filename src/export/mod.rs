@@ -35,6 +35,17 @@
 //! int8, and models that do not end with a quantized Linear followed by a DeQuantStub are
 //! refused with an error naming the layer.
 //!
+//! ## Sub-8-bit weights
+//!
+//! Opset 13 has no type narrower than int8: weights trained at fewer bits are int8 initializers
+//! whose values stay in their narrow range (-8..=7 at 4 bits), with the same scales.
+//! [`export_onnx_with`] at [`OnnxOpset::V21`] (IR 10) writes every weight tensor whose values
+//! and zero points fit 4 signed bits as an INT4 initializer, packed two per byte with the first
+//! in the low nibble (ONNX's layout, and the int8 file's), with an INT4 zero point: opset 21's
+//! `DequantizeLinear` takes it per channel, and a runtime sees the weights' true width. Wider
+//! weights, activations and biases are as at opset 13. (Activations at 4 bits stay uint8 with
+//! their `Clip`; opset 21's UINT4 `QuantizeLinear` would express them too, not done yet.)
+//!
 //! ## Reduced activation ranges
 //!
 //! A uint8 `QuantizeLinear` saturates at 0 and 255; it cannot express `quant_max = 127` (the
@@ -79,4 +90,7 @@
 mod onnx;
 pub mod proto;
 
-pub use onnx::{BATCH_DIM, INPUT_NAME, IR_VERSION, OPSET_VERSION, OUTPUT_NAME, export_onnx, onnx_bytes, to_model_proto};
+pub use onnx::{
+    BATCH_DIM, INPUT_NAME, IR_VERSION, OPSET_VERSION, OUTPUT_NAME, OnnxOpset, export_onnx, export_onnx_with, onnx_bytes, to_model_proto,
+    to_model_proto_with,
+};

@@ -14,12 +14,51 @@ use super::proto::{
 use crate::error::{QatError, Result};
 use crate::nn::PaddingMode;
 use crate::nn::quantized::{self, ActivationQParams};
+use crate::quant::packing::{bits_needed, pack};
 use crate::workflow::{Int8Layer, Int8Model, Named};
 
-/// The ONNX operator set the exported graph uses.
+/// The ONNX operator set the exported graph uses by default.
 pub const OPSET_VERSION: i64 = 13;
 /// The IR version that goes with opset 13.
 pub const IR_VERSION: i64 = 7;
+
+/// The operator set to write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnnxOpset {
+    /// Opset 13 (IR 7), the default: every runtime of the last years reads it; weights are int8
+    /// initializers, sub-8-bit ones within their narrow range.
+    #[default]
+    V13,
+    /// Opset 21 (IR 10): weights whose values fit 4 signed bits are INT4 initializers (two per
+    /// byte) with INT4 zero points, so a runtime sees their true width; the rest as for V13.
+    V21,
+}
+
+impl OnnxOpset {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "13" => Ok(Self::V13),
+            "21" => Ok(Self::V21),
+            other => Err(QatError::config(format!(
+                "ONNX opset {other:?} is not written; choose 13 (int8 weights) or 21 (int4 weights where they fit)"
+            ))),
+        }
+    }
+
+    pub fn version(self) -> i64 {
+        match self {
+            Self::V13 => OPSET_VERSION,
+            Self::V21 => 21,
+        }
+    }
+
+    fn ir_version(self) -> i64 {
+        match self {
+            Self::V13 => IR_VERSION,
+            Self::V21 => 10,
+        }
+    }
+}
 /// The name of the graph input, float32 `[N, C, H, W]`.
 pub const INPUT_NAME: &str = "input";
 /// The name of the graph output, float32 `[N, classes]`.
@@ -39,7 +78,12 @@ pub const BATCH_DIM: &str = "N";
 /// with a padding mode other than zeros, weight zero points outside int8, a model that does not
 /// end with a quantized Linear followed by a DeQuantStub, and shapes that do not fit.
 pub fn export_onnx(model: &Int8Model, input_shape: [usize; 4], path: &Path) -> Result<()> {
-    let bytes = onnx_bytes(model, input_shape)?;
+    export_onnx_with(model, input_shape, path, OnnxOpset::V13)
+}
+
+/// [`export_onnx`] at the given operator set.
+pub fn export_onnx_with(model: &Int8Model, input_shape: [usize; 4], path: &Path, opset: OnnxOpset) -> Result<()> {
+    let bytes = to_model_proto_with(model, input_shape, opset)?.encode_to_vec();
     write_atomically(path, &bytes)
 }
 
@@ -50,12 +94,17 @@ pub fn onnx_bytes(model: &Int8Model, input_shape: [usize; 4]) -> Result<Vec<u8>>
 
 /// The ONNX model as a protobuf message, before serialization.
 pub fn to_model_proto(model: &Int8Model, input_shape: [usize; 4]) -> Result<ModelProto> {
+    to_model_proto_with(model, input_shape, OnnxOpset::V13)
+}
+
+/// [`to_model_proto`] at the given operator set.
+pub fn to_model_proto_with(model: &Int8Model, input_shape: [usize; 4], opset: OnnxOpset) -> Result<ModelProto> {
     let [_, c, h, w] = input_shape;
     if c == 0 || h == 0 || w == 0 {
         return Err(QatError::config(format!("ONNX export: input shape {input_shape:?} must have positive C, H and W")));
     }
     let (body, head, classes) = split_head(&model.layers)?;
-    let mut graph = Builder::default();
+    let mut graph = Builder { int4_weights: opset == OnnxOpset::V21, ..Builder::default() };
     let input = Wire {
         name: INPUT_NAME.to_string(),
         // Shapes are checked with batch 1; the batch never enters the graph.
@@ -79,14 +128,14 @@ pub fn to_model_proto(model: &Int8Model, input_shape: [usize; 4]) -> Result<Mode
         value_info: vec![],
     };
     Ok(ModelProto {
-        ir_version: Some(IR_VERSION),
+        ir_version: Some(opset.ir_version()),
         producer_name: Some("burn-qat".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         domain: None,
         model_version: Some(1),
         doc_string: None,
         graph: Some(graph),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET_VERSION) }],
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset.version()) }],
     })
 }
 
@@ -158,6 +207,8 @@ struct Builder {
     names: HashSet<String>,
     /// Activation (scale, zero point) initializers, shared by every node that uses them.
     qparams: HashMap<(u32, i32), (String, String)>,
+    /// Weights that fit 4 bits go out as INT4 (opset 21).
+    int4_weights: bool,
 }
 
 impl Builder {
@@ -313,19 +364,16 @@ impl Builder {
         let x_name = self.unique(&format!("{path}.input_dequantize"))?;
         self.dequantize(&x_name, x, input)?;
 
-        let w_q = self.initializer(
-            &format!("{path}.weight_quantized"),
-            data_type::INT8,
-            dims(weight_shape),
-            weight.iter().map(|&v| v as u8).collect(),
-        )?;
+        // INT4 shares the int8 file's packing: two values per byte, the first in the low nibble.
+        let int4 = self.int4_weights && bits_needed(weight) <= 4 && bits_needed(&zero_points) <= 4;
+        let (weight_type, weight_raw, zero_point_raw) = if int4 {
+            (data_type::INT4, pack(weight, 4)?, pack(&zero_points, 4)?)
+        } else {
+            (data_type::INT8, weight.iter().map(|&v| v as u8).collect(), zero_points.iter().map(|&v| v as u8).collect())
+        };
+        let w_q = self.initializer(&format!("{path}.weight_quantized"), weight_type, dims(weight_shape), weight_raw)?;
         let w_s = self.f32_initializer(&format!("{path}.weight_scale"), weight_scale)?;
-        let w_z = self.initializer(
-            &format!("{path}.weight_zero_point"),
-            data_type::INT8,
-            vec![out_channels as i64],
-            zero_points.iter().map(|&v| v as u8).collect(),
-        )?;
+        let w_z = self.initializer(&format!("{path}.weight_zero_point"), weight_type, vec![out_channels as i64], zero_point_raw)?;
         let w_name = self.unique(&format!("{path}.weight_dequantize"))?;
         self.node("DequantizeLinear", &w_name, &[&w_q, &w_s, &w_z], vec![attr_int("axis", 0)]);
 

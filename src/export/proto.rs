@@ -20,6 +20,8 @@ pub mod data_type {
     pub const INT8: i32 = 3;
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
+    /// Signed 4-bit, two per byte, the first in the low nibble (ONNX IR 10, opset 21).
+    pub const INT4: i32 = 22;
 }
 
 /// `AttributeProto.AttributeType` values used by the exporter.
