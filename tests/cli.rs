@@ -282,25 +282,8 @@ fn train_with_a_learned_quantizer() {
 #[test]
 fn train_with_pact_activations_lsq_weights_and_histogram_observers() {
     let out = out_dir("pact");
-    let output = burn_qat(&[
-        "train",
-        "--epochs",
-        "1",
-        "--qat-epochs",
-        "1",
-        "--weight-bits",
-        "4",
-        "--act-bits",
-        "4",
-        "--quantizer",
-        "pact",
-        "--weight-quantizer",
-        "lsq",
-        "--observer",
-        "histogram",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let flags = "--epochs 1 --qat-epochs 1 --weight-bits 4 --act-bits 4 --quantizer pact --weight-quantizer lsq --observer histogram";
+    let output = burn_qat(&[vec!["train"], flags.split(' ').collect(), vec!["--out", out.to_str().unwrap()]].concat());
     check_success(&output, "train --quantizer pact --weight-quantizer lsq --observer histogram");
     let metrics = read_metrics(&out);
     let qconfig = metrics["qconfig"].as_str().unwrap_or_default();

@@ -40,7 +40,13 @@ fn pact_scale_gradient(x: &[f32], dy: &[f32], s: f32, z: i32, qmin: i32, qmax: i
 
 #[test]
 fn the_scale_learns_from_clipped_values_only() {
-    let device = Device::flex().autodiff();
+    for device in devices() {
+        clipped_values_only_on(&device.autodiff());
+    }
+}
+
+fn clipped_values_only_on(device: &Device) {
+    let device = device.clone();
     device.seed(17);
     for (z, qmin, qmax) in [(0, 0, 15), (3, 0, 15), (0, -8, 7)] {
         let params = LearnableFakeQuantParams { axis: None, quant_min: qmin, quant_max: qmax, grad_factor: 0.37 };
@@ -56,7 +62,7 @@ fn the_scale_learns_from_clipped_values_only() {
             (to_vec(&y), to_vec(&xg.grad(&grads).unwrap()), to_vec(&sg.grad(&grads).unwrap())[0], to_vec(&zg.grad(&grads).unwrap())[0])
         };
         let (pact, lsq) = (run(true), run(false));
-        let what = format!("z {z}, [{qmin}, {qmax}]");
+        let what = format!("z {z}, [{qmin}, {qmax}] on {device:?}");
         assert_bits_eq(&format!("{what}: forward"), &pact.0, &lsq.0);
         assert_bits_eq(&format!("{what}: input gradient (straight through)"), &pact.1, &lsq.1);
         assert_eq!(pact.3, lsq.3, "{what}: the zero point's gradient is LSQ's");
