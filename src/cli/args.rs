@@ -127,8 +127,8 @@ pub struct TrainArgs {
     #[arg(long, default_value = "minmax", value_parser = parse_observer_flag)]
     pub observer: ObserverChoice,
     /// Mixed precision: bits per layer, for its weights and output activations, as LAYER=BITS
-    /// entries (layer paths as `inspect` lists them; `*` for every other layer), e.g.
-    /// conv1=8,fc3=8,*=4. A custom qconfig, as --weight-bits.
+    /// or LAYER=WEIGHT_BITS/ACT_BITS entries (layer paths as `inspect` lists them; `*` for every
+    /// other layer), e.g. conv1=8,fc2=4/8,*=4. A custom qconfig, as --weight-bits.
     #[arg(long, value_name = "SPEC", conflicts_with = "qconfig_version")]
     pub layer_bits: Option<String>,
     /// Mixed precision: the input quantization and the first and last layers with weights at 8

@@ -93,6 +93,13 @@ impl ObserverChoice {
     }
 }
 
+/// One `--layer-bits` entry: a layer (or `*`) and its weight and output-activation bits.
+struct LayerBits {
+    name: String,
+    weight: u32,
+    act: u32,
+}
+
 /// The qconfig the flags ask for, and how to describe it.
 pub struct QChoice {
     pub qconfig: QConfig,
@@ -141,11 +148,12 @@ impl QConfigFlags {
     /// [`choose`](Self::choose) before the observers' range estimator.
     fn choose_ranges(&self) -> burn_qat::Result<QChoice> {
         let layers = self.layer_bits()?;
-        let star = layers.iter().find(|(name, _)| name == "*").map(|&(_, b)| b);
+        let star = layers.iter().find(|l| l.name == "*");
         if star.is_some() && (self.weight_bits.is_some() || self.act_bits.is_some()) {
             return Err(QatError::config("--layer-bits '*=N' and --weight-bits/--act-bits both set the default bit width; give it once"));
         }
-        let (weight_bits, act_bits) = (self.weight_bits.or(star).unwrap_or(8), self.act_bits.or(star).unwrap_or(8));
+        let (weight_bits, act_bits) =
+            (self.weight_bits.or(star.map(|l| l.weight)).unwrap_or(8), self.act_bits.or(star.map(|l| l.act)).unwrap_or(8));
         let custom = weight_bits != 8
             || act_bits != 8
             || self.per_tensor
@@ -174,7 +182,11 @@ impl QConfigFlags {
             }
             (w, a) => format!("custom: w{weight_bits} {granularity} symmetric {}, a{act_bits} affine {}", w.name(), a.name()),
         };
-        let named: Vec<String> = layers.iter().filter(|(n, _)| n != "*").map(|(n, b)| format!("{n}={b}")).collect();
+        let named: Vec<String> = layers
+            .iter()
+            .filter(|l| l.name != "*")
+            .map(|l| if l.weight == l.act { format!("{}={}", l.name, l.weight) } else { format!("{}={}/{}", l.name, l.weight, l.act) })
+            .collect();
         if !named.is_empty() {
             description += &format!("; layers {}", named.join(","));
         }
@@ -200,22 +212,27 @@ impl QConfigFlags {
     }
 
     /// `--layer-bits` parsed: `(layer path or "*", bits)`.
-    fn layer_bits(&self) -> burn_qat::Result<Vec<(String, u32)>> {
+    fn layer_bits(&self) -> burn_qat::Result<Vec<LayerBits>> {
         let Some(spec) = &self.layer_bits else { return Ok(Vec::new()) };
-        let mut out: Vec<(String, u32)> = Vec::new();
+        let mut out: Vec<LayerBits> = Vec::new();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let bad =
-                |why: &str| QatError::config(format!("--layer-bits: {entry:?} {why}; write LAYER=BITS entries, e.g. conv1=8,fc2=8,*=4"));
+            let bad = |why: &str| {
+                QatError::config(format!(
+                    "--layer-bits: {entry:?} {why}; write LAYER=BITS or LAYER=WEIGHT_BITS/ACT_BITS entries, e.g. conv1=8,fc2=4/8,*=4"
+                ))
+            };
             let (name, bits) = entry.split_once('=').ok_or_else(|| bad("has no '='"))?;
-            let bits: u32 = bits.trim().parse().map_err(|_| bad("has no whole number of bits"))?;
-            if !(2..=8).contains(&bits) {
-                return Err(bad("asks for bits outside 2..=8"));
-            }
+            let (weight, act) = bits.split_once('/').unwrap_or((bits, bits));
+            let parse = |b: &str| -> burn_qat::Result<u32> {
+                let b: u32 = b.trim().parse().map_err(|_| bad("has no whole number of bits"))?;
+                if (2..=8).contains(&b) { Ok(b) } else { Err(bad("asks for bits outside 2..=8")) }
+            };
+            let (weight, act) = (parse(weight)?, parse(act)?);
             let name = name.trim().to_string();
-            if name.is_empty() || out.iter().any(|(n, _)| *n == name) {
+            if name.is_empty() || out.iter().any(|l| l.name == name) {
                 return Err(bad("names no layer, or one named before"));
             }
-            out.push((name, bits));
+            out.push(LayerBits { name, weight, act });
         }
         Ok(out)
     }
@@ -237,8 +254,8 @@ impl QConfigFlags {
                 map = map.with(&path, Some(self.builder(8, 8).build()?));
             }
         }
-        for (name, bits) in self.layer_bits()?.into_iter().filter(|(n, _)| n != "*") {
-            map = map.with(&name, Some(self.builder(bits, bits).build()?));
+        for layer in self.layer_bits()?.into_iter().filter(|l| l.name != "*") {
+            map = map.with(&layer.name, Some(self.builder(layer.weight, layer.act).build()?));
         }
         let unmatched = map.unmatched_paths(model);
         if !unmatched.is_empty() {
