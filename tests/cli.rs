@@ -342,6 +342,10 @@ fn a_bit_width_sweep_writes_its_table() {
     assert!(rows[1]["qat_fixed"].as_f64() > rows[1]["ptq"].as_f64(), "{sweep}");
     let table = std::fs::read_to_string(out.join("sweep.md")).unwrap();
     assert!(table.contains("| 2/2 |") && table.contains("QAT lsq"), "{table}");
+    // sweep.png: a PNG of 900 x 560 pixels (the IHDR chunk's width and height).
+    let png = std::fs::read(out.join("sweep.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!((u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap())), (900, 560));
     let output = burn_qat(&["train", "--sweep-bits", "4", "--weight-bits", "4", "--out", out_dir("bad-sweep").to_str().unwrap()]);
     assert!(!output.status.success(), "--sweep-bits with --weight-bits accepted");
 }

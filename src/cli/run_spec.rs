@@ -30,7 +30,7 @@ impl ModelKind {
         }
     }
 
-    fn flag(self) -> &'static str {
+    pub fn flag(self) -> &'static str {
         match self {
             Self::Lenet => "lenet",
             Self::ResnetTiny => "resnet-tiny",

@@ -10,6 +10,7 @@ use burn_qat::QatError;
 use burn_qat::data::Dataset;
 use burn_qat::models::InputShape;
 use burn_qat::qconfig::Quantizer;
+use burn_qat::report::{SweepPlot, plot_sweep};
 use burn_qat::train::{Distillation, EpochReport, OnEpoch, ResumePoint, accuracy, int8_logits, train_classifier_on};
 use burn_qat::workflow::{QatModel, convert};
 use serde_json::json;
@@ -135,5 +136,14 @@ fn write_results(
         "seconds": started.elapsed().as_secs_f64(),
     });
     let path = args.out.join("sweep.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).map_err(|e| io_error(&path, e))
+    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).map_err(|e| io_error(&path, e))?;
+    let plot = SweepPlot {
+        title: format!("{}: int8 test accuracy by bit width", args.model.flag()),
+        bits: rows.iter().map(|r| r.bits).collect(),
+        float,
+        ptq: rows.iter().map(|r| r.ptq).collect(),
+        qat_fixed: rows.iter().map(|r| r.fixed).collect(),
+        qat_learned: (learned.name().to_string(), rows.iter().map(|r| r.learned).collect()),
+    };
+    plot_sweep(args.out.join("sweep.png"), &plot)
 }

@@ -1,10 +1,12 @@
 //! Training reports for people: `curves.png`, the loss and test accuracy of the float and QAT
-//! phases, epoch by epoch, with the int8 results beside them.
+//! phases, epoch by epoch, with the int8 results beside them; `sweep.png`, accuracy against bit
+//! width.
 //!
 //! Text is drawn with a font built into the binary (`assets/fonts`, DejaVu Sans, laid out by
 //! plotters' `ab_glyph` feature and drawn by [`GlyphText`]), so drawing needs no system fonts,
 //! fontconfig or FreeType.
 
+mod sweep;
 mod text;
 
 use std::path::Path;
@@ -16,6 +18,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{QatError, Result};
 use crate::train::EpochReport;
+pub use sweep::{SweepPlot, plot_sweep};
 pub use text::GlyphText;
 
 /// DejaVu Sans, subset to Latin-1; see `assets/fonts/README.md` and its licence beside it.
