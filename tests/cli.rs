@@ -236,7 +236,7 @@ fn train_with_four_bit_weights_and_activations() {
     accuracy(&metrics, "ptq_int8_accuracy");
     // PTQ tries every observer and keeps the best on training images.
     let tried = metrics["ptq_observer_selection_accuracy"].as_object().unwrap();
-    assert_eq!(tried.keys().map(String::as_str).collect::<Vec<_>>(), ["minmax", "mse", "percentile"], "{metrics}");
+    assert_eq!(tried.keys().map(String::as_str).collect::<Vec<_>>(), ["histogram", "minmax", "mse", "percentile"], "{metrics}");
     assert!(tried.contains_key(metrics["ptq_observer"].as_str().unwrap()), "{metrics}");
     assert!(out.join("curves.png").is_file() && out.join("int8.safetensors").is_file());
 }
