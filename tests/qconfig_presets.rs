@@ -70,3 +70,16 @@ fn the_builder_makes_low_bit_configs_and_rejects_impossible_ones() {
     assert_error!(QConfigBuilder::new().activation_bits(17).build(), QatError::InvalidConfig(m) if m.contains("bits"));
     assert_error!(QConfigBuilder::new().averaging_constant(0.0).build(), QatError::InvalidConfig(m) if m.contains("averaging_constant"));
 }
+
+/// The presets take the backend as the enum or as PyTorch's name, to the same qconfig.
+#[test]
+fn presets_take_the_backend_enum_or_its_name() {
+    use burn_qat::qconfig::QuantBackend;
+    for backend in [QuantBackend::Fbgemm, QuantBackend::X86, QuantBackend::Qnnpack, QuantBackend::Onednn] {
+        for version in [0, 1] {
+            assert_eq!(get_default_qat_qconfig(backend, version).unwrap(), get_default_qat_qconfig(backend.name(), version).unwrap());
+        }
+        assert_eq!(QConfig::consistent(backend).unwrap(), QConfig::consistent(backend.name().to_string()).unwrap());
+    }
+    assert_error!(QConfig::consistent("tpu"), QatError::InvalidConfig(m) if m.contains("tpu"));
+}

@@ -94,12 +94,30 @@ fn weight_observer(backend: QuantBackend) -> ObserverConfig {
     observer.with_dtype(QuantDtype::QInt8).with_quant_range(-128, 127)
 }
 
+/// What the presets take as a backend: a [`QuantBackend`], or PyTorch's name for one
+/// (`"fbgemm"`, `"x86"`, `"qnnpack"`, `"onednn"`), which is parsed.
+pub trait IntoBackend {
+    fn into_backend(self) -> Result<QuantBackend>;
+}
+
+impl IntoBackend for QuantBackend {
+    fn into_backend(self) -> Result<QuantBackend> {
+        Ok(self)
+    }
+}
+
+impl<T: AsRef<str>> IntoBackend for T {
+    fn into_backend(self) -> Result<QuantBackend> {
+        QuantBackend::parse(self.as_ref())
+    }
+}
+
 /// PyTorch's `get_default_qat_qconfig(backend, version)`, reproduced exactly: version 0 uses
 /// `FakeQuantize` (observer formula throughout), version 1 (PyTorch's default) the fused
 /// moving-average fake quant, which trains with ChooseQuantizationParams while convert uses the
 /// observer formula (PyTorch issue #88800; see [`QConfig::consistent`] for our fix).
-pub fn get_default_qat_qconfig(backend: &str, version: u32) -> Result<QConfig> {
-    let backend = QuantBackend::parse(backend)?;
+pub fn get_default_qat_qconfig(backend: impl IntoBackend, version: u32) -> Result<QConfig> {
+    let backend = backend.into_backend()?;
     let (activation, weight) = (activation_observer(backend), weight_observer(backend));
     match version {
         0 => Ok(QConfig { activation: FakeQuantizeConfig::standard(activation), weight: FakeQuantizeConfig::standard(weight) }),
@@ -113,7 +131,7 @@ impl QConfig {
     /// backend's ranges and granularity), but one qparam formula, the observer's, for training
     /// and convert. The converted int8 model then computes with exactly the qparams training
     /// simulated, and symmetric weights keep zero point 0 even when a channel is one-sided.
-    pub fn consistent(backend: &str) -> Result<Self> {
+    pub fn consistent(backend: impl IntoBackend) -> Result<Self> {
         let mut q = get_default_qat_qconfig(backend, 1)?;
         q.activation = q.activation.with_qparam_formula(QParamFormula::Observer);
         q.weight = q.weight.with_qparam_formula(QParamFormula::Observer);
