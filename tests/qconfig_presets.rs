@@ -83,3 +83,17 @@ fn presets_take_the_backend_enum_or_its_name() {
     }
     assert_error!(QConfig::consistent("tpu"), QatError::InvalidConfig(m) if m.contains("tpu"));
 }
+
+/// `FakeQuantizeConfig::consistent` is what `QConfig::consistent` applies to PyTorch's version-1
+/// preset: the observer formula for training and convert.
+#[test]
+fn one_meaning_of_consistent() {
+    for backend in ["fbgemm", "qnnpack"] {
+        let pytorch = get_default_qat_qconfig(backend, 1).unwrap();
+        assert_eq!(pytorch.activation.train_qparams, QParamFormula::ChooseQParams);
+        let ours = QConfig::consistent(backend).unwrap();
+        assert_eq!(ours.activation, pytorch.activation.consistent());
+        assert_eq!(ours.weight, pytorch.weight.consistent());
+        assert_eq!((ours.weight.train_qparams, ours.weight.convert_qparams), (QParamFormula::Observer, QParamFormula::Observer));
+    }
+}

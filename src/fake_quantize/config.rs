@@ -115,12 +115,14 @@ impl FakeQuantizeConfig {
         self
     }
 
-    /// One formula for training and convert: the training one. With it the converted model
-    /// computes with exactly the qparams training simulated (our presets' default; a deliberate
-    /// difference from PyTorch's version-1 qconfigs).
-    pub fn consistent(mut self) -> Self {
-        self.convert_qparams = self.train_qparams;
-        self
+    /// One formula for training and convert, the observer's: the converted model then computes
+    /// with exactly the qparams training simulated (our presets' default, [`QConfig::consistent`];
+    /// a deliberate difference from PyTorch's version-1 qconfigs, whose fused fake quant trains
+    /// with ChooseQuantizationParams and converts with the observer formula).
+    ///
+    /// [`QConfig::consistent`]: crate::qconfig::QConfig::consistent
+    pub fn consistent(self) -> Self {
+        self.with_qparam_formula(QParamFormula::Observer)
     }
 
     /// Both formulas set to `formula`.

@@ -13,7 +13,7 @@ use std::fmt;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantizeConfig;
 use crate::observer::ObserverConfig;
-use crate::quant::{QParamFormula, QScheme, QuantDtype};
+use crate::quant::{QScheme, QuantDtype};
 
 /// The bins of the histograms [`QConfig::with_histogram_activations`] uses (PyTorch's default).
 pub const HISTOGRAM_BINS: usize = 2048;
@@ -133,8 +133,8 @@ impl QConfig {
     /// simulated, and symmetric weights keep zero point 0 even when a channel is one-sided.
     pub fn consistent(backend: impl IntoBackend) -> Result<Self> {
         let mut q = get_default_qat_qconfig(backend, 1)?;
-        q.activation = q.activation.with_qparam_formula(QParamFormula::Observer);
-        q.weight = q.weight.with_qparam_formula(QParamFormula::Observer);
+        q.activation = q.activation.consistent();
+        q.weight = q.weight.consistent();
         Ok(q)
     }
 
