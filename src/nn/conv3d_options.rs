@@ -3,7 +3,7 @@ use burn::tensor::module::conv3d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 
 use super::PaddingMode;
-use super::geometry::{ConvGeometry, circular_pad};
+use super::geometry::{ConvGeometry, check_conv_parameters, circular_pad};
 use crate::error::{QatError, Result};
 
 /// A 3-d size given as one number or a triple (PyTorch's `_triple`).
@@ -92,19 +92,7 @@ impl ConvGeometry<5> for Conv3dOptions {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.in_channels == 0 || self.out_channels == 0 || self.groups == 0 {
-            return Err(QatError::config("in_channels, out_channels and groups must be positive"));
-        }
-        if self.in_channels % self.groups != 0 || self.out_channels % self.groups != 0 {
-            return Err(QatError::config(format!(
-                "in_channels ({}) and out_channels ({}) must be divisible by groups ({})",
-                self.in_channels, self.out_channels, self.groups
-            )));
-        }
-        if self.kernel_size.contains(&0) || self.stride.contains(&0) || self.dilation.contains(&0) {
-            return Err(QatError::config("kernel_size, stride and dilation must be positive"));
-        }
-        Ok(())
+        check_conv_parameters(self.in_channels, self.out_channels, self.groups, &self.kernel_size, &self.stride, &self.dilation)
     }
 
     fn check_input(&self, dims: [usize; 5], layer: &str) -> Result<()> {

@@ -6,7 +6,7 @@ use std::fmt;
 use burn::tensor::Tensor;
 use burn::tensor::ops::{ConvOptions, PadMode};
 
-use super::geometry::{ConvGeometry, circular_pad};
+use super::geometry::{ConvGeometry, check_conv_parameters, circular_pad};
 use crate::error::{QatError, Result};
 
 /// A 2-d size given as one number or a pair (PyTorch's `_pair`).
@@ -129,26 +129,7 @@ impl Conv2dOptions {
 
     /// PyTorch's constructor checks, as errors.
     pub fn validate(&self) -> Result<()> {
-        let fail = |msg: String| Err(QatError::config(msg));
-        if self.in_channels == 0 || self.out_channels == 0 {
-            return fail(format!("in_channels ({}) and out_channels ({}) must be positive", self.in_channels, self.out_channels));
-        }
-        if self.groups == 0 {
-            return fail("groups must be positive".into());
-        }
-        if self.in_channels % self.groups != 0 {
-            return fail(format!("in_channels ({}) must be divisible by groups ({})", self.in_channels, self.groups));
-        }
-        if self.out_channels % self.groups != 0 {
-            return fail(format!("out_channels ({}) must be divisible by groups ({})", self.out_channels, self.groups));
-        }
-        if self.kernel_size.contains(&0) || self.stride.contains(&0) || self.dilation.contains(&0) {
-            return fail(format!(
-                "kernel_size {:?}, stride {:?} and dilation {:?} must be positive",
-                self.kernel_size, self.stride, self.dilation
-            ));
-        }
-        Ok(())
+        check_conv_parameters(self.in_channels, self.out_channels, self.groups, &self.kernel_size, &self.stride, &self.dilation)
     }
 
     /// Checks an input `[N, C, H, W]` against this geometry.

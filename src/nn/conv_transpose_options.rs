@@ -3,7 +3,7 @@ use burn::tensor::module::conv_transpose2d;
 use burn::tensor::ops::ConvTransposeOptions;
 
 use super::Size2;
-use super::geometry::{ConvGeometry, constant_module};
+use super::geometry::{ConvGeometry, check_conv_parameters, constant_module};
 use crate::error::{QatError, Result};
 
 /// The geometry of a 2-d transposed convolution, with PyTorch's defaults. Its weight is
@@ -81,18 +81,7 @@ impl ConvGeometry<4> for ConvTranspose2dOptions {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.in_channels == 0 || self.out_channels == 0 || self.groups == 0 {
-            return Err(QatError::config("in_channels, out_channels and groups must be positive"));
-        }
-        if self.in_channels % self.groups != 0 || self.out_channels % self.groups != 0 {
-            return Err(QatError::config(format!(
-                "in_channels ({}) and out_channels ({}) must be divisible by groups ({})",
-                self.in_channels, self.out_channels, self.groups
-            )));
-        }
-        if self.kernel_size.contains(&0) || self.stride.contains(&0) || self.dilation.contains(&0) {
-            return Err(QatError::config("kernel_size, stride and dilation must be positive"));
-        }
+        check_conv_parameters(self.in_channels, self.out_channels, self.groups, &self.kernel_size, &self.stride, &self.dilation)?;
         for axis in 0..2 {
             if self.output_padding[axis] >= self.stride[axis].max(self.dilation[axis]) {
                 return Err(QatError::config(format!(

@@ -59,3 +59,51 @@ macro_rules! constant_module {
 }
 
 pub(crate) use constant_module;
+
+/// PyTorch's constructor checks shared by every convolution (1-3 spatial dimensions, transposed
+/// or not), with one wording: positive channels, groups dividing both channel counts, positive
+/// kernel size, stride and dilation.
+pub(crate) fn check_conv_parameters(
+    in_channels: usize,
+    out_channels: usize,
+    groups: usize,
+    kernel_size: &[usize],
+    stride: &[usize],
+    dilation: &[usize],
+) -> Result<()> {
+    let fail = |msg: String| Err(crate::QatError::config(msg));
+    if in_channels == 0 || out_channels == 0 {
+        return fail(format!("in_channels ({in_channels}) and out_channels ({out_channels}) must be positive"));
+    }
+    if groups == 0 {
+        return fail("groups must be positive".into());
+    }
+    for (name, channels) in [("in_channels", in_channels), ("out_channels", out_channels)] {
+        if channels % groups != 0 {
+            return fail(format!("{name} ({channels}) must be divisible by groups ({groups})"));
+        }
+    }
+    if kernel_size.contains(&0) || stride.contains(&0) || dilation.contains(&0) {
+        return fail(format!("kernel_size {kernel_size:?}, stride {stride:?} and dilation {dilation:?} must be positive"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConvGeometry;
+    use crate::nn::{Conv2dOptions, Conv3dOptions, ConvTranspose2dOptions};
+
+    /// One check, so one wording, for every geometry (they had drifted apart).
+    #[test]
+    fn every_conv_geometry_refuses_bad_parameters_in_the_same_words() {
+        let message = |r: crate::Result<()>| r.unwrap_err().to_string();
+        let two_d = message(Conv2dOptions::new(4, 6, 3).with_groups(4).validate());
+        assert_eq!(two_d, "invalid configuration: out_channels (6) must be divisible by groups (4)");
+        assert_eq!(message(ConvGeometry::<5>::validate(&Conv3dOptions::new(4, 6, 3).with_groups(4))), two_d);
+        assert_eq!(message(ConvGeometry::<4>::validate(&ConvTranspose2dOptions::new(4, 6, 3).with_groups(4))), two_d);
+        let zero = message(ConvGeometry::<5>::validate(&Conv3dOptions::new(0, 6, 3)));
+        assert_eq!(zero, "invalid configuration: in_channels (0) and out_channels (6) must be positive");
+        assert_eq!(message(Conv2dOptions::new(0, 6, 3).validate()), zero);
+    }
+}
