@@ -91,6 +91,26 @@ impl TensorValue {
         }
     }
 
+    /// The value as a float burn tensor of rank `D` on `device`, in its stored precision (f32 or
+    /// f64; integer dtypes widened to f32, exact for every integer a quantized model stores
+    /// below 2^24). A 0-d PyTorch buffer reads as rank 1 with one element. An error when the
+    /// rank is not `D`.
+    pub fn to_tensor<const D: usize>(&self, device: &burn::tensor::Device) -> crate::Result<burn::tensor::Tensor<D>> {
+        let shape: Vec<usize> = if self.shape.is_empty() { vec![1] } else { self.shape.clone() };
+        if shape.len() != D {
+            return Err(crate::QatError::shape("state-dict tensor", format!("rank {D}"), format!("shape {:?}", self.shape)));
+        }
+        use burn::tensor::{DType, Tensor, TensorData};
+        Ok(match &self.values {
+            Values::F64(v) => Tensor::from_data(TensorData::new(v.clone(), shape), (device, DType::F64)),
+            Values::F32(v) => Tensor::from_data(TensorData::new(v.clone(), shape), (device, DType::F32)),
+            _ => {
+                let widened: Vec<f32> = self.to_f64_vec().into_iter().map(|x| x as f32).collect();
+                Tensor::from_data(TensorData::new(widened, shape), (device, DType::F32))
+            }
+        })
+    }
+
     /// Any stored dtype, widened to f64 (used by tests and tools; modules read exact dtypes).
     pub fn to_f64_vec(&self) -> Vec<f64> {
         match &self.values {
@@ -123,4 +143,29 @@ pub trait SaveStateDict {
 /// Joins a prefix and a key the way PyTorch names nested state.
 pub fn join(prefix: &str, key: &str) -> String {
     format!("{prefix}{key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{DType, Device};
+
+    #[test]
+    fn values_become_tensors_of_their_shape_and_precision() {
+        let device = Device::flex();
+        let weight = TensorValue::f32(vec![2, 3], vec![1.5, -2.0, 0.25, 3.0, 0.0, -0.5]);
+        let t = weight.to_tensor::<2>(&device).unwrap();
+        assert_eq!(t.dims(), [2, 3]);
+        assert_eq!(t.to_data().to_vec::<f32>().unwrap(), vec![1.5, -2.0, 0.25, 3.0, 0.0, -0.5]);
+
+        let zero_points = TensorValue::i32_vec(vec![-128, 0, 127]);
+        assert_eq!(zero_points.to_tensor::<1>(&device).unwrap().to_data().to_vec::<f32>().unwrap(), vec![-128.0, 0.0, 127.0]);
+        let scalar = TensorValue::f32_scalar(0.125).to_tensor::<1>(&device).unwrap();
+        assert_eq!((scalar.dims(), scalar.to_data().to_vec::<f32>().unwrap()), ([1], vec![0.125]));
+        let exact = TensorValue { shape: vec![1], values: Values::F64(vec![0.1]) }.to_tensor::<1>(&device).unwrap();
+        assert_eq!((exact.dtype(), exact.to_data().to_vec::<f64>().unwrap()), (DType::F64, vec![0.1]));
+
+        let err = weight.to_tensor::<4>(&device).unwrap_err().to_string();
+        assert!(err.contains("rank 4") && err.contains("[2, 3]"), "{err}");
+    }
 }
