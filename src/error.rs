@@ -33,6 +33,13 @@ pub enum QatError {
     #[error("state dict does not fit the module:\n{}", problems.join("\n"))]
     StateDict { problems: Vec<String> },
 
+    /// An operation called before what it needs has happened: converting (or evaluating the
+    /// deployment arithmetic of) a layer whose observer never saw data, training on the
+    /// deployment arithmetic before the qparams and BN statistics are fixed. `context` names the
+    /// layer or operation, `reason` what is missing and what to call first.
+    #[error("{context}: {reason}")]
+    Lifecycle { context: String, reason: String },
+
     /// A file that could not be read or written, or is not what it claims to be.
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
@@ -41,6 +48,10 @@ pub enum QatError {
 impl QatError {
     pub fn config(msg: impl Into<String>) -> Self {
         Self::InvalidConfig(msg.into())
+    }
+
+    pub(crate) fn lifecycle(context: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Lifecycle { context: context.into(), reason: reason.into() }
     }
 
     pub(crate) fn shape(context: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> Self {

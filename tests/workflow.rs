@@ -142,6 +142,10 @@ fn workflow_errors_name_the_layer() {
     let model = prepare_qat(small_cnn(&device).fuse().unwrap(), QConfig::consistent("fbgemm").unwrap()).unwrap();
     let err = convert(&model).unwrap_err();
     assert!(err.to_string().contains("quant") && err.to_string().contains("never saw data"), "{err}");
+    assert!(
+        matches!(&err, QatError::Lifecycle { context, .. } if context.contains("quant")),
+        "a lifecycle error, naming the layer: {err:?}"
+    );
     // An unfused BatchNorm cannot be prepared.
     let err = prepare_qat(small_cnn(&device), QConfig::consistent("fbgemm").unwrap()).unwrap_err();
     assert!(err.to_string().contains("bn1"), "{err}");
@@ -468,10 +472,13 @@ fn training_on_the_deployment_arithmetic_needs_settled_qparams_and_statistics() 
     model.forward(x.clone()).unwrap();
     model.deployment_training = true;
     let err = model.forward(x.clone()).unwrap_err();
-    assert!(matches!(&err, QatError::InvalidConfig(m) if m.contains("disable_observer()")), "{err}");
+    assert!(matches!(&err, QatError::Lifecycle { reason: m, .. } if m.contains("disable_observer()")), "{err}");
     model.disable_observer();
     let err = model.forward(x.clone()).unwrap_err();
-    assert!(matches!(&err, QatError::InvalidConfig(m) if m.contains("freeze_bn_stats()") && m.contains("block.body.conv_a")), "{err}");
+    assert!(
+        matches!(&err, QatError::Lifecycle { reason: m, .. } if m.contains("freeze_bn_stats()") && m.contains("block.body.conv_a")),
+        "{err}"
+    );
     model.freeze_bn_stats();
     model.forward(x).unwrap();
 }

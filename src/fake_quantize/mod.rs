@@ -98,9 +98,10 @@ impl FakeQuantize {
     /// convert with.
     pub fn activation_qparams(&self, layer: &str) -> Result<crate::nn::quantized::ActivationQParams> {
         if !self.observer.has_observed() {
-            return Err(QatError::config(format!(
-                "{layer}: its observer never saw data, so it has no qparams; run the model on some data (with observers enabled) before convert"
-            )));
+            return Err(QatError::lifecycle(
+                layer,
+                "its observer never saw data, so it has no qparams; run the model on some data (with observers enabled) before convert",
+            ));
         }
         if self.observer.ch_axis().is_some() {
             return Err(QatError::config(format!("{layer}: activations must be quantized per tensor")));
@@ -129,9 +130,10 @@ impl FakeQuantize {
     /// per-channel observer must run along that same axis.
     pub fn quantize_weight_along(&self, weight: &[f32], dims: &[usize], axis: usize, layer: &str) -> Result<(Vec<i8>, Vec<f32>, Vec<i32>)> {
         if !self.observer.has_observed() {
-            return Err(QatError::config(format!(
-                "{layer}: its weight observer never saw data, so it has no qparams; run a forward before convert"
-            )));
+            return Err(QatError::lifecycle(
+                layer,
+                "its weight observer never saw data, so it has no qparams; run a forward before convert",
+            ));
         }
         let range = self.observer.spec().range;
         if range.quant_min < -128 || range.quant_max > 127 {

@@ -33,9 +33,10 @@ impl Grid {
     /// the two shows as a difference from the int8 model.
     pub fn of(fq: &FakeQuantize, layer: &str) -> Result<Self> {
         if !fq.observer.has_observed() {
-            return Err(QatError::config(format!(
-                "{layer}: its observer never saw data, so it has no qparams; run the model on some data (with observers enabled) first"
-            )));
+            return Err(QatError::lifecycle(
+                layer,
+                "its observer never saw data, so it has no qparams; run the model on some data (with observers enabled) first",
+            ));
         }
         let q = fq.qparams();
         if q.scale.len() != 1 || fq.observer.ch_axis().is_some() {
@@ -97,7 +98,7 @@ pub(crate) struct WeightCodes<const W: usize> {
 /// or along `axis`, as the fake quant rounds it.
 pub(crate) fn weight_codes<const W: usize>(weight: Tensor<W>, fq: &FakeQuantize, axis: usize, layer: &str) -> Result<WeightCodes<W>> {
     if !fq.observer.has_observed() {
-        return Err(QatError::config(format!("{layer}: its weight observer never saw data, so it has no qparams; run a forward first")));
+        return Err(QatError::lifecycle(layer, "its weight observer never saw data, so it has no qparams; run a forward first"));
     }
     let channels = weight.dims()[axis];
     let q = fq.qparams();

@@ -268,7 +268,7 @@ impl QatModel {
     /// does not move.
     fn check_settled(&mut self) -> Result<()> {
         if self.fake_quants_mut().iter().any(|fq| fq.is_observer_enabled()) {
-            return Err(QatError::config("training on the deployment arithmetic needs fixed qparams: call disable_observer() first"));
+            return Err(QatError::lifecycle("training on the deployment arithmetic", "needs fixed qparams: call disable_observer() first"));
         }
         let mut unfrozen = Vec::new();
         visit_named(&self.layers, "", &mut |path, l| {
@@ -284,10 +284,10 @@ impl QatModel {
             }
         });
         if !unfrozen.is_empty() {
-            return Err(QatError::config(format!(
-                "training on the deployment arithmetic needs fixed BN statistics: call freeze_bn_stats() first ({} not frozen)",
-                unfrozen.join(", ")
-            )));
+            return Err(QatError::lifecycle(
+                "training on the deployment arithmetic",
+                format!("needs fixed BN statistics: call freeze_bn_stats() first ({} not frozen)", unfrozen.join(", ")),
+            ));
         }
         Ok(())
     }
