@@ -149,9 +149,9 @@ fn data_parallel_replicas_hold_the_same_learned_qparams_after_every_step() {
 
 /// 50 random configurations (bits 2 to 8, quantizer, observer, learning rate 1e-4 to 0.1, seed),
 /// eight steps each on random data: every loss finite, every scale in use finite and positive,
-/// every learned value finite, and the int8 model equal to the QAT eval. (Case 2, LSQ at lr
-/// 0.1, drives some of fc1's learned weight scales below zero in one step: they run clamped to
-/// eps, as PyTorch's do.)
+/// every learned value finite, and the int8 model equal to the QAT eval. (LSQ at lr 0.1 can
+/// drive learned weight scales below zero in one step, as it did for fc1 in an earlier draw of
+/// these cases: they run clamped to eps, as PyTorch's do.)
 #[test]
 fn fifty_random_configurations_stay_finite_and_convert_exactly() {
     let _serial = serial();

@@ -222,17 +222,18 @@ impl Observer {
     /// The range qparams are computed from: the running min/max, or for a histogram observer
     /// the range its L2 search picks.
     pub fn qparam_range(&self) -> (Vec<f32>, Vec<f32>) {
-        match (&self.histogram, self.config.averaging) {
-            (Some(h), Averaging::Histogram { levels, .. }) if self.has_observed() => {
-                let levels = match levels {
-                    SearchLevels::DtypeBits => 2f64.powi(self.spec.dtype.bits() as i32),
-                    SearchLevels::QuantRange => (self.spec.range.span() + 1) as f64,
-                };
-                let (lo, hi) = h.search(levels);
-                (vec![lo], vec![hi])
-            }
-            _ => (self.min_val.clone(), self.max_val.clone()),
+        let (Averaging::Histogram { levels, .. }, Some(histogram)) = (self.config.averaging, &self.histogram) else {
+            return (self.min_val.clone(), self.max_val.clone());
+        };
+        if !self.has_observed() {
+            return (self.min_val.clone(), self.max_val.clone());
         }
+        let levels = match levels {
+            SearchLevels::DtypeBits => 2f64.powi(self.spec.dtype.bits() as i32),
+            SearchLevels::QuantRange => (self.spec.range.span() + 1) as f64,
+        };
+        let (lo, hi) = histogram.search(levels);
+        (vec![lo], vec![hi])
     }
 
     /// PyTorch's `calculate_qparams`: the observer formula on the current statistics; scale 1
