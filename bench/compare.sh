@@ -13,7 +13,7 @@
 # INFER_ITERS, RAW (where the JSON lines go; default target/bench-compare.jsonl), CASES (a
 # space-separated subset; default all), TORCH_MALLOC (see below).
 #
-# The burn-qat binary tells glibc to keep freed memory for reuse (src/cli/malloc_policy.rs);
+# The burn-qat binary tells glibc to keep freed memory for reuse (cli/src/commands/malloc_policy.rs);
 # PyTorch gains as much from the same policy, so by default its runs get the same thresholds
 # through GLIBC_TUNABLES: the comparison is then of the kernels, not of allocator settings.
 # TORCH_MALLOC=default runs PyTorch with glibc's defaults instead, as its users usually do.

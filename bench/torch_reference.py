@@ -5,7 +5,7 @@
 
 prints, per case, {"case": ..., "median_ms": ..., "min_ms": ..., "max_ms": ..., "iters": ...,
 "threads": ...}, and for the training steps "peak_mb" last. Needs only torch (CPU). Every case
-mirrors src/bench/ in the Rust crate; the models copy the layer structure of
+mirrors cli/src/bench/ in the Rust crate; the models copy the layer structure of
 src/models/float_models.rs and src/models/mobilenet.rs.
 """
 

@@ -3,7 +3,6 @@
 // The derive macros name this crate `::burn_qat`, which inside it needs this alias.
 extern crate self as burn_qat;
 
-pub mod bench;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -16,7 +15,6 @@ pub mod ops;
 pub mod parallel;
 pub mod qconfig;
 pub mod quant;
-pub mod report;
 mod simd;
 pub mod state_dict;
 pub mod train;

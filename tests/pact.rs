@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use burn::optim::{GradientsParams, Optimizer as _, SgdConfig};
+use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use burn_qat::fake_quantize::{FakeQuantizeConfig, FakeQuantizeVariant, LearnedGradient};
 use burn_qat::observer::ObserverConfig;

@@ -156,14 +156,14 @@ mod tests {
         let weight = TensorValue::f32(vec![2, 3], vec![1.5, -2.0, 0.25, 3.0, 0.0, -0.5]);
         let t = weight.to_tensor::<2>(&device).unwrap();
         assert_eq!(t.dims(), [2, 3]);
-        assert_eq!(t.to_data().to_vec::<f32>().unwrap(), vec![1.5, -2.0, 0.25, 3.0, 0.0, -0.5]);
+        assert_eq!(t.to_data().try_to_vec::<f32>().unwrap(), vec![1.5, -2.0, 0.25, 3.0, 0.0, -0.5]);
 
         let zero_points = TensorValue::i32_vec(vec![-128, 0, 127]);
-        assert_eq!(zero_points.to_tensor::<1>(&device).unwrap().to_data().to_vec::<f32>().unwrap(), vec![-128.0, 0.0, 127.0]);
+        assert_eq!(zero_points.to_tensor::<1>(&device).unwrap().to_data().try_to_vec::<f32>().unwrap(), vec![-128.0, 0.0, 127.0]);
         let scalar = TensorValue::f32_scalar(0.125).to_tensor::<1>(&device).unwrap();
-        assert_eq!((scalar.dims(), scalar.to_data().to_vec::<f32>().unwrap()), ([1], vec![0.125]));
+        assert_eq!((scalar.dims(), scalar.to_data().try_to_vec::<f32>().unwrap()), ([1], vec![0.125]));
         let exact = TensorValue { shape: vec![1], values: Values::F64(vec![0.1]) }.to_tensor::<1>(&device).unwrap();
-        assert_eq!((exact.dtype(), exact.to_data().to_vec::<f64>().unwrap()), (DType::F64, vec![0.1]));
+        assert_eq!((exact.dtype(), exact.to_data().try_to_vec::<f64>().unwrap()), (DType::F64, vec![0.1]));
 
         let err = weight.to_tensor::<4>(&device).unwrap_err().to_string();
         assert!(err.contains("rank 4") && err.contains("[2, 3]"), "{err}");

@@ -262,7 +262,7 @@ fn parse_opset(text: &str) -> Result<burn_qat::export::OnnxOpset, String> {
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// A case (bench/README.md says what each times), or all.
-    #[arg(value_parser = clap::builder::PossibleValuesParser::new(std::iter::once("all").chain(burn_qat::bench::CASES.iter().copied())))]
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(std::iter::once("all").chain(burn_qat_cli::bench::CASES.iter().copied())))]
     pub case: String,
     /// Timed runs.
     #[arg(long, default_value_t = 10)]

@@ -11,11 +11,11 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use super::{BenchOptions, BenchResult, measure_peak, train_device};
-use crate::error::Result;
-use crate::models;
-use crate::qconfig::QConfig;
-use crate::train::Classifier;
-use crate::workflow::{FloatModel, prepare_qat};
+use burn_qat::error::Result;
+use burn_qat::models;
+use burn_qat::qconfig::QConfig;
+use burn_qat::train::Classifier;
+use burn_qat::workflow::{FloatModel, prepare_qat};
 
 /// The reference models the step and inference cases run, all built for MNIST-shaped input.
 #[derive(Clone, Copy, Debug)]

@@ -10,9 +10,9 @@ use burn_qat::QatError;
 use burn_qat::data::Dataset;
 use burn_qat::models::InputShape;
 use burn_qat::qconfig::Quantizer;
-use burn_qat::report::{SweepPlot, plot_sweep};
 use burn_qat::train::{Distillation, EpochReport, OnEpoch, ResumePoint, accuracy, int8_logits, train_classifier_on};
 use burn_qat::workflow::{QatModel, convert};
+use burn_qat_cli::report::{SweepPlot, plot_sweep};
 use serde_json::json;
 
 use super::args::TrainArgs;

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
-use crate::device::Accelerator;
-use crate::error::{QatError, Result};
+use burn_qat::device::Accelerator;
+use burn_qat::error::{QatError, Result};
 
 /// Every case, in the order `all` runs them.
 pub const CASES: &[&str] = &[

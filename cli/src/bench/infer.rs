@@ -9,9 +9,9 @@ use burn::tensor::{Distribution, Tensor};
 
 use super::step::Model;
 use super::{BenchOptions, BenchResult, measure, train_device};
-use crate::error::Result;
-use crate::qconfig::QConfig;
-use crate::workflow::{convert, prepare_qat};
+use burn_qat::error::Result;
+use burn_qat::qconfig::QConfig;
+use burn_qat::workflow::{convert, prepare_qat};
 
 /// Training-mode forwards run through the prepared model before convert, so that its observers
 /// have seen data (a calibration; no weights change).
@@ -19,8 +19,8 @@ const CALIBRATION_BATCHES: usize = 4;
 
 /// `int8` true: the converted model; false: the float model in eval.
 pub fn inference(case: &str, model: Model, int8: bool, batch: usize, options: BenchOptions) -> Result<BenchResult> {
-    if options.device != crate::device::Accelerator::Cpu {
-        return Err(crate::error::QatError::config(format!(
+    if options.device != burn_qat::device::Accelerator::Cpu {
+        return Err(burn_qat::error::QatError::config(format!(
             "{case}: the int8 engine and its f32 twin run on the CPU; --device {} applies to the training cases",
             options.device
         )));

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap()
 }
 
 fn help(args: &[&str]) -> String {
@@ -21,7 +21,7 @@ fn the_readme_starts_with_the_main_job_and_the_tests() {
     let block: Vec<&str> = readme.split("```").nth(1).unwrap().lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
     assert!(block[0].starts_with("cargo run --release -- train "), "{block:?}");
     assert!(block[1].starts_with("cargo test --release "), "{block:?}");
-    let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).unwrap();
+    let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/run")).unwrap();
     assert!(ci.lines().any(|l| l.trim() == "cargo test --release"), ".ci/run runs the README's test command");
 }
 
@@ -51,8 +51,8 @@ fn every_subcommand_and_flag_the_readme_names_exists() {
 
 #[test]
 fn the_readme_asks_for_the_rust_version_cargo_toml_declares() {
-    let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml")).unwrap();
     let version = toml.lines().find_map(|l| l.strip_prefix("rust-version = ")).unwrap().trim_matches('"');
     assert!(readme().contains(&format!("Rust {version} or newer")), "README should name Rust {version}");
-    assert!(readme().contains("cargo install --path ."), "README says how to install the binary");
+    assert!(readme().contains("cargo install --path cli"), "README says how to install the binary");
 }

@@ -9,13 +9,13 @@ use burn::module::Module;
 use burn::tensor::Device;
 use burn_qat::QatError;
 use burn_qat::models::InputShape;
-use burn_qat::report::{Curves, plot_curves};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, load_safetensors, save_safetensors};
 use burn_qat::train::{
     Agreement, Distillation, EpochReport, Logits, ResumePoint, accuracy, agreement, int8_logits, logits, reports_from_json,
     reports_to_json, train_classifier_on,
 };
 use burn_qat::workflow::{EvalArithmetic, convert};
+use burn_qat_cli::report::{Curves, plot_curves};
 use serde_json::json;
 
 use super::args::{DEFAULT_DISTILL_TEMPERATURE, TrainArgs};

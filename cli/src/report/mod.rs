@@ -16,8 +16,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::error::{QatError, Result};
-use crate::train::EpochReport;
+use burn_qat::error::{QatError, Result};
+use burn_qat::train::EpochReport;
 pub use sweep::{SweepPlot, plot_sweep};
 pub use text::GlyphText;
 

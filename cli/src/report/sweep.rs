@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::{DrawResult, FAMILY, FLOAT_COLOR, GRID_COLOR, INT8_COLOR, PTQ_COLOR, QAT_COLOR, draw_error, legend_box, series, text};
-use crate::error::{QatError, Result};
+use burn_qat::error::{QatError, Result};
 
 /// What [`plot_sweep`] draws: accuracies (0..1) per bit width, in the order of `bits`.
 #[derive(Clone, Debug, Default)]

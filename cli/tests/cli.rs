@@ -448,8 +448,8 @@ fn a_missing_data_folder_names_the_expected_files() {
 /// look at).
 #[test]
 fn curves_plot_any_history() {
-    use burn_qat::report::{Curves, plot_curves};
     use burn_qat::train::EpochReport;
+    use burn_qat_cli::report::{Curves, plot_curves};
     let report = |epoch: usize, loss: f64, test_accuracy: f64| EpochReport {
         epoch,
         loss,

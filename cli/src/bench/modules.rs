@@ -10,10 +10,10 @@ use burn::module::Param;
 use burn::tensor::{Distribution, Gradients, Tensor};
 
 use super::{BenchOptions, BenchResult, measure, train_device};
-use crate::error::{QatError, Result};
-use crate::nn::Conv2dOptions;
-use crate::nn::intrinsic::qat::{ConvBn2dConfig, LinearReLU};
-use crate::qconfig::get_default_qat_qconfig;
+use burn_qat::error::{QatError, Result};
+use burn_qat::nn::Conv2dOptions;
+use burn_qat::nn::intrinsic::qat::{ConvBn2dConfig, LinearReLU};
+use burn_qat::qconfig::get_default_qat_qconfig;
 
 fn require<const D: usize>(t: &Tensor<D>, grads: &Gradients, what: &str) -> Result<()> {
     match t.grad(grads) {

@@ -5,8 +5,8 @@
 
 use std::process::{Command, Output};
 
-use burn_qat::bench::memory::{self, PeakAlloc};
-use burn_qat::bench::{BenchOptions, CASES, run_case};
+use burn_qat_cli::bench::memory::{self, PeakAlloc};
+use burn_qat_cli::bench::{BenchOptions, CASES, run_case};
 
 /// What the `burn-qat` binary is asked to install too, so `peak_mb` is tested here either way.
 #[global_allocator]
