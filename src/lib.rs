@@ -15,6 +15,7 @@ pub mod ops;
 pub mod parallel;
 pub mod qconfig;
 pub mod quant;
+pub mod run;
 mod simd;
 pub mod state_dict;
 pub mod train;

@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use super::run_spec::ObserverChoice;
 use burn_qat::data::DataSource;
 use burn_qat::device::Accelerator;
 use burn_qat::qconfig::Quantizer;
+use burn_qat::run::{ModelKind, ObserverChoice, QConfigFlags};
 use burn_qat::train::{Distillation, TrainOptions};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -43,17 +44,6 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ModelKind {
-    /// Two Conv-BN-ReLU blocks with max pooling, Linear-ReLU, a linear head.
-    Lenet,
-    /// A Conv-BN-ReLU stem and basic residual blocks (adds), Linear-ReLU, a linear head.
-    ResnetTiny,
-    /// Depthwise-separable inverted residual blocks with adds, global average pooling.
-    #[value(name = "mobilenetv2-tiny")]
-    Mobilenetv2Tiny,
-}
-
 #[derive(clap::Args, Clone)]
 pub struct TrainArgs {
     /// Where the data is: `mnist:DIR` (IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte,
@@ -62,7 +52,7 @@ pub struct TrainArgs {
     /// a bare DIR (MNIST). Default: the 10,000-digit MNIST subset in data/mnist-10k.
     #[arg(long, value_parser = DataSource::parse)]
     pub data: Option<DataSource>,
-    #[arg(long, value_enum, default_value = "lenet")]
+    #[arg(long, default_value = "lenet", value_parser = model_parser())]
     pub model: ModelKind,
     /// Float training epochs before QAT, at least 1.
     #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -294,6 +284,18 @@ fn parse_temperature(text: &str) -> Result<f64, String> {
     if t.is_finite() && t > 0.0 { Ok(t) } else { Err(format!("the temperature must be finite and positive, got {t}")) }
 }
 
+/// `--model`: the library's [`ModelKind`]s by their flags, each with its help.
+fn model_parser() -> impl TypedValueParser<Value = ModelKind> {
+    let values = ModelKind::ALL.map(|kind| {
+        PossibleValue::new(kind.flag()).help(match kind {
+            ModelKind::Lenet => "Two Conv-BN-ReLU blocks with max pooling, Linear-ReLU, a linear head",
+            ModelKind::ResnetTiny => "A Conv-BN-ReLU stem and basic residual blocks (adds), Linear-ReLU, a linear head",
+            ModelKind::Mobilenetv2Tiny => "Depthwise-separable inverted residual blocks with adds, global average pooling",
+        })
+    });
+    PossibleValuesParser::new(values).map(|flag| ModelKind::from_flag(&flag).expect("clap offers only ModelKind flags"))
+}
+
 fn parse_observer_flag(text: &str) -> Result<ObserverChoice, String> {
     ObserverChoice::parse(text).map_err(|e| e.to_string())
 }
@@ -313,6 +315,23 @@ fn parse_learning_rate(text: &str) -> Result<f64, String> {
 }
 
 impl TrainArgs {
+    /// The qconfig flags as the run records them.
+    pub fn qconfig_flags(&self) -> QConfigFlags {
+        QConfigFlags {
+            backend: self.qconfig.clone(),
+            version: self.qconfig_version,
+            weight_bits: self.weight_bits,
+            act_bits: self.act_bits,
+            per_tensor: self.per_tensor,
+            per_channel: self.per_channel,
+            quantizer: self.quantizer,
+            weight_quantizer: self.weight_quantizer,
+            layer_bits: self.layer_bits.clone(),
+            keep_first_last_8bit: self.keep_first_last_8bit,
+            observer: self.observer,
+        }
+    }
+
     /// The QAT epoch that freezes BN (0-based); the default 1 is never reached with one QAT epoch.
     pub fn freeze_bn_epoch(&self) -> usize {
         self.freeze_bn_epoch.unwrap_or(1)

@@ -5,7 +5,7 @@ use burn_qat::workflow::{ConvertOptions, convert_with};
 
 use super::args::ConvertArgs;
 use super::check_output_file;
-use super::saved_model::{SavedModel, provenance};
+use burn_qat::run::{SavedModel, provenance};
 
 pub fn convert(args: ConvertArgs) -> burn_qat::Result<()> {
     check_output_file(&args.out, &args.checkpoint, args.overwrite)?;

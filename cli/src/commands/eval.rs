@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::args::EvalArgs;
 use super::io_error;
-use super::saved_model::{SavedModel, check_data_fits, trained_data};
+use burn_qat::run::{SavedModel, check_data_fits, trained_data};
 
 pub fn eval(args: EvalArgs) -> burn_qat::Result<()> {
     let device = Device::flex();

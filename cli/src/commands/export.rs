@@ -6,7 +6,7 @@ use burn_qat::workflow::convert;
 
 use super::args::ExportArgs;
 use super::check_output_file;
-use super::saved_model::SavedModel;
+use burn_qat::run::SavedModel;
 
 pub fn export(args: ExportArgs) -> burn_qat::Result<()> {
     check_output_file(&args.out, &args.checkpoint, args.overwrite)?;

@@ -5,7 +5,7 @@ use burn_qat::QatError;
 use burn_qat::workflow::{LayerReport, inspect as inspect_model};
 
 use super::args::InspectArgs;
-use super::saved_model::{SavedModel, check_data_fits, trained_data};
+use burn_qat::run::{SavedModel, check_data_fits, trained_data};
 
 fn db(snr: f64) -> String {
     if snr.is_infinite() { "exact".into() } else { format!("{snr:.1} dB") }

@@ -10,8 +10,6 @@ mod inspect;
 pub mod malloc_policy;
 mod progress;
 mod ptq;
-mod run_spec;
-mod saved_model;
 mod sensitivity;
 mod sweep;
 mod train;

@@ -6,17 +6,10 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
-use burn_qat::state_dict::{SaveStateDict, save_safetensors};
-use burn_qat::train::{BatchProgress, EpochReport, ResumePoint, TrainHooks, reports_to_json};
+use burn_qat::run::{Checkpoint, CheckpointPosition, Stage};
+use burn_qat::state_dict::SaveStateDict;
+use burn_qat::train::{BatchProgress, EpochReport, ResumePoint, TrainHooks};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-use super::saved_model::STAGE_KEY;
-
-/// Checkpoint metadata keys besides the run spec and the stage.
-pub const EPOCH_KEY: &str = "epoch";
-pub const EPOCHS_KEY: &str = "epochs";
-pub const REPORTS_KEY: &str = "reports";
-pub const OPTIMIZER_TENSORS_KEY: &str = "optimizer_tensors";
 
 pub fn print_header() {
     println!("{:>6} {:>5} {:>9} {:>10} {:>10} {:>10} {:>7}", "phase", "epoch", "loss", "train acc", "test acc", "samples/s", "time");
@@ -37,8 +30,10 @@ fn epoch_line(phase: &str, r: &EpochReport, seconds: f64) -> String {
 /// The hooks of one phase (`float` or `QAT`).
 pub struct PhaseHooks<'a> {
     phase: &'static str,
-    stage: &'static str,
+    stage: Stage,
     epochs: usize,
+    /// In the QAT phase, the float phase's reports, for its checkpoints.
+    float_reports: Vec<EpochReport>,
     terminal: bool,
     bar: Option<ProgressBar>,
     epoch_started: Instant,
@@ -48,9 +43,16 @@ pub struct PhaseHooks<'a> {
 
 impl<'a> PhaseHooks<'a> {
     /// `metadata`: what every checkpoint of the run carries (run spec, flags).
-    pub fn new(phase: &'static str, stage: &'static str, epochs: usize, checkpoint: &'a Path, metadata: &HashMap<String, String>) -> Self {
+    pub fn new(phase: &'static str, stage: Stage, epochs: usize, checkpoint: &'a Path, metadata: &HashMap<String, String>) -> Self {
         let terminal = std::io::stdout().is_terminal();
-        Self { phase, stage, epochs, terminal, bar: None, epoch_started: Instant::now(), checkpoint, metadata: metadata.clone() }
+        let (bar, epoch_started, float_reports) = (None, Instant::now(), Vec::new());
+        Self { phase, stage, epochs, float_reports, terminal, bar, epoch_started, checkpoint, metadata: metadata.clone() }
+    }
+
+    /// The float phase's reports, for the QAT phase's checkpoints.
+    pub fn with_float_reports(mut self, reports: &[EpochReport]) -> Self {
+        self.float_reports = reports.to_vec();
+        self
     }
 
     fn message(p: &BatchProgress) -> String {
@@ -98,14 +100,7 @@ impl<M: SaveStateDict> TrainHooks<M> for PhaseHooks<'_> {
     /// file renamed over the old checkpoint), so that a kill at any moment leaves the last
     /// complete epoch to resume from.
     fn checkpoint(&mut self, point: &ResumePoint, model: &M) -> burn_qat::Result<()> {
-        let mut state = model.state_dict();
-        point.write_optimizer(&mut state);
-        let mut metadata = self.metadata.clone();
-        metadata.insert(STAGE_KEY.into(), self.stage.into());
-        metadata.insert(EPOCH_KEY.into(), point.epochs_done.to_string());
-        metadata.insert(EPOCHS_KEY.into(), self.epochs.to_string());
-        metadata.insert(REPORTS_KEY.into(), reports_to_json(&point.reports));
-        metadata.insert(OPTIMIZER_TENSORS_KEY.into(), point.optimizer_tensors.to_string());
-        save_safetensors(self.checkpoint, &state, &metadata)
+        let position = CheckpointPosition { stage: self.stage, epochs: self.epochs, float_reports: &self.float_reports };
+        Checkpoint::save(self.checkpoint, model.state_dict(), point, position, &self.metadata)
     }
 }

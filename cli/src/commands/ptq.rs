@@ -7,7 +7,7 @@ use burn_qat::observer::RangeEstimator;
 use burn_qat::train::{accuracy, calibrate, int8_logits};
 use burn_qat::workflow::{FloatModel, Int8Model, convert};
 
-use super::run_spec::{ObserverChoice, RunSpec};
+use burn_qat::run::{ObserverChoice, RunSpec};
 
 /// Observers the PTQ comparison tries, in order (a tie keeps the earlier).
 const OBSERVERS: [ObserverChoice; 4] = [

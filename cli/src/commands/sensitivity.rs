@@ -10,8 +10,8 @@ use burn_qat::train::{accuracy, calibrate, int8_logits};
 use burn_qat::workflow::{FloatModel, convert};
 
 use super::args::InspectArgs;
-use super::run_spec::{QConfigFlags, RunSpec};
-use super::saved_model::{SavedModel, check_data_fits, trained_data};
+use burn_qat::run::{QConfigFlags, RunSpec};
+use burn_qat::run::{SavedModel, check_data_fits, trained_data};
 
 /// Training batches of 64 the PTQ observers see.
 const CALIBRATION_BATCHES: usize = 20;
@@ -46,7 +46,7 @@ pub fn sensitivity(args: &InspectArgs, bits: u32) -> burn_qat::Result<()> {
             keep_first_last_8bit: false,
             quantizer: burn_qat::qconfig::Quantizer::Fixed,
             weight_quantizer: None,
-            observer: super::run_spec::ObserverChoice::MIN_MAX,
+            observer: burn_qat::run::ObserverChoice::MIN_MAX,
             ..spec.qconfig.clone()
         },
         ..spec.clone()

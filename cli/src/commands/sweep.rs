@@ -17,8 +17,8 @@ use serde_json::json;
 
 use super::args::TrainArgs;
 use super::ptq::best_ptq;
-use super::run_spec::{QConfigFlags, RunSpec};
 use super::{io_error, prepare_output_folder, set_threads};
+use burn_qat::run::{QConfigFlags, RunSpec};
 
 /// One bit width's results (int8 test accuracies).
 struct Row {
@@ -53,7 +53,7 @@ pub fn sweep(args: &TrainArgs, bits: &[u32]) -> burn_qat::Result<()> {
             quantizer,
             // The fixed column is fixed throughout; the learned one takes --weight-quantizer.
             weight_quantizer: if quantizer == Quantizer::Fixed { None } else { args.weight_quantizer },
-            ..QConfigFlags::from_args(args)
+            ..args.qconfig_flags()
         },
     };
     prepare_output_folder(&args.out)?;

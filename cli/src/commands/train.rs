@@ -9,24 +9,18 @@ use burn::module::Module;
 use burn::tensor::Device;
 use burn_qat::QatError;
 use burn_qat::models::InputShape;
-use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, load_safetensors, save_safetensors};
-use burn_qat::train::{
-    Agreement, Distillation, EpochReport, Logits, ResumePoint, accuracy, agreement, int8_logits, logits, reports_from_json,
-    reports_to_json, train_classifier_on,
-};
+use burn_qat::run::file::{RUN_KEY, TRAINING_KEY};
+use burn_qat::run::{Checkpoint, RunRecord, RunSpec, Stage, provenance_of};
+use burn_qat::state_dict::{LoadStateDict, SaveStateDict, load_safetensors};
+use burn_qat::train::{Agreement, Distillation, Logits, ResumePoint, accuracy, agreement, int8_logits, logits, train_classifier_on};
 use burn_qat::workflow::{EvalArithmetic, convert};
 use burn_qat_cli::report::{Curves, plot_curves};
 use serde_json::json;
 
 use super::args::{DEFAULT_DISTILL_TEMPERATURE, TrainArgs};
-use super::progress::{EPOCH_KEY, OPTIMIZER_TENSORS_KEY, PhaseHooks, REPORTS_KEY, print_header};
+use super::progress::{PhaseHooks, print_header};
 use super::ptq::best_ptq;
-use super::run_spec::{QConfigFlags, RUN_KEY, RunSpec};
-use super::saved_model::{FLOAT_STAGE, QAT_STAGE, STAGE_KEY, TRAINING_KEY};
 use super::{io_error, move_previous_run, prepare_output_folder, set_threads};
-
-/// Checkpoint metadata of the QAT phase: the float phase's epoch reports.
-const FLOAT_REPORTS_KEY: &str = "float_reports";
 
 /// Every flag that shapes the numbers: a resumed run must match them all to continue bit for
 /// bit. Not the thread count: it changes no bit (tests/resume.rs). The device does (a GPU sums
@@ -50,47 +44,32 @@ fn training_flags(args: &TrainArgs, data: &str) -> serde_json::Value {
     })
 }
 
-/// What the checkpoint of an interrupted run holds.
-struct Resumed {
-    stage: String,
-    state: StateDict,
-    point: ResumePoint,
-    float_reports: Vec<EpochReport>,
-}
-
-impl Resumed {
-    /// Reads `path` and checks it was written by a run with the same flags as this one.
-    fn read(path: &Path, expected: &HashMap<String, String>) -> burn_qat::Result<Self> {
-        if !path.exists() {
-            return Err(QatError::File {
-                path: path.display().to_string(),
-                reason: "no checkpoint to resume from; run without --resume to start, or pass the --out of the interrupted run".into(),
-            });
-        }
-        let (mut state, metadata) = load_safetensors(path)?;
-        let bad = |why: String| QatError::File { path: path.display().to_string(), reason: why };
-        let mut differences = Vec::new();
-        for key in [RUN_KEY, TRAINING_KEY] {
-            let then = metadata.get(key).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()).unwrap_or_default();
-            let now: serde_json::Value = serde_json::from_str(&expected[key]).expect("our own JSON");
-            differences.extend(flag_differences(&then, &now));
-        }
-        if !differences.is_empty() {
-            return Err(bad(format!(
+/// The checkpoint of an interrupted run, read from `path` and checked to be written by a run
+/// with the same flags as this one (`expected`: this run's metadata).
+fn resume_from(path: &Path, expected: &HashMap<String, String>) -> burn_qat::Result<Checkpoint> {
+    if !path.exists() {
+        return Err(QatError::File {
+            path: path.display().to_string(),
+            reason: "no checkpoint to resume from; run without --resume to start, or pass the --out of the interrupted run".into(),
+        });
+    }
+    let (_, metadata) = load_safetensors(path)?;
+    let mut differences = Vec::new();
+    for key in [RUN_KEY, TRAINING_KEY] {
+        let then = metadata.get(key).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()).unwrap_or_default();
+        let now: serde_json::Value = serde_json::from_str(&expected[key]).expect("our own JSON");
+        differences.extend(flag_differences(&then, &now));
+    }
+    if !differences.is_empty() {
+        return Err(QatError::File {
+            path: path.display().to_string(),
+            reason: format!(
                 "the checkpoint was written by a run with other flags ({}); resume with the flags of that run, or start a new run without --resume",
                 differences.join("; ")
-            )));
-        }
-        let get = |key: &str| metadata.get(key).ok_or_else(|| bad(format!("no {key} metadata; not a training checkpoint")));
-        let number = |key: &str| get(key)?.parse::<usize>().map_err(|e| bad(format!("metadata {key}: {e}")));
-        let stage = get(STAGE_KEY)?.clone();
-        let epochs_done = number(EPOCH_KEY)?;
-        let optimizer_tensors = number(OPTIMIZER_TENSORS_KEY)?;
-        let reports = reports_from_json(get(REPORTS_KEY)?)?;
-        let float_reports = if stage == QAT_STAGE { reports_from_json(get(FLOAT_REPORTS_KEY)?)? } else { Vec::new() };
-        let optimizer = ResumePoint::take_optimizer(&mut state, &path.display().to_string())?;
-        Ok(Self { stage, state, point: ResumePoint { epochs_done, optimizer, optimizer_tensors, reports }, float_reports })
+            ),
+        });
     }
+    Checkpoint::load(path)
 }
 
 /// On Ctrl-C, before the process ends: where the last complete epoch is and the command that
@@ -184,7 +163,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         )));
     }
     let devices: Vec<Device> = args.device.devices(args.devices)?.into_iter().map(|d| d.autodiff()).collect();
-    let flags = QConfigFlags::from_args(&args);
+    let flags = args.qconfig_flags();
     let choice = flags.choose()?;
     let source = args.data.clone().unwrap_or_default();
     let (train_set, test_set) = source.load()?;
@@ -194,13 +173,10 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let spec = RunSpec { model: args.model, input, qconfig: flags };
     prepare_output_folder(&args.out)?;
     let checkpoint = args.out.join("checkpoint.safetensors");
-    let metadata = HashMap::from([
-        ("format".to_string(), "burn-qat checkpoint".to_string()),
-        (RUN_KEY.to_string(), spec.to_json()),
-        (TRAINING_KEY.to_string(), training_flags(&args, &source.to_string()).to_string()),
-        ("qconfig".to_string(), choice.description.clone()),
-    ]);
-    let resumed = if args.resume { Some(Resumed::read(&checkpoint, &metadata)?) } else { None };
+    let record =
+        RunRecord { spec: spec.clone(), training: training_flags(&args, &source.to_string()), qconfig: choice.description.clone() };
+    let metadata = record.metadata();
+    let resumed = if args.resume { Some(resume_from(&checkpoint, &metadata)?) } else { None };
     // A new run starts in a folder of its own: an earlier run's files move aside, so that an
     // interrupted new run cannot leave its files beside the old run's results.
     if resumed.is_none()
@@ -209,7 +185,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
         println!("moved the files of the earlier run in {} to {}", args.out.display(), moved.display());
     }
     if let Some(r) = &resumed {
-        let finished = r.stage == QAT_STAGE && r.point.epochs_done == args.qat_epochs;
+        let finished = r.stage == Stage::Qat && r.point.epochs_done == args.qat_epochs;
         if finished && args.out.join("metrics.json").is_file() && args.out.join("curves.png").is_file() {
             println!(
                 "the run in {} finished (its checkpoint is after QAT epoch {} of {}); nothing to resume, nothing rewritten",
@@ -219,7 +195,7 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
             );
             return Ok(());
         }
-        println!("resuming from {} after {} epoch {}", checkpoint.display(), r.stage, r.point.epochs_done);
+        println!("resuming from {} after {} epoch {}", checkpoint.display(), r.stage.name(), r.point.epochs_done);
     }
     let started = Instant::now();
     say_how_to_resume_on_ctrl_c(&args.out);
@@ -234,23 +210,22 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let float_options = args.float_options();
     let float_path = args.out.join("float.safetensors");
     let (float_model, float_reports) = match &resumed {
-        Some(r) if r.stage == QAT_STAGE => {
+        Some(r) if r.stage == Stage::Qat => {
             let (state, _) = load_safetensors(&float_path)?;
             float_model.load_state_dict(&state).map_err(in_file(&float_path))?;
             (float_model, r.float_reports.clone())
         }
         _ => {
             let point = match &resumed {
-                Some(r) if r.stage == FLOAT_STAGE => {
+                Some(r) => {
                     float_model.load_state_dict(&r.state).map_err(in_file(&checkpoint))?;
                     r.point.clone()
                 }
-                Some(r) => return Err(QatError::config(format!("{}: unknown stage {:?}", checkpoint.display(), r.stage))),
                 None => ResumePoint::default(),
             };
-            let mut hooks = PhaseHooks::new("float", FLOAT_STAGE, args.epochs, &checkpoint, &metadata);
+            let mut hooks = PhaseHooks::new("float", Stage::Float, args.epochs, &checkpoint, &metadata);
             let (model, reports) = train_classifier_on(float_model, &train_set, &test_set, &float_options, &devices, &mut hooks, point)?;
-            save_stage(&float_path, &model.state_dict(), &metadata, FLOAT_STAGE)?;
+            record.save_model(&float_path, &model.state_dict(), Stage::Float)?;
             (model, reports)
         }
     };
@@ -265,16 +240,14 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     };
     let mut qat = spec.prepare(float_model)?;
     let point = match &resumed {
-        Some(r) if r.stage == QAT_STAGE => {
+        Some(r) if r.stage == Stage::Qat => {
             qat.load_state_dict(&r.state).map_err(in_file(&checkpoint))?;
             r.point.clone()
         }
         _ => ResumePoint::default(),
     };
     let qat_options = args.qat_options(distillation);
-    let mut qat_metadata = metadata.clone();
-    qat_metadata.insert(FLOAT_REPORTS_KEY.to_string(), reports_to_json(&float_reports));
-    let mut hooks = PhaseHooks::new("QAT", QAT_STAGE, args.qat_epochs, &checkpoint, &qat_metadata);
+    let mut hooks = PhaseHooks::new("QAT", Stage::Qat, args.qat_epochs, &checkpoint, &metadata).with_float_reports(&float_reports);
     let (qat, qat_reports) = train_classifier_on(qat, &train_set, &test_set, &qat_options, &devices, &mut hooks, point)?;
     let train_seconds = started.elapsed().as_secs_f64();
 
@@ -307,12 +280,11 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     let (fake_quant_accuracy, integer_accuracy, int8_accuracy) =
         (accuracy_of(&fake_quant_logits), accuracy_of(&integer_logits), accuracy_of(&int8_logits));
 
-    save_stage(&args.out.join("qat.safetensors"), &qat.state_dict(), &metadata, QAT_STAGE)?;
+    record.save_model(&args.out.join("qat.safetensors"), &qat.state_dict(), Stage::Qat)?;
     let int8_path = args.out.join("int8.safetensors");
     // The int8 files say what they are for, as the float and QAT files do: the run (model,
     // input shape, normalization, qconfig) and the training flags with the data.
-    let int8_metadata: HashMap<String, String> =
-        metadata.iter().filter(|(k, _)| *k == RUN_KEY || *k == TRAINING_KEY).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let int8_metadata = provenance_of(&metadata);
     int8.save_with_metadata(&int8_path, &int8_metadata)?;
     burn_qat::export::export_onnx(&int8, [1, input.channels, input.height, input.width], &args.out.join("model.onnx"))?;
     let int8_model_bytes = file_size(&int8_path)?;
@@ -405,13 +377,6 @@ fn agreement_json(a: &Agreement) -> serde_json::Value {
         "logits_within_one_step": a.logits_within_one_step,
         "max_steps": a.max_steps,
     })
-}
-
-/// A model's state dict with the run's metadata and its stage, for `eval`, `convert`, `inspect`.
-fn save_stage(path: &Path, state: &StateDict, metadata: &HashMap<String, String>, stage: &str) -> burn_qat::Result<()> {
-    let mut metadata = metadata.clone();
-    metadata.insert(STAGE_KEY.to_string(), stage.to_string());
-    save_safetensors(path, state, &metadata)
 }
 
 fn file_size(path: &Path) -> burn_qat::Result<u64> {

@@ -1,22 +1,16 @@
 //! Reading back any model file `train` or `convert` writes, whichever stage it holds.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::Device;
-use burn_qat::QatError;
-use burn_qat::state_dict::{LoadStateDict, load_safetensors};
-use burn_qat::train::OPTIMIZER_KEY;
-use burn_qat::workflow::{FloatModel, INT8_FORMAT, Int8Model, QatModel};
 
-use super::run_spec::RunSpec;
-
-/// The metadata key naming the stage a file holds: [`FLOAT_STAGE`] or [`QAT_STAGE`].
-pub const STAGE_KEY: &str = "stage";
-pub const FLOAT_STAGE: &str = "float";
-pub const QAT_STAGE: &str = "qat";
-/// The metadata key holding the training flags (JSON), the data among them.
-pub const TRAINING_KEY: &str = "training";
+use super::file::{FORMAT_KEY, RUN_KEY, Stage, file_error};
+use super::spec::RunSpec;
+use crate::data::{DataSource, Dataset};
+use crate::error::{QatError, Result};
+use crate::state_dict::{LoadStateDict, load_safetensors};
+use crate::train::OPTIMIZER_KEY;
+use crate::workflow::{FloatModel, INT8_FORMAT, Int8Model, QatModel};
 
 /// A model file's content.
 pub enum SavedModel {
@@ -30,7 +24,7 @@ pub enum SavedModel {
 impl SavedModel {
     /// Loads `path`: an int8 model, or a float or QAT state dict (a checkpoint's optimizer state
     /// is ignored) into the architecture its metadata names.
-    pub fn load(path: &Path, device: &Device) -> burn_qat::Result<Self> {
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let (mut state, metadata) = load_safetensors(path).map_err(|e| match e {
             QatError::File { path, reason } => QatError::File {
                 path,
@@ -38,28 +32,25 @@ impl SavedModel {
             },
             other => other,
         })?;
-        if metadata.get("format").map(String::as_str) == Some(INT8_FORMAT) {
-            let spec = metadata.contains_key(super::run_spec::RUN_KEY).then(|| RunSpec::from_metadata(&metadata, path)).transpose()?;
+        if metadata.get(FORMAT_KEY).map(String::as_str) == Some(INT8_FORMAT) {
+            let spec = metadata.contains_key(RUN_KEY).then(|| RunSpec::from_metadata(&metadata, path)).transpose()?;
             return Ok(Self::Int8(Int8Model::load(path)?, spec));
         }
         let spec = RunSpec::from_metadata(&metadata, path)?;
+        let stage = Stage::read(&metadata, path)?;
         state.remove(OPTIMIZER_KEY);
-        let in_file = |e: QatError| QatError::File { path: path.display().to_string(), reason: e.to_string() };
+        let in_file = |e: QatError| file_error(path, e.to_string());
         let mut float = spec.float_model(device)?;
-        match metadata.get(STAGE_KEY).map(String::as_str) {
-            Some(FLOAT_STAGE) => {
+        match stage {
+            Stage::Float => {
                 float.load_state_dict(&state).map_err(in_file)?;
                 Ok(Self::Float(float, spec))
             }
-            Some(QAT_STAGE) => {
+            Stage::Qat => {
                 let mut qat = spec.prepare(float)?;
                 qat.load_state_dict(&state).map_err(in_file)?;
                 Ok(Self::Qat(qat, spec))
             }
-            other => Err(QatError::File {
-                path: path.display().to_string(),
-                reason: format!("metadata {STAGE_KEY} is {other:?}, expected \"{FLOAT_STAGE}\" or \"{QAT_STAGE}\""),
-            }),
         }
     }
 
@@ -72,7 +63,7 @@ impl SavedModel {
     }
 
     /// The QAT model, or an error saying what the file holds instead.
-    pub fn into_qat(self, path: &Path, what: &str) -> burn_qat::Result<(QatModel, RunSpec)> {
+    pub fn into_qat(self, path: &Path, what: &str) -> Result<(QatModel, RunSpec)> {
         let holds = match self {
             Self::Qat(model, spec) => return Ok((model, spec)),
             Self::Int8(..) => "an int8 model",
@@ -87,30 +78,9 @@ impl SavedModel {
     }
 }
 
-/// The data a run trained on, as its files record it (`None` for files that do not say, such
-/// as int8 models): the default for `eval` and `inspect`.
-pub fn trained_data(path: &Path) -> Option<burn_qat::data::DataSource> {
-    let (_, metadata) = load_safetensors(path).ok()?;
-    let training: serde_json::Value = serde_json::from_str(metadata.get(TRAINING_KEY)?).ok()?;
-    burn_qat::data::DataSource::parse(training["data"].as_str()?).ok()
-}
-
-/// The metadata that says what a model file is for, copied from the file a command read into
-/// the file it writes: the run (model, input shape, normalization, qconfig) and the training
-/// flags (the data among them).
-pub fn provenance(path: &Path) -> burn_qat::Result<HashMap<String, String>> {
-    let (_, metadata) = load_safetensors(path)?;
-    Ok(metadata.into_iter().filter(|(k, _)| k == super::run_spec::RUN_KEY || k == TRAINING_KEY).collect())
-}
-
 /// Refuses test data the model cannot take: images of another shape or channel count, or
 /// labels beyond its classes. Says what the model was trained on and what the data holds.
-pub fn check_data_fits(
-    spec: &RunSpec,
-    data: &burn_qat::data::Dataset,
-    path: &Path,
-    source: &burn_qat::data::DataSource,
-) -> burn_qat::Result<()> {
+pub fn check_data_fits(spec: &RunSpec, data: &Dataset, path: &Path, source: &DataSource) -> Result<()> {
     let input = spec.input;
     let model = [input.channels, input.height, input.width];
     let holds = [data.channels, data.rows, data.cols];

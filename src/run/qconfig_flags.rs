@@ -1,47 +1,12 @@
-//! What a run's files must say about it so that `eval`, `convert`, `inspect`, `export` and
-//! `train --resume` can rebuild its model: the architecture, the input it was built for, and the
-//! qconfig flags. Written as JSON into the safetensors metadata under [`RUN_KEY`].
+//! The qconfig a run asked for, as `burn-qat train`'s flags give it (backend preset or bit
+//! widths, granularity, quantizers, observers, per-layer bits), and the qconfig map it means for
+//! a model. Recorded in every file of the run (see [`RunSpec`](super::RunSpec)), so that whoever
+//! reads the file rebuilds the same QAT model.
 
-use std::collections::HashMap;
-use std::path::Path;
-
-use burn::tensor::Device;
-use burn_qat::QatError;
-use burn_qat::models::{self, InputShape};
-use burn_qat::observer::RangeEstimator;
-use burn_qat::qconfig::{QConfig, QConfigBuilder, QuantBackend, Quantizer, get_default_qat_qconfig};
-use burn_qat::workflow::{FloatModel, QConfigMap, QatModel, prepare_qat};
-use serde_json::json;
-
-use super::args::{ModelKind, TrainArgs};
-
-/// How images become model input: [`burn_qat::data::Dataset::batch`]'s scaling.
-pub const NORMALIZATION: &str = "pixel / 255, no mean or std";
-
-/// The metadata key holding a [`RunSpec`].
-pub const RUN_KEY: &str = "burn_qat_run";
-
-impl ModelKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Lenet => "LeNet",
-            Self::ResnetTiny => "tiny ResNet",
-            Self::Mobilenetv2Tiny => "tiny MobileNetV2",
-        }
-    }
-
-    pub fn flag(self) -> &'static str {
-        match self {
-            Self::Lenet => "lenet",
-            Self::ResnetTiny => "resnet-tiny",
-            Self::Mobilenetv2Tiny => "mobilenetv2-tiny",
-        }
-    }
-
-    fn from_flag(flag: &str) -> Option<Self> {
-        [Self::Lenet, Self::ResnetTiny, Self::Mobilenetv2Tiny].into_iter().find(|m| m.flag() == flag)
-    }
-}
+use crate::error::{QatError, Result};
+use crate::observer::RangeEstimator;
+use crate::qconfig::{QConfig, QConfigBuilder, QuantBackend, Quantizer, get_default_qat_qconfig};
+use crate::workflow::{FloatModel, QConfigMap};
 
 /// The qconfig flags of `train`, as given.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,7 +38,7 @@ pub enum ObserverChoice {
 impl ObserverChoice {
     pub const MIN_MAX: Self = Self::Range(RangeEstimator::MinMax);
 
-    pub fn parse(name: &str) -> burn_qat::Result<Self> {
+    pub fn parse(name: &str) -> Result<Self> {
         match name {
             "minmax" => Ok(Self::MIN_MAX),
             "histogram" => Ok(Self::Histogram),
@@ -110,25 +75,9 @@ pub struct QChoice {
 }
 
 impl QConfigFlags {
-    pub fn from_args(args: &TrainArgs) -> Self {
-        Self {
-            backend: args.qconfig.clone(),
-            version: args.qconfig_version,
-            weight_bits: args.weight_bits,
-            act_bits: args.act_bits,
-            per_tensor: args.per_tensor,
-            per_channel: args.per_channel,
-            quantizer: args.quantizer,
-            weight_quantizer: args.weight_quantizer,
-            layer_bits: args.layer_bits.clone(),
-            keep_first_last_8bit: args.keep_first_last_8bit,
-            observer: args.observer,
-        }
-    }
-
     /// A backend preset (ours, or PyTorch's with a version), or a custom qconfig when a bit width
     /// or granularity flag is given.
-    pub fn choose(&self) -> burn_qat::Result<QChoice> {
+    pub fn choose(&self) -> Result<QChoice> {
         let mut choice = self.choose_ranges()?;
         match self.observer {
             ObserverChoice::MIN_MAX => {}
@@ -146,7 +95,7 @@ impl QConfigFlags {
     }
 
     /// [`choose`](Self::choose) before the observers' range estimator.
-    fn choose_ranges(&self) -> burn_qat::Result<QChoice> {
+    fn choose_ranges(&self) -> Result<QChoice> {
         let layers = self.layer_bits()?;
         let star = layers.iter().find(|l| l.name == "*");
         if star.is_some() && (self.weight_bits.is_some() || self.act_bits.is_some()) {
@@ -212,7 +161,7 @@ impl QConfigFlags {
     }
 
     /// `--layer-bits` parsed: `(layer path or "*", bits)`.
-    fn layer_bits(&self) -> burn_qat::Result<Vec<LayerBits>> {
+    fn layer_bits(&self) -> Result<Vec<LayerBits>> {
         let Some(spec) = &self.layer_bits else { return Ok(Vec::new()) };
         let mut out: Vec<LayerBits> = Vec::new();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -223,7 +172,7 @@ impl QConfigFlags {
             };
             let (name, bits) = entry.split_once('=').ok_or_else(|| bad("has no '='"))?;
             let (weight, act) = bits.split_once('/').unwrap_or((bits, bits));
-            let parse = |b: &str| -> burn_qat::Result<u32> {
+            let parse = |b: &str| -> Result<u32> {
                 let b: u32 = b.trim().parse().map_err(|_| bad("has no whole number of bits"))?;
                 if (2..=8).contains(&b) { Ok(b) } else { Err(bad("asks for bits outside 2..=8")) }
             };
@@ -240,7 +189,7 @@ impl QConfigFlags {
     /// The qconfig of every layer of `model` (fused): the default from [`choose`](Self::choose),
     /// then `--keep-first-last-8bit` and `--layer-bits`. A name that is no layer is an error
     /// listing the layers.
-    pub fn qconfig_map(&self, model: &FloatModel) -> burn_qat::Result<QConfigMap> {
+    pub fn qconfig_map(&self, model: &FloatModel) -> Result<QConfigMap> {
         let mut map = QConfigMap::new(Some(self.choose()?.qconfig));
         if self.keep_first_last_8bit {
             let paths = model.layer_paths();
@@ -266,99 +215,5 @@ impl QConfigFlags {
             )));
         }
         Ok(map)
-    }
-}
-
-/// How to rebuild a run's model.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunSpec {
-    pub model: ModelKind,
-    pub input: InputShape,
-    pub qconfig: QConfigFlags,
-}
-
-impl RunSpec {
-    pub fn to_json(&self) -> String {
-        let q = &self.qconfig;
-        json!({
-            "model": self.model.flag(),
-            "input": [self.input.channels, self.input.height, self.input.width],
-            "classes": self.input.classes,
-            // What the input pixels go through before the model: written for the reader (and
-            // other runtimes); every model here takes the same.
-            "normalization": NORMALIZATION,
-            "qconfig": q.backend,
-            "qconfig_version": q.version,
-            "weight_bits": q.weight_bits,
-            "act_bits": q.act_bits,
-            "per_tensor": q.per_tensor,
-            "per_channel": q.per_channel,
-            "quantizer": q.quantizer.name(),
-            "weight_quantizer": q.weight_quantizer.map(Quantizer::name),
-            "layer_bits": q.layer_bits,
-            "keep_first_last_8bit": q.keep_first_last_8bit,
-            "observer": q.observer.name(),
-        })
-        .to_string()
-    }
-
-    /// Reads the spec from a file's metadata; the error says which file and what is missing.
-    pub fn from_metadata(metadata: &HashMap<String, String>, path: &Path) -> burn_qat::Result<Self> {
-        let bad = |why: String| QatError::File {
-            path: path.display().to_string(),
-            reason: format!("{why}; pass a qat.safetensors, float.safetensors or checkpoint.safetensors written by `burn-qat train`"),
-        };
-        let json = metadata.get(RUN_KEY).ok_or_else(|| bad(format!("no {RUN_KEY} metadata saying which model it holds")))?;
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(format!("unreadable {RUN_KEY} metadata: {e}")))?;
-        let model = v["model"].as_str().and_then(ModelKind::from_flag).ok_or_else(|| bad(format!("unknown model in {json}")))?;
-        let dims: Vec<usize> =
-            v["input"].as_array().map(|a| a.iter().filter_map(|d| d.as_u64()).map(|d| d as usize).collect()).unwrap_or_default();
-        let (Some(classes), &[channels, height, width]) = (v["classes"].as_u64(), &dims[..]) else {
-            return Err(bad(format!("no input shape and classes in {json}")));
-        };
-        let bits = |key: &str| v[key].as_u64().map(|b| b as u32);
-        Ok(Self {
-            model,
-            input: InputShape { channels, height, width, classes: classes as usize },
-            qconfig: QConfigFlags {
-                backend: v["qconfig"].as_str().ok_or_else(|| bad(format!("no qconfig in {json}")))?.to_string(),
-                version: bits("qconfig_version"),
-                weight_bits: bits("weight_bits"),
-                act_bits: bits("act_bits"),
-                per_tensor: v["per_tensor"].as_bool().unwrap_or(false),
-                per_channel: v["per_channel"].as_bool().unwrap_or(false),
-                // Runs from before learned quantizers had fixed ones.
-                quantizer: match v["quantizer"].as_str() {
-                    Some(name) => Quantizer::parse(name).map_err(|e| bad(e.to_string()))?,
-                    None => Quantizer::Fixed,
-                },
-                weight_quantizer: match v["weight_quantizer"].as_str() {
-                    Some(name) => Some(Quantizer::parse(name).map_err(|e| bad(e.to_string()))?),
-                    None => None,
-                },
-                layer_bits: v["layer_bits"].as_str().map(str::to_string),
-                keep_first_last_8bit: v["keep_first_last_8bit"].as_bool().unwrap_or(false),
-                observer: match v["observer"].as_str() {
-                    Some(name) => ObserverChoice::parse(name).map_err(|e| bad(e.to_string()))?,
-                    None => ObserverChoice::MIN_MAX,
-                },
-            },
-        })
-    }
-
-    /// The float model, freshly initialized from the device's seed.
-    pub fn float_model(&self, device: &Device) -> burn_qat::Result<FloatModel> {
-        match self.model {
-            ModelKind::Lenet => models::lenet_for(self.input, device),
-            ModelKind::ResnetTiny => models::resnet_tiny_for(self.input, device),
-            ModelKind::Mobilenetv2Tiny => models::mobilenetv2_tiny_for(self.input, device),
-        }
-    }
-
-    /// `float` fused and prepared for QAT with the run's qconfig.
-    pub fn prepare(&self, float: FloatModel) -> burn_qat::Result<QatModel> {
-        let fused = float.fuse()?;
-        let map = self.qconfig.qconfig_map(&fused)?;
-        prepare_qat(fused, map)
     }
 }
