@@ -22,7 +22,7 @@ use burn_qat::nn::intrinsic::qat::{
     self as iqat, ConvBn1dConfig, ConvBn3dConfig, ConvBnNd, ConvReLU1d, ConvReLU3d, ConvTransposeBn2dConfig,
 };
 use burn_qat::nn::qat::{self, ConvNd};
-use burn_qat::nn::quantized::{ActivationQParams, Conv1d, Conv3d, ConvTranspose2d, QTensor, Quantize};
+use burn_qat::nn::quantized::{ActivationQParams, Conv1d, Conv3d, ConvTranspose2d, Int8Weight, LayerQParams, QTensor, Quantize};
 use burn_qat::nn::{Conv1dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, PaddingMode, QatModule};
 use burn_qat::qconfig::QConfig;
 use burn_qat::quant::{quantize_bias, requant_multiplier, requantize};
@@ -77,8 +77,13 @@ fn conv1d_kernel_equals_the_reference_on_adversarial_cases() {
                     .with_groups(groups)
                     .with_padding_mode(*mode);
                 let p = parts(&mut rng, options.weight_shape().iter().product(), 6, scales, j);
-                let conv =
-                    Conv1d::new(options, p.weight, vec![scales.1; 6], p.zero_point, &p.bias, p.input, p.output, (i + j) % 2 == 0).unwrap();
+                let conv = Conv1d::new(
+                    options,
+                    Int8Weight::new(p.weight, vec![scales.1; 6], p.zero_point),
+                    &p.bias,
+                    LayerQParams::new(p.input, p.output, (i + j) % 2 == 0),
+                )
+                .unwrap();
                 for shape in [vec![2, 4, 9], vec![1, 4, 3]] {
                     let x = random_input(&mut rng, shape.clone(), p.input);
                     let y = conv.forward(&x).unwrap();
@@ -95,7 +100,13 @@ fn conv1d_kernel_equals_the_reference_on_adversarial_cases() {
     }
     // One column: a 1-wide input with a 1-wide kernel and no padding.
     let p = parts(&mut rng, 4 * 2, 4, SCALES[0], 0);
-    let conv = Conv1d::new(Conv1dOptions::new(2, 4, 1), p.weight, vec![0.5; 4], p.zero_point, &p.bias, p.input, p.output, false).unwrap();
+    let conv = Conv1d::new(
+        Conv1dOptions::new(2, 4, 1),
+        Int8Weight::new(p.weight, vec![0.5; 4], p.zero_point),
+        &p.bias,
+        LayerQParams::new(p.input, p.output, false),
+    )
+    .unwrap();
     let x = random_input(&mut rng, vec![3, 2, 1], p.input);
     assert_eq!(conv.forward(&x).unwrap(), conv.forward_reference(&x, &device).unwrap());
     assert_eq!(cases, 64);
@@ -117,7 +128,13 @@ fn conv3d_kernel_equals_the_reference_on_adversarial_cases() {
                     .with_padding_mode(*mode);
                 let p = parts(&mut rng, options.weight_shape().iter().product(), 6, scales, j);
                 let wscale: Vec<f32> = (0..6).map(|o| scales.1 * (1.0 + o as f32 / 4.0)).collect();
-                let conv = Conv3d::new(options, p.weight, wscale, p.zero_point, &p.bias, p.input, p.output, (i + j) % 2 == 1).unwrap();
+                let conv = Conv3d::new(
+                    options,
+                    Int8Weight::new(p.weight, wscale, p.zero_point),
+                    &p.bias,
+                    LayerQParams::new(p.input, p.output, (i + j) % 2 == 1),
+                )
+                .unwrap();
                 // A regular volume and an edge shape: one slice deep and one column wide (reflect
                 // padding needs more than its padding on every axis).
                 let edge = if *mode == PaddingMode::Reflect { vec![1, 4, 2, 3, 2] } else { vec![1, 4, 1, 3, 1] };
@@ -136,7 +153,9 @@ fn conv3d_kernel_equals_the_reference_on_adversarial_cases() {
     // Depth 1 with a depth-1 kernel: a 2-d conv inside a 3-d tensor.
     let p = parts(&mut rng, 3 * 2 * 3 * 3, 3, SCALES[1], 0);
     let options = Conv3dOptions::new(2, 3, [1, 3, 3]).with_padding([0, 1, 1]);
-    let conv = Conv3d::new(options, p.weight, vec![0.01; 3], p.zero_point, &p.bias, p.input, p.output, true).unwrap();
+    let conv =
+        Conv3d::new(options, Int8Weight::new(p.weight, vec![0.01; 3], p.zero_point), &p.bias, LayerQParams::new(p.input, p.output, true))
+            .unwrap();
     let x = random_input(&mut rng, vec![2, 2, 1, 1, 4], p.input);
     assert_eq!(conv.forward(&x).unwrap(), conv.forward_reference(&x, &device).unwrap());
     assert_eq!(cases, 96);
@@ -164,7 +183,13 @@ fn conv3d_depthwise_equals_the_reference() {
                 .with_padding_mode(*mode);
             let scales = SCALES[(i + j) % SCALES.len()];
             let p = parts(&mut rng, options.weight_shape().iter().product(), 3, scales, j);
-            let conv = Conv3d::new(options, p.weight, vec![scales.1; 3], p.zero_point, &p.bias, p.input, p.output, j % 2 == 0).unwrap();
+            let conv = Conv3d::new(
+                options,
+                Int8Weight::new(p.weight, vec![scales.1; 3], p.zero_point),
+                &p.bias,
+                LayerQParams::new(p.input, p.output, j % 2 == 0),
+            )
+            .unwrap();
             for shape in [vec![2, 3, 5, 6, 7], vec![1, 3, 4, 9, 5]] {
                 let x = random_input(&mut rng, shape.clone(), p.input);
                 assert_eq!(
@@ -197,7 +222,13 @@ fn conv_transpose2d_kernel_equals_the_reference_on_adversarial_cases() {
                 let p = parts(&mut rng, options.weight_shape().iter().product(), 6, scales, j);
                 let wscale: Vec<f32> = (0..6).map(|o| scales.1 * (1.0 + o as f32 / 8.0)).collect();
                 let relu = (j + groups) % 2 == 0;
-                let conv = ConvTranspose2d::new(options, p.weight, wscale, p.zero_point, &p.bias, p.input, p.output, relu).unwrap();
+                let conv = ConvTranspose2d::new(
+                    options,
+                    Int8Weight::new(p.weight, wscale, p.zero_point),
+                    &p.bias,
+                    LayerQParams::new(p.input, p.output, relu),
+                )
+                .unwrap();
                 for shape in [vec![2, 4, 5, 3], vec![1, 4, 1, 1], vec![1, 4, 1, 6], vec![3, 4, 4, 1]] {
                     let x = random_input(&mut rng, shape.clone(), p.input);
                     assert_eq!(
@@ -221,7 +252,9 @@ fn conv_transpose2d_weight_channels_follow_the_groups() {
     let options = ConvTranspose2dOptions::new(4, 4, 1).with_groups(2);
     let weight: Vec<i8> = vec![1, 2, 3, 4, 5, 6, 7, 8]; // [c][j]
     let zero_point = vec![0, 0, 0, 1];
-    let conv = ConvTranspose2d::new(options, weight, vec![1.0; 4], zero_point, &[0.0; 4], one, one, false).unwrap();
+    let conv =
+        ConvTranspose2d::new(options, Int8Weight::new(weight, vec![1.0; 4], zero_point), &[0.0; 4], LayerQParams::new(one, one, false))
+            .unwrap();
     let x = QTensor { values: vec![1, 10, 2, 20], shape: vec![1, 4, 1, 1], qparams: one };
     // Group 0 (c 0, 1 -> o 0, 1): o0 = 1*1 + 10*3, o1 = 1*2 + 10*4.
     // Group 1 (c 2, 3 -> o 2, 3): o2 = 2*5 + 20*7, o3 = 2*(6-1) + 20*(8-1).
@@ -555,18 +588,31 @@ fn wrong_shapes_are_typed_errors_naming_the_layer() {
     let device = Device::flex();
     let q = act(0.1, 3, 255);
     let x = |shape: Vec<usize>| QTensor { values: vec![3; shape.iter().product()], shape, qparams: q };
-    let conv1d = Conv1d::new(Conv1dOptions::new(2, 4, 3), vec![1; 24], vec![0.1; 4], vec![0; 4], &[0.0; 4], q, q, false).unwrap();
+    let conv1d = Conv1d::new(
+        Conv1dOptions::new(2, 4, 3),
+        Int8Weight::new(vec![1; 24], vec![0.1; 4], vec![0; 4]),
+        &[0.0; 4],
+        LayerQParams::new(q, q, false),
+    )
+    .unwrap();
     assert_shape_error(conv1d.forward(&x(vec![1, 2, 1, 5])), "Conv1d");
     assert_shape_error(conv1d.forward(&x(vec![1, 3, 5])), "Conv1d");
     assert_shape_error(conv1d.forward(&x(vec![1, 2, 2])), "Conv1d");
     assert_shape_error(conv1d.forward_reference(&x(vec![1, 3, 5]), &device), "Conv1d");
-    let conv3d = Conv3d::new(Conv3dOptions::new(2, 4, 2), vec![1; 64], vec![0.1; 4], vec![0; 4], &[0.0; 4], q, q, true).unwrap();
+    let conv3d = Conv3d::new(
+        Conv3dOptions::new(2, 4, 2),
+        Int8Weight::new(vec![1; 64], vec![0.1; 4], vec![0; 4]),
+        &[0.0; 4],
+        LayerQParams::new(q, q, true),
+    )
+    .unwrap();
     assert_shape_error(conv3d.forward(&x(vec![1, 2, 4, 4])), "Conv3d");
     assert_shape_error(conv3d.forward(&x(vec![1, 3, 4, 4, 4])), "Conv3d");
     assert_shape_error(conv3d.forward(&x(vec![1, 2, 1, 4, 4])), "Conv3d");
     assert_shape_error(conv3d.forward(&x(vec![1, 2, 0, 4, 4])), "Conv3d");
     let up = ConvTranspose2dOptions::new(2, 4, 3).with_padding(1);
-    let up = ConvTranspose2d::new(up, vec![1; 72], vec![0.1; 4], vec![0; 4], &[0.0; 4], q, q, false).unwrap();
+    let up = ConvTranspose2d::new(up, Int8Weight::new(vec![1; 72], vec![0.1; 4], vec![0; 4]), &[0.0; 4], LayerQParams::new(q, q, false))
+        .unwrap();
     assert_shape_error(up.forward(&x(vec![1, 2, 4])), "ConvTranspose2d");
     assert_shape_error(up.forward(&x(vec![1, 4, 4, 4])), "ConvTranspose2d");
     assert_shape_error(up.forward(&x(vec![1, 2, 0, 4])), "ConvTranspose2d");
@@ -575,7 +621,12 @@ fn wrong_shapes_are_typed_errors_naming_the_layer() {
     assert_shape_error(up.forward(&short), "ConvTranspose2d");
     // Parts that do not fit the geometry are shape errors too; other qparams are config errors.
     assert!(matches!(
-        ConvTranspose2d::new(ConvTranspose2dOptions::new(2, 4, 3), vec![1; 35], vec![0.1; 4], vec![0; 4], &[0.0; 4], q, q, false),
+        ConvTranspose2d::new(
+            ConvTranspose2dOptions::new(2, 4, 3),
+            Int8Weight::new(vec![1; 35], vec![0.1; 4], vec![0; 4]),
+            &[0.0; 4],
+            LayerQParams::new(q, q, false)
+        ),
         Err(QatError::ShapeMismatch { .. })
     ));
     assert!(matches!(up.forward(&QTensor { qparams: act(0.2, 3, 255), ..x(vec![1, 2, 3, 3]) }), Err(QatError::InvalidConfig(_))));

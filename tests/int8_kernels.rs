@@ -7,7 +7,7 @@ mod common;
 
 use burn::tensor::Device;
 use burn_qat::QatError;
-use burn_qat::nn::quantized::{ActivationQParams, Add, Conv2d, Linear, QTensor};
+use burn_qat::nn::quantized::{ActivationQParams, Add, Conv2d, Int8Weight, LayerQParams, Linear, QTensor};
 use burn_qat::nn::{Conv2dOptions, PaddingMode};
 use common::Rng;
 
@@ -43,7 +43,13 @@ fn conv2d_kernel_equals_the_reference_on_adversarial_cases() {
                 let wzp: Vec<i32> = (0..6).map(|o| if o % 3 == 0 { rng.int(-20, 20) } else { 0 }).collect();
                 let bias: Vec<f32> = (0..6).map(|_| rng.int(-1000, 1000) as f32 * 0.01).collect();
                 let (input, output) = (act(si, rng.int(0, 255), 255), act(so, rng.int(0, 127), if j == 1 { 127 } else { 255 }));
-                let conv = Conv2d::new(options, weight, vec![sw; 6], wzp, &bias, input, output, (i + j) % 2 == 0).unwrap();
+                let conv = Conv2d::new(
+                    options,
+                    Int8Weight::new(weight, vec![sw; 6], wzp),
+                    &bias,
+                    LayerQParams::new(input, output, (i + j) % 2 == 0),
+                )
+                .unwrap();
                 let x = random_input(&mut rng, vec![2, 4, 7, 6], input);
                 assert_eq!(
                     conv.forward(&x).unwrap(),
@@ -68,7 +74,8 @@ fn linear_kernel_equals_the_reference() {
         let bias: Vec<f32> = (0..o).map(|_| rng.int(-500, 500) as f32 * 0.013).collect();
         let scales: Vec<f32> = (0..o).map(|c| sw * (1.0 + c as f32 / 8.0)).collect();
         let input = act(si, 17, 255);
-        let lin = Linear::new(i, o, weight, scales, vec![0; o], &bias, input, act(so, 100, 255), relu).unwrap();
+        let lin = Linear::new(i, o, Int8Weight::new(weight, scales, vec![0; o]), &bias, LayerQParams::new(input, act(so, 100, 255), relu))
+            .unwrap();
         let x = random_input(&mut rng, vec![5, i], input);
         assert_eq!(lin.forward(&x).unwrap(), lin.forward_reference(&x, &device).unwrap());
     }
@@ -89,17 +96,28 @@ fn add_rounds_ties_to_even_and_saturates() {
 #[test]
 fn mismatched_inputs_are_errors() {
     let input = act(0.1, 0, 255);
-    let conv = Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 4], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, input, false).unwrap();
+    let conv = Conv2d::new(
+        Conv2dOptions::new(2, 2, 1),
+        Int8Weight::new(vec![1; 4], vec![0.1; 2], vec![0; 2]),
+        &[0.0; 2],
+        LayerQParams::new(input, input, false),
+    )
+    .unwrap();
     let wrong_qparams = QTensor { values: vec![0; 8], shape: vec![1, 2, 2, 2], qparams: act(0.2, 0, 255) };
     assert_error!(conv.forward(&wrong_qparams), QatError::InvalidConfig(m) if m.contains("qparams"));
     let wrong_shape = QTensor { values: vec![0; 12], shape: vec![1, 3, 2, 2], qparams: input };
     assert_error!(conv.forward(&wrong_shape), QatError::ShapeMismatch { .. });
     assert_error!(
-        Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 3], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, input, false),
+        Conv2d::new(
+            Conv2dOptions::new(2, 2, 1),
+            Int8Weight::new(vec![1; 3], vec![0.1; 2], vec![0; 2]),
+            &[0.0; 2],
+            LayerQParams::new(input, input, false)
+        ),
         QatError::ShapeMismatch { .. }
     );
     assert_error!(
-        Conv2d::new(Conv2dOptions::new(2, 2, 1), vec![1; 4], vec![0.1; 2], vec![0; 2], &[0.0; 2], input, act(0.1, 0, 300), false),
+        Conv2d::new(Conv2dOptions::new(2, 2, 1), Int8Weight::new(vec![1; 4], vec![0.1; 2], vec![0; 2]), &[0.0; 2], LayerQParams::new(input, act(0.1, 0, 300), false)),
         QatError::InvalidConfig(m) if m.contains("u8")
     );
 }
@@ -130,7 +148,13 @@ fn conv2d_gemm_equals_the_reference_on_random_geometries() {
         let wzp: Vec<i32> = (0..o).map(|_| if case % 2 == 0 { rng.int(-30, 30) } else { 0 }).collect();
         let bias: Vec<f32> = (0..o).map(|_| rng.int(-1000, 1000) as f32 * 0.01).collect();
         let input = act(0.02, [0, 255, rng.int(0, 255)][case % 3], 255);
-        let conv = Conv2d::new(options, weight, vec![0.01; o], wzp, &bias, input, act(0.05, 60, 255), case % 5 == 0).unwrap();
+        let conv = Conv2d::new(
+            options,
+            Int8Weight::new(weight, vec![0.01; o], wzp),
+            &bias,
+            LayerQParams::new(input, act(0.05, 60, 255), case % 5 == 0),
+        )
+        .unwrap();
         let n = [1, 3][case % 2];
         let (h, w) = (rng.int(8, 21) as usize, rng.int(8, 23) as usize);
         let x = random_input(&mut rng, vec![n, c, h, w], input);
@@ -162,7 +186,13 @@ fn depthwise_conv2d_equals_the_reference() {
         let wzp: Vec<i32> = (0..c).map(|_| if case % 2 == 1 { rng.int(-30, 30) } else { 0 }).collect();
         let bias: Vec<f32> = (0..c).map(|_| rng.int(-1000, 1000) as f32 * 0.01).collect();
         let input = act(0.03, [0, 255, rng.int(0, 255)][case % 3], 255);
-        let conv = Conv2d::new(options, weight, vec![0.02; c], wzp, &bias, input, act(0.07, 30, 255), case % 3 == 0).unwrap();
+        let conv = Conv2d::new(
+            options,
+            Int8Weight::new(weight, vec![0.02; c], wzp),
+            &bias,
+            LayerQParams::new(input, act(0.07, 30, 255), case % 3 == 0),
+        )
+        .unwrap();
         let (h, w) = (rng.int(5, 17) as usize, rng.int(5, 19) as usize);
         let x = random_input(&mut rng, vec![1 + case % 3, c, h, w], input);
         assert_eq!(conv.forward(&x).unwrap(), conv.forward_reference(&x, &device).unwrap(), "case {case}: {:?}", conv.options);
@@ -181,7 +211,13 @@ fn mobilenet_depthwise_shapes_equal_the_reference() {
         let wzp: Vec<i32> = (0..c).map(|_| if case % 2 == 1 { rng.int(-30, 30) } else { 0 }).collect();
         let bias: Vec<f32> = (0..c).map(|_| rng.int(-1000, 1000) as f32 * 0.01).collect();
         let input = act(0.03, [0, 255, rng.int(0, 255)][case % 3], 255);
-        let conv = Conv2d::new(options, weight, vec![0.02; c], wzp, &bias, input, act(0.07, 30, 255), case % 2 == 0).unwrap();
+        let conv = Conv2d::new(
+            options,
+            Int8Weight::new(weight, vec![0.02; c], wzp),
+            &bias,
+            LayerQParams::new(input, act(0.07, 30, 255), case % 2 == 0),
+        )
+        .unwrap();
         let x = random_input(&mut rng, vec![1 + case % 3, c, hw, hw], input);
         assert_eq!(conv.forward(&x).unwrap(), conv.forward_reference(&x, &device).unwrap(), "case {case}: {:?}", conv.options);
     }

@@ -10,7 +10,7 @@ use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::intrinsic::qat::{self as iqat, ConvBnNd, ConvBnReLUNd, ConvReLUNd, LinearBn1d, LinearReLU};
 use crate::nn::qat::{self, ConvNd};
-use crate::nn::quantized::{self, ActivationQParams};
+use crate::nn::quantized::{self, ActivationQParams, Int8Weight, LayerQParams};
 use crate::nn::tensor_util::host_values;
 use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
 
@@ -39,34 +39,15 @@ pub trait QuantizedGeometry<const D: usize>: ConvGeometry<D> {
     type Quantized;
     /// The int8 module from integer weights with one scale and zero point per output channel,
     /// the float (folded) bias, and the activation qparams around it.
-    #[allow(clippy::too_many_arguments)]
-    fn quantized(
-        &self,
-        weight: Vec<i8>,
-        scale: Vec<f32>,
-        zero_point: Vec<i32>,
-        bias: &[f32],
-        input: ActivationQParams,
-        output: ActivationQParams,
-        relu: bool,
-    ) -> Result<Self::Quantized>;
+    fn quantized(&self, weight: Int8Weight, bias: &[f32], qparams: LayerQParams) -> Result<Self::Quantized>;
 }
 
 macro_rules! quantized_geometry {
     ($options:ty, $rank:literal, $module:ty) => {
         impl QuantizedGeometry<$rank> for $options {
             type Quantized = $module;
-            fn quantized(
-                &self,
-                weight: Vec<i8>,
-                scale: Vec<f32>,
-                zero_point: Vec<i32>,
-                bias: &[f32],
-                input: ActivationQParams,
-                output: ActivationQParams,
-                relu: bool,
-            ) -> Result<$module> {
-                <$module>::new(self.clone(), weight, scale, zero_point, bias, input, output, relu)
+            fn quantized(&self, weight: Int8Weight, bias: &[f32], qparams: LayerQParams) -> Result<$module> {
+                <$module>::new(self.clone(), weight, bias, qparams)
             }
         }
     };
@@ -76,26 +57,22 @@ quantized_geometry!(Conv2dOptions, 4, quantized::Conv2d);
 quantized_geometry!(Conv3dOptions, 5, quantized::Conv3d);
 quantized_geometry!(ConvTranspose2dOptions, 4, quantized::ConvTranspose2d);
 
-/// Quantizes a float weight (folded, for BN modules) with the module's weight fake quant along
-/// the geometry's output-channel axis and builds the int8 module. Scales come back one per
-/// index of that axis; a transposed conv with groups has `O / groups` of them, which repeat
-/// for each group's block of output channels.
-#[allow(clippy::too_many_arguments)]
+/// The int8 module of a conv's float (folded, for BN modules) weight and bias, the weight
+/// quantized with the module's weight fake quant along the geometry's output-channel axis.
+/// Scales come back one per index of that axis; a transposed conv with groups has
+/// `O / groups` of them, which repeat for each group's block of output channels.
 fn quantize_conv<const D: usize, O: QuantizedGeometry<D>>(
     options: &O,
     weight_fake_quant: &FakeQuantize,
-    weight: &[f32],
-    bias: &[f32],
-    input: ActivationQParams,
-    output: &Option<FakeQuantize>,
-    relu: bool,
+    [weight, bias]: [&[f32]; 2],
+    qparams: LayerQParams,
     layer: &str,
 ) -> Result<O::Quantized> {
     let (weight, scale, zero_point) =
         weight_fake_quant.quantize_weight_along(weight, &options.weight_shape(), O::WEIGHT_CHANNEL_AXIS, layer)?;
     let o = options.out_channels();
     let (scale, zero_point) = (per_output_channel(&scale, o), per_output_channel(&zero_point, o));
-    options.quantized(weight, scale, zero_point, bias, input, output_qparams(output, layer)?, relu)
+    options.quantized(Int8Weight::new(weight, scale, zero_point), bias, qparams)
 }
 
 /// `o` entries from one per index of the weight's channel axis: output channel `i` takes entry
@@ -130,7 +107,8 @@ impl<const D: usize, O: QuantizedGeometry<D>> ConvBnNd<D, O> {
             )));
         }
         let (weight, bias) = self.folded_weight_and_bias();
-        quantize_conv(&self.options, &self.weight_fake_quant, &weight, &bias, input, &self.activation_post_process, relu, layer)
+        let qparams = LayerQParams::new(input, output_qparams(&self.activation_post_process, layer)?, relu);
+        quantize_conv(&self.options, &self.weight_fake_quant, [&weight, &bias], qparams, layer)
     }
 }
 
@@ -156,7 +134,8 @@ fn conv_to_quantized<const D: usize, O: QuantizedGeometry<D>>(
 ) -> Result<O::Quantized> {
     let weight = f32s(host_values(&conv.weight.val()));
     let bias = conv.bias.as_ref().map(|b| f32s(host_values(&b.val()))).unwrap_or_else(|| vec![0.0; conv.options.out_channels()]);
-    quantize_conv(&conv.options, &conv.weight_fake_quant, &weight, &bias, input, &conv.activation_post_process, relu, layer)
+    let qparams = LayerQParams::new(input, output_qparams(&conv.activation_post_process, layer)?, relu);
+    quantize_conv(&conv.options, &conv.weight_fake_quant, [&weight, &bias], qparams, layer)
 }
 
 impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvNd<D, O> {
@@ -209,7 +188,8 @@ fn linear_to_quantized(linear: &qat::Linear, input: ActivationQParams, relu: boo
     let weight = f32s(host_values(&linear.weight.val()));
     let bias = linear.bias.as_ref().map(|b: &Param<_>| f32s(host_values(&b.val()))).unwrap_or_else(|| vec![0.0; o]);
     let (weight, scale, zero_point) = linear.weight_fake_quant.quantize_weight(&weight, o, layer)?;
-    quantized::Linear::new(i, o, weight, scale, zero_point, &bias, input, output_qparams(&linear.activation_post_process, layer)?, relu)
+    let qparams = LayerQParams::new(input, output_qparams(&linear.activation_post_process, layer)?, relu);
+    quantized::Linear::new(i, o, Int8Weight::new(weight, scale, zero_point), &bias, qparams)
 }
 
 impl ToQuantized for qat::Linear {
@@ -232,6 +212,7 @@ impl ToQuantized for LinearBn1d {
         let (weight, bias) = self.folded_weight_and_bias();
         let (o, i) = (self.out_features(), self.in_features());
         let (weight, scale, zero_point) = self.weight_fake_quant.quantize_weight(&weight, o, layer)?;
-        quantized::Linear::new(i, o, weight, scale, zero_point, &bias, input, output_qparams(&self.activation_post_process, layer)?, false)
+        let qparams = LayerQParams::new(input, output_qparams(&self.activation_post_process, layer)?, false);
+        quantized::Linear::new(i, o, Int8Weight::new(weight, scale, zero_point), &bias, qparams)
     }
 }

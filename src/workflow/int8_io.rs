@@ -16,7 +16,7 @@ use super::int8_model::{Int8Layer, Int8Model};
 use super::layers::Named;
 use super::pooling::{AvgPool2d, MaxPool2d};
 use crate::error::{QatError, Result};
-use crate::nn::quantized::{self, ActivationQParams};
+use crate::nn::quantized::{self, ActivationQParams, Int8Weight, LayerQParams};
 use crate::nn::{Conv2dOptions, PaddingMode};
 use crate::quant::packing;
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, load_safetensors, save_safetensors};
@@ -249,16 +249,15 @@ fn build(architecture: &Json, prefix: &str, reader: &mut StateReader<'_>) -> Res
                 let w = read_weights(&p, &options.weight_shape(), reader);
                 let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
                 match (w, input, output) {
-                    (Some(w), Some(i), Some(o)) => Int8Layer::Conv2d(quantized::Conv2d::from_parts(
-                        options,
-                        w.weight,
-                        w.scale,
-                        w.zero_point,
-                        w.bias,
-                        i,
-                        o,
-                        bool_of(item, "relu", &p)?,
-                    )?),
+                    (Some(w), Some(i), Some(o)) => {
+                        let qparams = LayerQParams::new(i, o, bool_of(item, "relu", &p)?);
+                        Int8Layer::Conv2d(quantized::Conv2d::from_parts(
+                            options,
+                            Int8Weight::new(w.weight, w.scale, w.zero_point),
+                            w.bias,
+                            qparams,
+                        )?)
+                    }
                     _ => return Err(missing(reader)),
                 }
             }
@@ -267,17 +266,16 @@ fn build(architecture: &Json, prefix: &str, reader: &mut StateReader<'_>) -> Res
                 let w = read_weights(&p, &[o, i], reader);
                 let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
                 match (w, input, output) {
-                    (Some(w), Some(inq), Some(outq)) => Int8Layer::Linear(quantized::Linear::from_parts(
-                        i,
-                        o,
-                        w.weight,
-                        w.scale,
-                        w.zero_point,
-                        w.bias,
-                        inq,
-                        outq,
-                        bool_of(item, "relu", &p)?,
-                    )?),
+                    (Some(w), Some(inq), Some(outq)) => {
+                        let qparams = LayerQParams::new(inq, outq, bool_of(item, "relu", &p)?);
+                        Int8Layer::Linear(quantized::Linear::from_parts(
+                            i,
+                            o,
+                            Int8Weight::new(w.weight, w.scale, w.zero_point),
+                            w.bias,
+                            qparams,
+                        )?)
+                    }
                     _ => return Err(missing(reader)),
                 }
             }

@@ -9,7 +9,7 @@ use burn::tensor::activation::relu;
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
-use crate::nn::quantized::{self, ActivationQParams};
+use crate::nn::quantized::{self, ActivationQParams, LayerQParams};
 use crate::nn::tensor_util::host_values;
 use crate::nn::{BatchNorm, QatModule};
 use crate::state_dict::{StateDict, StateReader, join};
@@ -37,7 +37,14 @@ impl QatBatchNorm2d {
     pub fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<quantized::BatchNorm2d> {
         let output = super::convert_module::output_qparams(&self.activation_post_process, layer)?;
         let (gamma, beta) = (host_values(&self.bn.weight.val()), host_values(&self.bn.bias.val()));
-        quantized::BatchNorm2d::new(&gamma, &beta, self.bn.running_mean(), self.bn.running_var(), self.bn.eps, input, output, self.relu)
+        quantized::BatchNorm2d::new(
+            &gamma,
+            &beta,
+            self.bn.running_mean(),
+            self.bn.running_var(),
+            self.bn.eps,
+            LayerQParams::new(input, output, self.relu),
+        )
     }
 
     /// PyTorch's keys: a `BatchNorm2d` under the layer's name, a `BNReLU2d`'s under `0.`

@@ -5,6 +5,7 @@
 //! `m_c = f32(s_in * gamma_c / sqrt(var_c + eps) / s_out)` and
 //! `b_c = f32((beta_c - mean_c * gamma_c / sqrt(var_c + eps)) / s_out)`, both computed in f64.
 
+use super::parts::LayerQParams;
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
 use crate::quant::round_half_even;
@@ -24,17 +25,8 @@ pub struct BatchNorm2d {
 
 impl BatchNorm2d {
     /// From the BN's affine parameters and running statistics (f64, as our BN keeps them).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        gamma: &[f64],
-        beta: &[f64],
-        mean: &[f64],
-        var: &[f64],
-        eps: f64,
-        input: ActivationQParams,
-        output: ActivationQParams,
-        relu: bool,
-    ) -> Result<Self> {
+    pub fn new(gamma: &[f64], beta: &[f64], mean: &[f64], var: &[f64], eps: f64, qparams: LayerQParams) -> Result<Self> {
+        let LayerQParams { input, output, relu } = qparams;
         let c = gamma.len();
         if [beta.len(), mean.len(), var.len()].iter().any(|&n| n != c) || c == 0 {
             return Err(QatError::shape(

@@ -1,17 +1,68 @@
+use std::marker::PhantomData;
+
 use super::conv_parts::{Requantizer, check_input_qparams, check_parts, current_packing, input_dims, pack_weights, quantize_biases};
 use super::gemm::{GemmPath, PackedWeights};
-use super::kernels::conv_forward;
+use super::kernels::{Geometry3, conv_forward};
 use super::padding::pad_for_kernel;
+use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::Result;
-use crate::nn::Conv2dOptions;
+use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode};
 
-/// `torch.ao.nn.quantized.Conv2d` (and, with `relu`, `nn.intrinsic.quantized.ConvReLU2d`):
-/// i8 weights with per-output-channel scales, an int32 bias at `s_in * s_w`, u8 in and out.
+/// A conv geometry the integer kernel runs: its view over three spatial axes `[D, H, W]` (2-d
+/// convs with depth 1; 1-d ones run as 2-d, see [`Conv1d`](super::Conv1d)).
+pub trait Int8ConvGeometry<const D: usize>: ConvGeometry<D> + Clone {
+    /// The input's layout, for errors (`[N, C, H, W]`).
+    const LAYOUT: &'static str;
+    fn groups(&self) -> usize;
+    fn padding_mode(&self) -> PaddingMode;
+    /// Input dims `[N, C, spatial...]` as `[N, C, D, H, W]`.
+    fn dims_3d(dims: [usize; D]) -> [usize; 5];
+    /// Kernel, stride, dilation and padding over `[D, H, W]`.
+    fn spatial_3d(&self) -> [[usize; 3]; 4];
+}
+
+impl Int8ConvGeometry<4> for Conv2dOptions {
+    const LAYOUT: &'static str = "[N, C, H, W]";
+    fn groups(&self) -> usize {
+        self.groups
+    }
+    fn padding_mode(&self) -> PaddingMode {
+        self.padding_mode
+    }
+    fn dims_3d([n, c, h, w]: [usize; 4]) -> [usize; 5] {
+        [n, c, 1, h, w]
+    }
+    fn spatial_3d(&self) -> [[usize; 3]; 4] {
+        let lift = |[a, b]: [usize; 2], depth: usize| [depth, a, b];
+        [lift(self.kernel_size, 1), lift(self.stride, 1), lift(self.dilation, 1), lift(self.padding, 0)]
+    }
+}
+
+impl Int8ConvGeometry<5> for Conv3dOptions {
+    const LAYOUT: &'static str = "[N, C, D, H, W]";
+    fn groups(&self) -> usize {
+        self.groups
+    }
+    fn padding_mode(&self) -> PaddingMode {
+        self.padding_mode
+    }
+    fn dims_3d(dims: [usize; 5]) -> [usize; 5] {
+        dims
+    }
+    fn spatial_3d(&self) -> [[usize; 3]; 4] {
+        [self.kernel_size, self.stride, self.dilation, self.padding]
+    }
+}
+
+/// `torch.ao.nn.quantized.Conv2d` / `Conv3d` (and, with `relu`, `nn.intrinsic.quantized.ConvReLU2d`
+/// / `ConvReLU3d`): i8 weights with per-output-channel scales, an int32 bias at `s_in * s_w`,
+/// u8 in and out; every padding mode, as the QAT modules. One module for every geometry, so the
+/// families cannot drift apart.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Conv2d {
-    pub options: Conv2dOptions,
-    /// `[O, C / groups, KH, KW]`, row-major.
+pub struct QuantizedConv<const D: usize, O> {
+    pub options: O,
+    /// `[O, C / groups, K...]`, row-major.
     pub weight: Vec<i8>,
     /// One per output channel (a per-tensor scale is repeated).
     pub weight_scale: Vec<f32>,
@@ -23,66 +74,68 @@ pub struct Conv2d {
     pub relu: bool,
     /// The weights packed for the GEMM (derived from the fields above).
     packed: PackedWeights,
+    rank: PhantomData<[(); D]>,
 }
 
-const LAYER: &str = "quantized Conv2d";
+/// The 2-d int8 conv over `[N, C, H, W]`.
+pub type Conv2d = QuantizedConv<4, Conv2dOptions>;
+/// The 3-d int8 conv over `[N, C, D, H, W]`.
+pub type Conv3d = QuantizedConv<5, Conv3dOptions>;
 
-impl Conv2d {
+impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
+    /// `quantized Conv2d`, for errors.
+    pub(crate) fn layer_name() -> String {
+        format!("quantized {}{}", O::PREFIX, O::DIMS)
+    }
+
     /// Builds the module from float-folded parts: integer weights (already quantized by the
     /// weight fake quant's qparams), a float bias, and the activation qparams around it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        options: Conv2dOptions,
-        weight: Vec<i8>,
-        weight_scale: Vec<f32>,
-        weight_zero_point: Vec<i32>,
-        float_bias: &[f32],
-        input: ActivationQParams,
-        output: ActivationQParams,
-        relu: bool,
-    ) -> Result<Self> {
-        let bias = quantize_biases(LAYER, float_bias, &weight_scale, input)?;
-        Self::from_parts(options, weight, weight_scale, weight_zero_point, bias, input, output, relu)
+    pub fn new(options: O, weight: Int8Weight, float_bias: &[f32], qparams: LayerQParams) -> Result<Self> {
+        let bias = quantize_biases(&Self::layer_name(), float_bias, &weight.scale, qparams.input)?;
+        Self::from_parts(options, weight, bias, qparams)
     }
 
     /// Builds the module from its stored parts (an int32 bias already at `s_in * s_w`),
     /// checking that they fit together.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_parts(
-        options: Conv2dOptions,
-        weight: Vec<i8>,
-        weight_scale: Vec<f32>,
-        weight_zero_point: Vec<i32>,
-        bias: Vec<i32>,
-        input: ActivationQParams,
-        output: ActivationQParams,
-        relu: bool,
-    ) -> Result<Self> {
+    pub fn from_parts(options: O, weight: Int8Weight, bias: Vec<i32>, qparams: LayerQParams) -> Result<Self> {
         options.validate()?;
-        let expected = options.weight_shape().iter().product();
-        let (input, output) =
-            check_parts(LAYER, expected, options.out_channels, &weight, &weight_scale, &weight_zero_point, &bias, input, output)?;
-        let packed = pack_weights(&weight, &weight_zero_point, options.groups, &input);
-        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu, packed })
+        let counts = [options.weight_shape().iter().product(), options.out_channels()];
+        let LayerQParams { input, output, relu } = check_parts(&Self::layer_name(), counts, &weight, &bias, qparams)?;
+        let Int8Weight { values: weight, scale: weight_scale, zero_point: weight_zero_point } = weight;
+        let packed = pack_weights(&weight, &weight_zero_point, options.groups(), &input);
+        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu, packed, rank: PhantomData })
     }
 
-    /// `[N, C, H, W]` in, `[N, O, OH, OW]` out.
+    /// `[N, C, spatial...]` in, `[N, O, spatial out...]` out.
     pub fn forward(&self, x: &QTensor) -> Result<QTensor> {
-        self.forward_as(x, input_dims(x, LAYER, "[N, C, H, W]")?, LAYER)
+        let layer = Self::layer_name();
+        self.forward_as(x, input_dims(x, &layer, O::LAYOUT)?, &layer)
     }
 
     /// The forward on `x` read as `dims`, errors naming `layer` (the 1-d module runs here).
-    pub(crate) fn forward_as(&self, x: &QTensor, dims: [usize; 4], layer: &str) -> Result<QTensor> {
+    pub(crate) fn forward_as(&self, x: &QTensor, dims: [usize; D], layer: &str) -> Result<QTensor> {
         self.options.check_input(dims, layer)?;
         check_input_qparams(x, &self.input, layer)?;
-        let [n, c, h, w] = dims;
-        let [ph, pw] = self.options.padding;
-        let (values, dims, padding) = pad_for_kernel(&x.values, [n, c, 1, h, w], [0, ph, pw], self.options.padding_mode);
-        let packed = current_packing(&self.packed, &self.weight, &self.weight_zero_point, self.options.groups, &self.input);
+        let [kernel, stride, dilation, padding] = self.options.spatial_3d();
+        let (values, dims, padding) = pad_for_kernel(&x.values, O::dims_3d(dims), padding, self.options.padding_mode());
+        let groups = self.options.groups();
+        let packed = current_packing(&self.packed, &self.weight, &self.weight_zero_point, groups, &self.input);
         let zx = self.input.zero_point as u8;
         let requantizer = Requantizer::new(&self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
-        let geometry = (&self.options).into();
-        let (values, [n, o, _, oh, ow]) = conv_forward(&values, dims, zx, &packed, &geometry, padding, GemmPath::best(), &requantizer);
-        Ok(QTensor { values, shape: vec![n, o, oh, ow], qparams: self.output })
+        let geometry = Geometry3 { out_channels: self.options.out_channels(), groups, kernel, stride, dilation };
+        let (values, [n, o, od, oh, ow]) = conv_forward(&values, dims, zx, &packed, &geometry, padding, GemmPath::best(), &requantizer);
+        // The 2-d module's depth axis is its own lift: drop it again.
+        let shape = if D == 5 { vec![n, o, od, oh, ow] } else { vec![n, o, oh, ow] };
+        Ok(QTensor { values, shape, qparams: self.output })
+    }
+
+    /// The integer weights with their qparams, as [`new`](Self::new) takes them.
+    pub fn int8_weight(&self) -> Int8Weight {
+        Int8Weight::new(self.weight.clone(), self.weight_scale.clone(), self.weight_zero_point.clone())
+    }
+
+    /// The activation qparams and ReLU flag, as [`new`](Self::new) takes them.
+    pub fn qparams(&self) -> LayerQParams {
+        LayerQParams::new(self.input, self.output, self.relu)
     }
 }

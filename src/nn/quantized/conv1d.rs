@@ -1,6 +1,7 @@
 use super::Conv2d;
 use super::conv_parts::input_dims;
-use super::qtensor::{ActivationQParams, QTensor};
+use super::parts::{Int8Weight, LayerQParams};
+use super::qtensor::QTensor;
 use crate::error::{QatError, Result};
 use crate::nn::Conv1dOptions;
 
@@ -20,33 +21,13 @@ const LAYER: &str = "quantized Conv1d";
 impl Conv1d {
     /// Builds the module from float-folded parts: integer weights (already quantized by the
     /// weight fake quant's qparams), a float bias, and the activation qparams around it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        options: Conv1dOptions,
-        weight: Vec<i8>,
-        weight_scale: Vec<f32>,
-        weight_zero_point: Vec<i32>,
-        float_bias: &[f32],
-        input: ActivationQParams,
-        output: ActivationQParams,
-        relu: bool,
-    ) -> Result<Self> {
-        Ok(Self { conv: Conv2d::new(options.as_2d(), weight, weight_scale, weight_zero_point, float_bias, input, output, relu)? })
+    pub fn new(options: Conv1dOptions, weight: Int8Weight, float_bias: &[f32], qparams: LayerQParams) -> Result<Self> {
+        Ok(Self { conv: Conv2d::new(options.as_2d(), weight, float_bias, qparams)? })
     }
 
     /// Builds the module from its stored parts (an int32 bias already at `s_in * s_w`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_parts(
-        options: Conv1dOptions,
-        weight: Vec<i8>,
-        weight_scale: Vec<f32>,
-        weight_zero_point: Vec<i32>,
-        bias: Vec<i32>,
-        input: ActivationQParams,
-        output: ActivationQParams,
-        relu: bool,
-    ) -> Result<Self> {
-        Ok(Self { conv: Conv2d::from_parts(options.as_2d(), weight, weight_scale, weight_zero_point, bias, input, output, relu)? })
+    pub fn from_parts(options: Conv1dOptions, weight: Int8Weight, bias: Vec<i32>, qparams: LayerQParams) -> Result<Self> {
+        Ok(Self { conv: Conv2d::from_parts(options.as_2d(), weight, bias, qparams)? })
     }
 
     /// Wraps a 2-d module whose geometry is a 1-d one over `[N, C, 1, L]` (what the QAT 1-d

@@ -6,35 +6,37 @@
 use std::borrow::Cow;
 
 use super::gemm::PackedWeights;
+use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
 use crate::quant::{quantize_bias, requant_multiplier, round_half_even};
 
 /// Checks that `weight_count` weights and `channels` scales, zero points and biases were given,
-/// that the scales are usable, and that both activations are u8 ranges.
-#[allow(clippy::too_many_arguments)]
+/// that the scales are usable, and that both activations are u8 ranges; the qparams come back
+/// validated.
 pub(crate) fn check_parts(
     layer: &str,
-    weight_count: usize,
-    channels: usize,
-    weight: &[i8],
-    weight_scale: &[f32],
-    weight_zero_point: &[i32],
+    [weight_count, channels]: [usize; 2],
+    weight: &Int8Weight,
     bias: &[i32],
-    input: ActivationQParams,
-    output: ActivationQParams,
-) -> Result<(ActivationQParams, ActivationQParams)> {
-    if weight.len() != weight_count || weight_scale.len() != channels || weight_zero_point.len() != channels || bias.len() != channels {
+    qparams: LayerQParams,
+) -> Result<LayerQParams> {
+    let Int8Weight { values, scale, zero_point } = weight;
+    if values.len() != weight_count || scale.len() != channels || zero_point.len() != channels || bias.len() != channels {
         return Err(QatError::shape(
             layer,
             format!("{weight_count} weights and {channels} scales, zero points and biases"),
-            format!("{}, {}, {}, {}", weight.len(), weight_scale.len(), weight_zero_point.len(), bias.len()),
+            format!("{}, {}, {}, {}", values.len(), scale.len(), zero_point.len(), bias.len()),
         ));
     }
-    if weight_scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+    if scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         return Err(QatError::config(format!("{layer}: weight scales must be finite and positive")));
     }
-    Ok((input.validated(&format!("{layer} input"))?, output.validated(&format!("{layer} output"))?))
+    Ok(LayerQParams {
+        input: qparams.input.validated(&format!("{layer} input"))?,
+        output: qparams.output.validated(&format!("{layer} output"))?,
+        relu: qparams.relu,
+    })
 }
 
 /// The least work, in multiply-adds, worth handing to another thread. A handoff wakes a

@@ -1,4 +1,5 @@
 use super::conv_parts::{centered_weight, check_input_qparams, check_parts, input_dims, quantize_biases, requantize_planes};
+use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::{ActivationQParams, QTensor};
 use super::transpose_kernel::conv_transpose2d_accumulate;
 use crate::error::Result;
@@ -30,38 +31,18 @@ const LAYER: &str = "quantized ConvTranspose2d";
 impl ConvTranspose2d {
     /// Builds the module from float-folded parts: integer weights (already quantized by the
     /// weight fake quant's qparams), a float bias, and the activation qparams around it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        options: ConvTranspose2dOptions,
-        weight: Vec<i8>,
-        weight_scale: Vec<f32>,
-        weight_zero_point: Vec<i32>,
-        float_bias: &[f32],
-        input: ActivationQParams,
-        output: ActivationQParams,
-        relu: bool,
-    ) -> Result<Self> {
-        let bias = quantize_biases(LAYER, float_bias, &weight_scale, input)?;
-        Self::from_parts(options, weight, weight_scale, weight_zero_point, bias, input, output, relu)
+    pub fn new(options: ConvTranspose2dOptions, weight: Int8Weight, float_bias: &[f32], qparams: LayerQParams) -> Result<Self> {
+        let bias = quantize_biases(LAYER, float_bias, &weight.scale, qparams.input)?;
+        Self::from_parts(options, weight, bias, qparams)
     }
 
     /// Builds the module from its stored parts (an int32 bias already at `s_in * s_w`),
     /// checking that they fit together.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_parts(
-        options: ConvTranspose2dOptions,
-        weight: Vec<i8>,
-        weight_scale: Vec<f32>,
-        weight_zero_point: Vec<i32>,
-        bias: Vec<i32>,
-        input: ActivationQParams,
-        output: ActivationQParams,
-        relu: bool,
-    ) -> Result<Self> {
+    pub fn from_parts(options: ConvTranspose2dOptions, weight: Int8Weight, bias: Vec<i32>, qparams: LayerQParams) -> Result<Self> {
         options.validate()?;
-        let expected = options.weight_shape().iter().product();
-        let (input, output) =
-            check_parts(LAYER, expected, options.out_channels, &weight, &weight_scale, &weight_zero_point, &bias, input, output)?;
+        let counts = [options.weight_shape().iter().product(), options.out_channels];
+        let LayerQParams { input, output, relu } = check_parts(LAYER, counts, &weight, &bias, qparams)?;
+        let Int8Weight { values: weight, scale: weight_scale, zero_point: weight_zero_point } = weight;
         Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu })
     }
 

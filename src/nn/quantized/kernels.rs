@@ -13,8 +13,6 @@ use super::depthwise::{DepthwisePlan, depthwise};
 use super::gemm::{GemmPath, NR, PackedWeights, block_width};
 use crate::simd::multiversion;
 
-use crate::nn::{Conv2dOptions, Conv3dOptions};
-
 /// A convolution over three spatial axes `[D, H, W]`: 3-d convs as they are, 2-d ones with depth
 /// 1, 1-d ones (which run as 2-d) with depth and height 1. One kernel, so one loop to keep exact.
 pub(crate) struct Geometry3 {
@@ -23,25 +21,6 @@ pub(crate) struct Geometry3 {
     pub kernel: [usize; 3],
     pub stride: [usize; 3],
     pub dilation: [usize; 3],
-}
-
-impl From<&Conv2dOptions> for Geometry3 {
-    fn from(o: &Conv2dOptions) -> Self {
-        let lift = |[a, b]: [usize; 2]| [1, a, b];
-        Self {
-            out_channels: o.out_channels,
-            groups: o.groups,
-            kernel: lift(o.kernel_size),
-            stride: lift(o.stride),
-            dilation: lift(o.dilation),
-        }
-    }
-}
-
-impl From<&Conv3dOptions> for Geometry3 {
-    fn from(o: &Conv3dOptions) -> Self {
-        Self { out_channels: o.out_channels, groups: o.groups, kernel: o.kernel_size, stride: o.stride, dilation: o.dilation }
-    }
 }
 
 /// The output size along one axis.

@@ -2,6 +2,7 @@ use rayon::prelude::*;
 
 use super::conv_parts::{Requantizer, check_input_qparams, check_parts, current_packing, min_tasks, pack_weights, quantize_biases};
 use super::gemm::{GemmPath, NR, PackedWeights, block_width, pack_rows};
+use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
 
@@ -25,41 +26,21 @@ pub struct Linear {
 }
 
 impl Linear {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        in_features: usize,
-        out_features: usize,
-        weight: Vec<i8>,
-        weight_scale: Vec<f32>,
-        weight_zero_point: Vec<i32>,
-        float_bias: &[f32],
-        input: ActivationQParams,
-        output: ActivationQParams,
-        relu: bool,
-    ) -> Result<Self> {
-        let bias = quantize_biases(LAYER, float_bias, &weight_scale, input)?;
-        Self::from_parts(in_features, out_features, weight, weight_scale, weight_zero_point, bias, input, output, relu)
+    /// Builds the module from float parts: integer weights `[out, in]` (already quantized by
+    /// the weight fake quant's qparams), a float bias, and the activation qparams around it.
+    pub fn new(in_features: usize, out_features: usize, weight: Int8Weight, float_bias: &[f32], qparams: LayerQParams) -> Result<Self> {
+        let bias = quantize_biases(LAYER, float_bias, &weight.scale, qparams.input)?;
+        Self::from_parts(in_features, out_features, weight, bias, qparams)
     }
 
     /// Builds the module from its stored parts (an int32 bias already at `s_in * s_w`),
     /// checking that they fit together.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_parts(
-        in_features: usize,
-        out_features: usize,
-        weight: Vec<i8>,
-        weight_scale: Vec<f32>,
-        weight_zero_point: Vec<i32>,
-        bias: Vec<i32>,
-        input: ActivationQParams,
-        output: ActivationQParams,
-        relu: bool,
-    ) -> Result<Self> {
+    pub fn from_parts(in_features: usize, out_features: usize, weight: Int8Weight, bias: Vec<i32>, qparams: LayerQParams) -> Result<Self> {
         if in_features == 0 || out_features == 0 {
             return Err(QatError::config("quantized Linear: in_features and out_features must be positive"));
         }
-        let (input, output) =
-            check_parts(LAYER, in_features * out_features, out_features, &weight, &weight_scale, &weight_zero_point, &bias, input, output)?;
+        let LayerQParams { input, output, relu } = check_parts(LAYER, [in_features * out_features, out_features], &weight, &bias, qparams)?;
+        let Int8Weight { values: weight, scale: weight_scale, zero_point: weight_zero_point } = weight;
         let packed = pack_weights(&weight, &weight_zero_point, 1, &input);
         Ok(Self { in_features, out_features, weight, weight_scale, weight_zero_point, bias, input, output, relu, packed })
     }

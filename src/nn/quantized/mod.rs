@@ -1,7 +1,9 @@
 //! `torch.ao.nn.quantized` and `torch.ao.nn.intrinsic.quantized`: int8 modules that compute on
 //! integers. Activations are u8 with a per-tensor (scale, zero point); weights i8 with per-channel
 //! scales; accumulation in i32; requantization as specified in [`crate::quant::requantize`].
-//! A fused ReLU is a flag (`ConvReLU2d` is a [`Conv2d`] with `relu: true`). Every conv runs on
+//! A fused ReLU is a flag (`ConvReLU2d` is a [`Conv2d`] with `relu: true`). The 2-d and 3-d
+//! convs are one module, [`QuantizedConv`], over their geometry; a layer with weights is built
+//! from an [`Int8Weight`] and its [`LayerQParams`]. Every conv runs on
 //! one integer kernel over three spatial axes (1-d and 2-d as flat 3-d), except the transposed
 //! conv, which scatters; each has an f64 reference path ([`Conv2d::forward_reference`], ...).
 
@@ -9,7 +11,6 @@ mod add;
 mod batch_norm;
 mod conv;
 mod conv1d;
-mod conv3d;
 mod conv_parts;
 mod conv_transpose;
 mod depthwise;
@@ -18,15 +19,16 @@ pub mod gemm;
 mod kernels;
 mod linear;
 mod padding;
+mod parts;
 mod qtensor;
 mod reference;
 mod transpose_kernel;
 
 pub use add::Add;
 pub use batch_norm::BatchNorm2d;
-pub use conv::Conv2d;
+pub use conv::{Conv2d, Conv3d, Int8ConvGeometry, QuantizedConv};
 pub use conv_transpose::ConvTranspose2d;
 pub use conv1d::Conv1d;
-pub use conv3d::Conv3d;
 pub use linear::Linear;
+pub use parts::{Int8Weight, LayerQParams};
 pub use qtensor::{ActivationQParams, QTensor, Quantize};

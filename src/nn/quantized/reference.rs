@@ -8,7 +8,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::conv_parts::{check_input_qparams, input_dims};
 use super::qtensor::{ActivationQParams, QTensor};
-use super::{Conv1d, Conv2d, Conv3d, ConvTranspose2d, Linear};
+use super::{Conv1d, ConvTranspose2d, Int8ConvGeometry, Linear, QuantizedConv};
 use crate::error::Result;
 use crate::nn::ConvGeometry;
 use crate::quant::{requant_multiplier, requantize};
@@ -74,17 +74,17 @@ macro_rules! requantized {
     }};
 }
 
-impl Conv2d {
-    /// The same result as [`Conv2d::forward`], computed with burn's f64 `conv2d`.
+impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
+    /// The same result as [`forward`](Self::forward), computed with burn's f64 convolution.
     pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
-        let dims = input_dims(x, "quantized Conv2d", "[N, C, H, W]")?;
-        self.forward_reference_as(x, dims, "quantized Conv2d", device)
+        let layer = Self::layer_name();
+        self.forward_reference_as(x, input_dims(x, &layer, O::LAYOUT)?, &layer, device)
     }
 
-    fn forward_reference_as(&self, x: &QTensor, dims: [usize; 4], layer: &str, device: &Device) -> Result<QTensor> {
+    fn forward_reference_as(&self, x: &QTensor, dims: [usize; D], layer: &str, device: &Device) -> Result<QTensor> {
         self.options.check_input(dims, layer)?;
         check_input_qparams(x, &self.input, layer)?;
-        let k = self.weight.len() / self.options.out_channels;
+        let k = self.weight.len() / self.options.out_channels();
         let (acc, shape) =
             conv_accumulate_f64(&self.options, x, dims, weight_f64(&self.weight, &self.weight_zero_point, |i| i / k), device);
         Ok(requantized!(self, acc, shape))
@@ -98,17 +98,6 @@ impl Conv1d {
         let mut y = self.conv.forward_reference_as(x, [n, c, 1, l], "quantized Conv1d", device)?;
         y.shape.remove(2);
         Ok(y)
-    }
-}
-
-impl Conv3d {
-    /// The same result as [`Conv3d::forward`], computed with burn's f64 `conv3d`.
-    pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
-        let dims = self.check(x)?;
-        let k = self.weight.len() / self.options.out_channels;
-        let (acc, shape) =
-            conv_accumulate_f64(&self.options, x, dims, weight_f64(&self.weight, &self.weight_zero_point, |i| i / k), device);
-        Ok(requantized!(self, acc, shape))
     }
 }
 
