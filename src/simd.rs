@@ -13,17 +13,14 @@ macro_rules! multiversion {
         $(#[$meta])*
         $vis fn $name $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
             fn portable $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw")]
-                #[allow(clippy::too_many_arguments)]
                 fn avx512 $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
                     portable $(::<$($g),+>)? ($($arg),*)
                 }
                 #[target_feature(enable = "avx2")]
-                #[allow(clippy::too_many_arguments)]
                 fn avx2 $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
                     portable $(::<$($g),+>)? ($($arg),*)
                 }

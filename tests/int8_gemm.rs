@@ -68,10 +68,10 @@ fn check(rng: &mut Rng, m: usize, k: usize, n: usize, zx: i32, zw_kind: i32, fil
         })
         .collect();
     let expected = reference(&a, &zw, &b, zx, m, k, n);
-    let portable = gemm_u8i8(GemmPath::Portable, &a, &zw, &b, zx, m, k, n);
+    let portable = gemm_u8i8(GemmPath::Portable, &a, &zw, &b, zx, [m, k, n]);
     assert_eq!(portable, expected, "portable vs reference: m {m} k {k} n {n} zx {zx}");
     for path in GemmPath::available() {
-        let got = gemm_u8i8(path, &a, &zw, &b, zx, m, k, n);
+        let got = gemm_u8i8(path, &a, &zw, &b, zx, [m, k, n]);
         assert!(got == portable, "{path:?} differs from portable: m {m} k {k} n {n} zx {zx} zw kind {zw_kind}");
     }
 }

@@ -290,8 +290,18 @@ impl Builder {
             |axis: usize, size: usize| (size + 2 * o.padding[axis] - o.dilation[axis] * (o.kernel_size[axis] - 1) - 1) / o.stride[axis] + 1;
         let shape = vec![n, o.out_channels, out(0, h), out(1, w)];
         let weight_shape = o.weight_shape();
-        let (x, weight, bias) =
-            self.qdq_operands(path, &cur.name, q, &weight_shape, &m.weight, &m.weight_scale, &m.weight_zero_point, &m.bias)?;
+        let (x, weight, bias) = self.qdq_operands(
+            path,
+            &cur.name,
+            q,
+            WeightOperands {
+                shape: &weight_shape,
+                values: &m.weight,
+                scale: &m.weight_scale,
+                zero_point: &m.weight_zero_point,
+                bias: &m.bias,
+            },
+        )?;
         let conv = self.unique(&format!("{path}.conv"))?;
         let [ph, pw] = o.padding;
         let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
@@ -321,16 +331,10 @@ impl Builder {
                 format!("{:?}", cur.shape),
             ));
         }
-        let (x, weight, bias) = self.qdq_operands(
-            path,
-            &cur.name,
-            q,
-            &[m.out_features, m.in_features],
-            &m.weight,
-            &m.weight_scale,
-            &m.weight_zero_point,
-            &m.bias,
-        )?;
+        let shape = [m.out_features, m.in_features];
+        let operands =
+            WeightOperands { shape: &shape, values: &m.weight, scale: &m.weight_scale, zero_point: &m.weight_zero_point, bias: &m.bias };
+        let (x, weight, bias) = self.qdq_operands(path, &cur.name, q, operands)?;
         let gemm = self.unique(&format!("{path}.gemm"))?;
         self.node("Gemm", &gemm, &[&x, &weight, &bias], vec![attr_int("transB", 1)]);
         let name = self.activation_out(path, &gemm, m.relu, m.output)?;
@@ -340,18 +344,8 @@ impl Builder {
     /// The three float operands of a quantized Conv / Gemm: the dequantized activation, the
     /// int8 weight dequantized per output channel (axis 0), and the int32 bias dequantized at
     /// `input.scale * weight_scale[o]` with zero point 0.
-    #[allow(clippy::too_many_arguments)]
-    fn qdq_operands(
-        &mut self,
-        path: &str,
-        x: &str,
-        input: ActivationQParams,
-        weight_shape: &[usize],
-        weight: &[i8],
-        weight_scale: &[f32],
-        weight_zero_point: &[i32],
-        bias: &[i32],
-    ) -> Result<(String, String, String)> {
+    fn qdq_operands(&mut self, path: &str, x: &str, input: ActivationQParams, w: WeightOperands) -> Result<(String, String, String)> {
+        let WeightOperands { shape: weight_shape, values: weight, scale: weight_scale, zero_point: weight_zero_point, bias } = w;
         let out_channels = weight_shape[0];
         let zero_points = weight_zero_point
             .iter()
@@ -671,4 +665,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         file_error(path, e)
     })
+}
+
+/// A quantized Conv's or Gemm's integer parameters, as [`qdq_operands`](Builder::qdq_operands)
+/// writes them: the weight in its shape with per-output-channel (axis 0) scales and zero
+/// points, and the int32 bias.
+struct WeightOperands<'a> {
+    shape: &'a [usize],
+    values: &'a [i8],
+    scale: &'a [f32],
+    zero_point: &'a [i32],
+    bias: &'a [i32],
 }

@@ -320,7 +320,6 @@ pub(crate) fn backward<T: BnFloat>(z: &[T], out: Option<&[T]>, g: &mut [T], l: B
 multiversion! {
     /// One channel of [`backward`]: its input gradient written over its runs of `g`, its four
     /// reductions returned.
-    #[allow(clippy::too_many_arguments)]
     fn backward_channel<T: BnFloat>(
         z: &[T],
         out: Option<&[T]>,

@@ -122,7 +122,6 @@ pub trait BnTrainKernels: Backend {
         params: &BnApplyParams,
     ) -> FloatTensor<Self>;
     /// `[grad z, grad div, grad add, grad gamma, grad beta]`.
-    #[allow(clippy::too_many_arguments)]
     fn bn_apply_backward(
         z: FloatTensor<Self>,
         out: Option<FloatTensor<Self>>,
@@ -173,7 +172,6 @@ fn apply_for<T: BnFloat + AsF32>(
     out
 }
 
-#[allow(clippy::too_many_arguments)]
 fn backward_for<T: BnFloat>(
     z: &FlexTensor,
     out: Option<&FlexTensor>,

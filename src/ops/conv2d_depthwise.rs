@@ -14,8 +14,7 @@ use super::conv2d_simd::{LANES, axpy_scatter, correlate_rows, dispatch, tap_dot}
 
 /// A plane `[h, w]` copied at row `top`, column `left` into a zeroed `rows x width` buffer
 /// (cropped where it does not fit).
-#[allow(clippy::too_many_arguments)]
-fn pad_plane(src: &[f32], h: usize, w: usize, top: usize, left: usize, rows: usize, width: usize, buf: &mut [f32]) {
+fn pad_plane(src: &[f32], [h, w]: [usize; 2], [top, left]: [usize; 2], [rows, width]: [usize; 2], buf: &mut [f32]) {
     buf.fill(0.0);
     let cols = w.min(width.saturating_sub(left));
     for (i, src_row) in src.chunks_exact(w).take(h.min(rows.saturating_sub(top))).enumerate() {
@@ -38,7 +37,7 @@ impl PaddedInput {
 
     fn fill(&self, s: &ConvShape, x: &[f32], buf: &mut Vec<f32>) {
         buf.resize(self.rows * self.width, 0.0);
-        pad_plane(x, s.h, s.w, s.padding[0], s.padding[1], self.rows, self.width, buf);
+        pad_plane(x, [s.h, s.w], [s.padding[0], s.padding[1]], [self.rows, self.width], buf);
     }
 
     /// Where tap `(ki, kj)` of output pixel (0, 0) reads.
@@ -104,7 +103,7 @@ fn grad_input_stride1(s: &ConvShape, w: &[f32], dy: &[f32], dx: &mut [f32]) {
             taps.clear();
             for (j, buf) in dyp.chunks_exact_mut(rows * width).enumerate() {
                 let oc = c * m + j;
-                pad_plane(&dy[(b * s.c_out + oc) * s.out_plane()..][..s.out_plane()], s.oh, s.ow, top, left, rows, width, buf);
+                pad_plane(&dy[(b * s.c_out + oc) * s.out_plane()..][..s.out_plane()], [s.oh, s.ow], [top, left], [rows, width], buf);
                 for ki in 0..s.kh {
                     for kj in 0..s.kw {
                         let at = j * rows * width + (ph + top - ki * dh) * width + (pw + left - kj * dw);
@@ -152,7 +151,7 @@ pub(crate) fn grad_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
             for b in 0..s.n {
                 pad.fill(s, &x[(b * s.c_in + oc / m) * s.in_plane()..][..s.in_plane()], xp);
                 // dy with zero columns up to a whole chunk, so the padding lanes add nothing.
-                pad_plane(&dy[(b * s.c_out + oc) * s.out_plane()..][..s.out_plane()], s.oh, s.ow, 0, 0, s.oh, ow_r, dyp);
+                pad_plane(&dy[(b * s.c_out + oc) * s.out_plane()..][..s.out_plane()], [s.oh, s.ow], [0, 0], [s.oh, ow_r], dyp);
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let at = pad.tap(s, t / s.kw, t % s.kw);
                     let step = [s.stride[0] * pad.width, s.stride[1]];

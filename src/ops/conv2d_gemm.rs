@@ -45,17 +45,15 @@ impl<'a> Mat<'a> {
 
 /// `dst [m, n]` (row stride `dst_rs`, column stride 1) `= lhs [m, k] rhs [k, n]`, or `+=` when
 /// `accumulate`.
-#[allow(clippy::too_many_arguments)]
-fn matmul(dst: &mut [f32], dst_rs: usize, m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
+fn matmul(dst: &mut [f32], dst_rs: usize, [m, n, k]: [usize; 3], lhs: Mat, rhs: Mat, accumulate: bool) {
     // SAFETY: an initialized f32 is a valid MaybeUninit<f32>, and matmul_into only writes f32s.
     let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    matmul_into(dst, dst_rs, m, n, k, lhs, rhs, accumulate)
+    matmul_into(dst, dst_rs, [m, n, k], lhs, rhs, accumulate)
 }
 
 /// [`matmul`] into memory that need not be initialized unless `accumulate`: every element of
 /// the `[m, n]` block is written.
-#[allow(clippy::too_many_arguments)]
-fn matmul_into(dst: &mut [MaybeUninit<f32>], dst_rs: usize, m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
+fn matmul_into(dst: &mut [MaybeUninit<f32>], dst_rs: usize, [m, n, k]: [usize; 3], lhs: Mat, rhs: Mat, accumulate: bool) {
     assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(), "matmul: destination too small");
     lhs.check(m, k);
     rhs.check(k, n);
@@ -119,13 +117,13 @@ pub(crate) fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>)
         }
         let (x, w) = (input_group(s, x, b, g), Mat::new(weight_group(s, w, g), k, 1));
         if s.is_pointwise() {
-            return matmul_into(out, p, m, p, k, w, Mat::new(x, p, 1), bias.is_some());
+            return matmul_into(out, p, [m, p, k], w, Mat::new(x, p, 1), bias.is_some());
         }
         // The tiles' products cover every output row.
         for rows in tiles(s) {
             let cols = rows.len() * s.ow;
             im2col(s, x, rows.clone(), col);
-            matmul_into(&mut out[rows.start * s.ow..], p, m, cols, k, w, Mat::new(col, cols, 1), bias.is_some());
+            matmul_into(&mut out[rows.start * s.ow..], p, [m, cols, k], w, Mat::new(col, cols, 1), bias.is_some());
         }
     });
     // SAFETY: every element was written above (each task's `[m, p]` block by its products,
@@ -191,12 +189,12 @@ fn grad_input_col2im(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
         let w_t = Mat::new(weight_group(s, w, g), 1, k);
         let dy = output_group(s, dy, b, g);
         if s.is_pointwise() {
-            return matmul(dx, p, k, p, m, w_t, Mat::new(dy, p, 1), false);
+            return matmul(dx, p, [k, p, m], w_t, Mat::new(dy, p, 1), false);
         }
         for rows in tiles(s) {
             let cols = rows.len() * s.ow;
             col.resize(k * cols, 0.0);
-            matmul(col, cols, k, cols, m, w_t, Mat::new(&dy[rows.start * s.ow..], p, 1), false);
+            matmul(col, cols, [k, cols, m], w_t, Mat::new(&dy[rows.start * s.ow..], p, 1), false);
             col2im(s, col, rows, dx);
         }
     });
@@ -220,7 +218,7 @@ pub(crate) fn grad_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
                         let (x, dy) = (input_group(s, x, b, g), output_group(s, dy, b, g));
                         if s.is_pointwise() {
                             // [c_in/groups, P] read transposed: few rows, cheap to pack.
-                            matmul(dw, k, m, k, p, Mat::new(dy, p, 1), Mat::new(x, 1, p), !first);
+                            matmul(dw, k, [m, k, p], Mat::new(dy, p, 1), Mat::new(x, 1, p), !first);
                             continue;
                         }
                         to_channels_last(x, s.c_in_per_group(), s.in_plane(), xt);
@@ -228,7 +226,7 @@ pub(crate) fn grad_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
                             let cols = rows.len() * s.ow;
                             im2col_t(s, xt, rows.clone(), col_t);
                             let dy = Mat::new(&dy[rows.start * s.ow..], p, 1);
-                            matmul(dw, k, m, k, cols, dy, Mat::new(col_t, k, 1), !first || t > 0);
+                            matmul(dw, k, [m, k, cols], dy, Mat::new(col_t, k, 1), !first || t > 0);
                         }
                     }
                     first = false;

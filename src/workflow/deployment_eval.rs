@@ -150,19 +150,25 @@ fn relu6(value: Value, grid: Option<Grid>, path: &str) -> Result<Value> {
     })
 }
 
+/// A layer with weights as the deployment arithmetic sees it: the float (or BN-folded) weight
+/// and bias, the fake quants giving the weight's and the output's grids, and the fused ReLU.
+struct Weighted<'a, const W: usize> {
+    weight: Tensor<W>,
+    bias: Option<Tensor<1>>,
+    weight_fq: &'a FakeQuantize,
+    output_fq: &'a Option<FakeQuantize>,
+    relu: bool,
+}
+
 /// A conv of any geometry from its float (or folded) weight and bias.
-#[allow(clippy::too_many_arguments)]
 fn conv_from<const D: usize, O: ConvGeometry<D>>(
     options: &O,
-    weight: Tensor<D>,
-    bias: Option<Tensor<1>>,
-    weight_fq: &FakeQuantize,
-    output_fq: &Option<FakeQuantize>,
-    relu: bool,
+    layer: Weighted<'_, D>,
     x: Tensor<D>,
     input: Grid,
     path: &str,
 ) -> Result<(Tensor<D>, Grid)> {
+    let Weighted { weight, bias, weight_fq, output_fq, relu } = layer;
     options.check_input(x.dims(), path)?;
     let w = weight_codes(weight, weight_fq, O::WEIGHT_CHANNEL_AXIS, path)?;
     let output = Grid::of_output(output_fq, path)?;
@@ -180,7 +186,8 @@ fn conv<const D: usize, O: ConvGeometry<D>>(
     path: &str,
 ) -> Result<(Tensor<D>, Grid)> {
     let bias = m.bias.as_ref().map(|b| b.val());
-    conv_from(&m.options, m.weight.val(), bias, &m.weight_fake_quant, &m.activation_post_process, relu, x, input, path)
+    let layer = Weighted { weight: m.weight.val(), bias, weight_fq: &m.weight_fake_quant, output_fq: &m.activation_post_process, relu };
+    conv_from(&m.options, layer, x, input, path)
 }
 
 /// The BN fold with the running statistics, written here from the batch norm itself:
@@ -209,20 +216,12 @@ fn conv_bn<const D: usize, O: ConvGeometry<D>>(
         )));
     }
     let (weight, bias) = fold(m.weight.val(), m.bias.as_ref().map(|b| b.val()), &m.bn, O::WEIGHT_CHANNEL_AXIS);
-    conv_from(&m.options, weight, Some(bias), &m.weight_fake_quant, &m.activation_post_process, relu, x, input, path)
+    let layer = Weighted { weight, bias: Some(bias), weight_fq: &m.weight_fake_quant, output_fq: &m.activation_post_process, relu };
+    conv_from(&m.options, layer, x, input, path)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn linear_from(
-    weight: Tensor<2>,
-    bias: Option<Tensor<1>>,
-    weight_fq: &FakeQuantize,
-    output_fq: &Option<FakeQuantize>,
-    relu: bool,
-    x: Tensor<2>,
-    input: Grid,
-    path: &str,
-) -> Result<(Tensor<2>, Grid)> {
+fn linear_from(layer: Weighted<'_, 2>, x: Tensor<2>, input: Grid, path: &str) -> Result<(Tensor<2>, Grid)> {
+    let Weighted { weight, bias, weight_fq, output_fq, relu } = layer;
     let [o, i] = weight.dims();
     if x.dims()[1] != i {
         return Err(QatError::shape(path, format!("input [N, {i}]"), format!("{:?}", x.dims())));
@@ -235,12 +234,15 @@ fn linear_from(
 }
 
 fn linear(m: &qat::Linear, relu: bool, x: Tensor<2>, input: Grid, path: &str) -> Result<(Tensor<2>, Grid)> {
-    linear_from(m.weight.val(), m.bias.as_ref().map(|b| b.val()), &m.weight_fake_quant, &m.activation_post_process, relu, x, input, path)
+    let bias = m.bias.as_ref().map(|b| b.val());
+    let layer = Weighted { weight: m.weight.val(), bias, weight_fq: &m.weight_fake_quant, output_fq: &m.activation_post_process, relu };
+    linear_from(layer, x, input, path)
 }
 
 fn linear_bn(m: &LinearBn1d, x: Tensor<2>, input: Grid, path: &str) -> Result<(Tensor<2>, Grid)> {
     let (weight, bias) = fold(m.weight.val(), m.bias.as_ref().map(|b| b.val()), &m.bn, 0);
-    linear_from(weight, Some(bias), &m.weight_fake_quant, &m.activation_post_process, false, x, input, path)
+    let layer = Weighted { weight, bias: Some(bias), weight_fq: &m.weight_fake_quant, output_fq: &m.activation_post_process, relu: false };
+    linear_from(layer, x, input, path)
 }
 
 /// A residual block: the body from the block's input, then the two grids added into the add's.

@@ -122,8 +122,8 @@ impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
         let packed = current_packing(&self.packed, &self.weight, &self.weight_zero_point, groups, &self.input);
         let zx = self.input.zero_point as u8;
         let requantizer = Requantizer::new(&self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
-        let geometry = Geometry3 { out_channels: self.options.out_channels(), groups, kernel, stride, dilation };
-        let (values, [n, o, od, oh, ow]) = conv_forward(&values, dims, zx, &packed, &geometry, padding, GemmPath::best(), &requantizer);
+        let geometry = Geometry3 { out_channels: self.options.out_channels(), groups, kernel, stride, dilation, padding };
+        let (values, [n, o, od, oh, ow]) = conv_forward(&values, dims, zx, &packed, &geometry, GemmPath::best(), &requantizer);
         // The 2-d module's depth axis is its own lift: drop it again.
         let shape = if D == 5 { vec![n, o, od, oh, ow] } else { vec![n, o, oh, ow] };
         Ok(QTensor { values, shape, qparams: self.output })

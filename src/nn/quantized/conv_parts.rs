@@ -168,7 +168,8 @@ impl RowCorrection<'_> {
 /// clamp rewritten as the identities noted inline, the rounding done by the conversion to
 /// integers (to nearest even, as [`round_half_even`]). `requantize_rows_match_the_scalar_formula`
 /// checks every row length up to 50 on adversarial values. The arguments come one by one, in
-/// registers: as a tuple they went through memory and stalled the first loads.
+/// registers: as a tuple they went through memory and stalled the first loads. So this one
+/// function keeps its ten arguments (the only `too_many_arguments` allowed in the crate).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]

@@ -344,8 +344,7 @@ pub(crate) fn pack_rows(x: &[u8], k: usize, p: usize, p0: usize, width: usize, b
 /// `[m, k]` and u8 `b` `[k, n]`, on the given path: the packed GEMM the int8 layers run, exposed
 /// so that tests can hold each SIMD path against the portable one.
 #[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_u8i8(path: GemmPath, a: &[i8], zw: &[i32], b: &[u8], zx: i32, m: usize, k: usize, n: usize) -> Vec<i32> {
+pub fn gemm_u8i8(path: GemmPath, a: &[i8], zw: &[i32], b: &[u8], zx: i32, [m, k, n]: [usize; 3]) -> Vec<i32> {
     assert!(a.len() == m * k && zw.len() == m && b.len() == k * n);
     let packed = PackedWeights::new(a, zw, 1, k, zx);
     // Columns of the product are rows of b's transpose.

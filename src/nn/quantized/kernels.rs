@@ -21,6 +21,8 @@ pub(crate) struct Geometry3 {
     pub kernel: [usize; 3],
     pub stride: [usize; 3],
     pub dilation: [usize; 3],
+    /// Zeros padding, 0 where other padding modes already padded the input.
+    pub padding: [usize; 3],
 }
 
 /// The output size along one axis.
@@ -29,25 +31,23 @@ fn out_size(size: usize, padding: usize, kernel: usize, stride: usize, dilation:
 }
 
 /// The u8 outputs `[N, O, OD, OH, OW]` of a conv on u8 input `[N, C, D, H, W]` with zero point
-/// `zx` (already padded for non-zero padding modes, in which case `padding` is 0) and the packed
+/// `zx` (already padded for non-zero padding modes, in which case the geometry's padding is 0) and the packed
 /// weights `[O, C / groups, KD, KH, KW]`: im2col into the GEMM's packed activation blocks, one
 /// block of output positions at a time (out-of-bounds taps read `zx`, which the zero-point
 /// correction turns into 0), the integer GEMM on `path`, and each row of accumulators
 /// requantized as it leaves the tile. Images run in parallel; a single image splits its
 /// (group, column block) pairs. Each output element is one thread's sum.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_forward(
     x: &[u8],
     x_shape: [usize; 5],
     zx: u8,
     packed: &PackedWeights,
     geometry: &Geometry3,
-    padding: [usize; 3],
     path: GemmPath,
     requantizer: &Requantizer,
 ) -> (Vec<u8>, [usize; 5]) {
     let [n, c, d, h, wd] = x_shape;
-    let Geometry3 { out_channels: o, groups: g, kernel, stride, dilation } = *geometry;
+    let Geometry3 { out_channels: o, groups: g, kernel, stride, dilation, padding } = *geometry;
     let out = [
         out_size(d, padding[0], kernel[0], stride[0], dilation[0]),
         out_size(h, padding[1], kernel[1], stride[1], dilation[1]),

@@ -12,6 +12,14 @@ use crate::nn::qat::in_layer;
 use crate::nn::tensor_util::{channel_shape, host_tensor, weight_axis_shape};
 use crate::ops::BnApplyParams;
 
+/// The folded layer's own parameters: its weight with the axis of its output channels (the
+/// one BN's scale folds along) and its bias.
+pub(crate) struct LayerWeights<const W: usize> {
+    pub weight: Tensor<W>,
+    pub axis: usize,
+    pub bias: Option<Tensor<1>>,
+}
+
 /// The output's per-tensor `(min, max, all finite)`, when the fused apply computed it.
 pub(crate) type OutputMinMax = Option<(f32, f32, bool)>;
 
@@ -31,32 +39,28 @@ fn folded_weight<const W: usize>(weight: Tensor<W>, sf: Tensor<1>, axis: usize, 
 /// PyTorch's default (`_forward_approximate`): fake quantize `W * sf`, run the op with no bias,
 /// divide `sf` back out, add the bias, and run an ordinary BN. Divides by gamma.
 pub(crate) fn approximate<const D: usize, const W: usize>(
-    weight: Tensor<W>,
-    weight_axis: usize,
-    bias: Option<Tensor<1>>,
+    layer_weights: LayerWeights<W>,
     bn: &mut BatchNorm,
     fq: &mut FakeQuantize,
     op: impl Fn(Tensor<W>) -> Tensor<D>,
     layer: &str,
 ) -> Result<Tensor<D>> {
-    Ok(approximate_relu(weight, weight_axis, bias, bn, fq, op, false, layer)?.0)
+    Ok(approximate_relu(layer_weights, bn, fq, op, false, layer)?.0)
 }
 
 /// [`approximate`], followed by a ReLU when `with_relu`. In training with the fused BN ops on,
 /// the division, the bias, the BN and the ReLU run as one op (`BatchNorm::forward_train_fused`),
 /// which also gives the output's per-tensor `(min, max, all finite)` (`None` on the other paths)
 /// for the output observer.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn approximate_relu<const D: usize, const W: usize>(
-    weight: Tensor<W>,
-    weight_axis: usize,
-    bias: Option<Tensor<1>>,
+    layer_weights: LayerWeights<W>,
     bn: &mut BatchNorm,
     fq: &mut FakeQuantize,
     op: impl Fn(Tensor<W>) -> Tensor<D>,
     with_relu: bool,
     layer: &str,
 ) -> Result<(Tensor<D>, OutputMinMax)> {
+    let LayerWeights { weight, axis: weight_axis, bias } = layer_weights;
     let c = bn.num_features();
     let sf = scale_factor(bn);
     let y = op(folded_weight(weight, sf.clone(), weight_axis, fq, layer)?);
@@ -78,14 +82,13 @@ pub(crate) fn approximate_relu<const D: usize, const W: usize>(
 /// running to batch standard deviation; frozen or in eval, the running statistics fold in
 /// directly. Never divides by gamma.
 pub(crate) fn exact<const D: usize, const W: usize>(
-    weight: Tensor<W>,
-    weight_axis: usize,
-    bias: Option<Tensor<1>>,
+    layer_weights: LayerWeights<W>,
     bn: &mut BatchNorm,
     fq: &mut FakeQuantize,
     op: impl Fn(Tensor<W>) -> Tensor<D>,
     layer: &str,
 ) -> Result<Tensor<D>> {
+    let LayerWeights { weight, axis: weight_axis, bias } = layer_weights;
     let c = bn.num_features();
     let shape = channel_shape::<D>(c);
     let gamma = bn.weight.val();

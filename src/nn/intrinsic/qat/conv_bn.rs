@@ -7,7 +7,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Tensor};
 
 use super::ConvBnConfig;
-use super::bn_fold;
+use super::bn_fold::{self, LayerWeights};
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
@@ -176,12 +176,11 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
         let conv = |w: Tensor<D>| options.forward(x.clone(), w, None);
         let bias = self.bias.as_ref().map(Param::val);
         let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
+        let layer_weights = LayerWeights { weight, axis: O::WEIGHT_CHANNEL_AXIS, bias };
         let (y, min_max) = match (self.folding, gamma_has_zero) {
-            (BnFolding::Approximate, false) => {
-                bn_fold::approximate_relu(weight, O::WEIGHT_CHANNEL_AXIS, bias, bn, fq, conv, fused_relu, layer)?
-            }
+            (BnFolding::Approximate, false) => bn_fold::approximate_relu(layer_weights, bn, fq, conv, fused_relu, layer)?,
             _ => {
-                let y = bn_fold::exact(weight, O::WEIGHT_CHANNEL_AXIS, bias, bn, fq, conv, layer)?;
+                let y = bn_fold::exact(layer_weights, bn, fq, conv, layer)?;
                 (if fused_relu { relu(y) } else { y }, None)
             }
         };

@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Tensor};
 
 use super::BnFolding;
-use super::bn_fold;
+use super::bn_fold::{self, LayerWeights};
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
@@ -130,8 +130,8 @@ impl LinearBn1d {
         let bias = self.bias.as_ref().map(Param::val);
         let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
         let y = match (self.folding, gamma_has_zero) {
-            (BnFolding::Approximate, false) => bn_fold::approximate(weight, 0, bias, bn, fq, linear, layer)?,
-            _ => bn_fold::exact(weight, 0, bias, bn, fq, linear, layer)?,
+            (BnFolding::Approximate, false) => bn_fold::approximate(LayerWeights { weight, axis: 0, bias }, bn, fq, linear, layer)?,
+            _ => bn_fold::exact(LayerWeights { weight, axis: 0, bias }, bn, fq, linear, layer)?,
         };
         self.activation_post_process.apply(y, layer)
     }
