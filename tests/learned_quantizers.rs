@@ -10,9 +10,9 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_qat::data::{default_mnist_dir, load_mnist};
 use burn_qat::nn::{PaddingMode, QatModule};
-use burn_qat::parallel::DataParallel;
 use burn_qat::qconfig::{QConfig, QConfigBuilder, Quantizer};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, Values};
+use burn_qat::train::DataParallel;
 use burn_qat::workflow::{EvalArithmetic, QatModel, convert, prepare_qat};
 use common::*;
 

@@ -96,7 +96,7 @@ impl FakeQuantize {
     /// The convert-time qparams of a per-tensor activation fake quant, checked for the int8
     /// engine (u8 storage). An observer that never saw data is an error: there is nothing to
     /// convert with.
-    pub fn activation_qparams(&self, layer: &str) -> Result<crate::nn::quantized::ActivationQParams> {
+    pub fn activation_qparams(&self, layer: &str) -> Result<crate::quant::ActivationQParams> {
         if !self.observer.has_observed() {
             return Err(QatError::lifecycle(
                 layer,
@@ -108,7 +108,7 @@ impl FakeQuantize {
         }
         let q = self.calculate_qparams();
         let range = self.observer.spec().range;
-        crate::nn::quantized::ActivationQParams {
+        crate::quant::ActivationQParams {
             scale: q.scale[0],
             zero_point: q.zero_point[0],
             quant_min: range.quant_min,

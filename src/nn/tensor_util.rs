@@ -3,6 +3,8 @@
 use burn::module::Param;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
+use crate::error::{QatError, Result};
+
 /// A tensor with `values`, on the device and in the float dtype of `like`.
 pub(crate) fn host_tensor<const D: usize, const L: usize>(values: Vec<f64>, shape: [usize; D], like: &Tensor<L>) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values, shape), (&like.device(), like.dtype()))
@@ -45,4 +47,17 @@ pub(crate) fn replace_param<const D: usize>(param: &Param<Tensor<D>>, value: Ten
 /// A uniform random parameter, `U(low, high)`.
 pub(crate) fn uniform_param<const D: usize>(shape: [usize; D], low: f64, high: f64, device: &burn::tensor::Device) -> Param<Tensor<D>> {
     Param::from_tensor(Tensor::random(shape, Distribution::Uniform(low, high), device))
+}
+
+/// The index of the largest logit of each row of `[N, classes]`.
+pub fn argmax_classes(logits: Tensor<2>) -> Result<Vec<usize>> {
+    let [n, _] = logits.dims();
+    let classes = logits
+        .argmax(1)
+        .reshape([n])
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| QatError::config(format!("reading predicted classes: {e:?}")))?;
+    Ok(classes.into_iter().map(|c| c as usize).collect())
 }

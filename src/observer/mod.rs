@@ -8,10 +8,11 @@ mod histogram;
 mod range_estimate;
 mod stats;
 
+pub use crate::ops::tensor_values;
 pub use config::{Averaging, ObserverConfig, SearchLevels};
 pub use range_estimate::RangeEstimator;
 pub(crate) use stats::known_or_tensor_min_max;
-pub use stats::{channel_min_max, tensor_min_max, tensor_values};
+pub use stats::{channel_min_max, tensor_min_max};
 
 use burn::tensor::Tensor;
 

@@ -2,12 +2,8 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{QatError, Result};
+use crate::ops::tensor_values;
 use crate::parallel::collective::all_reduce_min_max;
-
-/// A tensor's values on the host as f32 (the observers' working precision, as in PyTorch).
-pub fn tensor_values<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
-    x.to_data().convert::<f32>().try_into_vec::<f32>().expect("float tensor data")
-}
 
 /// [`channel_min_max`] of a tensor, computed on its own buffer (no host copy) for f32 and f64.
 pub fn tensor_min_max<const D: usize>(x: &Tensor<D>, axis: Option<usize>) -> Result<(Vec<f32>, Vec<f32>)> {

@@ -11,8 +11,8 @@
 use burn::tensor::{Bool, Tensor, TensorData};
 
 use super::fake_quant::{FakeQuantParams, fake_quantize};
+use super::tensor_values;
 use crate::error::{QatError, Result};
-use crate::observer::tensor_values;
 
 /// Everything but the learned values: the channel axis (`None`: per tensor), the integer range,
 /// and the factor both parameter gradients are multiplied by (LSQ's `1/sqrt(N * Q_p)`, or 1).

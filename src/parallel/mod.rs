@@ -1,4 +1,7 @@
 //! Data-parallel QAT: one model trained on several devices, each on its share of every batch.
+//! This module holds what the layers need for it (the replicas' collective reductions, used by
+//! observers and batch norm); the training step that drives the replicas is
+//! [`crate::train::DataParallel`].
 //!
 //! What plain data parallelism gets wrong for QAT, and what this does instead: every observer's
 //! batch min/max is reduced over all replicas (min of the minimums, max of the maximums) before
@@ -9,6 +12,3 @@
 //! (tests/data_parallel.rs).
 
 pub mod collective;
-mod trainer;
-
-pub use trainer::DataParallel;

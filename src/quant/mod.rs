@@ -2,6 +2,7 @@
 //! on plain numbers. Everything above (ops, observers, modules, convert) calls into here, so that
 //! one formula serves training and conversion alike.
 
+mod activation;
 mod qparams;
 mod range;
 mod requant;
@@ -9,6 +10,7 @@ mod round;
 mod scheme;
 
 pub mod packing;
+pub use activation::ActivationQParams;
 pub use qparams::{QParamFormula, QParams, SMALL_SCALE_THRESHOLD, choose_qparams, observer_qparams};
 pub use range::{QuantDtype, QuantRange};
 pub use requant::{quantize_bias, quantize_value, requant_multiplier, requantize};

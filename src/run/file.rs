@@ -65,6 +65,22 @@ impl Stage {
     }
 }
 
+impl RunSpec {
+    /// Reads the spec from a file's metadata ([`RUN_KEY`]); the error says which file and what
+    /// is missing.
+    pub fn from_metadata(metadata: &HashMap<String, String>, path: &Path) -> Result<Self> {
+        let json = metadata.get(RUN_KEY).ok_or_else(|| {
+            file_error(
+                path,
+                format!(
+                    "no {RUN_KEY} metadata saying which model it holds; pass a qat.safetensors, float.safetensors or checkpoint.safetensors written by `burn-qat train`"
+                ),
+            )
+        })?;
+        RunSpec::from_json(json, RUN_KEY, path)
+    }
+}
+
 /// What every float, QAT and checkpoint file of a run records about the run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRecord {

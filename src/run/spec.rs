@@ -1,14 +1,13 @@
 //! What a run's files must say about it so that `eval`, `convert`, `inspect`, `export` and
 //! `train --resume` can rebuild its model: the architecture, the input it was built for, and the
-//! qconfig flags. Written as JSON into the safetensors metadata under [`RUN_KEY`].
+//! qconfig flags. Written as JSON into the safetensors metadata under
+//! [`RUN_KEY`](super::file::RUN_KEY).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::Device;
 use serde_json::json;
 
-use super::file::RUN_KEY;
 use super::qconfig_flags::{ObserverChoice, QConfigFlags};
 use crate::error::{QatError, Result};
 use crate::models::{self, InputShape};
@@ -87,14 +86,14 @@ impl RunSpec {
         .to_string()
     }
 
-    /// Reads the spec from a file's metadata; the error says which file and what is missing.
-    pub fn from_metadata(metadata: &HashMap<String, String>, path: &Path) -> Result<Self> {
+    /// Reads the spec from [`to_json`](Self::to_json)'s JSON in the file at `path`; the error
+    /// says which file and what is missing (`key`: where in the file the JSON was).
+    pub fn from_json(json: &str, key: &str, path: &Path) -> Result<Self> {
         let bad = |why: String| QatError::File {
             path: path.display().to_string(),
             reason: format!("{why}; pass a qat.safetensors, float.safetensors or checkpoint.safetensors written by `burn-qat train`"),
         };
-        let json = metadata.get(RUN_KEY).ok_or_else(|| bad(format!("no {RUN_KEY} metadata saying which model it holds")))?;
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(format!("unreadable {RUN_KEY} metadata: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(format!("unreadable {key} metadata: {e}")))?;
         let model = v["model"].as_str().and_then(ModelKind::from_flag).ok_or_else(|| bad(format!("unknown model in {json}")))?;
         let dims: Vec<usize> =
             v["input"].as_array().map(|a| a.iter().filter_map(|d| d.as_u64()).map(|d| d as usize).collect()).unwrap_or_default();

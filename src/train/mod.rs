@@ -2,6 +2,7 @@
 //! freeze BN statistics from one epoch, disable observers from a later one.
 
 mod agreement;
+mod data_parallel;
 mod distill;
 mod resume;
 
@@ -16,7 +17,9 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::data::{Dataset, shuffled_indices};
 use crate::error::{QatError, Result};
 use crate::nn::QatModule;
+pub use crate::nn::tensor_util::argmax_classes;
 pub use agreement::{Agreement, Logits, agreement, int8_logits, logits};
+pub use data_parallel::DataParallel;
 pub use distill::Distillation;
 pub(crate) use distill::training_loss;
 pub use resume::{OPTIMIZER_KEY, ResumePoint, reports_from_json, reports_to_json, stable_param_ids};
@@ -58,19 +61,6 @@ pub fn predictions<M: Classifier>(model: &M, data: &Dataset, batch_size: usize, 
         out.extend(argmax_classes(model.logits(images)?)?);
     }
     Ok(out)
-}
-
-/// The index of the largest logit of each row of `[N, classes]`.
-pub fn argmax_classes(logits: Tensor<2>) -> Result<Vec<usize>> {
-    let [n, _] = logits.dims();
-    let classes = logits
-        .argmax(1)
-        .reshape([n])
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| QatError::config(format!("reading predicted classes: {e:?}")))?;
-    Ok(classes.into_iter().map(|c| c as usize).collect())
 }
 
 /// The fraction of `predictions` equal to the labels of `data`.
@@ -163,7 +153,7 @@ pub fn train_classifier_data_parallel<M: Classifier + Send>(
     }
     let model = stable_param_ids(model);
     let optim = resume::load_optimizer(sgd(options), &resume, &model)?;
-    let stepper = crate::parallel::DataParallel::new(model, devices, optim)?.with_distillation(options.distillation.clone());
+    let stepper = DataParallel::new(model, devices, optim)?.with_distillation(options.distillation.clone());
     run_epochs(stepper, train, test, options, hooks, resume)
 }
 
@@ -301,7 +291,7 @@ pub(crate) fn sgd(options: &TrainOptions) -> ModuleOptimizer {
 }
 
 /// What one optimizer step on one batch means: on one device ([`OneDevice`]) or on several
-/// replicas ([`crate::parallel::DataParallel`]).
+/// replicas ([`DataParallel`]).
 pub(crate) trait Stepper<M> {
     /// The model (the first replica's copy).
     fn model(&self) -> &M;

@@ -216,3 +216,12 @@ impl ToQuantized for LinearBn1d {
         quantized::Linear::new(i, o, Int8Weight::new(weight, scale, zero_point), &bias, qparams)
     }
 }
+
+/// The int8 addition requantizes both operands from their own qparams, so the input qparams
+/// the conversion chain passes are not needed.
+impl ToQuantized for qat::Add {
+    type Quantized = quantized::Add;
+    fn to_quantized(&self, _input: ActivationQParams, layer: &str) -> Result<quantized::Add> {
+        quantized::Add::new(self.activation_post_process.activation_qparams(layer)?, self.relu)
+    }
+}

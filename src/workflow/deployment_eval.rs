@@ -4,17 +4,82 @@
 //! value, and its gradient is the float fake-quant forward's (`exact + (float - float)`, where
 //! the difference is exactly zero but carries the float path's graph).
 
-use burn::tensor::{DType, Tensor};
+use burn::module::Module;
+use burn::tensor::{DType, Device, Tensor};
 
 use super::deployment_arith::{Grid, add, batch_norm, mean_of_sum, requantize_accumulator, weight_codes};
 use super::layers::{Named, Value};
-use super::qat_model::{QatLayer, QatResidual};
+use super::qat_model::{QatLayer, QatModel, QatResidual, visit_named};
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::intrinsic::qat::{ConvBnNd, LinearBn1d, scale_factor};
 use crate::nn::qat::{self, ConvNd};
 use crate::nn::tensor_util::weight_axis_shape;
-use crate::nn::{BatchNorm, ConvGeometry};
+use crate::nn::{BatchNorm, ConvGeometry, QatModule};
+
+impl QatModel {
+    /// The deployment arithmetic computed from this model's own parameters and the qparams its
+    /// fake quants hold, independently of [`convert`](super::convert): activations and weights
+    /// as integer codes, products accumulated exactly, biases and requantization as specified in
+    /// [`crate::quant::requant`], every output the real value of the integer the int8 model
+    /// stores. Observers and BN statistics are left as they are, and the fake-quant enable
+    /// flags are not consulted: the deployment always quantizes (for a float eval, use
+    /// [`EvalArithmetic::Float`] with fake quant disabled). In training mode the outputs carry
+    /// the float fake-quant forward's gradients (straight through), which needs every observer
+    /// disabled and every BN frozen.
+    ///
+    /// The arithmetic accumulates in f64. On a device without f64 (Metal; wgpu where the adapter
+    /// lacks `SHADER_F64`; lavapipe has it) the eval
+    /// runs on a copy of the model on the Flex CPU backend and returns its output on `x`'s
+    /// device; training on the deployment arithmetic there is refused.
+    pub fn forward_deployment(&mut self, x: Tensor<4>) -> Result<Value> {
+        let device = x.device();
+        if !device.supports_dtype(DType::F64) {
+            if self.training {
+                return Err(QatError::config(format!(
+                    "training on the deployment arithmetic needs f64, which {device:?} lacks: train with float fake quantization there (deployment_training off)"
+                )));
+            }
+            let cpu = Device::flex();
+            let mut on_cpu = self.clone().to_device(&cpu);
+            let out = on_cpu.forward_deployment(x.to_device(&cpu))?;
+            return Ok(out.to_device(&device));
+        }
+        if self.training {
+            self.check_settled()?;
+        }
+        let (value, _) = run_layers(&mut self.layers, (Value::Image(x), None), "", self.training)?;
+        Ok(value)
+    }
+
+    /// Training on the deployment arithmetic needs qparams and BN statistics that the forward
+    /// does not move.
+    fn check_settled(&mut self) -> Result<()> {
+        if self.fake_quants_mut().iter().any(|fq| fq.is_observer_enabled()) {
+            return Err(QatError::lifecycle("training on the deployment arithmetic", "needs fixed qparams: call disable_observer() first"));
+        }
+        let mut unfrozen = Vec::new();
+        visit_named(&self.layers, "", &mut |path, l| {
+            let frozen = match l {
+                QatLayer::ConvBn2d(m) => m.is_bn_frozen(),
+                QatLayer::ConvBnReLU2d(m) => m.is_bn_frozen(),
+                QatLayer::LinearBn1d(m) => m.is_bn_frozen(),
+                QatLayer::BatchNorm2d(m) => m.bn.is_frozen(),
+                _ => true,
+            };
+            if !frozen {
+                unfrozen.push(path.to_string());
+            }
+        });
+        if !unfrozen.is_empty() {
+            return Err(QatError::lifecycle(
+                "training on the deployment arithmetic",
+                format!("needs fixed BN statistics: call freeze_bn_stats() first ({} not frozen)", unfrozen.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A value between layers and the grid it lies on (`None` in float: before the QuantStub,
 /// after a DeQuantStub).

@@ -298,21 +298,3 @@ impl crate::nn::QatModule for FloatModel {
         FloatModel::set_training(self, mode);
     }
 }
-
-/// A float model's state dict in PyTorch's layout: `<layer>.weight`, fused containers' children
-/// as `<layer>.0.` / `<layer>.1.` (as `torch.ao.nn.intrinsic` Sequentials name them).
-impl crate::state_dict::SaveStateDict for FloatModel {
-    fn write_state(&self, prefix: &str, out: &mut crate::state_dict::StateDict) {
-        for l in &self.layers {
-            super::float_state::write_float_layer(&l.layer, &format!("{prefix}{}.", l.name), out);
-        }
-    }
-}
-
-impl crate::state_dict::LoadStateDict for FloatModel {
-    fn read_state(&mut self, prefix: &str, reader: &mut crate::state_dict::StateReader<'_>) {
-        for l in &mut self.layers {
-            super::float_state::read_float_layer(&mut l.layer, &format!("{prefix}{}.", l.name), reader);
-        }
-    }
-}

@@ -2,7 +2,7 @@
 //! PyTorch's naming: `weight`, `bias`, and for fused containers `0.` / `1.` as
 //! `torch.ao.nn.intrinsic` Sequentials name their children.
 
-use super::float_model::Layer;
+use super::float_model::{FloatModel, Layer};
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::qat::{read_param, write_param};
 use crate::state_dict::{StateDict, StateReader, join};
@@ -94,5 +94,23 @@ pub(crate) fn read_float_layer(layer: &mut Layer, prefix: &str, reader: &mut Sta
         | Layer::MaxPool2d(_)
         | Layer::GlobalAvgPool2d(_)
         | Layer::Flatten(_) => {}
+    }
+}
+
+/// A float model's state dict in PyTorch's layout: `<layer>.weight`, fused containers' children
+/// as `<layer>.0.` / `<layer>.1.` (as `torch.ao.nn.intrinsic` Sequentials name them).
+impl crate::state_dict::SaveStateDict for FloatModel {
+    fn write_state(&self, prefix: &str, out: &mut crate::state_dict::StateDict) {
+        for l in &self.layers {
+            write_float_layer(&l.layer, &format!("{prefix}{}.", l.name), out);
+        }
+    }
+}
+
+impl crate::state_dict::LoadStateDict for FloatModel {
+    fn read_state(&mut self, prefix: &str, reader: &mut crate::state_dict::StateReader<'_>) {
+        for l in &mut self.layers {
+            read_float_layer(&mut l.layer, &format!("{prefix}{}.", l.name), reader);
+        }
     }
 }

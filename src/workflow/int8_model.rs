@@ -244,7 +244,7 @@ impl Int8Model {
     /// Predicted classes for float images (the argmax of the final features).
     pub fn predict(&self, x: Tensor<4>) -> Result<Vec<usize>> {
         let device = x.device();
-        crate::train::argmax_classes(self.forward(x)?.into_features(&device)?)
+        crate::nn::tensor_util::argmax_classes(self.forward(x)?.into_features(&device)?)
     }
 
     /// The same with the integer layers computed on burn's f64 ops (the reference path).

@@ -3,7 +3,7 @@
 //! residual addition.
 
 use burn::module::Module;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::float_model::{FloatModel, Layer};
 use super::layers::{DeQuantStub, Flatten, Named, Relu, Relu6, Value};
@@ -79,7 +79,7 @@ pub struct QatModel {
     #[module(skip)]
     pub deployment_training: bool,
     #[module(skip)]
-    training: bool,
+    pub(super) training: bool,
 }
 
 /// PyTorch `prepare_qat`: swaps each fused or quantizable layer for its QAT module with the
@@ -230,68 +230,6 @@ impl QatModel {
         if deployment { self.forward_deployment(x) } else { self.forward_float(x) }
     }
 
-    /// The deployment arithmetic computed from this model's own parameters and the qparams its
-    /// fake quants hold, independently of [`convert`](super::convert): activations and weights
-    /// as integer codes, products accumulated exactly, biases and requantization as specified in
-    /// [`crate::quant::requant`], every output the real value of the integer the int8 model
-    /// stores. Observers and BN statistics are left as they are, and the fake-quant enable
-    /// flags are not consulted: the deployment always quantizes (for a float eval, use
-    /// [`EvalArithmetic::Float`] with fake quant disabled). In training mode the outputs carry
-    /// the float fake-quant forward's gradients (straight through), which needs every observer
-    /// disabled and every BN frozen.
-    ///
-    /// The arithmetic accumulates in f64. On a device without f64 (Metal; wgpu where the adapter
-    /// lacks `SHADER_F64`; lavapipe has it) the eval
-    /// runs on a copy of the model on the Flex CPU backend and returns its output on `x`'s
-    /// device; training on the deployment arithmetic there is refused.
-    pub fn forward_deployment(&mut self, x: Tensor<4>) -> Result<Value> {
-        let device = x.device();
-        if !device.supports_dtype(DType::F64) {
-            if self.training {
-                return Err(QatError::config(format!(
-                    "training on the deployment arithmetic needs f64, which {device:?} lacks: train with float fake quantization there (deployment_training off)"
-                )));
-            }
-            let cpu = Device::flex();
-            let mut on_cpu = self.clone().to_device(&cpu);
-            let out = on_cpu.forward_deployment(x.to_device(&cpu))?;
-            return Ok(out.to_device(&device));
-        }
-        if self.training {
-            self.check_settled()?;
-        }
-        let (value, _) = super::deployment_eval::run_layers(&mut self.layers, (Value::Image(x), None), "", self.training)?;
-        Ok(value)
-    }
-
-    /// Training on the deployment arithmetic needs qparams and BN statistics that the forward
-    /// does not move.
-    fn check_settled(&mut self) -> Result<()> {
-        if self.fake_quants_mut().iter().any(|fq| fq.is_observer_enabled()) {
-            return Err(QatError::lifecycle("training on the deployment arithmetic", "needs fixed qparams: call disable_observer() first"));
-        }
-        let mut unfrozen = Vec::new();
-        visit_named(&self.layers, "", &mut |path, l| {
-            let frozen = match l {
-                QatLayer::ConvBn2d(m) => m.is_bn_frozen(),
-                QatLayer::ConvBnReLU2d(m) => m.is_bn_frozen(),
-                QatLayer::LinearBn1d(m) => m.is_bn_frozen(),
-                QatLayer::BatchNorm2d(m) => m.bn.is_frozen(),
-                _ => true,
-            };
-            if !frozen {
-                unfrozen.push(path.to_string());
-            }
-        });
-        if !unfrozen.is_empty() {
-            return Err(QatError::lifecycle(
-                "training on the deployment arithmetic",
-                format!("needs fixed BN statistics: call freeze_bn_stats() first ({} not frozen)", unfrozen.join(", ")),
-            ));
-        }
-        Ok(())
-    }
-
     /// The float fake-quant forward, whatever the mode (PyTorch's QAT arithmetic).
     pub fn forward_float(&mut self, x: Tensor<4>) -> Result<Value> {
         let mut value = Value::Image(x);
@@ -302,7 +240,7 @@ impl QatModel {
     }
 }
 
-fn visit_named(layers: &[Named<QatLayer>], prefix: &str, f: &mut dyn FnMut(&str, &QatLayer)) {
+pub(super) fn visit_named(layers: &[Named<QatLayer>], prefix: &str, f: &mut dyn FnMut(&str, &QatLayer)) {
     for l in layers {
         let path = format!("{prefix}{}", l.name);
         if let QatLayer::Residual(r) = &l.layer {

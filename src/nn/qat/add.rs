@@ -9,9 +9,7 @@ use burn::tensor::activation::relu;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::QatModule;
-use crate::nn::quantized::{self, ActivationQParams};
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
-use crate::workflow::ToQuantized;
 
 /// `fake_quant(a + b)`, or `fake_quant(relu(a + b))` with `relu`.
 #[derive(Module, Debug)]
@@ -52,14 +50,5 @@ impl SaveStateDict for Add {
 impl LoadStateDict for Add {
     fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
         self.activation_post_process.read_state(&join(prefix, "activation_post_process."), reader);
-    }
-}
-
-/// The int8 addition requantizes both operands from their own qparams, so the input qparams
-/// the conversion chain passes are not needed.
-impl ToQuantized for Add {
-    type Quantized = quantized::Add;
-    fn to_quantized(&self, _input: ActivationQParams, layer: &str) -> Result<quantized::Add> {
-        quantized::Add::new(self.activation_post_process.activation_qparams(layer)?, self.relu)
     }
 }

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use super::gemm::PackedWeights;
+use super::gemm::{PackedWeights, RowCorrection};
 use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
@@ -139,26 +139,6 @@ impl Requantizer {
             }
         }
         requantize_row_portable(acc, correction, dst, args)
-    }
-}
-
-/// What a GEMM tile row still needs before requantization: `acc[j] + offset - zw * colsum[j]`
-/// in wrapping i32 (the zero-point terms of `sum (x - z_x)(w - z_w)`; `colsum` only when the
-/// weights have non-zero zero points).
-#[derive(Clone, Copy)]
-pub(crate) struct RowCorrection<'a> {
-    pub offset: i32,
-    pub zw: i32,
-    pub colsum: Option<&'a [i32]>,
-}
-
-impl RowCorrection<'_> {
-    pub(crate) const NONE: Self = Self { offset: 0, zw: 0, colsum: None };
-
-    /// Accumulator `a` of column `j`, corrected.
-    pub(crate) fn corrected(&self, j: usize, a: i32) -> i32 {
-        let a = a.wrapping_add(self.offset);
-        self.colsum.map_or(a, |colsum| a.wrapping_sub(self.zw.wrapping_mul(colsum[j])))
     }
 }
 

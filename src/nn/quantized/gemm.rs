@@ -19,8 +19,6 @@
 
 use std::fmt;
 
-use super::conv_parts::RowCorrection;
-
 /// Rows of a weight block (output channels per micro-kernel call).
 pub const MR: usize = 4;
 /// Columns of an activation block.
@@ -360,4 +358,24 @@ pub fn gemm_u8i8(path: GemmPath, a: &[i8], zw: &[i32], b: &[u8], zx: i32, [m, k,
         });
     }
     out
+}
+
+/// What a GEMM tile row still needs before requantization: `acc[j] + offset - zw * colsum[j]`
+/// in wrapping i32 (the zero-point terms of `sum (x - z_x)(w - z_w)`; `colsum` only when the
+/// weights have non-zero zero points).
+#[derive(Clone, Copy)]
+pub(crate) struct RowCorrection<'a> {
+    pub offset: i32,
+    pub zw: i32,
+    pub colsum: Option<&'a [i32]>,
+}
+
+impl RowCorrection<'_> {
+    pub(crate) const NONE: Self = Self { offset: 0, zw: 0, colsum: None };
+
+    /// Accumulator `a` of column `j`, corrected.
+    pub(crate) fn corrected(&self, j: usize, a: i32) -> i32 {
+        let a = a.wrapping_add(self.offset);
+        self.colsum.map_or(a, |colsum| a.wrapping_sub(self.zw.wrapping_mul(colsum[j])))
+    }
 }

@@ -8,10 +8,10 @@ use burn::module::{ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
-use super::collective::{Group, Replica};
+use super::{Classifier, Distillation, Stepper, checked_loss, training_loss};
 use crate::data::Dataset;
 use crate::error::{QatError, Result};
-use crate::train::{Classifier, Distillation, Stepper, checked_loss, training_loss};
+use crate::parallel::collective::{Group, Replica};
 
 /// One model on several devices: a replica and an optimizer per device.
 pub struct DataParallel<M> {
