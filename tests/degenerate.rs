@@ -5,6 +5,7 @@ mod common;
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_qat::QatError;
 use burn_qat::nn::Conv2dOptions;
+use burn_qat::nn::QatModule;
 use burn_qat::nn::intrinsic::qat::{ConvBn2dConfig, LinearReLU};
 use burn_qat::qconfig::{QConfig, get_default_qat_qconfig};
 use common::*;

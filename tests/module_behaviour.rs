@@ -8,7 +8,7 @@ mod common;
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_qat::QatError;
 use burn_qat::nn::float;
-use burn_qat::nn::intrinsic::qat::{BnFolding, ConvBn2d, ConvBn2dConfig, ConvBnReLU2d, LinearReLU};
+use burn_qat::nn::intrinsic::qat::{BnFolding, ConvBn2d, ConvBn2dConfig, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU};
 use burn_qat::nn::{BatchNorm, Conv2dOptions, QatModule};
 use burn_qat::qconfig::{QConfig, get_default_qat_qconfig};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, TensorValue};
@@ -180,6 +180,47 @@ fn frozen_bn_stays_frozen_across_train_and_stops_updating() {
     assert!(m.bn.training);
     m.forward(x).unwrap();
     assert_eq!(m.bn.num_batches_tracked(), 2);
+}
+
+/// The switches every QAT module takes, through the one trait.
+fn switch_everything(m: &mut impl QatModule) {
+    m.train(true);
+    m.freeze_bn_stats();
+    m.update_bn_stats();
+    m.disable_observer();
+    m.enable_observer(true);
+    m.disable_fake_quant();
+    m.enable_fake_quant(true);
+    m.eval();
+}
+
+#[test]
+fn every_qat_module_takes_the_same_switches() {
+    let _serial = serial();
+    let device = device();
+    let qconfig = get_default_qat_qconfig("x86", 1).unwrap();
+    let mut conv_bn = ConvBn2dConfig::new(Conv2dOptions::new(2, 3, 1), qconfig.clone()).init(&device).unwrap();
+    let mut conv_bn_relu = ConvBn2dConfig::new(Conv2dOptions::new(2, 3, 1), qconfig.clone()).init_relu(&device).unwrap();
+    let mut conv_relu = ConvReLU2d::new(Conv2dOptions::new(2, 3, 1), true, qconfig.clone(), &device).unwrap();
+    let mut linear_relu = LinearReLU::new(4, 2, true, qconfig.clone(), &device).unwrap();
+    let mut linear_bn = LinearBn1d::new(4, 2, true, qconfig, &device).unwrap();
+    switch_everything(&mut conv_bn);
+    switch_everything(&mut conv_bn_relu);
+    switch_everything(&mut conv_relu);
+    switch_everything(&mut linear_relu);
+    switch_everything(&mut linear_bn);
+    // eval() reached the batch norms, through the fused containers too.
+    assert!(!conv_bn.is_training() && !conv_bn.bn.training);
+    assert!(!conv_bn_relu.inner.is_training());
+    assert!(!linear_bn.bn.training);
+    // And train(true) brings them back; freeze_bn_stats holds across it.
+    conv_bn_relu.train(true);
+    assert!(conv_bn_relu.inner.is_training() && conv_bn_relu.inner.bn.training);
+    conv_bn_relu.freeze_bn_stats();
+    conv_bn_relu.train(true);
+    assert!(conv_bn_relu.inner.is_bn_frozen() && !conv_bn_relu.inner.bn.training);
+    linear_bn.freeze_bn_stats();
+    assert!(linear_bn.is_bn_frozen());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! implements [`QatModule`] by listing its fake quants and its QAT children.
 
 use super::ConvGeometry;
-use super::intrinsic::qat::{ConvBnNd, ConvBnReLUNd, ConvReLUNd, LinearReLU};
+use super::intrinsic::qat::{ConvBnReLUNd, ConvReLUNd, LinearReLU};
 use super::qat::{ConvNd, Linear};
 use crate::fake_quantize::FakeQuantize;
 
@@ -12,14 +12,28 @@ pub trait QatModule {
     /// Every fake quant inside, weight and output alike.
     fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize>;
 
-    /// PyTorch `train(mode)`; a frozen BN stays frozen.
+    /// PyTorch `train(mode)`: the hook every module with a mode implements (batch norms follow
+    /// it unless frozen). Fake quants and observers ignore the mode, as in PyTorch: use
+    /// [`disable_observer`](Self::disable_observer) / [`disable_fake_quant`](Self::disable_fake_quant).
     fn set_training(&mut self, _mode: bool) {}
 
+    /// PyTorch `module.train(mode)`.
+    fn train(&mut self, mode: bool) {
+        self.set_training(mode);
+    }
+
+    /// PyTorch `module.eval()`: `train(false)`.
+    fn eval(&mut self) {
+        self.set_training(false);
+    }
+
     /// PyTorch `freeze_bn_stats` for every BN-folding module inside (LinearBn too, unlike
-    /// PyTorch's module function).
+    /// PyTorch's module function): BN stops updating its statistics and normalizes with the
+    /// running ones (gamma and beta keep training), across `train` until `update_bn_stats`.
     fn freeze_bn_stats(&mut self) {}
 
-    /// PyTorch `update_bn_stats` for every BN-folding module inside.
+    /// PyTorch `update_bn_stats` for every BN-folding module inside: batch statistics again,
+    /// even in eval mode (as PyTorch does).
     fn update_bn_stats(&mut self) {}
 
     fn enable_observer(&mut self, enabled: bool) {
@@ -64,26 +78,6 @@ impl<const D: usize, O: ConvGeometry<D>> QatModule for ConvNd<D, O> {
         let mut out = vec![&mut self.weight_fake_quant];
         out.extend(self.activation_post_process.as_mut());
         out
-    }
-}
-
-impl<const D: usize, O: ConvGeometry<D>> QatModule for ConvBnNd<D, O> {
-    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
-        let mut out = vec![&mut self.weight_fake_quant];
-        out.extend(self.activation_post_process.as_mut());
-        out
-    }
-
-    fn set_training(&mut self, mode: bool) {
-        self.train(mode);
-    }
-
-    fn freeze_bn_stats(&mut self) {
-        ConvBnNd::freeze_bn_stats(self);
-    }
-
-    fn update_bn_stats(&mut self) {
-        ConvBnNd::update_bn_stats(self);
     }
 }
 

@@ -13,7 +13,7 @@ use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
 use crate::nn::tensor_util::{host_values, replace_param, uniform_param, weight_axis_shape};
-use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, float};
+use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, QatModule, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
@@ -131,37 +131,12 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
         self.bn.reset_running_stats();
     }
 
-    /// Stops updating BN statistics and normalizes with the running ones (gamma and beta keep
-    /// training). Stays in force across [`train`](Self::train) until
-    /// [`update_bn_stats`](Self::update_bn_stats).
-    pub fn freeze_bn_stats(&mut self) -> &mut Self {
-        self.bn.freeze_stats();
-        self
-    }
-
-    /// Resumes batch statistics, even in eval mode (as PyTorch does).
-    pub fn update_bn_stats(&mut self) -> &mut Self {
-        self.bn.unfreeze_stats();
-        self
-    }
-
     pub fn is_bn_frozen(&self) -> bool {
         self.bn.is_frozen()
     }
 
     pub fn is_training(&self) -> bool {
         self.training
-    }
-
-    /// PyTorch `train(mode)`: BN follows the mode unless frozen. Fake quant and observers ignore
-    /// the mode, as in PyTorch: use `disable_observer` / `disable_fake_quant`.
-    pub fn train(&mut self, mode: bool) {
-        self.training = mode;
-        self.bn.follow_mode(mode);
-    }
-
-    pub fn eval(&mut self) {
-        self.train(false);
     }
 
     pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
@@ -267,5 +242,26 @@ impl<const D: usize, O: ConvGeometry<D>> LoadStateDict for ConvBnNd<D, O> {
         if let Some(fq) = &mut self.activation_post_process {
             fq.read_state(&join(prefix, "activation_post_process."), reader);
         }
+    }
+}
+
+impl<const D: usize, O: ConvGeometry<D>> QatModule for ConvBnNd<D, O> {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        let mut out = vec![&mut self.weight_fake_quant];
+        out.extend(self.activation_post_process.as_mut());
+        out
+    }
+
+    fn set_training(&mut self, mode: bool) {
+        self.training = mode;
+        self.bn.follow_mode(mode);
+    }
+
+    fn freeze_bn_stats(&mut self) {
+        self.bn.freeze_stats();
+    }
+
+    fn update_bn_stats(&mut self) {
+        self.bn.unfreeze_stats();
     }
 }

@@ -87,27 +87,8 @@ impl LinearBn1d {
         self
     }
 
-    pub fn freeze_bn_stats(&mut self) -> &mut Self {
-        self.bn.freeze_stats();
-        self
-    }
-
-    pub fn update_bn_stats(&mut self) -> &mut Self {
-        self.bn.unfreeze_stats();
-        self
-    }
-
     pub fn is_bn_frozen(&self) -> bool {
         self.bn.is_frozen()
-    }
-
-    pub fn train(&mut self, mode: bool) {
-        self.training = mode;
-        self.bn.follow_mode(mode);
-    }
-
-    pub fn eval(&mut self) {
-        self.train(false);
     }
 
     pub fn in_features(&self) -> usize {
@@ -158,15 +139,16 @@ impl QatModule for LinearBn1d {
     }
 
     fn set_training(&mut self, mode: bool) {
-        self.train(mode);
+        self.training = mode;
+        self.bn.follow_mode(mode);
     }
 
     fn freeze_bn_stats(&mut self) {
-        LinearBn1d::freeze_bn_stats(self);
+        self.bn.freeze_stats();
     }
 
     fn update_bn_stats(&mut self) {
-        LinearBn1d::update_bn_stats(self);
+        self.bn.unfreeze_stats();
     }
 }
 
