@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use burn_qat::nn::intrinsic::qat::{BnFolding, ConvBn2d, ConvBn2dConfig};
 use burn_qat::nn::{Conv2dOptions, PaddingMode, QatModule};
 use burn_qat::qconfig::get_default_qat_qconfig;
-use burn_qat::state_dict::{LoadStateDict, StateDict};
+use burn_qat::state_dict::{LoadStateDict, NamedParameters, SaveStateDict, StateDict};
 use common::*;
 use serde_json::Value;
 
@@ -95,4 +95,37 @@ fn approximate_folding_matches_pytorch_in_f64() {
 #[test]
 fn exact_folding_matches_pytorch_in_f64() {
     run(BnFolding::Exact);
+}
+
+/// `named_parameters()` and the gradients under those names: the keys are PyTorch's own (the
+/// fixture's `grad/<name>` entries were written from `m.named_parameters()`), the values its
+/// gradients, for every case with and without a conv bias.
+#[test]
+fn named_gradients_are_pytorchs_named_parameters_grads() {
+    let device = Device::flex().autodiff();
+    let (g, meta) = load_golden("conv_bn_f64.safetensors");
+    let mut cases = 0;
+    while let Some(config) = meta.get(&format!("c{cases}")) {
+        let (c, i): (Value, usize) = (serde_json::from_str(config).unwrap(), cases);
+        cases += 1;
+        let mut m = build(&c, &device);
+        m.load_state_dict(&prefixed(&g, &format!("c{i}/init/"))).unwrap();
+        m.disable_fake_quant();
+        let pytorch = prefixed(&g, &format!("c{i}/iter0/grad/"));
+        let names = |s: &StateDict| s.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&m.named_parameters()), names(&pytorch), "c{i}: the parameters' names");
+        assert_eq!(m.named_parameters()["bn.weight"], m.state_dict()["bn.weight"], "c{i}: a parameter's value is its state-dict value");
+
+        let x: Tensor<4> = tensor_f64::<4>(&g, &format!("c{i}/iter0/input"), &device).require_grad();
+        let y = m.forward(x).unwrap();
+        let y = if c["use_relu"].as_bool().unwrap() { burn::tensor::activation::relu(y) } else { y };
+        let grads = (y * tensor_f64::<4>(&g, &format!("c{i}/iter0/dy"), &device)).sum().backward();
+        let ours = m.named_gradients(&grads);
+        assert_eq!(names(&ours), names(&pytorch), "c{i}: the gradients' names");
+        for (name, value) in &ours {
+            assert_close_f64(&format!("c{i} grad {name}"), &f64s(&ours, name), &f64s(&pytorch, name), ATOL);
+            assert_eq!(value.shape, pytorch[name].shape, "c{i} grad {name}");
+        }
+    }
+    assert!(cases >= 6, "expected 6 cases, found {cases}");
 }

@@ -214,3 +214,21 @@ fn fifty_random_configurations_stay_finite_and_convert_exactly() {
         assert_bits_eq(&format!("{what}: int8 vs QAT eval"), &int8_out, &logits(&mut model, x));
     }
 }
+
+/// A whole prepared model's `named_parameters()`: the weights and biases, BN's gamma and beta,
+/// and with LSQ+ the learned scales and zero points (PyTorch's `_LearnableFakeQuantize`
+/// registers both as parameters); never a running statistic or an observer's state.
+#[test]
+fn named_parameters_of_a_model_are_its_trainable_tensors() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let model = prepare_qat(small_cnn(&device, PaddingMode::Zeros).fuse().unwrap(), qconfig(Quantizer::LsqPlus)).unwrap();
+    let params = burn_qat::state_dict::NamedParameters::named_parameters(&model);
+    let state = model.state_dict();
+    let learned_qparams: Vec<&String> = state.keys().filter(|k| k.ends_with(".scale") || k.ends_with(".zero_point")).collect();
+    assert!(!learned_qparams.is_empty());
+    for key in state.keys() {
+        let trainable = key.ends_with("weight") || key.ends_with("bias") || learned_qparams.contains(&key);
+        assert_eq!(params.contains_key(key), trainable, "{key}");
+    }
+}

@@ -5,9 +5,11 @@
 //! wrongly shaped or typed keys) before anything is written into a module.
 
 mod io;
+mod params;
 mod reader;
 
 pub use io::{load_safetensors, save_safetensors};
+pub use params::NamedParameters;
 pub use reader::{LoadStateDict, StateReader};
 
 use std::collections::BTreeMap;
