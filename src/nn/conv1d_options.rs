@@ -1,3 +1,4 @@
+use super::padding::Padding;
 use super::{Conv2dOptions, PaddingMode};
 
 /// The geometry of a 1-d convolution over `[N, C, L]`, with PyTorch's defaults. One-dimensional
@@ -13,11 +14,14 @@ pub struct Conv1dOptions {
     pub dilation: usize,
     pub groups: usize,
     pub padding_mode: PaddingMode,
+    /// Whether `padding` was asked for as `"same"`: it then follows the kernel and dilation.
+    pub padding_same: bool,
 }
 
 impl Conv1dOptions {
     pub fn new(in_channels: usize, out_channels: usize, kernel_size: usize) -> Self {
-        Self { in_channels, out_channels, kernel_size, stride: 1, padding: 0, dilation: 1, groups: 1, padding_mode: PaddingMode::Zeros }
+        let padding_mode = PaddingMode::Zeros;
+        Self { in_channels, out_channels, kernel_size, stride: 1, padding: 0, dilation: 1, groups: 1, padding_mode, padding_same: false }
     }
 
     pub fn with_stride(mut self, stride: usize) -> Self {
@@ -25,13 +29,19 @@ impl Conv1dOptions {
         self
     }
 
-    pub fn with_padding(mut self, padding: usize) -> Self {
-        self.padding = padding;
+    /// A number, [`Padding::Valid`] or [`Padding::Same`].
+    pub fn with_padding(mut self, padding: impl Into<Padding<1>>) -> Self {
+        let padding = padding.into();
+        self.padding_same = padding == Padding::Same;
+        self.padding = padding.resolve([self.kernel_size], [self.dilation])[0];
         self
     }
 
     pub fn with_dilation(mut self, dilation: usize) -> Self {
         self.dilation = dilation;
+        if self.padding_same {
+            self.padding = Padding::Same.resolve([self.kernel_size], [self.dilation])[0];
+        }
         self
     }
 
@@ -54,7 +64,7 @@ impl Conv1dOptions {
     pub fn as_2d(&self) -> Conv2dOptions {
         Conv2dOptions::new(self.in_channels, self.out_channels, [1, self.kernel_size])
             .with_stride([1, self.stride])
-            .with_padding([0, self.padding])
+            .with_padding(if self.padding_same { Padding::Same } else { Padding::Explicit([0, self.padding]) })
             .with_dilation([1, self.dilation])
             .with_groups(self.groups)
             .with_padding_mode(self.padding_mode)

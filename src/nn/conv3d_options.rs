@@ -4,6 +4,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 
 use super::PaddingMode;
 use super::geometry::{ConvGeometry, check_conv_parameters, circular_pad};
+use super::padding::{Padding, check_same_padding};
 use crate::error::{QatError, Result};
 
 /// A 3-d size given as one number or a triple (PyTorch's `_triple`).
@@ -33,6 +34,8 @@ pub struct Conv3dOptions {
     pub dilation: [usize; 3],
     pub groups: usize,
     pub padding_mode: PaddingMode,
+    /// Whether `padding` was asked for as `"same"`: it then follows the kernel and dilation.
+    pub padding_same: bool,
 }
 
 impl Conv3dOptions {
@@ -46,6 +49,7 @@ impl Conv3dOptions {
             dilation: [1; 3],
             groups: 1,
             padding_mode: PaddingMode::Zeros,
+            padding_same: false,
         }
     }
 
@@ -54,13 +58,19 @@ impl Conv3dOptions {
         self
     }
 
-    pub fn with_padding(mut self, padding: impl Into<Size3>) -> Self {
-        self.padding = padding.into().0;
+    /// Numbers (`1`, `[0, 1, 1]`), [`Padding::Valid`] or [`Padding::Same`].
+    pub fn with_padding(mut self, padding: impl Into<Padding<3>>) -> Self {
+        let padding = padding.into();
+        self.padding_same = padding == Padding::Same;
+        self.padding = padding.resolve(self.kernel_size, self.dilation);
         self
     }
 
     pub fn with_dilation(mut self, dilation: impl Into<Size3>) -> Self {
         self.dilation = dilation.into().0;
+        if self.padding_same {
+            self.padding = Padding::Same.resolve(self.kernel_size, self.dilation);
+        }
         self
     }
 
@@ -92,7 +102,8 @@ impl ConvGeometry<5> for Conv3dOptions {
     }
 
     fn validate(&self) -> Result<()> {
-        check_conv_parameters(self.in_channels, self.out_channels, self.groups, &self.kernel_size, &self.stride, &self.dilation)
+        check_conv_parameters(self.in_channels, self.out_channels, self.groups, &self.kernel_size, &self.stride, &self.dilation)?;
+        if self.padding_same { check_same_padding(self.kernel_size, self.dilation, self.stride) } else { Ok(()) }
     }
 
     fn check_input(&self, dims: [usize; 5], layer: &str) -> Result<()> {

@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::ops::{ConvOptions, PadMode};
 
 use super::geometry::{ConvGeometry, check_conv_parameters, circular_pad};
+use super::padding::{Padding, check_same_padding};
 use crate::error::{QatError, Result};
 
 /// A 2-d size given as one number or a pair (PyTorch's `_pair`).
@@ -76,6 +77,8 @@ pub struct Conv2dOptions {
     pub dilation: [usize; 2],
     pub groups: usize,
     pub padding_mode: PaddingMode,
+    /// Whether `padding` was asked for as `"same"`: it then follows the kernel and dilation.
+    pub padding_same: bool,
 }
 
 impl Conv2dOptions {
@@ -89,6 +92,7 @@ impl Conv2dOptions {
             dilation: [1, 1],
             groups: 1,
             padding_mode: PaddingMode::Zeros,
+            padding_same: false,
         }
     }
 
@@ -97,13 +101,19 @@ impl Conv2dOptions {
         self
     }
 
-    pub fn with_padding(mut self, padding: impl Into<Size2>) -> Self {
-        self.padding = padding.into().0;
+    /// Numbers (`1`, `[1, 2]`), [`Padding::Valid`] or [`Padding::Same`].
+    pub fn with_padding(mut self, padding: impl Into<Padding<2>>) -> Self {
+        let padding = padding.into();
+        self.padding_same = padding == Padding::Same;
+        self.padding = padding.resolve(self.kernel_size, self.dilation);
         self
     }
 
     pub fn with_dilation(mut self, dilation: impl Into<Size2>) -> Self {
         self.dilation = dilation.into().0;
+        if self.padding_same {
+            self.padding = Padding::Same.resolve(self.kernel_size, self.dilation);
+        }
         self
     }
 
@@ -129,7 +139,8 @@ impl Conv2dOptions {
 
     /// PyTorch's constructor checks, as errors.
     pub fn validate(&self) -> Result<()> {
-        check_conv_parameters(self.in_channels, self.out_channels, self.groups, &self.kernel_size, &self.stride, &self.dilation)
+        check_conv_parameters(self.in_channels, self.out_channels, self.groups, &self.kernel_size, &self.stride, &self.dilation)?;
+        if self.padding_same { check_same_padding(self.kernel_size, self.dilation, self.stride) } else { Ok(()) }
     }
 
     /// Checks an input `[N, C, H, W]` against this geometry.
