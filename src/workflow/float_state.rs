@@ -3,99 +3,103 @@
 //! `torch.ao.nn.intrinsic` Sequentials name their children.
 
 use super::float_model::{FloatModel, Layer};
+use crate::nn::BatchNorm;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::qat::{read_param, write_param};
 use crate::state_dict::{StateDict, StateReader, join};
 
+/// Walks a float layer's state: every layer kind and the keys of its parts, written once for
+/// both directions. `[mut]` borrows the parts mutably (reading a state dict into them); the
+/// three functions handle a conv, a linear layer and a batch norm under a prefix.
+macro_rules! walk_float_layer {
+    ($layer:expr, $prefix:expr, $sink:expr, [$($mut:tt)?], $conv:path, $linear:path, $bn:path, $recurse:path) => {{
+        let (prefix, sink) = ($prefix, $sink);
+        match $layer {
+            Layer::Conv2d(c) => $conv(c, prefix, sink),
+            Layer::Linear(l) => $linear(l, prefix, sink),
+            Layer::BatchNorm2d(bn) | Layer::BatchNorm1d(bn) => $bn(bn, prefix, sink),
+            Layer::LinearBn1d(m) => {
+                $linear(& $($mut)? m.linear, &join(prefix, "0."), sink);
+                $bn(& $($mut)? m.bn, &join(prefix, "1."), sink);
+            }
+            Layer::ConvBn2d(m) => {
+                $conv(& $($mut)? m.conv, &join(prefix, "0."), sink);
+                $bn(& $($mut)? m.bn, &join(prefix, "1."), sink);
+            }
+            Layer::ConvBnReLU2d(m) => {
+                $conv(& $($mut)? m.conv, &join(prefix, "0."), sink);
+                $bn(& $($mut)? m.bn, &join(prefix, "1."), sink);
+            }
+            Layer::ConvReLU2d(m) => $conv(& $($mut)? m.conv, &join(prefix, "0."), sink),
+            Layer::BNReLU2d(m) => $bn(& $($mut)? m.bn, &join(prefix, "0."), sink),
+            Layer::LinearReLU(m) => $linear(& $($mut)? m.linear, &join(prefix, "0."), sink),
+            Layer::Residual(r) => {
+                for l in & $($mut)? r.body {
+                    $recurse(& $($mut)? l.layer, &join(prefix, &format!("body.{}.", l.name)), sink);
+                }
+            }
+            Layer::QuantStub(_)
+            | Layer::DeQuantStub(_)
+            | Layer::Relu(_)
+            | Layer::Relu6(_)
+            | Layer::AvgPool2d(_)
+            | Layer::MaxPool2d(_)
+            | Layer::GlobalAvgPool2d(_)
+            | Layer::Flatten(_) => {}
+        }
+    }};
+}
+
 pub(crate) fn write_float_layer(layer: &Layer, prefix: &str, out: &mut StateDict) {
-    let conv = |c: &crate::nn::float::Conv2d, p: &str, out: &mut StateDict| {
-        write_param(&c.weight, join(p, "weight"), out);
-        if let Some(b) = &c.bias {
-            write_param(b, join(p, "bias"), out);
-        }
-    };
-    let linear = |l: &crate::nn::float::Linear, p: &str, out: &mut StateDict| {
-        write_param(&l.weight, join(p, "weight"), out);
-        if let Some(b) = &l.bias {
-            write_param(b, join(p, "bias"), out);
-        }
-    };
-    match layer {
-        Layer::Conv2d(c) => conv(c, prefix, out),
-        Layer::Linear(l) => linear(l, prefix, out),
-        Layer::BatchNorm2d(bn) | Layer::BatchNorm1d(bn) => bn.write_state(prefix, out),
-        Layer::LinearBn1d(m) => {
-            linear(&m.linear, &join(prefix, "0."), out);
-            m.bn.write_state(&join(prefix, "1."), out);
-        }
-        Layer::ConvBn2d(m) => {
-            conv(&m.conv, &join(prefix, "0."), out);
-            m.bn.write_state(&join(prefix, "1."), out);
-        }
-        Layer::ConvBnReLU2d(m) => {
-            conv(&m.conv, &join(prefix, "0."), out);
-            m.bn.write_state(&join(prefix, "1."), out);
-        }
-        Layer::ConvReLU2d(m) => conv(&m.conv, &join(prefix, "0."), out),
-        Layer::BNReLU2d(m) => m.bn.write_state(&join(prefix, "0."), out),
-        Layer::LinearReLU(m) => linear(&m.linear, &join(prefix, "0."), out),
-        Layer::Residual(r) => r.body.iter().for_each(|l| write_float_layer(&l.layer, &join(prefix, &format!("body.{}.", l.name)), out)),
-        Layer::QuantStub(_)
-        | Layer::DeQuantStub(_)
-        | Layer::Relu(_)
-        | Layer::Relu6(_)
-        | Layer::AvgPool2d(_)
-        | Layer::MaxPool2d(_)
-        | Layer::GlobalAvgPool2d(_)
-        | Layer::Flatten(_) => {}
-    }
+    walk_float_layer!(layer, prefix, out, [], write_weighted, write_weighted, write_bn, write_float_layer)
 }
 
 pub(crate) fn read_float_layer(layer: &mut Layer, prefix: &str, reader: &mut StateReader<'_>) {
-    let conv = |c: &mut crate::nn::float::Conv2d, p: &str, reader: &mut StateReader<'_>| {
-        read_param(&mut c.weight, &join(p, "weight"), reader);
-        if let Some(b) = &mut c.bias {
-            read_param(b, &join(p, "bias"), reader);
-        }
-    };
-    let linear = |l: &mut crate::nn::float::Linear, p: &str, reader: &mut StateReader<'_>| {
-        read_param(&mut l.weight, &join(p, "weight"), reader);
-        if let Some(b) = &mut l.bias {
-            read_param(b, &join(p, "bias"), reader);
-        }
-    };
-    match layer {
-        Layer::Conv2d(c) => conv(c, prefix, reader),
-        Layer::Linear(l) => linear(l, prefix, reader),
-        Layer::BatchNorm2d(bn) | Layer::BatchNorm1d(bn) => bn.read_state(bn_keys(prefix), reader),
-        Layer::LinearBn1d(m) => {
-            linear(&mut m.linear, &join(prefix, "0."), reader);
-            m.bn.read_state(bn_keys(&join(prefix, "1.")), reader);
-        }
-        Layer::ConvBn2d(m) => {
-            conv(&mut m.conv, &join(prefix, "0."), reader);
-            m.bn.read_state(bn_keys(&join(prefix, "1.")), reader);
-        }
-        Layer::ConvBnReLU2d(m) => {
-            conv(&mut m.conv, &join(prefix, "0."), reader);
-            m.bn.read_state(bn_keys(&join(prefix, "1.")), reader);
-        }
-        Layer::ConvReLU2d(m) => conv(&mut m.conv, &join(prefix, "0."), reader),
-        Layer::BNReLU2d(m) => m.bn.read_state(bn_keys(&join(prefix, "0.")), reader),
-        Layer::LinearReLU(m) => linear(&mut m.linear, &join(prefix, "0."), reader),
-        Layer::Residual(r) => {
-            r.body.iter_mut().for_each(|l| read_float_layer(&mut l.layer, &join(prefix, &format!("body.{}.", l.name)), reader))
-        }
-        Layer::QuantStub(_)
-        | Layer::DeQuantStub(_)
-        | Layer::Relu(_)
-        | Layer::Relu6(_)
-        | Layer::AvgPool2d(_)
-        | Layer::MaxPool2d(_)
-        | Layer::GlobalAvgPool2d(_)
-        | Layer::Flatten(_) => {}
-    }
+    walk_float_layer!(layer, prefix, reader, [mut], read_weighted, read_weighted, read_bn, read_float_layer)
 }
+
+fn write_weighted<W: FloatWeights>(layer: &W, prefix: &str, out: &mut StateDict) {
+    layer.write_weights(prefix, out);
+}
+
+fn read_weighted<W: FloatWeights>(layer: &mut W, prefix: &str, reader: &mut StateReader<'_>) {
+    layer.read_weights(prefix, reader);
+}
+
+fn write_bn(bn: &BatchNorm, prefix: &str, out: &mut StateDict) {
+    bn.write_state(prefix, out);
+}
+
+fn read_bn(bn: &mut BatchNorm, prefix: &str, reader: &mut StateReader<'_>) {
+    bn.read_state(bn_keys(prefix), reader);
+}
+
+/// `weight` and `bias` of a float conv or linear layer.
+trait FloatWeights {
+    fn write_weights(&self, prefix: &str, out: &mut StateDict);
+    fn read_weights(&mut self, prefix: &str, reader: &mut StateReader<'_>);
+}
+
+macro_rules! float_weights {
+    ($($ty:ty),*) => {$(
+        impl FloatWeights for $ty {
+            fn write_weights(&self, prefix: &str, out: &mut StateDict) {
+                write_param(&self.weight, join(prefix, "weight"), out);
+                if let Some(b) = &self.bias {
+                    write_param(b, join(prefix, "bias"), out);
+                }
+            }
+            fn read_weights(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+                read_param(&mut self.weight, &join(prefix, "weight"), reader);
+                if let Some(b) = &mut self.bias {
+                    read_param(b, &join(prefix, "bias"), reader);
+                }
+            }
+        }
+    )*};
+}
+
+float_weights!(crate::nn::float::Conv2d, crate::nn::float::Linear);
 
 /// A float model's state dict in PyTorch's layout: `<layer>.weight`, fused containers' children
 /// as `<layer>.0.` / `<layer>.1.` (as `torch.ao.nn.intrinsic` Sequentials name them).

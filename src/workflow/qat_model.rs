@@ -300,62 +300,47 @@ impl QatModule for QatModel {
     }
 }
 
-fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
-    for l in layers {
-        let p = join(prefix, &format!("{}.", l.name));
-        match &l.layer {
-            QatLayer::QuantStub(s) => s.activation_post_process.write_state(&join(&p, "activation_post_process."), out),
-            QatLayer::ConvBn2d(m) => m.write_state(&p, out),
-            QatLayer::ConvBnReLU2d(m) => m.write_state(&p, out),
-            QatLayer::ConvReLU2d(m) => m.write_state(&p, out),
-            QatLayer::Conv2d(m) => m.write_state(&p, out),
-            QatLayer::Linear(m) => m.write_state(&p, out),
-            QatLayer::LinearReLU(m) => m.write_state(&p, out),
-            QatLayer::LinearBn1d(m) => m.write_state(&p, out),
-            QatLayer::BatchNorm2d(m) => m.write_state(&p, out),
-            QatLayer::Residual(r) => {
-                write_layers(&r.body, &join(&p, "body."), out);
-                r.add.write_state(&join(&p, "add.activation_post_process."), out);
+/// Walks the layers' state: every layer kind and where its keys go, written once for both
+/// directions (`$method` is `write_state` or `read_state`, `$float` the float layers' walker,
+/// `[mut]` for reading into the layers).
+macro_rules! walk_layers {
+    ($layers:expr, $prefix:expr, $sink:expr, [$($mut:tt)?], $method:ident, $float:path, $recurse:path) => {{
+        let (prefix, sink) = ($prefix, $sink);
+        for l in $layers {
+            let p = join(prefix, &format!("{}.", l.name));
+            match & $($mut)? l.layer {
+                QatLayer::QuantStub(s) => s.activation_post_process.$method(&join(&p, "activation_post_process."), sink),
+                QatLayer::ConvBn2d(m) => m.$method(&p, sink),
+                QatLayer::ConvBnReLU2d(m) => m.$method(&p, sink),
+                QatLayer::ConvReLU2d(m) => m.$method(&p, sink),
+                QatLayer::Conv2d(m) => m.$method(&p, sink),
+                QatLayer::Linear(m) => m.$method(&p, sink),
+                QatLayer::LinearReLU(m) => m.$method(&p, sink),
+                QatLayer::LinearBn1d(m) => m.$method(&p, sink),
+                QatLayer::BatchNorm2d(m) => m.$method(&p, sink),
+                QatLayer::Residual(r) => {
+                    $recurse(& $($mut)? r.body, &join(&p, "body."), sink);
+                    r.add.$method(&join(&p, "add.activation_post_process."), sink);
+                }
+                QatLayer::Float(f) => $float(f, &p, sink),
+                QatLayer::DeQuantStub(_)
+                | QatLayer::Relu(_)
+                | QatLayer::Relu6(_)
+                | QatLayer::MaxPool2d(_)
+                | QatLayer::AvgPool2d(_)
+                | QatLayer::GlobalAvgPool2d(_)
+                | QatLayer::Flatten(_) => {}
             }
-            QatLayer::Float(f) => super::float_state::write_float_layer(f, &p, out),
-            QatLayer::DeQuantStub(_)
-            | QatLayer::Relu(_)
-            | QatLayer::Relu6(_)
-            | QatLayer::MaxPool2d(_)
-            | QatLayer::AvgPool2d(_)
-            | QatLayer::GlobalAvgPool2d(_)
-            | QatLayer::Flatten(_) => {}
         }
-    }
+    }};
+}
+
+fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
+    walk_layers!(layers, prefix, out, [], write_state, super::float_state::write_float_layer, write_layers)
 }
 
 fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateReader<'_>) {
-    for l in layers {
-        let p = join(prefix, &format!("{}.", l.name));
-        match &mut l.layer {
-            QatLayer::QuantStub(s) => s.activation_post_process.read_state(&join(&p, "activation_post_process."), reader),
-            QatLayer::ConvBn2d(m) => m.read_state(&p, reader),
-            QatLayer::ConvBnReLU2d(m) => m.read_state(&p, reader),
-            QatLayer::ConvReLU2d(m) => m.read_state(&p, reader),
-            QatLayer::Conv2d(m) => m.read_state(&p, reader),
-            QatLayer::Linear(m) => m.read_state(&p, reader),
-            QatLayer::LinearReLU(m) => m.read_state(&p, reader),
-            QatLayer::LinearBn1d(m) => m.read_state(&p, reader),
-            QatLayer::BatchNorm2d(m) => m.read_state(&p, reader),
-            QatLayer::Residual(r) => {
-                read_layers(&mut r.body, &join(&p, "body."), reader);
-                r.add.read_state(&join(&p, "add.activation_post_process."), reader);
-            }
-            QatLayer::Float(f) => super::float_state::read_float_layer(f, &p, reader),
-            QatLayer::DeQuantStub(_)
-            | QatLayer::Relu(_)
-            | QatLayer::Relu6(_)
-            | QatLayer::MaxPool2d(_)
-            | QatLayer::AvgPool2d(_)
-            | QatLayer::GlobalAvgPool2d(_)
-            | QatLayer::Flatten(_) => {}
-        }
-    }
+    walk_layers!(layers, prefix, reader, [mut], read_state, super::float_state::read_float_layer, read_layers)
 }
 
 impl SaveStateDict for QatModel {
