@@ -8,6 +8,7 @@ pub mod device;
 pub mod error;
 pub mod export;
 pub mod fake_quantize;
+pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod observer;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use burn_qat::nn::quantized::gemm::{GemmPath, gemm_u8i8};
+use burn_qat::kernels::int8::gemm::{GemmPath, gemm_u8i8};
 use common::Rng;
 
 /// The centered sums in i64, wrapped to i32 as the kernels' i32 accumulation is.

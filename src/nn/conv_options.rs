@@ -1,14 +1,13 @@
 //! Convolution geometry shared by every 2-d conv module: sizes, padding mode, validation, and
 //! the functional forward that applies non-zero padding modes explicitly, as PyTorch does.
 
-use std::fmt;
-
 use burn::tensor::Tensor;
 use burn::tensor::ops::{ConvOptions, PadMode};
 
 use super::geometry::{ConvGeometry, check_conv_parameters, circular_pad};
 use super::padding::{Padding, check_same_padding};
 use crate::error::{QatError, Result};
+pub use crate::kernels::PaddingMode;
 
 /// A 2-d size given as one number or a pair (PyTorch's `_pair`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,39 +28,6 @@ impl From<[usize; 2]> for Size2 {
 impl From<(usize, usize)> for Size2 {
     fn from((a, b): (usize, usize)) -> Self {
         Self([a, b])
-    }
-}
-
-/// How a conv pads its input (PyTorch's `padding_mode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum PaddingMode {
-    #[default]
-    Zeros,
-    Reflect,
-    Replicate,
-    Circular,
-}
-
-impl PaddingMode {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "zeros" => Ok(Self::Zeros),
-            "reflect" => Ok(Self::Reflect),
-            "replicate" => Ok(Self::Replicate),
-            "circular" => Ok(Self::Circular),
-            other => Err(QatError::config(format!("unknown padding_mode {other:?}; expected zeros, reflect, replicate or circular"))),
-        }
-    }
-}
-
-impl fmt::Display for PaddingMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Zeros => "zeros",
-            Self::Reflect => "reflect",
-            Self::Replicate => "replicate",
-            Self::Circular => "circular",
-        })
     }
 }
 

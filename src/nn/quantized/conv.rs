@@ -1,12 +1,13 @@
 use std::marker::PhantomData;
 
-use super::conv_parts::{Requantizer, check_input_qparams, check_parts, current_packing, input_dims, pack_weights, quantize_biases};
-use super::gemm::{GemmPath, PackedWeights};
-use super::kernels::{Geometry3, conv_forward};
-use super::padding::pad_for_kernel;
+use super::conv_parts::{check_input_qparams, check_parts, current_packing, input_dims, pack_weights, quantize_biases};
 use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::Result;
+use crate::kernels::int8::conv::{Geometry3, conv_forward};
+use crate::kernels::int8::gemm::{GemmPath, PackedWeights};
+use crate::kernels::int8::requantize::Requantizer;
+use crate::kernels::pad_for_kernel;
 use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode};
 
 /// A conv geometry the integer kernel runs: its view over three spatial axes `[D, H, W]` (2-d

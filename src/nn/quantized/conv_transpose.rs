@@ -1,8 +1,9 @@
-use super::conv_parts::{centered_weight, check_input_qparams, check_parts, input_dims, quantize_biases, requantize_planes};
+use super::conv_parts::{check_input_qparams, check_parts, input_dims, quantize_biases};
 use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::{ActivationQParams, QTensor};
-use super::transpose_kernel::conv_transpose2d_accumulate;
 use crate::error::Result;
+use crate::kernels::int8::conv_transpose::{TransposeGeometry, conv_transpose2d_accumulate};
+use crate::kernels::int8::requantize::{centered_weight, requantize_planes};
 use crate::nn::{ConvGeometry, ConvTranspose2dOptions};
 
 /// An int8 2-d transposed convolution, `torch.ao.nn.quantized.ConvTranspose2d` with scales per
@@ -57,7 +58,17 @@ impl ConvTranspose2d {
     pub fn forward(&self, x: &QTensor) -> Result<QTensor> {
         let dims = self.check(x)?;
         let weight = centered_weight(&self.weight, &self.weight_zero_point, |i| self.weight_channel(i));
-        let (acc, shape) = conv_transpose2d_accumulate(&x.centered(), dims, &weight, &self.options);
+        let o = &self.options;
+        let geometry = TransposeGeometry {
+            out_channels: o.out_channels,
+            groups: o.groups,
+            weight_shape: o.weight_shape(),
+            stride: o.stride,
+            padding: o.padding,
+            dilation: o.dilation,
+            output_padding: o.output_padding,
+        };
+        let (acc, shape) = conv_transpose2d_accumulate(&x.centered(), dims, &weight, &geometry);
         let values = requantize_planes(&acc, shape[2] * shape[3], &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
         Ok(QTensor { values, shape: shape.to_vec(), qparams: self.output })
     }

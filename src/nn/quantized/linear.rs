@@ -1,10 +1,11 @@
 use rayon::prelude::*;
 
-use super::conv_parts::{Requantizer, check_input_qparams, check_parts, current_packing, min_tasks, pack_weights, quantize_biases};
-use super::gemm::{GemmPath, NR, PackedWeights, block_width, pack_rows};
+use super::conv_parts::{check_input_qparams, check_parts, current_packing, pack_weights, quantize_biases};
 use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
+use crate::kernels::int8::gemm::{GemmPath, NR, PackedWeights, block_width, pack_rows};
+use crate::kernels::int8::requantize::{Requantizer, min_tasks};
 
 const LAYER: &str = "quantized Linear";
 

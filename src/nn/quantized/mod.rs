@@ -13,16 +13,10 @@ mod conv;
 mod conv1d;
 mod conv_parts;
 mod conv_transpose;
-mod depthwise;
-#[doc(hidden)]
-pub mod gemm;
-mod kernels;
 mod linear;
-mod padding;
 mod parts;
 mod qtensor;
 mod reference;
-mod transpose_kernel;
 
 pub use add::Add;
 pub use batch_norm::BatchNorm2d;

@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::conv_parts::{Requantizer, min_tasks};
+use super::requantize::{Requantizer, min_tasks};
 use crate::simd::multiversion;
 
 /// Lanes of i32 the flat pass computes at once (one 512-bit vector, two 256-bit ones).

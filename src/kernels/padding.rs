@@ -3,8 +3,42 @@
 //! (pad, then convolve), and copies of real values rather than the zero point.
 
 use std::borrow::Cow;
+use std::fmt;
 
-use crate::nn::PaddingMode;
+use crate::error::{QatError, Result};
+
+/// How a conv pads its input (PyTorch's `padding_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PaddingMode {
+    #[default]
+    Zeros,
+    Reflect,
+    Replicate,
+    Circular,
+}
+
+impl PaddingMode {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "zeros" => Ok(Self::Zeros),
+            "reflect" => Ok(Self::Reflect),
+            "replicate" => Ok(Self::Replicate),
+            "circular" => Ok(Self::Circular),
+            other => Err(QatError::config(format!("unknown padding_mode {other:?}; expected zeros, reflect, replicate or circular"))),
+        }
+    }
+}
+
+impl fmt::Display for PaddingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Zeros => "zeros",
+            Self::Reflect => "reflect",
+            Self::Replicate => "replicate",
+            Self::Circular => "circular",
+        })
+    }
+}
 
 /// The source index along an axis of `size` for padded index `i - pad`.
 fn source(i: isize, size: usize, mode: PaddingMode) -> usize {

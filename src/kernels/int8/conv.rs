@@ -8,9 +8,9 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::conv_parts::{Requantizer, min_tasks};
 use super::depthwise::{DepthwisePlan, depthwise};
 use super::gemm::{GemmPath, NR, PackedWeights, block_width};
+use super::requantize::{Requantizer, min_tasks};
 use crate::simd::multiversion;
 
 /// A convolution over three spatial axes `[D, H, W]`: 3-d convs as they are, 2-d ones with depth

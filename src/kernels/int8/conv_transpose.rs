@@ -9,12 +9,24 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::kernels::accumulate_rows;
-use crate::nn::{ConvGeometry, ConvTranspose2dOptions};
+use super::conv::accumulate_rows;
+
+/// A 2-d transposed convolution's geometry, as the kernel needs it (PyTorch's arguments).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TransposeGeometry {
+    pub out_channels: usize,
+    pub groups: usize,
+    /// `[C_in, O / groups, KH, KW]`.
+    pub weight_shape: [usize; 4],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub output_padding: [usize; 2],
+}
 
 /// The output size along one axis: `(in - 1) * s - 2p + d (k - 1) + output_padding + 1`.
-fn out_size(size: usize, o: &ConvTranspose2dOptions, axis: usize) -> usize {
-    (size - 1) * o.stride[axis] + o.dilation[axis] * (o.kernel_size[axis] - 1) + o.output_padding[axis] + 1 - 2 * o.padding[axis]
+fn out_size(size: usize, o: &TransposeGeometry, axis: usize) -> usize {
+    (size - 1) * o.stride[axis] + o.dilation[axis] * (o.weight_shape[2 + axis] - 1) + o.output_padding[axis] + 1 - 2 * o.padding[axis]
 }
 
 /// The input indices `i < size` whose tap at `offset = k * dilation` lands inside the output:
@@ -33,10 +45,10 @@ pub(crate) fn conv_transpose2d_accumulate(
     x: &[i32],
     x_shape: [usize; 4],
     w: &[i32],
-    options: &ConvTranspose2dOptions,
+    options: &TransposeGeometry,
 ) -> (Vec<i32>, [usize; 4]) {
     let [n, c, h, wd] = x_shape;
-    let [_, og, kh, kw] = options.weight_shape();
+    let [_, og, kh, kw] = options.weight_shape;
     let (o, g, cg) = (options.out_channels, options.groups, c / options.groups);
     let (out_h, out_w) = (out_size(h, options, 0), out_size(wd, options, 1));
     let (p_in, p_out, taps_per_channel) = (h * wd, out_h * out_w, kh * kw);
@@ -76,8 +88,8 @@ pub(crate) fn conv_transpose2d_accumulate(
 
 /// col2im for one output plane: adds each tap's row of products (`KH * KW` rows over the
 /// input positions) into the output positions the tap reaches.
-fn scatter(plane: &mut [i32], col: &[i32], [h, w]: [usize; 2], [out_h, out_w]: [usize; 2], o: &ConvTranspose2dOptions) {
-    let kw = o.kernel_size[1];
+fn scatter(plane: &mut [i32], col: &[i32], [h, w]: [usize; 2], [out_h, out_w]: [usize; 2], o: &TransposeGeometry) {
+    let kw = o.weight_shape[3];
     for (t, products) in col.chunks(h * w).enumerate() {
         let (dy, dx) = ((t / kw) * o.dilation[0], (t % kw) * o.dilation[1]);
         let cols = taps(w, out_w, dx, o.padding[1], o.stride[1]);
