@@ -17,14 +17,14 @@ use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Bytes, DType, Shape, Tensor};
 
-use super::conv2d_shape::ConvShape;
-use super::{conv2d_bias, conv2d_depthwise as depthwise, conv2d_gemm as dense};
+use crate::kernels::f32::conv2d_shape::ConvShape;
+use crate::kernels::f32::{conv2d_bias, conv2d_depthwise as depthwise, conv2d_gemm as dense};
 
 /// `conv2d(x, weight, bias, options)` (burn's semantics: zero padding, `weight [c_out, c_in /
 /// groups, kh, kw]`), on this crate's kernels for f32 tensors on the Flex CPU backend and on
 /// burn's otherwise (on a GPU burn's own convolution is the fast one).
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
-    let shape = ConvShape::new(&x.dims(), &weight.dims(), &options);
+    let shape = conv_shape(&x.dims(), &weight.dims(), &options);
     let f32_only = x.dtype() == DType::F32 && weight.dtype() == DType::F32 && bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
     let bias_fits = |s: &ConvShape| bias.as_ref().is_none_or(|b| b.dims() == [s.c_out]);
     if !f32_only || !super::on_flex(&x) || !shape.is_some_and(|s| bias_fits(&s)) {
@@ -78,7 +78,7 @@ pub trait Conv2dKernels: Backend {
 }
 
 fn shape_of(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> ConvShape {
-    ConvShape::new(x.layout().shape(), weight.layout().shape(), options).expect("conv2d: shapes checked by `conv2d`")
+    conv_shape(x.layout().shape(), weight.layout().shape(), options).expect("conv2d: shapes checked by `conv2d`")
 }
 
 fn f32s(t: &FlexTensor) -> &[f32] {
@@ -183,4 +183,9 @@ impl<B: Conv2dKernels, C: CheckpointStrategy> Conv2dOps for Autodiff<B, C> {
             }
         }
     }
+}
+
+/// The kernels' [`ConvShape`] of a call with burn's options.
+fn conv_shape(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<ConvShape> {
+    ConvShape::new([x, weight], options.stride, options.padding, options.dilation, options.groups)
 }

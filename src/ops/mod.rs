@@ -3,12 +3,6 @@
 mod bn_kernel;
 mod bn_train;
 mod conv2d;
-mod conv2d_bias;
-mod conv2d_depthwise;
-mod conv2d_gemm;
-mod conv2d_im2col;
-mod conv2d_shape;
-mod conv2d_simd;
 #[cfg(feature = "cube")]
 mod cube;
 pub(crate) mod fake_quant;

@@ -1,8 +1,6 @@
 //! The sizes of one 2-d convolution call, and the index arithmetic every kernel shares:
 //! which output columns of a row read inside the (unpadded) input.
 
-use burn::tensor::ops::ConvOptions;
-
 /// `x [n, c_in, h, w] * weight [c_out, c_in / groups, kh, kw] -> y [n, c_out, oh, ow]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ConvShape {
@@ -25,14 +23,18 @@ pub(crate) struct ConvShape {
 impl ConvShape {
     /// The shape of a call, or `None` when the sizes do not describe a non-empty convolution
     /// (the caller then leaves the call to burn, which reports the error).
-    pub fn new(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Option<Self> {
+    /// `padding` per axis as `(begin, end)`, as burn gives it: the kernels index from the
+    /// beginning padding; the end padding only adds output rows or columns.
+    pub fn new(
+        [x, weight]: [&[usize]; 2],
+        stride: [usize; 2],
+        pads: [(usize, usize); 2],
+        dilation: [usize; 2],
+        groups: usize,
+    ) -> Option<Self> {
         let (&[n, c_in, h, w], &[c_out, c_in_g, kh, kw]) = (x, weight) else { return None };
-        let groups = options.groups;
-        let (stride, dilation) = (options.stride, options.dilation);
-        // burn pads each side on its own, `(begin, end)`: the kernels index from the beginning
-        // padding; the end padding only adds output rows or columns.
-        let padding = options.padding.map(|(begin, _)| begin);
-        let padded = |axis: usize| options.padding[axis].0 + options.padding[axis].1;
+        let padding = pads.map(|(begin, _)| begin);
+        let padded = |axis: usize| pads[axis].0 + pads[axis].1;
         if groups == 0 || c_in != c_in_g * groups || c_out % groups != 0 {
             return None;
         }

@@ -14,11 +14,11 @@ macro_rules! dispatch {
     ($kernel:ident ( $($arg:expr),* $(,)? )) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            use $crate::ops::conv2d_simd::{Isa, isa};
+            use $crate::kernels::f32::conv2d_simd::{Isa, isa};
             match isa() {
                 // SAFETY: `isa()` detected the features these wrappers enable.
-                Isa::Avx512 => unsafe { $crate::ops::conv2d_simd::with_avx512(|| $kernel::<true>($($arg),*)) },
-                Isa::Avx2Fma => unsafe { $crate::ops::conv2d_simd::with_avx2_fma(|| $kernel::<true>($($arg),*)) },
+                Isa::Avx512 => unsafe { $crate::kernels::f32::conv2d_simd::with_avx512(|| $kernel::<true>($($arg),*)) },
+                Isa::Avx2Fma => unsafe { $crate::kernels::f32::conv2d_simd::with_avx2_fma(|| $kernel::<true>($($arg),*)) },
                 Isa::Baseline => $kernel::<false>($($arg),*),
             }
         }
