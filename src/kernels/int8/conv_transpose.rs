@@ -11,22 +11,20 @@ use rayon::prelude::*;
 
 use super::conv::accumulate_rows;
 
-/// A 2-d transposed convolution's geometry, as the kernel needs it (PyTorch's arguments).
+/// A 2-d transposed convolution's geometry, as the kernel needs it (PyTorch's arguments):
+/// the weight's shape `[C_in, O / groups, KH, KW]`, the groups, and per axis the stride,
+/// padding, dilation and output padding, in that order.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TransposeGeometry {
-    pub out_channels: usize,
-    pub groups: usize,
-    /// `[C_in, O / groups, KH, KW]`.
     pub weight_shape: [usize; 4],
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-    pub dilation: [usize; 2],
-    pub output_padding: [usize; 2],
+    pub groups: usize,
+    pub axes: [[usize; 2]; 4],
 }
 
 /// The output size along one axis: `(in - 1) * s - 2p + d (k - 1) + output_padding + 1`.
 fn out_size(size: usize, o: &TransposeGeometry, axis: usize) -> usize {
-    (size - 1) * o.stride[axis] + o.dilation[axis] * (o.weight_shape[2 + axis] - 1) + o.output_padding[axis] + 1 - 2 * o.padding[axis]
+    let [stride, padding, dilation, output_padding] = o.axes.map(|a| a[axis]);
+    (size - 1) * stride + dilation * (o.weight_shape[2 + axis] - 1) + output_padding + 1 - 2 * padding
 }
 
 /// The input indices `i < size` whose tap at `offset = k * dilation` lands inside the output:
@@ -49,7 +47,7 @@ pub(crate) fn conv_transpose2d_accumulate(
 ) -> (Vec<i32>, [usize; 4]) {
     let [n, c, h, wd] = x_shape;
     let [_, og, kh, kw] = options.weight_shape;
-    let (o, g, cg) = (options.out_channels, options.groups, c / options.groups);
+    let (o, g, cg) = (og * options.groups, options.groups, c / options.groups);
     let (out_h, out_w) = (out_size(h, options, 0), out_size(wd, options, 1));
     let (p_in, p_out, taps_per_channel) = (h * wd, out_h * out_w, kh * kw);
     // Weights as rows `(group, j, ky, kx)` over the group's input channels, the operand order
@@ -90,15 +88,16 @@ pub(crate) fn conv_transpose2d_accumulate(
 /// input positions) into the output positions the tap reaches.
 fn scatter(plane: &mut [i32], col: &[i32], [h, w]: [usize; 2], [out_h, out_w]: [usize; 2], o: &TransposeGeometry) {
     let kw = o.weight_shape[3];
+    let [stride, padding, dilation, _] = o.axes;
     for (t, products) in col.chunks(h * w).enumerate() {
-        let (dy, dx) = ((t / kw) * o.dilation[0], (t % kw) * o.dilation[1]);
-        let cols = taps(w, out_w, dx, o.padding[1], o.stride[1]);
-        for iy in taps(h, out_h, dy, o.padding[0], o.stride[0]) {
-            let oy = iy * o.stride[0] + dy - o.padding[0];
+        let (dy, dx) = ((t / kw) * dilation[0], (t % kw) * dilation[1]);
+        let cols = taps(w, out_w, dx, padding[1], stride[1]);
+        for iy in taps(h, out_h, dy, padding[0], stride[0]) {
+            let oy = iy * stride[0] + dy - padding[0];
             let row = &mut plane[oy * out_w..(oy + 1) * out_w];
             let src = &products[iy * w..(iy + 1) * w];
             for ix in cols.clone() {
-                row[ix * o.stride[1] + dx - o.padding[1]] += src[ix];
+                row[ix * stride[1] + dx - padding[1]] += src[ix];
             }
         }
     }

@@ -59,15 +59,8 @@ impl ConvTranspose2d {
         let dims = self.check(x)?;
         let weight = centered_weight(&self.weight, &self.weight_zero_point, |i| self.weight_channel(i));
         let o = &self.options;
-        let geometry = TransposeGeometry {
-            out_channels: o.out_channels,
-            groups: o.groups,
-            weight_shape: o.weight_shape(),
-            stride: o.stride,
-            padding: o.padding,
-            dilation: o.dilation,
-            output_padding: o.output_padding,
-        };
+        let axes = [o.stride, o.padding, o.dilation, o.output_padding];
+        let geometry = TransposeGeometry { weight_shape: o.weight_shape(), groups: o.groups, axes };
         let (acc, shape) = conv_transpose2d_accumulate(&x.centered(), dims, &weight, &geometry);
         let values = requantize_planes(&acc, shape[2] * shape[3], &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
         Ok(QTensor { values, shape: shape.to_vec(), qparams: self.output })
