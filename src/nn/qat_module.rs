@@ -103,3 +103,33 @@ macro_rules! delegate {
 delegate!([const D: usize, O: ConvGeometry<D>] ConvBnReLUNd<D, O>, inner);
 delegate!([const D: usize, O: ConvGeometry<D>] ConvReLUNd<D, O>, conv);
 delegate!([] LinearReLU, linear);
+
+/// The switches of a module that folds a batch norm (fields `weight_fake_quant`,
+/// `activation_post_process`, `training`, `bn`): invoked beside each such module, where its
+/// private fields are in reach.
+macro_rules! bn_folding_switches {
+    ([$($params:tt)*] $ty:ty) => {
+        impl<$($params)*> $crate::nn::QatModule for $ty {
+            fn fake_quants_mut(&mut self) -> Vec<&mut $crate::fake_quantize::FakeQuantize> {
+                let mut out = vec![&mut self.weight_fake_quant];
+                out.extend(self.activation_post_process.as_mut());
+                out
+            }
+
+            fn set_training(&mut self, mode: bool) {
+                self.training = mode;
+                self.bn.follow_mode(mode);
+            }
+
+            fn freeze_bn_stats(&mut self) {
+                self.bn.freeze_stats();
+            }
+
+            fn update_bn_stats(&mut self) {
+                self.bn.unfreeze_stats();
+            }
+        }
+    };
+}
+
+pub(crate) use bn_folding_switches;

@@ -12,6 +12,7 @@ use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
+use crate::nn::qat_module::bn_folding_switches;
 use crate::nn::tensor_util::{host_values, replace_param, uniform_param, weight_axis_shape};
 use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, QatModule, float};
 use crate::qconfig::QConfig;
@@ -245,23 +246,4 @@ impl<const D: usize, O: ConvGeometry<D>> LoadStateDict for ConvBnNd<D, O> {
     }
 }
 
-impl<const D: usize, O: ConvGeometry<D>> QatModule for ConvBnNd<D, O> {
-    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
-        let mut out = vec![&mut self.weight_fake_quant];
-        out.extend(self.activation_post_process.as_mut());
-        out
-    }
-
-    fn set_training(&mut self, mode: bool) {
-        self.training = mode;
-        self.bn.follow_mode(mode);
-    }
-
-    fn freeze_bn_stats(&mut self) {
-        self.bn.freeze_stats();
-    }
-
-    fn update_bn_stats(&mut self) {
-        self.bn.unfreeze_stats();
-    }
-}
+bn_folding_switches!([const D: usize, O: ConvGeometry<D>] ConvBnNd<D, O>);

@@ -8,11 +8,12 @@ use super::BnFolding;
 use super::bn_fold::{self, LayerWeights};
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
+use crate::nn::BatchNorm;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::float::{self, default_linear_params};
 use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
+use crate::nn::qat_module::bn_folding_switches;
 use crate::nn::tensor_util::{host_values, replace_param};
-use crate::nn::{BatchNorm, QatModule};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
@@ -131,26 +132,7 @@ impl LinearBn1d {
     }
 }
 
-impl QatModule for LinearBn1d {
-    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
-        let mut out = vec![&mut self.weight_fake_quant];
-        out.extend(self.activation_post_process.as_mut());
-        out
-    }
-
-    fn set_training(&mut self, mode: bool) {
-        self.training = mode;
-        self.bn.follow_mode(mode);
-    }
-
-    fn freeze_bn_stats(&mut self) {
-        self.bn.freeze_stats();
-    }
-
-    fn update_bn_stats(&mut self) {
-        self.bn.unfreeze_stats();
-    }
-}
+bn_folding_switches!([] LinearBn1d);
 
 impl SaveStateDict for LinearBn1d {
     fn write_state(&self, prefix: &str, out: &mut StateDict) {
