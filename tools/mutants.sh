@@ -18,7 +18,7 @@ trap 'rm -rf "$scratch"' EXIT
 
 # name | file | text | replacement | test targets (cargo test arguments)
 mutants=(
-  "linear-bn-bias-dropped|src/workflow/convert_module.rs|zero_point, &bias, input, output_qparams(&self.activation_post_process|zero_point, &vec![0.0; o], input, output_qparams(&self.activation_post_process|--test workflow --test pytorch_convert_layers"
+  "linear-bn-bias-dropped|src/workflow/convert_module.rs|let (o, i) = (self.out_features(), self.in_features());|let (o, i, bias) = (self.out_features(), self.in_features(), vec![0.0; self.out_features()]);|--test workflow --test pytorch_convert_layers"
   "conv-bn-bias-dropped|src/workflow/convert_module.rs|(bias[c] - mean[c] as f32) * sf[c] + beta[c]|(0.0 - mean[c] as f32) * sf[c] + beta[c]|--test workflow --test pytorch_convert_layers"
   "multiplier-in-f32|src/quant/requant.rs|(input_scale as f64 * weight_scale as f64 / output_scale as f64) as f32|input_scale * weight_scale / output_scale|--lib --test workflow"
   "shape-by-element-count|src/state_dict/reader.rs|Some(shape) if t.shape != shape =>|Some(shape) if t.numel() != shape.iter().product::<usize>() =>|--test workflow"
@@ -44,7 +44,7 @@ mutants=(
   "int8-conv-depth-axis-flipped|src/nn/quantized/conv.rs|let shape = if D == 5 { vec![n, o, od, oh, ow] } else { vec![n, o, oh, ow] };|let shape = if D == 4 { vec![n, o, od, oh, ow] } else { vec![n, o, oh, ow] };|--test int8_families --test int8_kernels"
   "same-padding-asymmetric-accepted|src/nn/padding.rs|if total % 2 == 1 {|if total % 2 == 2 {|--test padding"
   "named-gradients-are-the-values|src/state_dict/params.rs|Param::initialized(param.id, grad)|Param::initialized(param.id, value.inner())|--test conv_bn_f64"
-  "conv-bn-ignores-train-mode|src/nn/intrinsic/qat/conv_bn.rs|self.bn.follow_mode(mode);|let _ = mode;|--test module_behaviour --test frozen_bn"
+  "bn-module-ignores-train-mode|src/nn/qat_module.rs|self.bn.follow_mode(mode);|let _ = mode;|--test module_behaviour --test frozen_bn"
 )
 
 selected=("$@")
