@@ -53,10 +53,10 @@ fn resume_from(path: &Path, expected: &HashMap<String, String>) -> burn_qat::Res
             reason: "no checkpoint to resume from; run without --resume to start, or pass the --out of the interrupted run".into(),
         });
     }
-    let (_, metadata) = load_safetensors(path)?;
+    let checkpoint = Checkpoint::load(path)?;
     let mut differences = Vec::new();
     for key in [RUN_KEY, TRAINING_KEY] {
-        let then = metadata.get(key).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()).unwrap_or_default();
+        let then = checkpoint.metadata.get(key).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok()).unwrap_or_default();
         let now: serde_json::Value = serde_json::from_str(&expected[key]).expect("our own JSON");
         differences.extend(flag_differences(&then, &now));
     }
@@ -69,7 +69,7 @@ fn resume_from(path: &Path, expected: &HashMap<String, String>) -> burn_qat::Res
             ),
         });
     }
-    Checkpoint::load(path)
+    Ok(checkpoint)
 }
 
 /// On Ctrl-C, before the process ends: where the last complete epoch is and the command that
