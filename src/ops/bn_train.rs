@@ -14,8 +14,12 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, backend_extension};
 use burn::tensor::{Bytes, DType, Shape, Tensor};
 
-use super::bn_kernel::{self as kernel, BackwardChannel, BnFloat, BnLayout, Pre};
-use super::minmax::AsF32;
+use crate::kernels::f32::bn::{self as kernel, BackwardChannel, BnFloat, BnLayout, Pre};
+use crate::kernels::f32::minmax::AsF32;
+
+/// The element types the batch norm kernels run on that burn's Flex tensors also store.
+trait BnElement: BnFloat + burn::tensor::Element {}
+impl<T: BnFloat + burn::tensor::Element> BnElement for T {}
 
 /// Host values of the pre-transform for [`bn_batch_stats`].
 #[derive(Clone, Debug)]
@@ -133,19 +137,19 @@ pub trait BnTrainKernels: Backend {
     ) -> [FloatTensor<Self>; 5];
 }
 
-fn slice<T: BnFloat>(t: &FlexTensor) -> &[T] {
+fn slice<T: BnElement>(t: &FlexTensor) -> &[T] {
     t.as_slice::<T>().expect("bn: a contiguous tensor of the input's dtype")
 }
 
-fn tensor<T: BnFloat>(data: Vec<T>, shape: Shape, dtype: DType) -> FlexTensor {
+fn tensor<T: BnElement>(data: Vec<T>, shape: Shape, dtype: DType) -> FlexTensor {
     FlexTensor::new(Bytes::from_elems(data), Layout::contiguous(shape), dtype)
 }
 
-fn channel_values<T: BnFloat>(values: &[f64]) -> Vec<T> {
+fn channel_values<T: BnElement>(values: &[f64]) -> Vec<T> {
     values.iter().map(|&v| T::from_f64(v)).collect()
 }
 
-fn stats_for<T: BnFloat>(z: &FlexTensor, pre: &BnPreValues) -> Vec<f64> {
+fn stats_for<T: BnElement>(z: &FlexTensor, pre: &BnPreValues) -> Vec<f64> {
     let l = BnLayout::new(z.layout().shape());
     let div = pre.div.as_deref().map(channel_values::<T>);
     let add = pre.add.as_deref().map(channel_values::<T>);
@@ -153,7 +157,7 @@ fn stats_for<T: BnFloat>(z: &FlexTensor, pre: &BnPreValues) -> Vec<f64> {
     kernel::stats(slice::<T>(z), l, pre).into_iter().flat_map(|(m, s)| [m, s]).collect()
 }
 
-fn apply_for<T: BnFloat + AsF32>(
+fn apply_for<T: BnElement + AsF32>(
     z: &FlexTensor,
     div: &FlexTensor,
     add: &FlexTensor,
@@ -172,7 +176,7 @@ fn apply_for<T: BnFloat + AsF32>(
     out
 }
 
-fn backward_for<T: BnFloat>(
+fn backward_for<T: BnElement>(
     z: &FlexTensor,
     out: Option<&FlexTensor>,
     grad: FlexTensor,

@@ -13,8 +13,12 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
 use burn::tensor::{Bytes, DType, Tensor};
 
-use super::fake_quant_kernel::{self as kernel, ChannelLayout, ChannelParams, FqFloat};
 use crate::error::{QatError, Result};
+use crate::kernels::f32::fake_quant::{self as kernel, ChannelLayout, ChannelParams, FqFloat};
+
+/// The element types the fake quantization kernels run on that burn's Flex tensors also store.
+trait FqElement: FqFloat + burn::tensor::Element {}
+impl<T: FqFloat + burn::tensor::Element> FqElement for T {}
 
 /// The parameters of one fake-quant call: one (scale, zero point) per tensor (`axis: None`) or
 /// one per index along `axis`, and the integer range to clamp to.
@@ -104,14 +108,14 @@ pub trait FakeQuantKernels: Backend {
     fn fake_quantize_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, params: &FakeQuantParams) -> FloatTensor<Self>;
 }
 
-fn run_forward<T: FqFloat>(x: &FlexTensor, params: &FakeQuantParams) -> Vec<T> {
+fn run_forward<T: FqElement>(x: &FlexTensor, params: &FakeQuantParams) -> Vec<T> {
     let layout = ChannelLayout::new(x.layout().shape(), params.axis);
     kernel::forward(x.as_slice::<T>().expect("contiguous"), layout, &params.channel_params())
 }
 
 /// Masks `grad` in place: in its own buffer when the op holds the only reference to a
 /// contiguous one (the usual case in a backward pass), else in a copy.
-fn run_backward<T: FqFloat>(x: &FlexTensor, grad: FlexTensor, params: &FakeQuantParams) -> FlexTensor {
+fn run_backward<T: FqElement>(x: &FlexTensor, grad: FlexTensor, params: &FakeQuantParams) -> FlexTensor {
     let layout = ChannelLayout::new(x.layout().shape(), params.axis);
     let xs = x.as_slice::<T>().expect("contiguous");
     let params = params.channel_params();

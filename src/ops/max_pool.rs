@@ -21,8 +21,12 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Bytes, DType, Tensor};
 use rayon::prelude::*;
 
-use super::bn_kernel::BnFloat;
 use crate::error::{QatError, Result};
+use crate::kernels::f32::bn::BnFloat;
+
+/// The element types the max pooling kernels run on that burn's Flex tensors also store.
+trait PoolElement: BnFloat + burn::tensor::Element {}
+impl<T: BnFloat + burn::tensor::Element> PoolElement for T {}
 
 /// The window: `kernel x kernel`, moved by `stride` along both axes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +87,7 @@ fn shape4(t: &FlexTensor) -> [usize; 4] {
 }
 
 /// Values and argmax of every window, plane by plane.
-fn forward<T: BnFloat>(x: &[T], [n, c, h, w]: [usize; 4], window: MaxPoolWindow) -> (Vec<T>, Vec<u32>) {
+fn forward<T: PoolElement>(x: &[T], [n, c, h, w]: [usize; 4], window: MaxPoolWindow) -> (Vec<T>, Vec<u32>) {
     let (oh, ow) = (window.out(h), window.out(w));
     let (k, s) = (window.kernel, window.stride);
     let mut values = vec![T::ZERO; n * c * oh * ow];
@@ -112,7 +116,7 @@ fn forward<T: BnFloat>(x: &[T], [n, c, h, w]: [usize; 4], window: MaxPoolWindow)
 }
 
 /// The input gradient: each output's gradient added at its argmax, in output order.
-fn backward<T: BnFloat>(grad: &[T], argmax: &Argmax) -> Vec<T> {
+fn backward<T: PoolElement>(grad: &[T], argmax: &Argmax) -> Vec<T> {
     let [n, c, h, w] = argmax.input_shape;
     let per_plane = grad.len() / (n * c).max(1);
     let mut dx = vec![T::ZERO; n * c * h * w];

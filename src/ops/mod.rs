@@ -1,19 +1,17 @@
 //! Tensor ops with their own backward. The only module that touches burn's backend internals.
 
-mod bn_kernel;
 mod bn_train;
 mod conv2d;
 #[cfg(feature = "cube")]
 mod cube;
 pub(crate) mod fake_quant;
-pub(crate) mod fake_quant_kernel;
 mod host;
 mod learnable_fake_quant;
 mod max_pool;
 mod minmax;
 mod route;
 
-pub(crate) use bn_kernel::lane_sum;
+pub(crate) use crate::kernels::f32::bn::lane_sum;
 pub use bn_train::{BnApplyParams, BnPreValues, bn_batch_stats, bn_train_apply};
 pub use conv2d::conv2d;
 pub use fake_quant::{FakeQuantParams, fake_quantize};

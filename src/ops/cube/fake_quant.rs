@@ -1,5 +1,5 @@
 //! Fake quantization on the GPU backends: the same arithmetic as the CPU kernel
-//! (`ops/fake_quant_kernel.rs`), one thread per element. `q = z + rne(x * inv_s)` with the f32
+//! (`kernels/f32/fake_quant.rs`), one thread per element. `q = z + rne(x * inv_s)` with the f32
 //! reciprocal multiplied; cubecl's `round` is ties-to-even on every runtime (WGSL `round`,
 //! CUDA/HIP `rint`); the clamp is written as comparisons so that NaN maps to `quant_min`, as
 //! C's `fmax`/`fmin` do in PyTorch (WGSL's `max` leaves NaN implementation-defined); the
@@ -15,8 +15,8 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
+use crate::kernels::f32::fake_quant::ChannelLayout;
 use crate::ops::fake_quant::{FakeQuantKernels, FakeQuantOps, FakeQuantParams};
-use crate::ops::fake_quant_kernel::ChannelLayout;
 
 /// `params`: `[quant_min, quant_max]`, then `[inv_scale, zero_point, scale]` per channel.
 #[cube]

@@ -30,7 +30,7 @@ impl ChannelParams {
 }
 
 /// Float element types the kernels run on.
-pub(crate) trait FqFloat: burn::tensor::Element + bytemuck::Pod + std::ops::Mul<Output = Self> {
+pub(crate) trait FqFloat: bytemuck::Pod + Default + Send + Sync + std::ops::Mul<Output = Self> {
     fn fake_quant(self, p: &ChannelParams) -> Self;
     fn in_range(self, p: &ChannelParams) -> bool;
     fn from_bool(b: bool) -> Self;

@@ -68,7 +68,7 @@ pub(crate) fn lane_sum(values: impl IntoIterator<Item = f64>) -> f64 {
 
 /// Float element types the kernels run on.
 pub(crate) trait BnFloat:
-    burn::tensor::Element + bytemuck::Pod + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + PartialOrd
+    bytemuck::Pod + Default + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + PartialOrd
 {
     const ZERO: Self;
     fn to_f64(self) -> f64;
