@@ -129,14 +129,4 @@ impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
         let shape = if D == 5 { vec![n, o, od, oh, ow] } else { vec![n, o, oh, ow] };
         Ok(QTensor { values, shape, qparams: self.output })
     }
-
-    /// The integer weights with their qparams, as [`new`](Self::new) takes them.
-    pub fn int8_weight(&self) -> Int8Weight {
-        Int8Weight::new(self.weight.clone(), self.weight_scale.clone(), self.weight_zero_point.clone())
-    }
-
-    /// The activation qparams and ReLU flag, as [`new`](Self::new) takes them.
-    pub fn qparams(&self) -> LayerQParams {
-        LayerQParams::new(self.input, self.output, self.relu)
-    }
 }
