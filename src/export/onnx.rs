@@ -150,7 +150,7 @@ fn split_head(layers: &[Named<Int8Layer>]) -> Result<(&[Named<Int8Layer>], &str,
     let last = layers.last();
     let before = n.checked_sub(2).and_then(|i| layers.get(i));
     match (before.map(|l| &l.layer), last.map(|l| &l.layer)) {
-        (Some(Int8Layer::Linear(linear)), Some(Int8Layer::DeQuantize)) => {
+        (Some(Int8Layer::Linear(linear)), Some(Int8Layer::DeQuantize(_))) => {
             Ok((&layers[..n - 1], layers[n - 1].name.as_str(), linear.out_features))
         }
         _ => Err(QatError::config(format!(
@@ -165,16 +165,16 @@ fn split_head(layers: &[Named<Int8Layer>]) -> Result<(&[Named<Int8Layer>], &str,
 fn layer_kind(layer: &Int8Layer) -> &'static str {
     match layer {
         Int8Layer::Quantize(_) => "Quantize",
-        Int8Layer::DeQuantize => "DeQuantize",
+        Int8Layer::DeQuantize(_) => "DeQuantize",
         Int8Layer::Conv2d(_) => "quantized Conv2d",
         Int8Layer::Linear(_) => "quantized Linear",
         Int8Layer::BatchNorm2d(_) => "quantized BatchNorm2d",
-        Int8Layer::Relu => "ReLU",
+        Int8Layer::Relu(_) => "ReLU",
         Int8Layer::MaxPool2d(_) => "MaxPool2d",
         Int8Layer::AvgPool2d(_) => "AvgPool2d",
-        Int8Layer::Relu6 => "ReLU6",
-        Int8Layer::GlobalAvgPool2d => "GlobalAvgPool2d",
-        Int8Layer::Flatten => "Flatten",
+        Int8Layer::Relu6(_) => "ReLU6",
+        Int8Layer::GlobalAvgPool2d(_) => "GlobalAvgPool2d",
+        Int8Layer::Flatten(_) => "Flatten",
         Int8Layer::Residual { .. } => "Residual",
         Int8Layer::Float(_) => "float layer",
     }
@@ -229,7 +229,7 @@ impl Builder {
                 let name = self.quantize(path, &cur.name, q.qparams, true)?;
                 Ok(Wire { name, shape: cur.shape, qparams: Some(q.qparams) })
             }
-            Int8Layer::DeQuantize => {
+            Int8Layer::DeQuantize(_) => {
                 let q = cur.quantized(path)?;
                 let name = self.unique(path)?;
                 self.dequantize(&name, &cur.name, q)?;
@@ -238,8 +238,8 @@ impl Builder {
             Int8Layer::Conv2d(m) => self.conv(m, path, cur),
             Int8Layer::Linear(m) => self.linear(m, path, cur),
             Int8Layer::BatchNorm2d(m) => self.batch_norm(m, path, cur),
-            Int8Layer::Relu => self.same_qparams(path, cur, "Relu", vec![], &[], |s| s.to_vec()),
-            Int8Layer::Relu6 => {
+            Int8Layer::Relu(_) => self.same_qparams(path, cur, "Relu", vec![], &[], |s| s.to_vec()),
+            Int8Layer::Relu6(_) => {
                 // Clamped in step units, [0, quantize(6) - z], so the bound is the int8 engine's
                 // quantized 6 exactly. Opset 13 takes Clip's bounds as inputs.
                 let q = cur.quantized(path)?;
@@ -250,11 +250,11 @@ impl Builder {
             }
             Int8Layer::AvgPool2d(p) => self.window_pool("AveragePool", p.kernel_size, p.stride, path, cur),
             Int8Layer::MaxPool2d(p) => self.window_pool("MaxPool", p.kernel_size, p.stride, path, cur),
-            Int8Layer::GlobalAvgPool2d => {
+            Int8Layer::GlobalAvgPool2d(_) => {
                 let [n, c, _, _] = cur.image(path)?;
                 self.in_steps(path, cur, "GlobalAveragePool", vec![], &[], |_| vec![n, c, 1, 1])
             }
-            Int8Layer::Flatten => match cur.shape.len() {
+            Int8Layer::Flatten(_) => match cur.shape.len() {
                 4 => {
                     let name = self.unique(path)?;
                     self.node("Flatten", &name, &[&cur.name], vec![attr_int("axis", 1)]);

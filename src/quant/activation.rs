@@ -14,6 +14,11 @@ pub struct ActivationQParams {
 }
 
 impl ActivationQParams {
+    /// The same grid saturating at the whole u8 range, `[0, 255]`.
+    pub fn full_range(self) -> Self {
+        Self { quant_min: 0, quant_max: 255, ..self }
+    }
+
     /// Checks that the parameters describe an unsigned 8-bit activation (quint8 ranges,
     /// reduced or low-bit ones included): what the int8 kernels store in `u8`.
     pub fn validated(self, layer: &str) -> Result<Self> {

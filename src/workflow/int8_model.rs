@@ -5,34 +5,12 @@ use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::ToQuantized;
-use super::float_model::Layer;
-use super::layers::{Flatten, Named, Value};
-use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+pub use super::int8_layer::Int8Layer;
+use super::int8_layer::{Engine, run_layers};
+use super::layers::{Named, Value};
 use super::qat_model::{QatLayer, QatModel};
 use crate::error::{QatError, Result};
-use crate::nn::quantized::{self, ActivationQParams, QTensor};
-
-/// A layer of a converted model.
-#[derive(Clone, Debug)]
-pub enum Int8Layer {
-    Quantize(quantized::Quantize),
-    DeQuantize,
-    Conv2d(quantized::Conv2d),
-    Linear(quantized::Linear),
-    BatchNorm2d(quantized::BatchNorm2d),
-    Relu,
-    Relu6,
-    MaxPool2d(MaxPool2d),
-    AvgPool2d(AvgPool2d),
-    GlobalAvgPool2d,
-    Flatten,
-    Residual {
-        body: Vec<Named<Int8Layer>>,
-        add: quantized::Add,
-    },
-    /// Left in float (qconfig `None`), between a DeQuantStub and a QuantStub.
-    Float(Layer),
-}
+use crate::nn::quantized::{self, ActivationQParams};
 
 crate::nn::geometry::constant_module!(Int8Layer);
 
@@ -67,39 +45,9 @@ pub fn convert_with(model: &QatModel, options: ConvertOptions) -> Result<Int8Mod
     let mut current = None;
     let mut layers = convert_layers(&model.layers, "", &mut current)?;
     if options.pytorch_saturation {
-        widen_ranges(&mut layers);
+        layers.iter_mut().for_each(|l| l.layer.saturate_at_full_range());
     }
     Ok(Int8Model { layers })
-}
-
-fn widen(q: &mut ActivationQParams) {
-    q.quant_min = 0;
-    q.quant_max = 255;
-}
-
-fn widen_ranges(layers: &mut [Named<Int8Layer>]) {
-    for l in layers {
-        match &mut l.layer {
-            Int8Layer::Quantize(q) => widen(&mut q.qparams),
-            Int8Layer::Conv2d(m) => {
-                widen(&mut m.input);
-                widen(&mut m.output);
-            }
-            Int8Layer::Linear(m) => {
-                widen(&mut m.input);
-                widen(&mut m.output);
-            }
-            Int8Layer::BatchNorm2d(m) => {
-                widen(&mut m.input);
-                widen(&mut m.output);
-            }
-            Int8Layer::Residual { body, add } => {
-                widen_ranges(body);
-                widen(&mut add.output);
-            }
-            _ => {}
-        }
-    }
 }
 
 fn need_input(current: &Option<ActivationQParams>, path: &str) -> Result<ActivationQParams> {
@@ -116,9 +64,9 @@ fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option
                 *current = Some(q);
                 Int8Layer::Quantize(quantized::Quantize::new(q)?)
             }
-            QatLayer::DeQuantStub(_) => {
+            QatLayer::DeQuantStub(d) => {
                 *current = None;
-                Int8Layer::DeQuantize
+                Int8Layer::DeQuantize(d.clone())
             }
             QatLayer::ConvBn2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::ConvBnReLU2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
@@ -128,18 +76,17 @@ fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option
             QatLayer::LinearReLU(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::LinearBn1d(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
             QatLayer::BatchNorm2d(m) => Int8Layer::BatchNorm2d(m.to_quantized(need_input(current, &path)?, &path)?),
-            QatLayer::Relu(_) => Int8Layer::Relu,
-            QatLayer::Relu6(_) => Int8Layer::Relu6,
+            QatLayer::Relu(r) => Int8Layer::Relu(r.clone()),
+            QatLayer::Relu6(r) => Int8Layer::Relu6(r.clone()),
             QatLayer::AvgPool2d(p) => Int8Layer::AvgPool2d(p.clone()),
             QatLayer::MaxPool2d(p) => Int8Layer::MaxPool2d(p.clone()),
-            QatLayer::GlobalAvgPool2d(_) => Int8Layer::GlobalAvgPool2d,
-            QatLayer::Flatten(_) => Int8Layer::Flatten,
+            QatLayer::GlobalAvgPool2d(p) => Int8Layer::GlobalAvgPool2d(p.clone()),
+            QatLayer::Flatten(f) => Int8Layer::Flatten(f.clone()),
             QatLayer::Residual(r) => {
                 need_input(current, &path)?;
                 let body = convert_layers(&r.body, &format!("{path}.body."), current)?;
                 need_input(current, &format!("{path} (end of its body)"))?;
                 let add = quantized::Add::new(r.add.activation_qparams(&format!("{path}.add"))?, r.relu)?;
-                *current = Some(add.output);
                 Int8Layer::Residual { body, add }
             }
             QatLayer::Float(f) => {
@@ -151,11 +98,8 @@ fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option
                 Int8Layer::Float(f.clone())
             }
         };
-        match &layer {
-            Int8Layer::Conv2d(m) => *current = Some(m.output),
-            Int8Layer::Linear(m) => *current = Some(m.output),
-            Int8Layer::BatchNorm2d(m) => *current = Some(m.output),
-            _ => {}
+        if let Some(output) = layer.output_qparams() {
+            *current = Some(output);
         }
         out.push(Named { name: l.name.clone(), layer });
     }
@@ -165,21 +109,6 @@ fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option
 /// The fewest samples a thread's slice of a batch gets: below that, one pass over the batch
 /// with each layer split across the threads.
 const MIN_SAMPLES_PER_SLICE: usize = 4;
-
-fn layers_are_per_sample(layers: &[Named<Int8Layer>]) -> bool {
-    layers.iter().all(|l| match &l.layer {
-        Int8Layer::Float(_) => false,
-        Int8Layer::Residual { body, .. } => layers_are_per_sample(body),
-        _ => true,
-    })
-}
-
-/// Which implementation runs the integer layers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Engine {
-    Kernels,
-    Reference,
-}
 
 impl Int8Model {
     /// Runs the model on float images `[N, C, H, W]` (quantized at the first QuantStub).
@@ -218,7 +147,7 @@ impl Int8Model {
     /// (a float layer may be a batch norm still in training mode, which mixes samples).
     fn batch_slices(&self, n: usize) -> Vec<(usize, usize)> {
         let slices = rayon::current_num_threads().min(n / MIN_SAMPLES_PER_SLICE);
-        if slices < 2 || !layers_are_per_sample(&self.layers) {
+        if slices < 2 || !self.layers.iter().all(|l| l.layer.per_sample()) {
             return vec![(0, n)];
         }
         (0..slices).map(|i| (i * n / slices, (i + 1) * n / slices - i * n / slices)).collect()
@@ -228,17 +157,7 @@ impl Int8Model {
     /// DeQuantStub follows): the step to measure output differences in. `None` if nothing is
     /// quantized.
     pub fn output_qparams(&self) -> Option<ActivationQParams> {
-        fn last(layers: &[Named<Int8Layer>]) -> Option<ActivationQParams> {
-            layers.iter().rev().find_map(|l| match &l.layer {
-                Int8Layer::Quantize(q) => Some(q.qparams),
-                Int8Layer::Conv2d(m) => Some(m.output),
-                Int8Layer::Linear(m) => Some(m.output),
-                Int8Layer::BatchNorm2d(m) => Some(m.output),
-                Int8Layer::Residual { add, .. } => Some(add.output),
-                _ => None,
-            })
-        }
-        last(&self.layers)
+        self.layers.iter().rev().find_map(|l| l.layer.output_qparams())
     }
 
     /// Predicted classes for float images (the argmax of the final features).
@@ -251,52 +170,4 @@ impl Int8Model {
     pub fn forward_reference(&self, x: Tensor<4>, device: &Device) -> Result<Value> {
         run_layers(&self.layers, Value::Image(x), "", Engine::Reference, device)
     }
-}
-
-fn run_layers(layers: &[Named<Int8Layer>], mut value: Value, prefix: &str, engine: Engine, device: &Device) -> Result<Value> {
-    for l in layers {
-        let path = format!("{prefix}{}", l.name);
-        value = match &l.layer {
-            Int8Layer::Quantize(q) => match value {
-                Value::Image(t) => Value::Quantized(q.forward(&t)?),
-                Value::Features(t) => Value::Quantized(q.forward(&t)?),
-                Value::Quantized(_) => {
-                    return Err(QatError::config(format!("{path}: Quantize received an already quantized tensor")));
-                }
-            },
-            Int8Layer::DeQuantize => {
-                let q = value.quantized(&path)?;
-                match q.shape.len() {
-                    4 => Value::Image(q.to_tensor::<4>(device)?),
-                    2 => Value::Features(q.to_tensor::<2>(device)?),
-                    _ => {
-                        return Err(QatError::shape(&path, "a rank-2 or rank-4 tensor", format!("{:?}", q.shape)));
-                    }
-                }
-            }
-            Int8Layer::Conv2d(m) => {
-                let x = value.quantized(&path)?;
-                Value::Quantized(if engine == Engine::Kernels { m.forward(&x)? } else { m.forward_reference(&x, device)? })
-            }
-            Int8Layer::Linear(m) => {
-                let x = value.quantized(&path)?;
-                Value::Quantized(if engine == Engine::Kernels { m.forward(&x)? } else { m.forward_reference(&x, device)? })
-            }
-            // Elementwise in f32 either way: the kernel is its own reference.
-            Int8Layer::BatchNorm2d(m) => Value::Quantized(m.forward(&value.quantized(&path)?)?),
-            Int8Layer::Relu => value.relu(),
-            Int8Layer::Relu6 => value.relu6(),
-            Int8Layer::AvgPool2d(p) => p.forward(value, &path)?,
-            Int8Layer::MaxPool2d(p) => p.forward(value, &path)?,
-            Int8Layer::GlobalAvgPool2d => GlobalAvgPool2d.forward(value, &path)?,
-            Int8Layer::Flatten => Flatten.forward(value, &path)?,
-            Int8Layer::Residual { body, add } => {
-                let shortcut: QTensor = value.clone().quantized(&path)?;
-                let y = run_layers(body, value, &format!("{path}.body."), engine, device)?.quantized(&path)?;
-                Value::Quantized(add.forward(&y, &shortcut)?)
-            }
-            Int8Layer::Float(f) => f.clone().forward(value, &path)?,
-        };
-    }
-    Ok(value)
 }

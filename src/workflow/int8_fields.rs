@@ -1,0 +1,118 @@
+//! The pieces of the int8 model file every layer kind reads and writes: activation grids,
+//! integer weights (packed below 8 bits), and the typed fields of an architecture entry.
+
+use serde_json::Value as Json;
+
+use crate::error::{QatError, Result};
+use crate::nn::quantized::ActivationQParams;
+use crate::quant::packing;
+use crate::state_dict::{StateDict, StateReader, TensorValue, Values};
+
+pub(crate) fn write_act(prefix: &str, q: &ActivationQParams, out: &mut StateDict) {
+    out.insert(format!("{prefix}.scale"), TensorValue::f32_vec(vec![q.scale]));
+    out.insert(format!("{prefix}.zero_point_range"), TensorValue::i32_vec(vec![q.zero_point, q.quant_min, q.quant_max]));
+}
+
+pub(crate) fn read_act(prefix: &str, reader: &mut StateReader<'_>) -> Option<ActivationQParams> {
+    let scale = reader.f32(&format!("{prefix}.scale"), Some(&[1]));
+    let zr = reader.int(&format!("{prefix}.zero_point_range"), Some(&[3]));
+    let (Some((_, s)), Some((_, z))) = (scale, zr) else { return None };
+    let q = ActivationQParams { scale: s[0], zero_point: z[0] as i32, quant_min: z[1] as i32, quant_max: z[2] as i32 };
+    match q.validated(prefix) {
+        Ok(q) => Some(q),
+        Err(e) => {
+            reader.problem(e.to_string());
+            None
+        }
+    }
+}
+
+pub(crate) fn write_weights(p: &str, weight: &[i8], shape: Vec<usize>, scale: &[f32], zp: &[i32], bias: &[i32], out: &mut StateDict) {
+    let bits = packing::bits_needed(weight);
+    if bits < 8 {
+        let packed = packing::pack(weight, bits).expect("bits_needed holds every value");
+        out.insert(format!("{p}.weight_packed"), TensorValue { shape: vec![packed.len()], values: Values::U8(packed) });
+        out.insert(format!("{p}.weight_bits"), TensorValue::i32_vec(vec![bits as i32]));
+    } else {
+        out.insert(format!("{p}.weight"), TensorValue { shape, values: Values::I8(weight.to_vec()) });
+    }
+    out.insert(format!("{p}.weight_scale"), TensorValue::f32_vec(scale.to_vec()));
+    out.insert(format!("{p}.weight_zero_point"), TensorValue::i32_vec(zp.to_vec()));
+    out.insert(format!("{p}.bias"), TensorValue::i32_vec(bias.to_vec()));
+}
+
+pub(crate) fn field<'a>(item: &'a Json, key: &str, p: &str) -> Result<&'a Json> {
+    item.get(key).ok_or_else(|| QatError::config(format!("{p}: architecture entry lacks {key:?}")))
+}
+
+pub(crate) fn usize_of(item: &Json, key: &str, p: &str) -> Result<usize> {
+    field(item, key, p)?
+        .as_u64()
+        .map(|v| v as usize)
+        .ok_or_else(|| QatError::config(format!("{p}: {key:?} must be a non-negative integer")))
+}
+
+pub(crate) fn pair_of(item: &Json, key: &str, p: &str) -> Result<[usize; 2]> {
+    let v = field(item, key, p)?;
+    match (v.get(0).and_then(Json::as_u64), v.get(1).and_then(Json::as_u64), v.as_array().map(Vec::len)) {
+        (Some(a), Some(b), Some(2)) => Ok([a as usize, b as usize]),
+        _ => Err(QatError::config(format!("{p}: {key:?} must be a pair of integers"))),
+    }
+}
+
+pub(crate) fn bool_of(item: &Json, key: &str, p: &str) -> Result<bool> {
+    field(item, key, p)?.as_bool().ok_or_else(|| QatError::config(format!("{p}: {key:?} must be a boolean")))
+}
+
+pub(crate) struct Weights {
+    pub weight: Vec<i8>,
+    pub scale: Vec<f32>,
+    pub zero_point: Vec<i32>,
+    pub bias: Vec<i32>,
+}
+
+/// The error for a layer whose tensors are missing or wrong: every problem the reader met.
+pub(crate) fn missing(p: &str, reader: &StateReader<'_>) -> QatError {
+    QatError::config(format!("{p}: {}", reader.problems().join("; ")))
+}
+
+/// The packed form of a weight of `shape`, unpacked (as [`read_weights`] reads `weight`).
+fn read_packed(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option<(Vec<usize>, Vec<i64>)> {
+    let (_, bits) = reader.int(&format!("{p}.weight_bits"), Some(&[1]))?;
+    let (_, bytes) = reader.int(&format!("{p}.weight_packed"), None)?;
+    let n = shape.iter().product();
+    let bytes: Vec<u8> = bytes.iter().map(|&b| b as u8).collect();
+    match u32::try_from(bits[0])
+        .map_err(|_| QatError::config(format!("weight_bits {} is negative", bits[0])))
+        .and_then(|b| packing::unpack(&bytes, b, n))
+    {
+        Ok(values) => Some((shape.to_vec(), values.into_iter().map(i64::from).collect())),
+        Err(e) => {
+            reader.problem(format!("{p}.weight_packed: {e}"));
+            None
+        }
+    }
+}
+
+pub(crate) fn read_weights(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option<Weights> {
+    let o = shape[0];
+    let weight = if reader.has(&format!("{p}.weight_packed")) {
+        read_packed(p, shape, reader)
+    } else {
+        reader.int(&format!("{p}.weight"), Some(shape))
+    };
+    let scale = reader.f32(&format!("{p}.weight_scale"), Some(&[o]));
+    let zero_point = reader.int(&format!("{p}.weight_zero_point"), Some(&[o]));
+    let bias = reader.int(&format!("{p}.bias"), Some(&[o]));
+    let (Some((_, w)), Some((_, scale)), Some((_, zp)), Some((_, bias))) = (weight, scale, zero_point, bias) else { return None };
+    if w.iter().any(|&v| !(-128..=127).contains(&v)) {
+        reader.problem(format!("{p}.weight: values outside i8"));
+        return None;
+    }
+    Some(Weights {
+        weight: w.into_iter().map(|v| v as i8).collect(),
+        scale,
+        zero_point: zp.into_iter().map(|v| v as i32).collect(),
+        bias: bias.into_iter().map(|v| v as i32).collect(),
+    })
+}

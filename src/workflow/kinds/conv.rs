@@ -1,0 +1,58 @@
+//! Convolutions (with their fused batch norms and ReLUs): one int8 conv per converted layer.
+
+use serde_json::{Value as Json, json};
+
+use crate::error::{QatError, Result};
+use crate::nn::quantized::{ActivationQParams, Conv2d, Int8Weight, LayerQParams};
+use crate::nn::{Conv2dOptions, PaddingMode};
+use crate::state_dict::{StateDict, StateReader};
+use crate::workflow::int8_fields::{bool_of, field, missing, pair_of, read_act, read_weights, usize_of, write_act, write_weights};
+use crate::workflow::int8_layer::{Engine, Int8Op, Int8Run};
+use crate::workflow::layers::Value;
+
+impl Int8Op for Conv2d {
+    const KIND: &'static str = "Conv2d";
+
+    fn forward(&self, x: Value, path: &str, run: &Int8Run<'_>) -> Result<Value> {
+        let x = x.quantized(path)?;
+        Ok(Value::Quantized(match run.engine {
+            Engine::Kernels => Conv2d::forward(self, &x)?,
+            Engine::Reference => self.forward_reference(&x, run.device)?,
+        }))
+    }
+
+    fn output_qparams(&self) -> Option<ActivationQParams> {
+        Some(self.output)
+    }
+
+    fn saturate_at_full_range(&mut self) {
+        self.input = self.input.full_range();
+        self.output = self.output.full_range();
+    }
+
+    fn save(&self, path: &str, out: &mut StateDict) -> Result<Json> {
+        let o = &self.options;
+        write_weights(path, &self.weight, o.weight_shape().to_vec(), &self.weight_scale, &self.weight_zero_point, &self.bias, out);
+        write_act(&format!("{path}.input"), &self.input, out);
+        write_act(&format!("{path}.output"), &self.output, out);
+        Ok(json!({"in_channels": o.in_channels, "out_channels": o.out_channels, "kernel_size": o.kernel_size,
+                  "stride": o.stride, "padding": o.padding, "dilation": o.dilation, "groups": o.groups,
+                  "padding_mode": o.padding_mode.to_string(), "relu": self.relu}))
+    }
+
+    fn load(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Self> {
+        let options =
+            Conv2dOptions::new(usize_of(entry, "in_channels", p)?, usize_of(entry, "out_channels", p)?, pair_of(entry, "kernel_size", p)?)
+                .with_stride(pair_of(entry, "stride", p)?)
+                .with_padding(pair_of(entry, "padding", p)?)
+                .with_dilation(pair_of(entry, "dilation", p)?)
+                .with_groups(usize_of(entry, "groups", p)?)
+                .with_padding_mode(PaddingMode::parse(field(entry, "padding_mode", p)?.as_str().unwrap_or(""))?);
+        options.validate().map_err(|e| QatError::config(format!("{p}: {e}")))?;
+        let w = read_weights(p, &options.weight_shape(), reader);
+        let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
+        let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
+        let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
+        Conv2d::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
+    }
+}

@@ -1,0 +1,48 @@
+//! Linear layers (with their fused batch norms and ReLUs): one int8 linear per converted layer.
+
+use serde_json::{Value as Json, json};
+
+use crate::error::Result;
+use crate::nn::quantized::{ActivationQParams, Int8Weight, LayerQParams, Linear};
+use crate::state_dict::{StateDict, StateReader};
+use crate::workflow::int8_fields::{bool_of, missing, read_act, read_weights, usize_of, write_act, write_weights};
+use crate::workflow::int8_layer::{Engine, Int8Op, Int8Run};
+use crate::workflow::layers::Value;
+
+impl Int8Op for Linear {
+    const KIND: &'static str = "Linear";
+
+    fn forward(&self, x: Value, path: &str, run: &Int8Run<'_>) -> Result<Value> {
+        let x = x.quantized(path)?;
+        Ok(Value::Quantized(match run.engine {
+            Engine::Kernels => Linear::forward(self, &x)?,
+            Engine::Reference => self.forward_reference(&x, run.device)?,
+        }))
+    }
+
+    fn output_qparams(&self) -> Option<ActivationQParams> {
+        Some(self.output)
+    }
+
+    fn saturate_at_full_range(&mut self) {
+        self.input = self.input.full_range();
+        self.output = self.output.full_range();
+    }
+
+    fn save(&self, path: &str, out: &mut StateDict) -> Result<Json> {
+        let shape = vec![self.out_features, self.in_features];
+        write_weights(path, &self.weight, shape, &self.weight_scale, &self.weight_zero_point, &self.bias, out);
+        write_act(&format!("{path}.input"), &self.input, out);
+        write_act(&format!("{path}.output"), &self.output, out);
+        Ok(json!({"in_features": self.in_features, "out_features": self.out_features, "relu": self.relu}))
+    }
+
+    fn load(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Self> {
+        let (i, o) = (usize_of(entry, "in_features", p)?, usize_of(entry, "out_features", p)?);
+        let w = read_weights(p, &[o, i], reader);
+        let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
+        let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
+        let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
+        Linear::from_parts(i, o, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
+    }
+}
