@@ -2,7 +2,7 @@
 //! model field by field: the quant stub that starts the chain, the output qparams of each int8
 //! module, and the switches and state-dict layout of the stub itself.
 
-use super::qat_model::QatQuantStub;
+use super::layers::QatQuantStub;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::QatModule;

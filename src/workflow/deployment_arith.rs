@@ -12,6 +12,7 @@
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
+use super::layers::Value;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::BatchNorm;
@@ -177,4 +178,34 @@ pub(crate) fn batch_norm(x: Tensor<4>, bn: &BatchNorm, input: Grid, output: Grid
     let offset = ((beta - mean * alpha) / output.scale as f64).cast(DType::F32);
     let shape = channel_shape::<4>(c);
     output.round_onto(input.codes(x) * multiplier.reshape(shape) + offset.reshape(shape), relu)
+}
+
+/// A value between layers and the grid it lies on (`None` in float: before the QuantStub,
+/// after a DeQuantStub).
+pub(crate) type Flow = (Value, Option<Grid>);
+
+/// The input grid of a layer that computes on integers.
+pub(crate) fn need_grid(grid: Option<Grid>, path: &str) -> Result<Grid> {
+    grid.ok_or_else(|| QatError::config(format!("{path}: receives float input but is quantized; put a QuantStub before it")))
+}
+
+pub(crate) fn detach(value: Value) -> Value {
+    match value {
+        Value::Image(t) => Value::Image(t.detach()),
+        Value::Features(t) => Value::Features(t.detach()),
+        q => q,
+    }
+}
+
+/// `exact`'s values with `surrogate`'s gradient: `exact + (s - detach(s))`. The difference is
+/// exactly +0 for finite `s`, and `x + 0 == x` for every `x` the grid produces (never -0).
+pub(crate) fn with_gradient_of(exact: Value, surrogate: Value, path: &str) -> Result<Value> {
+    Ok(match (exact, surrogate) {
+        (Value::Image(e), Value::Image(s)) => Value::Image(e + (s.clone() - s.detach())),
+        (Value::Features(e), Value::Features(s)) => Value::Features(e + (s.clone() - s.detach())),
+        (e, s) => {
+            let (e, s) = (e.describe(), s.describe());
+            return Err(QatError::config(format!("{path}: the deployment forward gave {e}, the fake-quant forward {s}")));
+        }
+    })
 }

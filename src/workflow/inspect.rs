@@ -10,6 +10,7 @@
 use burn::tensor::Tensor;
 
 use super::layers::{Named, Value};
+use super::qat_layer::DeployedWeight;
 use super::qat_model::{QatLayer, QatModel};
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
@@ -99,12 +100,12 @@ fn walk(layers: &[Named<QatLayer>], mut x: Value, prefix: &str, rows: &mut Vec<L
                 match fq {
                     Some(fq) => {
                         let (out, stats) = fake_quant_output(&fq, y, &path)?;
-                        rows.push(LayerReport { path, kind: kind(layer), weight, output: stats });
+                        rows.push(LayerReport { path, kind: layer.kind(), weight, output: stats });
                         out
                     }
                     None => {
                         if weight.is_some() {
-                            rows.push(LayerReport { path, kind: kind(layer), weight, output: None });
+                            rows.push(LayerReport { path, kind: layer.kind(), weight, output: None });
                         }
                         y
                     }
@@ -155,71 +156,17 @@ fn fake_quant_output(fq: &FakeQuantize, y: Value, layer: &str) -> Result<(Value,
 /// Removes a layer's output fake quant (so that its forward returns the float output) and
 /// returns it.
 fn take_output_fake_quant(layer: &mut QatLayer) -> Option<FakeQuantize> {
-    match layer {
-        QatLayer::QuantStub(s) => {
-            // A stub is nothing but its fake quant: forward the input unchanged.
-            let fq = s.activation_post_process.clone();
-            *layer = QatLayer::DeQuantStub(Default::default());
-            Some(fq)
-        }
-        QatLayer::ConvBn2d(m) => m.activation_post_process.take(),
-        QatLayer::ConvBnReLU2d(m) => m.inner.activation_post_process.take(),
-        QatLayer::ConvReLU2d(m) => m.conv.activation_post_process.take(),
-        QatLayer::Conv2d(m) => m.activation_post_process.take(),
-        QatLayer::Linear(m) => m.activation_post_process.take(),
-        QatLayer::LinearReLU(m) => m.linear.activation_post_process.take(),
-        QatLayer::LinearBn1d(m) => m.activation_post_process.take(),
-        QatLayer::BatchNorm2d(m) => m.activation_post_process.take(),
-        _ => None,
+    if let QatLayer::QuantStub(s) = layer {
+        // A stub is nothing but its fake quant: forward the input unchanged.
+        let fq = s.activation_post_process.clone();
+        *layer = QatLayer::DeQuantStub(Default::default());
+        return Some(fq);
     }
-}
-
-fn kind(layer: &QatLayer) -> &'static str {
-    match layer {
-        QatLayer::QuantStub(_) => "QuantStub",
-        QatLayer::DeQuantStub(_) => "DeQuantStub",
-        QatLayer::ConvBn2d(_) => "ConvBn2d",
-        QatLayer::ConvBnReLU2d(_) => "ConvBnReLU2d",
-        QatLayer::ConvReLU2d(_) => "ConvReLU2d",
-        QatLayer::Conv2d(_) => "Conv2d",
-        QatLayer::Linear(_) => "Linear",
-        QatLayer::LinearReLU(_) => "LinearReLU",
-        QatLayer::LinearBn1d(_) => "LinearBn1d",
-        QatLayer::BatchNorm2d(m) => {
-            if m.relu {
-                "BNReLU2d"
-            } else {
-                "BatchNorm2d"
-            }
-        }
-        QatLayer::Relu(_) => "ReLU",
-        QatLayer::Relu6(_) => "ReLU6",
-        QatLayer::AvgPool2d(_) => "AvgPool2d",
-        QatLayer::MaxPool2d(_) => "MaxPool2d",
-        QatLayer::GlobalAvgPool2d(_) => "GlobalAvgPool2d",
-        QatLayer::Flatten(_) => "Flatten",
-        QatLayer::Residual(_) => "Residual",
-        QatLayer::Float(_) => "float",
-    }
-}
-
-/// The float weight a layer deploys (BN folded) and its weight fake quant.
-fn deployed_weight(layer: &QatLayer) -> Option<(Vec<f32>, usize, &FakeQuantize)> {
-    let f32s = |t: Vec<f64>| t.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
-    Some(match layer {
-        QatLayer::ConvBn2d(m) => (m.folded_weight_and_bias().0, m.options.out_channels, &m.weight_fake_quant),
-        QatLayer::ConvBnReLU2d(m) => (m.inner.folded_weight_and_bias().0, m.inner.options.out_channels, &m.inner.weight_fake_quant),
-        QatLayer::ConvReLU2d(m) => (f32s(values(&m.conv.weight.val())), m.conv.options.out_channels, &m.conv.weight_fake_quant),
-        QatLayer::Conv2d(m) => (f32s(values(&m.weight.val())), m.options.out_channels, &m.weight_fake_quant),
-        QatLayer::Linear(m) => (f32s(values(&m.weight.val())), m.out_features(), &m.weight_fake_quant),
-        QatLayer::LinearReLU(m) => (f32s(values(&m.linear.weight.val())), m.linear.out_features(), &m.linear.weight_fake_quant),
-        QatLayer::LinearBn1d(m) => (m.folded_weight_and_bias().0, m.out_features(), &m.weight_fake_quant),
-        _ => return None,
-    })
+    layer.take_output_fake_quant()
 }
 
 fn weight_stats(layer: &QatLayer, path: &str) -> Result<Option<WeightStats>> {
-    let Some((weight, channels, fq)) = deployed_weight(layer) else { return Ok(None) };
+    let Some(DeployedWeight { values: weight, channels, fake_quant: fq }) = layer.deployed_weight() else { return Ok(None) };
     let (q, scale, zero_point) = fq.quantize_weight(&weight, channels, path)?;
     let per_channel = weight.len() / channels.max(1);
     let (mut signal, mut noise) = (0.0f64, 0.0f64);

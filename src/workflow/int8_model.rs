@@ -4,13 +4,13 @@
 use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::ToQuantized;
 pub use super::int8_layer::Int8Layer;
 use super::int8_layer::{Engine, run_layers};
 use super::layers::{Named, Value};
-use super::qat_model::{QatLayer, QatModel};
-use crate::error::{QatError, Result};
-use crate::nn::quantized::{self, ActivationQParams};
+use super::qat_layer::convert_layers;
+use super::qat_model::QatModel;
+use crate::error::Result;
+use crate::nn::quantized::ActivationQParams;
 
 crate::nn::geometry::constant_module!(Int8Layer);
 
@@ -48,62 +48,6 @@ pub fn convert_with(model: &QatModel, options: ConvertOptions) -> Result<Int8Mod
         layers.iter_mut().for_each(|l| l.layer.saturate_at_full_range());
     }
     Ok(Int8Model { layers })
-}
-
-fn need_input(current: &Option<ActivationQParams>, path: &str) -> Result<ActivationQParams> {
-    current.ok_or_else(|| QatError::config(format!("{path}: receives float input but is quantized; put a QuantStub before it")))
-}
-
-fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, current: &mut Option<ActivationQParams>) -> Result<Vec<Named<Int8Layer>>> {
-    let mut out = Vec::with_capacity(layers.len());
-    for l in layers {
-        let path = format!("{prefix}{}", l.name);
-        let layer = match &l.layer {
-            QatLayer::QuantStub(s) => {
-                let q = s.activation_post_process.activation_qparams(&path)?;
-                *current = Some(q);
-                Int8Layer::Quantize(quantized::Quantize::new(q)?)
-            }
-            QatLayer::DeQuantStub(d) => {
-                *current = None;
-                Int8Layer::DeQuantize(d.clone())
-            }
-            QatLayer::ConvBn2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
-            QatLayer::ConvBnReLU2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
-            QatLayer::ConvReLU2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
-            QatLayer::Conv2d(m) => Int8Layer::Conv2d(m.to_quantized(need_input(current, &path)?, &path)?),
-            QatLayer::Linear(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
-            QatLayer::LinearReLU(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
-            QatLayer::LinearBn1d(m) => Int8Layer::Linear(m.to_quantized(need_input(current, &path)?, &path)?),
-            QatLayer::BatchNorm2d(m) => Int8Layer::BatchNorm2d(m.to_quantized(need_input(current, &path)?, &path)?),
-            QatLayer::Relu(r) => Int8Layer::Relu(r.clone()),
-            QatLayer::Relu6(r) => Int8Layer::Relu6(r.clone()),
-            QatLayer::AvgPool2d(p) => Int8Layer::AvgPool2d(p.clone()),
-            QatLayer::MaxPool2d(p) => Int8Layer::MaxPool2d(p.clone()),
-            QatLayer::GlobalAvgPool2d(p) => Int8Layer::GlobalAvgPool2d(p.clone()),
-            QatLayer::Flatten(f) => Int8Layer::Flatten(f.clone()),
-            QatLayer::Residual(r) => {
-                need_input(current, &path)?;
-                let body = convert_layers(&r.body, &format!("{path}.body."), current)?;
-                need_input(current, &format!("{path} (end of its body)"))?;
-                let add = quantized::Add::new(r.add.activation_qparams(&format!("{path}.add"))?, r.relu)?;
-                Int8Layer::Residual { body, add }
-            }
-            QatLayer::Float(f) => {
-                if current.is_some() {
-                    return Err(QatError::config(format!(
-                        "{path}: a float layer (qconfig None) receives quantized input; put a DeQuantStub before it"
-                    )));
-                }
-                Int8Layer::Float(f.clone())
-            }
-        };
-        if let Some(output) = layer.output_qparams() {
-            *current = Some(output);
-        }
-        out.push(Named { name: l.name.clone(), layer });
-    }
-    Ok(out)
 }
 
 /// The fewest samples a thread's slice of a batch gets: below that, one pass over the batch

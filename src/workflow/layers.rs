@@ -25,6 +25,12 @@ pub struct Flatten;
 #[derive(Module, Debug, Default)]
 pub struct QuantStub;
 
+/// `QuantStub` after prepare: fake quantizes the float input.
+#[derive(Module, Debug)]
+pub struct QatQuantStub {
+    pub activation_post_process: crate::fake_quantize::FakeQuantize,
+}
+
 /// Marks where quantized values become float again (PyTorch's `DeQuantStub`).
 #[derive(Module, Debug, Default)]
 pub struct DeQuantStub;

@@ -6,55 +6,16 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::float_model::{FloatModel, Layer};
-use super::layers::{DeQuantStub, Flatten, Named, Relu, Relu6, Value};
-use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+use super::layers::{Named, QatQuantStub, Value};
 use super::qat_batch_norm::QatBatchNorm2d;
+pub use super::qat_layer::{QatLayer, QatResidual};
+use super::qat_layer::{read_layers, write_layers};
 use super::qconfig_map::QConfigMap;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU};
 use crate::nn::{QatModule, qat};
-use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
-
-/// `QuantStub` after prepare: fake quantizes the float input.
-#[derive(Module, Debug)]
-pub struct QatQuantStub {
-    pub activation_post_process: FakeQuantize,
-}
-
-/// A residual block after prepare: the addition gets its own output fake quant (PyTorch's
-/// `FloatFunctional` observer), after the ReLU when there is one.
-#[derive(Module, Debug)]
-pub struct QatResidual {
-    pub body: Vec<Named<QatLayer>>,
-    pub relu: bool,
-    pub add: FakeQuantize,
-}
-
-/// A layer of a prepared model.
-#[derive(Module, Debug)]
-pub enum QatLayer {
-    QuantStub(QatQuantStub),
-    DeQuantStub(DeQuantStub),
-    ConvBn2d(ConvBn2d),
-    ConvBnReLU2d(ConvBnReLU2d),
-    ConvReLU2d(ConvReLU2d),
-    Conv2d(qat::Conv2d),
-    Linear(qat::Linear),
-    LinearReLU(LinearReLU),
-    LinearBn1d(LinearBn1d),
-    Relu(Relu),
-    Relu6(Relu6),
-    MaxPool2d(MaxPool2d),
-    AvgPool2d(AvgPool2d),
-    GlobalAvgPool2d(GlobalAvgPool2d),
-    Flatten(Flatten),
-    Residual(QatResidual),
-    /// A `BatchNorm2d` or `BNReLU2d` no conv precedes, with its output fake quant.
-    BatchNorm2d(QatBatchNorm2d),
-    /// A layer whose qconfig is `None`: left in float.
-    Float(Layer),
-}
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 
 /// How a prepared model computes in eval mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,65 +112,6 @@ fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, con
         .collect()
 }
 
-impl QatLayer {
-    pub(crate) fn forward(&mut self, x: Value, name: &str) -> Result<Value> {
-        Ok(match self {
-            Self::QuantStub(s) => {
-                let named = |e| crate::nn::qat::in_layer(e, name, "QuantStub input");
-                match x {
-                    Value::Image(t) => Value::Image(s.activation_post_process.forward(t).map_err(named)?),
-                    Value::Features(t) => Value::Features(s.activation_post_process.forward(t).map_err(named)?),
-                    q => q,
-                }
-            }
-            Self::DeQuantStub(_) => x,
-            Self::ConvBn2d(m) => Value::Image(m.forward(x.image(name)?)?),
-            Self::ConvBnReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
-            Self::ConvReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
-            Self::Conv2d(m) => Value::Image(m.forward(x.image(name)?)?),
-            Self::Linear(m) => Value::Features(m.forward(x.features(name)?)?),
-            Self::LinearReLU(m) => Value::Features(m.forward(x.features(name)?)?),
-            Self::LinearBn1d(m) => Value::Features(m.forward(x.features(name)?)?),
-            Self::BatchNorm2d(m) => Value::Image(m.forward(x.image(name)?, name)?),
-            Self::Relu(_) => x.relu(),
-            Self::MaxPool2d(p) => p.forward(x, name)?,
-            Self::AvgPool2d(p) => p.forward(x, name)?,
-            Self::Relu6(_) => x.relu6(),
-            Self::GlobalAvgPool2d(p) => p.forward(x, name)?,
-            Self::Flatten(f) => f.forward(x, name)?,
-            Self::Residual(r) => {
-                let mut y = x.clone();
-                for l in &mut r.body {
-                    y = l.layer.forward(y, &format!("{name}.{}", l.name))?;
-                }
-                let sum = y.float_add(x, name)?;
-                let sum = if r.relu { sum.relu() } else { sum };
-                let named = |e| crate::nn::qat::in_layer(e, name, "residual sum");
-                match sum {
-                    Value::Image(t) => Value::Image(r.add.forward(t).map_err(named)?),
-                    Value::Features(t) => Value::Features(r.add.forward(t).map_err(named)?),
-                    q => q,
-                }
-            }
-            Self::Float(layer) => layer.forward(x, name)?,
-        })
-    }
-
-    fn children_mut(&mut self) -> Vec<&mut dyn QatModule> {
-        match self {
-            Self::ConvBn2d(m) => vec![m],
-            Self::ConvBnReLU2d(m) => vec![m],
-            Self::ConvReLU2d(m) => vec![m],
-            Self::Conv2d(m) => vec![m],
-            Self::Linear(m) => vec![m],
-            Self::LinearReLU(m) => vec![m],
-            Self::LinearBn1d(m) => vec![m],
-            Self::BatchNorm2d(m) => vec![m],
-            _ => vec![],
-        }
-    }
-}
-
 impl QatModel {
     /// Training mode (the default after prepare): batch statistics unless frozen, float fake
     /// quantization. Eval: running statistics, and the configured [`EvalArithmetic`].
@@ -250,97 +152,23 @@ pub(super) fn visit_named(layers: &[Named<QatLayer>], prefix: &str, f: &mut dyn 
     }
 }
 
-fn visit_layers(layers: &mut [Named<QatLayer>], f: &mut dyn FnMut(&mut QatLayer)) {
-    for l in layers {
-        if let QatLayer::Residual(r) = &mut l.layer {
-            visit_layers(&mut r.body, f);
-        }
-        f(&mut l.layer);
-    }
-}
-
 impl QatModule for QatModel {
     fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
-        fn collect<'a>(layers: &'a mut [Named<QatLayer>], out: &mut Vec<&'a mut FakeQuantize>) {
-            for l in layers {
-                match &mut l.layer {
-                    QatLayer::QuantStub(s) => out.push(&mut s.activation_post_process),
-                    QatLayer::Residual(r) => {
-                        collect(&mut r.body, out);
-                        out.push(&mut r.add);
-                    }
-                    QatLayer::ConvBn2d(m) => out.extend(m.fake_quants_mut()),
-                    QatLayer::ConvBnReLU2d(m) => out.extend(m.fake_quants_mut()),
-                    QatLayer::ConvReLU2d(m) => out.extend(m.fake_quants_mut()),
-                    QatLayer::Conv2d(m) => out.extend(m.fake_quants_mut()),
-                    QatLayer::Linear(m) => out.extend(m.fake_quants_mut()),
-                    QatLayer::LinearReLU(m) => out.extend(m.fake_quants_mut()),
-                    QatLayer::LinearBn1d(m) => out.extend(m.fake_quants_mut()),
-                    QatLayer::BatchNorm2d(m) => out.extend(m.fake_quants_mut()),
-                    _ => {}
-                }
-            }
-        }
-        let mut out = Vec::new();
-        collect(&mut self.layers, &mut out);
-        out
+        self.layers.iter_mut().filter_map(|l| l.layer.module()).flat_map(|m| m.fake_quants_mut()).collect()
     }
 
     fn set_training(&mut self, mode: bool) {
         self.training = mode;
-        visit_layers(&mut self.layers, &mut |l| l.children_mut().into_iter().for_each(|m| m.set_training(mode)));
+        self.layers.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.set_training(mode));
     }
 
     fn freeze_bn_stats(&mut self) {
-        visit_layers(&mut self.layers, &mut |l| l.children_mut().into_iter().for_each(|m| m.freeze_bn_stats()));
+        self.layers.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.freeze_bn_stats());
     }
 
     fn update_bn_stats(&mut self) {
-        visit_layers(&mut self.layers, &mut |l| l.children_mut().into_iter().for_each(|m| m.update_bn_stats()));
+        self.layers.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.update_bn_stats());
     }
-}
-
-/// Walks the layers' state: every layer kind and where its keys go, written once for both
-/// directions (`$method` is `write_state` or `read_state`, `$float` the float layers' walker,
-/// `[mut]` for reading into the layers).
-macro_rules! walk_layers {
-    ($layers:expr, $prefix:expr, $sink:expr, [$($mut:tt)?], $method:ident, $float:path, $recurse:path) => {{
-        let (prefix, sink) = ($prefix, $sink);
-        for l in $layers {
-            let p = join(prefix, &format!("{}.", l.name));
-            match & $($mut)? l.layer {
-                QatLayer::QuantStub(s) => s.activation_post_process.$method(&join(&p, "activation_post_process."), sink),
-                QatLayer::ConvBn2d(m) => m.$method(&p, sink),
-                QatLayer::ConvBnReLU2d(m) => m.$method(&p, sink),
-                QatLayer::ConvReLU2d(m) => m.$method(&p, sink),
-                QatLayer::Conv2d(m) => m.$method(&p, sink),
-                QatLayer::Linear(m) => m.$method(&p, sink),
-                QatLayer::LinearReLU(m) => m.$method(&p, sink),
-                QatLayer::LinearBn1d(m) => m.$method(&p, sink),
-                QatLayer::BatchNorm2d(m) => m.$method(&p, sink),
-                QatLayer::Residual(r) => {
-                    $recurse(& $($mut)? r.body, &join(&p, "body."), sink);
-                    r.add.$method(&join(&p, "add.activation_post_process."), sink);
-                }
-                QatLayer::Float(f) => $float(f, &p, sink),
-                QatLayer::DeQuantStub(_)
-                | QatLayer::Relu(_)
-                | QatLayer::Relu6(_)
-                | QatLayer::MaxPool2d(_)
-                | QatLayer::AvgPool2d(_)
-                | QatLayer::GlobalAvgPool2d(_)
-                | QatLayer::Flatten(_) => {}
-            }
-        }
-    }};
-}
-
-fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
-    walk_layers!(layers, prefix, out, [], write_state, super::float_state::write_float_layer, write_layers)
-}
-
-fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateReader<'_>) {
-    walk_layers!(layers, prefix, reader, [mut], read_state, super::float_state::read_float_layer, read_layers)
 }
 
 impl SaveStateDict for QatModel {

@@ -3,11 +3,16 @@
 use serde_json::{Value as Json, json};
 
 use crate::error::Result;
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::QatModule;
 use crate::nn::quantized::{ActivationQParams, BatchNorm2d};
 use crate::state_dict::{StateDict, StateReader, TensorValue};
+use crate::workflow::deployment_arith::{Flow, Grid, batch_norm, need_grid};
 use crate::workflow::int8_fields::{bool_of, missing, read_act, usize_of, write_act};
-use crate::workflow::int8_layer::{Int8Op, Int8Run};
+use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
+use crate::workflow::qat_batch_norm::QatBatchNorm2d;
+use crate::workflow::qat_layer::{QatOp, need_input};
 
 impl Int8Op for BatchNorm2d {
     const KIND: &'static str = "BatchNorm2d";
@@ -41,5 +46,45 @@ impl Int8Op for BatchNorm2d {
         let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
         let (Some((_, m)), Some((_, b)), Some(i), Some(o)) = (multiplier, offset, input, output) else { return Err(missing(p, reader)) };
         BatchNorm2d::from_parts(m, b, i, o, bool_of(entry, "relu", p)?)
+    }
+}
+
+impl QatOp for QatBatchNorm2d {
+    fn kind(&self) -> &'static str {
+        if self.relu { "BNReLU2d" } else { "BatchNorm2d" }
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        Ok(Value::Image(QatBatchNorm2d::forward(self, x.image(path)?, path)?))
+    }
+
+    fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
+        let input = need_grid(grid, path)?;
+        let output = Grid::of_output(&self.activation_post_process, path)?;
+        Ok((Value::Image(batch_norm(x.image(path)?, &self.bn, input, output, self.relu)), Some(output)))
+    }
+
+    fn module(&mut self) -> Option<&mut dyn QatModule> {
+        Some(self)
+    }
+
+    fn is_bn_frozen(&self) -> bool {
+        self.bn.is_frozen()
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        QatBatchNorm2d::write_state(self, prefix, out);
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        QatBatchNorm2d::read_state(self, prefix, reader);
+    }
+
+    fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
+        Ok(Int8Layer::BatchNorm2d(self.to_quantized(need_input(input, path)?, path)?))
+    }
+
+    fn take_output_fake_quant(&mut self) -> Option<FakeQuantize> {
+        self.activation_post_process.take()
     }
 }

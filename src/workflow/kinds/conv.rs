@@ -2,13 +2,20 @@
 
 use serde_json::{Value as Json, json};
 
+use super::f32_values;
 use crate::error::{QatError, Result};
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d};
 use crate::nn::quantized::{ActivationQParams, Conv2d, Int8Weight, LayerQParams};
-use crate::nn::{Conv2dOptions, PaddingMode};
-use crate::state_dict::{StateDict, StateReader};
+use crate::nn::{Conv2dOptions, PaddingMode, QatModule, qat};
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
+use crate::workflow::ToQuantized;
+use crate::workflow::deployment_arith::{Flow, Grid, need_grid};
+use crate::workflow::deployment_weighted::{conv, conv_bn};
 use crate::workflow::int8_fields::{bool_of, field, missing, pair_of, read_act, read_weights, usize_of, write_act, write_weights};
-use crate::workflow::int8_layer::{Engine, Int8Op, Int8Run};
+use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
+use crate::workflow::qat_layer::{DeployedWeight, QatOp, need_input};
 
 impl Int8Op for Conv2d {
     const KIND: &'static str = "Conv2d";
@@ -56,3 +63,21 @@ impl Int8Op for Conv2d {
         Conv2d::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
     }
 }
+
+fn conv_weight(m: &qat::Conv2d) -> DeployedWeight<'_> {
+    DeployedWeight { values: f32_values(&m.weight.val()), channels: m.options.out_channels, fake_quant: &m.weight_fake_quant }
+}
+
+/// The weight folded with the running statistics, as convert quantizes it.
+fn conv_bn_weight(m: &ConvBn2d) -> DeployedWeight<'_> {
+    DeployedWeight { values: m.folded_weight_and_bias().0, channels: m.options.out_channels, fake_quant: &m.weight_fake_quant }
+}
+
+weighted_qat_op!(qat::Conv2d, "Conv2d", Image(image) => Conv2d, inner: [],
+    exact: |m, x, g, p| conv(m, false, x, g, p), weight: conv_weight);
+weighted_qat_op!(ConvReLU2d, "ConvReLU2d", Image(image) => Conv2d, inner: [conv],
+    exact: |m, x, g, p| conv(&m.conv, true, x, g, p), weight: conv_weight);
+weighted_qat_op!(ConvBn2d, "ConvBn2d", Image(image) => Conv2d, inner: [],
+    exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBn2d::is_bn_frozen(m));
+weighted_qat_op!(ConvBnReLU2d, "ConvBnReLU2d", Image(image) => Conv2d, inner: [inner],
+    exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());

@@ -3,10 +3,14 @@
 use serde_json::Value as Json;
 
 use crate::error::{QatError, Result};
+use crate::nn::quantized::ActivationQParams;
 use crate::state_dict::{StateDict, StateReader};
 use crate::workflow::Layer;
-use crate::workflow::int8_layer::{Int8Op, Int8Run};
+use crate::workflow::deployment_arith::{Flow, Grid};
+use crate::workflow::float_state::{read_float_layer, write_float_layer};
+use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
+use crate::workflow::qat_layer::QatOp;
 
 impl Int8Op for Layer {
     const KIND: &'static str = "Float";
@@ -27,4 +31,40 @@ impl Int8Op for Layer {
     fn load(_: &Json, path: &str, _: &mut StateReader<'_>) -> Result<Self> {
         Err(QatError::config(format!("{path}: float layers inside an int8 model cannot be loaded")))
     }
+}
+
+impl QatOp for Layer {
+    fn kind(&self) -> &'static str {
+        "float"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        Layer::forward(self, x, path)
+    }
+
+    fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
+        if grid.is_some() {
+            return Err(float_after_quantized(path));
+        }
+        Ok((Layer::forward(&mut self.clone(), x, path)?, None))
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        write_float_layer(self, prefix, out);
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        read_float_layer(self, prefix, reader);
+    }
+
+    fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
+        if input.is_some() {
+            return Err(float_after_quantized(path));
+        }
+        Ok(Int8Layer::Float(self.clone()))
+    }
+}
+
+fn float_after_quantized(path: &str) -> QatError {
+    QatError::config(format!("{path}: a float layer (qconfig None) receives quantized input; put a DeQuantStub before it"))
 }

@@ -2,12 +2,20 @@
 
 use serde_json::{Value as Json, json};
 
+use super::f32_values;
 use crate::error::Result;
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::intrinsic::qat::{LinearBn1d, LinearReLU};
 use crate::nn::quantized::{ActivationQParams, Int8Weight, LayerQParams, Linear};
-use crate::state_dict::{StateDict, StateReader};
+use crate::nn::{QatModule, qat};
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
+use crate::workflow::ToQuantized;
+use crate::workflow::deployment_arith::{Flow, Grid, need_grid};
+use crate::workflow::deployment_weighted::{linear, linear_bn};
 use crate::workflow::int8_fields::{bool_of, missing, read_act, read_weights, usize_of, write_act, write_weights};
-use crate::workflow::int8_layer::{Engine, Int8Op, Int8Run};
+use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
+use crate::workflow::qat_layer::{DeployedWeight, QatOp, need_input};
 
 impl Int8Op for Linear {
     const KIND: &'static str = "Linear";
@@ -46,3 +54,19 @@ impl Int8Op for Linear {
         Linear::from_parts(i, o, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
     }
 }
+
+fn linear_weight(m: &qat::Linear) -> DeployedWeight<'_> {
+    DeployedWeight { values: f32_values(&m.weight.val()), channels: m.out_features(), fake_quant: &m.weight_fake_quant }
+}
+
+/// The weight folded with the running statistics, as convert quantizes it.
+fn linear_bn_weight(m: &LinearBn1d) -> DeployedWeight<'_> {
+    DeployedWeight { values: m.folded_weight_and_bias().0, channels: m.out_features(), fake_quant: &m.weight_fake_quant }
+}
+
+weighted_qat_op!(qat::Linear, "Linear", Features(features) => Linear, inner: [],
+    exact: |m, x, g, p| linear(m, false, x, g, p), weight: linear_weight);
+weighted_qat_op!(LinearReLU, "LinearReLU", Features(features) => Linear, inner: [linear],
+    exact: |m, x, g, p| linear(&m.linear, true, x, g, p), weight: linear_weight);
+weighted_qat_op!(LinearBn1d, "LinearBn1d", Features(features) => Linear, inner: [],
+    exact: |m, x, g, p| linear_bn(m, x, g, p), weight: linear_bn_weight, bn_frozen: |m| LinearBn1d::is_bn_frozen(m));

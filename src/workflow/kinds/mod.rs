@@ -1,5 +1,61 @@
-//! One file per layer kind: what the kind does at each stage of the whole-model road. The
-//! int8 stage ([`super::int8_layer::Int8Op`]) lives here for every kind.
+//! One file per layer kind: what the kind does at each stage of the whole-model road, the
+//! QAT stage ([`super::qat_layer::QatOp`]) and the int8 stage ([`super::int8_layer::Int8Op`]).
+
+/// The QAT stage of a conv or linear module (fused or not): its float forward on `$value`
+/// tensors, its deployment arithmetic `$exact` (given the module `m`, input `x`, input grid `g`
+/// and path `p`), conversion into the int8 `$int8` module, its output fake quant under
+/// `self$(.$field)`, its deployed weight from `$weight`, and whether its BN is frozen.
+macro_rules! weighted_qat_op {
+    (
+        $ty:ty, $kind:literal, $value:ident($getter:ident) => $int8:ident, inner: [$($field:ident)?],
+        exact: |$m:ident, $x:ident, $g:ident, $p:ident| $exact:expr, weight: $weight:path $(, bn_frozen: |$b:ident| $frozen:expr)?
+    ) => {
+        impl QatOp for $ty {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+                Ok(Value::$value(<$ty>::forward(self, x.$getter(path)?)?))
+            }
+
+            fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
+                let ($m, $x, $g, $p) = (self, x.$getter(path)?, need_grid(grid, path)?, path);
+                let (t, output) = $exact?;
+                Ok((Value::$value(t), Some(output)))
+            }
+
+            fn module(&mut self) -> Option<&mut dyn QatModule> {
+                Some(self)
+            }
+
+            $(fn is_bn_frozen(&self) -> bool {
+                let $b = self;
+                $frozen
+            })?
+
+            fn write_state(&self, prefix: &str, out: &mut StateDict) {
+                SaveStateDict::write_state(self, prefix, out);
+            }
+
+            fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+                LoadStateDict::read_state(self, prefix, reader);
+            }
+
+            fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
+                Ok(Int8Layer::$int8(self.to_quantized(need_input(input, path)?, path)?))
+            }
+
+            fn take_output_fake_quant(&mut self) -> Option<FakeQuantize> {
+                self$(.$field)?.activation_post_process.take()
+            }
+
+            fn deployed_weight(&self) -> Option<DeployedWeight<'_>> {
+                Some($weight(&self$(.$field)?))
+            }
+        }
+    };
+}
 
 mod activation;
 mod batch_norm;
@@ -9,3 +65,8 @@ mod float;
 mod linear;
 mod pooling;
 mod stubs;
+
+/// The float values of a parameter, as the int8 side quantizes them.
+fn f32_values<const D: usize>(t: &burn::tensor::Tensor<D>) -> Vec<f32> {
+    crate::nn::tensor_util::host_values(t).into_iter().map(|v| v as f32).collect()
+}

@@ -2,12 +2,19 @@
 
 use serde_json::{Value as Json, json};
 
-use crate::error::Result;
+use burn::tensor::DType;
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
+
+use crate::error::{QatError, Result};
+use crate::nn::quantized::ActivationQParams;
 use crate::state_dict::{StateDict, StateReader};
+use crate::workflow::deployment_arith::{Flow, Grid, mean_of_sum};
 use crate::workflow::int8_fields::usize_of;
-use crate::workflow::int8_layer::{Int8Op, Int8Run};
+use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+use crate::workflow::qat_layer::QatOp;
 
 /// A square-window pooling layer, stored as its kernel size and stride.
 macro_rules! window_pool_int8 {
@@ -46,5 +53,80 @@ impl Int8Op for GlobalAvgPool2d {
 
     fn load(_: &Json, _: &str, _: &mut StateReader<'_>) -> Result<Self> {
         Ok(Self)
+    }
+}
+
+impl QatOp for MaxPool2d {
+    fn kind(&self) -> &'static str {
+        "MaxPool2d"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        MaxPool2d::forward(self, x, path)
+    }
+
+    /// On a grid the largest code is the largest value (the dequantization is monotone), so the
+    /// float op gives the same values, and the grid stays.
+    fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
+        Ok((MaxPool2d::forward(self, x, path)?, grid))
+    }
+
+    fn convert(&self, _: Option<ActivationQParams>, _: &str) -> Result<Int8Layer> {
+        Ok(Int8Layer::MaxPool2d(self.clone()))
+    }
+}
+
+impl QatOp for AvgPool2d {
+    fn kind(&self) -> &'static str {
+        "AvgPool2d"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        AvgPool2d::forward(self, x, path)
+    }
+
+    /// The exact window sums of the codes, then one rounding of their mean onto the grid.
+    fn forward_exact(&self, value: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
+        let Some(g) = grid else { return Ok((AvgPool2d::forward(self, value, path)?, None)) };
+        let x = value.image(path)?;
+        let [_, _, h, w] = x.dims();
+        if h < self.kernel_size || w < self.kernel_size {
+            return Err(QatError::shape(path, format!("spatial size at least {}", self.kernel_size), format!("{:?}", x.dims())));
+        }
+        let count = self.kernel_size * self.kernel_size;
+        let options = AvgPoolOptions::new([self.kernel_size; 2]).with_stride([self.stride; 2]);
+        let mean = avg_pool2d(g.codes(x).cast(DType::F64), options);
+        // `mean * count` is within far less than 0.5 of the integer sum: exact below 2^24 in f32.
+        let sum = (mean * count as f64).round().cast(DType::F32);
+        Ok((Value::Image(mean_of_sum(sum, count, g)), grid))
+    }
+
+    fn convert(&self, _: Option<ActivationQParams>, _: &str) -> Result<Int8Layer> {
+        Ok(Int8Layer::AvgPool2d(self.clone()))
+    }
+}
+
+impl QatOp for GlobalAvgPool2d {
+    fn kind(&self) -> &'static str {
+        "GlobalAvgPool2d"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        GlobalAvgPool2d::forward(self, x, path)
+    }
+
+    fn forward_exact(&self, value: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
+        let Some(g) = grid else { return Ok((GlobalAvgPool2d::forward(self, value, path)?, None)) };
+        let x = value.image(path)?;
+        let [n, c, h, w] = x.dims();
+        if h * w == 0 {
+            return Err(QatError::shape(path, "a non-empty spatial size", format!("{:?}", x.dims())));
+        }
+        let sum = g.codes(x).cast(DType::F64).flatten::<3>(2, 3).sum_dim(2).reshape([n, c, 1, 1]);
+        Ok((Value::Image(mean_of_sum(sum.cast(DType::F32), h * w, g)), grid))
+    }
+
+    fn convert(&self, _: Option<ActivationQParams>, _: &str) -> Result<Int8Layer> {
+        Ok(Int8Layer::GlobalAvgPool2d(self.clone()))
     }
 }

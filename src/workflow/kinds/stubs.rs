@@ -3,11 +3,14 @@
 use serde_json::{Value as Json, json};
 
 use crate::error::{QatError, Result};
+use crate::nn::QatModule;
 use crate::nn::quantized::{ActivationQParams, Quantize};
-use crate::state_dict::{StateDict, StateReader};
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
+use crate::workflow::deployment_arith::{Flow, Grid};
 use crate::workflow::int8_fields::{missing, read_act, write_act};
-use crate::workflow::int8_layer::{Int8Op, Int8Run};
-use crate::workflow::layers::{DeQuantStub, Value};
+use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
+use crate::workflow::layers::{DeQuantStub, QatQuantStub, Value};
+use crate::workflow::qat_layer::QatOp;
 
 impl Int8Op for Quantize {
     const KIND: &'static str = "Quantize";
@@ -56,5 +59,76 @@ impl Int8Op for DeQuantStub {
 
     fn load(_: &Json, _: &str, _: &mut StateReader<'_>) -> Result<Self> {
         Ok(Self)
+    }
+}
+
+impl QatOp for QatQuantStub {
+    fn kind(&self) -> &'static str {
+        "QuantStub"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        let named = |e| crate::nn::qat::in_layer(e, path, "QuantStub input");
+        Ok(match x {
+            Value::Image(t) => Value::Image(self.activation_post_process.forward(t).map_err(named)?),
+            Value::Features(t) => Value::Features(self.activation_post_process.forward(t).map_err(named)?),
+            q => q,
+        })
+    }
+
+    /// Real input onto the stub's grid. NaN has no integer: an error, as in the int8 model.
+    fn forward_exact(&self, value: Value, _: Option<Grid>, path: &str) -> Result<Flow> {
+        let grid = Grid::of(&self.activation_post_process, path)?;
+        let nan = |has: bool| -> Result<()> {
+            if has {
+                return Err(QatError::NonFinite { context: format!("{path} (QuantStub)"), what: "an input value (NaN)".into() });
+            }
+            Ok(())
+        };
+        Ok(match value {
+            Value::Image(x) => {
+                nan(x.clone().is_nan().any().into_scalar())?;
+                (Value::Image(grid.real(grid.codes(x))), Some(grid))
+            }
+            Value::Features(x) => {
+                nan(x.clone().is_nan().any().into_scalar())?;
+                (Value::Features(grid.real(grid.codes(x))), Some(grid))
+            }
+            q @ Value::Quantized(_) => return Err(QatError::shape(path, "a float tensor", q.describe())),
+        })
+    }
+
+    fn module(&mut self) -> Option<&mut dyn QatModule> {
+        Some(self)
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        SaveStateDict::write_state(self, prefix, out);
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        LoadStateDict::read_state(self, prefix, reader);
+    }
+
+    fn convert(&self, _: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
+        Ok(Int8Layer::Quantize(Quantize::new(self.activation_post_process.activation_qparams(path)?)?))
+    }
+}
+
+impl QatOp for DeQuantStub {
+    fn kind(&self) -> &'static str {
+        "DeQuantStub"
+    }
+
+    fn forward(&mut self, x: Value, _: &str) -> Result<Value> {
+        Ok(x)
+    }
+
+    fn forward_exact(&self, x: Value, _: Option<Grid>, _: &str) -> Result<Flow> {
+        Ok((x, None))
+    }
+
+    fn convert(&self, _: Option<ActivationQParams>, _: &str) -> Result<Int8Layer> {
+        Ok(Int8Layer::DeQuantize(self.clone()))
     }
 }

@@ -1,0 +1,296 @@
+//! The QAT stage of the layer table: each layer kind of a prepared model implements [`QatOp`]
+//! (in `kinds/`, beside its int8 stage), and [`QatLayer`] is generated from one list of those
+//! kinds. The model's float and deployment forwards, its switches and fake quants, its state
+//! dict, conversion and inspection all dispatch through the trait.
+
+use burn::module::Module;
+
+use super::deployment_arith::{Flow, Grid, add, detach, need_grid, with_gradient_of};
+use super::float_model::Layer;
+use super::int8_layer::Int8Layer;
+use super::layers::{DeQuantStub, Flatten, Named, QatQuantStub, Relu, Relu6, Value};
+use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+use super::qat_batch_norm::QatBatchNorm2d;
+use crate::error::{QatError, Result};
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::QatModule;
+use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU};
+use crate::nn::qat;
+use crate::nn::quantized::{self, ActivationQParams};
+use crate::state_dict::{StateDict, StateReader, join};
+
+/// The float weight a layer deploys (BN folded), its output channels and its weight fake quant.
+pub(crate) struct DeployedWeight<'a> {
+    pub values: Vec<f32>,
+    pub channels: usize,
+    pub fake_quant: &'a FakeQuantize,
+}
+
+/// One layer kind of a prepared model.
+pub(crate) trait QatOp {
+    /// The kind's name in reports.
+    fn kind(&self) -> &'static str;
+
+    /// The float fake-quant forward (PyTorch's QAT arithmetic).
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value>;
+
+    /// The deployment arithmetic: `x` lies on `grid` (`None` in float), the output on the
+    /// returned grid ([`super::deployment_eval`]).
+    fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow>;
+
+    /// The deployment arithmetic, carrying the float forward's gradient when `straight_through`.
+    fn forward_deployment(&mut self, (value, grid): Flow, path: &str, straight_through: bool) -> Result<Flow> {
+        let (exact, grid) = self.forward_exact(detach(value.clone()), grid, path)?;
+        if !straight_through {
+            return Ok((exact, grid));
+        }
+        let surrogate = self.forward(value, path)?;
+        Ok((with_gradient_of(exact, surrogate, path)?, grid))
+    }
+
+    /// The layer as a QAT module (its fake quants and switches), when it has any.
+    fn module(&mut self) -> Option<&mut dyn QatModule> {
+        None
+    }
+
+    /// Whether the layer's own batch statistics are frozen (true when it has none; a block's
+    /// body answers for itself).
+    fn is_bn_frozen(&self) -> bool {
+        true
+    }
+
+    fn write_state(&self, _prefix: &str, _out: &mut StateDict) {}
+
+    fn read_state(&mut self, _prefix: &str, _reader: &mut StateReader<'_>) {}
+
+    /// PyTorch's convert for this layer, given its input's grid (`None`: float input).
+    fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer>;
+
+    /// Removes the output fake quant, so that forward returns the float output, and returns it.
+    fn take_output_fake_quant(&mut self) -> Option<FakeQuantize> {
+        None
+    }
+
+    fn deployed_weight(&self) -> Option<DeployedWeight<'_>> {
+        None
+    }
+}
+
+/// Declares [`QatLayer`] with one variant per kind, and its dispatch.
+macro_rules! qat_layers {
+    ($($(#[doc = $doc:literal])* $variant:ident($ty:ty)),* $(,)?) => {
+        /// A layer of a prepared model.
+        #[derive(Module, Debug)]
+        pub enum QatLayer {
+            $($(#[doc = $doc])* $variant($ty),)*
+        }
+
+        impl QatLayer {
+            /// The kind's name in reports.
+            pub fn kind(&self) -> &'static str {
+                match self { $(Self::$variant(m) => <$ty as QatOp>::kind(m),)* }
+            }
+
+            pub(crate) fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+                match self { $(Self::$variant(m) => <$ty as QatOp>::forward(m, x, path),)* }
+            }
+
+            pub(crate) fn forward_deployment(&mut self, flow: Flow, path: &str, straight_through: bool) -> Result<Flow> {
+                match self { $(Self::$variant(m) => <$ty as QatOp>::forward_deployment(m, flow, path, straight_through),)* }
+            }
+
+            pub(crate) fn module(&mut self) -> Option<&mut dyn QatModule> {
+                match self { $(Self::$variant(m) => <$ty as QatOp>::module(m),)* }
+            }
+
+            pub(crate) fn is_bn_frozen(&self) -> bool {
+                match self { $(Self::$variant(m) => <$ty as QatOp>::is_bn_frozen(m),)* }
+            }
+
+            pub(crate) fn write_state(&self, prefix: &str, out: &mut StateDict) {
+                match self { $(Self::$variant(m) => <$ty as QatOp>::write_state(m, prefix, out),)* }
+            }
+
+            pub(crate) fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+                match self { $(Self::$variant(m) => <$ty as QatOp>::read_state(m, prefix, reader),)* }
+            }
+
+            pub(crate) fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
+                match self { $(Self::$variant(m) => <$ty as QatOp>::convert(m, input, path),)* }
+            }
+
+            pub(crate) fn take_output_fake_quant(&mut self) -> Option<FakeQuantize> {
+                match self { $(Self::$variant(m) => <$ty as QatOp>::take_output_fake_quant(m),)* }
+            }
+
+            pub(crate) fn deployed_weight(&self) -> Option<DeployedWeight<'_>> {
+                match self { $(Self::$variant(m) => <$ty as QatOp>::deployed_weight(m),)* }
+            }
+        }
+    };
+}
+
+qat_layers! {
+    QuantStub(QatQuantStub),
+    DeQuantStub(DeQuantStub),
+    ConvBn2d(ConvBn2d),
+    ConvBnReLU2d(ConvBnReLU2d),
+    ConvReLU2d(ConvReLU2d),
+    Conv2d(qat::Conv2d),
+    Linear(qat::Linear),
+    LinearReLU(LinearReLU),
+    LinearBn1d(LinearBn1d),
+    Relu(Relu),
+    Relu6(Relu6),
+    MaxPool2d(MaxPool2d),
+    AvgPool2d(AvgPool2d),
+    GlobalAvgPool2d(GlobalAvgPool2d),
+    Flatten(Flatten),
+    Residual(QatResidual),
+    /// A `BatchNorm2d` or `BNReLU2d` no conv precedes, with its output fake quant.
+    BatchNorm2d(QatBatchNorm2d),
+    /// A layer whose qconfig is `None`: left in float.
+    Float(Layer),
+}
+
+/// A residual block after prepare: the addition gets its own output fake quant (PyTorch's
+/// `FloatFunctional` observer), after the ReLU when there is one.
+#[derive(Module, Debug)]
+pub struct QatResidual {
+    pub body: Vec<Named<QatLayer>>,
+    pub relu: bool,
+    pub add: FakeQuantize,
+}
+
+impl QatOp for QatResidual {
+    fn kind(&self) -> &'static str {
+        "Residual"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        let mut y = x.clone();
+        for l in &mut self.body {
+            y = l.layer.forward(y, &format!("{path}.{}", l.name))?;
+        }
+        let sum = y.float_add(x, path)?;
+        let sum = if self.relu { sum.relu() } else { sum };
+        let named = |e| crate::nn::qat::in_layer(e, path, "residual sum");
+        Ok(match sum {
+            Value::Image(t) => Value::Image(self.add.forward(t).map_err(named)?),
+            Value::Features(t) => Value::Features(self.add.forward(t).map_err(named)?),
+            q => q,
+        })
+    }
+
+    fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
+        self.clone().forward_deployment((x, grid), path, false)
+    }
+
+    /// The body from the block's input, then the two grids added onto the addition's.
+    fn forward_deployment(&mut self, (value, grid): Flow, path: &str, straight_through: bool) -> Result<Flow> {
+        let shortcut_grid = need_grid(grid, path)?;
+        let mut flow = (value.clone(), grid);
+        for l in &mut self.body {
+            flow = l.layer.forward_deployment(flow, &format!("{path}.body.{}", l.name), straight_through)?;
+        }
+        let (body, body_grid) = flow;
+        let body_grid = need_grid(body_grid, &format!("{path} (end of its body)"))?;
+        let output = Grid::of(&self.add, &format!("{path}.add"))?;
+        let exact = match (detach(body.clone()), detach(value.clone())) {
+            (Value::Image(a), Value::Image(b)) if a.dims() == b.dims() => {
+                Value::Image(add(a, body_grid, b, shortcut_grid, output, self.relu))
+            }
+            (Value::Features(a), Value::Features(b)) if a.dims() == b.dims() => {
+                Value::Features(add(a, body_grid, b, shortcut_grid, output, self.relu))
+            }
+            (a, b) => return Err(QatError::shape(path, format!("the residual shape {}", b.describe()), a.describe())),
+        };
+        if !straight_through {
+            return Ok((exact, Some(output)));
+        }
+        let sum = body.float_add(value, path)?;
+        let sum = if self.relu { sum.relu() } else { sum };
+        let surrogate = match sum {
+            Value::Image(t) => Value::Image(self.add.forward(t)?),
+            Value::Features(t) => Value::Features(self.add.forward(t)?),
+            q => q,
+        };
+        Ok((with_gradient_of(exact, surrogate, path)?, Some(output)))
+    }
+
+    fn module(&mut self) -> Option<&mut dyn QatModule> {
+        Some(self)
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        write_layers(&self.body, &join(prefix, "body."), out);
+        self.add.write_state(&join(prefix, "add.activation_post_process."), out);
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        read_layers(&mut self.body, &join(prefix, "body."), reader);
+        self.add.read_state(&join(prefix, "add.activation_post_process."), reader);
+    }
+
+    fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
+        let mut current = Some(need_input(input, path)?);
+        let body = convert_layers(&self.body, &format!("{path}.body."), &mut current)?;
+        need_input(current, &format!("{path} (end of its body)"))?;
+        let add = quantized::Add::new(self.add.activation_qparams(&format!("{path}.add"))?, self.relu)?;
+        Ok(Int8Layer::Residual { body, add })
+    }
+}
+
+/// The block's fake quants and switches: its body's, and the addition's fake quant.
+impl QatModule for QatResidual {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        let mut out: Vec<&mut FakeQuantize> =
+            self.body.iter_mut().filter_map(|l| l.layer.module()).flat_map(|m| m.fake_quants_mut()).collect();
+        out.push(&mut self.add);
+        out
+    }
+
+    fn set_training(&mut self, mode: bool) {
+        self.body.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.set_training(mode));
+    }
+
+    fn freeze_bn_stats(&mut self) {
+        self.body.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.freeze_bn_stats());
+    }
+
+    fn update_bn_stats(&mut self) {
+        self.body.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.update_bn_stats());
+    }
+}
+
+/// The grid of a quantized layer's input: an error when the input is float.
+pub(crate) fn need_input(input: Option<ActivationQParams>, path: &str) -> Result<ActivationQParams> {
+    input.ok_or_else(|| QatError::config(format!("{path}: receives float input but is quantized; put a QuantStub before it")))
+}
+
+/// Converts `layers` in order, `current` being the grid flowing between them.
+pub(crate) fn convert_layers(
+    layers: &[Named<QatLayer>],
+    prefix: &str,
+    current: &mut Option<ActivationQParams>,
+) -> Result<Vec<Named<Int8Layer>>> {
+    let mut out = Vec::with_capacity(layers.len());
+    for l in layers {
+        let layer = l.layer.convert(*current, &format!("{prefix}{}", l.name))?;
+        *current = match &layer {
+            Int8Layer::DeQuantize(_) => None,
+            converted => converted.output_qparams().or(*current),
+        };
+        out.push(Named { name: l.name.clone(), layer });
+    }
+    Ok(out)
+}
+
+/// Every layer's state under `<prefix><name>.`.
+pub(crate) fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
+    layers.iter().for_each(|l| l.layer.write_state(&join(prefix, &format!("{}.", l.name)), out));
+}
+
+pub(crate) fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateReader<'_>) {
+    layers.iter_mut().for_each(|l| l.layer.read_state(&join(prefix, &format!("{}.", l.name)), reader));
+}
