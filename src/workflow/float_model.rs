@@ -4,42 +4,11 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{DeQuantStub, Flatten, Named, QuantStub, Relu, Relu6, Value};
-use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+pub use super::float_layer::{Layer, Residual};
+use super::layers::{BatchNorm1d, Named, Value};
+use super::pooling::{AvgPool2d, MaxPool2d};
 use crate::error::{QatError, Result};
 use crate::nn::{BatchNorm, Conv2dOptions, float, intrinsic};
-
-/// A float layer.
-#[derive(Module, Debug)]
-pub enum Layer {
-    QuantStub(QuantStub),
-    DeQuantStub(DeQuantStub),
-    Conv2d(float::Conv2d),
-    BatchNorm2d(BatchNorm),
-    /// Batch norm over features `[N, F]`.
-    BatchNorm1d(BatchNorm),
-    Relu(Relu),
-    Relu6(Relu6),
-    Linear(float::Linear),
-    MaxPool2d(MaxPool2d),
-    AvgPool2d(AvgPool2d),
-    GlobalAvgPool2d(GlobalAvgPool2d),
-    Flatten(Flatten),
-    Residual(Residual),
-    ConvBn2d(intrinsic::ConvBn2d),
-    ConvBnReLU2d(intrinsic::ConvBnReLU2d),
-    ConvReLU2d(intrinsic::ConvReLU2d),
-    LinearReLU(intrinsic::LinearReLU),
-    LinearBn1d(intrinsic::LinearBn1d),
-    BNReLU2d(intrinsic::BNReLU2d),
-}
-
-/// `relu?(body(x) + x)`: a residual block with an identity shortcut.
-#[derive(Module, Debug)]
-pub struct Residual {
-    pub body: Vec<Named<Layer>>,
-    pub relu: bool,
-}
 
 /// A float model: named layers applied in order.
 #[derive(Module, Debug)]
@@ -57,7 +26,7 @@ impl Layer {
     }
 
     pub fn batch_norm1d(num_features: usize, device: &Device) -> Result<Self> {
-        Ok(Self::BatchNorm1d(BatchNorm::new(num_features, 1e-5, Some(0.1), device)?))
+        Ok(Self::BatchNorm1d(BatchNorm1d { bn: BatchNorm::new(num_features, 1e-5, Some(0.1), device)? }))
     }
 
     pub fn linear(in_features: usize, out_features: usize, bias: bool, device: &Device) -> Result<Self> {
@@ -74,73 +43,6 @@ impl Layer {
 
     pub fn residual(body: Vec<(&str, Layer)>, relu: bool) -> Self {
         Self::Residual(Residual { body: named(body), relu })
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::QuantStub(_) => "QuantStub",
-            Self::DeQuantStub(_) => "DeQuantStub",
-            Self::Conv2d(_) => "Conv2d",
-            Self::BatchNorm2d(_) => "BatchNorm2d",
-            Self::BatchNorm1d(_) => "BatchNorm1d",
-            Self::Relu(_) => "ReLU",
-            Self::Relu6(_) => "ReLU6",
-            Self::Linear(_) => "Linear",
-            Self::MaxPool2d(_) => "MaxPool2d",
-            Self::AvgPool2d(_) => "AvgPool2d",
-            Self::GlobalAvgPool2d(_) => "GlobalAvgPool2d",
-            Self::Flatten(_) => "Flatten",
-            Self::Residual(_) => "Residual",
-            Self::ConvBn2d(_) => "ConvBn2d",
-            Self::ConvBnReLU2d(_) => "ConvBnReLU2d",
-            Self::ConvReLU2d(_) => "ConvReLU2d",
-            Self::LinearReLU(_) => "LinearReLU",
-            Self::LinearBn1d(_) => "LinearBn1d",
-            Self::BNReLU2d(_) => "BNReLU2d",
-        }
-    }
-
-    /// Training mode for batch norms inside (`true`) or running statistics (`false`).
-    fn set_training(&mut self, training: bool) {
-        match self {
-            Self::BatchNorm2d(bn) | Self::BatchNorm1d(bn) => bn.training = training,
-            Self::LinearBn1d(m) => m.bn.training = training,
-            Self::ConvBn2d(m) => m.bn.training = training,
-            Self::ConvBnReLU2d(m) => m.bn.training = training,
-            Self::BNReLU2d(m) => m.bn.training = training,
-            Self::Residual(r) => r.body.iter_mut().for_each(|l| l.layer.set_training(training)),
-            _ => {}
-        }
-    }
-
-    pub(crate) fn forward(&mut self, x: Value, name: &str) -> Result<Value> {
-        Ok(match self {
-            Self::QuantStub(_) | Self::DeQuantStub(_) => x,
-            Self::Conv2d(m) => Value::Image(m.forward(x.image(name)?)?),
-            Self::BatchNorm2d(bn) => Value::Image(bn.forward(x.image(name)?, name)?),
-            Self::BatchNorm1d(bn) => Value::Features(bn.forward(x.features(name)?, name)?),
-            Self::LinearBn1d(m) => Value::Features(m.forward(x.features(name)?)?),
-            Self::Relu(_) => x.relu(),
-            Self::Relu6(_) => x.relu6(),
-            Self::Linear(m) => Value::Features(m.forward(x.features(name)?)?),
-            Self::MaxPool2d(m) => m.forward(x, name)?,
-            Self::AvgPool2d(m) => m.forward(x, name)?,
-            Self::GlobalAvgPool2d(m) => m.forward(x, name)?,
-            Self::Flatten(m) => m.forward(x, name)?,
-            Self::Residual(r) => {
-                let mut y = x.clone();
-                for l in &mut r.body {
-                    y = l.layer.forward(y, &format!("{name}.{}", l.name))?;
-                }
-                let sum = y.float_add(x, name)?;
-                if r.relu { sum.relu() } else { sum }
-            }
-            Self::ConvBn2d(m) => Value::Image(m.forward(x.image(name)?)?),
-            Self::ConvBnReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
-            Self::ConvReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
-            Self::LinearReLU(m) => Value::Features(m.forward(x.features(name)?)?),
-            Self::BNReLU2d(m) => Value::Image(m.forward(x.image(name)?)?),
-        })
     }
 }
 
@@ -185,17 +87,7 @@ impl FloatModel {
         fn walk(layers: &[Named<Layer>], prefix: &str, out: &mut Vec<(String, bool)>) {
             for Named { name, layer } in layers {
                 let path = format!("{prefix}{name}");
-                let has_weight = matches!(
-                    layer,
-                    Layer::Conv2d(_)
-                        | Layer::Linear(_)
-                        | Layer::ConvBn2d(_)
-                        | Layer::ConvBnReLU2d(_)
-                        | Layer::ConvReLU2d(_)
-                        | Layer::LinearReLU(_)
-                        | Layer::LinearBn1d(_)
-                );
-                out.push((path.clone(), has_weight));
+                out.push((path.clone(), layer.has_weight()));
                 if let Layer::Residual(r) = layer {
                     walk(&r.body, &format!("{path}.body."), out);
                 }
@@ -260,7 +152,7 @@ fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Laye
             },
             Layer::Linear(linear) if matches!(rest.peek().map(|l| &l.layer), Some(Layer::BatchNorm1d(_))) => {
                 let bn_layer = rest.next().expect("peeked");
-                let Layer::BatchNorm1d(bn) = bn_layer.layer else { unreachable!() };
+                let Layer::BatchNorm1d(BatchNorm1d { bn }) = bn_layer.layer else { unreachable!() };
                 let out = linear.weight.dims()[0];
                 if bn.num_features() != out {
                     return Err(QatError::config(format!(

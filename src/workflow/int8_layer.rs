@@ -6,7 +6,7 @@
 use burn::tensor::Device;
 use serde_json::{Value as Json, json};
 
-use super::float_model::Layer;
+use super::float_layer::Layer;
 use super::int8_fields::{bool_of, field, missing, read_act, write_act};
 use super::layers::{DeQuantStub, Flatten, Named, Relu, Relu6, Value};
 use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};

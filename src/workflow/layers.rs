@@ -35,6 +35,12 @@ pub struct QatQuantStub {
 #[derive(Module, Debug, Default)]
 pub struct DeQuantStub;
 
+/// A batch norm over features `[N, F]` (PyTorch's `BatchNorm1d` on 2-d input).
+#[derive(Module, Debug)]
+pub struct BatchNorm1d {
+    pub bn: crate::nn::BatchNorm,
+}
+
 /// A layer with its name, used in state-dict keys and error messages.
 #[derive(Module, Debug)]
 pub struct Named<L: Module> {

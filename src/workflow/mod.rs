@@ -7,6 +7,7 @@ mod convert_module;
 mod deployment_arith;
 mod deployment_eval;
 mod deployment_weighted;
+mod float_layer;
 mod float_model;
 mod float_state;
 mod inspect;

@@ -6,17 +6,19 @@
 use burn::module::Module;
 
 use super::deployment_arith::{Flow, Grid, add, detach, need_grid, with_gradient_of};
-use super::float_model::Layer;
+use super::float_layer::{Layer, Residual, with_float_kinds};
 use super::int8_layer::Int8Layer;
 use super::layers::{DeQuantStub, Flatten, Named, QatQuantStub, Relu, Relu6, Value};
 use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
 use super::qat_batch_norm::QatBatchNorm2d;
+use super::qconfig_map::QConfigMap;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::QatModule;
 use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU};
 use crate::nn::qat;
 use crate::nn::quantized::{self, ActivationQParams};
+use crate::qconfig::QConfig;
 use crate::state_dict::{StateDict, StateReader, join};
 
 /// The float weight a layer deploys (BN folded), its output channels and its weight fake quant.
@@ -293,4 +295,56 @@ pub(crate) fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut S
 
 pub(crate) fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateReader<'_>) {
     layers.iter_mut().for_each(|l| l.layer.read_state(&join(prefix, &format!("{}.", l.name)), reader));
+}
+
+/// The QAT stage's view of a float layer kind: PyTorch's `prepare_qat` swap.
+pub(crate) trait PrepareQat {
+    /// The layer's QAT module with `qconfig`, an output fake quant attached. `after_unfused`
+    /// says the layer before absorbs a batch norm but was not fused with it.
+    fn prepare(self, qconfig: QConfig, path: &str, after_unfused: bool, context: &mut Prepare<'_>) -> Result<QatLayer>;
+}
+
+/// What preparing a whole model carries from layer to layer.
+pub(crate) struct Prepare<'a> {
+    pub map: &'a QConfigMap,
+    /// Every qconfig met so far uses one qparam formula for training and convert.
+    pub consistent: bool,
+}
+
+/// Declares [`Layer::prepare`] from the list of float kinds.
+macro_rules! prepare_dispatch {
+    ($($(#[doc = $doc:literal])* $variant:ident($ty:ty)),* $(,)?) => {
+        impl Layer {
+            pub(crate) fn prepare(self, qconfig: QConfig, path: &str, after_unfused: bool, context: &mut Prepare<'_>) -> Result<QatLayer> {
+                match self { $(Self::$variant(m) => <$ty as PrepareQat>::prepare(m, qconfig, path, after_unfused, context),)* }
+            }
+        }
+    };
+}
+
+with_float_kinds!(prepare_dispatch);
+
+/// The body prepared layer by layer; the addition gets its own output fake quant.
+impl PrepareQat for Residual {
+    fn prepare(self, qconfig: QConfig, path: &str, _: bool, context: &mut Prepare<'_>) -> Result<QatLayer> {
+        let body = prepare_layers(self.body, &format!("{path}.body."), context)?;
+        Ok(QatLayer::Residual(QatResidual { body, relu: self.relu, add: qconfig.activation.init()? }))
+    }
+}
+
+/// Prepares `layers` in order: a layer without a qconfig stays in float.
+pub(crate) fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, context: &mut Prepare<'_>) -> Result<Vec<Named<QatLayer>>> {
+    let mut after_unfused = false;
+    layers
+        .into_iter()
+        .map(|Named { name, layer }| {
+            let after = std::mem::replace(&mut after_unfused, layer.absorbs_next_batch_norm());
+            let path = format!("{prefix}{name}");
+            let Some(qconfig) = context.map.get(&path).cloned() else {
+                return Ok(Named { name, layer: QatLayer::Float(layer) });
+            };
+            context.consistent &= qconfig.is_consistent();
+            Ok(Named { layer: layer.prepare(qconfig, &path, after, context)?, name })
+        })
+        .collect()
 }

@@ -5,16 +5,14 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::float_model::{FloatModel, Layer};
-use super::layers::{Named, QatQuantStub, Value};
-use super::qat_batch_norm::QatBatchNorm2d;
+use super::float_model::FloatModel;
+use super::layers::{Named, Value};
+use super::qat_layer::{Prepare, prepare_layers, read_layers, write_layers};
 pub use super::qat_layer::{QatLayer, QatResidual};
-use super::qat_layer::{read_layers, write_layers};
 use super::qconfig_map::QConfigMap;
-use crate::error::{QatError, Result};
+use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
-use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU};
-use crate::nn::{QatModule, qat};
+use crate::nn::QatModule;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 
 /// How a prepared model computes in eval mode.
@@ -50,66 +48,15 @@ pub struct QatModel {
 /// (our presets), else PyTorch's float arithmetic.
 pub fn prepare_qat(model: FloatModel, qconfig: impl Into<QConfigMap>) -> Result<QatModel> {
     let map = qconfig.into();
-    let mut consistent = true;
     let device = model.devices().into_iter().next();
-    let layers = prepare_layers(model.layers, "", &map, &mut consistent)?;
-    let eval_arithmetic = if consistent { EvalArithmetic::Deployment } else { EvalArithmetic::Float };
+    let mut context = Prepare { map: &map, consistent: true };
+    let layers = prepare_layers(model.layers, "", &mut context)?;
+    let eval_arithmetic = if context.consistent { EvalArithmetic::Deployment } else { EvalArithmetic::Float };
     let mut model = QatModel { layers, eval_arithmetic, deployment_training: false, training: true };
     if let Some(device) = device {
         model.fake_quants_mut().into_iter().for_each(|fq| fq.materialize_learned(&device));
     }
     Ok(model)
-}
-
-fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, map: &QConfigMap, consistent: &mut bool) -> Result<Vec<Named<QatLayer>>> {
-    let mut after_conv_or_linear = false;
-    layers
-        .into_iter()
-        .map(|Named { name, layer }| {
-            let follows_foldable = std::mem::replace(&mut after_conv_or_linear, matches!(layer, Layer::Conv2d(_) | Layer::Linear(_)));
-            let path = format!("{prefix}{name}");
-            let Some(q) = map.get(&path).cloned() else {
-                return Ok(Named { name, layer: QatLayer::Float(layer) });
-            };
-            *consistent &= q.is_consistent();
-            let layer = match layer {
-                Layer::QuantStub(_) => QatLayer::QuantStub(QatQuantStub { activation_post_process: q.activation.init()? }),
-                Layer::DeQuantStub(d) => QatLayer::DeQuantStub(d),
-                Layer::ConvBn2d(m) => QatLayer::ConvBn2d(ConvBn2d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?),
-                Layer::ConvBnReLU2d(m) => QatLayer::ConvBnReLU2d(ConvBnReLU2d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?),
-                Layer::ConvReLU2d(m) => QatLayer::ConvReLU2d(ConvReLU2d::from_float(&m.conv, q)?.with_output_fake_quant()?),
-                Layer::Conv2d(m) => QatLayer::Conv2d(qat::Conv2d::from_float(&m, q)?.with_output_fake_quant()?),
-                Layer::Linear(m) => QatLayer::Linear(qat::Linear::from_float(&m, q)?.with_output_fake_quant()?),
-                Layer::LinearReLU(m) => QatLayer::LinearReLU(LinearReLU::from_float(&m.linear, q)?.with_output_fake_quant()?),
-                Layer::LinearBn1d(m) => QatLayer::LinearBn1d(LinearBn1d::from_float(&m.linear, &m.bn, q)?.with_output_fake_quant()?),
-                Layer::Relu(r) => QatLayer::Relu(r),
-                Layer::MaxPool2d(p) => QatLayer::MaxPool2d(p),
-                Layer::AvgPool2d(p) => QatLayer::AvgPool2d(p),
-                Layer::Relu6(r) => QatLayer::Relu6(r),
-                Layer::GlobalAvgPool2d(p) => QatLayer::GlobalAvgPool2d(p),
-                Layer::Flatten(f) => QatLayer::Flatten(f),
-                Layer::Residual(r) => QatLayer::Residual(QatResidual {
-                    body: prepare_layers(r.body, &format!("{path}.body."), map, consistent)?,
-                    relu: r.relu,
-                    add: q.activation.init()?,
-                }),
-                // Right after a conv or linear, a batch norm folds into it: fuse() was forgotten.
-                Layer::BatchNorm2d(_) | Layer::BatchNorm1d(_) if follows_foldable => {
-                    return Err(QatError::config(format!(
-                        "{path}: an unfused batch norm after a Conv2d or Linear; call fuse() first to fold it, or give it qconfig None"
-                    )));
-                }
-                Layer::BatchNorm2d(bn) => QatLayer::BatchNorm2d(QatBatchNorm2d { bn, relu: false, activation_post_process: Some(q.activation.init()?) }),
-                Layer::BNReLU2d(m) => QatLayer::BatchNorm2d(QatBatchNorm2d { bn: m.bn, relu: true, activation_post_process: Some(q.activation.init()?) }),
-                Layer::BatchNorm1d(_) => {
-                    return Err(QatError::config(format!(
-                        "{path}: a batch norm over features quantizes only folded into the Linear before it (fuse()); give it qconfig None to keep it in float"
-                    )));
-                }
-            };
-            Ok(Named { name, layer })
-        })
-        .collect()
 }
 
 impl QatModel {

@@ -4,11 +4,14 @@ use serde_json::{Value as Json, json};
 
 use crate::error::{QatError, Result};
 use crate::nn::quantized::ActivationQParams;
+use crate::qconfig::QConfig;
 use crate::state_dict::{StateDict, StateReader};
 use crate::workflow::deployment_arith::{Flow, Grid};
+use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::{Relu, Relu6, Value};
 use crate::workflow::qat_layer::QatOp;
+use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer};
 
 /// A layer without parameters whose int8 forward is `$forward` on the value.
 macro_rules! elementwise_int8 {
@@ -81,3 +84,6 @@ impl QatOp for Relu6 {
         Ok(Int8Layer::Relu6(self.clone()))
     }
 }
+
+float_parameterless_op!(Relu, "ReLU", Relu, forward: |_m, x, _p| Ok(x.relu()));
+float_parameterless_op!(Relu6, "ReLU6", Relu6, forward: |_m, x, _p| Ok(x.relu6()));

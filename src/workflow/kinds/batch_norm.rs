@@ -2,17 +2,24 @@
 
 use serde_json::{Value as Json, json};
 
-use crate::error::Result;
+use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
+use crate::nn::BatchNorm;
 use crate::nn::QatModule;
+use crate::nn::batch_norm::bn_keys;
+use crate::nn::intrinsic::BNReLU2d;
 use crate::nn::quantized::{ActivationQParams, BatchNorm2d};
+use crate::qconfig::QConfig;
+use crate::state_dict::join;
 use crate::state_dict::{StateDict, StateReader, TensorValue};
 use crate::workflow::deployment_arith::{Flow, Grid, batch_norm, need_grid};
+use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::{bool_of, missing, read_act, usize_of, write_act};
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
+use crate::workflow::layers::BatchNorm1d;
 use crate::workflow::layers::Value;
 use crate::workflow::qat_batch_norm::QatBatchNorm2d;
-use crate::workflow::qat_layer::{QatOp, need_input};
+use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp, need_input};
 
 impl Int8Op for BatchNorm2d {
     const KIND: &'static str = "BatchNorm2d";
@@ -86,5 +93,105 @@ impl QatOp for QatBatchNorm2d {
 
     fn take_output_fake_quant(&mut self) -> Option<FakeQuantize> {
         self.activation_post_process.take()
+    }
+}
+
+/// A batch norm right after a conv or linear folds into it: `fuse()` was forgotten.
+fn unfused(path: &str) -> QatError {
+    QatError::config(format!(
+        "{path}: an unfused batch norm after a Conv2d or Linear; call fuse() first to fold it, or give it qconfig None"
+    ))
+}
+
+/// A batch norm over images that no conv precedes: kept as BN with an output fake quant.
+impl FloatOp for BatchNorm {
+    fn kind(&self) -> &'static str {
+        "BatchNorm2d"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        Ok(Value::Image(BatchNorm::forward(self, x.image(path)?, path)?))
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        BatchNorm::write_state(self, prefix, out);
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        BatchNorm::read_state(self, bn_keys(prefix), reader);
+    }
+}
+
+impl PrepareQat for BatchNorm {
+    fn prepare(self, qconfig: QConfig, path: &str, after_unfused: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+        if after_unfused {
+            return Err(unfused(path));
+        }
+        Ok(QatLayer::BatchNorm2d(QatBatchNorm2d { bn: self, relu: false, activation_post_process: Some(qconfig.activation.init()?) }))
+    }
+}
+
+impl FloatOp for BatchNorm1d {
+    fn kind(&self) -> &'static str {
+        "BatchNorm1d"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        Ok(Value::Features(self.bn.forward(x.features(path)?, path)?))
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.bn.training = training;
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        self.bn.write_state(prefix, out);
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        self.bn.read_state(bn_keys(prefix), reader);
+    }
+}
+
+impl PrepareQat for BatchNorm1d {
+    fn prepare(self, _: QConfig, path: &str, after_unfused: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+        if after_unfused {
+            return Err(unfused(path));
+        }
+        Err(QatError::config(format!(
+            "{path}: a batch norm over features quantizes only folded into the Linear before it (fuse()); give it qconfig None to keep it in float"
+        )))
+    }
+}
+
+impl FloatOp for BNReLU2d {
+    fn kind(&self) -> &'static str {
+        "BNReLU2d"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        Ok(Value::Image(BNReLU2d::forward(self, x.image(path)?)?))
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.bn.training = training;
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        self.bn.write_state(&join(prefix, "0."), out);
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        self.bn.read_state(bn_keys(&join(prefix, "0.")), reader);
+    }
+}
+
+impl PrepareQat for BNReLU2d {
+    fn prepare(self, qconfig: QConfig, _: &str, _: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+        Ok(QatLayer::BatchNorm2d(QatBatchNorm2d { bn: self.bn, relu: true, activation_post_process: Some(qconfig.activation.init()?) }))
     }
 }

@@ -5,17 +5,23 @@ use serde_json::{Value as Json, json};
 use super::f32_values;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
+use crate::nn::batch_norm::bn_keys;
 use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d};
 use crate::nn::quantized::{ActivationQParams, Conv2d, Int8Weight, LayerQParams};
 use crate::nn::{Conv2dOptions, PaddingMode, QatModule, qat};
+use crate::nn::{float, intrinsic};
+use crate::qconfig::QConfig;
+use crate::state_dict::join;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 use crate::workflow::ToQuantized;
 use crate::workflow::deployment_arith::{Flow, Grid, need_grid};
 use crate::workflow::deployment_weighted::{conv, conv_bn};
+use crate::workflow::float_layer::FloatOp;
+use crate::workflow::float_state::FloatWeights;
 use crate::workflow::int8_fields::{bool_of, field, missing, pair_of, read_act, read_weights, usize_of, write_act, write_weights};
 use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
-use crate::workflow::qat_layer::{DeployedWeight, QatOp, need_input};
+use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp, need_input};
 
 impl Int8Op for Conv2d {
     const KIND: &'static str = "Conv2d";
@@ -81,3 +87,12 @@ weighted_qat_op!(ConvBn2d, "ConvBn2d", Image(image) => Conv2d, inner: [],
     exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBn2d::is_bn_frozen(m));
 weighted_qat_op!(ConvBnReLU2d, "ConvBnReLU2d", Image(image) => Conv2d, inner: [inner],
     exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());
+
+float_weighted_op!(float::Conv2d, "Conv2d", Image(image), weight: [] at "", bn: [], absorbs_bn: true,
+    prepare: |m, q| QatLayer::Conv2d(qat::Conv2d::from_float(&m, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvReLU2d, "ConvReLU2d", Image(image), weight: [conv] at "0.", bn: [], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvReLU2d(ConvReLU2d::from_float(&m.conv, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvBn2d, "ConvBn2d", Image(image), weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvBn2d(ConvBn2d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvBnReLU2d, "ConvBnReLU2d", Image(image), weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvBnReLU2d(ConvBnReLU2d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));

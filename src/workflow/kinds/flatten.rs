@@ -4,11 +4,14 @@ use serde_json::{Value as Json, json};
 
 use crate::error::Result;
 use crate::nn::quantized::ActivationQParams;
+use crate::qconfig::QConfig;
 use crate::state_dict::{StateDict, StateReader};
 use crate::workflow::deployment_arith::{Flow, Grid};
+use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::{Flatten, Value};
 use crate::workflow::qat_layer::QatOp;
+use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer};
 
 impl Int8Op for Flatten {
     const KIND: &'static str = "Flatten";
@@ -43,3 +46,5 @@ impl QatOp for Flatten {
         Ok(Int8Layer::Flatten(self.clone()))
     }
 }
+
+float_parameterless_op!(Flatten, "Flatten", Flatten, forward: |m, x, p| Flatten::forward(m, x, p));

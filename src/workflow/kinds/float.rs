@@ -5,9 +5,8 @@ use serde_json::Value as Json;
 use crate::error::{QatError, Result};
 use crate::nn::quantized::ActivationQParams;
 use crate::state_dict::{StateDict, StateReader};
-use crate::workflow::Layer;
 use crate::workflow::deployment_arith::{Flow, Grid};
-use crate::workflow::float_state::{read_float_layer, write_float_layer};
+use crate::workflow::float_layer::Layer;
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::qat_layer::QatOp;
@@ -50,11 +49,11 @@ impl QatOp for Layer {
     }
 
     fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        write_float_layer(self, prefix, out);
+        Layer::write_state(self, prefix, out);
     }
 
     fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        read_float_layer(self, prefix, reader);
+        Layer::read_state(self, prefix, reader);
     }
 
     fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {

@@ -5,17 +5,23 @@ use serde_json::{Value as Json, json};
 use super::f32_values;
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
+use crate::nn::batch_norm::bn_keys;
 use crate::nn::intrinsic::qat::{LinearBn1d, LinearReLU};
 use crate::nn::quantized::{ActivationQParams, Int8Weight, LayerQParams, Linear};
 use crate::nn::{QatModule, qat};
+use crate::nn::{float, intrinsic};
+use crate::qconfig::QConfig;
+use crate::state_dict::join;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 use crate::workflow::ToQuantized;
 use crate::workflow::deployment_arith::{Flow, Grid, need_grid};
 use crate::workflow::deployment_weighted::{linear, linear_bn};
+use crate::workflow::float_layer::FloatOp;
+use crate::workflow::float_state::FloatWeights;
 use crate::workflow::int8_fields::{bool_of, missing, read_act, read_weights, usize_of, write_act, write_weights};
 use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
-use crate::workflow::qat_layer::{DeployedWeight, QatOp, need_input};
+use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp, need_input};
 
 impl Int8Op for Linear {
     const KIND: &'static str = "Linear";
@@ -70,3 +76,10 @@ weighted_qat_op!(LinearReLU, "LinearReLU", Features(features) => Linear, inner: 
     exact: |m, x, g, p| linear(&m.linear, true, x, g, p), weight: linear_weight);
 weighted_qat_op!(LinearBn1d, "LinearBn1d", Features(features) => Linear, inner: [],
     exact: |m, x, g, p| linear_bn(m, x, g, p), weight: linear_bn_weight, bn_frozen: |m| LinearBn1d::is_bn_frozen(m));
+
+float_weighted_op!(float::Linear, "Linear", Features(features), weight: [] at "", bn: [], absorbs_bn: true,
+    prepare: |m, q| QatLayer::Linear(qat::Linear::from_float(&m, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::LinearReLU, "LinearReLU", Features(features), weight: [linear] at "0.", bn: [], absorbs_bn: false,
+    prepare: |m, q| QatLayer::LinearReLU(LinearReLU::from_float(&m.linear, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::LinearBn1d, "LinearBn1d", Features(features), weight: [linear] at "0.", bn: [bn at "1."], absorbs_bn: false,
+    prepare: |m, q| QatLayer::LinearBn1d(LinearBn1d::from_float(&m.linear, &m.bn, q)?.with_output_fake_quant()?));

@@ -1,5 +1,6 @@
 //! One file per layer kind: what the kind does at each stage of the whole-model road, the
-//! QAT stage ([`super::qat_layer::QatOp`]) and the int8 stage ([`super::int8_layer::Int8Op`]).
+//! float stage ([`super::float_layer::FloatOp`]), the QAT stage ([`super::qat_layer::QatOp`])
+//! and the int8 stage ([`super::int8_layer::Int8Op`]).
 
 /// The QAT stage of a conv or linear module (fused or not): its float forward on `$value`
 /// tensors, its deployment arithmetic `$exact` (given the module `m`, input `x`, input grid `g`
@@ -52,6 +53,80 @@ macro_rules! weighted_qat_op {
 
             fn deployed_weight(&self) -> Option<DeployedWeight<'_>> {
                 Some($weight(&self$(.$field)?))
+            }
+        }
+    };
+}
+
+/// The float stage of a conv or linear module (fused or not): `$value` tensors through its own
+/// forward, its weight (`self$(.$w)`) and batch norm (`self.$bn`) under the keys PyTorch's
+/// fused containers give them, and `prepare` building the QAT module `$prepare` from the
+/// module `m` and qconfig `q`.
+macro_rules! float_weighted_op {
+    (
+        $ty:ty, $kind:literal, $value:ident($getter:ident), weight: [$($w:ident)?] at $wkey:literal,
+        bn: [$($bn:ident at $bkey:literal)?], absorbs_bn: $absorbs:literal, prepare: |$m:ident, $q:ident| $prepare:expr
+    ) => {
+        impl FloatOp for $ty {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+                Ok(Value::$value(<$ty>::forward(self, x.$getter(path)?)?))
+            }
+
+            fn set_training(&mut self, _training: bool) {
+                $(self.$bn.training = _training;)?
+            }
+
+            fn has_weight(&self) -> bool {
+                true
+            }
+
+            fn absorbs_next_batch_norm(&self) -> bool {
+                $absorbs
+            }
+
+            fn write_state(&self, prefix: &str, out: &mut StateDict) {
+                self$(.$w)?.write_weights(&join(prefix, $wkey), out);
+                $(self.$bn.write_state(&join(prefix, $bkey), out);)?
+            }
+
+            fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+                self$(.$w)?.read_weights(&join(prefix, $wkey), reader);
+                $(self.$bn.read_state(bn_keys(&join(prefix, $bkey)), reader);)?
+            }
+        }
+
+        impl PrepareQat for $ty {
+            fn prepare(self, $q: QConfig, _: &str, _: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+                let $m = self;
+                Ok($prepare)
+            }
+        }
+    };
+}
+
+/// The float stage of a layer without parameters, which `prepare` keeps as it is (as the
+/// `$variant` QAT layer): its forward is `$forward` of the layer `m`, the input `x` and the
+/// path `p`.
+macro_rules! float_parameterless_op {
+    ($ty:ty, $kind:literal, $variant:ident, forward: |$m:ident, $x:ident, $p:ident| $forward:expr) => {
+        impl FloatOp for $ty {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+                let ($m, $x, $p) = (&*self, x, path);
+                $forward
+            }
+        }
+
+        impl PrepareQat for $ty {
+            fn prepare(self, _: QConfig, _: &str, _: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+                Ok(QatLayer::$variant(self))
             }
         }
     };

@@ -8,13 +8,16 @@ use burn::tensor::ops::AvgPoolOptions;
 
 use crate::error::{QatError, Result};
 use crate::nn::quantized::ActivationQParams;
+use crate::qconfig::QConfig;
 use crate::state_dict::{StateDict, StateReader};
 use crate::workflow::deployment_arith::{Flow, Grid, mean_of_sum};
+use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::usize_of;
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
 use crate::workflow::qat_layer::QatOp;
+use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer};
 
 /// A square-window pooling layer, stored as its kernel size and stride.
 macro_rules! window_pool_int8 {
@@ -130,3 +133,7 @@ impl QatOp for GlobalAvgPool2d {
         Ok(Int8Layer::GlobalAvgPool2d(self.clone()))
     }
 }
+
+float_parameterless_op!(MaxPool2d, "MaxPool2d", MaxPool2d, forward: |m, x, p| MaxPool2d::forward(m, x, p));
+float_parameterless_op!(AvgPool2d, "AvgPool2d", AvgPool2d, forward: |m, x, p| AvgPool2d::forward(m, x, p));
+float_parameterless_op!(GlobalAvgPool2d, "GlobalAvgPool2d", GlobalAvgPool2d, forward: |m, x, p| GlobalAvgPool2d::forward(m, x, p));

@@ -5,12 +5,16 @@ use serde_json::{Value as Json, json};
 use crate::error::{QatError, Result};
 use crate::nn::QatModule;
 use crate::nn::quantized::{ActivationQParams, Quantize};
+use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 use crate::workflow::deployment_arith::{Flow, Grid};
+use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::{missing, read_act, write_act};
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
+use crate::workflow::layers::QuantStub;
 use crate::workflow::layers::{DeQuantStub, QatQuantStub, Value};
 use crate::workflow::qat_layer::QatOp;
+use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer};
 
 impl Int8Op for Quantize {
     const KIND: &'static str = "Quantize";
@@ -130,5 +134,24 @@ impl QatOp for DeQuantStub {
 
     fn convert(&self, _: Option<ActivationQParams>, _: &str) -> Result<Int8Layer> {
         Ok(Int8Layer::DeQuantize(self.clone()))
+    }
+}
+
+float_parameterless_op!(DeQuantStub, "DeQuantStub", DeQuantStub, forward: |_m, x, _p| Ok(x));
+
+/// Float input passes; prepare gives the stub the fake quant that quantizes the model's input.
+impl FloatOp for QuantStub {
+    fn kind(&self) -> &'static str {
+        "QuantStub"
+    }
+
+    fn forward(&mut self, x: Value, _: &str) -> Result<Value> {
+        Ok(x)
+    }
+}
+
+impl PrepareQat for QuantStub {
+    fn prepare(self, qconfig: QConfig, _: &str, _: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+        Ok(QatLayer::QuantStub(QatQuantStub { activation_post_process: qconfig.activation.init()? }))
     }
 }

@@ -1,0 +1,143 @@
+//! The float stage of the layer table: each layer kind a user builds a [`super::FloatModel`]
+//! from implements [`FloatOp`] (in `kinds/`, beside its QAT and int8 stages), and [`Layer`] is
+//! generated from one list of those kinds. The float forward, the BN switch and the state dict
+//! dispatch through the trait; the QAT stage adds `prepare` ([`super::qat_layer::PrepareQat`]).
+
+use burn::module::Module;
+
+use super::layers::{Named, Value};
+use crate::error::Result;
+use crate::state_dict::{StateDict, StateReader, join};
+
+/// One layer kind of a float model.
+pub(crate) trait FloatOp: Sized {
+    /// The kind's name in messages.
+    fn kind(&self) -> &'static str;
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value>;
+
+    /// Batch norms inside use batch statistics (`true`) or running ones (`false`).
+    fn set_training(&mut self, _training: bool) {}
+
+    /// Whether the layer has a weight (a qconfig map's weight layers).
+    fn has_weight(&self) -> bool {
+        false
+    }
+
+    /// Whether a batch norm right after this layer should have been fused into it.
+    fn absorbs_next_batch_norm(&self) -> bool {
+        false
+    }
+
+    fn write_state(&self, _prefix: &str, _out: &mut StateDict) {}
+
+    fn read_state(&mut self, _prefix: &str, _reader: &mut StateReader<'_>) {}
+}
+
+/// Declares [`Layer`] with one variant per kind, and its dispatch.
+macro_rules! float_layers {
+    ($($(#[doc = $doc:literal])* $variant:ident($ty:ty)),* $(,)?) => {
+        /// A float layer.
+        #[derive(Module, Debug)]
+        pub enum Layer {
+            $($(#[doc = $doc])* $variant($ty),)*
+        }
+
+        impl Layer {
+            /// The kind's name in messages.
+            pub fn kind(&self) -> &'static str {
+                match self { $(Self::$variant(m) => <$ty as FloatOp>::kind(m),)* }
+            }
+
+            pub(crate) fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+                match self { $(Self::$variant(m) => <$ty as FloatOp>::forward(m, x, path),)* }
+            }
+
+            pub(crate) fn set_training(&mut self, training: bool) {
+                match self { $(Self::$variant(m) => <$ty as FloatOp>::set_training(m, training),)* }
+            }
+
+            pub(crate) fn has_weight(&self) -> bool {
+                match self { $(Self::$variant(m) => <$ty as FloatOp>::has_weight(m),)* }
+            }
+
+            pub(crate) fn absorbs_next_batch_norm(&self) -> bool {
+                match self { $(Self::$variant(m) => <$ty as FloatOp>::absorbs_next_batch_norm(m),)* }
+            }
+
+            pub(crate) fn write_state(&self, prefix: &str, out: &mut StateDict) {
+                match self { $(Self::$variant(m) => <$ty as FloatOp>::write_state(m, prefix, out),)* }
+            }
+
+            pub(crate) fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+                match self { $(Self::$variant(m) => <$ty as FloatOp>::read_state(m, prefix, reader),)* }
+            }
+        }
+    };
+}
+
+/// Calls `$callback!` with the list of float layer kinds: the enum below is declared from it,
+/// and the QAT stage declares its `prepare` dispatch from it.
+macro_rules! with_float_kinds {
+    ($callback:ident) => {
+        $callback! {
+            QuantStub(crate::workflow::layers::QuantStub),
+            DeQuantStub(crate::workflow::layers::DeQuantStub),
+            Conv2d(crate::nn::float::Conv2d),
+            BatchNorm2d(crate::nn::BatchNorm),
+            /// Batch norm over features `[N, F]`.
+            BatchNorm1d(crate::workflow::layers::BatchNorm1d),
+            Relu(crate::workflow::layers::Relu),
+            Relu6(crate::workflow::layers::Relu6),
+            Linear(crate::nn::float::Linear),
+            MaxPool2d(crate::workflow::pooling::MaxPool2d),
+            AvgPool2d(crate::workflow::pooling::AvgPool2d),
+            GlobalAvgPool2d(crate::workflow::pooling::GlobalAvgPool2d),
+            Flatten(crate::workflow::layers::Flatten),
+            Residual(crate::workflow::float_layer::Residual),
+            ConvBn2d(crate::nn::intrinsic::ConvBn2d),
+            ConvBnReLU2d(crate::nn::intrinsic::ConvBnReLU2d),
+            ConvReLU2d(crate::nn::intrinsic::ConvReLU2d),
+            LinearReLU(crate::nn::intrinsic::LinearReLU),
+            LinearBn1d(crate::nn::intrinsic::LinearBn1d),
+            BNReLU2d(crate::nn::intrinsic::BNReLU2d),
+        }
+    };
+}
+pub(crate) use with_float_kinds;
+
+with_float_kinds!(float_layers);
+
+/// `relu?(body(x) + x)`: a residual block with an identity shortcut.
+#[derive(Module, Debug)]
+pub struct Residual {
+    pub body: Vec<Named<Layer>>,
+    pub relu: bool,
+}
+
+impl FloatOp for Residual {
+    fn kind(&self) -> &'static str {
+        "Residual"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        let mut y = x.clone();
+        for l in &mut self.body {
+            y = l.layer.forward(y, &format!("{path}.{}", l.name))?;
+        }
+        let sum = y.float_add(x, path)?;
+        Ok(if self.relu { sum.relu() } else { sum })
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.body.iter_mut().for_each(|l| l.layer.set_training(training));
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        self.body.iter().for_each(|l| l.layer.write_state(&join(prefix, &format!("body.{}.", l.name)), out));
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        self.body.iter_mut().for_each(|l| l.layer.read_state(&join(prefix, &format!("body.{}.", l.name)), reader));
+    }
+}
