@@ -56,7 +56,7 @@ impl QatModel {
         }
         let mut unfrozen = Vec::new();
         visit_named(&self.layers, "", &mut |path, l| {
-            if !l.is_bn_frozen() {
+            if !l.op().is_bn_frozen() {
                 unfrozen.push(path.to_string());
             }
         });
@@ -75,7 +75,7 @@ impl QatModel {
 pub(crate) fn run_layers(layers: &mut [Named<QatLayer>], mut flow: Flow, prefix: &str, straight_through: bool) -> Result<Flow> {
     for l in layers {
         let path = format!("{prefix}{}", l.name);
-        flow = l.layer.forward_deployment(flow, &path, straight_through)?;
+        flow = l.layer.op_mut().forward_deployment(flow, &path, straight_through)?;
     }
     Ok(flow)
 }

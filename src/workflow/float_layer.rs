@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::state_dict::{StateDict, StateReader, join};
 
 /// One layer kind of a float model.
-pub(crate) trait FloatOp: Sized {
+pub(crate) trait FloatOp {
     /// The kind's name in messages.
     fn kind(&self) -> &'static str;
 
@@ -46,31 +46,16 @@ macro_rules! float_layers {
         impl Layer {
             /// The kind's name in messages.
             pub fn kind(&self) -> &'static str {
-                match self { $(Self::$variant(m) => <$ty as FloatOp>::kind(m),)* }
+                self.op().kind()
             }
 
-            pub(crate) fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-                match self { $(Self::$variant(m) => <$ty as FloatOp>::forward(m, x, path),)* }
+            /// The layer as its kind's float stage.
+            pub(crate) fn op(&self) -> &dyn FloatOp {
+                match self { $(Self::$variant(m) => m,)* }
             }
 
-            pub(crate) fn set_training(&mut self, training: bool) {
-                match self { $(Self::$variant(m) => <$ty as FloatOp>::set_training(m, training),)* }
-            }
-
-            pub(crate) fn has_weight(&self) -> bool {
-                match self { $(Self::$variant(m) => <$ty as FloatOp>::has_weight(m),)* }
-            }
-
-            pub(crate) fn absorbs_next_batch_norm(&self) -> bool {
-                match self { $(Self::$variant(m) => <$ty as FloatOp>::absorbs_next_batch_norm(m),)* }
-            }
-
-            pub(crate) fn write_state(&self, prefix: &str, out: &mut StateDict) {
-                match self { $(Self::$variant(m) => <$ty as FloatOp>::write_state(m, prefix, out),)* }
-            }
-
-            pub(crate) fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-                match self { $(Self::$variant(m) => <$ty as FloatOp>::read_state(m, prefix, reader),)* }
+            pub(crate) fn op_mut(&mut self) -> &mut dyn FloatOp {
+                match self { $(Self::$variant(m) => m,)* }
             }
         }
     };
@@ -123,21 +108,21 @@ impl FloatOp for Residual {
     fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
         let mut y = x.clone();
         for l in &mut self.body {
-            y = l.layer.forward(y, &format!("{path}.{}", l.name))?;
+            y = l.layer.op_mut().forward(y, &format!("{path}.{}", l.name))?;
         }
         let sum = y.float_add(x, path)?;
         Ok(if self.relu { sum.relu() } else { sum })
     }
 
     fn set_training(&mut self, training: bool) {
-        self.body.iter_mut().for_each(|l| l.layer.set_training(training));
+        self.body.iter_mut().for_each(|l| l.layer.op_mut().set_training(training));
     }
 
     fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        self.body.iter().for_each(|l| l.layer.write_state(&join(prefix, &format!("body.{}.", l.name)), out));
+        self.body.iter().for_each(|l| l.layer.op().write_state(&join(prefix, &format!("body.{}.", l.name)), out));
     }
 
     fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        self.body.iter_mut().for_each(|l| l.layer.read_state(&join(prefix, &format!("body.{}.", l.name)), reader));
+        self.body.iter_mut().for_each(|l| l.layer.op_mut().read_state(&join(prefix, &format!("body.{}.", l.name)), reader));
     }
 }

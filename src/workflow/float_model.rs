@@ -62,14 +62,14 @@ impl FloatModel {
     pub fn forward(&mut self, x: Tensor<4>) -> Result<Value> {
         let mut value = Value::Image(x);
         for l in &mut self.layers {
-            value = l.layer.forward(value, &l.name)?;
+            value = l.layer.op_mut().forward(value, &l.name)?;
         }
         Ok(value)
     }
 
     /// Batch norms use batch statistics (`true`) or running ones (`false`).
     pub fn set_training(&mut self, training: bool) {
-        self.layers.iter_mut().for_each(|l| l.layer.set_training(training));
+        self.layers.iter_mut().for_each(|l| l.layer.op_mut().set_training(training));
     }
 
     /// Fuses every known pattern for QAT, keeping BN (PyTorch `fuse_modules_qat`):
@@ -87,7 +87,7 @@ impl FloatModel {
         fn walk(layers: &[Named<Layer>], prefix: &str, out: &mut Vec<(String, bool)>) {
             for Named { name, layer } in layers {
                 let path = format!("{prefix}{name}");
-                out.push((path.clone(), layer.has_weight()));
+                out.push((path.clone(), layer.op().has_weight()));
                 if let Layer::Residual(r) = layer {
                     walk(&r.body, &format!("{path}.body."), out);
                 }

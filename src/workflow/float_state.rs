@@ -38,7 +38,7 @@ float_weights!(crate::nn::float::Conv2d, crate::nn::float::Linear);
 impl crate::state_dict::SaveStateDict for FloatModel {
     fn write_state(&self, prefix: &str, out: &mut crate::state_dict::StateDict) {
         for l in &self.layers {
-            l.layer.write_state(&format!("{prefix}{}.", l.name), out);
+            l.layer.op().write_state(&format!("{prefix}{}.", l.name), out);
         }
     }
 }
@@ -46,7 +46,7 @@ impl crate::state_dict::SaveStateDict for FloatModel {
 impl crate::state_dict::LoadStateDict for FloatModel {
     fn read_state(&mut self, prefix: &str, reader: &mut crate::state_dict::StateReader<'_>) {
         for l in &mut self.layers {
-            l.layer.read_state(&format!("{prefix}{}.", l.name), reader);
+            l.layer.op_mut().read_state(&format!("{prefix}{}.", l.name), reader);
         }
     }
 }

@@ -95,7 +95,7 @@ fn walk(layers: &[Named<QatLayer>], mut x: Value, prefix: &str, rows: &mut Vec<L
             layer => {
                 let mut float_layer = layer.clone();
                 let fq = take_output_fake_quant(&mut float_layer);
-                let y = float_layer.forward(x, &path)?;
+                let y = float_layer.op_mut().forward(x, &path)?;
                 let weight = weight_stats(layer, &path)?;
                 match fq {
                     Some(fq) => {
@@ -162,11 +162,11 @@ fn take_output_fake_quant(layer: &mut QatLayer) -> Option<FakeQuantize> {
         *layer = QatLayer::DeQuantStub(Default::default());
         return Some(fq);
     }
-    layer.take_output_fake_quant()
+    layer.op_mut().take_output_fake_quant()
 }
 
 fn weight_stats(layer: &QatLayer, path: &str) -> Result<Option<WeightStats>> {
-    let Some(DeployedWeight { values: weight, channels, fake_quant: fq }) = layer.deployed_weight() else { return Ok(None) };
+    let Some(DeployedWeight { values: weight, channels, fake_quant: fq }) = layer.op().deployed_weight() else { return Ok(None) };
     let (q, scale, zero_point) = fq.quantize_weight(&weight, channels, path)?;
     let per_channel = weight.len() / channels.max(1);
     let (mut signal, mut noise) = (0.0f64, 0.0f64);

@@ -52,8 +52,10 @@ pub(crate) trait Int8Op: Sized {
     }
 
     /// Writes the layer's tensors under `path` and returns its architecture entry (without
-    /// `kind` and `name`, which the model file adds).
-    fn save(&self, path: &str, out: &mut StateDict) -> Result<Json>;
+    /// `kind` and `name`, which the model file adds); nothing by default.
+    fn save(&self, _path: &str, _out: &mut StateDict) -> Result<Json> {
+        Ok(json!({}))
+    }
 
     /// The layer from its architecture entry and tensors; every inconsistency is an error.
     fn load(entry: &Json, path: &str, reader: &mut StateReader<'_>) -> Result<Self>;

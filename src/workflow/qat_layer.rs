@@ -90,43 +90,16 @@ macro_rules! qat_layers {
         impl QatLayer {
             /// The kind's name in reports.
             pub fn kind(&self) -> &'static str {
-                match self { $(Self::$variant(m) => <$ty as QatOp>::kind(m),)* }
+                self.op().kind()
             }
 
-            pub(crate) fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-                match self { $(Self::$variant(m) => <$ty as QatOp>::forward(m, x, path),)* }
+            /// The layer as its kind's QAT stage.
+            pub(crate) fn op(&self) -> &dyn QatOp {
+                match self { $(Self::$variant(m) => m,)* }
             }
 
-            pub(crate) fn forward_deployment(&mut self, flow: Flow, path: &str, straight_through: bool) -> Result<Flow> {
-                match self { $(Self::$variant(m) => <$ty as QatOp>::forward_deployment(m, flow, path, straight_through),)* }
-            }
-
-            pub(crate) fn module(&mut self) -> Option<&mut dyn QatModule> {
-                match self { $(Self::$variant(m) => <$ty as QatOp>::module(m),)* }
-            }
-
-            pub(crate) fn is_bn_frozen(&self) -> bool {
-                match self { $(Self::$variant(m) => <$ty as QatOp>::is_bn_frozen(m),)* }
-            }
-
-            pub(crate) fn write_state(&self, prefix: &str, out: &mut StateDict) {
-                match self { $(Self::$variant(m) => <$ty as QatOp>::write_state(m, prefix, out),)* }
-            }
-
-            pub(crate) fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-                match self { $(Self::$variant(m) => <$ty as QatOp>::read_state(m, prefix, reader),)* }
-            }
-
-            pub(crate) fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
-                match self { $(Self::$variant(m) => <$ty as QatOp>::convert(m, input, path),)* }
-            }
-
-            pub(crate) fn take_output_fake_quant(&mut self) -> Option<FakeQuantize> {
-                match self { $(Self::$variant(m) => <$ty as QatOp>::take_output_fake_quant(m),)* }
-            }
-
-            pub(crate) fn deployed_weight(&self) -> Option<DeployedWeight<'_>> {
-                match self { $(Self::$variant(m) => <$ty as QatOp>::deployed_weight(m),)* }
+            pub(crate) fn op_mut(&mut self) -> &mut dyn QatOp {
+                match self { $(Self::$variant(m) => m,)* }
             }
         }
     };
@@ -172,7 +145,7 @@ impl QatOp for QatResidual {
     fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
         let mut y = x.clone();
         for l in &mut self.body {
-            y = l.layer.forward(y, &format!("{path}.{}", l.name))?;
+            y = l.layer.op_mut().forward(y, &format!("{path}.{}", l.name))?;
         }
         let sum = y.float_add(x, path)?;
         let sum = if self.relu { sum.relu() } else { sum };
@@ -193,7 +166,7 @@ impl QatOp for QatResidual {
         let shortcut_grid = need_grid(grid, path)?;
         let mut flow = (value.clone(), grid);
         for l in &mut self.body {
-            flow = l.layer.forward_deployment(flow, &format!("{path}.body.{}", l.name), straight_through)?;
+            flow = l.layer.op_mut().forward_deployment(flow, &format!("{path}.body.{}", l.name), straight_through)?;
         }
         let (body, body_grid) = flow;
         let body_grid = need_grid(body_grid, &format!("{path} (end of its body)"))?;
@@ -247,21 +220,21 @@ impl QatOp for QatResidual {
 impl QatModule for QatResidual {
     fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
         let mut out: Vec<&mut FakeQuantize> =
-            self.body.iter_mut().filter_map(|l| l.layer.module()).flat_map(|m| m.fake_quants_mut()).collect();
+            self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).flat_map(|m| m.fake_quants_mut()).collect();
         out.push(&mut self.add);
         out
     }
 
     fn set_training(&mut self, mode: bool) {
-        self.body.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.set_training(mode));
+        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.set_training(mode));
     }
 
     fn freeze_bn_stats(&mut self) {
-        self.body.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.freeze_bn_stats());
+        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.freeze_bn_stats());
     }
 
     fn update_bn_stats(&mut self) {
-        self.body.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.update_bn_stats());
+        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.update_bn_stats());
     }
 }
 
@@ -278,7 +251,7 @@ pub(crate) fn convert_layers(
 ) -> Result<Vec<Named<Int8Layer>>> {
     let mut out = Vec::with_capacity(layers.len());
     for l in layers {
-        let layer = l.layer.convert(*current, &format!("{prefix}{}", l.name))?;
+        let layer = l.layer.op().convert(*current, &format!("{prefix}{}", l.name))?;
         *current = match &layer {
             Int8Layer::DeQuantize(_) => None,
             converted => converted.output_qparams().or(*current),
@@ -290,11 +263,11 @@ pub(crate) fn convert_layers(
 
 /// Every layer's state under `<prefix><name>.`.
 pub(crate) fn write_layers(layers: &[Named<QatLayer>], prefix: &str, out: &mut StateDict) {
-    layers.iter().for_each(|l| l.layer.write_state(&join(prefix, &format!("{}.", l.name)), out));
+    layers.iter().for_each(|l| l.layer.op().write_state(&join(prefix, &format!("{}.", l.name)), out));
 }
 
 pub(crate) fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: &mut StateReader<'_>) {
-    layers.iter_mut().for_each(|l| l.layer.read_state(&join(prefix, &format!("{}.", l.name)), reader));
+    layers.iter_mut().for_each(|l| l.layer.op_mut().read_state(&join(prefix, &format!("{}.", l.name)), reader));
 }
 
 /// The QAT stage's view of a float layer kind: PyTorch's `prepare_qat` swap.
@@ -338,7 +311,7 @@ pub(crate) fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, context: &
     layers
         .into_iter()
         .map(|Named { name, layer }| {
-            let after = std::mem::replace(&mut after_unfused, layer.absorbs_next_batch_norm());
+            let after = std::mem::replace(&mut after_unfused, layer.op().absorbs_next_batch_norm());
             let path = format!("{prefix}{name}");
             let Some(qconfig) = context.map.get(&path).cloned() else {
                 return Ok(Named { name, layer: QatLayer::Float(layer) });

@@ -83,7 +83,7 @@ impl QatModel {
     pub fn forward_float(&mut self, x: Tensor<4>) -> Result<Value> {
         let mut value = Value::Image(x);
         for l in &mut self.layers {
-            value = l.layer.forward(value, &l.name)?;
+            value = l.layer.op_mut().forward(value, &l.name)?;
         }
         Ok(value)
     }
@@ -101,20 +101,20 @@ pub(super) fn visit_named(layers: &[Named<QatLayer>], prefix: &str, f: &mut dyn 
 
 impl QatModule for QatModel {
     fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
-        self.layers.iter_mut().filter_map(|l| l.layer.module()).flat_map(|m| m.fake_quants_mut()).collect()
+        self.layers.iter_mut().filter_map(|l| l.layer.op_mut().module()).flat_map(|m| m.fake_quants_mut()).collect()
     }
 
     fn set_training(&mut self, mode: bool) {
         self.training = mode;
-        self.layers.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.set_training(mode));
+        self.layers.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.set_training(mode));
     }
 
     fn freeze_bn_stats(&mut self) {
-        self.layers.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.freeze_bn_stats());
+        self.layers.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.freeze_bn_stats());
     }
 
     fn update_bn_stats(&mut self) {
-        self.layers.iter_mut().filter_map(|l| l.layer.module()).for_each(|m| m.update_bn_stats());
+        self.layers.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.update_bn_stats());
     }
 }
 

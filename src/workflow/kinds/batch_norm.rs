@@ -21,39 +21,24 @@ use crate::workflow::layers::Value;
 use crate::workflow::qat_batch_norm::QatBatchNorm2d;
 use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp, need_input};
 
-impl Int8Op for BatchNorm2d {
-    const KIND: &'static str = "BatchNorm2d";
+// Elementwise in f32 on either engine: the kernel is its own reference.
+int8_requantizing_op!(BatchNorm2d, "BatchNorm2d", forward: |m, x, _run| BatchNorm2d::forward(m, &x), save: save_batch_norm, load: load_batch_norm);
 
-    /// Elementwise in f32 either way: the kernel is its own reference.
-    fn forward(&self, x: Value, path: &str, _: &Int8Run<'_>) -> Result<Value> {
-        Ok(Value::Quantized(BatchNorm2d::forward(self, &x.quantized(path)?)?))
-    }
+fn save_batch_norm(m: &BatchNorm2d, path: &str, out: &mut StateDict) -> Result<Json> {
+    out.insert(format!("{path}.multiplier"), TensorValue::f32_vec(m.multiplier.clone()));
+    out.insert(format!("{path}.offset"), TensorValue::f32_vec(m.offset.clone()));
+    write_act(&format!("{path}.input"), &m.input, out);
+    write_act(&format!("{path}.output"), &m.output, out);
+    Ok(json!({"channels": m.channels(), "relu": m.relu}))
+}
 
-    fn output_qparams(&self) -> Option<ActivationQParams> {
-        Some(self.output)
-    }
-
-    fn saturate_at_full_range(&mut self) {
-        self.input = self.input.full_range();
-        self.output = self.output.full_range();
-    }
-
-    fn save(&self, path: &str, out: &mut StateDict) -> Result<Json> {
-        out.insert(format!("{path}.multiplier"), TensorValue::f32_vec(self.multiplier.clone()));
-        out.insert(format!("{path}.offset"), TensorValue::f32_vec(self.offset.clone()));
-        write_act(&format!("{path}.input"), &self.input, out);
-        write_act(&format!("{path}.output"), &self.output, out);
-        Ok(json!({"channels": self.channels(), "relu": self.relu}))
-    }
-
-    fn load(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Self> {
-        let c = usize_of(entry, "channels", p)?;
-        let multiplier = reader.f32(&format!("{p}.multiplier"), Some(&[c]));
-        let offset = reader.f32(&format!("{p}.offset"), Some(&[c]));
-        let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-        let (Some((_, m)), Some((_, b)), Some(i), Some(o)) = (multiplier, offset, input, output) else { return Err(missing(p, reader)) };
-        BatchNorm2d::from_parts(m, b, i, o, bool_of(entry, "relu", p)?)
-    }
+fn load_batch_norm(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<BatchNorm2d> {
+    let c = usize_of(entry, "channels", p)?;
+    let multiplier = reader.f32(&format!("{p}.multiplier"), Some(&[c]));
+    let offset = reader.f32(&format!("{p}.offset"), Some(&[c]));
+    let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
+    let (Some((_, m)), Some((_, b)), Some(i), Some(o)) = (multiplier, offset, input, output) else { return Err(missing(p, reader)) };
+    BatchNorm2d::from_parts(m, b, i, o, bool_of(entry, "relu", p)?)
 }
 
 impl QatOp for QatBatchNorm2d {

@@ -23,51 +23,35 @@ use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp, need_input};
 
-impl Int8Op for Conv2d {
-    const KIND: &'static str = "Conv2d";
+int8_requantizing_op!(Conv2d, "Conv2d", forward: |m, x, run| match run.engine {
+    Engine::Kernels => Conv2d::forward(m, &x),
+    Engine::Reference => m.forward_reference(&x, run.device),
+}, save: save_conv, load: load_conv);
 
-    fn forward(&self, x: Value, path: &str, run: &Int8Run<'_>) -> Result<Value> {
-        let x = x.quantized(path)?;
-        Ok(Value::Quantized(match run.engine {
-            Engine::Kernels => Conv2d::forward(self, &x)?,
-            Engine::Reference => self.forward_reference(&x, run.device)?,
-        }))
-    }
+fn save_conv(m: &Conv2d, path: &str, out: &mut StateDict) -> Result<Json> {
+    let o = &m.options;
+    write_weights(path, &m.weight, o.weight_shape().to_vec(), &m.weight_scale, &m.weight_zero_point, &m.bias, out);
+    write_act(&format!("{path}.input"), &m.input, out);
+    write_act(&format!("{path}.output"), &m.output, out);
+    Ok(json!({"in_channels": o.in_channels, "out_channels": o.out_channels, "kernel_size": o.kernel_size,
+              "stride": o.stride, "padding": o.padding, "dilation": o.dilation, "groups": o.groups,
+              "padding_mode": o.padding_mode.to_string(), "relu": m.relu}))
+}
 
-    fn output_qparams(&self) -> Option<ActivationQParams> {
-        Some(self.output)
-    }
-
-    fn saturate_at_full_range(&mut self) {
-        self.input = self.input.full_range();
-        self.output = self.output.full_range();
-    }
-
-    fn save(&self, path: &str, out: &mut StateDict) -> Result<Json> {
-        let o = &self.options;
-        write_weights(path, &self.weight, o.weight_shape().to_vec(), &self.weight_scale, &self.weight_zero_point, &self.bias, out);
-        write_act(&format!("{path}.input"), &self.input, out);
-        write_act(&format!("{path}.output"), &self.output, out);
-        Ok(json!({"in_channels": o.in_channels, "out_channels": o.out_channels, "kernel_size": o.kernel_size,
-                  "stride": o.stride, "padding": o.padding, "dilation": o.dilation, "groups": o.groups,
-                  "padding_mode": o.padding_mode.to_string(), "relu": self.relu}))
-    }
-
-    fn load(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Self> {
-        let options =
-            Conv2dOptions::new(usize_of(entry, "in_channels", p)?, usize_of(entry, "out_channels", p)?, pair_of(entry, "kernel_size", p)?)
-                .with_stride(pair_of(entry, "stride", p)?)
-                .with_padding(pair_of(entry, "padding", p)?)
-                .with_dilation(pair_of(entry, "dilation", p)?)
-                .with_groups(usize_of(entry, "groups", p)?)
-                .with_padding_mode(PaddingMode::parse(field(entry, "padding_mode", p)?.as_str().unwrap_or(""))?);
-        options.validate().map_err(|e| QatError::config(format!("{p}: {e}")))?;
-        let w = read_weights(p, &options.weight_shape(), reader);
-        let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-        let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
-        let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
-        Conv2d::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
-    }
+fn load_conv(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Conv2d> {
+    let options =
+        Conv2dOptions::new(usize_of(entry, "in_channels", p)?, usize_of(entry, "out_channels", p)?, pair_of(entry, "kernel_size", p)?)
+            .with_stride(pair_of(entry, "stride", p)?)
+            .with_padding(pair_of(entry, "padding", p)?)
+            .with_dilation(pair_of(entry, "dilation", p)?)
+            .with_groups(usize_of(entry, "groups", p)?)
+            .with_padding_mode(PaddingMode::parse(field(entry, "padding_mode", p)?.as_str().unwrap_or(""))?);
+    options.validate().map_err(|e| QatError::config(format!("{p}: {e}")))?;
+    let w = read_weights(p, &options.weight_shape(), reader);
+    let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
+    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
+    let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
+    Conv2d::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
 }
 
 fn conv_weight(m: &qat::Conv2d) -> DeployedWeight<'_> {

@@ -15,7 +15,7 @@ impl Int8Op for Layer {
     const KIND: &'static str = "Float";
 
     fn forward(&self, x: Value, path: &str, _: &Int8Run<'_>) -> Result<Value> {
-        Layer::forward(&mut self.clone(), x, path)
+        self.clone().op_mut().forward(x, path)
     }
 
     /// A float layer may be a batch norm still in training mode, which mixes samples.
@@ -38,22 +38,22 @@ impl QatOp for Layer {
     }
 
     fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-        Layer::forward(self, x, path)
+        self.op_mut().forward(x, path)
     }
 
     fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
         if grid.is_some() {
             return Err(float_after_quantized(path));
         }
-        Ok((Layer::forward(&mut self.clone(), x, path)?, None))
+        Ok((self.clone().op_mut().forward(x, path)?, None))
     }
 
     fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        Layer::write_state(self, prefix, out);
+        self.op().write_state(prefix, out);
     }
 
     fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        Layer::read_state(self, prefix, reader);
+        self.op_mut().read_state(prefix, reader);
     }
 
     fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {

@@ -23,42 +23,26 @@ use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp, need_input};
 
-impl Int8Op for Linear {
-    const KIND: &'static str = "Linear";
+int8_requantizing_op!(Linear, "Linear", forward: |m, x, run| match run.engine {
+    Engine::Kernels => Linear::forward(m, &x),
+    Engine::Reference => m.forward_reference(&x, run.device),
+}, save: save_linear, load: load_linear);
 
-    fn forward(&self, x: Value, path: &str, run: &Int8Run<'_>) -> Result<Value> {
-        let x = x.quantized(path)?;
-        Ok(Value::Quantized(match run.engine {
-            Engine::Kernels => Linear::forward(self, &x)?,
-            Engine::Reference => self.forward_reference(&x, run.device)?,
-        }))
-    }
+fn save_linear(m: &Linear, path: &str, out: &mut StateDict) -> Result<Json> {
+    let shape = vec![m.out_features, m.in_features];
+    write_weights(path, &m.weight, shape, &m.weight_scale, &m.weight_zero_point, &m.bias, out);
+    write_act(&format!("{path}.input"), &m.input, out);
+    write_act(&format!("{path}.output"), &m.output, out);
+    Ok(json!({"in_features": m.in_features, "out_features": m.out_features, "relu": m.relu}))
+}
 
-    fn output_qparams(&self) -> Option<ActivationQParams> {
-        Some(self.output)
-    }
-
-    fn saturate_at_full_range(&mut self) {
-        self.input = self.input.full_range();
-        self.output = self.output.full_range();
-    }
-
-    fn save(&self, path: &str, out: &mut StateDict) -> Result<Json> {
-        let shape = vec![self.out_features, self.in_features];
-        write_weights(path, &self.weight, shape, &self.weight_scale, &self.weight_zero_point, &self.bias, out);
-        write_act(&format!("{path}.input"), &self.input, out);
-        write_act(&format!("{path}.output"), &self.output, out);
-        Ok(json!({"in_features": self.in_features, "out_features": self.out_features, "relu": self.relu}))
-    }
-
-    fn load(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Self> {
-        let (i, o) = (usize_of(entry, "in_features", p)?, usize_of(entry, "out_features", p)?);
-        let w = read_weights(p, &[o, i], reader);
-        let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-        let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
-        let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
-        Linear::from_parts(i, o, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
-    }
+fn load_linear(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Linear> {
+    let (i, o) = (usize_of(entry, "in_features", p)?, usize_of(entry, "out_features", p)?);
+    let w = read_weights(p, &[o, i], reader);
+    let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
+    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
+    let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
+    Linear::from_parts(i, o, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
 }
 
 fn linear_weight(m: &qat::Linear) -> DeployedWeight<'_> {

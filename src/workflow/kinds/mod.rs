@@ -108,11 +108,26 @@ macro_rules! float_weighted_op {
     };
 }
 
-/// The float stage of a layer without parameters, which `prepare` keeps as it is (as the
-/// `$variant` QAT layer): its forward is `$forward` of the layer `m`, the input `x` and the
-/// path `p`.
-macro_rules! float_parameterless_op {
-    ($ty:ty, $kind:literal, $variant:ident, forward: |$m:ident, $x:ident, $p:ident| $forward:expr) => {
+/// Every stage of a layer without weights, which `prepare` and `convert` keep as it is (the
+/// `$variant` of each stage's enum): `forward` on float and quantized values alike (`m` the
+/// layer, `x` the value, `p` the path), `exact` its deployment arithmetic given the input grid
+/// `g`, and its int8-file entry: `save` and `load` (from the entry `e` at path `p`), none for a
+/// unit struct.
+macro_rules! unweighted_kind {
+    (
+        $ty:ty, $kind:literal, file: $file_kind:literal, $variant:ident,
+        forward: |$m:ident, $x:ident, $p:ident| $forward:expr,
+        exact: |$em:ident, $ex:ident, $g:ident, $ep:ident| $exact:expr
+    ) => {
+        unweighted_kind!($ty, $kind, file: $file_kind, $variant, forward: |$m, $x, $p| $forward,
+            exact: |$em, $ex, $g, $ep| $exact, save: |_m| serde_json::json!({}), load: |_e, _p| Ok(Self));
+    };
+    (
+        $ty:ty, $kind:literal, file: $file_kind:literal, $variant:ident,
+        forward: |$m:ident, $x:ident, $p:ident| $forward:expr,
+        exact: |$em:ident, $ex:ident, $g:ident, $ep:ident| $exact:expr,
+        save: |$sm:ident| $save:expr, load: |$e:ident, $lp:ident| $load:expr
+    ) => {
         impl FloatOp for $ty {
             fn kind(&self) -> &'static str {
                 $kind
@@ -127,6 +142,78 @@ macro_rules! float_parameterless_op {
         impl PrepareQat for $ty {
             fn prepare(self, _: QConfig, _: &str, _: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
                 Ok(QatLayer::$variant(self))
+            }
+        }
+
+        impl QatOp for $ty {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+                let ($m, $x, $p) = (&*self, x, path);
+                $forward
+            }
+
+            fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
+                let ($em, $ex, $g, $ep) = (self, x, grid, path);
+                $exact
+            }
+
+            fn convert(&self, _: Option<ActivationQParams>, _: &str) -> Result<Int8Layer> {
+                Ok(Int8Layer::$variant(self.clone()))
+            }
+        }
+
+        impl Int8Op for $ty {
+            const KIND: &'static str = $file_kind;
+
+            fn forward(&self, x: Value, path: &str, _: &Int8Run<'_>) -> Result<Value> {
+                let ($m, $x, $p) = (self, x, path);
+                $forward
+            }
+
+            fn save(&self, _: &str, _: &mut StateDict) -> Result<serde_json::Value> {
+                let $sm = self;
+                Ok($save)
+            }
+
+            fn load(entry: &serde_json::Value, path: &str, _: &mut StateReader<'_>) -> Result<Self> {
+                let ($e, $lp) = (entry, path);
+                $load
+            }
+        }
+    };
+}
+
+/// The int8 stage of a layer that requantizes onto its own output grid (`self.input` in,
+/// `self.output` out): its forward on the quantized input (`m` the module, `x` the input,
+/// `run` the engine), and its int8-file entry written by `$save` and read by `$load`.
+macro_rules! int8_requantizing_op {
+    ($ty:ty, $kind:literal, forward: |$m:ident, $x:ident, $run:ident| $forward:expr, save: $save:path, load: $load:path) => {
+        impl Int8Op for $ty {
+            const KIND: &'static str = $kind;
+
+            fn forward(&self, x: Value, path: &str, run: &Int8Run<'_>) -> Result<Value> {
+                let ($m, $x, $run) = (self, x.quantized(path)?, run);
+                Ok(Value::Quantized($forward?))
+            }
+
+            fn output_qparams(&self) -> Option<ActivationQParams> {
+                Some(self.output)
+            }
+
+            fn saturate_at_full_range(&mut self) {
+                self.input = self.input.full_range();
+                self.output = self.output.full_range();
+            }
+
+            fn save(&self, path: &str, out: &mut StateDict) -> Result<serde_json::Value> {
+                $save(self, path, out)
+            }
+
+            fn load(entry: &serde_json::Value, path: &str, reader: &mut StateReader<'_>) -> Result<Self> {
+                $load(entry, path, reader)
             }
         }
     };

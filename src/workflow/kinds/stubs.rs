@@ -11,10 +11,8 @@ use crate::workflow::deployment_arith::{Flow, Grid};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::{missing, read_act, write_act};
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
-use crate::workflow::layers::QuantStub;
-use crate::workflow::layers::{DeQuantStub, QatQuantStub, Value};
-use crate::workflow::qat_layer::QatOp;
-use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer};
+use crate::workflow::layers::{DeQuantStub, QatQuantStub, QuantStub, Value};
+use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 
 impl Int8Op for Quantize {
     const KIND: &'static str = "Quantize";
@@ -55,10 +53,6 @@ impl Int8Op for DeQuantStub {
             2 => Ok(Value::Features(q.to_tensor::<2>(run.device)?)),
             _ => Err(QatError::shape(path, "a rank-2 or rank-4 tensor", format!("{:?}", q.shape))),
         }
-    }
-
-    fn save(&self, _: &str, _: &mut StateDict) -> Result<Json> {
-        Ok(json!({}))
     }
 
     fn load(_: &Json, _: &str, _: &mut StateReader<'_>) -> Result<Self> {
@@ -137,7 +131,21 @@ impl QatOp for DeQuantStub {
     }
 }
 
-float_parameterless_op!(DeQuantStub, "DeQuantStub", DeQuantStub, forward: |_m, x, _p| Ok(x));
+impl FloatOp for DeQuantStub {
+    fn kind(&self) -> &'static str {
+        "DeQuantStub"
+    }
+
+    fn forward(&mut self, x: Value, _: &str) -> Result<Value> {
+        Ok(x)
+    }
+}
+
+impl PrepareQat for DeQuantStub {
+    fn prepare(self, _: QConfig, _: &str, _: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+        Ok(QatLayer::DeQuantStub(self))
+    }
+}
 
 /// Float input passes; prepare gives the stub the fake quant that quantizes the model's input.
 impl FloatOp for QuantStub {
