@@ -12,7 +12,7 @@
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use super::layers::Value;
+use super::layers::{Value, map_float, zip_float};
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::BatchNorm;
@@ -190,22 +190,14 @@ pub(crate) fn need_grid(grid: Option<Grid>, path: &str) -> Result<Grid> {
 }
 
 pub(crate) fn detach(value: Value) -> Value {
-    match value {
-        Value::Image(t) => Value::Image(t.detach()),
-        Value::Features(t) => Value::Features(t.detach()),
-        q => q,
-    }
+    map_float!(value, |t| t.detach(), |q| Value::Quantized(q))
 }
 
 /// `exact`'s values with `surrogate`'s gradient: `exact + (s - detach(s))`. The difference is
 /// exactly +0 for finite `s`, and `x + 0 == x` for every `x` the grid produces (never -0).
 pub(crate) fn with_gradient_of(exact: Value, surrogate: Value, path: &str) -> Result<Value> {
-    Ok(match (exact, surrogate) {
-        (Value::Image(e), Value::Image(s)) => Value::Image(e + (s.clone() - s.detach())),
-        (Value::Features(e), Value::Features(s)) => Value::Features(e + (s.clone() - s.detach())),
-        (e, s) => {
-            let (e, s) = (e.describe(), s.describe());
-            return Err(QatError::config(format!("{path}: the deployment forward gave {e}, the fake-quant forward {s}")));
-        }
-    })
+    Ok(zip_float!(exact, surrogate, |e, s| e + (s.clone() - s.detach()), |e, s| {
+        let (e, s) = (e.describe(), s.describe());
+        return Err(QatError::config(format!("{path}: the deployment forward gave {e}, the fake-quant forward {s}")));
+    }))
 }

@@ -28,7 +28,7 @@ impl QatModel {
     /// lacks `SHADER_F64`; lavapipe has it) the eval
     /// runs on a copy of the model on the Flex CPU backend and returns its output on `x`'s
     /// device; training on the deployment arithmetic there is refused.
-    pub fn forward_deployment(&mut self, x: Tensor<4>) -> Result<Value> {
+    pub fn forward_deployment<const D: usize>(&mut self, x: Tensor<D>) -> Result<Value> {
         let device = x.device();
         if !device.supports_dtype(DType::F64) {
             if self.training {
@@ -44,7 +44,7 @@ impl QatModel {
         if self.training {
             self.check_settled()?;
         }
-        let (value, _) = run_layers(&mut self.layers, (Value::Image(x), None), "", self.training)?;
+        let (value, _) = run_layers(&mut self.layers, (Value::from_tensor(x)?, None), "", self.training)?;
         Ok(value)
     }
 

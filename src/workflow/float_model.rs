@@ -58,9 +58,10 @@ impl FloatModel {
         Ok(Self { layers })
     }
 
-    /// Images `[N, C, H, W]` in, whatever the last layer produces out.
-    pub fn forward(&mut self, x: Tensor<4>) -> Result<Value> {
-        let mut value = Value::Image(x);
+    /// A float batch of rank 2 to 5 (images `[N, C, H, W]`, sequences `[N, C, L]`, ...) in,
+    /// whatever the last layer produces out.
+    pub fn forward<const D: usize>(&mut self, x: Tensor<D>) -> Result<Value> {
+        let mut value = Value::from_tensor(x)?;
         for l in &mut self.layers {
             value = l.layer.op_mut().forward(value, &l.name)?;
         }

@@ -9,7 +9,7 @@
 
 use burn::tensor::Tensor;
 
-use super::layers::{Named, Value};
+use super::layers::{Named, Value, match_float};
 use super::qat_layer::DeployedWeight;
 use super::qat_model::{QatLayer, QatModel};
 use crate::error::Result;
@@ -62,12 +62,12 @@ pub struct LayerReport {
 
 /// Quantization statistics of every quantized layer of `model`, with activation SNR measured on
 /// `batch` in eval mode (a copy of the model: observers and BN statistics do not move).
-pub fn inspect(model: &QatModel, batch: Tensor<4>) -> Result<Vec<LayerReport>> {
+pub fn inspect<const D: usize>(model: &QatModel, batch: Tensor<D>) -> Result<Vec<LayerReport>> {
     let mut model = model.clone();
     model.set_training(false);
     model.disable_observer();
     let mut rows = Vec::new();
-    walk(&model.layers, Value::Image(batch), "", &mut rows)?;
+    walk(&model.layers, Value::from_tensor(batch)?, "", &mut rows)?;
     Ok(rows)
 }
 
@@ -119,17 +119,14 @@ fn walk(layers: &[Named<QatLayer>], mut x: Value, prefix: &str, rows: &mut Vec<L
 /// Applies `fq` to a float value and measures what it did; quantized values pass through.
 fn fake_quant_output(fq: &FakeQuantize, y: Value, layer: &str) -> Result<(Value, Option<ActivationStats>)> {
     let mut fq = fq.clone();
-    let (before, after, out) = match y {
-        Value::Image(t) => {
+    let (before, after, out) = match_float!(
+        y,
+        |t| {
             let q = fq.forward(t.clone())?;
-            (values(&t), values(&q), Value::Image(q))
-        }
-        Value::Features(t) => {
-            let q = fq.forward(t.clone())?;
-            (values(&t), values(&q), Value::Features(q))
-        }
-        q => return Ok((q, None)),
-    };
+            (values(&t), values(&q), Value::from_tensor(q)?)
+        },
+        |q| return Ok((Value::Quantized(q), None))
+    );
     let qp = fq.activation_qparams(layer)?;
     // Clipped: the integer the value rounds to lies outside the range, counted on the integers
     // as the fake quant rounds (comparing reals with `(qmax - z) * s` counted values that round

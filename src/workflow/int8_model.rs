@@ -55,8 +55,8 @@ pub fn convert_with(model: &QatModel, options: ConvertOptions) -> Result<Int8Mod
 const MIN_SAMPLES_PER_SLICE: usize = 4;
 
 impl Int8Model {
-    /// Runs the model on float images `[N, C, H, W]` (quantized at the first QuantStub).
-    pub fn forward(&self, x: Tensor<4>) -> Result<Value> {
+    /// Runs the model on a float batch of rank 2 to 5 (quantized at the first QuantStub).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Result<Value> {
         let device = x.device();
         let n = x.dims()[0];
         // One sample runs on the caller's thread: its layers are mostly too small to split
@@ -64,7 +64,7 @@ impl Int8Model {
         // fifth of MobileNetV2-tiny's time at batch 1). A layer large enough to split still
         // hands its tasks to the pool.
         if n == 1 {
-            return run_layers(&self.layers, Value::Image(x), "", Engine::Kernels, &device);
+            return run_layers(&self.layers, Value::from_tensor(x)?, "", Engine::Kernels, &device);
         }
         let slices = self.batch_slices(n);
         // A small batch runs its layers one after the other, each split across the pool. Called
@@ -72,7 +72,7 @@ impl Int8Model {
         // returns (a futex wake and a context switch per layer); run on a worker, the whole
         // forward makes that handoff once.
         if slices.len() < 2 {
-            return rayon::scope(|_| run_layers(&self.layers, Value::Image(x), "", Engine::Kernels, &device));
+            return rayon::scope(|_| run_layers(&self.layers, Value::from_tensor(x)?, "", Engine::Kernels, &device));
         }
         // A large batch runs as one slice of samples per thread, each through the whole model:
         // no thread waits for the others at the end of every layer (a tenth of MobileNetV2-tiny's
@@ -81,7 +81,9 @@ impl Int8Model {
         let outputs: Vec<Result<Value>> = slices
             .into_par_iter()
             .with_max_len(1)
-            .map(|(start, len)| run_layers(&self.layers, Value::Image(x.clone().narrow(0, start, len)), "", Engine::Kernels, &device))
+            .map(|(start, len)| {
+                run_layers(&self.layers, Value::from_tensor(x.clone().narrow(0, start, len))?, "", Engine::Kernels, &device)
+            })
             .collect();
         Value::concat_batches(outputs.into_iter().collect::<Result<Vec<_>>>()?)
     }
@@ -104,14 +106,14 @@ impl Int8Model {
         self.layers.iter().rev().find_map(|l| l.layer.output_qparams())
     }
 
-    /// Predicted classes for float images (the argmax of the final features).
-    pub fn predict(&self, x: Tensor<4>) -> Result<Vec<usize>> {
+    /// Predicted classes for a float batch (the argmax of the final features).
+    pub fn predict<const D: usize>(&self, x: Tensor<D>) -> Result<Vec<usize>> {
         let device = x.device();
         crate::nn::tensor_util::argmax_classes(self.forward(x)?.into_features(&device)?)
     }
 
     /// The same with the integer layers computed on burn's f64 ops (the reference path).
-    pub fn forward_reference(&self, x: Tensor<4>, device: &Device) -> Result<Value> {
-        run_layers(&self.layers, Value::Image(x), "", Engine::Reference, device)
+    pub fn forward_reference<const D: usize>(&self, x: Tensor<D>, device: &Device) -> Result<Value> {
+        run_layers(&self.layers, Value::from_tensor(x)?, "", Engine::Reference, device)
     }
 }

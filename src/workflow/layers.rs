@@ -48,27 +48,97 @@ pub struct Named<L: Module> {
     pub layer: L,
 }
 
-/// What flows between layers: images `[N, C, H, W]` or features `[N, F]`, float or quantized.
+/// What flows between layers: a float tensor of rank 2 to 5 (features `[N, F]`, sequences
+/// `[N, C, L]`, images `[N, C, H, W]`, volumes `[N, C, D, H, W]`) or a quantized one.
 #[derive(Clone, Debug)]
 pub enum Value {
     Image(Tensor<4>),
     Features(Tensor<2>),
+    /// A 1-d signal `[N, C, L]`.
+    Sequence(Tensor<3>),
+    /// A 3-d volume `[N, C, D, H, W]`.
+    Volume(Tensor<5>),
     Quantized(QTensor),
 }
 
-impl Value {
-    pub(crate) fn image(self, layer: &str) -> Result<Tensor<4>> {
-        match self {
-            Self::Image(x) => Ok(x),
-            other => Err(QatError::shape(layer, "an image tensor [N, C, H, W]", other.describe())),
+/// `$body` (generic in the tensor's rank) on a float value's tensor `$t`; a quantized value
+/// `$q` gives `$quantized`.
+macro_rules! match_float {
+    ($value:expr, |$t:ident| $body:expr, |$q:ident| $quantized:expr) => {
+        match $value {
+            Value::Features($t) => $body,
+            Value::Sequence($t) => $body,
+            Value::Image($t) => $body,
+            Value::Volume($t) => $body,
+            Value::Quantized($q) => $quantized,
         }
+    };
+}
+
+/// [`match_float`] keeping the float value's kind: `$body` gives the new tensor.
+macro_rules! map_float {
+    ($value:expr, |$t:ident| $body:expr, |$q:ident| $quantized:expr) => {
+        match $value {
+            Value::Features($t) => Value::Features($body),
+            Value::Sequence($t) => Value::Sequence($body),
+            Value::Image($t) => Value::Image($body),
+            Value::Volume($t) => Value::Volume($body),
+            Value::Quantized($q) => $quantized,
+        }
+    };
+}
+
+/// `$body` applied to two float values' tensors `$x`, `$y` of the same kind and shape; any
+/// other pair `($a, $b)` gives `$otherwise`.
+macro_rules! zip_float {
+    ($left:expr, $right:expr, |$x:ident, $y:ident| $body:expr, |$a:ident, $b:ident| $otherwise:expr) => {
+        match ($left, $right) {
+            (Value::Features($x), Value::Features($y)) if $x.dims() == $y.dims() => Value::Features($body),
+            (Value::Sequence($x), Value::Sequence($y)) if $x.dims() == $y.dims() => Value::Sequence($body),
+            (Value::Image($x), Value::Image($y)) if $x.dims() == $y.dims() => Value::Image($body),
+            (Value::Volume($x), Value::Volume($y)) if $x.dims() == $y.dims() => Value::Volume($body),
+            ($a, $b) => $otherwise,
+        }
+    };
+}
+
+pub(crate) use {map_float, match_float, zip_float};
+
+impl Value {
+    /// A float tensor as the value of its rank (2 to 5).
+    pub fn from_tensor<const D: usize>(x: Tensor<D>) -> Result<Self> {
+        let dims = x.dims();
+        Ok(match D {
+            2 => Self::Features(x.reshape(rank::<2>(&dims))),
+            3 => Self::Sequence(x.reshape(rank::<3>(&dims))),
+            4 => Self::Image(x.reshape(rank::<4>(&dims))),
+            5 => Self::Volume(x.reshape(rank::<5>(&dims))),
+            _ => return Err(QatError::shape("model input", "a float tensor of rank 2 to 5", format!("{dims:?}"))),
+        })
+    }
+
+    /// The float tensor of rank `D` this value holds; `layer` names the layer in the error.
+    pub(crate) fn tensor<const D: usize>(self, layer: &str) -> Result<Tensor<D>> {
+        let dims = match_float!(&self, |x| x.dims().to_vec(), |_q| vec![]);
+        if dims.len() != D {
+            let expected = match D {
+                2 => "a feature tensor [N, F] (add a Flatten before it)",
+                3 => "a sequence tensor [N, C, L]",
+                4 => "an image tensor [N, C, H, W]",
+                _ => "a volume tensor [N, C, D, H, W]",
+            };
+            return Err(QatError::shape(layer, expected, self.describe()));
+        }
+        let shape = rank::<D>(&dims);
+        Ok(match_float!(self, |x| x.reshape(shape), |_q| unreachable!("a quantized value has no float dims")))
+    }
+
+    pub(crate) fn image(self, layer: &str) -> Result<Tensor<4>> {
+        self.tensor(layer)
     }
 
     pub(crate) fn features(self, layer: &str) -> Result<Tensor<2>> {
-        match self {
-            Self::Features(x) => Ok(x),
-            other => Err(QatError::shape(layer, "a feature tensor [N, F] (add a Flatten before it)", other.describe())),
-        }
+        self.tensor(layer)
     }
 
     pub(crate) fn quantized(self, layer: &str) -> Result<QTensor> {
@@ -80,19 +150,11 @@ impl Value {
 
     /// The same value on `device` (a quantized value lives on the host and stays).
     pub fn to_device(self, device: &burn::tensor::Device) -> Self {
-        match self {
-            Self::Image(x) => Self::Image(x.to_device(device)),
-            Self::Features(x) => Self::Features(x.to_device(device)),
-            q => q,
-        }
+        map_float!(self, |x| x.to_device(device), |q| Self::Quantized(q))
     }
 
     pub(crate) fn describe(&self) -> String {
-        match self {
-            Self::Image(x) => format!("float {:?}", x.dims()),
-            Self::Features(x) => format!("float {:?}", x.dims()),
-            Self::Quantized(x) => format!("quantized {:?}", x.shape),
-        }
+        match_float!(self, |x| format!("float {:?}", x.dims()), |q| format!("quantized {:?}", q.shape))
     }
 
     /// The outputs of consecutive slices of one batch, joined along the batch axis (every part
@@ -100,17 +162,16 @@ impl Value {
     pub(crate) fn concat_batches(parts: Vec<Self>) -> Result<Self> {
         let mut parts = parts.into_iter();
         let first = parts.next().ok_or_else(|| QatError::config("joining a batch's slices: no slices"))?;
-        match first {
-            Self::Image(x) => {
-                let rest = parts.map(|p| p.image("a batch slice")).collect::<Result<Vec<_>>>()?;
-                Ok(Self::Image(Tensor::cat([vec![x], rest].concat(), 0)))
-            }
-            Self::Features(x) => {
-                let rest = parts.map(|p| p.features("a batch slice")).collect::<Result<Vec<_>>>()?;
-                Ok(Self::Features(Tensor::cat([vec![x], rest].concat(), 0)))
-            }
-            Self::Quantized(mut joined) => {
-                for part in parts {
+        let rest: Vec<Self> = parts.collect();
+        Ok(map_float!(
+            first,
+            |x| {
+                let rest = rest.into_iter().map(|p| p.tensor("a batch slice")).collect::<Result<Vec<_>>>()?;
+                Tensor::cat([vec![x], rest].concat(), 0)
+            },
+            |joined| {
+                let mut joined = joined;
+                for part in rest {
                     let part = part.quantized("a batch slice")?;
                     if part.qparams != joined.qparams || part.shape[1..] != joined.shape[1..] {
                         let (a, b) = (Self::Quantized(joined).describe(), Self::Quantized(part).describe());
@@ -119,9 +180,9 @@ impl Value {
                     joined.shape[0] += part.shape[0];
                     joined.values.extend_from_slice(&part.values);
                 }
-                Ok(Self::Quantized(joined))
+                Self::Quantized(joined)
             }
-        }
+        ))
     }
 
     /// Float logits `[N, F]` (dequantizing if needed).
@@ -133,51 +194,58 @@ impl Value {
     }
 
     pub(crate) fn float_add(self, other: Self, layer: &str) -> Result<Self> {
-        match (self, other) {
-            (Self::Image(a), Self::Image(b)) if a.dims() == b.dims() => Ok(Self::Image(a + b)),
-            (Self::Features(a), Self::Features(b)) if a.dims() == b.dims() => Ok(Self::Features(a + b)),
-            (a, b) => Err(QatError::shape(layer, format!("the residual shape {}", b.describe()), a.describe())),
-        }
+        Ok(zip_float!(self, other, |a, b| a + b, |a, b| {
+            return Err(QatError::shape(layer, format!("the residual shape {}", b.describe()), a.describe()));
+        }))
     }
 
     pub(crate) fn relu6(self) -> Self {
-        match self {
-            Self::Image(x) => Self::Image(x.clamp(0.0, 6.0)),
-            Self::Features(x) => Self::Features(x.clamp(0.0, 6.0)),
-            Self::Quantized(mut q) => {
-                let p = q.qparams;
-                let six = crate::quant::quantize_value(6.0, 1.0 / p.scale, p.zero_point, p.quant_min, p.quant_max);
-                let (lo, hi) = (p.zero_point.clamp(0, 255) as u8, six.clamp(0, 255) as u8);
-                q.values.iter_mut().for_each(|v| *v = (*v).max(lo).min(hi.max(lo)));
-                Self::Quantized(q)
-            }
-        }
+        map_float!(self, |x| x.clamp(0.0, 6.0), |q| {
+            let mut q = q;
+            let p = q.qparams;
+            let six = crate::quant::quantize_value(6.0, 1.0 / p.scale, p.zero_point, p.quant_min, p.quant_max);
+            let (lo, hi) = (p.zero_point.clamp(0, 255) as u8, six.clamp(0, 255) as u8);
+            q.values.iter_mut().for_each(|v| *v = (*v).max(lo).min(hi.max(lo)));
+            Self::Quantized(q)
+        })
     }
 
     pub(crate) fn relu(self) -> Self {
-        match self {
-            Self::Image(x) => Self::Image(relu(x)),
-            Self::Features(x) => Self::Features(relu(x)),
-            // On integers, ReLU is a floor at the zero point (real 0).
-            Self::Quantized(mut q) => {
-                let z = q.qparams.zero_point.clamp(0, 255) as u8;
-                q.values.iter_mut().for_each(|v| *v = (*v).max(z));
-                Self::Quantized(q)
-            }
-        }
+        // On integers, ReLU is a floor at the zero point (real 0).
+        map_float!(self, |x| relu(x), |q| {
+            let mut q = q;
+            let z = q.qparams.zero_point.clamp(0, 255) as u8;
+            q.values.iter_mut().for_each(|v| *v = (*v).max(z));
+            Self::Quantized(q)
+        })
     }
 }
 
+/// `dims` as an array of `D` (the caller knows the length).
+fn rank<const D: usize>(dims: &[usize]) -> [usize; D] {
+    dims.try_into().expect("the tensor's rank")
+}
+
 impl Flatten {
+    /// Every axis after the batch axis into one: `[N, C, ...]` to `[N, C * ...]` (features pass
+    /// as they are when quantized: the int8 model keeps their layout).
     pub fn forward(&self, x: Value, layer: &str) -> Result<Value> {
-        match x {
-            Value::Image(x) => Ok(Value::Features(x.flatten(1, 3))),
-            Value::Quantized(mut q) if q.shape.len() == 4 => {
-                q.shape = vec![q.shape[0], q.shape[1..].iter().product()];
+        match_float!(
+            x,
+            |x| {
+                let rank = x.dims().len();
+                if rank < 3 {
+                    return Err(QatError::shape(layer, "a tensor of rank 3 to 5 to flatten", format!("{:?}", x.dims())));
+                }
+                Ok(Value::Features(x.flatten(1, rank - 1)))
+            },
+            |q| {
+                let mut q = q;
+                if q.shape.len() > 2 {
+                    q.shape = vec![q.shape[0], q.shape[1..].iter().product()];
+                }
                 Ok(Value::Quantized(q))
             }
-            Value::Quantized(q) => Ok(Value::Quantized(q)),
-            Value::Features(x) => Err(QatError::shape(layer, "an image tensor to flatten", format!("{:?}", x.dims()))),
-        }
+        )
     }
 }

@@ -8,7 +8,7 @@ use burn::module::Module;
 use super::deployment_arith::{Flow, Grid, add, detach, need_grid, with_gradient_of};
 use super::float_layer::{Layer, Residual, with_float_kinds};
 use super::int8_layer::Int8Layer;
-use super::layers::{DeQuantStub, Flatten, Named, QatQuantStub, Relu, Relu6, Value};
+use super::layers::{DeQuantStub, Flatten, Named, QatQuantStub, Relu, Relu6, Value, map_float, zip_float};
 use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
 use super::qat_batch_norm::QatBatchNorm2d;
 use super::qconfig_map::QConfigMap;
@@ -150,11 +150,7 @@ impl QatOp for QatResidual {
         let sum = y.float_add(x, path)?;
         let sum = if self.relu { sum.relu() } else { sum };
         let named = |e| crate::nn::qat::in_layer(e, path, "residual sum");
-        Ok(match sum {
-            Value::Image(t) => Value::Image(self.add.forward(t).map_err(named)?),
-            Value::Features(t) => Value::Features(self.add.forward(t).map_err(named)?),
-            q => q,
-        })
+        Ok(map_float!(sum, |t| self.add.forward(t).map_err(named)?, |q| Value::Quantized(q)))
     }
 
     fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
@@ -171,25 +167,20 @@ impl QatOp for QatResidual {
         let (body, body_grid) = flow;
         let body_grid = need_grid(body_grid, &format!("{path} (end of its body)"))?;
         let output = Grid::of(&self.add, &format!("{path}.add"))?;
-        let exact = match (detach(body.clone()), detach(value.clone())) {
-            (Value::Image(a), Value::Image(b)) if a.dims() == b.dims() => {
-                Value::Image(add(a, body_grid, b, shortcut_grid, output, self.relu))
+        let exact = zip_float!(
+            detach(body.clone()),
+            detach(value.clone()),
+            |a, b| add(a, body_grid, b, shortcut_grid, output, self.relu),
+            |a, b| {
+                return Err(QatError::shape(path, format!("the residual shape {}", b.describe()), a.describe()));
             }
-            (Value::Features(a), Value::Features(b)) if a.dims() == b.dims() => {
-                Value::Features(add(a, body_grid, b, shortcut_grid, output, self.relu))
-            }
-            (a, b) => return Err(QatError::shape(path, format!("the residual shape {}", b.describe()), a.describe())),
-        };
+        );
         if !straight_through {
             return Ok((exact, Some(output)));
         }
         let sum = body.float_add(value, path)?;
         let sum = if self.relu { sum.relu() } else { sum };
-        let surrogate = match sum {
-            Value::Image(t) => Value::Image(self.add.forward(t)?),
-            Value::Features(t) => Value::Features(self.add.forward(t)?),
-            q => q,
-        };
+        let surrogate = map_float!(sum, |t| self.add.forward(t)?, |q| Value::Quantized(q));
         Ok((with_gradient_of(exact, surrogate, path)?, Some(output)))
     }
 

@@ -71,17 +71,17 @@ impl QatModel {
         Self { eval_arithmetic: arithmetic, ..self.clone() }
     }
 
-    /// Images `[N, C, H, W]` in. In eval with [`EvalArithmetic::Deployment`] (and in training
+    /// A float batch of rank 2 to 5 in. In eval with [`EvalArithmetic::Deployment`] (and in training
     /// with [`deployment_training`](Self::deployment_training)), the deployment arithmetic
     /// ([`forward_deployment`](Self::forward_deployment)); otherwise float fake quantization.
-    pub fn forward(&mut self, x: Tensor<4>) -> Result<Value> {
+    pub fn forward<const D: usize>(&mut self, x: Tensor<D>) -> Result<Value> {
         let deployment = if self.training { self.deployment_training } else { self.eval_arithmetic == EvalArithmetic::Deployment };
         if deployment { self.forward_deployment(x) } else { self.forward_float(x) }
     }
 
     /// The float fake-quant forward, whatever the mode (PyTorch's QAT arithmetic).
-    pub fn forward_float(&mut self, x: Tensor<4>) -> Result<Value> {
-        let mut value = Value::Image(x);
+    pub fn forward_float<const D: usize>(&mut self, x: Tensor<D>) -> Result<Value> {
+        let mut value = Value::from_tensor(x)?;
         for l in &mut self.layers {
             value = l.layer.op_mut().forward(value, &l.name)?;
         }

@@ -7,7 +7,7 @@ use crate::state_dict::{StateDict, StateReader};
 use crate::workflow::deployment_arith::{Flow, Grid};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
-use crate::workflow::layers::{Relu, Relu6, Value};
+use crate::workflow::layers::{Relu, Relu6, Value, map_float};
 use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 
 // On a grid ReLU floors the codes at 0 (real 0): it commutes with the monotone dequantization,
@@ -21,10 +21,8 @@ fn relu6_on_grid(value: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
     let Some(g) = grid else { return Ok((value.relu6(), None)) };
     let six = (g.zero_point as f32 + (6.0f32 * (1.0 / g.scale)).round_ties_even()).clamp(g.quant_min as f32, g.quant_max as f32);
     let top = (six - g.zero_point as f32).max(0.0);
-    let clamped = match value {
-        Value::Image(x) => Value::Image(g.real(g.codes(x).clamp(0.0, top))),
-        Value::Features(x) => Value::Features(g.real(g.codes(x).clamp(0.0, top))),
-        q @ Value::Quantized(_) => return Err(QatError::shape(path, "a float tensor", q.describe())),
-    };
+    let clamped = map_float!(value, |x| g.real(g.codes(x).clamp(0.0, top)), |q| {
+        return Err(QatError::shape(path, "a float tensor", Value::Quantized(q).describe()));
+    });
     Ok((clamped, grid))
 }

@@ -11,18 +11,16 @@ use crate::workflow::deployment_arith::{Flow, Grid};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::{missing, read_act, write_act};
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
-use crate::workflow::layers::{DeQuantStub, QatQuantStub, QuantStub, Value};
+use crate::workflow::layers::{DeQuantStub, QatQuantStub, QuantStub, Value, map_float, match_float};
 use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 
 impl Int8Op for Quantize {
     const KIND: &'static str = "Quantize";
 
     fn forward(&self, x: Value, path: &str, _: &Int8Run<'_>) -> Result<Value> {
-        match x {
-            Value::Image(t) => Ok(Value::Quantized(self.forward(&t)?)),
-            Value::Features(t) => Ok(Value::Quantized(self.forward(&t)?)),
-            Value::Quantized(_) => Err(QatError::config(format!("{path}: Quantize received an already quantized tensor"))),
-        }
+        match_float!(x, |t| Ok(Value::Quantized(self.forward(&t)?)), |_q| {
+            Err(QatError::config(format!("{path}: Quantize received an already quantized tensor")))
+        })
     }
 
     fn output_qparams(&self) -> Option<ActivationQParams> {
@@ -49,9 +47,11 @@ impl Int8Op for DeQuantStub {
     fn forward(&self, x: Value, path: &str, run: &Int8Run<'_>) -> Result<Value> {
         let q = x.quantized(path)?;
         match q.shape.len() {
-            4 => Ok(Value::Image(q.to_tensor::<4>(run.device)?)),
-            2 => Ok(Value::Features(q.to_tensor::<2>(run.device)?)),
-            _ => Err(QatError::shape(path, "a rank-2 or rank-4 tensor", format!("{:?}", q.shape))),
+            2 => Value::from_tensor(q.to_tensor::<2>(run.device)?),
+            3 => Value::from_tensor(q.to_tensor::<3>(run.device)?),
+            4 => Value::from_tensor(q.to_tensor::<4>(run.device)?),
+            5 => Value::from_tensor(q.to_tensor::<5>(run.device)?),
+            _ => Err(QatError::shape(path, "a tensor of rank 2 to 5", format!("{:?}", q.shape))),
         }
     }
 
@@ -67,11 +67,7 @@ impl QatOp for QatQuantStub {
 
     fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
         let named = |e| crate::nn::qat::in_layer(e, path, "QuantStub input");
-        Ok(match x {
-            Value::Image(t) => Value::Image(self.activation_post_process.forward(t).map_err(named)?),
-            Value::Features(t) => Value::Features(self.activation_post_process.forward(t).map_err(named)?),
-            q => q,
-        })
+        Ok(map_float!(x, |t| self.activation_post_process.forward(t).map_err(named)?, |q| Value::Quantized(q)))
     }
 
     /// Real input onto the stub's grid. NaN has no integer: an error, as in the int8 model.
@@ -83,17 +79,15 @@ impl QatOp for QatQuantStub {
             }
             Ok(())
         };
-        Ok(match value {
-            Value::Image(x) => {
+        let on_grid = map_float!(
+            value,
+            |x| {
                 nan(x.clone().is_nan().any().into_scalar())?;
-                (Value::Image(grid.real(grid.codes(x))), Some(grid))
-            }
-            Value::Features(x) => {
-                nan(x.clone().is_nan().any().into_scalar())?;
-                (Value::Features(grid.real(grid.codes(x))), Some(grid))
-            }
-            q @ Value::Quantized(_) => return Err(QatError::shape(path, "a float tensor", q.describe())),
-        })
+                grid.real(grid.codes(x))
+            },
+            |q| return Err(QatError::shape(path, "a float tensor", Value::Quantized(q).describe()))
+        );
+        Ok((on_grid, Some(grid)))
     }
 
     fn module(&mut self) -> Option<&mut dyn QatModule> {
