@@ -12,8 +12,8 @@ use super::proto::{
     attribute_type, data_type, tensor_shape_proto, type_proto,
 };
 use crate::error::{QatError, Result};
-use crate::nn::PaddingMode;
-use crate::nn::quantized::{self, ActivationQParams};
+use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, QuantizedConv};
+use crate::nn::{Conv2dOptions, Conv3dOptions, PaddingMode};
 use crate::quant::packing::{bits_needed, pack};
 use crate::workflow::{Int8Layer, Int8Model, Named};
 
@@ -77,38 +77,39 @@ pub const BATCH_DIM: &str = "N";
 /// Errors name the layer that cannot be exported: float layers (qconfig `None`), convolutions
 /// with a padding mode other than zeros, weight zero points outside int8, a model that does not
 /// end with a quantized Linear followed by a DeQuantStub, and shapes that do not fit.
-pub fn export_onnx(model: &Int8Model, input_shape: [usize; 4], path: &Path) -> Result<()> {
+pub fn export_onnx<const R: usize>(model: &Int8Model, input_shape: [usize; R], path: &Path) -> Result<()> {
     export_onnx_with(model, input_shape, path, OnnxOpset::V13)
 }
 
 /// [`export_onnx`] at the given operator set.
-pub fn export_onnx_with(model: &Int8Model, input_shape: [usize; 4], path: &Path, opset: OnnxOpset) -> Result<()> {
+pub fn export_onnx_with<const R: usize>(model: &Int8Model, input_shape: [usize; R], path: &Path, opset: OnnxOpset) -> Result<()> {
     let bytes = to_model_proto_with(model, input_shape, opset)?.encode_to_vec();
     write_atomically(path, &bytes)
 }
 
 /// The serialized ONNX model, as [`export_onnx`] writes it.
-pub fn onnx_bytes(model: &Int8Model, input_shape: [usize; 4]) -> Result<Vec<u8>> {
+pub fn onnx_bytes<const R: usize>(model: &Int8Model, input_shape: [usize; R]) -> Result<Vec<u8>> {
     Ok(to_model_proto(model, input_shape)?.encode_to_vec())
 }
 
 /// The ONNX model as a protobuf message, before serialization.
-pub fn to_model_proto(model: &Int8Model, input_shape: [usize; 4]) -> Result<ModelProto> {
+pub fn to_model_proto<const R: usize>(model: &Int8Model, input_shape: [usize; R]) -> Result<ModelProto> {
     to_model_proto_with(model, input_shape, OnnxOpset::V13)
 }
 
 /// [`to_model_proto`] at the given operator set.
-pub fn to_model_proto_with(model: &Int8Model, input_shape: [usize; 4], opset: OnnxOpset) -> Result<ModelProto> {
-    let [_, c, h, w] = input_shape;
-    if c == 0 || h == 0 || w == 0 {
-        return Err(QatError::config(format!("ONNX export: input shape {input_shape:?} must have positive C, H and W")));
+pub fn to_model_proto_with<const R: usize>(model: &Int8Model, input_shape: [usize; R], opset: OnnxOpset) -> Result<ModelProto> {
+    if R < 3 || input_shape[1..].contains(&0) {
+        return Err(QatError::config(format!(
+            "ONNX export: input shape {input_shape:?} must be [N, C, ...] with one to three spatial axes, all positive"
+        )));
     }
     let (body, head, classes) = split_head(&model.layers)?;
     let mut graph = Builder { int4_weights: opset == OnnxOpset::V21, ..Builder::default() };
     let input = Wire {
         name: INPUT_NAME.to_string(),
         // Shapes are checked with batch 1; the batch never enters the graph.
-        shape: vec![1, c, h, w],
+        shape: [&[1], &input_shape[1..]].concat(),
         qparams: None,
     };
     let last = graph.layers(body, "", input)?;
@@ -123,7 +124,7 @@ pub fn to_model_proto_with(model: &Int8Model, input_shape: [usize; 4], opset: On
         name: Some("burn_qat_int8".into()),
         initializer: initializers,
         doc_string: Some("QDQ int8 model: uint8 activations, int8 per-channel weights, int32 biases".into()),
-        input: vec![value_info(INPUT_NAME, &[Dim::Batch, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)])],
+        input: vec![value_info(INPUT_NAME, &[vec![Dim::Batch], input_shape[1..].iter().map(|&d| Dim::Fixed(d)).collect()].concat())],
         output: vec![value_info(OUTPUT_NAME, &[Dim::Batch, Dim::Fixed(classes)])],
         value_info: vec![],
     };
@@ -167,6 +168,7 @@ fn layer_kind(layer: &Int8Layer) -> &'static str {
         Int8Layer::Quantize(_) => "Quantize",
         Int8Layer::DeQuantize(_) => "DeQuantize",
         Int8Layer::Conv2d(_) => "quantized Conv2d",
+        Int8Layer::Conv3d(_) => "quantized Conv3d",
         Int8Layer::Linear(_) => "quantized Linear",
         Int8Layer::BatchNorm2d(_) => "quantized BatchNorm2d",
         Int8Layer::Relu(_) => "ReLU",
@@ -236,6 +238,7 @@ impl Builder {
                 Ok(Wire { name, shape: cur.shape, qparams: None })
             }
             Int8Layer::Conv2d(m) => self.conv(m, path, cur),
+            Int8Layer::Conv3d(m) => self.conv(m, path, cur),
             Int8Layer::Linear(m) => self.linear(m, path, cur),
             Int8Layer::BatchNorm2d(m) => self.batch_norm(m, path, cur),
             Int8Layer::Relu(_) => self.same_qparams(path, cur, "Relu", vec![], &[], |s| s.to_vec()),
@@ -251,18 +254,20 @@ impl Builder {
             Int8Layer::AvgPool2d(p) => self.window_pool("AveragePool", p.kernel_size, p.stride, path, cur),
             Int8Layer::MaxPool2d(p) => self.window_pool("MaxPool", p.kernel_size, p.stride, path, cur),
             Int8Layer::GlobalAvgPool2d(_) => {
-                let [n, c, _, _] = cur.image(path)?;
-                self.in_steps(path, cur, "GlobalAveragePool", vec![], &[], |_| vec![n, c, 1, 1])
+                if cur.shape.len() < 3 {
+                    return Err(QatError::shape(path, "a tensor with spatial axes to average", format!("{:?}", cur.shape)));
+                }
+                self.in_steps(path, cur, "GlobalAveragePool", vec![], &[], |s| [&s[..2], &vec![1; s.len() - 2][..]].concat())
             }
             Int8Layer::Flatten(_) => match cur.shape.len() {
-                4 => {
+                3..=5 => {
                     let name = self.unique(path)?;
                     self.node("Flatten", &name, &[&cur.name], vec![attr_int("axis", 1)]);
                     Ok(Wire { name, shape: vec![cur.shape[0], cur.shape[1..].iter().product()], qparams: cur.qparams })
                 }
                 // The int8 model leaves quantized features as they are.
                 2 if cur.qparams.is_some() => Ok(cur),
-                _ => Err(QatError::shape(path, "an image tensor to flatten", format!("{:?}", cur.shape))),
+                _ => Err(QatError::shape(path, "a tensor of rank 3 to 5 to flatten", format!("{:?}", cur.shape))),
             },
             Int8Layer::Residual { body, add } => self.residual(body, add, path, cur),
             Int8Layer::Float(_) => Err(QatError::config(format!(
@@ -272,23 +277,31 @@ impl Builder {
         }
     }
 
-    fn conv(&mut self, m: &quantized::Conv2d, path: &str, cur: Wire) -> Result<Wire> {
+    fn conv<const D: usize, O: Int8ConvGeometry<D> + ConvAttributes>(
+        &mut self,
+        m: &QuantizedConv<D, O>,
+        path: &str,
+        cur: Wire,
+    ) -> Result<Wire> {
         let q = cur.quantized(path)?;
         check_input_qparams(path, q, m.input)?;
         let o = &m.options;
-        if o.padding_mode != PaddingMode::Zeros {
+        if o.padding_mode() != PaddingMode::Zeros {
             return Err(QatError::config(format!(
                 "{path}: padding_mode {} is not exportable to ONNX (ONNX Conv pads with zeros \
                  only; use padding_mode zeros)",
-                o.padding_mode
+                o.padding_mode()
             )));
         }
-        let dims = cur.image(path)?;
+        let dims: [usize; D] = cur
+            .shape
+            .clone()
+            .try_into()
+            .map_err(|_| QatError::shape(path, format!("a tensor of rank {D} [N, C, spatial...]"), format!("{:?}", cur.shape)))?;
         o.check_input(dims, path)?;
-        let [n, _, h, w] = dims;
-        let out =
-            |axis: usize, size: usize| (size + 2 * o.padding[axis] - o.dilation[axis] * (o.kernel_size[axis] - 1) - 1) / o.stride[axis] + 1;
-        let shape = vec![n, o.out_channels, out(0, h), out(1, w)];
+        let [kernel, stride, padding, dilation] = [o.kernel(), o.stride(), o.padding(), o.dilation()];
+        let out = |axis: usize| (dims[axis + 2] + 2 * padding[axis] - dilation[axis] * (kernel[axis] - 1) - 1) / stride[axis] + 1;
+        let shape = [vec![dims[0], o.out_channels()], (0..D - 2).map(out).collect()].concat();
         let weight_shape = o.weight_shape();
         let (x, weight, bias) = self.qdq_operands(
             path,
@@ -303,18 +316,18 @@ impl Builder {
             },
         )?;
         let conv = self.unique(&format!("{path}.conv"))?;
-        let [ph, pw] = o.padding;
         let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
         self.node(
             "Conv",
             &conv,
             &[&x, &weight, &bias],
             vec![
-                attr_ints("kernel_shape", ints(&o.kernel_size)),
-                attr_ints("pads", ints(&[ph, pw, ph, pw])),
-                attr_ints("strides", ints(&o.stride)),
-                attr_ints("dilations", ints(&o.dilation)),
-                attr_int("group", o.groups as i64),
+                attr_ints("kernel_shape", ints(kernel)),
+                // ONNX pads every axis's start, then every axis's end.
+                attr_ints("pads", ints(&[padding, padding].concat())),
+                attr_ints("strides", ints(stride)),
+                attr_ints("dilations", ints(dilation)),
+                attr_int("group", o.groups() as i64),
             ],
         );
         let name = self.activation_out(path, &conv, m.relu, m.output)?;
@@ -614,6 +627,7 @@ fn attr_ints(name: &str, ints: Vec<i64>) -> AttributeProto {
     AttributeProto { name: Some(name.into()), ints, r#type: Some(attribute_type::INTS), ..Default::default() }
 }
 
+#[derive(Clone)]
 enum Dim {
     Batch,
     Fixed(usize),
@@ -677,3 +691,32 @@ struct WeightOperands<'a> {
     zero_point: &'a [i32],
     bias: &'a [i32],
 }
+
+/// A conv geometry's attributes as ONNX's Conv takes them, one entry per spatial axis.
+trait ConvAttributes {
+    fn kernel(&self) -> &[usize];
+    fn stride(&self) -> &[usize];
+    fn padding(&self) -> &[usize];
+    fn dilation(&self) -> &[usize];
+}
+
+macro_rules! conv_attributes {
+    ($($options:ty),*) => {$(
+        impl ConvAttributes for $options {
+            fn kernel(&self) -> &[usize] {
+                &self.kernel_size
+            }
+            fn stride(&self) -> &[usize] {
+                &self.stride
+            }
+            fn padding(&self) -> &[usize] {
+                &self.padding
+            }
+            fn dilation(&self) -> &[usize] {
+                &self.dilation
+            }
+        }
+    )*};
+}
+
+conv_attributes!(Conv2dOptions, Conv3dOptions);

@@ -5,42 +5,42 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::module::linear;
 
-use super::Conv2dOptions;
 use super::tensor_util::uniform_param;
+use super::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
 use crate::error::{QatError, Result};
 
-/// A float 2-d convolution, weight `[out, in / groups, kh, kw]`.
+/// A float convolution of any geometry (PyTorch's `nn.Conv2d`, `nn.Conv3d`,
+/// `nn.ConvTranspose2d`), weight `[out, in / groups, k...]` (`[in, out / groups, k...]` when
+/// transposed).
 #[derive(Module, Debug)]
-pub struct Conv2d {
-    pub weight: Param<Tensor<4>>,
+pub struct ConvNd<const D: usize, O: ConvGeometry<D>> {
+    pub weight: Param<Tensor<D>>,
     pub bias: Option<Param<Tensor<1>>>,
     #[module(skip)]
-    pub options: Conv2dOptions,
+    pub options: O,
 }
 
-impl Conv2d {
+/// A float 2-d convolution, weight `[out, in / groups, kh, kw]`.
+pub type Conv2d = ConvNd<4, Conv2dOptions>;
+/// A float 3-d convolution over `[N, C, D, H, W]`.
+pub type Conv3d = ConvNd<5, Conv3dOptions>;
+/// A float 2-d transposed convolution, weight `[in, out / groups, kh, kw]`.
+pub type ConvTranspose2d = ConvNd<4, ConvTranspose2dOptions>;
+
+impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
     /// PyTorch's default init: weight and bias `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
-    pub fn new(options: Conv2dOptions, bias: bool, device: &burn::tensor::Device) -> Result<Self> {
+    pub fn new(options: O, bias: bool, device: &burn::tensor::Device) -> Result<Self> {
         options.validate()?;
-        let (weight, bias) = default_conv_params(&options, bias, device);
+        let bound = 1.0 / (options.fan_in() as f64).sqrt();
+        let weight = uniform_param(options.weight_shape(), -bound, bound, device);
+        let bias = bias.then(|| uniform_param([options.out_channels()], -bound, bound, device));
         Ok(Self { weight, bias, options })
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>> {
-        self.options.check_input(x.dims(), "Conv2d")?;
+    pub fn forward(&self, x: Tensor<D>) -> Result<Tensor<D>> {
+        self.options.check_input(x.dims(), &format!("{}{}", O::PREFIX, O::DIMS))?;
         Ok(self.options.forward(x, self.weight.val(), self.bias.as_ref().map(Param::val)))
     }
-}
-
-pub(crate) fn default_conv_params(
-    options: &Conv2dOptions,
-    bias: bool,
-    device: &burn::tensor::Device,
-) -> (Param<Tensor<4>>, Option<Param<Tensor<1>>>) {
-    let bound = 1.0 / (options.fan_in() as f64).sqrt();
-    let weight = uniform_param(options.weight_shape(), -bound, bound, device);
-    let bias = bias.then(|| uniform_param([options.out_channels], -bound, bound, device));
-    (weight, bias)
 }
 
 /// A float linear layer, weight `[out_features, in_features]` as in PyTorch.

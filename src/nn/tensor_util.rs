@@ -22,13 +22,6 @@ pub(crate) fn channel_shape<const D: usize>(c: usize) -> [usize; D] {
     shape
 }
 
-/// `[c, 1, 1, ...]`: a per-output-channel vector shaped to broadcast over weights.
-pub(crate) fn weight_channel_shape<const D: usize>(c: usize) -> [usize; D] {
-    let mut shape = [1; D];
-    shape[0] = c;
-    shape
-}
-
 /// `c` at `axis`, 1 elsewhere: a per-output-channel vector shaped to broadcast over weights
 /// whose output channel is `axis` (0 for convolutions, 1 for transposed ones).
 pub(crate) fn weight_axis_shape<const D: usize>(c: usize, axis: usize) -> [usize; D] {

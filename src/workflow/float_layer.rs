@@ -86,6 +86,12 @@ macro_rules! with_float_kinds {
             LinearReLU(crate::nn::intrinsic::LinearReLU),
             LinearBn1d(crate::nn::intrinsic::LinearBn1d),
             BNReLU2d(crate::nn::intrinsic::BNReLU2d),
+            Conv3d(crate::nn::float::Conv3d),
+            /// Batch norm over volumes `[N, C, D, H, W]`.
+            BatchNorm3d(crate::workflow::layers::BatchNorm3d),
+            ConvBn3d(crate::nn::intrinsic::ConvBn3d),
+            ConvBnReLU3d(crate::nn::intrinsic::ConvBnReLU3d),
+            ConvReLU3d(crate::nn::intrinsic::ConvReLU3d),
         }
     };
 }

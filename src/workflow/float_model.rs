@@ -5,10 +5,10 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 pub use super::float_layer::{Layer, Residual};
-use super::layers::{BatchNorm1d, Named, Value};
+use super::layers::{BatchNorm1d, BatchNorm3d, Named, Value};
 use super::pooling::{AvgPool2d, MaxPool2d};
 use crate::error::{QatError, Result};
-use crate::nn::{BatchNorm, Conv2dOptions, float, intrinsic};
+use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, float, intrinsic};
 
 /// A float model: named layers applied in order.
 #[derive(Module, Debug)]
@@ -23,6 +23,14 @@ impl Layer {
 
     pub fn batch_norm2d(num_features: usize, device: &Device) -> Result<Self> {
         Ok(Self::BatchNorm2d(BatchNorm::new(num_features, 1e-5, Some(0.1), device)?))
+    }
+
+    pub fn conv3d(options: Conv3dOptions, bias: bool, device: &Device) -> Result<Self> {
+        Ok(Self::Conv3d(float::Conv3d::new(options, bias, device)?))
+    }
+
+    pub fn batch_norm3d(num_features: usize, device: &Device) -> Result<Self> {
+        Ok(Self::BatchNorm3d(BatchNorm3d { bn: BatchNorm::new(num_features, 1e-5, Some(0.1), device)? }))
     }
 
     pub fn batch_norm1d(num_features: usize, device: &Device) -> Result<Self> {
@@ -121,36 +129,62 @@ fn check_unique_names(layers: &[Named<Layer>], prefix: &str) -> Result<()> {
     Ok(())
 }
 
+/// Fuses the conv `$conv` (the layer `name` under `prefix`) with what follows in `rest`: its
+/// batch norm (`$probe` recognises it, `$take` binds `bn`, a `$bn_kind`) and a ReLU, or a ReLU
+/// alone, into the fused layer kinds `[conv alone, conv + BN, conv + BN + ReLU, conv + ReLU]`.
+macro_rules! fuse_conv {
+    (
+        $rest:ident, $prefix:ident, $name:ident, $conv:ident, $probe:pat, $take:pat => $bn:ident, $bn_kind:literal,
+        [$plain:ident, $bn_only:ident, $bn_relu:ident, $relu_only:ident]
+    ) => {
+        match $rest.peek().map(|l| &l.layer) {
+            Some($probe) => {
+                let bn_layer = $rest.next().expect("peeked");
+                let $take = bn_layer.layer else { unreachable!() };
+                let (channels, kind) = ($conv.options.out_channels(), conv_kind(&$conv));
+                if $bn.num_features() != channels {
+                    return Err(QatError::config(format!(
+                        "cannot fuse {}{} ({kind}, {channels} output channels) with {}{} ({}, {} features)",
+                        $prefix,
+                        $name,
+                        $prefix,
+                        bn_layer.name,
+                        $bn_kind,
+                        $bn.num_features()
+                    )));
+                }
+                if matches!($rest.peek().map(|l| &l.layer), Some(Layer::Relu(_))) {
+                    $rest.next();
+                    Layer::$bn_relu(intrinsic::ConvBnReLUNd { conv: $conv, bn: $bn })
+                } else {
+                    Layer::$bn_only(intrinsic::ConvBnNd { conv: $conv, bn: $bn })
+                }
+            }
+            Some(Layer::Relu(_)) => {
+                $rest.next();
+                Layer::$relu_only(intrinsic::ConvReLUNd { conv: $conv })
+            }
+            _ => Layer::$plain($conv),
+        }
+    };
+}
+
+/// `Conv2d`, `Conv3d`, ...: a conv's kind in messages.
+fn conv_kind<const D: usize, O: ConvGeometry<D>>(_: &float::ConvNd<D, O>) -> String {
+    format!("{}{}", O::PREFIX, O::DIMS)
+}
+
 fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Layer>>> {
     let mut out: Vec<Named<Layer>> = Vec::with_capacity(layers.len());
     let mut rest = layers.into_iter().peekable();
     while let Some(Named { name, layer }) = rest.next() {
         let layer = match layer {
-            Layer::Conv2d(conv) => match rest.peek().map(|l| &l.layer) {
-                Some(Layer::BatchNorm2d(_)) => {
-                    let bn_layer = rest.next().expect("peeked");
-                    let Layer::BatchNorm2d(bn) = bn_layer.layer else { unreachable!() };
-                    if bn.num_features() != conv.options.out_channels {
-                        return Err(QatError::config(format!(
-                            "cannot fuse {prefix}{name} (Conv2d, {} output channels) with {prefix}{} (BatchNorm2d, {} features)",
-                            conv.options.out_channels,
-                            bn_layer.name,
-                            bn.num_features()
-                        )));
-                    }
-                    if matches!(rest.peek().map(|l| &l.layer), Some(Layer::Relu(_))) {
-                        rest.next();
-                        Layer::ConvBnReLU2d(intrinsic::ConvBnReLU2d { conv, bn })
-                    } else {
-                        Layer::ConvBn2d(intrinsic::ConvBn2d { conv, bn })
-                    }
-                }
-                Some(Layer::Relu(_)) => {
-                    rest.next();
-                    Layer::ConvReLU2d(intrinsic::ConvReLU2d { conv })
-                }
-                _ => Layer::Conv2d(conv),
-            },
+            Layer::Conv2d(conv) => fuse_conv!(rest, prefix, name, conv, Layer::BatchNorm2d(_), Layer::BatchNorm2d(bn) => bn, "BatchNorm2d",
+                [Conv2d, ConvBn2d, ConvBnReLU2d, ConvReLU2d]),
+            Layer::Conv3d(conv) => {
+                fuse_conv!(rest, prefix, name, conv, Layer::BatchNorm3d(_), Layer::BatchNorm3d(BatchNorm3d { bn }) => bn,
+                "BatchNorm3d", [Conv3d, ConvBn3d, ConvBnReLU3d, ConvReLU3d])
+            }
             Layer::Linear(linear) if matches!(rest.peek().map(|l| &l.layer), Some(Layer::BatchNorm1d(_))) => {
                 let bn_layer = rest.next().expect("peeked");
                 let Layer::BatchNorm1d(BatchNorm1d { bn }) = bn_layer.layer else { unreachable!() };

@@ -52,12 +52,12 @@ pub(crate) fn usize_of(item: &Json, key: &str, p: &str) -> Result<usize> {
         .ok_or_else(|| QatError::config(format!("{p}: {key:?} must be a non-negative integer")))
 }
 
-pub(crate) fn pair_of(item: &Json, key: &str, p: &str) -> Result<[usize; 2]> {
-    let v = field(item, key, p)?;
-    match (v.get(0).and_then(Json::as_u64), v.get(1).and_then(Json::as_u64), v.as_array().map(Vec::len)) {
-        (Some(a), Some(b), Some(2)) => Ok([a as usize, b as usize]),
-        _ => Err(QatError::config(format!("{p}: {key:?} must be a pair of integers"))),
-    }
+/// `N` non-negative integers (a kernel size, a stride) under `key`.
+pub(crate) fn array_of<const N: usize>(item: &Json, key: &str, p: &str) -> Result<[usize; N]> {
+    let bad = || QatError::config(format!("{p}: {key:?} must be a list of {N} non-negative integers"));
+    let values = field(item, key, p)?.as_array().ok_or_else(bad)?;
+    let values: Vec<usize> = values.iter().map(|v| v.as_u64().map(|v| v as usize).ok_or_else(bad)).collect::<Result<_>>()?;
+    values.try_into().map_err(|_| bad())
 }
 
 pub(crate) fn bool_of(item: &Json, key: &str, p: &str) -> Result<bool> {

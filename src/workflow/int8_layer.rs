@@ -151,6 +151,7 @@ int8_layers! {
     Flatten(Flatten),
     /// Left in float (qconfig `None`), between a DeQuantStub and a QuantStub.
     Float(Layer),
+    Conv3d(quantized::Conv3d),
 }
 
 pub(super) fn run_layers(layers: &[Named<Int8Layer>], mut value: Value, prefix: &str, engine: Engine, device: &Device) -> Result<Value> {

@@ -41,6 +41,13 @@ pub struct BatchNorm1d {
     pub bn: crate::nn::BatchNorm,
 }
 
+/// A batch norm over volumes `[N, C, D, H, W]` (PyTorch's `BatchNorm3d`), fused into the
+/// Conv3d before it.
+#[derive(Module, Debug)]
+pub struct BatchNorm3d {
+    pub bn: crate::nn::BatchNorm,
+}
+
 /// A layer with its name, used in state-dict keys and error messages.
 #[derive(Module, Debug)]
 pub struct Named<L: Module> {

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 
-use super::layers::Value;
+use super::layers::{Value, map_float};
 use crate::error::{QatError, Result};
 use crate::ops::{MaxPoolWindow, max_pool2d};
 use rayon::prelude::*;
@@ -185,28 +185,43 @@ impl AvgPool2d {
 }
 
 impl GlobalAvgPool2d {
+    /// Each channel's mean over every spatial axis: `[N, C, ...]` to `[N, C, 1, ...]` (images,
+    /// sequences and volumes alike).
     pub fn forward(&self, x: Value, layer: &str) -> Result<Value> {
         match x {
             Value::Quantized(q) => {
-                let [n, c, h, w] = image_dims(&q, layer)?;
-                if h * w == 0 {
-                    return Err(QatError::shape(layer, "a non-empty spatial size", format!("{:?}", q.shape)));
-                }
+                let (n, c, plane) = spatial_planes(&q.shape, layer)?;
                 let p = q.qparams;
                 let values = q
                     .values
-                    .chunks(h * w)
-                    .map(|plane| quantized_mean(plane.iter().map(|&v| v as i32 - p.zero_point).sum(), h * w, &p))
+                    .chunks(plane)
+                    .map(|plane_values| quantized_mean(plane_values.iter().map(|&v| v as i32 - p.zero_point).sum(), plane, &p))
                     .collect();
-                Ok(Value::Quantized(QTensor { values, shape: vec![n, c, 1, 1], qparams: q.qparams }))
+                let shape = [vec![n, c], vec![1; q.shape.len() - 2]].concat();
+                Ok(Value::Quantized(QTensor { values, shape, qparams: q.qparams }))
             }
-            other => {
-                let x = other.image(layer)?;
-                let [n, c, _, _] = x.dims();
-                Ok(Value::Image(x.flatten::<3>(2, 3).mean_dim(2).reshape([n, c, 1, 1])))
-            }
+            float => Ok(map_float!(
+                float,
+                |x| {
+                    let dims = x.dims();
+                    spatial_planes(&dims, layer)?;
+                    let mut pooled = dims;
+                    pooled[2..].fill(1);
+                    x.flatten::<3>(2, dims.len() - 1).mean_dim(2).reshape(pooled)
+                },
+                |_q| unreachable!("matched above")
+            )),
         }
     }
+}
+
+/// `(N, C, elements per channel)` of a tensor with at least one spatial axis, all non-empty.
+pub(crate) fn spatial_planes(shape: &[usize], layer: &str) -> Result<(usize, usize, usize)> {
+    let plane: usize = shape.iter().skip(2).product();
+    if shape.len() < 3 || plane == 0 {
+        return Err(QatError::shape(layer, "[N, C, ...] with non-empty spatial axes", format!("{shape:?}")));
+    }
+    Ok((shape[0], shape[1], plane))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::qconfig_map::QConfigMap;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::QatModule;
-use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU};
+use crate::nn::intrinsic::qat::{ConvBn2d, ConvBn3d, ConvBnReLU2d, ConvBnReLU3d, ConvReLU2d, ConvReLU3d, LinearBn1d, LinearReLU};
 use crate::nn::qat;
 use crate::nn::quantized::{self, ActivationQParams};
 use crate::qconfig::QConfig;
@@ -126,6 +126,10 @@ qat_layers! {
     BatchNorm2d(QatBatchNorm2d),
     /// A layer whose qconfig is `None`: left in float.
     Float(Layer),
+    Conv3d(qat::Conv3d),
+    ConvBn3d(ConvBn3d),
+    ConvBnReLU3d(ConvBnReLU3d),
+    ConvReLU3d(ConvReLU3d),
 }
 
 /// A residual block after prepare: the addition gets its own output fake quant (PyTorch's

@@ -6,28 +6,41 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
 use crate::error::Result;
-use crate::nn::tensor_util::{host_tensor, weight_channel_shape};
-use crate::nn::{BatchNorm, float};
+use crate::nn::tensor_util::{host_tensor, weight_axis_shape};
+use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, float};
+
+/// A conv then its batch norm (`ConvBn2d`, `ConvBn3d`).
+#[derive(Module, Debug)]
+pub struct ConvBnNd<const D: usize, O: ConvGeometry<D>> {
+    pub conv: float::ConvNd<D, O>,
+    pub bn: BatchNorm,
+}
+
+/// A conv, its batch norm, then ReLU (`ConvBnReLU2d`, `ConvBnReLU3d`).
+#[derive(Module, Debug)]
+pub struct ConvBnReLUNd<const D: usize, O: ConvGeometry<D>> {
+    pub conv: float::ConvNd<D, O>,
+    pub bn: BatchNorm,
+}
+
+/// A conv then ReLU (`ConvReLU2d`, `ConvReLU3d`).
+#[derive(Module, Debug)]
+pub struct ConvReLUNd<const D: usize, O: ConvGeometry<D>> {
+    pub conv: float::ConvNd<D, O>,
+}
 
 /// Conv2d then BatchNorm2d.
-#[derive(Module, Debug)]
-pub struct ConvBn2d {
-    pub conv: float::Conv2d,
-    pub bn: BatchNorm,
-}
-
+pub type ConvBn2d = ConvBnNd<4, Conv2dOptions>;
 /// Conv2d, BatchNorm2d, then ReLU.
-#[derive(Module, Debug)]
-pub struct ConvBnReLU2d {
-    pub conv: float::Conv2d,
-    pub bn: BatchNorm,
-}
-
+pub type ConvBnReLU2d = ConvBnReLUNd<4, Conv2dOptions>;
 /// Conv2d then ReLU.
-#[derive(Module, Debug)]
-pub struct ConvReLU2d {
-    pub conv: float::Conv2d,
-}
+pub type ConvReLU2d = ConvReLUNd<4, Conv2dOptions>;
+/// Conv3d then BatchNorm3d.
+pub type ConvBn3d = ConvBnNd<5, Conv3dOptions>;
+/// Conv3d, BatchNorm3d, then ReLU.
+pub type ConvBnReLU3d = ConvBnReLUNd<5, Conv3dOptions>;
+/// Conv3d then ReLU.
+pub type ConvReLU3d = ConvReLUNd<5, Conv3dOptions>;
 
 /// BatchNorm2d then ReLU, where no conv precedes the BN (`torch.ao.nn.intrinsic.BNReLU2d`).
 #[derive(Module, Debug)]
@@ -60,25 +73,25 @@ pub struct LinearReLU {
     pub linear: float::Linear,
 }
 
-impl ConvBn2d {
-    pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
-        self.bn.forward(self.conv.forward(x)?, "ConvBn2d")
+impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
+    pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
+        self.bn.forward(self.conv.forward(x)?, &format!("{}Bn{}", O::PREFIX, O::DIMS))
     }
 
     /// BN folded into the conv with the running statistics (inference fusion).
-    pub fn fold(&self) -> float::Conv2d {
+    pub fn fold(&self) -> float::ConvNd<D, O> {
         fuse_conv_bn_weights(&self.conv, &self.bn)
     }
 }
 
-impl ConvBnReLU2d {
-    pub fn forward(&mut self, x: Tensor<4>) -> Result<Tensor<4>> {
-        Ok(relu(self.bn.forward(self.conv.forward(x)?, "ConvBnReLU2d")?))
+impl<const D: usize, O: ConvGeometry<D>> ConvBnReLUNd<D, O> {
+    pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
+        Ok(relu(self.bn.forward(self.conv.forward(x)?, &format!("{}BnReLU{}", O::PREFIX, O::DIMS))?))
     }
 }
 
-impl ConvReLU2d {
-    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>> {
+impl<const D: usize, O: ConvGeometry<D>> ConvReLUNd<D, O> {
+    pub fn forward(&self, x: Tensor<D>) -> Result<Tensor<D>> {
         Ok(relu(self.conv.forward(x)?))
     }
 }
@@ -91,16 +104,16 @@ impl LinearReLU {
 
 /// PyTorch `fuse_conv_bn_weights` with the running statistics:
 /// `W' = W * gamma * rsqrt(rv + eps)`, `b' = (b - rm) * rsqrt(rv + eps) * gamma + beta`.
-pub fn fuse_conv_bn_weights(conv: &float::Conv2d, bn: &BatchNorm) -> float::Conv2d {
-    let c = conv.options.out_channels;
+pub fn fuse_conv_bn_weights<const D: usize, O: ConvGeometry<D>>(conv: &float::ConvNd<D, O>, bn: &BatchNorm) -> float::ConvNd<D, O> {
+    let c = conv.options.out_channels();
     let w = conv.weight.val();
     let rsqrt: Tensor<1> = host_tensor(bn.running_std().iter().map(|s| 1.0 / s).collect(), [c], &w);
     let mean: Tensor<1> = host_tensor(bn.running_mean().to_vec(), [c], &w);
     let gamma = bn.weight.val();
-    let weight = w.clone() * (gamma.clone() * rsqrt.clone()).reshape(weight_channel_shape::<4>(c));
+    let weight = w.clone() * (gamma.clone() * rsqrt.clone()).reshape(weight_axis_shape::<D>(c, O::WEIGHT_CHANNEL_AXIS));
     let bias = conv.bias.as_ref().map(Param::val).unwrap_or_else(|| Tensor::zeros([c], &w.device()));
     let bias = (bias - mean) * rsqrt * gamma + bn.bias.val();
-    float::Conv2d {
+    float::ConvNd {
         weight: Param::from_tensor(weight.detach()),
         bias: Some(Param::from_tensor(bias.detach())),
         options: conv.options.clone(),

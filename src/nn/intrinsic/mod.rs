@@ -3,4 +3,7 @@
 mod fused;
 pub mod qat;
 
-pub use fused::{BNReLU2d, ConvBn2d, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU, fuse_conv_bn_weights};
+pub use fused::{
+    BNReLU2d, ConvBn2d, ConvBn3d, ConvBnNd, ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU2d, ConvReLU3d, ConvReLUNd, LinearBn1d,
+    LinearReLU, fuse_conv_bn_weights,
+};

@@ -64,9 +64,9 @@ impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
     }
 }
 
-impl Conv2d {
+impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
     /// Swaps a float conv for its QAT version (sharing its parameters).
-    pub fn from_float(conv: &float::Conv2d, qconfig: QConfig) -> Result<Self> {
+    pub fn from_float(conv: &float::ConvNd<D, O>, qconfig: QConfig) -> Result<Self> {
         Ok(Self {
             weight: conv.weight.clone(),
             bias: conv.bias.clone(),
@@ -78,8 +78,8 @@ impl Conv2d {
     }
 
     /// The float conv with the current (not fake-quantized) weights.
-    pub fn to_float(&self) -> float::Conv2d {
-        float::Conv2d { weight: self.weight.clone(), bias: self.bias.clone(), options: self.options.clone() }
+    pub fn to_float(&self) -> float::ConvNd<D, O> {
+        float::ConvNd { weight: self.weight.clone(), bias: self.bias.clone(), options: self.options.clone() }
     }
 }
 

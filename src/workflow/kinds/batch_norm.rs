@@ -16,8 +16,8 @@ use crate::workflow::deployment_arith::{Flow, Grid, batch_norm, need_grid};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::{bool_of, missing, read_act, usize_of, write_act};
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
-use crate::workflow::layers::BatchNorm1d;
 use crate::workflow::layers::Value;
+use crate::workflow::layers::{BatchNorm1d, BatchNorm3d};
 use crate::workflow::qat_batch_norm::QatBatchNorm2d;
 use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp, need_input};
 
@@ -149,6 +149,39 @@ impl PrepareQat for BatchNorm1d {
         }
         Err(QatError::config(format!(
             "{path}: a batch norm over features quantizes only folded into the Linear before it (fuse()); give it qconfig None to keep it in float"
+        )))
+    }
+}
+
+impl FloatOp for BatchNorm3d {
+    fn kind(&self) -> &'static str {
+        "BatchNorm3d"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        Ok(Value::Volume(self.bn.forward(x.tensor::<5>(path)?, path)?))
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.bn.training = training;
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        self.bn.write_state(prefix, out);
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        self.bn.read_state(bn_keys(prefix), reader);
+    }
+}
+
+impl PrepareQat for BatchNorm3d {
+    fn prepare(self, _: QConfig, path: &str, after_unfused: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+        if after_unfused {
+            return Err(unfused(path));
+        }
+        Err(QatError::config(format!(
+            "{path}: a batch norm over volumes quantizes only folded into the Conv3d before it (fuse()); give it qconfig None to keep it in float"
         )))
     }
 }

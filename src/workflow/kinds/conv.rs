@@ -6,9 +6,9 @@ use super::f32_values;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
-use crate::nn::intrinsic::qat::{ConvBn2d, ConvBnReLU2d, ConvReLU2d};
-use crate::nn::quantized::{ActivationQParams, Conv2d, Int8Weight, LayerQParams};
-use crate::nn::{Conv2dOptions, PaddingMode, QatModule, qat};
+use crate::nn::intrinsic::qat::{ConvBn2d, ConvBn3d, ConvBnNd, ConvBnReLU2d, ConvBnReLU3d, ConvReLU2d, ConvReLU3d};
+use crate::nn::quantized::{ActivationQParams, Conv2d, Conv3d, Int8ConvGeometry, Int8Weight, LayerQParams, QTensor, QuantizedConv};
+use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode, QatModule, qat};
 use crate::nn::{float, intrinsic};
 use crate::qconfig::QConfig;
 use crate::state_dict::join;
@@ -18,65 +18,123 @@ use crate::workflow::deployment_arith::{Flow, Grid, need_grid};
 use crate::workflow::deployment_weighted::{conv, conv_bn};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::float_state::FloatWeights;
-use crate::workflow::int8_fields::{bool_of, field, missing, pair_of, read_act, read_weights, usize_of, write_act, write_weights};
+use crate::workflow::int8_fields::{array_of, bool_of, field, missing, read_act, read_weights, usize_of, write_act, write_weights};
 use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp, need_input};
 
-int8_requantizing_op!(Conv2d, "Conv2d", forward: |m, x, run| match run.engine {
-    Engine::Kernels => Conv2d::forward(m, &x),
-    Engine::Reference => m.forward_reference(&x, run.device),
-}, save: save_conv, load: load_conv);
+int8_requantizing_op!(Conv2d, "Conv2d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv);
+int8_requantizing_op!(Conv3d, "Conv3d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv);
 
-fn save_conv(m: &Conv2d, path: &str, out: &mut StateDict) -> Result<Json> {
-    let o = &m.options;
-    write_weights(path, &m.weight, o.weight_shape().to_vec(), &m.weight_scale, &m.weight_zero_point, &m.bias, out);
-    write_act(&format!("{path}.input"), &m.input, out);
-    write_act(&format!("{path}.output"), &m.output, out);
-    Ok(json!({"in_channels": o.in_channels, "out_channels": o.out_channels, "kernel_size": o.kernel_size,
-              "stride": o.stride, "padding": o.padding, "dilation": o.dilation, "groups": o.groups,
-              "padding_mode": o.padding_mode.to_string(), "relu": m.relu}))
+fn run_conv<const D: usize, O: Int8ConvGeometry<D>>(m: &QuantizedConv<D, O>, x: &QTensor, run: &Int8Run<'_>) -> Result<QTensor> {
+    match run.engine {
+        Engine::Kernels => m.forward(x),
+        Engine::Reference => m.forward_reference(x, run.device),
+    }
 }
 
-fn load_conv(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Conv2d> {
-    let options =
-        Conv2dOptions::new(usize_of(entry, "in_channels", p)?, usize_of(entry, "out_channels", p)?, pair_of(entry, "kernel_size", p)?)
-            .with_stride(pair_of(entry, "stride", p)?)
-            .with_padding(pair_of(entry, "padding", p)?)
-            .with_dilation(pair_of(entry, "dilation", p)?)
-            .with_groups(usize_of(entry, "groups", p)?)
-            .with_padding_mode(PaddingMode::parse(field(entry, "padding_mode", p)?.as_str().unwrap_or(""))?);
-    options.validate().map_err(|e| QatError::config(format!("{p}: {e}")))?;
+/// A conv geometry's fields in the int8 file, kernel size, stride, padding and dilation as lists
+/// of one entry per spatial axis.
+trait GeometryEntry: Sized {
+    fn entry(&self) -> Json;
+    fn from_entry(entry: &Json, p: &str) -> Result<Self>;
+}
+
+macro_rules! geometry_entry {
+    ($options:ty, $axes:literal) => {
+        impl GeometryEntry for $options {
+            fn entry(&self) -> Json {
+                json!({"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+                       "stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups,
+                       "padding_mode": self.padding_mode.to_string()})
+            }
+
+            fn from_entry(entry: &Json, p: &str) -> Result<Self> {
+                let kernel_size = array_of::<$axes>(entry, "kernel_size", p)?;
+                let options = <$options>::new(usize_of(entry, "in_channels", p)?, usize_of(entry, "out_channels", p)?, kernel_size)
+                    .with_stride(array_of::<$axes>(entry, "stride", p)?)
+                    .with_padding(array_of::<$axes>(entry, "padding", p)?)
+                    .with_dilation(array_of::<$axes>(entry, "dilation", p)?)
+                    .with_groups(usize_of(entry, "groups", p)?)
+                    .with_padding_mode(PaddingMode::parse(field(entry, "padding_mode", p)?.as_str().unwrap_or(""))?);
+                options.validate().map_err(|e| QatError::config(format!("{p}: {e}")))?;
+                Ok(options)
+            }
+        }
+    };
+}
+
+geometry_entry!(Conv2dOptions, 2);
+geometry_entry!(Conv3dOptions, 3);
+
+fn save_conv<const D: usize, O: Int8ConvGeometry<D> + GeometryEntry>(
+    m: &QuantizedConv<D, O>,
+    path: &str,
+    out: &mut StateDict,
+) -> Result<Json> {
+    let shape = m.options.weight_shape().to_vec();
+    write_weights(path, &m.weight, shape, &m.weight_scale, &m.weight_zero_point, &m.bias, out);
+    write_act(&format!("{path}.input"), &m.input, out);
+    write_act(&format!("{path}.output"), &m.output, out);
+    let mut entry = m.options.entry();
+    entry["relu"] = json!(m.relu);
+    Ok(entry)
+}
+
+fn load_conv<const D: usize, O: Int8ConvGeometry<D> + GeometryEntry>(
+    entry: &Json,
+    p: &str,
+    reader: &mut StateReader<'_>,
+) -> Result<QuantizedConv<D, O>> {
+    let options = O::from_entry(entry, p)?;
     let w = read_weights(p, &options.weight_shape(), reader);
     let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
     let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
     let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
-    Conv2d::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
+    QuantizedConv::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
 }
 
-fn conv_weight(m: &qat::Conv2d) -> DeployedWeight<'_> {
-    DeployedWeight { values: f32_values(&m.weight.val()), channels: m.options.out_channels, fake_quant: &m.weight_fake_quant }
+fn conv_weight<const D: usize, O: ConvGeometry<D>>(m: &qat::ConvNd<D, O>) -> DeployedWeight<'_> {
+    DeployedWeight { values: f32_values(&m.weight.val()), channels: m.options.out_channels(), fake_quant: &m.weight_fake_quant }
 }
 
 /// The weight folded with the running statistics, as convert quantizes it.
-fn conv_bn_weight(m: &ConvBn2d) -> DeployedWeight<'_> {
-    DeployedWeight { values: m.folded_weight_and_bias().0, channels: m.options.out_channels, fake_quant: &m.weight_fake_quant }
+fn conv_bn_weight<const D: usize, O: ConvGeometry<D>>(m: &ConvBnNd<D, O>) -> DeployedWeight<'_> {
+    DeployedWeight { values: m.folded_weight_and_bias().0, channels: m.options.out_channels(), fake_quant: &m.weight_fake_quant }
 }
 
-weighted_qat_op!(qat::Conv2d, "Conv2d", Image(image) => Conv2d, inner: [],
+weighted_qat_op!(qat::Conv2d, "Conv2d", rank: 4 => Conv2d, inner: [],
     exact: |m, x, g, p| conv(m, false, x, g, p), weight: conv_weight);
-weighted_qat_op!(ConvReLU2d, "ConvReLU2d", Image(image) => Conv2d, inner: [conv],
+weighted_qat_op!(ConvReLU2d, "ConvReLU2d", rank: 4 => Conv2d, inner: [conv],
     exact: |m, x, g, p| conv(&m.conv, true, x, g, p), weight: conv_weight);
-weighted_qat_op!(ConvBn2d, "ConvBn2d", Image(image) => Conv2d, inner: [],
-    exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBn2d::is_bn_frozen(m));
-weighted_qat_op!(ConvBnReLU2d, "ConvBnReLU2d", Image(image) => Conv2d, inner: [inner],
+weighted_qat_op!(ConvBn2d, "ConvBn2d", rank: 4 => Conv2d, inner: [],
+    exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBnNd::is_bn_frozen(m));
+weighted_qat_op!(ConvBnReLU2d, "ConvBnReLU2d", rank: 4 => Conv2d, inner: [inner],
     exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());
 
-float_weighted_op!(float::Conv2d, "Conv2d", Image(image), weight: [] at "", bn: [], absorbs_bn: true,
+float_weighted_op!(float::Conv2d, "Conv2d", rank: 4, weight: [] at "", bn: [], absorbs_bn: true,
     prepare: |m, q| QatLayer::Conv2d(qat::Conv2d::from_float(&m, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvReLU2d, "ConvReLU2d", Image(image), weight: [conv] at "0.", bn: [], absorbs_bn: false,
+float_weighted_op!(intrinsic::ConvReLU2d, "ConvReLU2d", rank: 4, weight: [conv] at "0.", bn: [], absorbs_bn: false,
     prepare: |m, q| QatLayer::ConvReLU2d(ConvReLU2d::from_float(&m.conv, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvBn2d, "ConvBn2d", Image(image), weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+float_weighted_op!(intrinsic::ConvBn2d, "ConvBn2d", rank: 4, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
     prepare: |m, q| QatLayer::ConvBn2d(ConvBn2d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvBnReLU2d, "ConvBnReLU2d", Image(image), weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+float_weighted_op!(intrinsic::ConvBnReLU2d, "ConvBnReLU2d", rank: 4, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
     prepare: |m, q| QatLayer::ConvBnReLU2d(ConvBnReLU2d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+
+weighted_qat_op!(qat::Conv3d, "Conv3d", rank: 5 => Conv3d, inner: [],
+    exact: |m, x, g, p| conv(m, false, x, g, p), weight: conv_weight);
+weighted_qat_op!(ConvReLU3d, "ConvReLU3d", rank: 5 => Conv3d, inner: [conv],
+    exact: |m, x, g, p| conv(&m.conv, true, x, g, p), weight: conv_weight);
+weighted_qat_op!(ConvBn3d, "ConvBn3d", rank: 5 => Conv3d, inner: [],
+    exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBnNd::is_bn_frozen(m));
+weighted_qat_op!(ConvBnReLU3d, "ConvBnReLU3d", rank: 5 => Conv3d, inner: [inner],
+    exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());
+
+float_weighted_op!(float::Conv3d, "Conv3d", rank: 5, weight: [] at "", bn: [], absorbs_bn: true,
+    prepare: |m, q| QatLayer::Conv3d(qat::Conv3d::from_float(&m, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvReLU3d, "ConvReLU3d", rank: 5, weight: [conv] at "0.", bn: [], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvReLU3d(ConvReLU3d::from_float(&m.conv, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvBn3d, "ConvBn3d", rank: 5, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvBn3d(ConvBn3d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvBnReLU3d, "ConvBnReLU3d", rank: 5, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvBnReLU3d(ConvBnReLU3d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));

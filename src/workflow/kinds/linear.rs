@@ -54,16 +54,16 @@ fn linear_bn_weight(m: &LinearBn1d) -> DeployedWeight<'_> {
     DeployedWeight { values: m.folded_weight_and_bias().0, channels: m.out_features(), fake_quant: &m.weight_fake_quant }
 }
 
-weighted_qat_op!(qat::Linear, "Linear", Features(features) => Linear, inner: [],
+weighted_qat_op!(qat::Linear, "Linear", rank: 2 => Linear, inner: [],
     exact: |m, x, g, p| linear(m, false, x, g, p), weight: linear_weight);
-weighted_qat_op!(LinearReLU, "LinearReLU", Features(features) => Linear, inner: [linear],
+weighted_qat_op!(LinearReLU, "LinearReLU", rank: 2 => Linear, inner: [linear],
     exact: |m, x, g, p| linear(&m.linear, true, x, g, p), weight: linear_weight);
-weighted_qat_op!(LinearBn1d, "LinearBn1d", Features(features) => Linear, inner: [],
+weighted_qat_op!(LinearBn1d, "LinearBn1d", rank: 2 => Linear, inner: [],
     exact: |m, x, g, p| linear_bn(m, x, g, p), weight: linear_bn_weight, bn_frozen: |m| LinearBn1d::is_bn_frozen(m));
 
-float_weighted_op!(float::Linear, "Linear", Features(features), weight: [] at "", bn: [], absorbs_bn: true,
+float_weighted_op!(float::Linear, "Linear", rank: 2, weight: [] at "", bn: [], absorbs_bn: true,
     prepare: |m, q| QatLayer::Linear(qat::Linear::from_float(&m, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::LinearReLU, "LinearReLU", Features(features), weight: [linear] at "0.", bn: [], absorbs_bn: false,
+float_weighted_op!(intrinsic::LinearReLU, "LinearReLU", rank: 2, weight: [linear] at "0.", bn: [], absorbs_bn: false,
     prepare: |m, q| QatLayer::LinearReLU(LinearReLU::from_float(&m.linear, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::LinearBn1d, "LinearBn1d", Features(features), weight: [linear] at "0.", bn: [bn at "1."], absorbs_bn: false,
+float_weighted_op!(intrinsic::LinearBn1d, "LinearBn1d", rank: 2, weight: [linear] at "0.", bn: [bn at "1."], absorbs_bn: false,
     prepare: |m, q| QatLayer::LinearBn1d(LinearBn1d::from_float(&m.linear, &m.bn, q)?.with_output_fake_quant()?));

@@ -2,13 +2,13 @@
 //! float stage ([`super::float_layer::FloatOp`]), the QAT stage ([`super::qat_layer::QatOp`])
 //! and the int8 stage ([`super::int8_layer::Int8Op`]).
 
-/// The QAT stage of a conv or linear module (fused or not): its float forward on `$value`
-/// tensors, its deployment arithmetic `$exact` (given the module `m`, input `x`, input grid `g`
+/// The QAT stage of a conv or linear module (fused or not): its float forward on tensors of
+/// rank `$rank`, its deployment arithmetic `$exact` (given the module `m`, input `x`, input grid `g`
 /// and path `p`), conversion into the int8 `$int8` module, its output fake quant under
 /// `self$(.$field)`, its deployed weight from `$weight`, and whether its BN is frozen.
 macro_rules! weighted_qat_op {
     (
-        $ty:ty, $kind:literal, $value:ident($getter:ident) => $int8:ident, inner: [$($field:ident)?],
+        $ty:ty, $kind:literal, rank: $rank:tt => $int8:ident, inner: [$($field:ident)?],
         exact: |$m:ident, $x:ident, $g:ident, $p:ident| $exact:expr, weight: $weight:path $(, bn_frozen: |$b:ident| $frozen:expr)?
     ) => {
         impl QatOp for $ty {
@@ -17,13 +17,13 @@ macro_rules! weighted_qat_op {
             }
 
             fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-                Ok(Value::$value(<$ty>::forward(self, x.$getter(path)?)?))
+                Value::from_tensor(<$ty>::forward(self, x.tensor::<$rank>(path)?)?)
             }
 
             fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
-                let ($m, $x, $g, $p) = (self, x.$getter(path)?, need_grid(grid, path)?, path);
+                let ($m, $x, $g, $p) = (self, x.tensor::<$rank>(path)?, need_grid(grid, path)?, path);
                 let (t, output) = $exact?;
-                Ok((Value::$value(t), Some(output)))
+                Ok((Value::from_tensor(t)?, Some(output)))
             }
 
             fn module(&mut self) -> Option<&mut dyn QatModule> {
@@ -58,13 +58,13 @@ macro_rules! weighted_qat_op {
     };
 }
 
-/// The float stage of a conv or linear module (fused or not): `$value` tensors through its own
-/// forward, its weight (`self$(.$w)`) and batch norm (`self.$bn`) under the keys PyTorch's
+/// The float stage of a conv or linear module (fused or not): tensors of rank `$rank` through
+/// its own forward, its weight (`self$(.$w)`) and batch norm (`self.$bn`) under the keys PyTorch's
 /// fused containers give them, and `prepare` building the QAT module `$prepare` from the
 /// module `m` and qconfig `q`.
 macro_rules! float_weighted_op {
     (
-        $ty:ty, $kind:literal, $value:ident($getter:ident), weight: [$($w:ident)?] at $wkey:literal,
+        $ty:ty, $kind:literal, rank: $rank:tt, weight: [$($w:ident)?] at $wkey:literal,
         bn: [$($bn:ident at $bkey:literal)?], absorbs_bn: $absorbs:literal, prepare: |$m:ident, $q:ident| $prepare:expr
     ) => {
         impl FloatOp for $ty {
@@ -73,7 +73,7 @@ macro_rules! float_weighted_op {
             }
 
             fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-                Ok(Value::$value(<$ty>::forward(self, x.$getter(path)?)?))
+                Value::from_tensor(<$ty>::forward(self, x.tensor::<$rank>(path)?)?)
             }
 
             fn set_training(&mut self, _training: bool) {

@@ -14,8 +14,8 @@ use crate::workflow::deployment_arith::{Flow, Grid, mean_of_sum};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::usize_of;
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
-use crate::workflow::layers::Value;
-use crate::workflow::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+use crate::workflow::layers::{Value, map_float};
+use crate::workflow::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d, spatial_planes};
 use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 
 // On a grid the largest code is the largest value (the dequantization is monotone), so the float
@@ -49,11 +49,17 @@ fn avg_pool_on_grid(pool: &AvgPool2d, value: Value, grid: Option<Grid>, path: &s
 
 fn global_avg_pool_on_grid(pool: &GlobalAvgPool2d, value: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
     let Some(g) = grid else { return Ok((pool.forward(value, path)?, None)) };
-    let x = value.image(path)?;
-    let [n, c, h, w] = x.dims();
-    if h * w == 0 {
-        return Err(QatError::shape(path, "a non-empty spatial size", format!("{:?}", x.dims())));
-    }
-    let sum = g.codes(x).cast(DType::F64).flatten::<3>(2, 3).sum_dim(2).reshape([n, c, 1, 1]);
-    Ok((Value::Image(mean_of_sum(sum.cast(DType::F32), h * w, g)), grid))
+    let pooled = map_float!(
+        value,
+        |x| {
+            let dims = x.dims();
+            let (_, _, plane) = spatial_planes(&dims, path)?;
+            let mut pooled = dims;
+            pooled[2..].fill(1);
+            let sum = g.codes(x).cast(DType::F64).flatten::<3>(2, dims.len() - 1).sum_dim(2).reshape(pooled);
+            mean_of_sum(sum.cast(DType::F32), plane, g)
+        },
+        |q| return Err(QatError::shape(path, "a float tensor", Value::Quantized(q).describe()))
+    );
+    Ok((pooled, grid))
 }

@@ -175,15 +175,17 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     }
 }
 
-impl ConvBn2d {
+impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     /// Builds the QAT module from a float conv and its batch norm, sharing their parameters
     /// (PyTorch `from_float`; `freeze_bn` starts false).
-    pub fn from_float(conv: &float::Conv2d, bn: &BatchNorm, qconfig: QConfig) -> Result<Self> {
-        if bn.num_features() != conv.options.out_channels {
+    pub fn from_float(conv: &float::ConvNd<D, O>, bn: &BatchNorm, qconfig: QConfig) -> Result<Self> {
+        if bn.num_features() != conv.options.out_channels() {
             return Err(QatError::config(format!(
-                "ConvBn2d: the batch norm has {} features but the conv has {} output channels",
+                "{}Bn{}: the batch norm has {} features but the conv has {} output channels",
+                O::PREFIX,
+                O::DIMS,
                 bn.num_features(),
-                conv.options.out_channels
+                conv.options.out_channels()
             )));
         }
         let mut bn = bn.clone();
@@ -204,8 +206,8 @@ impl ConvBn2d {
     /// The float conv with BN folded in with its running statistics (PyTorch `to_float`,
     /// `fuse_conv_bn_weights`): `W' = W * gamma * rsqrt(rv + eps)`,
     /// `b' = (b - rm) * rsqrt(rv + eps) * gamma + beta`. Weights are not fake quantized.
-    pub fn to_float(&self) -> float::Conv2d {
-        let conv = float::Conv2d { weight: self.weight.clone(), bias: self.bias.clone(), options: self.options.clone() };
+    pub fn to_float(&self) -> float::ConvNd<D, O> {
+        let conv = float::ConvNd { weight: self.weight.clone(), bias: self.bias.clone(), options: self.options.clone() };
         crate::nn::intrinsic::fuse_conv_bn_weights(&conv, &self.bn)
     }
 }

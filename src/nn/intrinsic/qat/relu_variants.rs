@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::{ConvBn2d, ConvBnNd};
+use super::ConvBnNd;
 use crate::error::Result;
 use crate::nn::qat::{self, ConvNd};
 use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, float};
@@ -108,9 +108,9 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnReLUNd<D, O> {
     }
 }
 
-impl ConvBnReLU2d {
-    pub fn from_float(conv: &float::Conv2d, bn: &crate::nn::BatchNorm, qconfig: QConfig) -> Result<Self> {
-        Ok(Self { inner: ConvBn2d::from_float(conv, bn, qconfig)? })
+impl<const D: usize, O: ConvGeometry<D>> ConvBnReLUNd<D, O> {
+    pub fn from_float(conv: &float::ConvNd<D, O>, bn: &crate::nn::BatchNorm, qconfig: QConfig) -> Result<Self> {
+        Ok(Self { inner: ConvBnNd::from_float(conv, bn, qconfig)? })
     }
 }
 
@@ -126,9 +126,9 @@ impl<const D: usize, O: ConvGeometry<D>> ConvReLUNd<D, O> {
     }
 }
 
-impl ConvReLU2d {
-    pub fn from_float(conv: &float::Conv2d, qconfig: QConfig) -> Result<Self> {
-        Ok(Self { conv: qat::Conv2d::from_float(conv, qconfig)? })
+impl<const D: usize, O: ConvGeometry<D>> ConvReLUNd<D, O> {
+    pub fn from_float(conv: &float::ConvNd<D, O>, qconfig: QConfig) -> Result<Self> {
+        Ok(Self { conv: ConvNd::from_float(conv, qconfig)? })
     }
 }
 
