@@ -13,7 +13,7 @@ use super::proto::{
 };
 use crate::error::{QatError, Result};
 use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, QuantizedConv};
-use crate::nn::{Conv2dOptions, Conv3dOptions, PaddingMode};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, PaddingMode};
 use crate::quant::packing::{bits_needed, pack};
 use crate::workflow::{Int8Layer, Int8Model, Named};
 
@@ -169,6 +169,7 @@ fn layer_kind(layer: &Int8Layer) -> &'static str {
         Int8Layer::DeQuantize(_) => "DeQuantize",
         Int8Layer::Conv2d(_) => "quantized Conv2d",
         Int8Layer::Conv3d(_) => "quantized Conv3d",
+        Int8Layer::Conv1d(_) => "quantized Conv1d",
         Int8Layer::Linear(_) => "quantized Linear",
         Int8Layer::BatchNorm2d(_) => "quantized BatchNorm2d",
         Int8Layer::Relu(_) => "ReLU",
@@ -239,6 +240,7 @@ impl Builder {
             }
             Int8Layer::Conv2d(m) => self.conv(m, path, cur),
             Int8Layer::Conv3d(m) => self.conv(m, path, cur),
+            Int8Layer::Conv1d(m) => self.conv(m, path, cur),
             Int8Layer::Linear(m) => self.linear(m, path, cur),
             Int8Layer::BatchNorm2d(m) => self.batch_norm(m, path, cur),
             Int8Layer::Relu(_) => self.same_qparams(path, cur, "Relu", vec![], &[], |s| s.to_vec()),
@@ -720,3 +722,18 @@ macro_rules! conv_attributes {
 }
 
 conv_attributes!(Conv2dOptions, Conv3dOptions);
+
+impl ConvAttributes for Conv1dOptions {
+    fn kernel(&self) -> &[usize] {
+        std::slice::from_ref(&self.kernel_size)
+    }
+    fn stride(&self) -> &[usize] {
+        std::slice::from_ref(&self.stride)
+    }
+    fn padding(&self) -> &[usize] {
+        std::slice::from_ref(&self.padding)
+    }
+    fn dilation(&self) -> &[usize] {
+        std::slice::from_ref(&self.dilation)
+    }
+}

@@ -1,5 +1,8 @@
+use burn::tensor::Tensor;
+
 use super::padding::Padding;
-use super::{Conv2dOptions, PaddingMode};
+use super::{Conv2dOptions, ConvGeometry, PaddingMode};
+use crate::error::Result;
 
 /// The geometry of a 1-d convolution over `[N, C, L]`, with PyTorch's defaults. One-dimensional
 /// modules run as 2-d ones over `[N, C, 1, L]` with a `1 x K` kernel: the same sums, so the same
@@ -70,3 +73,38 @@ impl Conv1dOptions {
             .with_padding_mode(self.padding_mode)
     }
 }
+
+/// The 1-d geometry runs as the 2-d one over `[N, C, 1, L]` ([`Conv1dOptions::as_2d`]): the same
+/// sums in the same order, so the 1-d family shares the 2-d numerics and kernels.
+impl ConvGeometry<3> for Conv1dOptions {
+    const DIMS: &'static str = "1d";
+
+    fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
+    fn weight_shape(&self) -> [usize; 3] {
+        Conv1dOptions::weight_shape(self)
+    }
+
+    fn fan_in(&self) -> usize {
+        self.as_2d().fan_in()
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.as_2d().validate()
+    }
+
+    fn check_input(&self, [n, c, l]: [usize; 3], layer: &str) -> Result<()> {
+        self.as_2d().check_input([n, c, 1, l], layer)
+    }
+
+    fn forward(&self, x: Tensor<3>, weight: Tensor<3>, bias: Option<Tensor<1>>) -> Tensor<3> {
+        let ([n, c, l], [o, i, k]) = (x.dims(), weight.dims());
+        let y = self.as_2d().forward(x.reshape([n, c, 1, l]), weight.reshape([o, i, 1, k]), bias);
+        let [_, o, _, l_out] = y.dims();
+        y.reshape([n, o, l_out])
+    }
+}
+
+super::geometry::constant_module!(Conv1dOptions);

@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::linear;
 
 use super::tensor_util::uniform_param;
-use super::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
+use super::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
 use crate::error::{QatError, Result};
 
 /// A float convolution of any geometry (PyTorch's `nn.Conv2d`, `nn.Conv3d`,
@@ -22,6 +22,8 @@ pub struct ConvNd<const D: usize, O: ConvGeometry<D>> {
 
 /// A float 2-d convolution, weight `[out, in / groups, kh, kw]`.
 pub type Conv2d = ConvNd<4, Conv2dOptions>;
+/// A float 1-d convolution over `[N, C, L]`, weight `[out, in / groups, k]`.
+pub type Conv1d = ConvNd<3, Conv1dOptions>;
 /// A float 3-d convolution over `[N, C, D, H, W]`.
 pub type Conv3d = ConvNd<5, Conv3dOptions>;
 /// A float 2-d transposed convolution, weight `[in, out / groups, kh, kw]`.

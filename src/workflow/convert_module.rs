@@ -12,7 +12,7 @@ use crate::nn::intrinsic::qat::{self as iqat, ConvBnNd, ConvBnReLUNd, ConvReLUNd
 use crate::nn::qat::{self, ConvNd};
 use crate::nn::quantized::{self, ActivationQParams, Int8Weight, LayerQParams};
 use crate::nn::tensor_util::host_values;
-use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
 
 pub(crate) fn output_qparams(fq: &Option<FakeQuantize>, layer: &str) -> Result<ActivationQParams> {
     fq.as_ref()
@@ -55,6 +55,7 @@ macro_rules! quantized_geometry {
 
 quantized_geometry!(Conv2dOptions, 4, quantized::Conv2d);
 quantized_geometry!(Conv3dOptions, 5, quantized::Conv3d);
+quantized_geometry!(Conv1dOptions, 3, quantized::QuantizedConv<3, Conv1dOptions>);
 quantized_geometry!(ConvTranspose2dOptions, 4, quantized::ConvTranspose2d);
 
 /// The int8 module of a conv's float (folded, for BN modules) weight and bias, the weight

@@ -87,6 +87,10 @@ macro_rules! with_float_kinds {
             LinearBn1d(crate::nn::intrinsic::LinearBn1d),
             BNReLU2d(crate::nn::intrinsic::BNReLU2d),
             Conv3d(crate::nn::float::Conv3d),
+            Conv1d(crate::nn::float::Conv1d),
+            ConvBn1d(crate::nn::intrinsic::ConvBn1d),
+            ConvBnReLU1d(crate::nn::intrinsic::ConvBnReLU1d),
+            ConvReLU1d(crate::nn::intrinsic::ConvReLU1d),
             /// Batch norm over volumes `[N, C, D, H, W]`.
             BatchNorm3d(crate::workflow::layers::BatchNorm3d),
             ConvBn3d(crate::nn::intrinsic::ConvBn3d),

@@ -8,7 +8,7 @@ pub use super::float_layer::{Layer, Residual};
 use super::layers::{BatchNorm1d, BatchNorm3d, Named, Value};
 use super::pooling::{AvgPool2d, MaxPool2d};
 use crate::error::{QatError, Result};
-use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, float, intrinsic};
+use crate::nn::{BatchNorm, Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, float, intrinsic};
 
 /// A float model: named layers applied in order.
 #[derive(Module, Debug)]
@@ -23,6 +23,10 @@ impl Layer {
 
     pub fn batch_norm2d(num_features: usize, device: &Device) -> Result<Self> {
         Ok(Self::BatchNorm2d(BatchNorm::new(num_features, 1e-5, Some(0.1), device)?))
+    }
+
+    pub fn conv1d(options: Conv1dOptions, bias: bool, device: &Device) -> Result<Self> {
+        Ok(Self::Conv1d(float::Conv1d::new(options, bias, device)?))
     }
 
     pub fn conv3d(options: Conv3dOptions, bias: bool, device: &Device) -> Result<Self> {
@@ -181,6 +185,10 @@ fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Laye
         let layer = match layer {
             Layer::Conv2d(conv) => fuse_conv!(rest, prefix, name, conv, Layer::BatchNorm2d(_), Layer::BatchNorm2d(bn) => bn, "BatchNorm2d",
                 [Conv2d, ConvBn2d, ConvBnReLU2d, ConvReLU2d]),
+            Layer::Conv1d(conv) => {
+                fuse_conv!(rest, prefix, name, conv, Layer::BatchNorm1d(_), Layer::BatchNorm1d(BatchNorm1d { bn }) => bn,
+                "BatchNorm1d", [Conv1d, ConvBn1d, ConvBnReLU1d, ConvReLU1d])
+            }
             Layer::Conv3d(conv) => {
                 fuse_conv!(rest, prefix, name, conv, Layer::BatchNorm3d(_), Layer::BatchNorm3d(BatchNorm3d { bn }) => bn,
                 "BatchNorm3d", [Conv3d, ConvBn3d, ConvBnReLU3d, ConvReLU3d])

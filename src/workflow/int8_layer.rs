@@ -152,6 +152,7 @@ int8_layers! {
     /// Left in float (qconfig `None`), between a DeQuantStub and a QuantStub.
     Float(Layer),
     Conv3d(quantized::Conv3d),
+    Conv1d(quantized::QuantizedConv<3, crate::nn::Conv1dOptions>),
 }
 
 pub(super) fn run_layers(layers: &[Named<Int8Layer>], mut value: Value, prefix: &str, engine: Engine, device: &Device) -> Result<Value> {

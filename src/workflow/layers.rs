@@ -35,7 +35,7 @@ pub struct QatQuantStub {
 #[derive(Module, Debug, Default)]
 pub struct DeQuantStub;
 
-/// A batch norm over features `[N, F]` (PyTorch's `BatchNorm1d` on 2-d input).
+/// A batch norm over features `[N, F]` or sequences `[N, C, L]` (PyTorch's `BatchNorm1d`).
 #[derive(Module, Debug)]
 pub struct BatchNorm1d {
     pub bn: crate::nn::BatchNorm,

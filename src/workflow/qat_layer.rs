@@ -14,8 +14,11 @@ use super::qat_batch_norm::QatBatchNorm2d;
 use super::qconfig_map::QConfigMap;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
+use crate::nn::Conv1dOptions;
 use crate::nn::QatModule;
-use crate::nn::intrinsic::qat::{ConvBn2d, ConvBn3d, ConvBnReLU2d, ConvBnReLU3d, ConvReLU2d, ConvReLU3d, LinearBn1d, LinearReLU};
+use crate::nn::intrinsic::qat::{
+    ConvBn2d, ConvBn3d, ConvBnNd, ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU2d, ConvReLU3d, ConvReLUNd, LinearBn1d, LinearReLU,
+};
 use crate::nn::qat;
 use crate::nn::quantized::{self, ActivationQParams};
 use crate::qconfig::QConfig;
@@ -130,6 +133,11 @@ qat_layers! {
     ConvBn3d(ConvBn3d),
     ConvBnReLU3d(ConvBnReLU3d),
     ConvReLU3d(ConvReLU3d),
+    /// The 1-d family runs on the generic modules over `[N, C, L]`.
+    Conv1d(qat::ConvNd<3, Conv1dOptions>),
+    ConvBn1d(ConvBnNd<3, Conv1dOptions>),
+    ConvBnReLU1d(ConvBnReLUNd<3, Conv1dOptions>),
+    ConvReLU1d(ConvReLUNd<3, Conv1dOptions>),
 }
 
 /// A residual block after prepare: the addition gets its own output fake quant (PyTorch's

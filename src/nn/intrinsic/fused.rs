@@ -7,7 +7,7 @@ use burn::tensor::activation::relu;
 
 use crate::error::Result;
 use crate::nn::tensor_util::{host_tensor, weight_axis_shape};
-use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, float};
+use crate::nn::{BatchNorm, Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, float};
 
 /// A conv then its batch norm (`ConvBn2d`, `ConvBn3d`).
 #[derive(Module, Debug)]
@@ -35,6 +35,12 @@ pub type ConvBn2d = ConvBnNd<4, Conv2dOptions>;
 pub type ConvBnReLU2d = ConvBnReLUNd<4, Conv2dOptions>;
 /// Conv2d then ReLU.
 pub type ConvReLU2d = ConvReLUNd<4, Conv2dOptions>;
+/// Conv1d then BatchNorm1d.
+pub type ConvBn1d = ConvBnNd<3, Conv1dOptions>;
+/// Conv1d, BatchNorm1d, then ReLU.
+pub type ConvBnReLU1d = ConvBnReLUNd<3, Conv1dOptions>;
+/// Conv1d then ReLU.
+pub type ConvReLU1d = ConvReLUNd<3, Conv1dOptions>;
 /// Conv3d then BatchNorm3d.
 pub type ConvBn3d = ConvBnNd<5, Conv3dOptions>;
 /// Conv3d, BatchNorm3d, then ReLU.

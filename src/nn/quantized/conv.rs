@@ -8,7 +8,7 @@ use crate::kernels::int8::conv::{Geometry3, conv_forward};
 use crate::kernels::int8::gemm::{GemmPath, PackedWeights};
 use crate::kernels::int8::requantize::Requantizer;
 use crate::kernels::pad_for_kernel;
-use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode};
 
 /// A conv geometry the integer kernel runs: its view over three spatial axes `[D, H, W]` (2-d
 /// convs with depth 1; 1-d ones run as 2-d, see [`Conv1d`](super::Conv1d)).
@@ -36,6 +36,23 @@ impl Int8ConvGeometry<4> for Conv2dOptions {
     }
     fn spatial_3d(&self) -> [[usize; 3]; 4] {
         let lift = |[a, b]: [usize; 2], depth: usize| [depth, a, b];
+        [lift(self.kernel_size, 1), lift(self.stride, 1), lift(self.dilation, 1), lift(self.padding, 0)]
+    }
+}
+
+impl Int8ConvGeometry<3> for Conv1dOptions {
+    const LAYOUT: &'static str = "[N, C, L]";
+    fn groups(&self) -> usize {
+        self.groups
+    }
+    fn padding_mode(&self) -> PaddingMode {
+        self.padding_mode
+    }
+    fn dims_3d([n, c, l]: [usize; 3]) -> [usize; 5] {
+        [n, c, 1, 1, l]
+    }
+    fn spatial_3d(&self) -> [[usize; 3]; 4] {
+        let lift = |v: usize, other: usize| [other, other, v];
         [lift(self.kernel_size, 1), lift(self.stride, 1), lift(self.dilation, 1), lift(self.padding, 0)]
     }
 }
@@ -125,8 +142,8 @@ impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
         let requantizer = Requantizer::new(&self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
         let geometry = Geometry3 { out_channels: self.options.out_channels(), groups, kernel, stride, dilation, padding };
         let (values, [n, o, od, oh, ow]) = conv_forward(&values, dims, zx, &packed, &geometry, GemmPath::best(), &requantizer);
-        // The 2-d module's depth axis is its own lift: drop it again.
-        let shape = if D == 5 { vec![n, o, od, oh, ow] } else { vec![n, o, oh, ow] };
+        // The lifted axes of a 2-d (depth) or 1-d (depth and height) module drop again.
+        let shape = [vec![n, o], [od, oh, ow][5 - D..].to_vec()].concat();
         Ok(QTensor { values, shape, qparams: self.output })
     }
 }

@@ -126,7 +126,11 @@ impl FloatOp for BatchNorm1d {
     }
 
     fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-        Ok(Value::Features(self.bn.forward(x.features(path)?, path)?))
+        // PyTorch's BatchNorm1d: features `[N, F]` or sequences `[N, C, L]`.
+        Ok(match x {
+            Value::Sequence(x) => Value::Sequence(self.bn.forward(x, path)?),
+            x => Value::Features(self.bn.forward(x.features(path)?, path)?),
+        })
     }
 
     fn set_training(&mut self, training: bool) {

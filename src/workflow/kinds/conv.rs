@@ -6,9 +6,11 @@ use super::f32_values;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
-use crate::nn::intrinsic::qat::{ConvBn2d, ConvBn3d, ConvBnNd, ConvBnReLU2d, ConvBnReLU3d, ConvReLU2d, ConvReLU3d};
+use crate::nn::intrinsic::qat::{
+    ConvBn2d, ConvBn3d, ConvBnNd, ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU2d, ConvReLU3d, ConvReLUNd,
+};
 use crate::nn::quantized::{ActivationQParams, Conv2d, Conv3d, Int8ConvGeometry, Int8Weight, LayerQParams, QTensor, QuantizedConv};
-use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode, QatModule, qat};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode, QatModule, qat};
 use crate::nn::{float, intrinsic};
 use crate::qconfig::QConfig;
 use crate::state_dict::join;
@@ -25,6 +27,7 @@ use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, 
 
 int8_requantizing_op!(Conv2d, "Conv2d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv);
 int8_requantizing_op!(Conv3d, "Conv3d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv);
+int8_requantizing_op!(QuantizedConv<3, Conv1dOptions>, "Conv1d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv);
 
 fn run_conv<const D: usize, O: Int8ConvGeometry<D>>(m: &QuantizedConv<D, O>, x: &QTensor, run: &Int8Run<'_>) -> Result<QTensor> {
     match run.engine {
@@ -138,3 +141,42 @@ float_weighted_op!(intrinsic::ConvBn3d, "ConvBn3d", rank: 5, weight: [conv] at "
     prepare: |m, q| QatLayer::ConvBn3d(ConvBn3d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
 float_weighted_op!(intrinsic::ConvBnReLU3d, "ConvBnReLU3d", rank: 5, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
     prepare: |m, q| QatLayer::ConvBnReLU3d(ConvBnReLU3d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+
+weighted_qat_op!(qat::ConvNd<3, Conv1dOptions>, "Conv1d", rank: 3 => Conv1d, inner: [],
+    exact: |m, x, g, p| conv(m, false, x, g, p), weight: conv_weight);
+weighted_qat_op!(ConvReLUNd<3, Conv1dOptions>, "ConvReLU1d", rank: 3 => Conv1d, inner: [conv],
+    exact: |m, x, g, p| conv(&m.conv, true, x, g, p), weight: conv_weight);
+weighted_qat_op!(ConvBnNd<3, Conv1dOptions>, "ConvBn1d", rank: 3 => Conv1d, inner: [],
+    exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBnNd::is_bn_frozen(m));
+weighted_qat_op!(ConvBnReLUNd<3, Conv1dOptions>, "ConvBnReLU1d", rank: 3 => Conv1d, inner: [inner],
+    exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());
+
+float_weighted_op!(float::Conv1d, "Conv1d", rank: 3, weight: [] at "", bn: [], absorbs_bn: true,
+    prepare: |m, q| QatLayer::Conv1d(qat::ConvNd::from_float(&m, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvReLU1d, "ConvReLU1d", rank: 3, weight: [conv] at "0.", bn: [], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvReLU1d(ConvReLUNd::from_float(&m.conv, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvBn1d, "ConvBn1d", rank: 3, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvBn1d(ConvBnNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvBnReLU1d, "ConvBnReLU1d", rank: 3, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvBnReLU1d(ConvBnReLUNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+
+/// The 1-d geometry's fields, each a single number as PyTorch's `Conv1d` takes them.
+impl GeometryEntry for Conv1dOptions {
+    fn entry(&self) -> Json {
+        json!({"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+               "stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups,
+               "padding_mode": self.padding_mode.to_string()})
+    }
+
+    fn from_entry(entry: &Json, p: &str) -> Result<Self> {
+        let options =
+            Conv1dOptions::new(usize_of(entry, "in_channels", p)?, usize_of(entry, "out_channels", p)?, usize_of(entry, "kernel_size", p)?)
+                .with_stride(usize_of(entry, "stride", p)?)
+                .with_padding(usize_of(entry, "padding", p)?)
+                .with_dilation(usize_of(entry, "dilation", p)?)
+                .with_groups(usize_of(entry, "groups", p)?)
+                .with_padding_mode(PaddingMode::parse(field(entry, "padding_mode", p)?.as_str().unwrap_or(""))?);
+        ConvGeometry::validate(&options).map_err(|e| QatError::config(format!("{p}: {e}")))?;
+        Ok(options)
+    }
+}
