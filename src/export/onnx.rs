@@ -13,7 +13,7 @@ use super::proto::{
 };
 use crate::error::{QatError, Result};
 use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, QuantizedConv};
-use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, PaddingMode};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode};
 use crate::quant::packing::{bits_needed, pack};
 use crate::workflow::{Int8Layer, Int8Model, Named};
 
@@ -170,6 +170,7 @@ fn layer_kind(layer: &Int8Layer) -> &'static str {
         Int8Layer::Conv2d(_) => "quantized Conv2d",
         Int8Layer::Conv3d(_) => "quantized Conv3d",
         Int8Layer::Conv1d(_) => "quantized Conv1d",
+        Int8Layer::ConvTranspose2d(_) => "quantized ConvTranspose2d",
         Int8Layer::Linear(_) => "quantized Linear",
         Int8Layer::BatchNorm2d(_) => "quantized BatchNorm2d",
         Int8Layer::Relu(_) => "ReLU",
@@ -179,6 +180,7 @@ fn layer_kind(layer: &Int8Layer) -> &'static str {
         Int8Layer::GlobalAvgPool2d(_) => "GlobalAvgPool2d",
         Int8Layer::Flatten(_) => "Flatten",
         Int8Layer::Residual { .. } => "Residual",
+        Int8Layer::Concat { .. } => "Concat",
         Int8Layer::Float(_) => "float layer",
     }
 }
@@ -241,6 +243,7 @@ impl Builder {
             Int8Layer::Conv2d(m) => self.conv(m, path, cur),
             Int8Layer::Conv3d(m) => self.conv(m, path, cur),
             Int8Layer::Conv1d(m) => self.conv(m, path, cur),
+            Int8Layer::ConvTranspose2d(m) => self.conv_transpose(m, path, cur),
             Int8Layer::Linear(m) => self.linear(m, path, cur),
             Int8Layer::BatchNorm2d(m) => self.batch_norm(m, path, cur),
             Int8Layer::Relu(_) => self.same_qparams(path, cur, "Relu", vec![], &[], |s| s.to_vec()),
@@ -272,6 +275,7 @@ impl Builder {
                 _ => Err(QatError::shape(path, "a tensor of rank 3 to 5 to flatten", format!("{:?}", cur.shape))),
             },
             Int8Layer::Residual { body, add } => self.residual(body, add, path, cur),
+            Int8Layer::Concat { body, cat } => self.concat(body, cat, path, cur),
             Int8Layer::Float(_) => Err(QatError::config(format!(
                 "{path}: float layers (qconfig None) are not exportable yet; export a fully \
                  quantized model (QuantStub ... DeQuantStub around every layer)"
@@ -311,6 +315,7 @@ impl Builder {
             q,
             WeightOperands {
                 shape: &weight_shape,
+                axis: 0,
                 values: &m.weight,
                 scale: &m.weight_scale,
                 zero_point: &m.weight_zero_point,
@@ -336,6 +341,47 @@ impl Builder {
         Ok(Wire { name, shape, qparams: Some(m.output) })
     }
 
+    fn conv_transpose(&mut self, m: &quantized::ConvTranspose2d, path: &str, cur: Wire) -> Result<Wire> {
+        let q = cur.quantized(path)?;
+        check_input_qparams(path, q, m.input)?;
+        let o = &m.options;
+        let dims: [usize; 4] =
+            cur.shape.clone().try_into().map_err(|_| QatError::shape(path, "an image tensor [N, C, H, W]", format!("{:?}", cur.shape)))?;
+        o.check_input(dims, path)?;
+        let out = |axis: usize| {
+            (dims[axis + 2] - 1) * o.stride[axis] + o.dilation[axis] * (o.kernel_size[axis] - 1) + o.output_padding[axis] + 1
+                - 2 * o.padding[axis]
+        };
+        let shape = vec![dims[0], o.out_channels, out(0), out(1)];
+        let weight_shape = o.weight_shape();
+        let operands = WeightOperands {
+            shape: &weight_shape,
+            axis: 1,
+            values: &m.weight,
+            scale: &m.weight_scale,
+            zero_point: &m.weight_zero_point,
+            bias: &m.bias,
+        };
+        let (x, weight, bias) = self.qdq_operands(path, &cur.name, q, operands)?;
+        let conv = self.unique(&format!("{path}.conv_transpose"))?;
+        let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
+        self.node(
+            "ConvTranspose",
+            &conv,
+            &[&x, &weight, &bias],
+            vec![
+                attr_ints("kernel_shape", ints(&o.kernel_size)),
+                attr_ints("pads", ints(&[o.padding, o.padding].concat())),
+                attr_ints("strides", ints(&o.stride)),
+                attr_ints("dilations", ints(&o.dilation)),
+                attr_ints("output_padding", ints(&o.output_padding)),
+                attr_int("group", o.groups as i64),
+            ],
+        );
+        let name = self.activation_out(path, &conv, m.relu, m.output)?;
+        Ok(Wire { name, shape, qparams: Some(m.output) })
+    }
+
     fn linear(&mut self, m: &quantized::Linear, path: &str, cur: Wire) -> Result<Wire> {
         let q = cur.quantized(path)?;
         check_input_qparams(path, q, m.input)?;
@@ -347,8 +393,14 @@ impl Builder {
             ));
         }
         let shape = [m.out_features, m.in_features];
-        let operands =
-            WeightOperands { shape: &shape, values: &m.weight, scale: &m.weight_scale, zero_point: &m.weight_zero_point, bias: &m.bias };
+        let operands = WeightOperands {
+            shape: &shape,
+            axis: 0,
+            values: &m.weight,
+            scale: &m.weight_scale,
+            zero_point: &m.weight_zero_point,
+            bias: &m.bias,
+        };
         let (x, weight, bias) = self.qdq_operands(path, &cur.name, q, operands)?;
         let gemm = self.unique(&format!("{path}.gemm"))?;
         self.node("Gemm", &gemm, &[&x, &weight, &bias], vec![attr_int("transB", 1)]);
@@ -360,9 +412,11 @@ impl Builder {
     /// int8 weight dequantized per output channel (axis 0), and the int32 bias dequantized at
     /// `input.scale * weight_scale[o]` with zero point 0.
     fn qdq_operands(&mut self, path: &str, x: &str, input: ActivationQParams, w: WeightOperands) -> Result<(String, String, String)> {
-        let WeightOperands { shape: weight_shape, values: weight, scale: weight_scale, zero_point: weight_zero_point, bias } = w;
-        let out_channels = weight_shape[0];
-        let zero_points = weight_zero_point
+        let WeightOperands { shape: weight_shape, axis, values: weight, scale: weight_scale, zero_point: weight_zero_point, bias } = w;
+        let out_channels = bias.len();
+        // ONNX quantizes along the weight's channel axis: its length in scales and zero points.
+        let axis_len = weight_shape[axis];
+        let zero_points = weight_zero_point[..axis_len]
             .iter()
             .map(|&z| {
                 i8::try_from(z)
@@ -381,10 +435,10 @@ impl Builder {
             (data_type::INT8, weight.iter().map(|&v| v as u8).collect(), zero_points.iter().map(|&v| v as u8).collect())
         };
         let w_q = self.initializer(&format!("{path}.weight_quantized"), weight_type, dims(weight_shape), weight_raw)?;
-        let w_s = self.f32_initializer(&format!("{path}.weight_scale"), weight_scale)?;
-        let w_z = self.initializer(&format!("{path}.weight_zero_point"), weight_type, vec![out_channels as i64], zero_point_raw)?;
+        let w_s = self.f32_initializer(&format!("{path}.weight_scale"), &weight_scale[..axis_len])?;
+        let w_z = self.initializer(&format!("{path}.weight_zero_point"), weight_type, vec![axis_len as i64], zero_point_raw)?;
         let w_name = self.unique(&format!("{path}.weight_dequantize"))?;
-        self.node("DequantizeLinear", &w_name, &[&w_q, &w_s, &w_z], vec![attr_int("axis", 0)]);
+        self.node("DequantizeLinear", &w_name, &[&w_q, &w_s, &w_z], vec![attr_int("axis", axis as i64)]);
 
         let b_q = self.initializer(
             &format!("{path}.bias_quantized"),
@@ -531,6 +585,36 @@ impl Builder {
         self.node("Add", &sum, &[&a, &b], vec![]);
         let name = self.activation_out(&format!("{path}.add"), &sum, add.relu, add.output)?;
         Ok(Wire { name, shape: y.shape, qparams: Some(add.output) })
+    }
+
+    /// `DequantizeLinear` of both parts, `Concat` along the channels, `QuantizeLinear` onto the
+    /// concatenation's grid: the real values requantized as the int8 concatenation does.
+    fn concat(&mut self, body: &[Named<Int8Layer>], cat: &quantized::Concat, path: &str, cur: Wire) -> Result<Wire> {
+        let shortcut_q = cur.quantized(path)?;
+        let shortcut = cur.clone();
+        let y = self.layers(body, &format!("{path}.body."), cur)?;
+        let y_q = y.quantized(&format!("{path} (end of its body)"))?;
+        let agree = y.shape.len() == shortcut.shape.len()
+            && y.shape.len() >= 2
+            && y.shape[0] == shortcut.shape[0]
+            && y.shape[2..] == shortcut.shape[2..];
+        if !agree {
+            return Err(QatError::shape(
+                format!("{path}.cat"),
+                format!("{:?} but for the channel axis (the block input's shape)", shortcut.shape),
+                format!("{:?}", y.shape),
+            ));
+        }
+        let a = self.unique(&format!("{path}.cat.shortcut_dequantize"))?;
+        self.dequantize(&a, &shortcut.name, shortcut_q)?;
+        let b = self.unique(&format!("{path}.cat.body_dequantize"))?;
+        self.dequantize(&b, &y.name, y_q)?;
+        let joined = self.unique(&format!("{path}.cat.concat"))?;
+        self.node("Concat", &joined, &[&a, &b], vec![attr_int("axis", 1)]);
+        let name = self.quantize(&format!("{path}.cat"), &joined, cat.output, true)?;
+        let mut shape = shortcut.shape;
+        shape[1] += y.shape[1];
+        Ok(Wire { name, shape, qparams: Some(cat.output) })
     }
 
     /// `QuantizeLinear` of the float tensor `x` to `q` (node and output named
@@ -688,6 +772,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// points, and the int32 bias.
 struct WeightOperands<'a> {
     shape: &'a [usize],
+    /// The weight axis of the output channels (1 for a transposed conv); `scale` and
+    /// `zero_point` hold one entry per output channel, repeating along it per group.
+    axis: usize,
     values: &'a [i8],
     scale: &'a [f32],
     zero_point: &'a [i32],

@@ -80,6 +80,7 @@ macro_rules! with_float_kinds {
             GlobalAvgPool2d(crate::workflow::pooling::GlobalAvgPool2d),
             Flatten(crate::workflow::layers::Flatten),
             Residual(crate::workflow::float_layer::Residual),
+            Concat(crate::workflow::float_layer::Concat),
             ConvBn2d(crate::nn::intrinsic::ConvBn2d),
             ConvBnReLU2d(crate::nn::intrinsic::ConvBnReLU2d),
             ConvReLU2d(crate::nn::intrinsic::ConvReLU2d),
@@ -88,6 +89,10 @@ macro_rules! with_float_kinds {
             BNReLU2d(crate::nn::intrinsic::BNReLU2d),
             Conv3d(crate::nn::float::Conv3d),
             Conv1d(crate::nn::float::Conv1d),
+            ConvTranspose2d(crate::nn::float::ConvTranspose2d),
+            ConvTransposeBn2d(crate::nn::intrinsic::ConvTransposeBn2d),
+            ConvTransposeBnReLU2d(crate::nn::intrinsic::ConvTransposeBnReLU2d),
+            ConvTransposeReLU2d(crate::nn::intrinsic::ConvTransposeReLU2d),
             ConvBn1d(crate::nn::intrinsic::ConvBn1d),
             ConvBnReLU1d(crate::nn::intrinsic::ConvBnReLU1d),
             ConvReLU1d(crate::nn::intrinsic::ConvReLU1d),
@@ -122,6 +127,40 @@ impl FloatOp for Residual {
         }
         let sum = y.float_add(x, path)?;
         Ok(if self.relu { sum.relu() } else { sum })
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.body.iter_mut().for_each(|l| l.layer.op_mut().set_training(training));
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        self.body.iter().for_each(|l| l.layer.op().write_state(&join(prefix, &format!("body.{}.", l.name)), out));
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        self.body.iter_mut().for_each(|l| l.layer.op_mut().read_state(&join(prefix, &format!("body.{}.", l.name)), reader));
+    }
+}
+
+/// `cat([x, body(x)], channels)`: a skip connection joined along the channel axis, as U-Net
+/// decoders and Inception blocks join theirs (PyTorch's `torch.cat` through a
+/// `FloatFunctional`).
+#[derive(Module, Debug)]
+pub struct Concat {
+    pub body: Vec<Named<Layer>>,
+}
+
+impl FloatOp for Concat {
+    fn kind(&self) -> &'static str {
+        "Concat"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        let mut y = x.clone();
+        for l in &mut self.body {
+            y = l.layer.op_mut().forward(y, &format!("{path}.{}", l.name))?;
+        }
+        x.concat_channels(y, path)
     }
 
     fn set_training(&mut self, training: bool) {

@@ -4,11 +4,11 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-pub use super::float_layer::{Layer, Residual};
+pub use super::float_layer::{Concat, Layer, Residual};
 use super::layers::{BatchNorm1d, BatchNorm3d, Named, Value};
 use super::pooling::{AvgPool2d, MaxPool2d};
 use crate::error::{QatError, Result};
-use crate::nn::{BatchNorm, Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, float, intrinsic};
+use crate::nn::{BatchNorm, Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, float, intrinsic};
 
 /// A float model: named layers applied in order.
 #[derive(Module, Debug)]
@@ -27,6 +27,10 @@ impl Layer {
 
     pub fn conv1d(options: Conv1dOptions, bias: bool, device: &Device) -> Result<Self> {
         Ok(Self::Conv1d(float::Conv1d::new(options, bias, device)?))
+    }
+
+    pub fn conv_transpose2d(options: ConvTranspose2dOptions, bias: bool, device: &Device) -> Result<Self> {
+        Ok(Self::ConvTranspose2d(float::ConvTranspose2d::new(options, bias, device)?))
     }
 
     pub fn conv3d(options: Conv3dOptions, bias: bool, device: &Device) -> Result<Self> {
@@ -55,6 +59,20 @@ impl Layer {
 
     pub fn residual(body: Vec<(&str, Layer)>, relu: bool) -> Self {
         Self::Residual(Residual { body: named(body), relu })
+    }
+
+    /// `cat([x, body(x)], channels)`: a skip connection joined along the channel axis.
+    pub fn concat(body: Vec<(&str, Layer)>) -> Self {
+        Self::Concat(Concat { body: named(body) })
+    }
+
+    /// The layers inside a block (a residual or concatenation body).
+    pub fn body(&self) -> Option<&[Named<Layer>]> {
+        match self {
+            Self::Residual(r) => Some(&r.body),
+            Self::Concat(c) => Some(&c.body),
+            _ => None,
+        }
     }
 }
 
@@ -101,8 +119,8 @@ impl FloatModel {
             for Named { name, layer } in layers {
                 let path = format!("{prefix}{name}");
                 out.push((path.clone(), layer.op().has_weight()));
-                if let Layer::Residual(r) = layer {
-                    walk(&r.body, &format!("{path}.body."), out);
+                if let Some(body) = layer.body() {
+                    walk(body, &format!("{path}.body."), out);
                 }
             }
         }
@@ -126,8 +144,8 @@ fn check_unique_names(layers: &[Named<Layer>], prefix: &str) -> Result<()> {
         if !seen.insert(&l.name) {
             return Err(QatError::config(format!("two layers are named {prefix}{}", l.name)));
         }
-        if let Layer::Residual(r) = &l.layer {
-            check_unique_names(&r.body, &format!("{prefix}{}.", l.name))?;
+        if let Some(body) = l.layer.body() {
+            check_unique_names(body, &format!("{prefix}{}.", l.name))?;
         }
     }
     Ok(())
@@ -189,6 +207,8 @@ fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Laye
                 fuse_conv!(rest, prefix, name, conv, Layer::BatchNorm1d(_), Layer::BatchNorm1d(BatchNorm1d { bn }) => bn,
                 "BatchNorm1d", [Conv1d, ConvBn1d, ConvBnReLU1d, ConvReLU1d])
             }
+            Layer::ConvTranspose2d(conv) => fuse_conv!(rest, prefix, name, conv, Layer::BatchNorm2d(_), Layer::BatchNorm2d(bn) => bn,
+                "BatchNorm2d", [ConvTranspose2d, ConvTransposeBn2d, ConvTransposeBnReLU2d, ConvTransposeReLU2d]),
             Layer::Conv3d(conv) => {
                 fuse_conv!(rest, prefix, name, conv, Layer::BatchNorm3d(_), Layer::BatchNorm3d(BatchNorm3d { bn }) => bn,
                 "BatchNorm3d", [Conv3d, ConvBn3d, ConvBnReLU3d, ConvReLU3d])
@@ -216,6 +236,7 @@ fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Laye
                 Layer::BNReLU2d(intrinsic::BNReLU2d { bn })
             }
             Layer::Residual(r) => Layer::Residual(Residual { body: fuse_layers(r.body, &format!("{prefix}{name}."))?, relu: r.relu }),
+            Layer::Concat(c) => Layer::Concat(Concat { body: fuse_layers(c.body, &format!("{prefix}{name}."))? }),
             other => other,
         };
         out.push(Named { name, layer });

@@ -31,7 +31,13 @@ macro_rules! float_weights {
     )*};
 }
 
-float_weights!(crate::nn::float::Conv1d, crate::nn::float::Conv2d, crate::nn::float::Conv3d, crate::nn::float::Linear);
+float_weights!(
+    crate::nn::float::ConvTranspose2d,
+    crate::nn::float::Conv1d,
+    crate::nn::float::Conv2d,
+    crate::nn::float::Conv3d,
+    crate::nn::float::Linear
+);
 
 /// A float model's state dict in PyTorch's layout: `<layer>.weight`, fused containers' children
 /// as `<layer>.0.` / `<layer>.1.` (as `torch.ao.nn.intrinsic` Sequentials name them).

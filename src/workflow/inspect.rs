@@ -92,6 +92,12 @@ fn walk(layers: &[Named<QatLayer>], mut x: Value, prefix: &str, rows: &mut Vec<L
                 rows.push(LayerReport { path: format!("{path}.add"), kind: "Add", weight: None, output: stats });
                 out
             }
+            QatLayer::Concat(c) => {
+                let y = walk(&c.body, x.clone(), &format!("{path}.body."), rows)?;
+                let (out, stats) = fake_quant_output(&c.cat, x.concat_channels(y, &path)?, &path)?;
+                rows.push(LayerReport { path: format!("{path}.cat"), kind: "Concat", weight: None, output: stats });
+                out
+            }
             layer => {
                 let mut float_layer = layer.clone();
                 let fq = take_output_fake_quant(&mut float_layer);

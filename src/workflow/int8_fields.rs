@@ -94,8 +94,8 @@ fn read_packed(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option
     }
 }
 
-pub(crate) fn read_weights(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option<Weights> {
-    let o = shape[0];
+/// A weight of `shape` with its scales, zero points and biases, one per output channel (`o`).
+pub(crate) fn read_weights(p: &str, shape: &[usize], o: usize, reader: &mut StateReader<'_>) -> Option<Weights> {
     let weight = if reader.has(&format!("{p}.weight_packed")) {
         read_packed(p, shape, reader)
     } else {

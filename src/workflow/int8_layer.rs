@@ -71,6 +71,9 @@ macro_rules! int8_layers {
             /// `relu?(body(x) + x)` on integers: the shortcut and the body's output added onto
             /// the addition's grid.
             Residual { body: Vec<Named<Int8Layer>>, add: quantized::Add },
+            /// `cat([x, body(x)], channels)` on integers: both parts requantized onto the
+            /// concatenation's grid.
+            Concat { body: Vec<Named<Int8Layer>>, cat: quantized::Concat },
         }
 
         impl Int8Layer {
@@ -79,6 +82,7 @@ macro_rules! int8_layers {
                 match self {
                     $(Self::$variant(_) => <$ty as Int8Op>::KIND,)*
                     Self::Residual { .. } => RESIDUAL,
+                    Self::Concat { .. } => CONCAT,
                 }
             }
 
@@ -86,6 +90,7 @@ macro_rules! int8_layers {
                 match self {
                     $(Self::$variant(m) => <$ty as Int8Op>::forward(m, x, path, run),)*
                     Self::Residual { body, add } => residual_forward(body, add, x, path, run),
+                    Self::Concat { body, cat } => concat_forward(body, cat, x, path, run),
                 }
             }
 
@@ -94,6 +99,7 @@ macro_rules! int8_layers {
                 match self {
                     $(Self::$variant(m) => <$ty as Int8Op>::output_qparams(m),)*
                     Self::Residual { add, .. } => Some(add.output),
+                    Self::Concat { cat, .. } => Some(cat.output),
                 }
             }
 
@@ -104,13 +110,17 @@ macro_rules! int8_layers {
                         body.iter_mut().for_each(|l| l.layer.saturate_at_full_range());
                         add.output = add.output.full_range();
                     }
+                    Self::Concat { body, cat } => {
+                        body.iter_mut().for_each(|l| l.layer.saturate_at_full_range());
+                        cat.output = cat.output.full_range();
+                    }
                 }
             }
 
             pub(crate) fn per_sample(&self) -> bool {
                 match self {
                     $(Self::$variant(m) => <$ty as Int8Op>::per_sample(m),)*
-                    Self::Residual { body, .. } => body.iter().all(|l| l.layer.per_sample()),
+                    Self::Residual { body, .. } | Self::Concat { body, .. } => body.iter().all(|l| l.layer.per_sample()),
                 }
             }
 
@@ -118,6 +128,7 @@ macro_rules! int8_layers {
                 match self {
                     $(Self::$variant(m) => <$ty as Int8Op>::save(m, path, out),)*
                     Self::Residual { body, add } => save_residual(body, add, path, out),
+                    Self::Concat { body, cat } => save_concat(body, cat, path, out),
                 }
             }
 
@@ -129,6 +140,10 @@ macro_rules! int8_layers {
                     let (body, add) = load_residual(entry, path, reader)?;
                     return Ok(Self::Residual { body, add });
                 }
+                if kind == CONCAT {
+                    let (body, cat) = load_concat(entry, path, reader)?;
+                    return Ok(Self::Concat { body, cat });
+                }
                 Err(QatError::config(format!("{path}: unknown layer kind {kind:?}")))
             }
         }
@@ -136,6 +151,7 @@ macro_rules! int8_layers {
 }
 
 const RESIDUAL: &str = "Residual";
+const CONCAT: &str = "Concat";
 
 int8_layers! {
     Quantize(quantized::Quantize),
@@ -153,6 +169,7 @@ int8_layers! {
     Float(Layer),
     Conv3d(quantized::Conv3d),
     Conv1d(quantized::QuantizedConv<3, crate::nn::Conv1dOptions>),
+    ConvTranspose2d(quantized::ConvTranspose2d),
 }
 
 pub(super) fn run_layers(layers: &[Named<Int8Layer>], mut value: Value, prefix: &str, engine: Engine, device: &Device) -> Result<Value> {
@@ -168,6 +185,13 @@ fn residual_forward(body: &[Named<Int8Layer>], add: &quantized::Add, x: Value, p
     let shortcut: QTensor = x.clone().quantized(path)?;
     let y = run_layers(body, x, &format!("{path}.body."), run.engine, run.device)?.quantized(path)?;
     Ok(Value::Quantized(add.forward(&y, &shortcut)?))
+}
+
+/// A concatenation block: the body from the block's input, then both parts onto one grid.
+fn concat_forward(body: &[Named<Int8Layer>], cat: &quantized::Concat, x: Value, path: &str, run: &Int8Run<'_>) -> Result<Value> {
+    let shortcut: QTensor = x.clone().quantized(path)?;
+    let y = run_layers(body, x, &format!("{path}.body."), run.engine, run.device)?.quantized(path)?;
+    Ok(Value::Quantized(cat.forward(&shortcut, &y)?))
 }
 
 pub(super) fn save_layers(layers: &[Named<Int8Layer>], prefix: &str, out: &mut StateDict) -> Result<Json> {
@@ -191,6 +215,18 @@ fn load_residual(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<
     let body = load_layers(field(entry, "body", p)?, &format!("{p}.body."), reader)?;
     let add = quantized::Add::new(read_act(&format!("{p}.add"), reader).ok_or_else(|| missing(p, reader))?, bool_of(entry, "relu", p)?)?;
     Ok((body, add))
+}
+
+/// A concatenation block's entry: its body, and the concatenation's grid under `<path>.cat`.
+fn save_concat(body: &[Named<Int8Layer>], cat: &quantized::Concat, p: &str, out: &mut StateDict) -> Result<Json> {
+    write_act(&format!("{p}.cat"), &cat.output, out);
+    Ok(json!({"body": save_layers(body, &format!("{p}.body."), out)?}))
+}
+
+fn load_concat(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<(Vec<Named<Int8Layer>>, quantized::Concat)> {
+    let body = load_layers(field(entry, "body", p)?, &format!("{p}.body."), reader)?;
+    let cat = quantized::Concat::new(read_act(&format!("{p}.cat"), reader).ok_or_else(|| missing(p, reader))?)?;
+    Ok((body, cat))
 }
 
 pub(super) fn load_layers(architecture: &Json, prefix: &str, reader: &mut StateReader<'_>) -> Result<Vec<Named<Int8Layer>>> {

@@ -206,6 +206,22 @@ impl Value {
         }))
     }
 
+    /// `[N, C_a, ...]` and `[N, C_b, ...]` joined along the channel axis (float values of one
+    /// rank whose other axes agree).
+    pub(crate) fn concat_channels(self, other: Self, layer: &str) -> Result<Self> {
+        let agree = |a: &[usize], b: &[usize]| a[0] == b[0] && a[2..] == b[2..];
+        Ok(match (self, other) {
+            (Self::Features(a), Self::Features(b)) if agree(&a.dims(), &b.dims()) => Self::Features(Tensor::cat(vec![a, b], 1)),
+            (Self::Sequence(a), Self::Sequence(b)) if agree(&a.dims(), &b.dims()) => Self::Sequence(Tensor::cat(vec![a, b], 1)),
+            (Self::Image(a), Self::Image(b)) if agree(&a.dims(), &b.dims()) => Self::Image(Tensor::cat(vec![a, b], 1)),
+            (Self::Volume(a), Self::Volume(b)) if agree(&a.dims(), &b.dims()) => Self::Volume(Tensor::cat(vec![a, b], 1)),
+            (a, b) => {
+                let expected = format!("the block input's shape but for channels ({})", a.describe());
+                return Err(QatError::shape(layer, expected, b.describe()));
+            }
+        })
+    }
+
     pub(crate) fn relu6(self) -> Self {
         map_float!(self, |x| x.clamp(0.0, 6.0), |q| {
             let mut q = q;

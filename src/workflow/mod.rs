@@ -25,7 +25,7 @@ mod qconfig_map;
 
 pub use convert_fields::{Int8Output, QuantizeInput, input_qparams};
 pub use convert_module::ToQuantized;
-pub use float_model::{FloatModel, Layer, Residual};
+pub use float_model::{Concat, FloatModel, Layer, Residual};
 pub use inspect::{ActivationStats, LayerReport, WeightStats, inspect};
 pub use int8_io::FORMAT as INT8_FORMAT;
 pub use int8_model::{ConvertOptions, Int8Layer, Int8Model, convert, convert_with};

@@ -6,7 +6,7 @@
 use burn::module::Module;
 
 use super::deployment_arith::{Flow, Grid, add, detach, need_grid, with_gradient_of};
-use super::float_layer::{Layer, Residual, with_float_kinds};
+use super::float_layer::{Concat, Layer, Residual, with_float_kinds};
 use super::int8_layer::Int8Layer;
 use super::layers::{DeQuantStub, Flatten, Named, QatQuantStub, Relu, Relu6, Value, map_float, zip_float};
 use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
@@ -14,13 +14,13 @@ use super::qat_batch_norm::QatBatchNorm2d;
 use super::qconfig_map::QConfigMap;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
-use crate::nn::Conv1dOptions;
 use crate::nn::QatModule;
 use crate::nn::intrinsic::qat::{
     ConvBn2d, ConvBn3d, ConvBnNd, ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU2d, ConvReLU3d, ConvReLUNd, LinearBn1d, LinearReLU,
 };
 use crate::nn::qat;
 use crate::nn::quantized::{self, ActivationQParams};
+use crate::nn::{Conv1dOptions, ConvTranspose2dOptions};
 use crate::qconfig::QConfig;
 use crate::state_dict::{StateDict, StateReader, join};
 
@@ -125,6 +125,7 @@ qat_layers! {
     GlobalAvgPool2d(GlobalAvgPool2d),
     Flatten(Flatten),
     Residual(QatResidual),
+    Concat(QatConcat),
     /// A `BatchNorm2d` or `BNReLU2d` no conv precedes, with its output fake quant.
     BatchNorm2d(QatBatchNorm2d),
     /// A layer whose qconfig is `None`: left in float.
@@ -138,6 +139,10 @@ qat_layers! {
     ConvBn1d(ConvBnNd<3, Conv1dOptions>),
     ConvBnReLU1d(ConvBnReLUNd<3, Conv1dOptions>),
     ConvReLU1d(ConvReLUNd<3, Conv1dOptions>),
+    ConvTranspose2d(qat::ConvNd<4, ConvTranspose2dOptions>),
+    ConvTransposeBn2d(ConvBnNd<4, ConvTranspose2dOptions>),
+    ConvTransposeBnReLU2d(ConvBnReLUNd<4, ConvTranspose2dOptions>),
+    ConvTransposeReLU2d(ConvReLUNd<4, ConvTranspose2dOptions>),
 }
 
 /// A residual block after prepare: the addition gets its own output fake quant (PyTorch's
@@ -273,6 +278,17 @@ pub(crate) fn read_layers(layers: &mut [Named<QatLayer>], prefix: &str, reader: 
     layers.iter_mut().for_each(|l| l.layer.op_mut().read_state(&join(prefix, &format!("{}.", l.name)), reader));
 }
 
+impl QatLayer {
+    /// The layers inside a block (a residual or concatenation body).
+    pub fn body(&self) -> Option<&[Named<QatLayer>]> {
+        match self {
+            Self::Residual(r) => Some(&r.body),
+            Self::Concat(c) => Some(&c.body),
+            _ => None,
+        }
+    }
+}
+
 /// The QAT stage's view of a float layer kind: PyTorch's `prepare_qat` swap.
 pub(crate) trait PrepareQat {
     /// The layer's QAT module with `qconfig`, an output fake quant attached. `after_unfused`
@@ -323,4 +339,105 @@ pub(crate) fn prepare_layers(layers: Vec<Named<Layer>>, prefix: &str, context: &
             Ok(Named { layer: layer.prepare(qconfig, &path, after, context)?, name })
         })
         .collect()
+}
+
+/// A concatenation block after prepare: the joined tensor gets its own output fake quant
+/// (PyTorch's `FloatFunctional.cat` observer), and both parts are requantized onto its grid.
+#[derive(Module, Debug)]
+pub struct QatConcat {
+    pub body: Vec<Named<QatLayer>>,
+    pub cat: FakeQuantize,
+}
+
+impl QatOp for QatConcat {
+    fn kind(&self) -> &'static str {
+        "Concat"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        let mut y = x.clone();
+        for l in &mut self.body {
+            y = l.layer.op_mut().forward(y, &format!("{path}.{}", l.name))?;
+        }
+        let joined = x.concat_channels(y, path)?;
+        let named = |e| crate::nn::qat::in_layer(e, path, "concatenation");
+        Ok(map_float!(joined, |t| self.cat.forward(t).map_err(named)?, |q| Value::Quantized(q)))
+    }
+
+    fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
+        self.clone().forward_deployment((x, grid), path, false)
+    }
+
+    /// The body from the block's input, then both parts requantized onto the output grid
+    /// (`codes(real)`, as the int8 concatenation rounds them) and joined.
+    fn forward_deployment(&mut self, (value, grid): Flow, path: &str, straight_through: bool) -> Result<Flow> {
+        need_grid(grid, path)?;
+        let mut flow = (value.clone(), grid);
+        for l in &mut self.body {
+            flow = l.layer.op_mut().forward_deployment(flow, &format!("{path}.body.{}", l.name), straight_through)?;
+        }
+        let (body, body_grid) = flow;
+        need_grid(body_grid, &format!("{path} (end of its body)"))?;
+        let output = Grid::of(&self.cat, &format!("{path}.cat"))?;
+        let onto_output = |v: Value| map_float!(detach(v), |t| output.real(output.codes(t)), |q| Value::Quantized(q));
+        let exact = onto_output(value.clone()).concat_channels(onto_output(body.clone()), path)?;
+        if !straight_through {
+            return Ok((exact, Some(output)));
+        }
+        let joined = value.concat_channels(body, path)?;
+        let surrogate = map_float!(joined, |t| self.cat.forward(t)?, |q| Value::Quantized(q));
+        Ok((with_gradient_of(exact, surrogate, path)?, Some(output)))
+    }
+
+    fn module(&mut self) -> Option<&mut dyn QatModule> {
+        Some(self)
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        write_layers(&self.body, &join(prefix, "body."), out);
+        self.cat.write_state(&join(prefix, "cat.activation_post_process."), out);
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        read_layers(&mut self.body, &join(prefix, "body."), reader);
+        self.cat.read_state(&join(prefix, "cat.activation_post_process."), reader);
+    }
+
+    fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
+        let mut current = Some(need_input(input, path)?);
+        let body = convert_layers(&self.body, &format!("{path}.body."), &mut current)?;
+        need_input(current, &format!("{path} (end of its body)"))?;
+        let cat = quantized::Concat::new(self.cat.activation_qparams(&format!("{path}.cat"))?)?;
+        Ok(Int8Layer::Concat { body, cat })
+    }
+}
+
+/// The block's fake quants and switches: its body's, and the concatenation's fake quant.
+impl QatModule for QatConcat {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        let mut out: Vec<&mut FakeQuantize> =
+            self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).flat_map(|m| m.fake_quants_mut()).collect();
+        out.push(&mut self.cat);
+        out
+    }
+
+    fn set_training(&mut self, mode: bool) {
+        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.set_training(mode));
+    }
+
+    fn freeze_bn_stats(&mut self) {
+        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.freeze_bn_stats());
+    }
+
+    fn update_bn_stats(&mut self) {
+        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.update_bn_stats());
+    }
+}
+
+/// The body prepared layer by layer; the concatenation gets its own output fake quant.
+impl PrepareQat for Concat {
+    fn prepare(self, qconfig: QConfig, path: &str, _: bool, context: &mut Prepare<'_>) -> Result<QatLayer> {
+        let body = prepare_layers(self.body, &format!("{path}.body."), context)?;
+        Ok(QatLayer::Concat(QatConcat { body, cat: qconfig.activation.init()? }))
+    }
 }

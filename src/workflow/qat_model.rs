@@ -92,8 +92,8 @@ impl QatModel {
 pub(super) fn visit_named(layers: &[Named<QatLayer>], prefix: &str, f: &mut dyn FnMut(&str, &QatLayer)) {
     for l in layers {
         let path = format!("{prefix}{}", l.name);
-        if let QatLayer::Residual(r) = &l.layer {
-            visit_named(&r.body, &format!("{path}.body."), f);
+        if let Some(body) = l.layer.body() {
+            visit_named(body, &format!("{path}.body."), f);
         }
         f(&path, &l.layer);
     }

@@ -7,7 +7,7 @@ use burn::tensor::activation::relu;
 
 use crate::error::Result;
 use crate::nn::tensor_util::{host_tensor, weight_axis_shape};
-use crate::nn::{BatchNorm, Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, float};
+use crate::nn::{BatchNorm, Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, float};
 
 /// A conv then its batch norm (`ConvBn2d`, `ConvBn3d`).
 #[derive(Module, Debug)]
@@ -41,6 +41,12 @@ pub type ConvBn1d = ConvBnNd<3, Conv1dOptions>;
 pub type ConvBnReLU1d = ConvBnReLUNd<3, Conv1dOptions>;
 /// Conv1d then ReLU.
 pub type ConvReLU1d = ConvReLUNd<3, Conv1dOptions>;
+/// ConvTranspose2d then BatchNorm2d.
+pub type ConvTransposeBn2d = ConvBnNd<4, ConvTranspose2dOptions>;
+/// ConvTranspose2d, BatchNorm2d, then ReLU.
+pub type ConvTransposeBnReLU2d = ConvBnReLUNd<4, ConvTranspose2dOptions>;
+/// ConvTranspose2d then ReLU.
+pub type ConvTransposeReLU2d = ConvReLUNd<4, ConvTranspose2dOptions>;
 /// Conv3d then BatchNorm3d.
 pub type ConvBn3d = ConvBnNd<5, Conv3dOptions>;
 /// Conv3d, BatchNorm3d, then ReLU.

@@ -9,6 +9,7 @@
 
 mod add;
 mod batch_norm;
+mod concat;
 mod conv;
 mod conv1d;
 mod conv_parts;
@@ -20,6 +21,7 @@ mod reference;
 
 pub use add::Add;
 pub use batch_norm::BatchNorm2d;
+pub use concat::Concat;
 pub use conv::{Conv2d, Conv3d, Int8ConvGeometry, QuantizedConv};
 pub use conv_transpose::ConvTranspose2d;
 pub use conv1d::Conv1d;

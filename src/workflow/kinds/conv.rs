@@ -9,8 +9,10 @@ use crate::nn::batch_norm::bn_keys;
 use crate::nn::intrinsic::qat::{
     ConvBn2d, ConvBn3d, ConvBnNd, ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU2d, ConvReLU3d, ConvReLUNd,
 };
-use crate::nn::quantized::{ActivationQParams, Conv2d, Conv3d, Int8ConvGeometry, Int8Weight, LayerQParams, QTensor, QuantizedConv};
-use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode, QatModule, qat};
+use crate::nn::quantized::{
+    ActivationQParams, Conv2d, Conv3d, ConvTranspose2d, Int8ConvGeometry, Int8Weight, LayerQParams, QTensor, QuantizedConv,
+};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, PaddingMode, QatModule, qat};
 use crate::nn::{float, intrinsic};
 use crate::qconfig::QConfig;
 use crate::state_dict::join;
@@ -90,7 +92,7 @@ fn load_conv<const D: usize, O: Int8ConvGeometry<D> + GeometryEntry>(
     reader: &mut StateReader<'_>,
 ) -> Result<QuantizedConv<D, O>> {
     let options = O::from_entry(entry, p)?;
-    let w = read_weights(p, &options.weight_shape(), reader);
+    let w = read_weights(p, &options.weight_shape(), options.out_channels(), reader);
     let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
     let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
     let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
@@ -179,4 +181,55 @@ impl GeometryEntry for Conv1dOptions {
         ConvGeometry::validate(&options).map_err(|e| QatError::config(format!("{p}: {e}")))?;
         Ok(options)
     }
+}
+
+weighted_qat_op!(qat::ConvNd<4, ConvTranspose2dOptions>, "ConvTranspose2d", rank: 4 => ConvTranspose2d, inner: [],
+    exact: |m, x, g, p| conv(m, false, x, g, p), weight: conv_weight);
+weighted_qat_op!(ConvReLUNd<4, ConvTranspose2dOptions>, "ConvTransposeReLU2d", rank: 4 => ConvTranspose2d, inner: [conv],
+    exact: |m, x, g, p| conv(&m.conv, true, x, g, p), weight: conv_weight);
+weighted_qat_op!(ConvBnNd<4, ConvTranspose2dOptions>, "ConvTransposeBn2d", rank: 4 => ConvTranspose2d, inner: [],
+    exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBnNd::is_bn_frozen(m));
+weighted_qat_op!(ConvBnReLUNd<4, ConvTranspose2dOptions>, "ConvTransposeBnReLU2d", rank: 4 => ConvTranspose2d, inner: [inner],
+    exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());
+
+float_weighted_op!(float::ConvTranspose2d, "ConvTranspose2d", rank: 4, weight: [] at "", bn: [], absorbs_bn: true,
+    prepare: |m, q| QatLayer::ConvTranspose2d(qat::ConvNd::from_float(&m, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvTransposeReLU2d, "ConvTransposeReLU2d", rank: 4, weight: [conv] at "0.", bn: [], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvTransposeReLU2d(ConvReLUNd::from_float(&m.conv, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvTransposeBn2d, "ConvTransposeBn2d", rank: 4, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvTransposeBn2d(ConvBnNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+float_weighted_op!(intrinsic::ConvTransposeBnReLU2d, "ConvTransposeBnReLU2d", rank: 4, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+    prepare: |m, q| QatLayer::ConvTransposeBnReLU2d(ConvBnReLUNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+
+int8_requantizing_op!(ConvTranspose2d, "ConvTranspose2d", forward: |m, x, run| match run.engine {
+    Engine::Kernels => m.forward(&x),
+    Engine::Reference => m.forward_reference(&x, run.device),
+}, save: save_conv_transpose, load: load_conv_transpose);
+
+fn save_conv_transpose(m: &ConvTranspose2d, path: &str, out: &mut StateDict) -> Result<Json> {
+    let o = &m.options;
+    write_weights(path, &m.weight, o.weight_shape().to_vec(), &m.weight_scale, &m.weight_zero_point, &m.bias, out);
+    write_act(&format!("{path}.input"), &m.input, out);
+    write_act(&format!("{path}.output"), &m.output, out);
+    Ok(json!({"in_channels": o.in_channels, "out_channels": o.out_channels, "kernel_size": o.kernel_size, "stride": o.stride,
+              "padding": o.padding, "output_padding": o.output_padding, "dilation": o.dilation, "groups": o.groups, "relu": m.relu}))
+}
+
+fn load_conv_transpose(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<ConvTranspose2d> {
+    let options = ConvTranspose2dOptions::new(
+        usize_of(entry, "in_channels", p)?,
+        usize_of(entry, "out_channels", p)?,
+        array_of::<2>(entry, "kernel_size", p)?,
+    )
+    .with_stride(array_of::<2>(entry, "stride", p)?)
+    .with_padding(array_of::<2>(entry, "padding", p)?)
+    .with_output_padding(array_of::<2>(entry, "output_padding", p)?)
+    .with_dilation(array_of::<2>(entry, "dilation", p)?)
+    .with_groups(usize_of(entry, "groups", p)?);
+    ConvGeometry::validate(&options).map_err(|e| QatError::config(format!("{p}: {e}")))?;
+    let w = read_weights(p, &options.weight_shape(), options.out_channels, reader);
+    let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
+    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
+    let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
+    ConvTranspose2d::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
 }

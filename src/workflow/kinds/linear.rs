@@ -38,7 +38,7 @@ fn save_linear(m: &Linear, path: &str, out: &mut StateDict) -> Result<Json> {
 
 fn load_linear(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Linear> {
     let (i, o) = (usize_of(entry, "in_features", p)?, usize_of(entry, "out_features", p)?);
-    let w = read_weights(p, &[o, i], reader);
+    let w = read_weights(p, &[o, i], o, reader);
     let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
     let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
     let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);

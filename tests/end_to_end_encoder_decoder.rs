@@ -1,0 +1,156 @@
+//! A small encoder-decoder on images the whole way (issue 15): a strided conv down, a
+//! transposed conv back up, and the skip joined to the upsampled features by concatenation
+//! (U-Net style), then a classifier head. Float model, fuse (ConvTranspose2d + BatchNorm2d +
+//! ReLU inside the block), prepare_qat, training with observers and BN statistics moving,
+//! convert; the int8 model equals the QAT model's eval bit for bit, survives its file, and its
+//! ONNX export runs in tract within one output step.
+
+mod common;
+
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_qat::export::onnx_bytes;
+use burn_qat::nn::{Conv2dOptions, ConvTranspose2dOptions, QatModule};
+use burn_qat::qconfig::QConfig;
+use burn_qat::workflow::{FloatModel, Int8Layer, Int8Model, Layer, QatLayer, QatModel, convert, inspect, prepare_qat};
+use common::*;
+use tract_onnx::prelude::*;
+
+const INPUT: [usize; 4] = [1, 1, 8, 8];
+const CLASSES: usize = 3;
+
+fn encoder_decoder(device: &Device) -> FloatModel {
+    let conv =
+        |cin, cout, stride| Layer::conv2d(Conv2dOptions::new(cin, cout, 3).with_stride(stride).with_padding(1), false, device).unwrap();
+    let up = Layer::conv_transpose2d(ConvTranspose2dOptions::new(16, 8, 2).with_stride(2), false, device).unwrap();
+    FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("enc", conv(1, 8, 1)),
+        ("enc_bn", Layer::batch_norm2d(8, device).unwrap()),
+        ("enc_relu", Layer::Relu(Default::default())),
+        (
+            "skip",
+            Layer::concat(vec![
+                ("down", conv(8, 16, 2)),
+                ("down_bn", Layer::batch_norm2d(16, device).unwrap()),
+                ("down_relu", Layer::Relu(Default::default())),
+                ("up", up),
+                ("up_bn", Layer::batch_norm2d(8, device).unwrap()),
+                ("up_relu", Layer::Relu(Default::default())),
+            ]),
+        ),
+        ("dec", Layer::conv2d(Conv2dOptions::new(16, 8, 3).with_padding(1), true, device).unwrap()),
+        ("dec_relu", Layer::Relu(Default::default())),
+        ("pool", Layer::GlobalAvgPool2d(Default::default())),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc", Layer::linear(8, CLASSES, true, device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap()
+}
+
+fn batch(n: usize, std: f64, device: &Device) -> Tensor<4> {
+    Tensor::<4>::random([n, INPUT[1], INPUT[2], INPUT[3]], Distribution::Normal(0.0, std), device)
+}
+
+/// Six SGD steps with observers and BN statistics moving, BN frozen at step 4, observers off at
+/// step 5, then eval.
+fn trained() -> QatModel {
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    let float = encoder_decoder(&device).fuse().unwrap();
+    let kinds: Vec<&str> = float.layers.iter().map(|l| l.layer.kind()).collect();
+    assert_eq!(kinds, ["QuantStub", "ConvBnReLU2d", "Concat", "ConvReLU2d", "GlobalAvgPool2d", "Flatten", "Linear", "DeQuantStub"]);
+    let body: Vec<&str> = float.layers[2].layer.body().unwrap().iter().map(|l| l.layer.kind()).collect();
+    assert_eq!(body, ["ConvBnReLU2d", "ConvTransposeBnReLU2d"], "the block's body is fused too");
+    let mut model = prepare_qat(float, QConfig::consistent("qnnpack").unwrap()).unwrap();
+    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
+    for step in 0..6 {
+        if step == 4 {
+            model.freeze_bn_stats();
+        }
+        if step == 5 {
+            model.disable_observer();
+        }
+        let out = model.forward(batch(8, 1.0, &device)).unwrap().into_features(&device).unwrap();
+        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    model.set_training(false);
+    model
+}
+
+fn logits(int8: &Int8Model, x: Tensor<4>) -> Vec<f32> {
+    let device = x.device();
+    to_vec(&int8.forward(x).unwrap().into_features(&device).unwrap())
+}
+
+#[test]
+fn an_encoder_decoder_with_a_concatenated_skip_goes_float_to_int8_and_onnx() {
+    let mut model = trained();
+    let QatLayer::Concat(block) = &model.layers[2].layer else { panic!("skip is prepared as a concatenation block") };
+    assert!(matches!(block.body[1].layer, QatLayer::ConvTransposeBnReLU2d(_)), "up is prepared as ConvTransposeBnReLU2d");
+    let int8 = convert(&model).unwrap();
+    let Int8Layer::Concat { body, .. } = &int8.layers[2].layer else { panic!("skip converts to an int8 concatenation") };
+    assert!(matches!(body[1].layer, Int8Layer::ConvTranspose2d(_)), "up converts to a quantized ConvTranspose2d");
+
+    // int8 == QAT eval (the deployment arithmetic), bit for bit, on batches into saturation.
+    let device = Device::flex();
+    for (seed, std) in [(1, 1.0), (2, 3.0), (3, 10.0)] {
+        device.seed(seed);
+        let x = batch(9, std, &device);
+        let qat = to_vec(&model.forward(x.clone().to_device(&Device::flex().autodiff())).unwrap().into_features(&device).unwrap());
+        let ours = logits(&int8, x.clone());
+        assert_bits_eq(&format!("int8 vs QAT eval, std {std}"), &ours, &qat);
+        let reference = to_vec(&int8.forward_reference(x, &device).unwrap().into_features(&device).unwrap());
+        assert_bits_eq(&format!("int8 kernels vs the f64 reference, std {std}"), &ours, &reference);
+    }
+
+    // The file round trip: the same layers, the same bits.
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("encoder_decoder.int8.safetensors");
+    int8.save(&path).unwrap();
+    let loaded = Int8Model::load(&path).unwrap();
+    device.seed(4);
+    let x = batch(5, 2.0, &device);
+    assert_bits_eq("loaded int8 file", &logits(&loaded, x.clone()), &logits(&int8, x.clone()));
+
+    // inspect reports the concatenation's output grid among the layers.
+    let rows = inspect(&model, x.clone()).unwrap();
+    assert!(rows.iter().any(|r| r.path == "skip.cat" && r.kind == "Concat" && r.output.is_some()), "{rows:?}");
+    assert!(rows.iter().any(|r| r.path == "skip.body.up" && r.weight.is_some()), "{rows:?}");
+
+    // ONNX: ConvTranspose and Concat, run by tract, within one output step.
+    let bytes = onnx_bytes(&int8, INPUT).unwrap();
+    let scale = int8.output_qparams().unwrap().scale;
+    let n = 5;
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .unwrap()
+        .with_input_fact(0, f32::fact([n, INPUT[1], INPUT[2], INPUT[3]]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = tract_onnx::prelude::Tensor::from_shape(&[n, INPUT[1], INPUT[2], INPUT[3]], &to_vec(&x)).unwrap();
+    let out = plan.run(tvec![input.into_tvalue()]).unwrap();
+    let theirs: Vec<f32> = out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+    let ours = logits(&int8, x);
+    assert_eq!(theirs.len(), n * CLASSES);
+    let max_lsb = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs() / scale).fold(0.0f32, f32::max);
+    println!("encoder-decoder: tract vs Int8Model::forward over {} logits: max difference {max_lsb:.3} LSB", ours.len());
+    assert!(max_lsb <= 1.0 + 1e-3, "max difference {max_lsb} LSB");
+}
+
+#[test]
+fn a_concatenation_of_mismatched_spatial_sizes_is_a_shape_error_naming_the_block() {
+    let device = Device::flex().autodiff();
+    let mut model = FloatModel::new(vec![(
+        "skip",
+        Layer::concat(vec![("down", Layer::conv2d(Conv2dOptions::new(1, 2, 3).with_stride(2), false, &device).unwrap())]),
+    )])
+    .unwrap();
+    let error = model.forward(batch(2, 1.0, &device)).unwrap_err().to_string();
+    assert!(error.contains("skip"), "{error}");
+}
