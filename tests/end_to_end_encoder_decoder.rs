@@ -154,3 +154,28 @@ fn a_concatenation_of_mismatched_spatial_sizes_is_a_shape_error_naming_the_block
     let error = model.forward(batch(2, 1.0, &device)).unwrap_err().to_string();
     assert!(error.contains("skip"), "{error}");
 }
+
+/// The concatenation's own requantization shows at the output when nothing after it rounds
+/// again: both parts land on its grid in the QAT eval as in the int8 model.
+#[test]
+fn a_concatenation_at_the_output_requantizes_both_parts_as_the_int8_model_does() {
+    let device = Device::flex().autodiff();
+    device.seed(9);
+    let float = FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("skip", Layer::concat(vec![("conv", Layer::conv2d(Conv2dOptions::new(1, 2, 3).with_padding(1), true, &device).unwrap())])),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap();
+    let mut model = prepare_qat(float, QConfig::consistent("qnnpack").unwrap()).unwrap();
+    for _ in 0..3 {
+        model.forward(batch(8, 1.0, &device)).unwrap();
+    }
+    model.disable_observer();
+    model.set_training(false);
+    let int8 = convert(&model).unwrap();
+    let x = batch(4, 2.0, &device);
+    let qat = to_vec(&model.forward(x.clone()).unwrap().into_features(&device).unwrap());
+    assert_bits_eq("int8 vs QAT eval at a concatenation", &logits(&int8, x.inner()), &qat);
+}
