@@ -108,6 +108,31 @@ pub(crate) use with_float_kinds;
 
 with_float_kinds!(float_layers);
 
+/// A block's BN switch and state: its body's layers, under `body.<name>.`.
+macro_rules! block_body_ops {
+    () => {
+        fn set_training(&mut self, training: bool) {
+            self.body.iter_mut().for_each(|l| l.layer.op_mut().set_training(training));
+        }
+
+        fn write_state(&self, prefix: &str, out: &mut StateDict) {
+            self.body.iter().for_each(|l| l.layer.op().write_state(&join(prefix, &format!("body.{}.", l.name)), out));
+        }
+
+        fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+            self.body.iter_mut().for_each(|l| l.layer.op_mut().read_state(&join(prefix, &format!("body.{}.", l.name)), reader));
+        }
+    };
+}
+
+/// A block body's float forward (layers named `<path>.<name>` in errors).
+fn body_forward(body: &mut [Named<Layer>], mut x: Value, path: &str) -> Result<Value> {
+    for l in body {
+        x = l.layer.op_mut().forward(x, &format!("{path}.{}", l.name))?;
+    }
+    Ok(x)
+}
+
 /// `relu?(body(x) + x)`: a residual block with an identity shortcut.
 #[derive(Module, Debug)]
 pub struct Residual {
@@ -121,25 +146,11 @@ impl FloatOp for Residual {
     }
 
     fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-        let mut y = x.clone();
-        for l in &mut self.body {
-            y = l.layer.op_mut().forward(y, &format!("{path}.{}", l.name))?;
-        }
-        let sum = y.float_add(x, path)?;
+        let sum = body_forward(&mut self.body, x.clone(), path)?.float_add(x, path)?;
         Ok(if self.relu { sum.relu() } else { sum })
     }
 
-    fn set_training(&mut self, training: bool) {
-        self.body.iter_mut().for_each(|l| l.layer.op_mut().set_training(training));
-    }
-
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        self.body.iter().for_each(|l| l.layer.op().write_state(&join(prefix, &format!("body.{}.", l.name)), out));
-    }
-
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        self.body.iter_mut().for_each(|l| l.layer.op_mut().read_state(&join(prefix, &format!("body.{}.", l.name)), reader));
-    }
+    block_body_ops!();
 }
 
 /// `cat([x, body(x)], channels)`: a skip connection joined along the channel axis, as U-Net
@@ -156,22 +167,9 @@ impl FloatOp for Concat {
     }
 
     fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-        let mut y = x.clone();
-        for l in &mut self.body {
-            y = l.layer.op_mut().forward(y, &format!("{path}.{}", l.name))?;
-        }
+        let y = body_forward(&mut self.body, x.clone(), path)?;
         x.concat_channels(y, path)
     }
 
-    fn set_training(&mut self, training: bool) {
-        self.body.iter_mut().for_each(|l| l.layer.op_mut().set_training(training));
-    }
-
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        self.body.iter().for_each(|l| l.layer.op().write_state(&join(prefix, &format!("body.{}.", l.name)), out));
-    }
-
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        self.body.iter_mut().for_each(|l| l.layer.op_mut().read_state(&join(prefix, &format!("body.{}.", l.name)), reader));
-    }
+    block_body_ops!();
 }

@@ -145,6 +145,74 @@ qat_layers! {
     ConvTransposeReLU2d(ConvReLUNd<4, ConvTranspose2dOptions>),
 }
 
+/// A block's fake quants and switches (residual, concatenation): its body's, then the fake
+/// quant of the operation joining the two paths (`$join`).
+macro_rules! block_switches {
+    ($block:ty, $join:ident) => {
+        impl QatModule for $block {
+            fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+                let mut out: Vec<&mut FakeQuantize> = body_modules(&mut self.body).flat_map(|m| m.fake_quants_mut()).collect();
+                out.push(&mut self.$join);
+                out
+            }
+
+            fn set_training(&mut self, mode: bool) {
+                body_modules(&mut self.body).for_each(|m| m.set_training(mode));
+            }
+
+            fn freeze_bn_stats(&mut self) {
+                body_modules(&mut self.body).for_each(|m| m.freeze_bn_stats());
+            }
+
+            fn update_bn_stats(&mut self) {
+                body_modules(&mut self.body).for_each(|m| m.update_bn_stats());
+            }
+        }
+    };
+}
+
+fn body_modules(body: &mut [Named<QatLayer>]) -> impl Iterator<Item = &mut dyn QatModule> {
+    body.iter_mut().filter_map(|l| l.layer.op_mut().module())
+}
+
+/// A block body's float forward (layers named `<path>.<name>` in errors, as the float model
+/// names them).
+fn body_forward(body: &mut [Named<QatLayer>], mut x: Value, path: &str) -> Result<Value> {
+    for l in body {
+        x = l.layer.op_mut().forward(x, &format!("{path}.{}", l.name))?;
+    }
+    Ok(x)
+}
+
+/// A block body in the deployment arithmetic from the block's input; it must end on a grid.
+fn body_deployment(body: &mut [Named<QatLayer>], mut flow: Flow, path: &str, straight_through: bool) -> Result<(Value, Grid)> {
+    for l in body {
+        flow = l.layer.op_mut().forward_deployment(flow, &format!("{path}.body.{}", l.name), straight_through)?;
+    }
+    let (value, grid) = flow;
+    Ok((value, need_grid(grid, &format!("{path} (end of its body)"))?))
+}
+
+/// A block body converted from the block's (quantized) input; it must end quantized.
+fn convert_body(body: &[Named<QatLayer>], input: Option<ActivationQParams>, path: &str) -> Result<Vec<Named<Int8Layer>>> {
+    let mut current = Some(need_input(input, path)?);
+    let body = convert_layers(body, &format!("{path}.body."), &mut current)?;
+    need_input(current, &format!("{path} (end of its body)"))?;
+    Ok(body)
+}
+
+/// A block's state: its body under `body.`, the joining fake quant under
+/// `<join>.activation_post_process.` (PyTorch's `FloatFunctional` child).
+fn write_block(body: &[Named<QatLayer>], join_fq: &FakeQuantize, join_name: &str, prefix: &str, out: &mut StateDict) {
+    write_layers(body, &join(prefix, "body."), out);
+    join_fq.write_state(&join(prefix, &format!("{join_name}.activation_post_process.")), out);
+}
+
+fn read_block(body: &mut [Named<QatLayer>], join_fq: &mut FakeQuantize, join_name: &str, prefix: &str, reader: &mut StateReader<'_>) {
+    read_layers(body, &join(prefix, "body."), reader);
+    join_fq.read_state(&join(prefix, &format!("{join_name}.activation_post_process.")), reader);
+}
+
 /// A residual block after prepare: the addition gets its own output fake quant (PyTorch's
 /// `FloatFunctional` observer), after the ReLU when there is one.
 #[derive(Module, Debug)]
@@ -160,10 +228,7 @@ impl QatOp for QatResidual {
     }
 
     fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-        let mut y = x.clone();
-        for l in &mut self.body {
-            y = l.layer.op_mut().forward(y, &format!("{path}.{}", l.name))?;
-        }
+        let y = body_forward(&mut self.body, x.clone(), path)?;
         let sum = y.float_add(x, path)?;
         let sum = if self.relu { sum.relu() } else { sum };
         let named = |e| crate::nn::qat::in_layer(e, path, "residual sum");
@@ -177,12 +242,7 @@ impl QatOp for QatResidual {
     /// The body from the block's input, then the two grids added onto the addition's.
     fn forward_deployment(&mut self, (value, grid): Flow, path: &str, straight_through: bool) -> Result<Flow> {
         let shortcut_grid = need_grid(grid, path)?;
-        let mut flow = (value.clone(), grid);
-        for l in &mut self.body {
-            flow = l.layer.op_mut().forward_deployment(flow, &format!("{path}.body.{}", l.name), straight_through)?;
-        }
-        let (body, body_grid) = flow;
-        let body_grid = need_grid(body_grid, &format!("{path} (end of its body)"))?;
+        let (body, body_grid) = body_deployment(&mut self.body, (value.clone(), grid), path, straight_through)?;
         let output = Grid::of(&self.add, &format!("{path}.add"))?;
         let exact = zip_float!(
             detach(body.clone()),
@@ -206,45 +266,21 @@ impl QatOp for QatResidual {
     }
 
     fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        write_layers(&self.body, &join(prefix, "body."), out);
-        self.add.write_state(&join(prefix, "add.activation_post_process."), out);
+        write_block(&self.body, &self.add, "add", prefix, out);
     }
 
     fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        read_layers(&mut self.body, &join(prefix, "body."), reader);
-        self.add.read_state(&join(prefix, "add.activation_post_process."), reader);
+        read_block(&mut self.body, &mut self.add, "add", prefix, reader);
     }
 
     fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
-        let mut current = Some(need_input(input, path)?);
-        let body = convert_layers(&self.body, &format!("{path}.body."), &mut current)?;
-        need_input(current, &format!("{path} (end of its body)"))?;
+        let body = convert_body(&self.body, input, path)?;
         let add = quantized::Add::new(self.add.activation_qparams(&format!("{path}.add"))?, self.relu)?;
         Ok(Int8Layer::Residual { body, add })
     }
 }
 
-/// The block's fake quants and switches: its body's, and the addition's fake quant.
-impl QatModule for QatResidual {
-    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
-        let mut out: Vec<&mut FakeQuantize> =
-            self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).flat_map(|m| m.fake_quants_mut()).collect();
-        out.push(&mut self.add);
-        out
-    }
-
-    fn set_training(&mut self, mode: bool) {
-        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.set_training(mode));
-    }
-
-    fn freeze_bn_stats(&mut self) {
-        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.freeze_bn_stats());
-    }
-
-    fn update_bn_stats(&mut self) {
-        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.update_bn_stats());
-    }
-}
+block_switches!(QatResidual, add);
 
 /// The grid of a quantized layer's input: an error when the input is float.
 pub(crate) fn need_input(input: Option<ActivationQParams>, path: &str) -> Result<ActivationQParams> {
@@ -355,10 +391,7 @@ impl QatOp for QatConcat {
     }
 
     fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-        let mut y = x.clone();
-        for l in &mut self.body {
-            y = l.layer.op_mut().forward(y, &format!("{path}.{}", l.name))?;
-        }
+        let y = body_forward(&mut self.body, x.clone(), path)?;
         let joined = x.concat_channels(y, path)?;
         let named = |e| crate::nn::qat::in_layer(e, path, "concatenation");
         Ok(map_float!(joined, |t| self.cat.forward(t).map_err(named)?, |q| Value::Quantized(q)))
@@ -372,12 +405,7 @@ impl QatOp for QatConcat {
     /// (`codes(real)`, as the int8 concatenation rounds them) and joined.
     fn forward_deployment(&mut self, (value, grid): Flow, path: &str, straight_through: bool) -> Result<Flow> {
         need_grid(grid, path)?;
-        let mut flow = (value.clone(), grid);
-        for l in &mut self.body {
-            flow = l.layer.op_mut().forward_deployment(flow, &format!("{path}.body.{}", l.name), straight_through)?;
-        }
-        let (body, body_grid) = flow;
-        need_grid(body_grid, &format!("{path} (end of its body)"))?;
+        let (body, _) = body_deployment(&mut self.body, (value.clone(), grid), path, straight_through)?;
         let output = Grid::of(&self.cat, &format!("{path}.cat"))?;
         let onto_output = |v: Value| map_float!(detach(v), |t| output.real(output.codes(t)), |q| Value::Quantized(q));
         let exact = onto_output(value.clone()).concat_channels(onto_output(body.clone()), path)?;
@@ -394,45 +422,21 @@ impl QatOp for QatConcat {
     }
 
     fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        write_layers(&self.body, &join(prefix, "body."), out);
-        self.cat.write_state(&join(prefix, "cat.activation_post_process."), out);
+        write_block(&self.body, &self.cat, "cat", prefix, out);
     }
 
     fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        read_layers(&mut self.body, &join(prefix, "body."), reader);
-        self.cat.read_state(&join(prefix, "cat.activation_post_process."), reader);
+        read_block(&mut self.body, &mut self.cat, "cat", prefix, reader);
     }
 
     fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
-        let mut current = Some(need_input(input, path)?);
-        let body = convert_layers(&self.body, &format!("{path}.body."), &mut current)?;
-        need_input(current, &format!("{path} (end of its body)"))?;
+        let body = convert_body(&self.body, input, path)?;
         let cat = quantized::Concat::new(self.cat.activation_qparams(&format!("{path}.cat"))?)?;
         Ok(Int8Layer::Concat { body, cat })
     }
 }
 
-/// The block's fake quants and switches: its body's, and the concatenation's fake quant.
-impl QatModule for QatConcat {
-    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
-        let mut out: Vec<&mut FakeQuantize> =
-            self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).flat_map(|m| m.fake_quants_mut()).collect();
-        out.push(&mut self.cat);
-        out
-    }
-
-    fn set_training(&mut self, mode: bool) {
-        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.set_training(mode));
-    }
-
-    fn freeze_bn_stats(&mut self) {
-        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.freeze_bn_stats());
-    }
-
-    fn update_bn_stats(&mut self) {
-        self.body.iter_mut().filter_map(|l| l.layer.op_mut().module()).for_each(|m| m.update_bn_stats());
-    }
-}
+block_switches!(QatConcat, cat);
 
 /// The body prepared layer by layer; the concatenation gets its own output fake quant.
 impl PrepareQat for Concat {

@@ -120,75 +120,54 @@ impl PrepareQat for BatchNorm {
     }
 }
 
-impl FloatOp for BatchNorm1d {
-    fn kind(&self) -> &'static str {
-        "BatchNorm1d"
-    }
+/// A batch norm that quantizes only folded into the conv or linear before it (`$folds_into`):
+/// its float forward on `$value` tensors (`x` bound by `$forward`), its BN switch and state,
+/// and `prepare` refusing it with the fix.
+macro_rules! foldable_batch_norm {
+    ($ty:ty, $kind:literal, $folds_into:literal, |$bn:ident, $x:ident, $p:ident| $forward:expr) => {
+        impl FloatOp for $ty {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
 
-    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-        // PyTorch's BatchNorm1d: features `[N, F]` or sequences `[N, C, L]`.
-        Ok(match x {
-            Value::Sequence(x) => Value::Sequence(self.bn.forward(x, path)?),
-            x => Value::Features(self.bn.forward(x.features(path)?, path)?),
-        })
-    }
+            fn forward(&mut self, $x: Value, $p: &str) -> Result<Value> {
+                let $bn = &mut self.bn;
+                $forward
+            }
 
-    fn set_training(&mut self, training: bool) {
-        self.bn.training = training;
-    }
+            fn set_training(&mut self, training: bool) {
+                self.bn.training = training;
+            }
 
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        self.bn.write_state(prefix, out);
-    }
+            fn write_state(&self, prefix: &str, out: &mut StateDict) {
+                self.bn.write_state(prefix, out);
+            }
 
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        self.bn.read_state(bn_keys(prefix), reader);
-    }
-}
-
-impl PrepareQat for BatchNorm1d {
-    fn prepare(self, _: QConfig, path: &str, after_unfused: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
-        if after_unfused {
-            return Err(unfused(path));
+            fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+                self.bn.read_state(bn_keys(prefix), reader);
+            }
         }
-        Err(QatError::config(format!(
-            "{path}: a batch norm over features quantizes only folded into the Linear before it (fuse()); give it qconfig None to keep it in float"
-        )))
-    }
-}
 
-impl FloatOp for BatchNorm3d {
-    fn kind(&self) -> &'static str {
-        "BatchNorm3d"
-    }
-
-    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-        Ok(Value::Volume(self.bn.forward(x.tensor::<5>(path)?, path)?))
-    }
-
-    fn set_training(&mut self, training: bool) {
-        self.bn.training = training;
-    }
-
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        self.bn.write_state(prefix, out);
-    }
-
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        self.bn.read_state(bn_keys(prefix), reader);
-    }
-}
-
-impl PrepareQat for BatchNorm3d {
-    fn prepare(self, _: QConfig, path: &str, after_unfused: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
-        if after_unfused {
-            return Err(unfused(path));
+        impl PrepareQat for $ty {
+            fn prepare(self, _: QConfig, path: &str, after_unfused: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+                if after_unfused {
+                    return Err(unfused(path));
+                }
+                Err(QatError::config(format!(
+                    "{path}: a {} quantizes only folded into the {} before it (fuse()); give it qconfig None to keep it in float",
+                    $kind, $folds_into
+                )))
+            }
         }
-        Err(QatError::config(format!(
-            "{path}: a batch norm over volumes quantizes only folded into the Conv3d before it (fuse()); give it qconfig None to keep it in float"
-        )))
-    }
+    };
 }
+
+// PyTorch's BatchNorm1d: features `[N, F]` or sequences `[N, C, L]`.
+foldable_batch_norm!(BatchNorm1d, "BatchNorm1d", "Linear or Conv1d", |bn, x, p| Ok(match x {
+    Value::Sequence(x) => Value::Sequence(bn.forward(x, p)?),
+    x => Value::Features(bn.forward(x.features(p)?, p)?),
+}));
+foldable_batch_norm!(BatchNorm3d, "BatchNorm3d", "Conv3d", |bn, x, p| Ok(Value::Volume(bn.forward(x.tensor::<5>(p)?, p)?)));
 
 impl FloatOp for BNReLU2d {
     fn kind(&self) -> &'static str {
