@@ -185,6 +185,14 @@ fn layer_kind(layer: &Int8Layer) -> &'static str {
     }
 }
 
+/// A block's shortcut and body outputs, with the names of their dequantized (float) copies.
+struct BlockPaths {
+    shortcut: Wire,
+    body: Wire,
+    shortcut_float: String,
+    body_float: String,
+}
+
 /// The tensor flowing between layers: its graph name, its shape (batch 1) and, when it is
 /// uint8, its qparams.
 #[derive(Clone, Debug)]
@@ -565,55 +573,47 @@ impl Builder {
         Ok(Wire { name, shape, qparams: Some(q) })
     }
 
-    fn residual(&mut self, body: &[Named<Int8Layer>], add: &quantized::Add, path: &str, cur: Wire) -> Result<Wire> {
+    /// A block's two paths as float tensors: the body run from the block's input, then the
+    /// shortcut and the body's output dequantized (`<path>.<join>.shortcut_dequantize`,
+    /// `<path>.<join>.body_dequantize`).
+    fn block_paths(&mut self, body: &[Named<Int8Layer>], path: &str, join: &str, cur: Wire) -> Result<BlockPaths> {
         let shortcut_q = cur.quantized(path)?;
         let shortcut = cur.clone();
-        let y = self.layers(body, &format!("{path}.body."), cur)?;
-        let y_q = y.quantized(&format!("{path} (end of its body)"))?;
-        if y.shape != shortcut.shape {
-            return Err(QatError::shape(
-                format!("{path}.add"),
-                format!("{:?} (the shortcut's shape)", shortcut.shape),
-                format!("{:?}", y.shape),
-            ));
+        let body = self.layers(body, &format!("{path}.body."), cur)?;
+        let body_q = body.quantized(&format!("{path} (end of its body)"))?;
+        let shortcut_float = self.unique(&format!("{path}.{join}.shortcut_dequantize"))?;
+        self.dequantize(&shortcut_float, &shortcut.name, shortcut_q)?;
+        let body_float = self.unique(&format!("{path}.{join}.body_dequantize"))?;
+        self.dequantize(&body_float, &body.name, body_q)?;
+        Ok(BlockPaths { shortcut, body, shortcut_float, body_float })
+    }
+
+    fn residual(&mut self, body: &[Named<Int8Layer>], add: &quantized::Add, path: &str, cur: Wire) -> Result<Wire> {
+        let p = self.block_paths(body, path, "add", cur)?;
+        if p.body.shape != p.shortcut.shape {
+            let (expected, actual) = (format!("{:?} (the shortcut's shape)", p.shortcut.shape), format!("{:?}", p.body.shape));
+            return Err(QatError::shape(format!("{path}.add"), expected, actual));
         }
-        let a = self.unique(&format!("{path}.add.body_dequantize"))?;
-        self.dequantize(&a, &y.name, y_q)?;
-        let b = self.unique(&format!("{path}.add.shortcut_dequantize"))?;
-        self.dequantize(&b, &shortcut.name, shortcut_q)?;
         let sum = self.unique(&format!("{path}.add.add"))?;
-        self.node("Add", &sum, &[&a, &b], vec![]);
+        self.node("Add", &sum, &[&p.body_float, &p.shortcut_float], vec![]);
         let name = self.activation_out(&format!("{path}.add"), &sum, add.relu, add.output)?;
-        Ok(Wire { name, shape: y.shape, qparams: Some(add.output) })
+        Ok(Wire { name, shape: p.body.shape, qparams: Some(add.output) })
     }
 
     /// `DequantizeLinear` of both parts, `Concat` along the channels, `QuantizeLinear` onto the
     /// concatenation's grid: the real values requantized as the int8 concatenation does.
     fn concat(&mut self, body: &[Named<Int8Layer>], cat: &quantized::Concat, path: &str, cur: Wire) -> Result<Wire> {
-        let shortcut_q = cur.quantized(path)?;
-        let shortcut = cur.clone();
-        let y = self.layers(body, &format!("{path}.body."), cur)?;
-        let y_q = y.quantized(&format!("{path} (end of its body)"))?;
-        let agree = y.shape.len() == shortcut.shape.len()
-            && y.shape.len() >= 2
-            && y.shape[0] == shortcut.shape[0]
-            && y.shape[2..] == shortcut.shape[2..];
-        if !agree {
-            return Err(QatError::shape(
-                format!("{path}.cat"),
-                format!("{:?} but for the channel axis (the block input's shape)", shortcut.shape),
-                format!("{:?}", y.shape),
-            ));
+        let p = self.block_paths(body, path, "cat", cur)?;
+        let (a, b) = (&p.shortcut.shape, &p.body.shape);
+        if a.len() != b.len() || a.len() < 2 || a[0] != b[0] || a[2..] != b[2..] {
+            let expected = format!("{a:?} but for the channel axis (the block input's shape)");
+            return Err(QatError::shape(format!("{path}.cat"), expected, format!("{b:?}")));
         }
-        let a = self.unique(&format!("{path}.cat.shortcut_dequantize"))?;
-        self.dequantize(&a, &shortcut.name, shortcut_q)?;
-        let b = self.unique(&format!("{path}.cat.body_dequantize"))?;
-        self.dequantize(&b, &y.name, y_q)?;
         let joined = self.unique(&format!("{path}.cat.concat"))?;
-        self.node("Concat", &joined, &[&a, &b], vec![attr_int("axis", 1)]);
+        self.node("Concat", &joined, &[&p.shortcut_float, &p.body_float], vec![attr_int("axis", 1)]);
         let name = self.quantize(&format!("{path}.cat"), &joined, cat.output, true)?;
-        let mut shape = shortcut.shape;
-        shape[1] += y.shape[1];
+        let mut shape = p.shortcut.shape;
+        shape[1] += p.body.shape[1];
         Ok(Wire { name, shape, qparams: Some(cat.output) })
     }
 
