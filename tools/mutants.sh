@@ -45,6 +45,11 @@ mutants=(
   "same-padding-asymmetric-accepted|src/nn/padding.rs|if total % 2 == 1 {|if total % 2 == 2 {|--test padding"
   "named-gradients-are-the-values|src/state_dict/params.rs|Param::initialized(param.id, grad)|Param::initialized(param.id, value.inner())|--test conv_bn_f64"
   "bn-module-ignores-train-mode|src/nn/qat_module.rs|self.bn.follow_mode(mode);|let _ = mode;|--test module_behaviour --test frozen_bn"
+  "concat-zero-point-ignored|src/nn/quantized/concat.rs|(q as i32 - input.zero_point) as f32 * input.scale|(q as i32) as f32 * input.scale|--test end_to_end_encoder_decoder"
+  "concat-deployment-not-requantized|src/workflow/qat_layer.rs|output.real(output.codes(t))|t|--test end_to_end_encoder_decoder"
+  "conv1d-kernel-on-the-depth-axis|src/nn/quantized/conv.rs|[other, other, v];|[v, other, other];|--test end_to_end_sequence --test int8_families"
+  "conv-transpose-onnx-weights-along-axis-0|src/export/onnx.rs|            axis: 1,|            axis: 0,|--test end_to_end_encoder_decoder"
+  "volume-global-pool-count-off|src/workflow/kinds/pooling.rs|mean_of_sum(sum.cast(DType::F32), plane, g)|mean_of_sum(sum.cast(DType::F32), plane + 1, g)|--test end_to_end_volume"
 )
 
 selected=("$@")
