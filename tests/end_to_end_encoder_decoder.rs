@@ -1,6 +1,6 @@
 //! A small encoder-decoder on images the whole way (issue 15): a strided conv down, a
 //! transposed conv back up, and the skip joined to the upsampled features by concatenation
-//! (U-Net style), then a classifier head. Float model, fuse (ConvTranspose2d + BatchNorm2d +
+//! (U-Net style), then a conv with hardswish and a classifier head. Float model, fuse (ConvTranspose2d + BatchNorm2d +
 //! ReLU inside the block), prepare_qat, training with observers and BN statistics moving,
 //! convert; the int8 model equals the QAT model's eval bit for bit, survives its file, and its
 //! ONNX export runs in tract within one output step.
@@ -41,7 +41,8 @@ fn encoder_decoder(device: &Device) -> FloatModel {
             ]),
         ),
         ("dec", Layer::conv2d(Conv2dOptions::new(16, 8, 3).with_padding(1), true, device).unwrap()),
-        ("dec_relu", Layer::Relu(Default::default())),
+        // MobileNetV3's activation: its own output grid after prepare.
+        ("dec_hardswish", Layer::Hardswish(Default::default())),
         ("pool", Layer::GlobalAvgPool2d(Default::default())),
         ("flatten", Layer::Flatten(Default::default())),
         ("fc", Layer::linear(8, CLASSES, true, device).unwrap()),
@@ -61,7 +62,10 @@ fn trained() -> QatModel {
     device.seed(5);
     let float = encoder_decoder(&device).fuse().unwrap();
     let kinds: Vec<&str> = float.layers.iter().map(|l| l.layer.kind()).collect();
-    assert_eq!(kinds, ["QuantStub", "ConvBnReLU2d", "Concat", "ConvReLU2d", "GlobalAvgPool2d", "Flatten", "Linear", "DeQuantStub"]);
+    assert_eq!(
+        kinds,
+        ["QuantStub", "ConvBnReLU2d", "Concat", "Conv2d", "Hardswish", "GlobalAvgPool2d", "Flatten", "Linear", "DeQuantStub"]
+    );
     let body: Vec<&str> = float.layers[2].layer.body().unwrap().iter().map(|l| l.layer.kind()).collect();
     assert_eq!(body, ["ConvBnReLU2d", "ConvTransposeBnReLU2d"], "the block's body is fused too");
     let mut model = prepare_qat(float, QConfig::consistent("qnnpack").unwrap()).unwrap();
@@ -120,7 +124,7 @@ fn an_encoder_decoder_with_a_concatenated_skip_goes_float_to_int8_and_onnx() {
     assert!(rows.iter().any(|r| r.path == "skip.cat" && r.kind == "Concat" && r.output.is_some()), "{rows:?}");
     assert!(rows.iter().any(|r| r.path == "skip.body.up" && r.weight.is_some()), "{rows:?}");
 
-    // ONNX: ConvTranspose and Concat, run by tract, within one output step.
+    // ONNX: ConvTranspose, Concat and hardswish, run by tract, within one output step.
     let bytes = onnx_bytes(&int8, INPUT).unwrap();
     let scale = int8.output_qparams().unwrap().scale;
     let n = 5;
@@ -155,27 +159,38 @@ fn a_concatenation_of_mismatched_spatial_sizes_is_a_shape_error_naming_the_block
     assert!(error.contains("skip"), "{error}");
 }
 
-/// The concatenation's own requantization shows at the output when nothing after it rounds
-/// again: both parts land on its grid in the QAT eval as in the int8 model.
-#[test]
-fn a_concatenation_at_the_output_requantizes_both_parts_as_the_int8_model_does() {
+/// A layer's own requantization shows at the output when nothing after it rounds again: the
+/// QAT eval and the int8 model put its values on its grid alike.
+fn int8_equals_the_qat_eval_at_the_output(name: &str, layer: Layer) {
     let device = Device::flex().autodiff();
     device.seed(9);
     let float = FloatModel::new(vec![
         ("quant", Layer::QuantStub(Default::default())),
-        ("skip", Layer::concat(vec![("conv", Layer::conv2d(Conv2dOptions::new(1, 2, 3).with_padding(1), true, &device).unwrap())])),
+        (name, layer),
         ("flatten", Layer::Flatten(Default::default())),
         ("dequant", Layer::DeQuantStub(Default::default())),
     ])
     .unwrap();
     let mut model = prepare_qat(float, QConfig::consistent("qnnpack").unwrap()).unwrap();
     for _ in 0..3 {
-        model.forward(batch(8, 1.0, &device)).unwrap();
+        model.forward(batch(8, 2.0, &device)).unwrap();
     }
     model.disable_observer();
     model.set_training(false);
     let int8 = convert(&model).unwrap();
-    let x = batch(4, 2.0, &device);
+    let x = batch(4, 3.0, &device);
     let qat = to_vec(&model.forward(x.clone()).unwrap().into_features(&device).unwrap());
-    assert_bits_eq("int8 vs QAT eval at a concatenation", &logits(&int8, x.inner()), &qat);
+    assert_bits_eq(&format!("int8 vs QAT eval at {name}"), &logits(&int8, x.inner()), &qat);
+}
+
+#[test]
+fn a_concatenation_at_the_output_requantizes_both_parts_as_the_int8_model_does() {
+    let device = Device::flex();
+    let conv = Layer::conv2d(Conv2dOptions::new(1, 2, 3).with_padding(1), true, &device).unwrap();
+    int8_equals_the_qat_eval_at_the_output("skip", Layer::concat(vec![("conv", conv)]));
+}
+
+#[test]
+fn a_hardswish_at_the_output_lands_on_its_grid_as_in_the_int8_model() {
+    int8_equals_the_qat_eval_at_the_output("hardswish", Layer::Hardswish(Default::default()));
 }

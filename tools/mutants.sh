@@ -50,6 +50,7 @@ mutants=(
   "conv1d-kernel-on-the-depth-axis|src/nn/quantized/conv.rs|[other, other, v];|[v, other, other];|--test end_to_end_sequence --test int8_families"
   "conv-transpose-onnx-weights-along-axis-0|src/export/onnx.rs|            axis: 1,|            axis: 0,|--test end_to_end_encoder_decoder"
   "volume-global-pool-count-off|src/workflow/kinds/pooling.rs|mean_of_sum(sum.cast(DType::F32), plane, g)|mean_of_sum(sum.cast(DType::F32), plane + 1, g)|--test end_to_end_volume"
+  "hardswish-table-caps-at-five|src/nn/quantized/hardswish.rs|x * (x + 3.0).clamp(0.0, 6.0) / 6.0|x * (x + 3.0).clamp(0.0, 5.0) / 6.0|--test end_to_end_encoder_decoder"
 )
 
 selected=("$@")

@@ -181,6 +181,7 @@ fn layer_kind(layer: &Int8Layer) -> &'static str {
         Int8Layer::Flatten(_) => "Flatten",
         Int8Layer::Residual { .. } => "Residual",
         Int8Layer::Concat { .. } => "Concat",
+        Int8Layer::Hardswish(_) => "quantized Hardswish",
         Int8Layer::Float(_) => "float layer",
     }
 }
@@ -284,6 +285,7 @@ impl Builder {
             },
             Int8Layer::Residual { body, add } => self.residual(body, add, path, cur),
             Int8Layer::Concat { body, cat } => self.concat(body, cat, path, cur),
+            Int8Layer::Hardswish(m) => self.hardswish(m, path, cur),
             Int8Layer::Float(_) => Err(QatError::config(format!(
                 "{path}: float layers (qconfig None) are not exportable yet; export a fully \
                  quantized model (QuantStub ... DeQuantStub around every layer)"
@@ -617,6 +619,21 @@ impl Builder {
         Ok(Wire { name, shape, qparams: Some(cat.output) })
     }
 
+    /// `x * HardSigmoid(x)` with `alpha = 1/6`, `beta = 1/2` (opset 13 has no HardSwish):
+    /// dequantized in, requantized onto the module's output grid.
+    fn hardswish(&mut self, m: &quantized::Hardswish, path: &str, cur: Wire) -> Result<Wire> {
+        let q = cur.quantized(path)?;
+        check_input_qparams(path, q, m.input)?;
+        let x = self.unique(&format!("{path}.input_dequantize"))?;
+        self.dequantize(&x, &cur.name, q)?;
+        let gate = self.unique(&format!("{path}.hard_sigmoid"))?;
+        self.node("HardSigmoid", &gate, &[&x], vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)]);
+        let y = self.unique(&format!("{path}.mul"))?;
+        self.node("Mul", &y, &[&x, &gate], vec![]);
+        let name = self.quantize(path, &y, m.output, true)?;
+        Ok(Wire { name, shape: cur.shape, qparams: Some(m.output) })
+    }
+
     /// `QuantizeLinear` of the float tensor `x` to `q` (node and output named
     /// `{path}.quantize`).
     ///
@@ -703,6 +720,10 @@ fn check_input_qparams(path: &str, got: ActivationQParams, want: ActivationQPara
         return Err(QatError::config(format!("{path}: input qparams {got:?} differ from the ones it was converted for {want:?}")));
     }
     Ok(())
+}
+
+fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), f: Some(f), r#type: Some(attribute_type::FLOAT), ..Default::default() }
 }
 
 fn attr_int(name: &str, i: i64) -> AttributeProto {

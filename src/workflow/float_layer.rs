@@ -81,6 +81,7 @@ macro_rules! with_float_kinds {
             Flatten(crate::workflow::layers::Flatten),
             Residual(crate::workflow::float_layer::Residual),
             Concat(crate::workflow::float_layer::Concat),
+            Hardswish(crate::workflow::layers::Hardswish),
             ConvBn2d(crate::nn::intrinsic::ConvBn2d),
             ConvBnReLU2d(crate::nn::intrinsic::ConvBnReLU2d),
             ConvReLU2d(crate::nn::intrinsic::ConvReLU2d),

@@ -170,6 +170,7 @@ int8_layers! {
     Conv3d(quantized::Conv3d),
     Conv1d(quantized::QuantizedConv<3, crate::nn::Conv1dOptions>),
     ConvTranspose2d(quantized::ConvTranspose2d),
+    Hardswish(quantized::Hardswish),
 }
 
 pub(super) fn run_layers(layers: &[Named<Int8Layer>], mut value: Value, prefix: &str, engine: Engine, device: &Device) -> Result<Value> {

@@ -17,6 +17,17 @@ pub struct Relu;
 #[derive(Module, Debug, Default)]
 pub struct Relu6;
 
+/// `x * relu6(x + 3) / 6`: PyTorch's `Hardswish` (MobileNetV3). Prepared, it gets its own output
+/// fake quant, as PyTorch's quantized hardswish has its own output qparams.
+#[derive(Module, Debug, Default)]
+pub struct Hardswish;
+
+/// `Hardswish` after prepare: the float hardswish, then its output fake quant.
+#[derive(Module, Debug)]
+pub struct QatHardswish {
+    pub activation_post_process: crate::fake_quantize::FakeQuantize,
+}
+
 /// Flattens `[N, C, H, W]` to `[N, C * H * W]`.
 #[derive(Module, Debug, Default)]
 pub struct Flatten;
@@ -220,6 +231,14 @@ impl Value {
                 return Err(QatError::shape(layer, expected, b.describe()));
             }
         })
+    }
+
+    /// PyTorch's float hardswish, `x * min(max(x + 3, 0), 6) / 6`, in that order of f32 operations
+    /// (the int8 table computes the same, [`crate::nn::quantized::hardswish_f32`]).
+    pub(crate) fn hardswish(self, layer: &str) -> Result<Self> {
+        Ok(map_float!(self, |x| x.clone() * (x + 3.0).clamp(0.0, 6.0) / 6.0, |q| {
+            return Err(QatError::shape(layer, "a float tensor", Self::Quantized(q).describe()));
+        }))
     }
 
     pub(crate) fn relu6(self) -> Self {

@@ -30,7 +30,7 @@ pub use inspect::{ActivationStats, LayerReport, WeightStats, inspect};
 pub use int8_io::FORMAT as INT8_FORMAT;
 pub use int8_model::{ConvertOptions, Int8Layer, Int8Model, convert, convert_with};
 pub use layers::QatQuantStub;
-pub use layers::{DeQuantStub, Flatten, Named, QuantStub, Relu, Relu6, Value};
+pub use layers::{DeQuantStub, Flatten, Hardswish, Named, QatHardswish, QuantStub, Relu, Relu6, Value};
 pub use pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
 pub use qat_batch_norm::QatBatchNorm2d;
 pub use qat_model::{EvalArithmetic, QatLayer, QatModel, QatResidual, prepare_qat};

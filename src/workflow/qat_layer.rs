@@ -126,6 +126,7 @@ qat_layers! {
     Flatten(Flatten),
     Residual(QatResidual),
     Concat(QatConcat),
+    Hardswish(super::layers::QatHardswish),
     /// A `BatchNorm2d` or `BNReLU2d` no conv precedes, with its output fake quant.
     BatchNorm2d(QatBatchNorm2d),
     /// A layer whose qconfig is `None`: left in float.

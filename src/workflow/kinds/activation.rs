@@ -1,13 +1,19 @@
 //! ReLU and ReLU6: elementwise, on the input's grid.
 
 use crate::error::{QatError, Result};
-use crate::nn::quantized::ActivationQParams;
+use crate::fake_quantize::FakeQuantize;
+use crate::nn::QatModule;
+use crate::nn::quantized::{self, ActivationQParams};
 use crate::qconfig::QConfig;
+use crate::state_dict::join;
 use crate::state_dict::{StateDict, StateReader};
+use crate::workflow::deployment_arith::need_grid;
 use crate::workflow::deployment_arith::{Flow, Grid};
 use crate::workflow::float_layer::FloatOp;
+use crate::workflow::int8_fields::{missing, read_act, write_act};
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
-use crate::workflow::layers::{Relu, Relu6, Value, map_float};
+use crate::workflow::layers::{Hardswish, QatHardswish, Relu, Relu6, Value, map_float};
+use crate::workflow::qat_layer::need_input;
 use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 
 // On a grid ReLU floors the codes at 0 (real 0): it commutes with the monotone dequantization,
@@ -25,4 +31,75 @@ fn relu6_on_grid(value: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
         return Err(QatError::shape(path, "a float tensor", Value::Quantized(q).describe()));
     });
     Ok((clamped, grid))
+}
+
+impl FloatOp for Hardswish {
+    fn kind(&self) -> &'static str {
+        "Hardswish"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        x.hardswish(path)
+    }
+}
+
+impl PrepareQat for Hardswish {
+    fn prepare(self, qconfig: QConfig, _: &str, _: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+        Ok(QatLayer::Hardswish(QatHardswish { activation_post_process: qconfig.activation.init()? }))
+    }
+}
+
+impl QatOp for QatHardswish {
+    fn kind(&self) -> &'static str {
+        "Hardswish"
+    }
+
+    fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+        let named = |e| crate::nn::qat::in_layer(e, path, "hardswish output");
+        Ok(map_float!(x.hardswish(path)?, |t| self.activation_post_process.forward(t).map_err(named)?, |q| Value::Quantized(q)))
+    }
+
+    /// The f32 hardswish of the input's real values, onto the output grid.
+    fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
+        need_grid(grid, path)?;
+        let output = Grid::of(&self.activation_post_process, path)?;
+        Ok((map_float!(x.hardswish(path)?, |t| output.real(output.codes(t)), |q| Value::Quantized(q)), Some(output)))
+    }
+
+    fn module(&mut self) -> Option<&mut dyn QatModule> {
+        Some(self)
+    }
+
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
+        self.activation_post_process.write_state(&join(prefix, "activation_post_process."), out);
+    }
+
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+        self.activation_post_process.read_state(&join(prefix, "activation_post_process."), reader);
+    }
+
+    fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
+        let output = self.activation_post_process.activation_qparams(path)?;
+        Ok(Int8Layer::Hardswish(quantized::Hardswish::new(need_input(input, path)?, output)?))
+    }
+}
+
+impl QatModule for QatHardswish {
+    fn fake_quants_mut(&mut self) -> Vec<&mut FakeQuantize> {
+        vec![&mut self.activation_post_process]
+    }
+}
+
+int8_requantizing_op!(quantized::Hardswish, "Hardswish", forward: |m, x, _run| m.forward(&x), save: save_hardswish, load: load_hardswish);
+
+fn save_hardswish(m: &quantized::Hardswish, path: &str, out: &mut StateDict) -> Result<serde_json::Value> {
+    write_act(&format!("{path}.input"), &m.input, out);
+    write_act(&format!("{path}.output"), &m.output, out);
+    Ok(serde_json::json!({}))
+}
+
+fn load_hardswish(_: &serde_json::Value, p: &str, reader: &mut StateReader<'_>) -> Result<quantized::Hardswish> {
+    let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
+    let (Some(input), Some(output)) = (input, output) else { return Err(missing(p, reader)) };
+    quantized::Hardswish::new(input, output)
 }
