@@ -7,15 +7,11 @@
 
 mod common;
 
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_qat::export::onnx_bytes;
 use burn_qat::nn::{Conv2dOptions, ConvTranspose2dOptions, QatModule};
 use burn_qat::qconfig::QConfig;
-use burn_qat::workflow::{FloatModel, Int8Layer, Int8Model, Layer, QatLayer, QatModel, convert, inspect, prepare_qat};
-use common::*;
-use tract_onnx::prelude::*;
+use burn_qat::workflow::{FloatModel, Int8Layer, Layer, QatLayer, QatModel, convert, inspect, prepare_qat};
+use common::{assert_bits_eq, road, to_vec};
 
 const INPUT: [usize; 4] = [1, 1, 8, 8];
 const CLASSES: usize = 3;
@@ -55,8 +51,6 @@ fn batch(n: usize, std: f64, device: &Device) -> Tensor<4> {
     Tensor::<4>::random([n, INPUT[1], INPUT[2], INPUT[3]], Distribution::Normal(0.0, std), device)
 }
 
-/// Six SGD steps with observers and BN statistics moving, BN frozen at step 4, observers off at
-/// step 5, then eval.
 fn trained() -> QatModel {
     let device = Device::flex().autodiff();
     device.seed(5);
@@ -68,26 +62,7 @@ fn trained() -> QatModel {
     );
     let body: Vec<&str> = float.layers[2].layer.body().unwrap().iter().map(|l| l.layer.kind()).collect();
     assert_eq!(body, ["ConvBnReLU2d", "ConvTransposeBnReLU2d"], "the block's body is fused too");
-    let mut model = prepare_qat(float, QConfig::consistent("qnnpack").unwrap()).unwrap();
-    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
-    for step in 0..6 {
-        if step == 4 {
-            model.freeze_bn_stats();
-        }
-        if step == 5 {
-            model.disable_observer();
-        }
-        let out = model.forward(batch(8, 1.0, &device)).unwrap().into_features(&device).unwrap();
-        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
-        model = optim.step(0.01, model, grads);
-    }
-    model.set_training(false);
-    model
-}
-
-fn logits(int8: &Int8Model, x: Tensor<4>) -> Vec<f32> {
-    let device = x.device();
-    to_vec(&int8.forward(x).unwrap().into_features(&device).unwrap())
+    road::trained(float, QConfig::consistent("qnnpack").unwrap(), &device, |device| batch(8, 1.0, device))
 }
 
 #[test]
@@ -99,52 +74,19 @@ fn an_encoder_decoder_with_a_concatenated_skip_goes_float_to_int8_and_onnx() {
     let Int8Layer::Concat { body, .. } = &int8.layers[2].layer else { panic!("skip converts to an int8 concatenation") };
     assert!(matches!(body[1].layer, Int8Layer::ConvTranspose2d(_)), "up converts to a quantized ConvTranspose2d");
 
-    // int8 == QAT eval (the deployment arithmetic), bit for bit, on batches into saturation.
+    road::assert_int8_equals_the_qat_eval(&mut model, &int8, |std, device| batch(9, std, device));
     let device = Device::flex();
-    for (seed, std) in [(1, 1.0), (2, 3.0), (3, 10.0)] {
-        device.seed(seed);
-        let x = batch(9, std, &device);
-        let qat = to_vec(&model.forward(x.clone().to_device(&Device::flex().autodiff())).unwrap().into_features(&device).unwrap());
-        let ours = logits(&int8, x.clone());
-        assert_bits_eq(&format!("int8 vs QAT eval, std {std}"), &ours, &qat);
-        let reference = to_vec(&int8.forward_reference(x, &device).unwrap().into_features(&device).unwrap());
-        assert_bits_eq(&format!("int8 kernels vs the f64 reference, std {std}"), &ours, &reference);
-    }
-
-    // The file round trip: the same layers, the same bits.
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("encoder_decoder.int8.safetensors");
-    int8.save(&path).unwrap();
-    let loaded = Int8Model::load(&path).unwrap();
     device.seed(4);
     let x = batch(5, 2.0, &device);
-    assert_bits_eq("loaded int8 file", &logits(&loaded, x.clone()), &logits(&int8, x.clone()));
+    road::assert_file_round_trip(&int8, "encoder_decoder", x.clone());
 
     // inspect reports the concatenation's output grid among the layers.
     let rows = inspect(&model, x.clone()).unwrap();
     assert!(rows.iter().any(|r| r.path == "skip.cat" && r.kind == "Concat" && r.output.is_some()), "{rows:?}");
     assert!(rows.iter().any(|r| r.path == "skip.body.up" && r.weight.is_some()), "{rows:?}");
 
-    // ONNX: ConvTranspose, Concat and hardswish, run by tract, within one output step.
-    let bytes = onnx_bytes(&int8, INPUT).unwrap();
-    let scale = int8.output_qparams().unwrap().scale;
-    let n = 5;
-    let plan = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .unwrap()
-        .with_input_fact(0, f32::fact([n, INPUT[1], INPUT[2], INPUT[3]]).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let input = tract_onnx::prelude::Tensor::from_shape(&[n, INPUT[1], INPUT[2], INPUT[3]], &to_vec(&x)).unwrap();
-    let out = plan.run(tvec![input.into_tvalue()]).unwrap();
-    let theirs: Vec<f32> = out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
-    let ours = logits(&int8, x);
-    assert_eq!(theirs.len(), n * CLASSES);
-    let max_lsb = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs() / scale).fold(0.0f32, f32::max);
-    println!("encoder-decoder: tract vs Int8Model::forward over {} logits: max difference {max_lsb:.3} LSB", ours.len());
-    assert!(max_lsb <= 1.0 + 1e-3, "max difference {max_lsb} LSB");
+    // ONNX: ConvTranspose, Concat and hardswish.
+    road::assert_onnx_within_one_step(&int8, x, CLASSES, "encoder-decoder");
 }
 
 #[test]
@@ -180,7 +122,7 @@ fn int8_equals_the_qat_eval_at_the_output(name: &str, layer: Layer) {
     let int8 = convert(&model).unwrap();
     let x = batch(4, 3.0, &device);
     let qat = to_vec(&model.forward(x.clone()).unwrap().into_features(&device).unwrap());
-    assert_bits_eq(&format!("int8 vs QAT eval at {name}"), &logits(&int8, x.inner()), &qat);
+    assert_bits_eq(&format!("int8 vs QAT eval at {name}"), &road::int8_logits(&int8, x.inner()), &qat);
 }
 
 #[test]

@@ -5,15 +5,11 @@
 
 mod common;
 
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_qat::export::onnx_bytes;
-use burn_qat::nn::{Conv3dOptions, QatModule};
+use burn_qat::nn::Conv3dOptions;
 use burn_qat::qconfig::QConfig;
-use burn_qat::workflow::{FloatModel, Int8Layer, Int8Model, Layer, QatLayer, QatModel, convert, prepare_qat};
-use common::*;
-use tract_onnx::prelude::*;
+use burn_qat::workflow::{FloatModel, Int8Layer, Layer, QatLayer, QatModel, convert, prepare_qat};
+use common::road;
 
 const INPUT: [usize; 5] = [1, 2, 6, 8, 8];
 const CLASSES: usize = 3;
@@ -41,34 +37,13 @@ fn batch(n: usize, std: f64, device: &Device) -> Tensor<5> {
     Tensor::<5>::random([n, INPUT[1], INPUT[2], INPUT[3], INPUT[4]], Distribution::Normal(0.0, std), device)
 }
 
-/// Six SGD steps with observers and BN statistics moving, BN frozen at step 4, observers off at
-/// step 5, then eval.
 fn trained() -> QatModel {
     let device = Device::flex().autodiff();
     device.seed(11);
     let float = volume_cnn(&device).fuse().unwrap();
     let kinds: Vec<&str> = float.layers.iter().map(|l| l.layer.kind()).collect();
     assert_eq!(kinds, ["QuantStub", "ConvBnReLU3d", "ConvBn3d", "ConvReLU3d", "GlobalAvgPool2d", "Flatten", "Linear", "DeQuantStub"]);
-    let mut model = prepare_qat(float, QConfig::consistent("fbgemm").unwrap()).unwrap();
-    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
-    for step in 0..6 {
-        if step == 4 {
-            model.freeze_bn_stats();
-        }
-        if step == 5 {
-            model.disable_observer();
-        }
-        let out = model.forward(batch(8, 1.0, &device)).unwrap().into_features(&device).unwrap();
-        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
-        model = optim.step(0.01, model, grads);
-    }
-    model.set_training(false);
-    model
-}
-
-fn logits(int8: &Int8Model, x: Tensor<5>) -> Vec<f32> {
-    let device = x.device();
-    to_vec(&int8.forward(x).unwrap().into_features(&device).unwrap())
+    road::trained(float, QConfig::consistent("fbgemm").unwrap(), &device, |device| batch(8, 1.0, device))
 }
 
 #[test]
@@ -78,47 +53,12 @@ fn a_3d_cnn_goes_float_to_int8_and_onnx() {
     let int8 = convert(&model).unwrap();
     assert!(matches!(int8.layers[1].layer, Int8Layer::Conv3d(_)), "conv1 converts to a quantized Conv3d");
 
-    // int8 == QAT eval (the deployment arithmetic), bit for bit, on batches into saturation.
+    road::assert_int8_equals_the_qat_eval(&mut model, &int8, |std, device| batch(9, std, device));
     let device = Device::flex();
-    for (seed, std) in [(1, 1.0), (2, 3.0), (3, 10.0)] {
-        device.seed(seed);
-        let x = batch(9, std, &device);
-        let qat = to_vec(&model.forward(x.clone().to_device(&Device::flex().autodiff())).unwrap().into_features(&device).unwrap());
-        let ours = logits(&int8, x.clone());
-        assert_bits_eq(&format!("int8 vs QAT eval, std {std}"), &ours, &qat);
-        let reference = to_vec(&int8.forward_reference(x, &device).unwrap().into_features(&device).unwrap());
-        assert_bits_eq(&format!("int8 kernels vs the f64 reference, std {std}"), &ours, &reference);
-    }
-
-    // The file round trip: the same layers, the same bits.
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("volume_cnn.int8.safetensors");
-    int8.save(&path).unwrap();
-    let loaded = Int8Model::load(&path).unwrap();
     device.seed(4);
     let x = batch(5, 2.0, &device);
-    assert_bits_eq("loaded int8 file", &logits(&loaded, x.clone()), &logits(&int8, x.clone()));
-
-    // ONNX: Conv with three spatial axes, run by tract, within one output step.
-    let bytes = onnx_bytes(&int8, INPUT).unwrap();
-    let scale = int8.output_qparams().unwrap().scale;
-    let n = 5;
-    let plan = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .unwrap()
-        .with_input_fact(0, f32::fact([n, INPUT[1], INPUT[2], INPUT[3], INPUT[4]]).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let input = tract_onnx::prelude::Tensor::from_shape(&[n, INPUT[1], INPUT[2], INPUT[3], INPUT[4]], &to_vec(&x)).unwrap();
-    let out = plan.run(tvec![input.into_tvalue()]).unwrap();
-    let theirs: Vec<f32> = out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
-    let ours = logits(&int8, x);
-    assert_eq!(theirs.len(), n * CLASSES);
-    let max_lsb = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs() / scale).fold(0.0f32, f32::max);
-    println!("3-d CNN: tract vs Int8Model::forward over {} logits: max difference {max_lsb:.3} LSB", ours.len());
-    assert!(max_lsb <= 1.0 + 1e-3, "max difference {max_lsb} LSB");
+    road::assert_file_round_trip(&int8, "volume_cnn", x.clone());
+    road::assert_onnx_within_one_step(&int8, x, CLASSES, "3-d CNN");
 }
 
 #[test]

@@ -6,13 +6,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_qat::export::proto::{ModelProto, tensor_shape_proto::dimension, type_proto};
 use burn_qat::export::{export_onnx, onnx_bytes};
 use burn_qat::nn::quantized::ActivationQParams;
-use burn_qat::nn::{Conv2dOptions, PaddingMode, QatModule};
+use burn_qat::nn::{Conv2dOptions, PaddingMode};
 use burn_qat::qconfig::QConfig;
 use burn_qat::workflow::{FloatModel, Int8Layer, Int8Model, Layer, QConfigMap, QatModel, convert, prepare_qat};
 use common::*;
@@ -22,22 +20,9 @@ use tract_onnx::prelude::*;
 fn trained(qconfig: QConfig, build: impl Fn(&Device) -> FloatModel) -> QatModel {
     let device = Device::flex().autodiff();
     device.seed(3);
-    let mut model = prepare_qat(build(&device).fuse().unwrap(), qconfig).unwrap();
-    let mut optim = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).init();
-    for step in 0..6 {
-        if step == 4 {
-            model.freeze_bn_stats();
-        }
-        if step == 5 {
-            model.disable_observer();
-        }
-        let x = Tensor::<4>::random([8, 1, 12, 12], Distribution::Normal(0.0, 1.0), &device);
-        let out = model.forward(x).unwrap().into_features(&device).unwrap();
-        let grads = GradientsParams::from_grads(out.powi_scalar(2).mean().backward(), &model);
-        model = optim.step(0.01, model, grads);
-    }
-    model.set_training(false);
-    model
+    road::trained(build(&device).fuse().unwrap(), qconfig, &device, |device| {
+        Tensor::<4>::random([8, 1, 12, 12], Distribution::Normal(0.0, 1.0), device)
+    })
 }
 
 fn out_dir() -> PathBuf {

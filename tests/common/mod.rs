@@ -1,6 +1,8 @@
 //! Helpers shared by the golden tests: fixture loading and tensor conversion.
 #![allow(dead_code)]
 
+pub mod road;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
