@@ -7,83 +7,13 @@ use super::geometry::{ConvGeometry, check_conv_parameters, circular_pad};
 use super::padding::{Padding, check_same_padding};
 use crate::error::{QatError, Result};
 
-/// A 3-d size given as one number or a triple (PyTorch's `_triple`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Size3(pub [usize; 3]);
-
-impl From<usize> for Size3 {
-    fn from(v: usize) -> Self {
-        Self([v; 3])
-    }
-}
-
-impl From<[usize; 3]> for Size3 {
-    fn from(v: [usize; 3]) -> Self {
-        Self(v)
-    }
-}
-
-/// The geometry of a 3-d convolution over `[N, C, D, H, W]`, with PyTorch's defaults.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Conv3dOptions {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub kernel_size: [usize; 3],
-    pub stride: [usize; 3],
-    pub padding: [usize; 3],
-    pub dilation: [usize; 3],
-    pub groups: usize,
-    pub padding_mode: PaddingMode,
-    /// Whether `padding` was asked for as `"same"`: it then follows the kernel and dilation.
-    pub padding_same: bool,
-}
-
-impl Conv3dOptions {
-    pub fn new(in_channels: usize, out_channels: usize, kernel_size: impl Into<Size3>) -> Self {
-        Self {
-            in_channels,
-            out_channels,
-            kernel_size: kernel_size.into().0,
-            stride: [1; 3],
-            padding: [0; 3],
-            dilation: [1; 3],
-            groups: 1,
-            padding_mode: PaddingMode::Zeros,
-            padding_same: false,
-        }
-    }
-
-    pub fn with_stride(mut self, stride: impl Into<Size3>) -> Self {
-        self.stride = stride.into().0;
-        self
-    }
-
-    /// Numbers (`1`, `[0, 1, 1]`), [`Padding::Valid`] or [`Padding::Same`].
-    pub fn with_padding(mut self, padding: impl Into<Padding<3>>) -> Self {
-        let padding = padding.into();
-        self.padding_same = padding == Padding::Same;
-        self.padding = padding.resolve(self.kernel_size, self.dilation);
-        self
-    }
-
-    pub fn with_dilation(mut self, dilation: impl Into<Size3>) -> Self {
-        self.dilation = dilation.into().0;
-        if self.padding_same {
-            self.padding = Padding::Same.resolve(self.kernel_size, self.dilation);
-        }
-        self
-    }
-
-    pub fn with_groups(mut self, groups: usize) -> Self {
-        self.groups = groups;
-        self
-    }
-
-    pub fn with_padding_mode(mut self, padding_mode: PaddingMode) -> Self {
-        self.padding_mode = padding_mode;
-        self
-    }
-}
+super::spatial_options::spatial_conv_options!(
+    /// The geometry of a 3-d convolution over `[N, C, D, H, W]`, with PyTorch's defaults.
+    Conv3dOptions,
+    Size3,
+    3,
+    "A 3-d size given as one number or a triple (PyTorch's `_triple`)."
+);
 
 impl ConvGeometry<5> for Conv3dOptions {
     const DIMS: &'static str = "3d";

@@ -9,90 +9,22 @@ use super::padding::{Padding, check_same_padding};
 use crate::error::{QatError, Result};
 pub use crate::kernels::PaddingMode;
 
-/// A 2-d size given as one number or a pair (PyTorch's `_pair`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Size2(pub [usize; 2]);
-
-impl From<usize> for Size2 {
-    fn from(v: usize) -> Self {
-        Self([v, v])
-    }
-}
-
-impl From<[usize; 2]> for Size2 {
-    fn from(v: [usize; 2]) -> Self {
-        Self(v)
-    }
-}
-
 impl From<(usize, usize)> for Size2 {
     fn from((a, b): (usize, usize)) -> Self {
         Self([a, b])
     }
 }
 
-/// The geometry of a 2-d convolution, with PyTorch's defaults (stride 1, padding 0, dilation 1,
-/// groups 1, zeros padding).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Conv2dOptions {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub kernel_size: [usize; 2],
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-    pub dilation: [usize; 2],
-    pub groups: usize,
-    pub padding_mode: PaddingMode,
-    /// Whether `padding` was asked for as `"same"`: it then follows the kernel and dilation.
-    pub padding_same: bool,
-}
+super::spatial_options::spatial_conv_options!(
+    /// The geometry of a 2-d convolution, with PyTorch's defaults (stride 1, padding 0, dilation
+    /// 1, groups 1, zeros padding).
+    Conv2dOptions,
+    Size2,
+    2,
+    "A 2-d size given as one number or a pair (PyTorch's `_pair`)."
+);
 
 impl Conv2dOptions {
-    pub fn new(in_channels: usize, out_channels: usize, kernel_size: impl Into<Size2>) -> Self {
-        Self {
-            in_channels,
-            out_channels,
-            kernel_size: kernel_size.into().0,
-            stride: [1, 1],
-            padding: [0, 0],
-            dilation: [1, 1],
-            groups: 1,
-            padding_mode: PaddingMode::Zeros,
-            padding_same: false,
-        }
-    }
-
-    pub fn with_stride(mut self, stride: impl Into<Size2>) -> Self {
-        self.stride = stride.into().0;
-        self
-    }
-
-    /// Numbers (`1`, `[1, 2]`), [`Padding::Valid`] or [`Padding::Same`].
-    pub fn with_padding(mut self, padding: impl Into<Padding<2>>) -> Self {
-        let padding = padding.into();
-        self.padding_same = padding == Padding::Same;
-        self.padding = padding.resolve(self.kernel_size, self.dilation);
-        self
-    }
-
-    pub fn with_dilation(mut self, dilation: impl Into<Size2>) -> Self {
-        self.dilation = dilation.into().0;
-        if self.padding_same {
-            self.padding = Padding::Same.resolve(self.kernel_size, self.dilation);
-        }
-        self
-    }
-
-    pub fn with_groups(mut self, groups: usize) -> Self {
-        self.groups = groups;
-        self
-    }
-
-    pub fn with_padding_mode(mut self, padding_mode: PaddingMode) -> Self {
-        self.padding_mode = padding_mode;
-        self
-    }
-
     /// The weight shape `[out, in / groups, kh, kw]`.
     pub fn weight_shape(&self) -> [usize; 4] {
         [self.out_channels, self.in_channels / self.groups.max(1), self.kernel_size[0], self.kernel_size[1]]

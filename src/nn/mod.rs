@@ -13,6 +13,7 @@ mod padding;
 pub mod qat;
 pub mod qat_module;
 pub mod quantized;
+mod spatial_options;
 pub(crate) mod tensor_util;
 
 pub use batch_norm::BatchNorm;
