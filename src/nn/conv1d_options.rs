@@ -27,10 +27,7 @@ impl Conv1dOptions {
         Self { in_channels, out_channels, kernel_size, stride: 1, padding: 0, dilation: 1, groups: 1, padding_mode, padding_same: false }
     }
 
-    pub fn with_stride(mut self, stride: usize) -> Self {
-        self.stride = stride;
-        self
-    }
+    setters! { with_stride => stride: usize }
 
     /// A number, [`Padding::Valid`] or [`Padding::Same`].
     pub fn with_padding(mut self, padding: impl Into<Padding<1>>) -> Self {
@@ -48,14 +45,9 @@ impl Conv1dOptions {
         self
     }
 
-    pub fn with_groups(mut self, groups: usize) -> Self {
-        self.groups = groups;
-        self
-    }
-
-    pub fn with_padding_mode(mut self, padding_mode: PaddingMode) -> Self {
-        self.padding_mode = padding_mode;
-        self
+    setters! {
+        with_groups => groups: usize,
+        with_padding_mode => padding_mode: PaddingMode,
     }
 
     /// PyTorch's weight shape `[out, in / groups, K]`.

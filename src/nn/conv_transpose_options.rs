@@ -56,10 +56,7 @@ impl ConvTranspose2dOptions {
         self
     }
 
-    pub fn with_groups(mut self, groups: usize) -> Self {
-        self.groups = groups;
-        self
-    }
+    setters! { with_groups => groups: usize }
 }
 
 impl ConvGeometry<4> for ConvTranspose2dOptions {

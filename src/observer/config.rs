@@ -83,21 +83,12 @@ impl ObserverConfig {
         Self { ch_axis, ..Self::with_defaults(Averaging::MovingAverage { averaging_constant }, QScheme::PerChannelAffine) }
     }
 
-    pub fn with_dtype(mut self, dtype: QuantDtype) -> Self {
-        self.dtype = dtype;
-        self
-    }
-
-    /// Sets the scheme; a per-tensor observer takes per-tensor schemes, a per-channel one
-    /// per-channel schemes (checked by [`init`](Self::init)).
-    pub fn with_qscheme(mut self, qscheme: QScheme) -> Self {
-        self.qscheme = qscheme;
-        self
-    }
-
-    pub fn with_reduce_range(mut self, reduce_range: bool) -> Self {
-        self.reduce_range = reduce_range;
-        self
+    setters! {
+        with_dtype => dtype: QuantDtype,
+        /// Sets the scheme; a per-tensor observer takes per-tensor schemes, a per-channel one
+        /// per-channel schemes (checked by [`init`](Self::init)).
+        with_qscheme => qscheme: QScheme,
+        with_reduce_range => reduce_range: bool,
     }
 
     pub fn with_quant_range(mut self, quant_min: i64, quant_max: i64) -> Self {
@@ -105,10 +96,7 @@ impl ObserverConfig {
         self
     }
 
-    pub fn with_eps(mut self, eps: f32) -> Self {
-        self.eps = eps;
-        self
-    }
+    setters! { with_eps => eps: f32 }
 
     /// The dtype, scheme, effective range and eps, checked as PyTorch checks them.
     pub fn spec(&self) -> Result<QuantSpec> {
@@ -147,14 +135,13 @@ impl ObserverConfig {
         Ok(QuantSpec { dtype: self.dtype, qscheme: self.qscheme, range, custom_range: self.quant_range.is_some(), eps: self.eps })
     }
 
-    /// Builds the observer.
-    /// Clips each observation's range at a percentile or where the quantization error is
-    /// smallest instead of taking its min and max.
-    pub fn with_estimator(mut self, estimator: RangeEstimator) -> Self {
-        self.estimator = estimator;
-        self
+    setters! {
+        /// Clips each observation's range at a percentile or where the quantization error is
+        /// smallest instead of taking its min and max.
+        with_estimator => estimator: RangeEstimator,
     }
 
+    /// Builds the observer.
     pub fn init(&self) -> Result<Observer> {
         self.estimator.check()?;
         Ok(Observer::new(self.clone(), self.spec()?))

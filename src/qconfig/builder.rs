@@ -55,16 +55,11 @@ impl QConfigBuilder {
         }
     }
 
-    /// Weight bits, 2 to 16 (signed, `-2^(b-1) ..= 2^(b-1) - 1`).
-    pub fn weight_bits(mut self, bits: u32) -> Self {
-        self.weight_bits = bits;
-        self
-    }
-
-    /// Activation bits, 2 to 16 (unsigned, `0 ..= 2^b - 1`).
-    pub fn activation_bits(mut self, bits: u32) -> Self {
-        self.activation_bits = bits;
-        self
+    setters! {
+        /// Weight bits, 2 to 16 (signed, `-2^(b-1) ..= 2^(b-1) - 1`).
+        weight_bits => weight_bits: u32,
+        /// Activation bits, 2 to 16 (unsigned, `0 ..= 2^b - 1`).
+        activation_bits => activation_bits: u32,
     }
 
     pub fn per_tensor_weights(mut self) -> Self {
@@ -88,10 +83,7 @@ impl QConfigBuilder {
         self
     }
 
-    pub fn averaging_constant(mut self, c: f32) -> Self {
-        self.averaging_constant = c;
-        self
-    }
+    setters! { averaging_constant => averaging_constant: f32 }
 
     /// PyTorch's `FakeQuantize` instead of the fused moving-average variant.
     pub fn standard_fake_quant(mut self) -> Self {
@@ -107,17 +99,12 @@ impl QConfigBuilder {
         self
     }
 
-    /// The weights' quantizer alone (after [`quantizer`](Self::quantizer)), e.g. LSQ weights
-    /// with PACT activations. PACT is for activations: [`build`](Self::build) refuses it here.
-    pub fn weight_quantizer(mut self, quantizer: Quantizer) -> Self {
-        self.weight_quantizer = quantizer;
-        self
-    }
-
-    /// How every observer measures an observation's range (min/max, a percentile, MSE).
-    pub fn range_estimator(mut self, estimator: RangeEstimator) -> Self {
-        self.estimator = estimator;
-        self
+    setters! {
+        /// The weights' quantizer alone (after [`quantizer`](Self::quantizer)), e.g. LSQ weights
+        /// with PACT activations. PACT is for activations: [`build`](Self::build) refuses it here.
+        weight_quantizer => weight_quantizer: Quantizer,
+        /// How every observer measures an observation's range (min/max, a percentile, MSE).
+        range_estimator => estimator: RangeEstimator,
     }
 
     /// Activations observed by PyTorch's HistogramObserver (see
@@ -127,10 +114,9 @@ impl QConfigBuilder {
         self
     }
 
-    /// The qparam formula for both training and convert.
-    pub fn qparam_formula(mut self, formula: QParamFormula) -> Self {
-        self.formula = formula;
-        self
+    setters! {
+        /// The qparam formula for both training and convert.
+        qparam_formula => formula: QParamFormula,
     }
 
     fn check_bits(what: &str, bits: u32) -> Result<()> {

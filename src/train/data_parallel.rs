@@ -37,10 +37,9 @@ impl<M: Classifier + Send> DataParallel<M> {
         Ok(Self { replicas, optims, group: Group::new(devices.len()), devices, distillation: None })
     }
 
-    /// Adds distillation from a teacher's logits to every replica's loss.
-    pub fn with_distillation(mut self, distillation: Option<Distillation>) -> Self {
-        self.distillation = distillation;
-        self
+    setters! {
+        /// Adds distillation from a teacher's logits to every replica's loss.
+        with_distillation => distillation: Option<Distillation>,
     }
 
     /// One SGD step at `lr` on `batch` (indices into `train`), shared among the replicas:

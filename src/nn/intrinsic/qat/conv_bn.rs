@@ -107,10 +107,9 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
         Ok(self)
     }
 
-    /// Uses the given BN folding while training.
-    pub fn with_folding(mut self, folding: BnFolding) -> Self {
-        self.folding = folding;
-        self
+    setters! {
+        /// Uses the given BN folding while training.
+        with_folding => folding: BnFolding,
     }
 
     /// PyTorch `reset_bn_parameters`: running stats reset, gamma `U[0, 1)` (not ones: PyTorch's

@@ -30,24 +30,11 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnConfig<D, O> {
         Self { conv, bias: false, eps: 1e-5, momentum: Some(0.1), freeze_bn: false, qconfig }
     }
 
-    pub fn with_bias(mut self, bias: bool) -> Self {
-        self.bias = bias;
-        self
-    }
-
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-
-    pub fn with_momentum(mut self, momentum: Option<f64>) -> Self {
-        self.momentum = momentum;
-        self
-    }
-
-    pub fn with_freeze_bn(mut self, freeze_bn: bool) -> Self {
-        self.freeze_bn = freeze_bn;
-        self
+    setters! {
+        with_bias => bias: bool,
+        with_eps => eps: f64,
+        with_momentum => momentum: Option<f64>,
+        with_freeze_bn => freeze_bn: bool,
     }
 
     pub fn init(&self, device: &burn::tensor::Device) -> Result<ConvBnNd<D, O>> {

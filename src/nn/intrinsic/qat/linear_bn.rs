@@ -83,10 +83,7 @@ impl LinearBn1d {
         Ok(self)
     }
 
-    pub fn with_folding(mut self, folding: BnFolding) -> Self {
-        self.folding = folding;
-        self
-    }
+    setters! { with_folding => folding: BnFolding }
 
     pub fn is_bn_frozen(&self) -> bool {
         self.bn.is_frozen()
