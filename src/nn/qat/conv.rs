@@ -2,14 +2,13 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
-use super::{OutputFakeQuant, in_layer, read_param, write_param};
+use super::{OutputFakeQuant, in_layer};
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::float;
 use crate::nn::tensor_util::uniform_param;
 use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry};
 use crate::qconfig::QConfig;
-use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
 /// PyTorch's `torch.ao.nn.qat._ConvNd`: `conv(x, weight_fake_quant(W), bias)`, generic over the
 /// geometry (`D` the tensor rank).
@@ -83,28 +82,4 @@ impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
     }
 }
 
-impl<const D: usize, O: ConvGeometry<D>> SaveStateDict for ConvNd<D, O> {
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        write_param(&self.weight, join(prefix, "weight"), out);
-        if let Some(bias) = &self.bias {
-            write_param(bias, join(prefix, "bias"), out);
-        }
-        self.weight_fake_quant.write_state(&join(prefix, "weight_fake_quant."), out);
-        if let Some(fq) = &self.activation_post_process {
-            fq.write_state(&join(prefix, "activation_post_process."), out);
-        }
-    }
-}
-
-impl<const D: usize, O: ConvGeometry<D>> LoadStateDict for ConvNd<D, O> {
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        read_param(&mut self.weight, &join(prefix, "weight"), reader);
-        if let Some(bias) = &mut self.bias {
-            read_param(bias, &join(prefix, "bias"), reader);
-        }
-        self.weight_fake_quant.read_state(&join(prefix, "weight_fake_quant."), reader);
-        if let Some(fq) = &mut self.activation_post_process {
-            fq.read_state(&join(prefix, "activation_post_process."), reader);
-        }
-    }
-}
+weighted_state_dict!(impl[const D: usize, O: ConvGeometry<D>] ConvNd<D, O>);

@@ -2,12 +2,11 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
-use super::{OutputFakeQuant, in_layer, read_param, write_param};
+use super::{OutputFakeQuant, in_layer};
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::float::{self, default_linear_params, linear_forward};
 use crate::qconfig::QConfig;
-use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
 /// `torch.ao.nn.qat.Linear`: `linear(x, weight_fake_quant(W), bias)`, weight `[out, in]`.
 #[derive(Module, Debug)]
@@ -67,28 +66,4 @@ impl Linear {
     }
 }
 
-impl SaveStateDict for Linear {
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        write_param(&self.weight, join(prefix, "weight"), out);
-        if let Some(bias) = &self.bias {
-            write_param(bias, join(prefix, "bias"), out);
-        }
-        self.weight_fake_quant.write_state(&join(prefix, "weight_fake_quant."), out);
-        if let Some(fq) = &self.activation_post_process {
-            fq.write_state(&join(prefix, "activation_post_process."), out);
-        }
-    }
-}
-
-impl LoadStateDict for Linear {
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        read_param(&mut self.weight, &join(prefix, "weight"), reader);
-        if let Some(bias) = &mut self.bias {
-            read_param(bias, &join(prefix, "bias"), reader);
-        }
-        self.weight_fake_quant.read_state(&join(prefix, "weight_fake_quant."), reader);
-        if let Some(fq) = &mut self.activation_post_process {
-            fq.read_state(&join(prefix, "activation_post_process."), reader);
-        }
-    }
-}
+weighted_state_dict!(impl[] Linear);
