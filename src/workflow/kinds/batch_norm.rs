@@ -121,8 +121,8 @@ impl PrepareQat for BatchNorm {
 }
 
 /// A batch norm that quantizes only folded into the conv or linear before it (`$folds_into`):
-/// its float forward on `$value` tensors (`x` bound by `$forward`), its BN switch and state,
-/// and `prepare` refusing it with the fix.
+/// its float forward `$forward` (of the batch norm `bn`, the input `x` and the path `p`), its BN
+/// switch and state, and `prepare` refusing it with the fix.
 macro_rules! foldable_batch_norm {
     ($ty:ty, $kind:literal, $folds_into:literal, |$bn:ident, $x:ident, $p:ident| $forward:expr) => {
         impl FloatOp for $ty {
