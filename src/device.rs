@@ -49,14 +49,17 @@ impl Accelerator {
     /// for a software Vulkan device) and the `index`-th discrete GPU after that.
     pub fn device(self, index: usize) -> Result<Device> {
         if !self.compiled_in() {
-            return Err(QatError::config(format!(
-                "device `{0}`: this build has no {0} backend; rebuild with `--features {0}` (e.g. `cargo build --release --features {0}`)",
-                self.name()
-            )));
+            return Err(QatError::invalid(
+                "--device",
+                format!(
+                    "device `{0}`: this build has no {0} backend; rebuild with `--features {0}` (e.g. `cargo build --release --features {0}`)",
+                    self.name()
+                ),
+            ));
         }
         match self {
             Self::Cpu if index == 0 => Ok(Device::flex()),
-            Self::Cpu => Err(QatError::config(format!("device cpu:{index}: the CPU backend has one device, cpu:0"))),
+            Self::Cpu => Err(QatError::invalid("--device", format!("device cpu:{index}: the CPU backend has one device, cpu:0"))),
             Self::Wgpu => Ok(wgpu_device(index)),
             Self::Cuda => Ok(cuda_device(index)),
             Self::Rocm => Ok(rocm_device(index)),
@@ -67,7 +70,7 @@ impl Accelerator {
     /// the backend lists, or an error saying how many there are.
     pub fn devices(self, count: usize) -> Result<Vec<Device>> {
         if count == 0 {
-            return Err(QatError::config("--devices must be at least 1"));
+            return Err(QatError::invalid("--devices", "--devices must be at least 1"));
         }
         if count == 1 {
             return Ok(vec![self.device(0)?]);
@@ -75,12 +78,15 @@ impl Accelerator {
         self.device(0)?;
         let found = self.enumerate();
         if found.len() < count {
-            return Err(QatError::config(format!(
-                "--devices {count}: this machine has {} {} device{} (the CPU backend is one device that already uses every core)",
-                found.len(),
-                self.name(),
-                if found.len() == 1 { "" } else { "s" }
-            )));
+            return Err(QatError::invalid(
+                "--devices",
+                format!(
+                    "--devices {count}: this machine has {} {} device{} (the CPU backend is one device that already uses every core)",
+                    found.len(),
+                    self.name(),
+                    if found.len() == 1 { "" } else { "s" }
+                ),
+            ));
         }
         Ok(found.into_iter().take(count).collect())
     }
@@ -147,7 +153,7 @@ impl FromStr for Accelerator {
         Self::ALL
             .into_iter()
             .find(|a| a.name() == s.to_ascii_lowercase())
-            .ok_or_else(|| QatError::config(format!("unknown device `{s}`: expected one of cpu, wgpu, cuda, rocm")))
+            .ok_or_else(|| QatError::invalid("--device", format!("unknown device `{s}`: expected one of cpu, wgpu, cuda, rocm")))
     }
 }
 
@@ -160,7 +166,10 @@ mod tests {
         for a in Accelerator::ALL {
             assert_eq!(a.name().parse::<Accelerator>().unwrap(), a);
         }
-        assert!(matches!("tpu".parse::<Accelerator>(), Err(QatError::InvalidConfig(m)) if m.contains("cpu, wgpu, cuda, rocm")));
+        assert!(matches!(
+            "tpu".parse::<Accelerator>(),
+            Err(QatError::InvalidConfig { field, reason }) if field == "--device" && reason.contains("cpu, wgpu, cuda, rocm")
+        ));
     }
 
     #[test]
@@ -171,7 +180,10 @@ mod tests {
         }
         assert!(Accelerator::Cpu.device(1).is_err());
         assert!(Accelerator::Cpu.devices(0).is_err());
-        assert!(matches!(Accelerator::Cpu.devices(2), Err(QatError::InvalidConfig(m)) if m.contains("has 1 cpu device ")));
+        assert!(matches!(
+            Accelerator::Cpu.devices(2),
+            Err(QatError::InvalidConfig { field, reason }) if field == "--devices" && reason.contains("has 1 cpu device ")
+        ));
         assert_eq!(Accelerator::Cpu.devices(1).unwrap().len(), 1);
     }
 }

@@ -10,9 +10,19 @@ pub enum QatError {
     #[error("invalid quantization range [{quant_min}, {quant_max}]: {reason}")]
     InvalidRange { quant_min: i64, quant_max: i64, reason: String },
 
-    /// A configuration value out of its domain (a negative eps, a momentum above 1, ...).
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    /// A configuration value out of its domain (a negative eps, a momentum above 1, an unknown
+    /// backend, ...). `field` names the argument, option or flag as the caller spelled it
+    /// (PyTorch's name where it has one: `eps`, `momentum`, `groups`, `backend`, `--epochs`), so
+    /// a caller can match on it; `reason` says what is wrong and what would be accepted.
+    #[error("invalid {field}: {reason}")]
+    InvalidConfig { field: String, reason: String },
+
+    /// A model whose layers cannot take the step asked of them: two layers with one name, a
+    /// batch norm with no conv to fold into, a quantized layer with no QuantStub before it, a
+    /// float layer where the int8 engine needs a quantized one. `layer` names the layer (its
+    /// path in the model), `reason` what to change.
+    #[error("{layer}: {reason}")]
+    ModelStructure { layer: String, reason: String },
 
     /// Tensor shapes that do not fit together.
     #[error("shape mismatch in {context}: expected {expected}, got {actual}")]
@@ -46,15 +56,21 @@ pub enum QatError {
 }
 
 impl QatError {
-    pub fn config(msg: impl Into<String>) -> Self {
-        Self::InvalidConfig(msg.into())
+    /// [`QatError::InvalidConfig`]: `field` out of its domain, for `reason`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidConfig { field: field.into(), reason: reason.into() }
     }
 
-    pub(crate) fn lifecycle(context: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// [`QatError::ModelStructure`]: the model does not fit at `layer`, for `reason`.
+    pub fn structure(layer: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::ModelStructure { layer: layer.into(), reason: reason.into() }
+    }
+
+    pub fn lifecycle(context: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Lifecycle { context: context.into(), reason: reason.into() }
     }
 
-    pub(crate) fn shape(context: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> Self {
+    pub fn shape(context: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> Self {
         Self::ShapeMismatch { context: context.into(), expected: expected.into(), actual: actual.into() }
     }
 }

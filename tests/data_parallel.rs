@@ -131,7 +131,7 @@ fn a_batch_smaller_than_the_replica_count_and_the_exact_bn_fold_are_refused() {
     let (train, test) = digits();
     let cpu = Device::flex().autodiff();
     let mut dp = DataParallel::new(lenet_qat(&cpu), &[Device::flex(), Device::flex(), Device::flex()], sgd()).unwrap();
-    assert_error!(dp.train_step(&train, &[0, 1], 0.01), QatError::InvalidConfig(m) if m.contains("cannot be shared among 3"));
+    assert_error!(dp.train_step(&train, &[0, 1], 0.01), QatError::InvalidConfig { field, reason } if field == "batch_size" && reason.contains("cannot be shared among 3"));
 
     let options = TrainOptions { epochs: 1, batch_size: 2, ..TrainOptions::default() };
     let devices = [Device::flex(), Device::flex(), Device::flex()];
@@ -144,7 +144,7 @@ fn a_batch_smaller_than_the_replica_count_and_the_exact_bn_fold_are_refused() {
         &mut OnEpoch(|_: &EpochReport| {}),
         ResumePoint::default(),
     );
-    assert_error!(result, QatError::InvalidConfig(m) if m.contains("below the 3 devices"));
+    assert_error!(result, QatError::InvalidConfig { field, reason } if field == "batch_size" && reason.contains("below the 3 devices"));
 
     let mut model = lenet_qat(&cpu);
     for l in model.layers.iter_mut() {
@@ -153,7 +153,7 @@ fn a_batch_smaller_than_the_replica_count_and_the_exact_bn_fold_are_refused() {
         }
     }
     let mut dp = DataParallel::new(model, &[Device::flex(), Device::flex()], sgd()).unwrap();
-    assert_error!(dp.train_step(&train, &[0, 1, 2, 3], 0.01), QatError::InvalidConfig(m) if m.contains("approximate BN fold"));
+    assert_error!(dp.train_step(&train, &[0, 1, 2, 3], 0.01), QatError::InvalidConfig { field, reason } if field == "folding" && reason.contains("approximate BN fold"));
 }
 
 #[test]

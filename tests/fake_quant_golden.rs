@@ -90,7 +90,7 @@ fn bad_parameters_are_errors_not_panics() {
     for p in bad {
         assert_error!(
             fake_quantize(x.clone(), &p),
-            QatError::InvalidConfig(_) | QatError::InvalidRange { .. } | QatError::ShapeMismatch { .. },
+            QatError::InvalidConfig { .. } | QatError::InvalidRange { .. } | QatError::ShapeMismatch { .. },
             "{p:?} should be rejected"
         );
     }

@@ -104,7 +104,7 @@ fn mismatched_inputs_are_errors() {
     )
     .unwrap();
     let wrong_qparams = QTensor { values: vec![0; 8], shape: vec![1, 2, 2, 2], qparams: act(0.2, 0, 255) };
-    assert_error!(conv.forward(&wrong_qparams), QatError::InvalidConfig(m) if m.contains("qparams"));
+    assert_error!(conv.forward(&wrong_qparams), QatError::ModelStructure { reason, .. } if reason.contains("qparams"));
     let wrong_shape = QTensor { values: vec![0; 12], shape: vec![1, 3, 2, 2], qparams: input };
     assert_error!(conv.forward(&wrong_shape), QatError::ShapeMismatch { .. });
     assert_error!(
@@ -118,7 +118,7 @@ fn mismatched_inputs_are_errors() {
     );
     assert_error!(
         Conv2d::new(Conv2dOptions::new(2, 2, 1), Int8Weight::new(vec![1; 4], vec![0.1; 2], vec![0; 2]), &[0.0; 2], LayerQParams::new(input, act(0.1, 0, 300), false)),
-        QatError::InvalidConfig(m) if m.contains("u8")
+        QatError::InvalidConfig { field, reason } if field == "quant_max" && reason.contains("u8")
     );
 }
 

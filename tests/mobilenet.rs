@@ -174,13 +174,16 @@ fn the_models_build_for_cifar10_and_other_shapes() {
             assert_eq!(dims, [2, shape.classes], "{name} on {shape:?}");
         }
         let empty = InputShape { channels: 0, ..InputShape::CIFAR10 };
-        assert!(matches!(build(empty, &device), Err(QatError::InvalidConfig(m)) if m.contains(name)), "{name}");
+        assert!(
+            matches!(build(empty, &device), Err(QatError::InvalidConfig { field, reason }) if field == "channels" && reason.contains(name)),
+            "{name}"
+        );
     }
     // Two 2x2 poolings need at least 4 pixels a side; the global pooling does not.
     let tiny = InputShape { height: 3, ..InputShape::MNIST };
     for build in [lenet_for, resnet_tiny_for] {
         let err = build(tiny, &device).unwrap_err();
-        assert!(matches!(&err, QatError::InvalidConfig(m) if m.contains("at least 4")), "{err}");
+        assert!(matches!(&err, QatError::InvalidConfig { field, reason } if field == "height" && reason.contains("at least 4")), "{err}");
     }
     assert!(mobilenetv2_tiny_for(tiny, &device).is_ok());
 }

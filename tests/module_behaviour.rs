@@ -285,16 +285,21 @@ fn invalid_configurations_are_typed_errors() {
     let qconfig = get_default_qat_qconfig("fbgemm", 0).unwrap();
     let conv = |o: Conv2dOptions| ConvBn2dConfig::new(o, qconfig.clone()).init(&device).err();
     assert!(
-        matches!(conv(Conv2dOptions::new(3, 4, 3).with_groups(2)), Some(QatError::InvalidConfig(m)) if m.contains("divisible by groups"))
+        matches!(conv(Conv2dOptions::new(3, 4, 3).with_groups(2)), Some(QatError::InvalidConfig { field, reason }) if field == "groups" && reason.contains("divisible by groups"))
     );
-    assert!(conv(Conv2dOptions::new(0, 4, 3)).is_some());
-    assert!(conv(Conv2dOptions::new(4, 4, 0)).is_some());
-    assert!(conv(Conv2dOptions::new(4, 4, 3).with_stride(0)).is_some());
-    assert_error!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_eps(-1.0).init(&device), QatError::InvalidConfig(m) if m.contains("eps"));
-    assert_error!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_momentum(Some(1.5)).init(&device), QatError::InvalidConfig(m) if m.contains("momentum"));
-    assert_error!(get_default_qat_qconfig("tpu", 0), QatError::InvalidConfig(m) if m.contains("tpu"));
-    assert_error!(get_default_qat_qconfig("fbgemm", 2), QatError::InvalidConfig(m) if m.contains('2'));
-    assert_error!(LinearReLU::new(0, 3, true, qconfig.clone(), &device), QatError::InvalidConfig(_));
+    // The error names the argument a caller got wrong, so a harness can match on it.
+    let field = |o: Conv2dOptions| match conv(o) {
+        Some(QatError::InvalidConfig { field, .. }) => field,
+        other => panic!("expected an invalid-configuration error, got {other:?}"),
+    };
+    assert_eq!(field(Conv2dOptions::new(0, 4, 3)), "in_channels");
+    assert_eq!(field(Conv2dOptions::new(4, 4, 0)), "kernel_size");
+    assert_eq!(field(Conv2dOptions::new(4, 4, 3).with_stride(0)), "stride");
+    assert_error!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_eps(-1.0).init(&device), QatError::InvalidConfig { field, .. } if field == "eps");
+    assert_error!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_momentum(Some(1.5)).init(&device), QatError::InvalidConfig { field, .. } if field == "momentum");
+    assert_error!(get_default_qat_qconfig("tpu", 0), QatError::InvalidConfig { field, reason } if field == "backend" && reason.contains("tpu"));
+    assert_error!(get_default_qat_qconfig("fbgemm", 2), QatError::InvalidConfig { field, reason } if field == "version" && reason.contains('2'));
+    assert_error!(LinearReLU::new(0, 3, true, qconfig.clone(), &device), QatError::InvalidConfig { field, .. } if field == "in_features");
 
     let float_conv = float::Conv2d::new(Conv2dOptions::new(3, 4, 3), false, &device).unwrap();
     let bn = BatchNorm::new(5, 1e-5, Some(0.1), &device).unwrap();

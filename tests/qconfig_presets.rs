@@ -66,9 +66,9 @@ fn the_builder_makes_low_bit_configs_and_rejects_impossible_ones() {
     assert_eq!(q.activation.observer.quant_range, Some((0, 15)));
     let q16 = QConfigBuilder::new().weight_bits(16).build().unwrap();
     assert_eq!(q16.weight.observer.dtype, QuantDtype::QInt32);
-    assert_error!(QConfigBuilder::new().weight_bits(1).build(), QatError::InvalidConfig(m) if m.contains("bits"));
-    assert_error!(QConfigBuilder::new().activation_bits(17).build(), QatError::InvalidConfig(m) if m.contains("bits"));
-    assert_error!(QConfigBuilder::new().averaging_constant(0.0).build(), QatError::InvalidConfig(m) if m.contains("averaging_constant"));
+    assert_error!(QConfigBuilder::new().weight_bits(1).build(), QatError::InvalidConfig { field, reason } if field == "weight_bits" && reason.contains("bits"));
+    assert_error!(QConfigBuilder::new().activation_bits(17).build(), QatError::InvalidConfig { field, reason } if field == "activation_bits" && reason.contains("bits"));
+    assert_error!(QConfigBuilder::new().averaging_constant(0.0).build(), QatError::InvalidConfig { field, .. } if field == "averaging_constant");
 }
 
 /// The presets take the backend as the enum or as PyTorch's name, to the same qconfig.
@@ -81,7 +81,7 @@ fn presets_take_the_backend_enum_or_its_name() {
         }
         assert_eq!(QConfig::consistent(backend).unwrap(), QConfig::consistent(backend.name().to_string()).unwrap());
     }
-    assert_error!(QConfig::consistent("tpu"), QatError::InvalidConfig(m) if m.contains("tpu"));
+    assert_error!(QConfig::consistent("tpu"), QatError::InvalidConfig { field, reason } if field == "backend" && reason.contains("tpu"));
 }
 
 /// `FakeQuantizeConfig::consistent` is what `QConfig::consistent` applies to PyTorch's version-1

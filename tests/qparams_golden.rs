@@ -89,7 +89,7 @@ fn configurations_pytorch_rejects_are_rejected() {
         }
         assert_error!(
             config.init(),
-            QatError::InvalidRange { .. } | QatError::InvalidConfig(_),
+            QatError::InvalidRange { .. } | QatError::InvalidConfig { .. },
             "PyTorch rejects {case} ({}), so must we",
             case["message"]
         );

@@ -31,7 +31,7 @@ impl DataSource {
     /// found, because it is almost always a misspelt prefix.
     pub fn parse(spec: &str) -> Result<Self> {
         if spec.is_empty() {
-            return Err(QatError::config(format!("empty data source; expected {FORMS}")));
+            return Err(QatError::invalid("--data", format!("empty data source; expected {FORMS}")));
         }
         let Some((prefix, dir)) = spec.split_once(':') else {
             return Ok(Self::Mnist(PathBuf::from(spec)));
@@ -41,10 +41,12 @@ impl DataSource {
             "mnist" => Self::Mnist,
             "cifar10" => Self::Cifar10,
             _ if !is_word(prefix) || Path::new(spec).exists() => return Ok(Self::Mnist(PathBuf::from(spec))),
-            _ => return Err(QatError::config(format!("unknown data source prefix {prefix:?} in {spec:?}; expected {FORMS}"))),
+            _ => {
+                return Err(QatError::invalid("--data", format!("unknown data source prefix {prefix:?} in {spec:?}; expected {FORMS}")));
+            }
         };
         if dir.is_empty() {
-            return Err(QatError::config(format!("data source {spec:?} names no folder after the ':'; expected {FORMS}")));
+            return Err(QatError::invalid("--data", format!("data source {spec:?} names no folder after the ':'; expected {FORMS}")));
         }
         Ok(make(PathBuf::from(dir)))
     }

@@ -39,9 +39,10 @@ impl OnnxOpset {
         match text {
             "13" => Ok(Self::V13),
             "21" => Ok(Self::V21),
-            other => Err(QatError::config(format!(
-                "ONNX opset {other:?} is not written; choose 13 (int8 weights) or 21 (int4 weights where they fit)"
-            ))),
+            other => Err(QatError::invalid(
+                "opset_version",
+                format!("ONNX opset {other:?} is not written; choose 13 (int8 weights) or 21 (int4 weights where they fit)"),
+            )),
         }
     }
 
@@ -100,9 +101,10 @@ pub fn to_model_proto<const R: usize>(model: &Int8Model, input_shape: [usize; R]
 /// [`to_model_proto`] at the given operator set.
 pub fn to_model_proto_with<const R: usize>(model: &Int8Model, input_shape: [usize; R], opset: OnnxOpset) -> Result<ModelProto> {
     if R < 3 || input_shape[1..].contains(&0) {
-        return Err(QatError::config(format!(
-            "ONNX export: input shape {input_shape:?} must be [N, C, ...] with one to three spatial axes, all positive"
-        )));
+        return Err(QatError::invalid(
+            "input_shape",
+            format!("ONNX export: input shape {input_shape:?} must be [N, C, ...] with one to three spatial axes, all positive"),
+        ));
     }
     let (body, head, classes) = split_head(&model.layers)?;
     let mut graph = Builder { int4_weights: opset == OnnxOpset::V21, ..Builder::default() };
@@ -154,12 +156,15 @@ fn split_head(layers: &[Named<Int8Layer>]) -> Result<(&[Named<Int8Layer>], &str,
         (Some(Int8Layer::Linear(linear)), Some(Int8Layer::DeQuantize(_))) => {
             Ok((&layers[..n - 1], layers[n - 1].name.as_str(), linear.out_features))
         }
-        _ => Err(QatError::config(format!(
-            "ONNX export: the model must end with a quantized Linear followed by a DeQuantStub \
-             (the logits); it ends with {} then {}",
-            describe(before),
-            describe(last)
-        ))),
+        _ => Err(QatError::structure(
+            last.map_or("", |l| l.name.as_str()),
+            format!(
+                "ONNX export: the model must end with a quantized Linear followed by a DeQuantStub \
+                 (the logits); it ends with {} then {}",
+                describe(before),
+                describe(last)
+            ),
+        )),
     }
 }
 
@@ -205,7 +210,7 @@ struct Wire {
 
 impl Wire {
     fn quantized(&self, path: &str) -> Result<ActivationQParams> {
-        self.qparams.ok_or_else(|| QatError::config(format!("{path}: receives a float tensor but is quantized; put a QuantStub before it")))
+        self.qparams.ok_or_else(|| QatError::structure(path, "receives a float tensor but is quantized; put a QuantStub before it"))
     }
 
     fn image(&self, path: &str) -> Result<[usize; 4]> {
@@ -238,7 +243,7 @@ impl Builder {
         match layer {
             Int8Layer::Quantize(q) => {
                 if cur.qparams.is_some() {
-                    return Err(QatError::config(format!("{path}: Quantize receives an already quantized tensor")));
+                    return Err(QatError::structure(path, "Quantize receives an already quantized tensor"));
                 }
                 let name = self.quantize(path, &cur.name, q.qparams, true)?;
                 Ok(Wire { name, shape: cur.shape, qparams: Some(q.qparams) })
@@ -286,10 +291,11 @@ impl Builder {
             Int8Layer::Residual { body, add } => self.residual(body, add, path, cur),
             Int8Layer::Concat { body, cat } => self.concat(body, cat, path, cur),
             Int8Layer::Hardswish(m) => self.hardswish(m, path, cur),
-            Int8Layer::Float(_) => Err(QatError::config(format!(
-                "{path}: float layers (qconfig None) are not exportable yet; export a fully \
-                 quantized model (QuantStub ... DeQuantStub around every layer)"
-            ))),
+            Int8Layer::Float(_) => Err(QatError::structure(
+                path,
+                "float layers (qconfig None) are not exportable yet; export a fully \
+                 quantized model (QuantStub ... DeQuantStub around every layer)",
+            )),
         }
     }
 
@@ -303,11 +309,14 @@ impl Builder {
         check_input_qparams(path, q, m.input)?;
         let o = &m.options;
         if o.padding_mode() != PaddingMode::Zeros {
-            return Err(QatError::config(format!(
-                "{path}: padding_mode {} is not exportable to ONNX (ONNX Conv pads with zeros \
-                 only; use padding_mode zeros)",
-                o.padding_mode()
-            )));
+            return Err(QatError::invalid(
+                "padding_mode",
+                format!(
+                    "{path}: padding_mode {} is not exportable to ONNX (ONNX Conv pads with zeros \
+                     only; use padding_mode zeros)",
+                    o.padding_mode()
+                ),
+            ));
         }
         let dims: [usize; D] = cur
             .shape
@@ -429,8 +438,9 @@ impl Builder {
         let zero_points = weight_zero_point[..axis_len]
             .iter()
             .map(|&z| {
-                i8::try_from(z)
-                    .map_err(|_| QatError::config(format!("{path}: weight zero point {z} does not fit int8; only int8 weights export")))
+                i8::try_from(z).map_err(|_| {
+                    QatError::invalid("zero_point", format!("{path}: weight zero point {z} does not fit int8; only int8 weights export"))
+                })
             })
             .collect::<Result<Vec<i8>>>()?;
         let dims = |s: &[usize]| s.iter().map(|&d| d as i64).collect::<Vec<_>>();
@@ -696,7 +706,10 @@ impl Builder {
     /// Reserves a tensor name; a clash means two layers share a path.
     fn unique(&mut self, name: &str) -> Result<String> {
         if !self.names.insert(name.to_string()) || name == INPUT_NAME || name == OUTPUT_NAME {
-            return Err(QatError::config(format!("ONNX export: the tensor name {name:?} is used twice; give the layers unique names")));
+            return Err(QatError::structure(
+                name,
+                format!("ONNX export: the tensor name {name:?} is used twice; give the layers unique names"),
+            ));
         }
         Ok(name.to_string())
     }
@@ -717,7 +730,7 @@ impl Builder {
 
 fn check_input_qparams(path: &str, got: ActivationQParams, want: ActivationQParams) -> Result<()> {
     if got != want {
-        return Err(QatError::config(format!("{path}: input qparams {got:?} differ from the ones it was converted for {want:?}")));
+        return Err(QatError::structure(path, format!("input qparams {got:?} differ from the ones it was converted for {want:?}")));
     }
     Ok(())
 }

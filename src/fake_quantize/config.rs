@@ -62,7 +62,8 @@ impl FakeQuantizeConfig {
     /// moving-average one.
     pub fn fused(observer: ObserverConfig) -> Result<Self> {
         let Averaging::MovingAverage { averaging_constant } = observer.averaging else {
-            return Err(QatError::config(
+            return Err(QatError::invalid(
+                "observer",
                 "the fused fake quant needs a moving-average observer (MovingAverageMinMaxObserver or \
                  MovingAveragePerChannelMinMaxObserver)",
             ));
@@ -96,7 +97,8 @@ impl FakeQuantizeConfig {
     /// stays at that estimate. The scheme must be affine: PACT clips what the observer saw.
     pub fn pact(observer: ObserverConfig) -> Result<Self> {
         if observer.qscheme.is_symmetric() || observer.qscheme.is_per_channel() {
-            return Err(QatError::config(
+            return Err(QatError::invalid(
+                "qscheme",
                 "PACT learns a per-tensor activation clip level; it needs a per-tensor affine observer \
                  (for weights use a fixed or LSQ quantizer)",
             ));
@@ -144,7 +146,10 @@ impl FakeQuantizeConfig {
     /// histogram.
     pub fn with_histogram_observer(mut self, bins: usize) -> Result<Self> {
         if self.observer.qscheme.is_per_channel() {
-            return Err(QatError::config("a histogram observer is per tensor only; keep min/max observers for per-channel weights"));
+            return Err(QatError::invalid(
+                "qscheme",
+                "a histogram observer is per tensor only; keep min/max observers for per-channel weights",
+            ));
         }
         self.observer.averaging = Averaging::Histogram { bins, levels: SearchLevels::QuantRange };
         if let FakeQuantizeVariant::FusedMovingAverage { .. } = self.variant {

@@ -104,7 +104,7 @@ impl FakeQuantize {
             ));
         }
         if self.observer.ch_axis().is_some() {
-            return Err(QatError::config(format!("{layer}: activations must be quantized per tensor")));
+            return Err(QatError::invalid("qscheme", format!("{layer}: activations must be quantized per tensor")));
         }
         let q = self.calculate_qparams();
         let range = self.observer.spec().range;
@@ -137,17 +137,22 @@ impl FakeQuantize {
         }
         let range = self.observer.spec().range;
         if range.quant_min < -128 || range.quant_max > 127 {
-            return Err(QatError::config(format!(
-                "{layer}: weight range [{}, {}] does not fit i8; the int8 engine stores weights as i8",
-                range.quant_min, range.quant_max
-            )));
+            let field = if range.quant_min < -128 { "quant_min" } else { "quant_max" };
+            return Err(QatError::invalid(
+                field,
+                format!(
+                    "{layer}: weight range [{}, {}] does not fit i8; the int8 engine stores weights as i8",
+                    range.quant_min, range.quant_max
+                ),
+            ));
         }
         if let Some(found) = self.observer.ch_axis()
             && found != axis
         {
-            return Err(QatError::config(format!(
-                "{layer}: per-channel weight quantization must be on axis {axis} (output channels), found {found}"
-            )));
+            return Err(QatError::invalid(
+                "ch_axis",
+                format!("{layer}: per-channel weight quantization must be on axis {axis} (output channels), found {found}"),
+            ));
         }
         if axis >= dims.len() || dims.iter().product::<usize>() != weight.len() {
             return Err(QatError::shape(
@@ -246,8 +251,9 @@ impl FakeQuantize {
                 }
                 if self.fake_quant_enabled {
                     if !self.observer.has_observed() {
-                        return Err(QatError::config(
-                            "fused fake quant is enabled but its observer has never seen data; \
+                        return Err(QatError::lifecycle(
+                            "fused fake quant",
+                            "fake quant is enabled but its observer has never seen data; \
                              enable the observer for at least one forward first",
                         ));
                     }

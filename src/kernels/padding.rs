@@ -24,7 +24,10 @@ impl PaddingMode {
             "reflect" => Ok(Self::Reflect),
             "replicate" => Ok(Self::Replicate),
             "circular" => Ok(Self::Circular),
-            other => Err(QatError::config(format!("unknown padding_mode {other:?}; expected zeros, reflect, replicate or circular"))),
+            other => Err(QatError::invalid(
+                "padding_mode",
+                format!("unknown padding_mode {other:?}; expected zeros, reflect, replicate or circular"),
+            )),
         }
     }
 }

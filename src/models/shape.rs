@@ -22,7 +22,11 @@ impl InputShape {
     /// Every field must be positive: a zero would build empty weights, not a model.
     pub(crate) fn validate(&self, model: &str) -> Result<()> {
         if self.channels == 0 || self.height == 0 || self.width == 0 || self.classes == 0 {
-            return Err(QatError::config(format!("{model}: every field of {self:?} must be positive")));
+            let field = [("channels", self.channels), ("height", self.height), ("width", self.width)]
+                .into_iter()
+                .find_map(|(name, value)| (value == 0).then_some(name))
+                .unwrap_or("classes");
+            return Err(QatError::invalid(field, format!("{model}: every field of {self:?} must be positive")));
         }
         Ok(())
     }
@@ -34,10 +38,13 @@ impl InputShape {
         let (h, w) = (self.height >> pools, self.width >> pools);
         if h == 0 || w == 0 {
             let min = 1usize << pools;
-            return Err(QatError::config(format!(
-                "{model}: a {}x{} input pools to nothing after {pools} 2x2 poolings; height and width must be at least {min}",
-                self.height, self.width
-            )));
+            return Err(QatError::invalid(
+                if h == 0 { "height" } else { "width" },
+                format!(
+                    "{model}: a {}x{} input pools to nothing after {pools} 2x2 poolings; height and width must be at least {min}",
+                    self.height, self.width
+                ),
+            ));
         }
         Ok((h, w))
     }
@@ -52,8 +59,11 @@ mod tests {
         assert_eq!(InputShape::MNIST.pooled(2, "m").unwrap(), (7, 7));
         assert_eq!(InputShape::CIFAR10.pooled(2, "m").unwrap(), (8, 8));
         let tiny = InputShape { height: 3, ..InputShape::MNIST };
-        assert!(matches!(tiny.pooled(2, "lenet"), Err(QatError::InvalidConfig(m)) if m.contains("lenet") && m.contains("at least 4")));
+        assert!(matches!(
+            tiny.pooled(2, "lenet"),
+            Err(QatError::InvalidConfig { field, reason }) if field == "height" && reason.contains("lenet") && reason.contains("at least 4")
+        ));
         let empty = InputShape { classes: 0, ..InputShape::MNIST };
-        assert!(matches!(empty.validate("m"), Err(QatError::InvalidConfig(_))));
+        assert!(matches!(empty.validate("m"), Err(QatError::InvalidConfig { field, .. }) if field == "classes"));
     }
 }

@@ -50,15 +50,18 @@ impl BatchNorm {
     /// gamma = 1, beta = 0, running mean 0, running variance 1, in training mode.
     pub fn new(num_features: usize, eps: f64, momentum: Option<f64>, device: &burn::tensor::Device) -> Result<Self> {
         if num_features == 0 {
-            return Err(QatError::config("BatchNorm num_features must be positive"));
+            return Err(QatError::invalid("num_features", "BatchNorm num_features must be positive"));
         }
         if !(eps.is_finite() && eps > 0.0) {
-            return Err(QatError::config(format!("BatchNorm eps {eps} must be finite and positive")));
+            return Err(QatError::invalid("eps", format!("BatchNorm eps {eps} must be finite and positive")));
         }
         if let Some(m) = momentum
             && !(0.0..=1.0).contains(&m)
         {
-            return Err(QatError::config(format!("BatchNorm momentum {m} must be in [0, 1] (or None for a cumulative average)")));
+            return Err(QatError::invalid(
+                "momentum",
+                format!("BatchNorm momentum {m} must be in [0, 1] (or None for a cumulative average)"),
+            ));
         }
         Ok(Self {
             weight: Param::from_tensor(Tensor::ones([num_features], device)),

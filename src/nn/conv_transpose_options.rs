@@ -81,10 +81,13 @@ impl ConvGeometry<4> for ConvTranspose2dOptions {
         check_conv_parameters(self.in_channels, self.out_channels, self.groups, &self.kernel_size, &self.stride, &self.dilation)?;
         for axis in 0..2 {
             if self.output_padding[axis] >= self.stride[axis].max(self.dilation[axis]) {
-                return Err(QatError::config(format!(
-                    "output_padding {:?} must be smaller than stride {:?} or dilation {:?}",
-                    self.output_padding, self.stride, self.dilation
-                )));
+                return Err(QatError::invalid(
+                    "output_padding",
+                    format!(
+                        "output_padding {:?} must be smaller than stride {:?} or dilation {:?}",
+                        self.output_padding, self.stride, self.dilation
+                    ),
+                ));
             }
         }
         Ok(())

@@ -70,7 +70,8 @@ pub(crate) fn default_linear_params(
     device: &burn::tensor::Device,
 ) -> Result<(Param<Tensor<2>>, Option<Param<Tensor<1>>>)> {
     if in_features == 0 || out_features == 0 {
-        return Err(QatError::config(format!("in_features ({in_features}) and out_features ({out_features}) must be positive")));
+        let field = if in_features == 0 { "in_features" } else { "out_features" };
+        return Err(QatError::invalid(field, format!("in_features ({in_features}) and out_features ({out_features}) must be positive")));
     }
     let bound = 1.0 / (in_features as f64).sqrt();
     let weight = uniform_param([out_features, in_features], -bound, bound, device);

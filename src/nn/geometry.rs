@@ -71,20 +71,28 @@ pub(crate) fn check_conv_parameters(
     stride: &[usize],
     dilation: &[usize],
 ) -> Result<()> {
-    let fail = |msg: String| Err(crate::QatError::config(msg));
+    let fail = |field: &str, reason: String| Err(crate::QatError::invalid(field, reason));
     if in_channels == 0 || out_channels == 0 {
-        return fail(format!("in_channels ({in_channels}) and out_channels ({out_channels}) must be positive"));
+        let field = if in_channels == 0 { "in_channels" } else { "out_channels" };
+        return fail(field, format!("in_channels ({in_channels}) and out_channels ({out_channels}) must be positive"));
     }
     if groups == 0 {
-        return fail("groups must be positive".into());
+        return fail("groups", "groups must be positive".into());
     }
     for (name, channels) in [("in_channels", in_channels), ("out_channels", out_channels)] {
         if channels % groups != 0 {
-            return fail(format!("{name} ({channels}) must be divisible by groups ({groups})"));
+            return fail("groups", format!("{name} ({channels}) must be divisible by groups ({groups})"));
         }
     }
     if kernel_size.contains(&0) || stride.contains(&0) || dilation.contains(&0) {
-        return fail(format!("kernel_size {kernel_size:?}, stride {stride:?} and dilation {dilation:?} must be positive"));
+        let field = if kernel_size.contains(&0) {
+            "kernel_size"
+        } else if stride.contains(&0) {
+            "stride"
+        } else {
+            "dilation"
+        };
+        return fail(field, format!("kernel_size {kernel_size:?}, stride {stride:?} and dilation {dilation:?} must be positive"));
     }
     Ok(())
 }
@@ -99,11 +107,11 @@ mod tests {
     fn every_conv_geometry_refuses_bad_parameters_in_the_same_words() {
         let message = |r: crate::Result<()>| r.unwrap_err().to_string();
         let two_d = message(Conv2dOptions::new(4, 6, 3).with_groups(4).validate());
-        assert_eq!(two_d, "invalid configuration: out_channels (6) must be divisible by groups (4)");
+        assert_eq!(two_d, "invalid groups: out_channels (6) must be divisible by groups (4)");
         assert_eq!(message(ConvGeometry::<5>::validate(&Conv3dOptions::new(4, 6, 3).with_groups(4))), two_d);
         assert_eq!(message(ConvGeometry::<4>::validate(&ConvTranspose2dOptions::new(4, 6, 3).with_groups(4))), two_d);
         let zero = message(ConvGeometry::<5>::validate(&Conv3dOptions::new(0, 6, 3)));
-        assert_eq!(zero, "invalid configuration: in_channels (0) and out_channels (6) must be positive");
+        assert_eq!(zero, "invalid in_channels: in_channels (0) and out_channels (6) must be positive");
         assert_eq!(message(Conv2dOptions::new(0, 6, 3).validate()), zero);
     }
 }

@@ -23,7 +23,7 @@ impl<const N: usize> Padding<N> {
         match name {
             "same" => Ok(Self::Same),
             "valid" => Ok(Self::Valid),
-            other => Err(QatError::config(format!("padding {other:?}: expected \"same\", \"valid\" or numbers"))),
+            other => Err(QatError::invalid("padding", format!("padding {other:?}: expected \"same\", \"valid\" or numbers"))),
         }
     }
 
@@ -66,19 +66,23 @@ impl From<(usize, usize, usize)> for Padding<3> {
 /// asymmetrically there) a total padding per axis that splits evenly.
 pub(crate) fn check_same_padding<const N: usize>(kernel: [usize; N], dilation: [usize; N], stride: [usize; N]) -> Result<()> {
     if stride.iter().any(|&s| s != 1) {
-        return Err(QatError::config(format!(
-            "padding=\"same\" is not supported for strided convolutions (stride {stride:?}); give the padding as numbers"
-        )));
+        return Err(QatError::invalid(
+            "padding",
+            format!("padding=\"same\" is not supported for strided convolutions (stride {stride:?}); give the padding as numbers"),
+        ));
     }
     for axis in 0..N {
         let total = dilation[axis] * kernel[axis].saturating_sub(1);
         if total % 2 == 1 {
-            return Err(QatError::config(format!(
-                "padding=\"same\" with kernel {kernel:?} and dilation {dilation:?} needs {total} padding elements on axis {axis}, \
-                 {} before and {} after; asymmetric padding is not supported yet: use an odd kernel size or explicit padding",
-                total / 2,
-                total - total / 2
-            )));
+            return Err(QatError::invalid(
+                "padding",
+                format!(
+                    "padding=\"same\" with kernel {kernel:?} and dilation {dilation:?} needs {total} padding elements on axis {axis}, \
+                     {} before and {} after; asymmetric padding is not supported yet: use an odd kernel size or explicit padding",
+                    total / 2,
+                    total - total / 2
+                ),
+            ));
         }
     }
     Ok(())

@@ -51,6 +51,6 @@ pub fn argmax_classes(logits: Tensor<2>) -> Result<Vec<usize>> {
         .into_data()
         .convert::<i64>()
         .try_into_vec::<i64>()
-        .map_err(|e| QatError::config(format!("reading predicted classes: {e:?}")))?;
+        .map_err(|e| QatError::invalid("dtype", format!("reading predicted classes: {e:?}")))?;
     Ok(classes.into_iter().map(|c| c as usize).collect())
 }

@@ -103,30 +103,32 @@ impl ObserverConfig {
         if let Averaging::MovingAverage { averaging_constant: c } = self.averaging
             && !(c > 0.0 && c <= 1.0)
         {
-            return Err(QatError::config(format!("averaging_constant {c} must be in (0, 1]")));
+            return Err(QatError::invalid("averaging_constant", format!("averaging_constant {c} must be in (0, 1]")));
         }
         if let Averaging::Histogram { bins, .. } = self.averaging {
             if bins == 0 {
-                return Err(QatError::config("a histogram observer needs at least one bin"));
+                return Err(QatError::invalid("bins", "a histogram observer needs at least one bin"));
             }
             if self.qscheme.is_per_channel() {
-                return Err(QatError::config(
+                return Err(QatError::invalid(
+                    "qscheme",
                     "the histogram observer is per tensor only (PyTorch's too); use a per-tensor scheme, \
                      or a min/max observer per channel",
                 ));
             }
             if self.estimator != RangeEstimator::MinMax {
-                return Err(QatError::config(format!(
-                    "the histogram observer searches its own range; it takes no range estimator (got {})",
-                    self.estimator.name()
-                )));
+                return Err(QatError::invalid(
+                    "estimator",
+                    format!("the histogram observer searches its own range; it takes no range estimator (got {})", self.estimator.name()),
+                ));
             }
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(QatError::config(format!("eps {} must be finite and positive", self.eps)));
+            return Err(QatError::invalid("eps", format!("eps {} must be finite and positive", self.eps)));
         }
         if self.qscheme.is_symmetric() && self.dtype == QuantDtype::QUInt8 && self.reduce_range {
-            return Err(QatError::config(
+            return Err(QatError::invalid(
+                "reduce_range",
                 "cannot reduce range for symmetric quantization for quint8 (PyTorch rejects it too); \
                  use qint8 or drop reduce_range",
             ));

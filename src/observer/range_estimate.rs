@@ -38,7 +38,7 @@ impl RangeEstimator {
     pub(crate) fn check(self) -> Result<()> {
         match self {
             Self::Percentile { percentile } if !(percentile > 50.0 && percentile <= 100.0) => {
-                Err(QatError::config(format!("a percentile range estimate needs 50 < p <= 100, got {percentile}")))
+                Err(QatError::invalid("percentile", format!("a percentile range estimate needs 50 < p <= 100, got {percentile}")))
             }
             _ => Ok(()),
         }

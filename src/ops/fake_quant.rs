@@ -71,10 +71,13 @@ impl FakeQuantParams {
             ));
         }
         if let Some(s) = self.scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return Err(QatError::config(format!("fake_quantize: scale {s} must be finite and positive")));
+            return Err(QatError::invalid("scale", format!("fake_quantize: scale {s} must be finite and positive")));
         }
         if let Some(z) = self.zero_point.iter().find(|&&z| z < self.quant_min || z > self.quant_max) {
-            return Err(QatError::config(format!("fake_quantize: zero point {z} outside [{}, {}]", self.quant_min, self.quant_max)));
+            return Err(QatError::invalid(
+                "zero_point",
+                format!("fake_quantize: zero point {z} outside [{}, {}]", self.quant_min, self.quant_max),
+            ));
         }
         Ok(())
     }
@@ -91,7 +94,7 @@ impl FakeQuantParams {
 pub fn fake_quantize<const D: usize>(x: Tensor<D>, params: &FakeQuantParams) -> Result<Tensor<D>> {
     params.validate(&x.dims())?;
     if !matches!(x.dtype(), DType::F32 | DType::F64) {
-        return Err(QatError::config(format!("fake_quantize supports f32 and f64 tensors, got {:?}", x.dtype())));
+        return Err(QatError::invalid("dtype", format!("fake_quantize supports f32 and f64 tensors, got {:?}", x.dtype())));
     }
     Ok(Tensor::from_dispatch(Dispatch::fake_quantize(x.into_dispatch(), params.clone())))
 }

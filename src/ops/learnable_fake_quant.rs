@@ -118,10 +118,10 @@ fn learnable<const D: usize>(
     }
 
     if x.dtype() != burn::tensor::DType::F32 {
-        return Err(QatError::config(format!(
-            "learnable fake_quantize: learned scales and zero points train on f32 tensors, got {:?}",
-            x.dtype()
-        )));
+        return Err(QatError::invalid(
+            "dtype",
+            format!("learnable fake_quantize: learned scales and zero points train on f32 tensors, got {:?}", x.dtype()),
+        ));
     }
     let mut bshape = [1usize; D];
     if let Some(axis) = params.axis {

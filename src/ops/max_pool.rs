@@ -52,7 +52,7 @@ pub fn max_pool2d(x: Tensor<4>, window: MaxPoolWindow) -> Result<Tensor<4>> {
         ));
     }
     if !matches!(x.dtype(), DType::F32 | DType::F64) {
-        return Err(QatError::config(format!("max_pool2d supports f32 and f64 tensors, got {:?}", x.dtype())));
+        return Err(QatError::invalid("dtype", format!("max_pool2d supports f32 and f64 tensors, got {:?}", x.dtype())));
     }
     if !super::on_flex(&x) {
         // burn's pooling on the other backends. A window with tied maxima may send its

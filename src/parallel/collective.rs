@@ -78,7 +78,7 @@ impl Group {
 }
 
 fn aborted(why: &str) -> QatError {
-    QatError::config(format!("data-parallel training stopped: another replica failed ({why})"))
+    QatError::lifecycle("data-parallel training stopped", format!("another replica failed ({why})"))
 }
 
 /// This thread's place in a group.
@@ -193,17 +193,22 @@ mod tests {
             assert_eq!(r.unwrap(), (vec![0.0, -1.0], vec![6.0, 0.0]));
         }
         let out = run_ranks(2, |rank| {
-            let local = if rank == 1 { Err(QatError::config("NaN seen")) } else { Ok((vec![0.0], vec![1.0])) };
+            let nan = QatError::NonFinite { context: "rank 1 observer".into(), what: "a batch minimum (NaN)".into() };
+            let local = if rank == 1 { Err(nan) } else { Ok((vec![0.0], vec![1.0])) };
             all_reduce_min_max(local)
         });
-        assert!(out.iter().all(|r| matches!(r, Err(QatError::InvalidConfig(m)) if m == "NaN seen")), "{out:?}");
+        assert!(
+            out.iter().all(|r| matches!(r, Err(QatError::NonFinite { context, what })
+                if context == "rank 1 observer" && what == "a batch minimum (NaN)")),
+            "{out:?}"
+        );
     }
 
     #[test]
     fn a_failed_replica_releases_the_others() {
         let out = run_ranks(3, |rank| {
             if rank == 2 {
-                return Err::<Vec<usize>, _>(QatError::config("rank 2 broke"));
+                return Err::<Vec<usize>, _>(QatError::lifecycle("rank 2", "broke"));
             }
             all_gather(rank)
         });

@@ -120,7 +120,11 @@ impl QConfigBuilder {
     }
 
     fn check_bits(what: &str, bits: u32) -> Result<()> {
-        if (2..=16).contains(&bits) { Ok(()) } else { Err(QatError::config(format!("{what} bits must be between 2 and 16, got {bits}"))) }
+        if (2..=16).contains(&bits) {
+            Ok(())
+        } else {
+            Err(QatError::invalid(format!("{what}_bits"), format!("{what} bits must be between 2 and 16, got {bits}")))
+        }
     }
 
     fn fake_quant(&self, observer: ObserverConfig, quantizer: Quantizer) -> Result<FakeQuantizeConfig> {
@@ -138,7 +142,10 @@ impl QConfigBuilder {
         Self::check_bits("weight", self.weight_bits)?;
         Self::check_bits("activation", self.activation_bits)?;
         if self.weight_quantizer == Quantizer::Pact {
-            return Err(QatError::config("PACT learns an activation clip level; weights take a fixed, lsq or lsq+ quantizer"));
+            return Err(QatError::invalid(
+                "weight_quantizer",
+                "PACT learns an activation clip level; weights take a fixed, lsq or lsq+ quantizer",
+            ));
         }
         let c = self.averaging_constant;
 

@@ -41,7 +41,7 @@ impl QuantBackend {
             "x86" => Ok(Self::X86),
             "qnnpack" => Ok(Self::Qnnpack),
             "onednn" => Ok(Self::Onednn),
-            other => Err(QatError::config(format!("unknown backend {other:?}; expected fbgemm, x86, qnnpack or onednn"))),
+            other => Err(QatError::invalid("backend", format!("unknown backend {other:?}; expected fbgemm, x86, qnnpack or onednn"))),
         }
     }
 
@@ -122,7 +122,7 @@ pub fn get_default_qat_qconfig(backend: impl IntoBackend, version: u32) -> Resul
     match version {
         0 => Ok(QConfig { activation: FakeQuantizeConfig::standard(activation), weight: FakeQuantizeConfig::standard(weight) }),
         1 => Ok(QConfig { activation: FakeQuantizeConfig::fused(activation)?, weight: FakeQuantizeConfig::fused(weight)? }),
-        v => Err(QatError::config(format!("qconfig version {v} does not exist; PyTorch has versions 0 and 1"))),
+        v => Err(QatError::invalid("version", format!("qconfig version {v} does not exist; PyTorch has versions 0 and 1"))),
     }
 }
 

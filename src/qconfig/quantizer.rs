@@ -24,7 +24,7 @@ impl Quantizer {
             "lsq" => Ok(Self::Lsq),
             "lsq+" => Ok(Self::LsqPlus),
             "pact" => Ok(Self::Pact),
-            other => Err(QatError::config(format!("unknown quantizer {other:?}; expected fixed, lsq, lsq+ or pact"))),
+            other => Err(QatError::invalid("quantizer", format!("unknown quantizer {other:?}; expected fixed, lsq, lsq+ or pact"))),
         }
     }
 

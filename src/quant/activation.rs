@@ -23,19 +23,23 @@ impl ActivationQParams {
     /// reduced or low-bit ones included): what the int8 kernels store in `u8`.
     pub fn validated(self, layer: &str) -> Result<Self> {
         if !(self.scale.is_finite() && self.scale > 0.0) {
-            return Err(QatError::config(format!("{layer}: activation scale {} must be finite and positive", self.scale)));
+            return Err(QatError::invalid("scale", format!("{layer}: activation scale {} must be finite and positive", self.scale)));
         }
         if self.quant_min < 0 || self.quant_max > 255 || self.quant_min >= self.quant_max {
-            return Err(QatError::config(format!(
-                "{layer}: activation range [{}, {}] is not an unsigned 8-bit range; the int8 engine stores activations as u8 (use quint8 activations)",
-                self.quant_min, self.quant_max
-            )));
+            let field = if self.quant_max > 255 { "quant_max" } else { "quant_min" };
+            return Err(QatError::invalid(
+                field,
+                format!(
+                    "{layer}: activation range [{}, {}] is not an unsigned 8-bit range; the int8 engine stores activations as u8 (use quint8 activations)",
+                    self.quant_min, self.quant_max
+                ),
+            ));
         }
         if self.zero_point < self.quant_min || self.zero_point > self.quant_max {
-            return Err(QatError::config(format!(
-                "{layer}: zero point {} outside [{}, {}]",
-                self.zero_point, self.quant_min, self.quant_max
-            )));
+            return Err(QatError::invalid(
+                "zero_point",
+                format!("{layer}: zero point {} outside [{}, {}]", self.zero_point, self.quant_min, self.quant_max),
+            ));
         }
         Ok(self)
     }

@@ -21,7 +21,7 @@ pub fn pack(values: &[i8], bits: u32) -> Result<Vec<u8>> {
     check_bits(bits)?;
     let (lo, hi) = (-(1i32 << (bits - 1)), (1i32 << (bits - 1)) - 1);
     if let Some(v) = values.iter().find(|&&v| (v as i32) < lo || (v as i32) > hi) {
-        return Err(QatError::config(format!("cannot pack {v} into {bits} signed bits ([{lo}, {hi}])")));
+        return Err(QatError::invalid("bits", format!("cannot pack {v} into {bits} signed bits ([{lo}, {hi}])")));
     }
     let mask = (1u32 << bits) - 1;
     let mut out = vec![0u8; packed_len(values.len(), bits)];
@@ -63,7 +63,7 @@ pub fn unpack(bytes: &[u8], bits: u32, n: usize) -> Result<Vec<i8>> {
 }
 
 fn check_bits(bits: u32) -> Result<()> {
-    if (2..=8).contains(&bits) { Ok(()) } else { Err(QatError::config(format!("packed widths are 2 to 8 bits, got {bits}"))) }
+    if (2..=8).contains(&bits) { Ok(()) } else { Err(QatError::invalid("bits", format!("packed widths are 2 to 8 bits, got {bits}"))) }
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ impl QuantDtype {
             "qint8" | "int8" => Ok(Self::QInt8),
             "quint8" | "uint8" => Ok(Self::QUInt8),
             "qint32" | "int32" => Ok(Self::QInt32),
-            other => Err(QatError::config(format!("unknown quantized dtype {other:?}; expected qint8, quint8 or qint32"))),
+            other => Err(QatError::invalid("dtype", format!("unknown quantized dtype {other:?}; expected qint8, quint8 or qint32"))),
         }
     }
 }

@@ -38,10 +38,13 @@ impl QScheme {
             "per_tensor_symmetric" => Ok(Self::PerTensorSymmetric),
             "per_channel_affine" => Ok(Self::PerChannelAffine),
             "per_channel_symmetric" => Ok(Self::PerChannelSymmetric),
-            other => Err(QatError::config(format!(
-                "unknown qscheme {other:?}; expected per_tensor_affine, per_tensor_symmetric, \
-                 per_channel_affine or per_channel_symmetric"
-            ))),
+            other => Err(QatError::invalid(
+                "qscheme",
+                format!(
+                    "unknown qscheme {other:?}; expected per_tensor_affine, per_tensor_symmetric, \
+                     per_channel_affine or per_channel_symmetric"
+                ),
+            )),
         }
     }
 }

@@ -44,7 +44,9 @@ impl ObserverChoice {
             "histogram" => Ok(Self::Histogram),
             "percentile" => Ok(Self::Range(RangeEstimator::Percentile { percentile: 99.99 })),
             "mse" => Ok(Self::Range(RangeEstimator::Mse)),
-            other => Err(QatError::config(format!("unknown observer {other:?}; expected minmax, histogram, percentile or mse"))),
+            other => {
+                Err(QatError::invalid("--observer", format!("unknown observer {other:?}; expected minmax, histogram, percentile or mse")))
+            }
         }
     }
 
@@ -99,7 +101,10 @@ impl QConfigFlags {
         let layers = self.layer_bits()?;
         let star = layers.iter().find(|l| l.name == "*");
         if star.is_some() && (self.weight_bits.is_some() || self.act_bits.is_some()) {
-            return Err(QatError::config("--layer-bits '*=N' and --weight-bits/--act-bits both set the default bit width; give it once"));
+            return Err(QatError::invalid(
+                "--layer-bits",
+                "--layer-bits '*=N' and --weight-bits/--act-bits both set the default bit width; give it once",
+            ));
         }
         let (weight_bits, act_bits) =
             (self.weight_bits.or(star.map(|l| l.weight)).unwrap_or(8), self.act_bits.or(star.map(|l| l.act)).unwrap_or(8));
@@ -166,9 +171,10 @@ impl QConfigFlags {
         let mut out: Vec<LayerBits> = Vec::new();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let bad = |why: &str| {
-                QatError::config(format!(
-                    "--layer-bits: {entry:?} {why}; write LAYER=BITS or LAYER=WEIGHT_BITS/ACT_BITS entries, e.g. conv1=8,fc2=4/8,*=4"
-                ))
+                QatError::invalid(
+                    "--layer-bits",
+                    format!("{entry:?} {why}; write LAYER=BITS or LAYER=WEIGHT_BITS/ACT_BITS entries, e.g. conv1=8,fc2=4/8,*=4"),
+                )
             };
             let (name, bits) = entry.split_once('=').ok_or_else(|| bad("has no '='"))?;
             let (weight, act) = bits.split_once('/').unwrap_or((bits, bits));
@@ -195,7 +201,7 @@ impl QConfigFlags {
             let paths = model.layer_paths();
             let weights: Vec<&String> = paths.iter().filter(|(_, w)| *w).map(|(p, _)| p).collect();
             let (Some(first), Some(last)) = (weights.first(), weights.last()) else {
-                return Err(QatError::config("--keep-first-last-8bit: the model has no convolution or linear layer"));
+                return Err(QatError::invalid("--keep-first-last-8bit", "the model has no convolution or linear layer"));
             };
             // The input's quantization (the quant stub before the first layer) goes to 8 bits too.
             let before_first = paths.iter().take_while(|(p, _)| p != *first).filter(|(p, _)| !p.contains('.')).map(|(p, _)| p.clone());
@@ -208,11 +214,14 @@ impl QConfigFlags {
         }
         let unmatched = map.unmatched_paths(model);
         if !unmatched.is_empty() {
-            return Err(QatError::config(format!(
-                "--layer-bits names no layer of this model: {}; its layers with weights are {}",
-                unmatched.join(", "),
-                model.weight_layer_paths().join(", ")
-            )));
+            return Err(QatError::invalid(
+                "--layer-bits",
+                format!(
+                    "--layer-bits names no layer of this model: {}; its layers with weights are {}",
+                    unmatched.join(", "),
+                    model.weight_layer_paths().join(", ")
+                ),
+            ));
         }
         Ok(map)
     }

@@ -22,7 +22,11 @@ impl Logits {
             let batch = batch?;
             classes = batch.dims()[1];
             values.extend(
-                batch.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| QatError::config(format!("reading logits: {e:?}")))?,
+                batch
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| QatError::invalid("dtype", format!("reading logits: {e:?}")))?,
             );
         }
         Ok(Self { values, classes })
@@ -81,7 +85,7 @@ pub fn agreement(a: &Logits, b: &Logits, step: f32) -> Result<Agreement> {
         ));
     }
     if !(step.is_finite() && step > 0.0) {
-        return Err(QatError::config(format!("comparing logits: the output step {step} must be finite and positive")));
+        return Err(QatError::invalid("step", format!("comparing logits: the output step {step} must be finite and positive")));
     }
     let steps: Vec<f64> = a.values.iter().zip(&b.values).map(|(x, y)| ((*x as f64 - *y as f64) / step as f64).abs()).collect();
     let fraction = |n: usize, of: usize| n as f64 / of as f64;

@@ -28,7 +28,7 @@ impl<M: Classifier + Send> DataParallel<M> {
     /// with a copy of `optim`.
     pub fn new(model: M, devices: &[Device], optim: ModuleOptimizer) -> Result<Self> {
         if devices.is_empty() {
-            return Err(QatError::config("data-parallel training needs at least one device"));
+            return Err(QatError::invalid("devices", "data-parallel training needs at least one device"));
         }
         let devices: Vec<Device> = devices.iter().map(|d| if d.is_autodiff() { d.clone() } else { d.clone().autodiff() }).collect();
         // `fork`: each replica's parameters are leaves of its own, not a view of `model`'s.
@@ -64,7 +64,7 @@ impl<M: Classifier + Send> DataParallel<M> {
     fn shares(&self, batch: &[usize]) -> Result<Vec<Vec<usize>>> {
         let n = self.devices.len();
         if batch.len() < n {
-            return Err(QatError::config(format!("a batch of {} cannot be shared among {n} devices", batch.len())));
+            return Err(QatError::invalid("batch_size", format!("a batch of {} cannot be shared among {n} devices", batch.len())));
         }
         let (base, extra) = (batch.len() / n, batch.len() % n);
         let mut start = 0;
@@ -114,7 +114,10 @@ impl<M: Classifier + Send> Stepper<M> for DataParallel<M> {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(QatError::config("a data-parallel replica panicked")))).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(QatError::lifecycle("data-parallel training", "a replica panicked"))))
+                .collect()
         });
         // The first error that is not another replica's echo of it.
         if outcomes.iter().any(|o| o.is_err()) {

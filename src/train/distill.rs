@@ -52,7 +52,7 @@ impl Distillation {
         if temperature.is_finite() && temperature > 0.0 {
             Ok(())
         } else {
-            Err(QatError::config(format!("the distillation temperature must be finite and positive, got {temperature}")))
+            Err(QatError::invalid("temperature", format!("the distillation temperature must be finite and positive, got {temperature}")))
         }
     }
 
@@ -67,7 +67,11 @@ impl Distillation {
         let (mut probs, mut log_probs) = (Vec::with_capacity(batch.len() * c), Vec::with_capacity(batch.len() * c));
         for &i in batch {
             let row = self.teacher_logits.get(i * c..(i + 1) * c).ok_or_else(|| {
-                QatError::config(format!("distillation: example {i} is beyond the {} the teacher saw", self.teacher_logits.len() / c))
+                QatError::shape(
+                    "distillation",
+                    format!("an example among the {} the teacher saw", self.teacher_logits.len() / c),
+                    format!("example {i}"),
+                )
             })?;
             let scaled: Vec<f64> = row.iter().map(|&v| v as f64 / self.temperature).collect();
             let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);

@@ -145,11 +145,10 @@ pub fn train_classifier_data_parallel<M: Classifier + Send>(
 ) -> Result<(M, Vec<EpochReport>)> {
     check_run(train, test, options, &resume)?;
     if options.batch_size < devices.len() {
-        return Err(QatError::config(format!(
-            "batch_size {} is below the {} devices: every device needs a share of each batch",
-            options.batch_size,
-            devices.len()
-        )));
+        return Err(QatError::invalid(
+            "batch_size",
+            format!("batch_size {} is below the {} devices: every device needs a share of each batch", options.batch_size, devices.len()),
+        ));
     }
     let model = stable_param_ids(model);
     let optim = resume::load_optimizer(sgd(options), &resume, &model)?;
@@ -269,18 +268,21 @@ pub fn train_classifier_from<M: Classifier>(
 /// What every training run checks before its first step.
 fn check_run(train: &Dataset, test: &Dataset, options: &TrainOptions, resume: &ResumePoint) -> Result<()> {
     if options.batch_size < 2 {
-        return Err(QatError::config("batch_size must be at least 2 (training batch norm needs more than one value per channel)"));
+        return Err(QatError::invalid(
+            "batch_size",
+            "batch_size must be at least 2 (training batch norm needs more than one value per channel)",
+        ));
     }
     if train.is_empty() || test.is_empty() {
-        return Err(QatError::config("the training and test sets must not be empty"));
+        let field = if train.is_empty() { "train" } else { "test" };
+        return Err(QatError::invalid(field, "the training and test sets must not be empty"));
     }
     if resume.epochs_done > options.epochs || resume.reports.len() != resume.epochs_done {
-        return Err(QatError::config(format!(
-            "cannot resume after epoch {} of {} with {} epoch reports",
-            resume.epochs_done,
-            options.epochs,
-            resume.reports.len()
-        )));
+        let field = if resume.epochs_done > options.epochs { "epochs" } else { "resume" };
+        return Err(QatError::invalid(
+            field,
+            format!("cannot resume after epoch {} of {} with {} epoch reports", resume.epochs_done, options.epochs, resume.reports.len()),
+        ));
     }
     Ok(())
 }
@@ -469,10 +471,10 @@ pub fn evaluate<M: Classifier>(model: &M, data: &Dataset, batch_size: usize, dev
 /// number of samples seen.
 pub fn calibrate<M: Classifier>(model: &mut M, data: &Dataset, batches: usize, batch_size: usize, device: &Device) -> Result<usize> {
     if batch_size < 2 {
-        return Err(QatError::config("calibration batch_size must be at least 2"));
+        return Err(QatError::invalid("batch_size", "calibration batch_size must be at least 2"));
     }
     if data.is_empty() {
-        return Err(QatError::config("the calibration set must not be empty"));
+        return Err(QatError::invalid("data", "the calibration set must not be empty"));
     }
     let device = device.clone().inner();
     let mut m = model.valid();

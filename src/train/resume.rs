@@ -44,11 +44,15 @@ impl ResumePoint {
     /// Takes the optimizer state out of a checkpoint's state dict (leaving the model's keys).
     pub fn take_optimizer(state: &mut StateDict, context: &str) -> Result<Vec<u8>> {
         match state.remove(OPTIMIZER_KEY) {
-            None => Err(QatError::config(format!("{context}: no optimizer state ({OPTIMIZER_KEY}); it is not a training checkpoint"))),
+            None => Err(QatError::File {
+                path: context.into(),
+                reason: format!("no optimizer state ({OPTIMIZER_KEY}); it is not a training checkpoint"),
+            }),
             Some(TensorValue { values: Values::U8(bytes), .. }) => Ok(bytes),
-            Some(other) => {
-                Err(QatError::config(format!("{context}: {OPTIMIZER_KEY} must be a U8 tensor, found {}", other.values.dtype_name())))
-            }
+            Some(other) => Err(QatError::File {
+                path: context.into(),
+                reason: format!("{OPTIMIZER_KEY} must be a U8 tensor, found {}", other.values.dtype_name()),
+            }),
         }
     }
 }
@@ -71,8 +75,12 @@ pub fn stable_param_ids<M: Module>(model: M) -> M {
 pub(crate) fn save_optimizer(optim: &ModuleOptimizer) -> Result<(Vec<u8>, usize)> {
     let record = optim.to_record();
     let tensors = record.len();
-    let bytes = record.into_bytes().map_err(|e| QatError::config(format!("serializing the optimizer state: {e}")))?;
-    Ok((sorted_by_name(bytes).map_err(|e| QatError::config(format!("serializing the optimizer state: {e}")))?, tensors))
+    let bytes = record
+        .into_bytes()
+        .map_err(|e| QatError::File { path: OPTIMIZER_KEY.into(), reason: format!("serializing the optimizer state: {e}") })?;
+    let sorted = sorted_by_name(bytes)
+        .map_err(|e| QatError::File { path: OPTIMIZER_KEY.into(), reason: format!("serializing the optimizer state: {e}") })?;
+    Ok((sorted, tensors))
 }
 
 /// burn writes optimizer state tensors in hash-map order; the same state with its tensors sorted
@@ -103,13 +111,15 @@ pub(crate) fn load_optimizer<M: Module>(optim: ModuleOptimizer, point: &ResumePo
     check_optimizer_fits(&point.optimizer, model)?;
     let optim = optim
         .from_bytes(Bytes::from_bytes_vec(point.optimizer.clone()))
-        .map_err(|e| QatError::config(format!("the checkpoint's optimizer state is corrupt: {e}")))?;
+        .map_err(|e| QatError::File { path: OPTIMIZER_KEY.into(), reason: format!("the checkpoint's optimizer state is corrupt: {e}") })?;
     let restored = optim.to_record().len();
     if restored != point.optimizer_tensors {
-        return Err(QatError::config(format!(
-            "the checkpoint's optimizer state restored {restored} of {} tensors; it was written for a different model",
-            point.optimizer_tensors
-        )));
+        return Err(QatError::StateDict {
+            problems: vec![format!(
+                "the checkpoint's optimizer state restored {restored} of {} tensors; it was written for a different model",
+                point.optimizer_tensors
+            )],
+        });
     }
     Ok(optim)
 }
@@ -122,7 +132,10 @@ fn check_optimizer_fits<M: Module>(bytes: &[u8], model: &M) -> Result<()> {
             self.0.insert(param.id.val(), param.val().dims().to_vec());
         }
     }
-    let corrupt = |e: burn_pack::Error| QatError::config(format!("the checkpoint's optimizer state is corrupt: {e}"));
+    let corrupt = |e: burn_pack::Error| QatError::File {
+        path: OPTIMIZER_KEY.into(),
+        reason: format!("the checkpoint's optimizer state is corrupt: {e}"),
+    };
     let mut shapes = Shapes(HashMap::new());
     model.visit(&mut shapes);
     let tensors = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).and_then(|r| r.into_tensors()).map_err(corrupt)?;
@@ -131,10 +144,12 @@ fn check_optimizer_fits<M: Module>(bytes: &[u8], model: &M) -> Result<()> {
         let parameter = param_id.and_then(|id| shapes.0.get(&id));
         if parameter.map(Vec::as_slice) != Some(shape.as_slice()) {
             let found = parameter.map_or("no such parameter".to_string(), |p| format!("a parameter of shape {p:?}"));
-            return Err(QatError::config(format!(
-                "the checkpoint's optimizer state {name} (shape {:?}) finds {found} in this model; it was written for a different model",
-                shape.as_slice()
-            )));
+            return Err(QatError::StateDict {
+                problems: vec![format!(
+                    "the checkpoint's optimizer state {name} (shape {:?}) finds {found} in this model; it was written for a different model",
+                    shape.as_slice()
+                )],
+            });
         }
     }
     Ok(())
@@ -159,7 +174,10 @@ pub fn reports_to_json(reports: &[EpochReport]) -> String {
 
 /// Reads back what [`reports_to_json`] wrote.
 pub fn reports_from_json(json: &str) -> Result<Vec<EpochReport>> {
-    let bad = |why: &str| QatError::config(format!("a checkpoint's epoch reports are unreadable ({why}): {json:.80}"));
+    let bad = |why: &str| QatError::File {
+        path: "checkpoint metadata".into(),
+        reason: format!("a checkpoint's epoch reports are unreadable ({why}): {json:.80}"),
+    };
     let rows: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
     rows.iter()
         .map(|row| {

@@ -59,9 +59,11 @@ impl Int8Output for quantized::Conv1d {
 /// quantized.
 pub fn input_qparams(input: Option<ActivationQParams>, layer: &str) -> Result<ActivationQParams> {
     input.ok_or_else(|| {
-        QatError::config(format!(
-            "{layer}: no quantized input to convert with; put a #[qat(input)] quant stub field before it, or name its input field with #[qat(after = field)]"
-        ))
+        QatError::structure(
+            layer,
+            "no quantized input to convert with; put a #[qat(input)] quant stub field before it, or name its input field with \
+             #[qat(after = field)]",
+        )
     })
 }
 

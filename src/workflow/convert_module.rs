@@ -17,9 +17,10 @@ use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvT
 pub(crate) fn output_qparams(fq: &Option<FakeQuantize>, layer: &str) -> Result<ActivationQParams> {
     fq.as_ref()
         .ok_or_else(|| {
-            QatError::config(format!(
-                "{layer}: no output fake quant to take output qparams from; prepare_qat attaches one (or call with_output_fake_quant)"
-            ))
+            QatError::structure(
+                layer,
+                "no output fake quant to take output qparams from; prepare_qat attaches one (or call with_output_fake_quant)",
+            )
         })?
         .activation_qparams(layer)
 }
@@ -102,10 +103,13 @@ impl<const D: usize, O: QuantizedGeometry<D>> ConvBnNd<D, O> {
         if self.options.weight_shape()[axis] != c {
             // A transposed conv with groups has O / groups entries on its channel axis: BN's O
             // scales do not fold along it (nor does the QAT forward run).
-            return Err(QatError::config(format!(
-                "{layer}: batch norm folds along weight axis {axis}, which has {} entries for {c} channels; use groups = 1",
-                self.options.weight_shape()[axis]
-            )));
+            return Err(QatError::invalid(
+                "groups",
+                format!(
+                    "{layer}: batch norm folds along weight axis {axis}, which has {} entries for {c} channels; use groups = 1",
+                    self.options.weight_shape()[axis]
+                ),
+            ));
         }
         let (weight, bias) = self.folded_weight_and_bias();
         let qparams = LayerQParams::new(input, output_qparams(&self.activation_post_process, layer)?, relu);

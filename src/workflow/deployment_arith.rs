@@ -41,7 +41,7 @@ impl Grid {
         }
         let q = fq.qparams();
         if q.scale.len() != 1 || fq.observer.ch_axis().is_some() {
-            return Err(QatError::config(format!("{layer}: activations must be quantized per tensor")));
+            return Err(QatError::invalid("qscheme", format!("{layer}: activations must be quantized per tensor")));
         }
         let range = fq.observer.spec().range;
         let grid = Self { scale: q.scale[0], zero_point: q.zero_point[0], quant_min: range.quant_min, quant_max: range.quant_max };
@@ -53,9 +53,9 @@ impl Grid {
 
     /// The grid of a layer's output fake quant, which prepare attaches.
     pub fn of_output(fq: &Option<FakeQuantize>, layer: &str) -> Result<Self> {
-        let fq = fq.as_ref().ok_or_else(|| {
-            QatError::config(format!("{layer}: no output fake quant, so its output has no grid; prepare_qat attaches one"))
-        })?;
+        let fq = fq
+            .as_ref()
+            .ok_or_else(|| QatError::structure(layer, "no output fake quant, so its output has no grid; prepare_qat attaches one"))?;
         Self::of(fq, layer)
     }
 
@@ -186,7 +186,7 @@ pub(crate) type Flow = (Value, Option<Grid>);
 
 /// The input grid of a layer that computes on integers.
 pub(crate) fn need_grid(grid: Option<Grid>, path: &str) -> Result<Grid> {
-    grid.ok_or_else(|| QatError::config(format!("{path}: receives float input but is quantized; put a QuantStub before it")))
+    grid.ok_or_else(|| QatError::structure(path, "receives float input but is quantized; put a QuantStub before it"))
 }
 
 pub(crate) fn detach(value: Value) -> Value {
@@ -198,6 +198,6 @@ pub(crate) fn detach(value: Value) -> Value {
 pub(crate) fn with_gradient_of(exact: Value, surrogate: Value, path: &str) -> Result<Value> {
     Ok(zip_float!(exact, surrogate, |e, s| e + (s.clone() - s.detach()), |e, s| {
         let (e, s) = (e.describe(), s.describe());
-        return Err(QatError::config(format!("{path}: the deployment forward gave {e}, the fake-quant forward {s}")));
+        return Err(QatError::shape(path, format!("{s} (the fake-quant forward)"), format!("{e} (the deployment forward)")));
     }))
 }

@@ -32,9 +32,13 @@ impl QatModel {
         let device = x.device();
         if !device.supports_dtype(DType::F64) {
             if self.training {
-                return Err(QatError::config(format!(
-                    "training on the deployment arithmetic needs f64, which {device:?} lacks: train with float fake quantization there (deployment_training off)"
-                )));
+                return Err(QatError::invalid(
+                    "deployment_training",
+                    format!(
+                        "training on the deployment arithmetic needs f64, which {device:?} lacks: train with float fake \
+                         quantization there (deployment_training off)"
+                    ),
+                ));
             }
             let cpu = Device::flex();
             let mut on_cpu = self.clone().to_device(&cpu);

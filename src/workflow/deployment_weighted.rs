@@ -72,9 +72,13 @@ pub(crate) fn conv_bn<const D: usize, O: ConvGeometry<D>>(
     path: &str,
 ) -> Result<(Tensor<D>, Grid)> {
     if m.options.weight_shape()[O::WEIGHT_CHANNEL_AXIS] != m.options.out_channels() {
-        return Err(QatError::config(format!(
-            "{path}: batch norm folds only into a conv whose weight has one entry per output channel on its channel axis; use groups = 1"
-        )));
+        return Err(QatError::invalid(
+            "groups",
+            format!(
+                "{path}: batch norm folds only into a conv whose weight has one entry per output channel on its channel axis; \
+                 use groups = 1"
+            ),
+        ));
     }
     let (weight, bias) = fold(m.weight.val(), m.bias.as_ref().map(|b| b.val()), &m.bn, O::WEIGHT_CHANNEL_AXIS);
     let layer = Weighted { weight, bias: Some(bias), weight_fq: &m.weight_fake_quant, output_fq: &m.activation_post_process, relu };

@@ -139,10 +139,13 @@ fn check_unique_names(layers: &[Named<Layer>], prefix: &str) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for l in layers {
         if l.name.is_empty() || l.name.contains('.') {
-            return Err(QatError::config(format!("layer name {:?} under {prefix:?} must be non-empty and contain no '.'", l.name)));
+            return Err(QatError::structure(
+                format!("{prefix}{}", l.name),
+                format!("layer name {:?} under {prefix:?} must be non-empty and contain no '.'", l.name),
+            ));
         }
         if !seen.insert(&l.name) {
-            return Err(QatError::config(format!("two layers are named {prefix}{}", l.name)));
+            return Err(QatError::structure(format!("{prefix}{}", l.name), format!("two layers are named {prefix}{}", l.name)));
         }
         if let Some(body) = l.layer.body() {
             check_unique_names(body, &format!("{prefix}{}.", l.name))?;
@@ -165,15 +168,18 @@ macro_rules! fuse_conv {
                 let $take = bn_layer.layer else { unreachable!() };
                 let (channels, kind) = ($conv.options.out_channels(), conv_kind(&$conv));
                 if $bn.num_features() != channels {
-                    return Err(QatError::config(format!(
-                        "cannot fuse {}{} ({kind}, {channels} output channels) with {}{} ({}, {} features)",
-                        $prefix,
-                        $name,
-                        $prefix,
-                        bn_layer.name,
-                        $bn_kind,
-                        $bn.num_features()
-                    )));
+                    return Err(QatError::structure(
+                        format!("{}{}", $prefix, bn_layer.name),
+                        format!(
+                            "cannot fuse {}{} ({kind}, {channels} output channels) with {}{} ({}, {} features)",
+                            $prefix,
+                            $name,
+                            $prefix,
+                            bn_layer.name,
+                            $bn_kind,
+                            $bn.num_features()
+                        ),
+                    ));
                 }
                 if matches!($rest.peek().map(|l| &l.layer), Some(Layer::Relu(_))) {
                     $rest.next();
@@ -218,11 +224,14 @@ fn fuse_layers(layers: Vec<Named<Layer>>, prefix: &str) -> Result<Vec<Named<Laye
                 let Layer::BatchNorm1d(BatchNorm1d { bn }) = bn_layer.layer else { unreachable!() };
                 let out = linear.weight.dims()[0];
                 if bn.num_features() != out {
-                    return Err(QatError::config(format!(
-                        "cannot fuse {prefix}{name} (Linear, {out} outputs) with {prefix}{} (BatchNorm1d, {} features)",
-                        bn_layer.name,
-                        bn.num_features()
-                    )));
+                    return Err(QatError::structure(
+                        format!("{prefix}{}", bn_layer.name),
+                        format!(
+                            "cannot fuse {prefix}{name} (Linear, {out} outputs) with {prefix}{} (BatchNorm1d, {} features)",
+                            bn_layer.name,
+                            bn.num_features()
+                        ),
+                    ));
                 }
                 Layer::LinearBn1d(intrinsic::LinearBn1d { linear, bn })
             }

@@ -42,26 +42,26 @@ pub(crate) fn write_weights(p: &str, weight: &[i8], shape: Vec<usize>, scale: &[
 }
 
 pub(crate) fn field<'a>(item: &'a Json, key: &str, p: &str) -> Result<&'a Json> {
-    item.get(key).ok_or_else(|| QatError::config(format!("{p}: architecture entry lacks {key:?}")))
+    item.get(key).ok_or_else(|| QatError::invalid(key, format!("{p}: architecture entry lacks {key:?}")))
 }
 
 pub(crate) fn usize_of(item: &Json, key: &str, p: &str) -> Result<usize> {
     field(item, key, p)?
         .as_u64()
         .map(|v| v as usize)
-        .ok_or_else(|| QatError::config(format!("{p}: {key:?} must be a non-negative integer")))
+        .ok_or_else(|| QatError::invalid(key, format!("{p}: {key:?} must be a non-negative integer")))
 }
 
 /// `N` non-negative integers (a kernel size, a stride) under `key`.
 pub(crate) fn array_of<const N: usize>(item: &Json, key: &str, p: &str) -> Result<[usize; N]> {
-    let bad = || QatError::config(format!("{p}: {key:?} must be a list of {N} non-negative integers"));
+    let bad = || QatError::invalid(key, format!("{p}: {key:?} must be a list of {N} non-negative integers"));
     let values = field(item, key, p)?.as_array().ok_or_else(bad)?;
     let values: Vec<usize> = values.iter().map(|v| v.as_u64().map(|v| v as usize).ok_or_else(bad)).collect::<Result<_>>()?;
     values.try_into().map_err(|_| bad())
 }
 
 pub(crate) fn bool_of(item: &Json, key: &str, p: &str) -> Result<bool> {
-    field(item, key, p)?.as_bool().ok_or_else(|| QatError::config(format!("{p}: {key:?} must be a boolean")))
+    field(item, key, p)?.as_bool().ok_or_else(|| QatError::invalid(key, format!("{p}: {key:?} must be a boolean")))
 }
 
 pub(crate) struct Weights {
@@ -71,9 +71,19 @@ pub(crate) struct Weights {
     pub bias: Vec<i32>,
 }
 
-/// The error for a layer whose tensors are missing or wrong: every problem the reader met.
-pub(crate) fn missing(p: &str, reader: &StateReader<'_>) -> QatError {
-    QatError::config(format!("{p}: {}", reader.problems().join("; ")))
+/// The error for a layer whose tensors are missing or wrong: every problem the reader met (each
+/// names its full key, so the layer too).
+pub(crate) fn missing(reader: &StateReader<'_>) -> QatError {
+    QatError::StateDict { problems: reader.problems().to_vec() }
+}
+
+/// An options check's error for the layer at `p` read from an architecture entry: an invalid
+/// option keeps its field, with `p` leading the reason.
+pub(crate) fn at_layer(p: &str, e: QatError) -> QatError {
+    match e {
+        QatError::InvalidConfig { field, reason } => QatError::invalid(field, format!("{p}: {reason}")),
+        other => QatError::structure(p, other.to_string()),
+    }
 }
 
 /// The packed form of a weight of `shape`, unpacked (as [`read_weights`] reads `weight`).
@@ -83,7 +93,7 @@ fn read_packed(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option
     let n = shape.iter().product();
     let bytes: Vec<u8> = bytes.iter().map(|&b| b as u8).collect();
     match u32::try_from(bits[0])
-        .map_err(|_| QatError::config(format!("weight_bits {} is negative", bits[0])))
+        .map_err(|_| QatError::invalid("bits", format!("weight_bits {} is negative", bits[0])))
         .and_then(|b| packing::unpack(&bytes, b, n))
     {
         Ok(values) => Some((shape.to_vec(), values.into_iter().map(i64::from).collect())),

@@ -144,7 +144,7 @@ macro_rules! int8_layers {
                     let (body, cat) = load_concat(entry, path, reader)?;
                     return Ok(Self::Concat { body, cat });
                 }
-                Err(QatError::config(format!("{path}: unknown layer kind {kind:?}")))
+                Err(QatError::invalid("kind", format!("{path}: unknown layer kind {kind:?}")))
             }
         }
     };
@@ -214,7 +214,7 @@ fn save_residual(body: &[Named<Int8Layer>], add: &quantized::Add, p: &str, out: 
 
 fn load_residual(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<(Vec<Named<Int8Layer>>, quantized::Add)> {
     let body = load_layers(field(entry, "body", p)?, &format!("{p}.body."), reader)?;
-    let add = quantized::Add::new(read_act(&format!("{p}.add"), reader).ok_or_else(|| missing(p, reader))?, bool_of(entry, "relu", p)?)?;
+    let add = quantized::Add::new(read_act(&format!("{p}.add"), reader).ok_or_else(|| missing(reader))?, bool_of(entry, "relu", p)?)?;
     Ok((body, add))
 }
 
@@ -226,17 +226,17 @@ fn save_concat(body: &[Named<Int8Layer>], cat: &quantized::Concat, p: &str, out:
 
 fn load_concat(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<(Vec<Named<Int8Layer>>, quantized::Concat)> {
     let body = load_layers(field(entry, "body", p)?, &format!("{p}.body."), reader)?;
-    let cat = quantized::Concat::new(read_act(&format!("{p}.cat"), reader).ok_or_else(|| missing(p, reader))?)?;
+    let cat = quantized::Concat::new(read_act(&format!("{p}.cat"), reader).ok_or_else(|| missing(reader))?)?;
     Ok((body, cat))
 }
 
 pub(super) fn load_layers(architecture: &Json, prefix: &str, reader: &mut StateReader<'_>) -> Result<Vec<Named<Int8Layer>>> {
-    let items = architecture.as_array().ok_or_else(|| QatError::config("the architecture must be a list of layers"))?;
+    let items = architecture.as_array().ok_or_else(|| QatError::invalid("architecture", "the architecture must be a list of layers"))?;
     let mut layers = Vec::with_capacity(items.len());
     for item in items {
         let name = field(item, "name", prefix)?
             .as_str()
-            .ok_or_else(|| QatError::config(format!("{prefix}: a layer name must be a string")))?
+            .ok_or_else(|| QatError::invalid("name", format!("{prefix}: a layer name must be a string")))?
             .to_string();
         let p = format!("{prefix}{name}");
         let layer = Int8Layer::load(field(item, "kind", &p)?.as_str().unwrap_or(""), item, &p, reader)?;

@@ -179,7 +179,7 @@ impl Value {
     /// the same kind, the quantized ones with the same qparams: they came out of the same layer).
     pub(crate) fn concat_batches(parts: Vec<Self>) -> Result<Self> {
         let mut parts = parts.into_iter();
-        let first = parts.next().ok_or_else(|| QatError::config("joining a batch's slices: no slices"))?;
+        let first = parts.next().ok_or_else(|| QatError::shape("joining a batch's slices", "at least one slice", "no slices"))?;
         let rest: Vec<Self> = parts.collect();
         Ok(map_float!(
             first,
@@ -192,8 +192,8 @@ impl Value {
                 for part in rest {
                     let part = part.quantized("a batch slice")?;
                     if part.qparams != joined.qparams || part.shape[1..] != joined.shape[1..] {
-                        let (a, b) = (Self::Quantized(joined).describe(), Self::Quantized(part).describe());
-                        return Err(QatError::config(format!("joining a batch's slices: {a} and {b} differ")));
+                        let describe = |q: &QTensor| format!("quantized {:?} with {:?}", q.shape, q.qparams);
+                        return Err(QatError::shape("joining a batch's slices", describe(&joined), describe(&part)));
                     }
                     joined.shape[0] += part.shape[0];
                     joined.values.extend_from_slice(&part.values);

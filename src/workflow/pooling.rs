@@ -38,7 +38,8 @@ pub struct GlobalAvgPool2d;
 /// the input is smaller than the window.
 fn check_window(kernel_size: usize, stride: usize, kind: &str) -> Result<()> {
     if kernel_size == 0 || stride == 0 {
-        return Err(QatError::config(format!("{kind}: kernel_size ({kernel_size}) and stride ({stride}) must be positive")));
+        let field = if kernel_size == 0 { "kernel_size" } else { "stride" };
+        return Err(QatError::invalid(field, format!("{kind}: kernel_size ({kernel_size}) and stride ({stride}) must be positive")));
     }
     Ok(())
 }

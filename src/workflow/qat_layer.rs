@@ -285,7 +285,7 @@ block_switches!(QatResidual, add);
 
 /// The grid of a quantized layer's input: an error when the input is float.
 pub(crate) fn need_input(input: Option<ActivationQParams>, path: &str) -> Result<ActivationQParams> {
-    input.ok_or_else(|| QatError::config(format!("{path}: receives float input but is quantized; put a QuantStub before it")))
+    input.ok_or_else(|| QatError::structure(path, "receives float input but is quantized; put a QuantStub before it"))
 }
 
 /// Converts `layers` in order, `current` being the grid flowing between them.

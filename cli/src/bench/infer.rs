@@ -20,10 +20,10 @@ const CALIBRATION_BATCHES: usize = 4;
 /// `int8` true: the converted model; false: the float model in eval.
 pub fn inference(case: &str, model: Model, int8: bool, batch: usize, options: BenchOptions) -> Result<BenchResult> {
     if options.device != burn_qat::device::Accelerator::Cpu {
-        return Err(burn_qat::error::QatError::config(format!(
-            "{case}: the int8 engine and its f32 twin run on the CPU; --device {} applies to the training cases",
-            options.device
-        )));
+        return Err(burn_qat::error::QatError::invalid(
+            "--device",
+            format!("{case}: the int8 engine and its f32 twin run on the CPU; --device {} applies to the training cases", options.device),
+        ));
     }
     let train = train_device(&options)?;
     let float = model.build(&train)?;

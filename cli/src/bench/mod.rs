@@ -116,7 +116,7 @@ pub fn measure_peak(case: &str, options: BenchOptions, work: impl FnMut() -> Res
 
 fn measure_with(case: &str, options: BenchOptions, peak: bool, mut work: impl FnMut() -> Result<()>) -> Result<BenchResult> {
     if options.iters == 0 {
-        return Err(QatError::config("--iters must be at least 1"));
+        return Err(QatError::invalid("--iters", "--iters must be at least 1"));
     }
     for _ in 0..options.warmup {
         work()?;
@@ -124,7 +124,7 @@ fn measure_with(case: &str, options: BenchOptions, peak: bool, mut work: impl Fn
     let mut samples = Vec::with_capacity(options.iters);
     // A GPU runs a step's kernels after the host has queued them: wait for them in the time.
     let device = options.device.device(0)?;
-    let sync = || device.sync().map_err(|e| QatError::config(format!("waiting for {}: {e:?}", options.device)));
+    let sync = || device.sync().map_err(|e| QatError::lifecycle(format!("waiting for {}", options.device), format!("{e:?}")));
     sync()?;
     let baseline = memory::current_bytes();
     memory::reset_peak();
@@ -174,7 +174,7 @@ pub fn run_case(case: &str, options: BenchOptions) -> Result<BenchResult> {
         "f32-infer-mobilenetv2-tiny-b1" => infer::inference(case, step::Model::MobileNetV2Tiny, false, 1, options),
         "int8-infer-mobilenetv2-tiny-b32" => infer::inference(case, step::Model::MobileNetV2Tiny, true, 32, options),
         "f32-infer-mobilenetv2-tiny-b32" => infer::inference(case, step::Model::MobileNetV2Tiny, false, 32, options),
-        other => Err(QatError::config(format!("unknown bench case {other:?}; expected all or one of: {}", CASES.join(", ")))),
+        other => Err(QatError::invalid("case", format!("unknown bench case {other:?}; expected all or one of: {}", CASES.join(", ")))),
     }
 }
 
@@ -185,7 +185,7 @@ pub fn select(name: &str) -> Result<Vec<&'static str>> {
     }
     match CASES.iter().find(|c| **c == name) {
         Some(c) => Ok(vec![*c]),
-        None => Err(QatError::config(format!("unknown bench case {name:?}; expected all or one of: {}", CASES.join(", ")))),
+        None => Err(QatError::invalid("case", format!("unknown bench case {name:?}; expected all or one of: {}", CASES.join(", ")))),
     }
 }
 
@@ -226,7 +226,11 @@ mod tests {
 
     #[test]
     fn unknown_case_is_an_error() {
-        assert!(matches!(select("nope"), Err(QatError::InvalidConfig(m)) if m.contains("\"nope\"") && m.contains("linearrelu")));
+        assert!(matches!(
+            select("nope"),
+            Err(QatError::InvalidConfig { field, reason })
+                if field == "case" && reason.contains("\"nope\"") && reason.contains("linearrelu")
+        ));
         assert_eq!(select("all").unwrap().len(), CASES.len());
         assert_eq!(select("linearrelu").unwrap(), vec!["linearrelu"]);
     }

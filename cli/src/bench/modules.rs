@@ -18,7 +18,7 @@ use burn_qat::qconfig::get_default_qat_qconfig;
 fn require<const D: usize>(t: &Tensor<D>, grads: &Gradients, what: &str) -> Result<()> {
     match t.grad(grads) {
         Some(_) => Ok(()),
-        None => Err(QatError::config(format!("bench: the backward pass gave no gradient for {what}"))),
+        None => Err(QatError::structure("bench", format!("the backward pass gave no gradient for {what}"))),
     }
 }
 

@@ -15,24 +15,27 @@ pub fn export(args: ExportArgs) -> burn_qat::Result<()> {
         SavedModel::Int8(m, spec) => (m, spec.map(|s| s.input)),
         SavedModel::Qat(m, spec) => (convert(&m)?, Some(spec.input)),
         SavedModel::Float(..) => {
-            return Err(QatError::config(format!(
-                "{}: a float model has no quantization parameters to export; pass qat.safetensors or int8.safetensors",
-                args.checkpoint.display()
-            )));
+            return Err(QatError::File {
+                path: args.checkpoint.display().to_string(),
+                reason: "a float model has no quantization parameters to export; pass qat.safetensors or int8.safetensors".into(),
+            });
         }
     };
     let [c, h, w] = match (args.input.as_deref(), trained_on) {
         (Some(&[c, h, w]), Some(s)) if [c, h, w] != [s.channels, s.height, s.width] => {
-            return Err(QatError::config(format!(
-                "{}: the model was trained on {}x{}x{} images, --input {c} {h} {w} does not fit it; leave --input out to use the recorded shape",
-                args.checkpoint.display(),
-                s.channels,
-                s.height,
-                s.width
-            )));
+            return Err(QatError::invalid(
+                "--input",
+                format!(
+                    "{}: the model was trained on {}x{}x{} images, --input {c} {h} {w} does not fit it; leave --input out to use the recorded shape",
+                    args.checkpoint.display(),
+                    s.channels,
+                    s.height,
+                    s.width
+                ),
+            ));
         }
         (Some(&[c, h, w]), _) => [c, h, w],
-        (Some(_), _) => return Err(QatError::config("--input takes three numbers: C H W")),
+        (Some(_), _) => return Err(QatError::invalid("--input", "--input takes three numbers: C H W")),
         (None, Some(s)) => [s.channels, s.height, s.width],
         (None, None) => [1, 28, 28],
     };

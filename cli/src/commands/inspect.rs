@@ -42,7 +42,7 @@ pub fn inspect(args: InspectArgs) -> burn_qat::Result<()> {
     let (_, test) = source.load()?;
     check_data_fits(&spec, &test, &args.checkpoint, &source)?;
     if args.samples == 0 || test.is_empty() {
-        return Err(QatError::config("inspect needs at least one test image (--samples 1 or more)"));
+        return Err(QatError::invalid("--samples", "inspect needs at least one test image (--samples 1 or more)"));
     }
     let indices: Vec<usize> = (0..args.samples.min(test.len())).collect();
     let rows = inspect_model(&qat, test.batch(&indices, &device).0)?;

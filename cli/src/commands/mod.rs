@@ -102,9 +102,9 @@ fn move_previous_run(out: &std::path::Path) -> burn_qat::Result<Option<std::path
 fn set_threads(threads: Option<usize>) -> burn_qat::Result<()> {
     if let Some(threads) = threads {
         if threads == 0 {
-            return Err(QatError::config("--threads must be at least 1"));
+            return Err(QatError::invalid("--threads", "--threads must be at least 1"));
         }
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|e| QatError::config(e.to_string()))?;
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|e| QatError::lifecycle("--threads", e.to_string()))?;
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ pub fn sensitivity(args: &InspectArgs, bits: u32) -> burn_qat::Result<()> {
     check_data_fits(&spec, &test, &float_path, &source)?;
     let test = test.slice(0..args.samples);
     if test.is_empty() {
-        return Err(QatError::config("--sensitivity needs at least one test image (--samples 1 or more)"));
+        return Err(QatError::invalid("--samples", "--sensitivity needs at least one test image (--samples 1 or more)"));
     }
     // Every layer at 8 bits (a custom qconfig, full ranges), then one layer at `bits`.
     let at = |layer_bits: Option<String>| RunSpec {

@@ -32,7 +32,7 @@ pub fn sweep(args: &TrainArgs, bits: &[u32]) -> burn_qat::Result<()> {
     let started = Instant::now();
     set_threads(args.threads)?;
     if bits.is_empty() {
-        return Err(QatError::config("--sweep-bits needs at least one bit width"));
+        return Err(QatError::invalid("--sweep-bits", "--sweep-bits needs at least one bit width"));
     }
     let learned = match args.quantizer {
         Quantizer::Fixed => Quantizer::Lsq,

@@ -143,24 +143,31 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     set_threads(args.threads)?;
     // Convert needs observers that have seen data: at least one QAT epoch, one PTQ batch.
     if args.qat_epochs == 0 || args.ptq_batches == 0 {
-        return Err(QatError::config("--qat-epochs and --ptq-batches must be at least 1 (convert needs observers that have seen data)"));
+        let flag = if args.qat_epochs == 0 { "--qat-epochs" } else { "--ptq-batches" };
+        return Err(QatError::invalid(
+            flag,
+            "--qat-epochs and --ptq-batches must be at least 1 (convert needs observers that have seen data)",
+        ));
     }
     // Given explicitly, an epoch that never comes is a mistake; the defaults simply never fire
     // in a single QAT epoch.
     for (flag, epoch) in [("--freeze-bn-epoch", args.freeze_bn_epoch), ("--disable-observer-epoch", args.disable_observer_epoch)] {
         if let Some(epoch) = epoch.filter(|&e| e >= args.qat_epochs) {
-            return Err(QatError::config(format!(
-                "{flag} {epoch} is not below --qat-epochs {}: that QAT epoch never comes (epochs count from 0 here; use at most {})",
-                args.qat_epochs,
-                args.qat_epochs - 1
-            )));
+            return Err(QatError::invalid(
+                flag,
+                format!(
+                    "{flag} {epoch} is not below --qat-epochs {}: that QAT epoch never comes (epochs count from 0 here; use at most {})",
+                    args.qat_epochs,
+                    args.qat_epochs - 1
+                ),
+            ));
         }
     }
     if args.batch_size < args.devices {
-        return Err(QatError::config(format!(
-            "--batch-size {} is below --devices {}: every device needs a share of each batch",
-            args.batch_size, args.devices
-        )));
+        return Err(QatError::invalid(
+            "--batch-size",
+            format!("--batch-size {} is below --devices {}: every device needs a share of each batch", args.batch_size, args.devices),
+        ));
     }
     let devices: Vec<Device> = args.device.devices(args.devices)?.into_iter().map(|d| d.autodiff()).collect();
     let flags = args.qconfig_flags();

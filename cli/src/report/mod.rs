@@ -23,6 +23,8 @@ pub use text::GlyphText;
 
 /// DejaVu Sans, subset to Latin-1; see `assets/fonts/README.md` and its licence beside it.
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
+/// [`FONT`]'s file, for the error when it does not parse.
+const FONT_PATH: &str = "assets/fonts/DejaVuSans-subset.ttf";
 const FAMILY: &str = "sans-serif";
 
 const FLOAT_COLOR: RGBColor = RGBColor(31, 119, 180);
@@ -47,13 +49,18 @@ pub struct Curves<'a> {
     pub quantized: String,
 }
 
+/// The built-in font does not parse.
+fn bad_font() -> QatError {
+    QatError::File { path: FONT_PATH.into(), reason: "the built-in plot font is not a valid font".into() }
+}
+
 fn register_font() -> Result<()> {
     static ONCE: Once = Once::new();
     let mut result = Ok(());
     ONCE.call_once(|| {
         for style in [FontStyle::Normal, FontStyle::Bold] {
             if plotters::style::register_font(FAMILY, style, FONT).is_err() {
-                result = Err(QatError::config("the built-in plot font (assets/fonts) is not a valid font"));
+                result = Err(bad_font());
             }
         }
     });
@@ -75,7 +82,7 @@ fn points(reports: &[EpochReport], offset: usize, value: impl Fn(&EpochReport) -
 pub fn plot_curves(path: impl AsRef<Path>, curves: &Curves<'_>) -> Result<()> {
     let path = path.as_ref();
     register_font()?;
-    let font = text::parse_font(FONT).ok_or_else(|| QatError::config("the built-in plot font (assets/fonts) is not a valid font"))?;
+    let font = text::parse_font(FONT).ok_or_else(bad_font)?;
     let root = GlyphText::new(BitMapBackend::new(path, (1400, 560)), font).into_drawing_area();
     draw(&root, curves).map_err(|e| draw_error(path, e))?;
     root.present().map_err(|e| draw_error(path, e))

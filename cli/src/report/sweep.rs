@@ -25,11 +25,14 @@ pub fn plot_sweep(path: impl AsRef<Path>, sweep: &SweepPlot) -> Result<()> {
     let path = path.as_ref();
     let n = sweep.bits.len();
     if n == 0 || [&sweep.ptq, &sweep.qat_fixed, &sweep.qat_learned.1].iter().any(|v| v.len() != n) {
-        return Err(QatError::config(format!("a sweep plot needs one accuracy per bit width ({n}) in every series")));
+        return Err(QatError::shape(
+            "sweep plot",
+            format!("one accuracy per bit width ({n}) in every series, at least one"),
+            format!("{} ptq, {} qat_fixed, {} qat_learned", sweep.ptq.len(), sweep.qat_fixed.len(), sweep.qat_learned.1.len()),
+        ));
     }
     super::register_font()?;
-    let font =
-        text::parse_font(super::FONT).ok_or_else(|| QatError::config("the built-in plot font (assets/fonts) is not a valid font"))?;
+    let font = text::parse_font(super::FONT).ok_or_else(super::bad_font)?;
     let root = text::GlyphText::new(BitMapBackend::new(path, (900, 560)), font).into_drawing_area();
     draw(&root, sweep).map_err(|e| draw_error(path, e))?;
     root.present().map_err(|e| draw_error(path, e))

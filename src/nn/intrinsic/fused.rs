@@ -29,30 +29,24 @@ pub struct ConvReLUNd<const D: usize, O: ConvGeometry<D>> {
     pub conv: float::ConvNd<D, O>,
 }
 
-/// Conv2d then BatchNorm2d.
-pub type ConvBn2d = ConvBnNd<4, Conv2dOptions>;
-/// Conv2d, BatchNorm2d, then ReLU.
-pub type ConvBnReLU2d = ConvBnReLUNd<4, Conv2dOptions>;
-/// Conv2d then ReLU.
-pub type ConvReLU2d = ConvReLUNd<4, Conv2dOptions>;
-/// Conv1d then BatchNorm1d.
-pub type ConvBn1d = ConvBnNd<3, Conv1dOptions>;
-/// Conv1d, BatchNorm1d, then ReLU.
-pub type ConvBnReLU1d = ConvBnReLUNd<3, Conv1dOptions>;
-/// Conv1d then ReLU.
-pub type ConvReLU1d = ConvReLUNd<3, Conv1dOptions>;
-/// ConvTranspose2d then BatchNorm2d.
-pub type ConvTransposeBn2d = ConvBnNd<4, ConvTranspose2dOptions>;
-/// ConvTranspose2d, BatchNorm2d, then ReLU.
-pub type ConvTransposeBnReLU2d = ConvBnReLUNd<4, ConvTranspose2dOptions>;
-/// ConvTranspose2d then ReLU.
-pub type ConvTransposeReLU2d = ConvReLUNd<4, ConvTranspose2dOptions>;
-/// Conv3d then BatchNorm3d.
-pub type ConvBn3d = ConvBnNd<5, Conv3dOptions>;
-/// Conv3d, BatchNorm3d, then ReLU.
-pub type ConvBnReLU3d = ConvBnReLUNd<5, Conv3dOptions>;
-/// Conv3d then ReLU.
-pub type ConvReLU3d = ConvReLUNd<5, Conv3dOptions>;
+/// The three fused containers of one conv geometry, named as `torch.ao.nn.intrinsic` names them.
+macro_rules! fused_family {
+    ($rank:literal, $options:ty, $conv:literal, $bn:literal: $conv_bn:ident, $conv_bn_relu:ident, $conv_relu:ident) => {
+        #[doc = concat!($conv, " then ", $bn, ".")]
+        pub type $conv_bn = ConvBnNd<$rank, $options>;
+        #[doc = concat!($conv, ", ", $bn, ", then ReLU.")]
+        pub type $conv_bn_relu = ConvBnReLUNd<$rank, $options>;
+        #[doc = concat!($conv, " then ReLU.")]
+        pub type $conv_relu = ConvReLUNd<$rank, $options>;
+    };
+}
+
+fused_family!(3, Conv1dOptions, "Conv1d", "BatchNorm1d": ConvBn1d, ConvBnReLU1d, ConvReLU1d);
+fused_family!(4, Conv2dOptions, "Conv2d", "BatchNorm2d": ConvBn2d, ConvBnReLU2d, ConvReLU2d);
+fused_family!(5, Conv3dOptions, "Conv3d", "BatchNorm3d": ConvBn3d, ConvBnReLU3d, ConvReLU3d);
+fused_family!(
+    4, ConvTranspose2dOptions, "ConvTranspose2d", "BatchNorm2d": ConvTransposeBn2d, ConvTransposeBnReLU2d, ConvTransposeReLU2d
+);
 
 /// BatchNorm2d then ReLU, where no conv precedes the BN (`torch.ao.nn.intrinsic.BNReLU2d`).
 #[derive(Module, Debug)]

@@ -84,7 +84,7 @@ impl BatchNorm2d {
             return Err(QatError::shape(LAYER, format!("{c} channels"), format!("{:?}", x.shape)));
         }
         if x.qparams != self.input {
-            return Err(QatError::config(format!("{LAYER}: input qparams {:?} differ from the converted {:?}", x.qparams, self.input)));
+            return Err(QatError::structure(LAYER, format!("input qparams {:?} differ from the converted {:?}", x.qparams, self.input)));
         }
         let (zi, out) = (self.input.zero_point, self.output);
         let lo = if self.relu { out.zero_point.max(out.quant_min) } else { out.quant_min };

@@ -35,10 +35,13 @@ impl Conv1d {
     pub fn from_2d(conv: Conv2d) -> Result<Self> {
         let o = &conv.options;
         if o.kernel_size[0] != 1 || o.stride[0] != 1 || o.dilation[0] != 1 || o.padding[0] != 0 {
-            return Err(QatError::config(format!(
-                "{LAYER}: the 2-d geometry must be 1 x K over [N, C, 1, L] (kernel {:?}, stride {:?}, dilation {:?}, padding {:?})",
-                o.kernel_size, o.stride, o.dilation, o.padding
-            )));
+            return Err(QatError::structure(
+                LAYER,
+                format!(
+                    "the 2-d geometry must be 1 x K over [N, C, 1, L] (kernel {:?}, stride {:?}, dilation {:?}, padding {:?})",
+                    o.kernel_size, o.stride, o.dilation, o.padding
+                ),
+            ));
         }
         Ok(Self { conv })
     }

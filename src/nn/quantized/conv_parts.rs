@@ -29,7 +29,7 @@ pub(crate) fn check_parts(
         ));
     }
     if scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(QatError::config(format!("{layer}: weight scales must be finite and positive")));
+        return Err(QatError::invalid("scale", format!("{layer}: weight scales must be finite and positive")));
     }
     Ok(LayerQParams {
         input: qparams.input.validated(&format!("{layer} input"))?,
@@ -87,10 +87,10 @@ pub(crate) fn input_dims<const R: usize>(x: &QTensor, layer: &str, pattern: &str
 /// integers mean other real values.
 pub(crate) fn check_input_qparams(x: &QTensor, expected: &ActivationQParams, layer: &str) -> Result<()> {
     if x.qparams != *expected {
-        return Err(QatError::config(format!(
-            "{layer}: input qparams {:?} differ from the ones it was converted for {:?}",
-            x.qparams, expected
-        )));
+        return Err(QatError::structure(
+            layer,
+            format!("input qparams {:?} differ from the ones it was converted for {:?}", x.qparams, expected),
+        ));
     }
     Ok(())
 }

@@ -38,7 +38,8 @@ impl Linear {
     /// checking that they fit together.
     pub fn from_parts(in_features: usize, out_features: usize, weight: Int8Weight, bias: Vec<i32>, qparams: LayerQParams) -> Result<Self> {
         if in_features == 0 || out_features == 0 {
-            return Err(QatError::config("quantized Linear: in_features and out_features must be positive"));
+            let field = if in_features == 0 { "in_features" } else { "out_features" };
+            return Err(QatError::invalid(field, "quantized Linear: in_features and out_features must be positive"));
         }
         let LayerQParams { input, output, relu } = check_parts(LAYER, [in_features * out_features, out_features], &weight, &bias, qparams)?;
         let Int8Weight { values: weight, scale: weight_scale, zero_point: weight_zero_point } = weight;

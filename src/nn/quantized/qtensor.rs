@@ -61,7 +61,8 @@ impl Quantize {
     }
 
     pub fn forward<const D: usize>(&self, x: &Tensor<D>) -> Result<QTensor> {
-        let values = x.to_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| QatError::config(format!("Quantize: {e:?}")))?;
+        let values =
+            x.to_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| QatError::invalid("dtype", format!("Quantize: {e:?}")))?;
         self.quantize_values(&values, x.dims().to_vec())
     }
 }

@@ -100,6 +100,6 @@ fn save_hardswish(m: &quantized::Hardswish, path: &str, out: &mut StateDict) -> 
 
 fn load_hardswish(_: &serde_json::Value, p: &str, reader: &mut StateReader<'_>) -> Result<quantized::Hardswish> {
     let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-    let (Some(input), Some(output)) = (input, output) else { return Err(missing(p, reader)) };
+    let (Some(input), Some(output)) = (input, output) else { return Err(missing(reader)) };
     quantized::Hardswish::new(input, output)
 }

@@ -37,7 +37,7 @@ fn load_batch_norm(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Resul
     let multiplier = reader.f32(&format!("{p}.multiplier"), Some(&[c]));
     let offset = reader.f32(&format!("{p}.offset"), Some(&[c]));
     let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-    let (Some((_, m)), Some((_, b)), Some(i), Some(o)) = (multiplier, offset, input, output) else { return Err(missing(p, reader)) };
+    let (Some((_, m)), Some((_, b)), Some(i), Some(o)) = (multiplier, offset, input, output) else { return Err(missing(reader)) };
     BatchNorm2d::from_parts(m, b, i, o, bool_of(entry, "relu", p)?)
 }
 
@@ -83,9 +83,7 @@ impl QatOp for QatBatchNorm2d {
 
 /// A batch norm right after a conv or linear folds into it: `fuse()` was forgotten.
 fn unfused(path: &str) -> QatError {
-    QatError::config(format!(
-        "{path}: an unfused batch norm after a Conv2d or Linear; call fuse() first to fold it, or give it qconfig None"
-    ))
+    QatError::structure(path, "an unfused batch norm after a Conv2d or Linear; call fuse() first to fold it, or give it qconfig None")
 }
 
 /// A batch norm over images that no conv precedes: kept as BN with an output fake quant.
@@ -153,10 +151,13 @@ macro_rules! foldable_batch_norm {
                 if after_unfused {
                     return Err(unfused(path));
                 }
-                Err(QatError::config(format!(
-                    "{path}: a {} quantizes only folded into the {} before it (fuse()); give it qconfig None to keep it in float",
-                    $kind, $folds_into
-                )))
+                Err(QatError::structure(
+                    path,
+                    format!(
+                        "a {} quantizes only folded into the {} before it (fuse()); give it qconfig None to keep it in float",
+                        $kind, $folds_into
+                    ),
+                ))
             }
         }
     };

@@ -3,7 +3,7 @@
 use serde_json::{Value as Json, json};
 
 use super::f32_values;
-use crate::error::{QatError, Result};
+use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::intrinsic::qat::{
@@ -22,7 +22,9 @@ use crate::workflow::deployment_arith::{Flow, Grid, need_grid};
 use crate::workflow::deployment_weighted::{conv, conv_bn};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::float_state::FloatWeights;
-use crate::workflow::int8_fields::{array_of, bool_of, field, missing, read_act, read_weights, usize_of, write_act, write_weights};
+use crate::workflow::int8_fields::{
+    array_of, at_layer, bool_of, field, missing, read_act, read_weights, usize_of, write_act, write_weights,
+};
 use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp, need_input};
@@ -62,7 +64,7 @@ macro_rules! geometry_entry {
                     .with_dilation(array_of::<$axes>(entry, "dilation", p)?)
                     .with_groups(usize_of(entry, "groups", p)?)
                     .with_padding_mode(PaddingMode::parse(field(entry, "padding_mode", p)?.as_str().unwrap_or(""))?);
-                options.validate().map_err(|e| QatError::config(format!("{p}: {e}")))?;
+                options.validate().map_err(|e| at_layer(p, e))?;
                 Ok(options)
             }
         }
@@ -94,7 +96,7 @@ fn load_conv<const D: usize, O: Int8ConvGeometry<D> + GeometryEntry>(
     let options = O::from_entry(entry, p)?;
     let w = read_weights(p, &options.weight_shape(), options.out_channels(), reader);
     let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
+    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(reader)) };
     let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
     QuantizedConv::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
 }
@@ -178,7 +180,7 @@ impl GeometryEntry for Conv1dOptions {
                 .with_dilation(usize_of(entry, "dilation", p)?)
                 .with_groups(usize_of(entry, "groups", p)?)
                 .with_padding_mode(PaddingMode::parse(field(entry, "padding_mode", p)?.as_str().unwrap_or(""))?);
-        ConvGeometry::validate(&options).map_err(|e| QatError::config(format!("{p}: {e}")))?;
+        ConvGeometry::validate(&options).map_err(|e| at_layer(p, e))?;
         Ok(options)
     }
 }
@@ -226,10 +228,10 @@ fn load_conv_transpose(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> R
     .with_output_padding(array_of::<2>(entry, "output_padding", p)?)
     .with_dilation(array_of::<2>(entry, "dilation", p)?)
     .with_groups(usize_of(entry, "groups", p)?);
-    ConvGeometry::validate(&options).map_err(|e| QatError::config(format!("{p}: {e}")))?;
+    ConvGeometry::validate(&options).map_err(|e| at_layer(p, e))?;
     let w = read_weights(p, &options.weight_shape(), options.out_channels, reader);
     let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
+    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(reader)) };
     let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
     ConvTranspose2d::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
 }

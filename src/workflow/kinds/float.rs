@@ -24,11 +24,11 @@ impl Int8Op for Layer {
     }
 
     fn save(&self, path: &str, _: &mut StateDict) -> Result<Json> {
-        Err(QatError::config(format!("{path}: float layers inside an int8 model cannot be saved yet")))
+        Err(QatError::structure(path, "float layers inside an int8 model cannot be saved yet"))
     }
 
     fn load(_: &Json, path: &str, _: &mut StateReader<'_>) -> Result<Self> {
-        Err(QatError::config(format!("{path}: float layers inside an int8 model cannot be loaded")))
+        Err(QatError::structure(path, "float layers inside an int8 model cannot be loaded"))
     }
 }
 
@@ -65,5 +65,5 @@ impl QatOp for Layer {
 }
 
 fn float_after_quantized(path: &str) -> QatError {
-    QatError::config(format!("{path}: a float layer (qconfig None) receives quantized input; put a DeQuantStub before it"))
+    QatError::structure(path, "a float layer (qconfig None) receives quantized input; put a DeQuantStub before it")
 }

@@ -40,7 +40,7 @@ fn load_linear(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Li
     let (i, o) = (usize_of(entry, "in_features", p)?, usize_of(entry, "out_features", p)?);
     let w = read_weights(p, &[o, i], o, reader);
     let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(p, reader)) };
+    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(reader)) };
     let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
     Linear::from_parts(i, o, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
 }

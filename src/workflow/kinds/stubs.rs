@@ -19,7 +19,7 @@ impl Int8Op for Quantize {
 
     fn forward(&self, x: Value, path: &str, _: &Int8Run<'_>) -> Result<Value> {
         match_float!(x, |t| Ok(Value::Quantized(self.forward(&t)?)), |_q| {
-            Err(QatError::config(format!("{path}: Quantize received an already quantized tensor")))
+            Err(QatError::structure(path, "Quantize received an already quantized tensor"))
         })
     }
 
@@ -37,7 +37,7 @@ impl Int8Op for Quantize {
     }
 
     fn load(_: &Json, path: &str, reader: &mut StateReader<'_>) -> Result<Self> {
-        Quantize::new(read_act(path, reader).ok_or_else(|| missing(path, reader))?)
+        Quantize::new(read_act(path, reader).ok_or_else(|| missing(reader))?)
     }
 }
 

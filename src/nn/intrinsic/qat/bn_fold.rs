@@ -95,9 +95,12 @@ pub(crate) fn exact<const D: usize, const W: usize>(
     let beta = bn.bias.val();
     let (y, fused_mean, fused_std) = if bn.training {
         if crate::parallel::collective::current().is_some() {
-            return Err(QatError::config(format!(
-                "{layer}: data-parallel training synchronizes batch norm in the approximate BN fold (PyTorch's default), not the exact one"
-            )));
+            return Err(QatError::invalid(
+                "folding",
+                format!(
+                    "{layer}: data-parallel training synchronizes batch norm in the approximate BN fold (PyTorch's default), not the exact one"
+                ),
+            ));
         }
         let y0 = op(weight.clone());
         let dims = y0.dims();

@@ -69,13 +69,16 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
         // weight axis 1 holds out / groups channels, shared across groups: not foldable as is.
         let slices = options.weight_shape()[O::WEIGHT_CHANNEL_AXIS];
         if slices != options.out_channels() {
-            return Err(QatError::config(format!(
-                "{}Bn{}: BN folding needs one weight slice per output channel on weight axis {}, but it has {slices} for {} output channels (a grouped transposed conv); use groups = 1",
-                O::PREFIX,
-                O::DIMS,
-                O::WEIGHT_CHANNEL_AXIS,
-                options.out_channels()
-            )));
+            return Err(QatError::invalid(
+                "groups",
+                format!(
+                    "{}Bn{}: BN folding needs one weight slice per output channel on weight axis {}, but it has {slices} for {} output channels (a grouped transposed conv); use groups = 1",
+                    O::PREFIX,
+                    O::DIMS,
+                    O::WEIGHT_CHANNEL_AXIS,
+                    options.out_channels()
+                ),
+            ));
         }
         let qconfig = config.qconfig.clone().with_weight_channel_axis(O::WEIGHT_CHANNEL_AXIS);
         let bound = 1.0 / (options.fan_in() as f64).sqrt();
@@ -179,13 +182,14 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     /// (PyTorch `from_float`; `freeze_bn` starts false).
     pub fn from_float(conv: &float::ConvNd<D, O>, bn: &BatchNorm, qconfig: QConfig) -> Result<Self> {
         if bn.num_features() != conv.options.out_channels() {
-            return Err(QatError::config(format!(
-                "{}Bn{}: the batch norm has {} features but the conv has {} output channels",
-                O::PREFIX,
-                O::DIMS,
-                bn.num_features(),
-                conv.options.out_channels()
-            )));
+            return Err(QatError::structure(
+                format!("{}Bn{}", O::PREFIX, O::DIMS),
+                format!(
+                    "the batch norm has {} features but the conv has {} output channels",
+                    bn.num_features(),
+                    conv.options.out_channels()
+                ),
+            ));
         }
         let mut bn = bn.clone();
         bn.unfreeze_stats();

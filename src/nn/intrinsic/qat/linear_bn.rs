@@ -43,26 +43,17 @@ impl LinearBn1d {
         let bias = bias.then(|| Param::from_tensor(Tensor::zeros([out_features], device)));
         let mut bn = BatchNorm::new(out_features, 1e-5, Some(0.1), device)?;
         bn.weight = replace_param(&bn.weight, Tensor::random([out_features], Distribution::Uniform(0.0, 1.0), device));
-        Ok(Self {
-            weight,
-            bias,
-            bn,
-            weight_fake_quant: qconfig.weight.init()?,
-            activation_post_process: None,
-            qconfig,
-            folding: BnFolding::Approximate,
-            training: true,
-        })
+        Self::from_float(&float::Linear { weight, bias }, &bn, qconfig)
     }
 
     /// Builds the QAT module from a float linear layer and its BatchNorm1d (sharing parameters).
     pub fn from_float(linear: &float::Linear, bn: &BatchNorm, qconfig: QConfig) -> Result<Self> {
         let out = linear.weight.dims()[0];
         if bn.num_features() != out {
-            return Err(QatError::config(format!(
-                "LinearBn1d: the batch norm has {} features but the linear layer has {out} outputs",
-                bn.num_features()
-            )));
+            return Err(QatError::structure(
+                "LinearBn1d",
+                format!("the batch norm has {} features but the linear layer has {out} outputs", bn.num_features()),
+            ));
         }
         let mut bn = bn.clone();
         bn.unfreeze_stats();
