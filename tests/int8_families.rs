@@ -354,7 +354,7 @@ trait QatConv<const R: usize>: Module + QatModule + ToQuantized<Quantized: Int8C
 
 macro_rules! qat_conv {
     // `$rank`: the input rank; `$get`: the module holding the parts; `$parts`: bn_parts or
-    // conv_parts; `$lift`: how the input's dims become the geometry's (1-d runs as 2-d).
+    // conv_parts; `$lift`: how the input's dims become the geometry's.
     ($ty:ty, $rank:literal, |$m:ident| $get:expr, $parts:ident, $relu:expr, |$d:ident| $lift:expr) => {
         impl QatConv<$rank> for $ty {
             fn run(&mut self, x: Tensor<$rank>) -> Tensor<$rank> {
@@ -371,10 +371,10 @@ macro_rules! qat_conv {
     };
 }
 
-qat_conv!(iqat::ConvBn1d, 3, |m| &m.inner, bn_parts, false, |d| [d[0], d[1], 1, d[2]]);
-qat_conv!(iqat::ConvBnReLU1d, 3, |m| &m.inner, bn_parts, true, |d| [d[0], d[1], 1, d[2]]);
-qat_conv!(iqat::ConvReLU1d, 3, |m| &m.inner, conv_parts, true, |d| [d[0], d[1], 1, d[2]]);
-qat_conv!(qat::Conv1d, 3, |m| &m.inner, conv_parts, false, |d| [d[0], d[1], 1, d[2]]);
+qat_conv!(iqat::ConvBn1d, 3, |m| m, bn_parts, false, |d| d);
+qat_conv!(iqat::ConvBnReLU1d, 3, |m| &m.inner, bn_parts, true, |d| d);
+qat_conv!(iqat::ConvReLU1d, 3, |m| &m.conv, conv_parts, true, |d| d);
+qat_conv!(qat::Conv1d, 3, |m| m, conv_parts, false, |d| d);
 qat_conv!(iqat::ConvBn3d, 5, |m| m, bn_parts, false, |d| d);
 qat_conv!(iqat::ConvBnReLU3d, 5, |m| &m.inner, bn_parts, true, |d| d);
 qat_conv!(ConvReLU3d, 5, |m| &m.conv, conv_parts, true, |d| d);

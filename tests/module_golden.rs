@@ -12,8 +12,8 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Gradients, Tensor};
 use burn_qat::nn::intrinsic::qat::{
-    ConvBn1d, ConvBn1dConfig, ConvBn2d, ConvBn2dConfig, ConvBn3d, ConvBn3dConfig, ConvBnNd, ConvBnReLU1d, ConvBnReLU2d, ConvBnReLU3d,
-    ConvReLU1d, ConvReLU2d, ConvReLU3d, LinearBn1d, LinearReLU,
+    ConvBn1dConfig, ConvBn2dConfig, ConvBn3dConfig, ConvBnNd, ConvBnReLUNd, ConvReLU1d, ConvReLU2d, ConvReLU3d, ConvReLUNd, LinearBn1d,
+    LinearReLU,
 };
 use burn_qat::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode, QatModule};
 use burn_qat::qconfig::get_default_qat_qconfig;
@@ -59,8 +59,8 @@ fn conv_bn_grads<const D: usize, O: ConvGeometry<D>>(m: &ConvBnNd<D, O>, grads: 
     out
 }
 
-impl Golden<4> for ConvBn2d {
-    fn run(&mut self, x: Tensor<4>) -> Tensor<4> {
+impl<const D: usize, O: ConvGeometry<D>> Golden<D> for ConvBnNd<D, O> {
+    fn run(&mut self, x: Tensor<D>) -> Tensor<D> {
         self.forward(x).unwrap()
     }
     fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
@@ -68,8 +68,8 @@ impl Golden<4> for ConvBn2d {
     }
 }
 
-impl Golden<4> for ConvBnReLU2d {
-    fn run(&mut self, x: Tensor<4>) -> Tensor<4> {
+impl<const D: usize, O: ConvGeometry<D>> Golden<D> for ConvBnReLUNd<D, O> {
+    fn run(&mut self, x: Tensor<D>) -> Tensor<D> {
         self.forward(x).unwrap()
     }
     fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
@@ -77,8 +77,8 @@ impl Golden<4> for ConvBnReLU2d {
     }
 }
 
-impl Golden<4> for ConvReLU2d {
-    fn run(&mut self, x: Tensor<4>) -> Tensor<4> {
+impl<const D: usize, O: ConvGeometry<D>> Golden<D> for ConvReLUNd<D, O> {
+    fn run(&mut self, x: Tensor<D>) -> Tensor<D> {
         self.forward(x).unwrap()
     }
     fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
@@ -97,68 +97,6 @@ impl Golden<2> for LinearReLU {
     fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
         let mut out = vec![("weight", grad_of(&self.linear.weight, grads))];
         if let Some(b) = &self.linear.bias {
-            out.push(("bias", grad_of(b, grads)));
-        }
-        out
-    }
-}
-
-impl Golden<3> for ConvBn1d {
-    fn run(&mut self, x: Tensor<3>) -> Tensor<3> {
-        self.forward(x).unwrap()
-    }
-    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
-        conv_bn_grads(&self.inner, grads)
-    }
-}
-
-impl Golden<3> for ConvBnReLU1d {
-    fn run(&mut self, x: Tensor<3>) -> Tensor<3> {
-        self.forward(x).unwrap()
-    }
-    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
-        conv_bn_grads(&self.inner, grads)
-    }
-}
-
-impl Golden<3> for ConvReLU1d {
-    fn run(&mut self, x: Tensor<3>) -> Tensor<3> {
-        self.forward(x).unwrap()
-    }
-    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
-        let mut out = vec![("weight", grad_of(&self.inner.weight, grads))];
-        if let Some(b) = &self.inner.bias {
-            out.push(("bias", grad_of(b, grads)));
-        }
-        out
-    }
-}
-
-impl Golden<5> for ConvBn3d {
-    fn run(&mut self, x: Tensor<5>) -> Tensor<5> {
-        self.forward(x).unwrap()
-    }
-    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
-        conv_bn_grads(self, grads)
-    }
-}
-
-impl Golden<5> for ConvBnReLU3d {
-    fn run(&mut self, x: Tensor<5>) -> Tensor<5> {
-        self.forward(x).unwrap()
-    }
-    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
-        conv_bn_grads(&self.inner, grads)
-    }
-}
-
-impl Golden<5> for ConvReLU3d {
-    fn run(&mut self, x: Tensor<5>) -> Tensor<5> {
-        self.forward(x).unwrap()
-    }
-    fn grads(&self, grads: &Gradients) -> Vec<(&'static str, Vec<f32>)> {
-        let mut out = vec![("weight", grad_of(&self.conv.weight, grads))];
-        if let Some(b) = &self.conv.bias {
             out.push(("bias", grad_of(b, grads)));
         }
         out

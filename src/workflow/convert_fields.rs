@@ -47,13 +47,7 @@ macro_rules! output_field {
     )*};
 }
 
-output_field!(quantized::Conv2d, quantized::Conv3d, quantized::ConvTranspose2d, quantized::Linear, quantized::Add);
-
-impl Int8Output for quantized::Conv1d {
-    fn output_qparams(&self) -> ActivationQParams {
-        self.conv.output
-    }
-}
+output_field!(quantized::Conv1d, quantized::Conv2d, quantized::Conv3d, quantized::ConvTranspose2d, quantized::Linear, quantized::Add);
 
 /// The input qparams a layer converts with, or an error saying that nothing before it was
 /// quantized.

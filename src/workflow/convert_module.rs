@@ -8,7 +8,7 @@ use burn::module::Param;
 
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
-use crate::nn::intrinsic::qat::{self as iqat, ConvBnNd, ConvBnReLUNd, ConvReLUNd, LinearBn1d, LinearReLU};
+use crate::nn::intrinsic::qat::{ConvBnNd, ConvBnReLUNd, ConvReLUNd, LinearBn1d, LinearReLU};
 use crate::nn::qat::{self, ConvNd};
 use crate::nn::quantized::{self, ActivationQParams, Int8Weight, LayerQParams};
 use crate::nn::tensor_util::host_values;
@@ -156,37 +156,6 @@ impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvReLUNd<D, O> {
         conv_to_quantized(&self.conv, input, true, layer)
     }
 }
-
-/// The 1-d family runs as 2-d modules over `[N, C, 1, L]`: convert those and wrap.
-macro_rules! one_d_to_quantized {
-    ($($ty:ty => $relu:expr),*) => {$(
-        impl ToQuantized for $ty {
-            type Quantized = quantized::Conv1d;
-            fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<quantized::Conv1d> {
-                quantized::Conv1d::from_2d(self.inner.convert(input, $relu, layer)?)
-            }
-        }
-    )*};
-}
-
-/// The 2-d module a 1-d QAT module wraps, converted with or without the fused ReLU.
-trait OneDInner {
-    fn convert(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Conv2d>;
-}
-
-impl OneDInner for iqat::ConvBn2d {
-    fn convert(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Conv2d> {
-        self.to_quantized_with(input, relu, layer)
-    }
-}
-
-impl OneDInner for qat::Conv2d {
-    fn convert(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Conv2d> {
-        conv_to_quantized(self, input, relu, layer)
-    }
-}
-
-one_d_to_quantized!(iqat::ConvBn1d => false, iqat::ConvBnReLU1d => true, iqat::ConvReLU1d => true, iqat::Conv1d => false);
 
 fn linear_to_quantized(linear: &qat::Linear, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Linear> {
     let (o, i) = (linear.out_features(), linear.in_features());

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::float;
 use crate::nn::tensor_util::uniform_param;
-use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry};
 use crate::qconfig::QConfig;
 
 /// PyTorch's `torch.ao.nn.qat._ConvNd`: `conv(x, weight_fake_quant(W), bias)`, generic over the
@@ -24,6 +24,9 @@ pub struct ConvNd<const D: usize, O: ConvGeometry<D>> {
     #[module(skip)]
     pub qconfig: QConfig,
 }
+
+/// `torch.ao.nn.qat.Conv1d`.
+pub type Conv1d = ConvNd<3, Conv1dOptions>;
 
 /// `torch.ao.nn.qat.Conv2d`.
 pub type Conv2d = ConvNd<4, Conv2dOptions>;

@@ -40,8 +40,7 @@ mod conv;
 mod linear;
 mod output;
 
-pub use crate::nn::intrinsic::qat::Conv1d;
 pub use add::Add;
-pub use conv::{Conv2d, Conv3d, ConvNd};
+pub use conv::{Conv1d, Conv2d, Conv3d, ConvNd};
 pub use linear::Linear;
 pub(crate) use output::{OutputFakeQuant, in_layer, read_param, write_param};

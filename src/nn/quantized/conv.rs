@@ -11,7 +11,7 @@ use crate::kernels::pad_for_kernel;
 use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode};
 
 /// A conv geometry the integer kernel runs: its view over three spatial axes `[D, H, W]` (2-d
-/// convs with depth 1; 1-d ones run as 2-d, see [`Conv1d`](super::Conv1d)).
+/// convs with depth 1, 1-d ones with depth and height 1).
 pub trait Int8ConvGeometry<const D: usize>: ConvGeometry<D> + Clone {
     /// The input's layout, for errors (`[N, C, H, W]`).
     const LAYOUT: &'static str;
@@ -95,6 +95,8 @@ pub struct QuantizedConv<const D: usize, O> {
     rank: PhantomData<[(); D]>,
 }
 
+/// The 1-d int8 conv over `[N, C, L]` (`torch.ao.nn.quantized.Conv1d`).
+pub type Conv1d = QuantizedConv<3, Conv1dOptions>;
 /// The 2-d int8 conv over `[N, C, H, W]`.
 pub type Conv2d = QuantizedConv<4, Conv2dOptions>;
 /// The 3-d int8 conv over `[N, C, D, H, W]`.

@@ -8,7 +8,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::conv_parts::{check_input_qparams, input_dims};
 use super::qtensor::{ActivationQParams, QTensor};
-use super::{Conv1d, ConvTranspose2d, Int8ConvGeometry, Linear, QuantizedConv};
+use super::{ConvTranspose2d, Int8ConvGeometry, Linear, QuantizedConv};
 use crate::error::Result;
 use crate::nn::ConvGeometry;
 use crate::quant::{requant_multiplier, requantize};
@@ -88,16 +88,6 @@ impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
         let (acc, shape) =
             conv_accumulate_f64(&self.options, x, dims, weight_f64(&self.weight, &self.weight_zero_point, |i| i / k), device);
         Ok(requantized!(self, acc, shape))
-    }
-}
-
-impl Conv1d {
-    /// The same result as [`Conv1d::forward`], computed with burn's f64 `conv2d` over `[N, C, 1, L]`.
-    pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
-        let [n, c, l] = self.dims_2d(x)?;
-        let mut y = self.conv.forward_reference_as(x, [n, c, 1, l], "quantized Conv1d", device)?;
-        y.shape.remove(2);
-        Ok(y)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::nn::batch_norm::bn_keys;
 use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
 use crate::nn::qat_module::bn_folding_switches;
 use crate::nn::tensor_util::{host_values, replace_param, uniform_param, weight_axis_shape};
-use crate::nn::{BatchNorm, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, QatModule, float};
+use crate::nn::{BatchNorm, Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, QatModule, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
@@ -49,6 +49,9 @@ pub struct ConvBnNd<const D: usize, O: ConvGeometry<D>> {
     #[module(skip)]
     training: bool,
 }
+
+/// `torch.ao.nn.intrinsic.qat.ConvBn1d` over `[N, C, L]` (weight `[O, I / groups, K]`).
+pub type ConvBn1d = ConvBnNd<3, Conv1dOptions>;
 
 /// `torch.ao.nn.intrinsic.qat.ConvBn2d`.
 pub type ConvBn2d = ConvBnNd<4, Conv2dOptions>;

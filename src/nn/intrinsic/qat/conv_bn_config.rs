@@ -1,6 +1,6 @@
 use super::{ConvBnNd, ConvBnReLUNd};
 use crate::error::Result;
-use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
 use crate::qconfig::QConfig;
 
 /// The constructor arguments of PyTorch's `ConvBn2d` / `ConvBnReLU2d` (and 3-d), with its
@@ -15,6 +15,9 @@ pub struct ConvBnConfig<const D: usize, O: ConvGeometry<D>> {
     pub freeze_bn: bool,
     pub qconfig: QConfig,
 }
+
+/// [`ConvBnConfig`] for 1-d convs.
+pub type ConvBn1dConfig = ConvBnConfig<3, Conv1dOptions>;
 
 /// [`ConvBnConfig`] for 2-d convs.
 pub type ConvBn2dConfig = ConvBnConfig<4, Conv2dOptions>;

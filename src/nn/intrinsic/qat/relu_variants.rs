@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use super::ConvBnNd;
 use crate::error::Result;
 use crate::nn::qat::{self, ConvNd};
-use crate::nn::{Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, float};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 
@@ -76,6 +76,8 @@ relu_variant!(
     conv ConvReLUNd, conv: ConvNd
 );
 
+/// `torch.ao.nn.intrinsic.qat.ConvBnReLU1d`.
+pub type ConvBnReLU1d = ConvBnReLUNd<3, Conv1dOptions>;
 /// `torch.ao.nn.intrinsic.qat.ConvBnReLU2d`.
 pub type ConvBnReLU2d = ConvBnReLUNd<4, Conv2dOptions>;
 /// `torch.ao.nn.intrinsic.qat.ConvBnReLU3d`.
@@ -83,6 +85,9 @@ pub type ConvBnReLU3d = ConvBnReLUNd<5, Conv3dOptions>;
 /// ConvTranspose2d + BatchNorm2d + ReLU for QAT (beyond PyTorch, which has no QAT ConvTranspose):
 /// BN scale and per-channel weight quantization along weight axis 1.
 pub type ConvTransposeBnReLU2d = ConvBnReLUNd<4, ConvTranspose2dOptions>;
+/// `torch.ao.nn.intrinsic.qat.ConvReLU1d` (PyTorch's default mapping leaves a fused
+/// ConvReLU1d float under QAT; we swap it like every other conv).
+pub type ConvReLU1d = ConvReLUNd<3, Conv1dOptions>;
 /// `torch.ao.nn.intrinsic.qat.ConvReLU2d`.
 pub type ConvReLU2d = ConvReLUNd<4, Conv2dOptions>;
 /// `torch.ao.nn.intrinsic.qat.ConvReLU3d`.
