@@ -17,6 +17,23 @@ macro_rules! setters {
     };
 }
 
+/// Names a module or config that is generic over its conv geometry once per geometry, as PyTorch
+/// names its classes: 1-d, 2-d, 3-d, then 2-d transposed, `_` where the family has no such
+/// member. What the family is, and where it differs from PyTorch, the generic type's doc says.
+macro_rules! per_geometry {
+    ($generic:ident: $d1:tt, $d2:tt, $d3:tt, $t2:tt) => {
+        per_geometry!(@alias $generic, 3, Conv1dOptions, $d1);
+        per_geometry!(@alias $generic, 4, Conv2dOptions, $d2);
+        per_geometry!(@alias $generic, 5, Conv3dOptions, $d3);
+        per_geometry!(@alias $generic, 4, ConvTranspose2dOptions, $t2);
+    };
+    (@alias $generic:ident, $rank:literal, $options:ident, _) => {};
+    (@alias $generic:ident, $rank:literal, $options:ident, $name:ident) => {
+        #[doc = concat!("[`", stringify!($generic), "`] over [`", stringify!($options), "`](crate::nn::", stringify!($options), ").")]
+        pub type $name = $generic<$rank, $crate::nn::$options>;
+    };
+}
+
 pub mod data;
 pub mod device;
 pub mod error;

@@ -5,11 +5,11 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::module::linear;
 
+use super::ConvGeometry;
 use super::tensor_util::uniform_param;
-use super::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
 use crate::error::{QatError, Result};
 
-/// A float convolution of any geometry (PyTorch's `nn.Conv2d`, `nn.Conv3d`,
+/// A float convolution of any geometry (PyTorch's `nn.Conv1d`, `nn.Conv2d`, `nn.Conv3d`,
 /// `nn.ConvTranspose2d`), weight `[out, in / groups, k...]` (`[in, out / groups, k...]` when
 /// transposed).
 #[derive(Module, Debug)]
@@ -20,14 +20,7 @@ pub struct ConvNd<const D: usize, O: ConvGeometry<D>> {
     pub options: O,
 }
 
-/// A float 2-d convolution, weight `[out, in / groups, kh, kw]`.
-pub type Conv2d = ConvNd<4, Conv2dOptions>;
-/// A float 1-d convolution over `[N, C, L]`, weight `[out, in / groups, k]`.
-pub type Conv1d = ConvNd<3, Conv1dOptions>;
-/// A float 3-d convolution over `[N, C, D, H, W]`.
-pub type Conv3d = ConvNd<5, Conv3dOptions>;
-/// A float 2-d transposed convolution, weight `[in, out / groups, kh, kw]`.
-pub type ConvTranspose2d = ConvNd<4, ConvTranspose2dOptions>;
+per_geometry!(ConvNd: Conv1d, Conv2d, Conv3d, ConvTranspose2d);
 
 impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
     /// PyTorch's default init: weight and bias `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.

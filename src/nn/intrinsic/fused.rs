@@ -7,7 +7,7 @@ use burn::tensor::activation::relu;
 
 use crate::error::Result;
 use crate::nn::tensor_util::{host_tensor, weight_axis_shape};
-use crate::nn::{BatchNorm, Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, float};
+use crate::nn::{BatchNorm, ConvGeometry, float};
 
 /// A conv then its batch norm (`ConvBn2d`, `ConvBn3d`).
 #[derive(Module, Debug)]
@@ -29,24 +29,9 @@ pub struct ConvReLUNd<const D: usize, O: ConvGeometry<D>> {
     pub conv: float::ConvNd<D, O>,
 }
 
-/// The three fused containers of one conv geometry, named as `torch.ao.nn.intrinsic` names them.
-macro_rules! fused_family {
-    ($rank:literal, $options:ty, $conv:literal, $bn:literal: $conv_bn:ident, $conv_bn_relu:ident, $conv_relu:ident) => {
-        #[doc = concat!($conv, " then ", $bn, ".")]
-        pub type $conv_bn = ConvBnNd<$rank, $options>;
-        #[doc = concat!($conv, ", ", $bn, ", then ReLU.")]
-        pub type $conv_bn_relu = ConvBnReLUNd<$rank, $options>;
-        #[doc = concat!($conv, " then ReLU.")]
-        pub type $conv_relu = ConvReLUNd<$rank, $options>;
-    };
-}
-
-fused_family!(3, Conv1dOptions, "Conv1d", "BatchNorm1d": ConvBn1d, ConvBnReLU1d, ConvReLU1d);
-fused_family!(4, Conv2dOptions, "Conv2d", "BatchNorm2d": ConvBn2d, ConvBnReLU2d, ConvReLU2d);
-fused_family!(5, Conv3dOptions, "Conv3d", "BatchNorm3d": ConvBn3d, ConvBnReLU3d, ConvReLU3d);
-fused_family!(
-    4, ConvTranspose2dOptions, "ConvTranspose2d", "BatchNorm2d": ConvTransposeBn2d, ConvTransposeBnReLU2d, ConvTransposeReLU2d
-);
+per_geometry!(ConvBnNd: ConvBn1d, ConvBn2d, ConvBn3d, ConvTransposeBn2d);
+per_geometry!(ConvBnReLUNd: ConvBnReLU1d, ConvBnReLU2d, ConvBnReLU3d, ConvTransposeBnReLU2d);
+per_geometry!(ConvReLUNd: ConvReLU1d, ConvReLU2d, ConvReLU3d, ConvTransposeReLU2d);
 
 /// BatchNorm2d then ReLU, where no conv precedes the BN (`torch.ao.nn.intrinsic.BNReLU2d`).
 #[derive(Module, Debug)]

@@ -5,13 +5,14 @@ use burn::tensor::activation::relu;
 use super::{OutputFakeQuant, in_layer};
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
+use crate::nn::ConvGeometry;
 use crate::nn::float;
 use crate::nn::tensor_util::uniform_param;
-use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry};
 use crate::qconfig::QConfig;
 
 /// PyTorch's `torch.ao.nn.qat._ConvNd`: `conv(x, weight_fake_quant(W), bias)`, generic over the
-/// geometry (`D` the tensor rank).
+/// geometry (`D` the tensor rank): `Conv1d`, `Conv2d`, `Conv3d` as `torch.ao.nn.qat`, and a
+/// transposed `ConvTranspose2d` beyond it (weights fake quantized along axis 1).
 #[derive(Module, Debug)]
 pub struct ConvNd<const D: usize, O: ConvGeometry<D>> {
     pub weight: Param<Tensor<D>>,
@@ -25,14 +26,7 @@ pub struct ConvNd<const D: usize, O: ConvGeometry<D>> {
     pub qconfig: QConfig,
 }
 
-/// `torch.ao.nn.qat.Conv1d`.
-pub type Conv1d = ConvNd<3, Conv1dOptions>;
-
-/// `torch.ao.nn.qat.Conv2d`.
-pub type Conv2d = ConvNd<4, Conv2dOptions>;
-
-/// `torch.ao.nn.qat.Conv3d`.
-pub type Conv3d = ConvNd<5, Conv3dOptions>;
+per_geometry!(ConvNd: Conv1d, Conv2d, Conv3d, ConvTranspose2d);
 
 impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
     /// PyTorch's `ConvNd(..., bias=True, qconfig)` with its default init: weight and bias

@@ -41,6 +41,6 @@ mod linear;
 mod output;
 
 pub use add::Add;
-pub use conv::{Conv1d, Conv2d, Conv3d, ConvNd};
+pub use conv::{Conv1d, Conv2d, Conv3d, ConvNd, ConvTranspose2d};
 pub use linear::Linear;
 pub(crate) use output::{OutputFakeQuant, in_layer, read_param, write_param};

@@ -95,12 +95,7 @@ pub struct QuantizedConv<const D: usize, O> {
     rank: PhantomData<[(); D]>,
 }
 
-/// The 1-d int8 conv over `[N, C, L]` (`torch.ao.nn.quantized.Conv1d`).
-pub type Conv1d = QuantizedConv<3, Conv1dOptions>;
-/// The 2-d int8 conv over `[N, C, H, W]`.
-pub type Conv2d = QuantizedConv<4, Conv2dOptions>;
-/// The 3-d int8 conv over `[N, C, D, H, W]`.
-pub type Conv3d = QuantizedConv<5, Conv3dOptions>;
+per_geometry!(QuantizedConv: Conv1d, Conv2d, Conv3d, _);
 
 impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
     /// `quantized Conv2d`, for errors.

@@ -14,7 +14,7 @@ use crate::nn::batch_norm::bn_keys;
 use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
 use crate::nn::qat_module::bn_folding_switches;
 use crate::nn::tensor_util::{host_values, replace_param, uniform_param, weight_axis_shape};
-use crate::nn::{BatchNorm, Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, QatModule, float};
+use crate::nn::{BatchNorm, ConvGeometry, QatModule, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
@@ -31,7 +31,11 @@ pub enum BnFolding {
     Exact,
 }
 
-/// PyTorch's `_ConvBnNd`: `D` is the tensor rank, `O` the geometry.
+/// PyTorch's `_ConvBnNd`: `D` is the tensor rank, `O` the geometry. Named per geometry below
+/// (`ConvBn1d`, `ConvBn2d`, `ConvBn3d`, as `torch.ao.nn.intrinsic.qat`); `ConvTransposeBn2d` is
+/// beyond PyTorch, which has no QAT transposed conv (pytorch/ao#1462): the BN scale and the
+/// per-channel weight fake quant run along weight axis 1, the output channel of a transposed
+/// conv's `[in, out / groups, kh, kw]` weight.
 #[derive(Module, Debug)]
 pub struct ConvBnNd<const D: usize, O: ConvGeometry<D>> {
     pub weight: Param<Tensor<D>>,
@@ -50,19 +54,7 @@ pub struct ConvBnNd<const D: usize, O: ConvGeometry<D>> {
     training: bool,
 }
 
-/// `torch.ao.nn.intrinsic.qat.ConvBn1d` over `[N, C, L]` (weight `[O, I / groups, K]`).
-pub type ConvBn1d = ConvBnNd<3, Conv1dOptions>;
-
-/// `torch.ao.nn.intrinsic.qat.ConvBn2d`.
-pub type ConvBn2d = ConvBnNd<4, Conv2dOptions>;
-
-/// `torch.ao.nn.intrinsic.qat.ConvBn3d`.
-pub type ConvBn3d = ConvBnNd<5, Conv3dOptions>;
-
-/// ConvTranspose2d + BatchNorm2d for QAT (beyond PyTorch, which has no QAT ConvTranspose,
-/// pytorch/ao#1462): the BN scale and the per-channel weight fake quant run along weight axis 1,
-/// the output channel of a transposed conv's `[in, out / groups, kh, kw]` weight.
-pub type ConvTransposeBn2d = ConvBnNd<4, ConvTranspose2dOptions>;
+per_geometry!(ConvBnNd: ConvBn1d, ConvBn2d, ConvBn3d, ConvTransposeBn2d);
 
 impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     pub(crate) fn new(config: &ConvBnConfig<D, O>, device: &burn::tensor::Device) -> Result<Self> {

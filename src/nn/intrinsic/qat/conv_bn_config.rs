@@ -1,9 +1,9 @@
 use super::{ConvBnNd, ConvBnReLUNd};
 use crate::error::Result;
-use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
+use crate::nn::ConvGeometry;
 use crate::qconfig::QConfig;
 
-/// The constructor arguments of PyTorch's `ConvBn2d` / `ConvBnReLU2d` (and 3-d), with its
+/// The constructor arguments of PyTorch's `ConvBn2d` / `ConvBnReLU2d` (and 1-d, 3-d, transposed), with its
 /// defaults: no conv bias, `eps = 1e-5`, `momentum = 0.1`, `freeze_bn = false`.
 #[derive(Clone, Debug)]
 pub struct ConvBnConfig<const D: usize, O: ConvGeometry<D>> {
@@ -16,17 +16,7 @@ pub struct ConvBnConfig<const D: usize, O: ConvGeometry<D>> {
     pub qconfig: QConfig,
 }
 
-/// [`ConvBnConfig`] for 1-d convs.
-pub type ConvBn1dConfig = ConvBnConfig<3, Conv1dOptions>;
-
-/// [`ConvBnConfig`] for 2-d convs.
-pub type ConvBn2dConfig = ConvBnConfig<4, Conv2dOptions>;
-
-/// [`ConvBnConfig`] for 3-d convs.
-pub type ConvBn3dConfig = ConvBnConfig<5, Conv3dOptions>;
-
-/// [`ConvBnConfig`] for 2-d transposed convs.
-pub type ConvTransposeBn2dConfig = ConvBnConfig<4, ConvTranspose2dOptions>;
+per_geometry!(ConvBnConfig: ConvBn1dConfig, ConvBn2dConfig, ConvBn3dConfig, ConvTransposeBn2dConfig);
 
 impl<const D: usize, O: ConvGeometry<D>> ConvBnConfig<D, O> {
     pub fn new(conv: O, qconfig: QConfig) -> Self {

@@ -15,5 +15,5 @@ pub use conv_bn_config::{ConvBn1dConfig, ConvBn2dConfig, ConvBn3dConfig, ConvBnC
 pub use linear_bn::LinearBn1d;
 pub use relu_variants::{
     ConvBnReLU1d, ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU1d, ConvReLU2d, ConvReLU3d, ConvReLUNd, ConvTransposeBnReLU2d,
-    LinearReLU,
+    ConvTransposeReLU2d, LinearReLU,
 };

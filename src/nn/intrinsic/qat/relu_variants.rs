@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use super::ConvBnNd;
 use crate::error::Result;
 use crate::nn::qat::{self, ConvNd};
-use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, float};
+use crate::nn::{ConvGeometry, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 
@@ -68,30 +68,19 @@ macro_rules! relu_variant {
 }
 
 relu_variant!(
-    /// `relu(ConvBnNd(x))`: PyTorch's `ConvBnReLU2d` / `ConvBnReLU3d`.
+    /// `relu(ConvBnNd(x))`: PyTorch's `ConvBnReLU1d` / `2d` / `3d`; the transposed one is beyond
+    /// PyTorch (see [`ConvBnNd`]).
     conv ConvBnReLUNd, inner: ConvBnNd
 );
 relu_variant!(
-    /// `relu(conv(x, weight_fake_quant(W), bias))`: PyTorch's `ConvReLU2d` / `ConvReLU3d`.
+    /// `relu(conv(x, weight_fake_quant(W), bias))`: PyTorch's `ConvReLU1d` / `2d` / `3d` (its
+    /// default mapping leaves a fused ConvReLU1d float under QAT; we swap it like every other
+    /// conv); the transposed one is beyond PyTorch.
     conv ConvReLUNd, conv: ConvNd
 );
 
-/// `torch.ao.nn.intrinsic.qat.ConvBnReLU1d`.
-pub type ConvBnReLU1d = ConvBnReLUNd<3, Conv1dOptions>;
-/// `torch.ao.nn.intrinsic.qat.ConvBnReLU2d`.
-pub type ConvBnReLU2d = ConvBnReLUNd<4, Conv2dOptions>;
-/// `torch.ao.nn.intrinsic.qat.ConvBnReLU3d`.
-pub type ConvBnReLU3d = ConvBnReLUNd<5, Conv3dOptions>;
-/// ConvTranspose2d + BatchNorm2d + ReLU for QAT (beyond PyTorch, which has no QAT ConvTranspose):
-/// BN scale and per-channel weight quantization along weight axis 1.
-pub type ConvTransposeBnReLU2d = ConvBnReLUNd<4, ConvTranspose2dOptions>;
-/// `torch.ao.nn.intrinsic.qat.ConvReLU1d` (PyTorch's default mapping leaves a fused
-/// ConvReLU1d float under QAT; we swap it like every other conv).
-pub type ConvReLU1d = ConvReLUNd<3, Conv1dOptions>;
-/// `torch.ao.nn.intrinsic.qat.ConvReLU2d`.
-pub type ConvReLU2d = ConvReLUNd<4, Conv2dOptions>;
-/// `torch.ao.nn.intrinsic.qat.ConvReLU3d`.
-pub type ConvReLU3d = ConvReLUNd<5, Conv3dOptions>;
+per_geometry!(ConvBnReLUNd: ConvBnReLU1d, ConvBnReLU2d, ConvBnReLU3d, ConvTransposeBnReLU2d);
+per_geometry!(ConvReLUNd: ConvReLU1d, ConvReLU2d, ConvReLU3d, ConvTransposeReLU2d);
 relu_variant!(
     /// `torch.ao.nn.intrinsic.qat.LinearReLU`: `relu(linear(x, weight_fake_quant(W), bias))`.
     ///
