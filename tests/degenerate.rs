@@ -6,7 +6,8 @@ use burn::tensor::{Device, Distribution, Tensor};
 use burn_qat::QatError;
 use burn_qat::nn::Conv2dOptions;
 use burn_qat::nn::QatModule;
-use burn_qat::nn::intrinsic::qat::{ConvBn2dConfig, LinearReLU};
+use burn_qat::nn::intrinsic::qat::ConvBn2dConfig;
+use burn_qat::nn::qat::LinearConfig;
 use burn_qat::qconfig::{QConfig, get_default_qat_qconfig};
 use common::*;
 
@@ -50,7 +51,8 @@ fn an_empty_batch_is_an_error_in_training_bn_and_an_empty_output_otherwise() {
     assert!(matches!(m.forward(Tensor::<4>::zeros([0, 3, 5, 5], &device)), Err(QatError::SingleValuePerChannel { .. })));
     m.eval();
     assert_eq!(m.forward(Tensor::<4>::zeros([0, 3, 5, 5], &device)).unwrap().dims(), [0, 4, 5, 5]);
-    let mut l = LinearReLU::new(4, 2, true, get_default_qat_qconfig("x86", 0).unwrap(), &device).unwrap().with_output_fake_quant().unwrap();
+    let mut l =
+        LinearConfig::new(4, 2, get_default_qat_qconfig("x86", 0).unwrap()).init_relu(&device).unwrap().with_output_fake_quant().unwrap();
     assert_eq!(l.forward(Tensor::<2>::zeros([0, 4], &device)).unwrap().dims(), [0, 2]);
 }
 

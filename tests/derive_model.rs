@@ -9,6 +9,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_qat::nn::intrinsic::qat::{ConvBn2d, ConvBn2dConfig, ConvBnReLU2d, ConvReLU2d};
+use burn_qat::nn::qat::{ConvConfig, LinearConfig};
 use burn_qat::nn::quantized::QTensor;
 use burn_qat::nn::{Conv2dOptions, QatModule, qat};
 use burn_qat::qconfig::QConfig;
@@ -42,7 +43,7 @@ impl Tiny {
             conv_a: conv(4, 4).init_relu(device).unwrap().with_output_fake_quant().unwrap(),
             conv_b: conv(4, 4).init(device).unwrap().with_output_fake_quant().unwrap(),
             add: qat::Add::new(qconfig.activation.init().unwrap(), true),
-            fc: qat::Linear::new(4 * 6 * 6, 5, true, qconfig.clone(), device).unwrap().with_output_fake_quant().unwrap(),
+            fc: LinearConfig::new(4 * 6 * 6, 5, qconfig.clone()).init(device).unwrap().with_output_fake_quant().unwrap(),
             width: 6,
         }
     }
@@ -150,7 +151,8 @@ fn after_takes_the_input_from_the_named_field() {
     let _serial = serial();
     let device = Device::flex().autodiff();
     let qconfig = QConfig::consistent("qnnpack").unwrap();
-    let conv = || ConvReLU2d::new(Conv2dOptions::new(1, 2, 3), true, qconfig.clone(), &device).unwrap().with_output_fake_quant().unwrap();
+    let conv =
+        || ConvConfig::new(Conv2dOptions::new(1, 2, 3), qconfig.clone()).init_relu(&device).unwrap().with_output_fake_quant().unwrap();
     let mut model = Branch { quant: QatQuantStub::new(qconfig.activation.init().unwrap()), a: conv(), b: conv() };
     let x = model.quant.forward(Tensor::<4>::random([2, 1, 5, 5], Distribution::Normal(0.0, 1.0), &device)).unwrap();
     model.a.forward(x.clone()).unwrap();

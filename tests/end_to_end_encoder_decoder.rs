@@ -136,3 +136,24 @@ fn a_concatenation_at_the_output_requantizes_both_parts_as_the_int8_model_does()
 fn a_hardswish_at_the_output_lands_on_its_grid_as_in_the_int8_model() {
     int8_equals_the_qat_eval_at_the_output("hardswish", Layer::Hardswish(Default::default()));
 }
+
+#[test]
+fn per_channel_weights_of_a_transposed_conv_are_quantized_along_its_output_channels() {
+    // fbgemm quantizes weights per channel. A transposed conv's output channel is weight axis 1;
+    // a model prepared from float must observe its weights there, or convert cannot build the
+    // int8 layer (one scale per output channel).
+    let device = Device::flex().autodiff();
+    device.seed(6);
+    let float = encoder_decoder(&device).fuse().unwrap();
+    let mut model = road::trained(float, QConfig::consistent("fbgemm").unwrap(), &device, |device| batch(8, 1.0, device));
+    let QatLayer::Concat(block) = &model.layers[2].layer else { panic!("skip is prepared as a concatenation block") };
+    let QatLayer::ConvTransposeBnReLU2d(up) = &block.body[1].layer else { panic!("up is prepared as ConvTransposeBnReLU2d") };
+    assert_eq!(up.inner.weight_fake_quant.observer.ch_axis(), Some(1));
+    assert_eq!(up.inner.weight_fake_quant.qparams().scale.len(), 8, "one scale per output channel");
+    let int8 = convert(&model).unwrap();
+    road::assert_int8_equals_the_qat_eval(&mut model, &int8, |std, device| batch(9, std, device));
+    // ONNX carries the eight scales on DequantizeLinear's axis 1.
+    let device = Device::flex();
+    device.seed(8);
+    road::assert_onnx_within_one_step(&int8, batch(5, 2.0, &device), CLASSES, "encoder-decoder, per-channel weights");
+}

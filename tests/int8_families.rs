@@ -18,9 +18,8 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 use burn_qat::QatError;
 use burn_qat::fake_quantize::FakeQuantize;
-use burn_qat::nn::intrinsic::qat::{
-    self as iqat, ConvBn1dConfig, ConvBn3dConfig, ConvBnNd, ConvReLU1d, ConvReLU3d, ConvTransposeBn2dConfig,
-};
+use burn_qat::nn::intrinsic::qat::{self as iqat, ConvBn1dConfig, ConvBn3dConfig, ConvBnNd, ConvReLU3d, ConvTransposeBn2dConfig};
+use burn_qat::nn::qat::ConvConfig;
 use burn_qat::nn::qat::{self, ConvNd};
 use burn_qat::nn::quantized::{ActivationQParams, Conv1d, Conv3d, ConvTranspose2d, Int8Weight, LayerQParams, QTensor, Quantize};
 use burn_qat::nn::{Conv1dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, PaddingMode, QatModule};
@@ -489,9 +488,9 @@ fn conv1d_family_converts_exactly() {
             train,
             eval,
         ));
-        let m = ConvReLU1d::new(strided, true, q.clone(), &device).unwrap().with_output_fake_quant().unwrap();
+        let m = ConvConfig::new(strided, q.clone()).init_relu(&device).unwrap().with_output_fake_quant().unwrap();
         counts.push(check_conversion("ConvReLU1d", m, &q, train, eval));
-        let m = qat::Conv1d::new(options, false, q.clone(), &device).unwrap().with_output_fake_quant().unwrap();
+        let m = ConvConfig::new(options, q.clone()).with_bias(false).init(&device).unwrap().with_output_fake_quant().unwrap();
         counts.push(check_conversion("Conv1d", m, &q, train, eval));
     }
     assert_saturation("1-d family", counts);
@@ -526,9 +525,9 @@ fn conv3d_family_converts_exactly() {
             train,
             eval,
         ));
-        let m = ConvReLU3d::new(strided, true, q.clone(), &device).unwrap().with_output_fake_quant().unwrap();
+        let m = ConvConfig::new(strided, q.clone()).init_relu(&device).unwrap().with_output_fake_quant().unwrap();
         counts.push(check_conversion("ConvReLU3d", m, &q, train, eval));
-        let m = qat::Conv3d::new(options, false, q.clone(), &device).unwrap().with_output_fake_quant().unwrap();
+        let m = ConvConfig::new(options, q.clone()).with_bias(false).init(&device).unwrap().with_output_fake_quant().unwrap();
         counts.push(check_conversion("Conv3d", m, &q, train, eval));
     }
     assert_saturation("3-d family", counts);
@@ -561,7 +560,7 @@ fn conv_transpose2d_family_converts_exactly() {
         ));
         // Groups: per-channel scales along weight axis 1 repeat for each group's channels.
         let grouped = strided.with_groups(2).with_padding([1, 0]);
-        let m = ConvNd::<4, ConvTranspose2dOptions>::new(grouped, true, q.clone(), &device).unwrap().with_output_fake_quant().unwrap();
+        let m = qat::ConvTranspose2dConfig::new(grouped, q.clone()).init(&device).unwrap().with_output_fake_quant().unwrap();
         counts.push(check_conversion("ConvTranspose2d groups 2", m, &q, train, &eval));
     }
     assert_saturation("transposed family", counts);

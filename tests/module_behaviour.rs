@@ -8,7 +8,9 @@ mod common;
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_qat::QatError;
 use burn_qat::nn::float;
-use burn_qat::nn::intrinsic::qat::{BnFolding, ConvBn2d, ConvBn2dConfig, ConvBnReLU2d, ConvReLU2d, LinearBn1d, LinearReLU};
+use burn_qat::nn::intrinsic::qat::LinearBn1dConfig;
+use burn_qat::nn::intrinsic::qat::{BnFolding, ConvBn2d, ConvBn2dConfig, ConvBnReLU2d};
+use burn_qat::nn::qat::{ConvConfig, LinearConfig};
 use burn_qat::nn::{BatchNorm, Conv2dOptions, QatModule};
 use burn_qat::qconfig::{QConfig, get_default_qat_qconfig};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, TensorValue};
@@ -201,9 +203,9 @@ fn every_qat_module_takes_the_same_switches() {
     let qconfig = get_default_qat_qconfig("x86", 1).unwrap();
     let mut conv_bn = ConvBn2dConfig::new(Conv2dOptions::new(2, 3, 1), qconfig.clone()).init(&device).unwrap();
     let mut conv_bn_relu = ConvBn2dConfig::new(Conv2dOptions::new(2, 3, 1), qconfig.clone()).init_relu(&device).unwrap();
-    let mut conv_relu = ConvReLU2d::new(Conv2dOptions::new(2, 3, 1), true, qconfig.clone(), &device).unwrap();
-    let mut linear_relu = LinearReLU::new(4, 2, true, qconfig.clone(), &device).unwrap();
-    let mut linear_bn = LinearBn1d::new(4, 2, true, qconfig, &device).unwrap();
+    let mut conv_relu = ConvConfig::new(Conv2dOptions::new(2, 3, 1), qconfig.clone()).init_relu(&device).unwrap();
+    let mut linear_relu = LinearConfig::new(4, 2, qconfig.clone()).init_relu(&device).unwrap();
+    let mut linear_bn = LinearBn1dConfig::new(4, 2, qconfig).init(&device).unwrap();
     switch_everything(&mut conv_bn);
     switch_everything(&mut conv_bn_relu);
     switch_everything(&mut conv_relu);
@@ -240,7 +242,7 @@ fn momentum_none_is_a_cumulative_average() {
 fn the_seed_example_linear_relu_20_to_30() {
     let _serial = serial();
     let device = device();
-    let mut m = LinearReLU::new(20, 30, true, get_default_qat_qconfig("x86", 1).unwrap(), &device).unwrap();
+    let mut m = LinearConfig::new(20, 30, get_default_qat_qconfig("x86", 1).unwrap()).init_relu(&device).unwrap();
     let y = m.forward(Tensor::<2>::random([128, 20], Distribution::Normal(0.0, 1.0), &device)).unwrap();
     assert_eq!(y.dims(), [128, 30]);
     assert!(to_vec(&y).iter().all(|&v| v >= 0.0));
@@ -254,11 +256,11 @@ fn pytorch_v1_trains_and_converts_with_different_qparams_our_preset_does_not() {
     // max(|min|, max)/127.5.
     let device = device();
     let x = Tensor::<2>::random([8, 20], Distribution::Normal(0.0, 1.0), &device);
-    let mut torch_v1 = LinearReLU::new(20, 30, true, get_default_qat_qconfig("fbgemm", 1).unwrap(), &device).unwrap();
+    let mut torch_v1 = LinearConfig::new(20, 30, get_default_qat_qconfig("fbgemm", 1).unwrap()).init_relu(&device).unwrap();
     torch_v1.forward(x.clone()).unwrap();
     assert_ne!(torch_v1.linear.weight_fake_quant.qparams(), torch_v1.linear.weight_fake_quant.calculate_qparams());
 
-    let mut ours = LinearReLU::new(20, 30, true, QConfig::consistent("fbgemm").unwrap(), &device).unwrap();
+    let mut ours = LinearConfig::new(20, 30, QConfig::consistent("fbgemm").unwrap()).init_relu(&device).unwrap();
     ours.forward(x).unwrap();
     assert_eq!(ours.linear.weight_fake_quant.qparams(), ours.linear.weight_fake_quant.calculate_qparams());
     assert!(ours.linear.weight_fake_quant.qparams().zero_point.iter().all(|&z| z == 0), "symmetric weights keep zero point 0");
@@ -299,7 +301,7 @@ fn invalid_configurations_are_typed_errors() {
     assert_error!(ConvBn2dConfig::new(Conv2dOptions::new(4, 4, 3), qconfig.clone()).with_momentum(Some(1.5)).init(&device), QatError::InvalidConfig { field, .. } if field == "momentum");
     assert_error!(get_default_qat_qconfig("tpu", 0), QatError::InvalidConfig { field, reason } if field == "backend" && reason.contains("tpu"));
     assert_error!(get_default_qat_qconfig("fbgemm", 2), QatError::InvalidConfig { field, reason } if field == "version" && reason.contains('2'));
-    assert_error!(LinearReLU::new(0, 3, true, qconfig.clone(), &device), QatError::InvalidConfig { field, .. } if field == "in_features");
+    assert_error!(LinearConfig::new(0, 3, qconfig.clone()).init_relu(&device), QatError::InvalidConfig { field, .. } if field == "in_features");
 
     let float_conv = float::Conv2d::new(Conv2dOptions::new(3, 4, 3), false, &device).unwrap();
     let bn = BatchNorm::new(5, 1e-5, Some(0.1), &device).unwrap();
@@ -323,7 +325,7 @@ fn bad_inputs_are_typed_errors() {
     assert!(m.forward(Tensor::zeros([1, 3, 3, 3], &device)).is_ok());
 
     let mut l =
-        LinearReLU::new(20, 30, true, get_default_qat_qconfig("x86", 0).unwrap(), &device).unwrap().with_output_fake_quant().unwrap();
+        LinearConfig::new(20, 30, get_default_qat_qconfig("x86", 0).unwrap()).init_relu(&device).unwrap().with_output_fake_quant().unwrap();
     assert!(matches!(l.forward(Tensor::<2>::zeros([4, 21], &device)), Err(QatError::ShapeMismatch { .. })));
     // NaN input: the observer refuses it rather than poisoning its range.
     let nan = Tensor::<2>::from_floats([[f32::NAN; 20]], &device);

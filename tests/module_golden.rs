@@ -12,9 +12,9 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Gradients, Tensor};
 use burn_qat::nn::intrinsic::qat::{
-    ConvBn1dConfig, ConvBn2dConfig, ConvBn3dConfig, ConvBnNd, ConvBnReLUNd, ConvReLU1d, ConvReLU2d, ConvReLU3d, ConvReLUNd, LinearBn1d,
-    LinearReLU,
+    ConvBn1dConfig, ConvBn2dConfig, ConvBn3dConfig, ConvBnNd, ConvBnReLUNd, ConvReLUNd, LinearBn1d, LinearBn1dConfig, LinearReLU,
 };
+use burn_qat::nn::qat::{ConvConfig, LinearConfig};
 use burn_qat::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode, QatModule};
 use burn_qat::qconfig::get_default_qat_qconfig;
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, StateDict, Values};
@@ -258,12 +258,12 @@ fn run_file_on(file: &str, c: &Value, device: &Device) {
             run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvReLU2d" => {
-            let m = ConvReLU2d::new(conv_options(c), bias, qconfig, &device).unwrap();
+            let m = ConvConfig::new(conv_options(c), qconfig).with_bias(bias).init_relu(&device).unwrap();
             run_case::<4, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "LinearReLU" => {
             let u = |k: &str| c[k].as_u64().unwrap() as usize;
-            let m = LinearReLU::new(u("in_channels"), u("out_channels"), bias, qconfig, &device).unwrap();
+            let m = LinearConfig::new(u("in_channels"), u("out_channels"), qconfig).with_bias(bias).init_relu(&device).unwrap();
             run_case::<2, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvBn1d" => {
@@ -275,7 +275,7 @@ fn run_file_on(file: &str, c: &Value, device: &Device) {
             run_case::<3, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvReLU1d" => {
-            let m = ConvReLU1d::new(conv1d_options(c), bias, qconfig, &device).unwrap();
+            let m = ConvConfig::new(conv1d_options(c), qconfig).with_bias(bias).init_relu(&device).unwrap();
             run_case::<3, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvBn3d" => {
@@ -287,12 +287,12 @@ fn run_file_on(file: &str, c: &Value, device: &Device) {
             run_case::<5, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "ConvReLU3d" => {
-            let m = ConvReLU3d::new(conv3d_options(c), bias, qconfig, &device).unwrap();
+            let m = ConvConfig::new(conv3d_options(c), qconfig).with_bias(bias).init_relu(&device).unwrap();
             run_case::<5, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         "LinearBn1d" => {
             let u = |k: &str| c[k].as_u64().unwrap() as usize;
-            let m = LinearBn1d::new(u("in_channels"), u("out_channels"), bias, qconfig, &device).unwrap();
+            let m = LinearBn1dConfig::new(u("in_channels"), u("out_channels"), qconfig).with_bias(bias).init(&device).unwrap();
             run_case::<2, _>(m.with_output_fake_quant().unwrap(), &g, file, &device);
         }
         other => panic!("unknown module {other}"),

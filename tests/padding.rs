@@ -8,7 +8,7 @@ mod common;
 
 use burn::tensor::{Device, Tensor};
 use burn_qat::QatError;
-use burn_qat::nn::qat;
+use burn_qat::nn::qat::ConvConfig;
 use burn_qat::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, Padding};
 use burn_qat::qconfig::QConfig;
 use common::*;
@@ -56,20 +56,21 @@ fn run(options: Options, input: &[usize]) -> (Vec<usize>, Result<Vec<usize>, Qat
             let out = o
                 .as_2d()
                 .validate()
-                .and_then(|_| qat::Conv1d::new(o, true, qconfig, &device))
+                .and_then(|_| ConvConfig::new(o, qconfig).init(&device))
                 .and_then(|mut m| Ok(m.forward(Tensor::<3>::zeros([input[0], input[1], input[2]], &device))?.dims().to_vec()));
             (padding, out)
         }
         Options::D2(o) => {
             let padding = o.padding.to_vec();
-            let out = qat::Conv2d::new(o, true, qconfig, &device)
+            let out = ConvConfig::new(o, qconfig)
+                .init(&device)
                 .and_then(|mut m| Ok(m.forward(Tensor::<4>::zeros([input[0], input[1], input[2], input[3]], &device))?.dims().to_vec()));
             (padding, out)
         }
         Options::D3(o) => {
             let padding = o.padding.to_vec();
             let x = Tensor::<5>::zeros([input[0], input[1], input[2], input[3], input[4]], &device);
-            let out = qat::Conv3d::new(o, true, qconfig, &device).and_then(|mut m| Ok(m.forward(x)?.dims().to_vec()));
+            let out = ConvConfig::new(o, qconfig).init(&device).and_then(|mut m| Ok(m.forward(x)?.dims().to_vec()));
             (padding, out)
         }
     }

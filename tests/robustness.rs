@@ -10,7 +10,7 @@ use burn_qat::QatError;
 use burn_qat::data::Dataset;
 use burn_qat::models::lenet;
 use burn_qat::nn::QatModule;
-use burn_qat::nn::intrinsic::qat::LinearReLU;
+use burn_qat::nn::qat::LinearConfig;
 use burn_qat::qconfig::{QConfig, get_default_qat_qconfig};
 use burn_qat::state_dict::{SaveStateDict, TensorValue, load_safetensors, save_safetensors};
 use burn_qat::train::{EpochReport, ResumePoint, TrainHooks, TrainOptions, train_classifier, train_classifier_from};
@@ -139,7 +139,7 @@ fn an_observer_keeps_its_range_when_it_refuses_an_input() {
     let device = Device::flex().autodiff();
     device.seed(5);
     let mut m =
-        LinearReLU::new(20, 30, true, get_default_qat_qconfig("x86", 0).unwrap(), &device).unwrap().with_output_fake_quant().unwrap();
+        LinearConfig::new(20, 30, get_default_qat_qconfig("x86", 0).unwrap()).init_relu(&device).unwrap().with_output_fake_quant().unwrap();
     m.forward(Tensor::<2>::random([8, 20], Distribution::Normal(0.0, 1.0), &device)).unwrap();
     let before = m.state_dict();
     let infinite = Tensor::<2>::from_floats([[f32::INFINITY; 20]], &device);

@@ -6,6 +6,7 @@ use burn::tensor::ops::MaxPoolOptions;
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::intrinsic::qat::{ConvBn2dConfig, ConvBnReLU2d, LinearReLU};
+use crate::nn::qat::LinearConfig;
 use crate::nn::{Conv2dOptions, QatModule, qat};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
@@ -39,8 +40,8 @@ impl QatLeNet {
         Ok(Self {
             conv1,
             conv2,
-            fc1: LinearReLU::new(32 * 7 * 7, 128, true, qconfig.clone(), device)?.with_output_fake_quant()?,
-            fc2: qat::Linear::new(128, 10, true, qconfig.clone(), device)?.with_output_fake_quant()?,
+            fc1: LinearConfig::new(32 * 7 * 7, 128, qconfig.clone()).init_relu(device)?.with_output_fake_quant()?,
+            fc2: LinearConfig::new(128, 10, qconfig.clone()).init(device)?.with_output_fake_quant()?,
             quant: qconfig.activation.init()?,
         })
     }

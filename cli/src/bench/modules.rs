@@ -12,7 +12,8 @@ use burn::tensor::{Distribution, Gradients, Tensor};
 use super::{BenchOptions, BenchResult, measure, train_device};
 use burn_qat::error::{QatError, Result};
 use burn_qat::nn::Conv2dOptions;
-use burn_qat::nn::intrinsic::qat::{ConvBn2dConfig, LinearReLU};
+use burn_qat::nn::intrinsic::qat::ConvBn2dConfig;
+use burn_qat::nn::qat::LinearConfig;
 use burn_qat::qconfig::get_default_qat_qconfig;
 
 fn require<const D: usize>(t: &Tensor<D>, grads: &Gradients, what: &str) -> Result<()> {
@@ -52,7 +53,7 @@ pub fn convbnrelu2d(case: &str, groups: usize, options: BenchOptions) -> Result<
 pub fn linearrelu(case: &str, options: BenchOptions) -> Result<BenchResult> {
     let device = train_device(&options)?;
     let qconfig = get_default_qat_qconfig("fbgemm", 1)?;
-    let mut m = LinearReLU::new(1024, 1024, true, qconfig, &device)?;
+    let mut m = LinearConfig::new(1024, 1024, qconfig).init_relu(&device)?;
     let x = Tensor::<2>::random([128, 1024], Distribution::Normal(0.0, 1.0), &device).require_grad();
 
     let grads = m.forward(x.clone())?.sum().backward();

@@ -7,7 +7,6 @@ use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::ConvGeometry;
 use crate::nn::float;
-use crate::nn::tensor_util::uniform_param;
 use crate::qconfig::QConfig;
 
 /// PyTorch's `torch.ao.nn.qat._ConvNd`: `conv(x, weight_fake_quant(W), bias)`, generic over the
@@ -28,16 +27,36 @@ pub struct ConvNd<const D: usize, O: ConvGeometry<D>> {
 
 per_geometry!(ConvNd: Conv1d, Conv2d, Conv3d, ConvTranspose2d);
 
+/// PyTorch's `Conv2d(..., bias=True, qconfig)` (and 1-d, 3-d, transposed): the geometry, whether
+/// the conv has a bias (default true), and the qconfig.
+#[derive(Clone, Debug)]
+pub struct ConvConfig<const D: usize, O: ConvGeometry<D>> {
+    pub conv: O,
+    pub bias: bool,
+    pub qconfig: QConfig,
+}
+
+per_geometry!(ConvConfig: Conv1dConfig, Conv2dConfig, Conv3dConfig, ConvTranspose2dConfig);
+
+impl<const D: usize, O: ConvGeometry<D>> ConvConfig<D, O> {
+    pub fn new(conv: O, qconfig: QConfig) -> Self {
+        Self { conv, bias: true, qconfig }
+    }
+
+    setters! {
+        with_bias => bias: bool,
+    }
+
+    /// The QAT conv with PyTorch's default init: weight and bias `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+    pub fn init(&self, device: &burn::tensor::Device) -> Result<ConvNd<D, O>> {
+        ConvNd::new(self, device)
+    }
+}
+
 impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
-    /// PyTorch's `ConvNd(..., bias=True, qconfig)` with its default init: weight and bias
-    /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
-    pub fn new(options: O, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
-        options.validate()?;
-        let qconfig = qconfig.with_weight_channel_axis(O::WEIGHT_CHANNEL_AXIS);
-        let bound = 1.0 / (options.fan_in() as f64).sqrt();
-        let weight = uniform_param(options.weight_shape(), -bound, bound, device);
-        let bias = bias.then(|| uniform_param([options.out_channels()], -bound, bound, device));
-        Ok(Self { weight, bias, weight_fake_quant: qconfig.weight.init()?, activation_post_process: None, options, qconfig })
+    /// [`ConvConfig::init`]: a float conv with PyTorch's default init, swapped for its QAT version.
+    pub(crate) fn new(config: &ConvConfig<D, O>, device: &burn::tensor::Device) -> Result<Self> {
+        Self::from_float(&float::ConvNd::new(config.conv.clone(), config.bias, device)?, config.qconfig.clone())
     }
 
     /// Attaches the output fake quant from the qconfig (what `prepare_qat` does).
@@ -61,8 +80,10 @@ impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
 }
 
 impl<const D: usize, O: ConvGeometry<D>> ConvNd<D, O> {
-    /// Swaps a float conv for its QAT version (sharing its parameters).
+    /// Swaps a float conv for its QAT version (sharing its parameters). Per-channel weight
+    /// qparams run along the geometry's output-channel axis (1 for transposed convs).
     pub fn from_float(conv: &float::ConvNd<D, O>, qconfig: QConfig) -> Result<Self> {
+        let qconfig = qconfig.with_weight_channel_axis(O::WEIGHT_CHANNEL_AXIS);
         Ok(Self {
             weight: conv.weight.clone(),
             bias: conv.bias.clone(),

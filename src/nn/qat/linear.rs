@@ -5,7 +5,7 @@ use burn::tensor::activation::relu;
 use super::{OutputFakeQuant, in_layer};
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
-use crate::nn::float::{self, default_linear_params, linear_forward};
+use crate::nn::float::{self, linear_forward};
 use crate::qconfig::QConfig;
 
 /// `torch.ao.nn.qat.Linear`: `linear(x, weight_fake_quant(W), bias)`, weight `[out, in]`.
@@ -20,11 +20,37 @@ pub struct Linear {
     pub qconfig: QConfig,
 }
 
+/// PyTorch's `Linear(in_features, out_features, bias=True, qconfig)`.
+#[derive(Clone, Debug)]
+pub struct LinearConfig {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub bias: bool,
+    pub qconfig: QConfig,
+}
+
+impl LinearConfig {
+    pub fn new(in_features: usize, out_features: usize, qconfig: QConfig) -> Self {
+        Self { in_features, out_features, bias: true, qconfig }
+    }
+
+    setters! {
+        with_bias => bias: bool,
+    }
+
+    /// The QAT linear layer with PyTorch's default init (weight and bias
+    /// `U(-1/sqrt(in_features), 1/sqrt(in_features))`).
+    pub fn init(&self, device: &burn::tensor::Device) -> Result<Linear> {
+        Linear::new(self, device)
+    }
+}
+
 impl Linear {
-    /// PyTorch's `Linear(in_features, out_features, bias=True, qconfig)` with its default init.
-    pub fn new(in_features: usize, out_features: usize, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
-        let (weight, bias) = default_linear_params(in_features, out_features, bias, device)?;
-        Ok(Self { weight, bias, weight_fake_quant: qconfig.weight.init()?, activation_post_process: None, qconfig })
+    /// [`LinearConfig::init`]: a float linear layer with PyTorch's default init, swapped for its
+    /// QAT version.
+    pub(crate) fn new(config: &LinearConfig, device: &burn::tensor::Device) -> Result<Self> {
+        let linear = float::Linear::new(config.in_features, config.out_features, config.bias, device)?;
+        Self::from_float(&linear, config.qconfig.clone())
     }
 
     pub fn from_float(linear: &float::Linear, qconfig: QConfig) -> Result<Self> {

@@ -1,5 +1,8 @@
 //! `torch.ao.nn.qat`: Conv2d and Linear whose weight passes through a fake quant on every
-//! forward. The bias is never fake quantized.
+//! forward. The bias is never fake quantized. Every QAT module is built one way, as burn builds
+//! its own: `XConfig::new(required).with_*(optional).init(&device)` with PyTorch's argument
+//! names and defaults ([`ConvConfig`], [`LinearConfig`], and in `intrinsic::qat` the BN
+//! families' configs); `init_relu` gives the fused ReLU variant.
 
 /// PyTorch's state-dict layout of a QAT conv or linear module: `weight`, `bias`,
 /// `weight_fake_quant.` and, once prepared, `activation_post_process.`.
@@ -41,6 +44,8 @@ mod linear;
 mod output;
 
 pub use add::Add;
-pub use conv::{Conv1d, Conv2d, Conv3d, ConvNd, ConvTranspose2d};
-pub use linear::Linear;
+pub use conv::{
+    Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, Conv3d, Conv3dConfig, ConvConfig, ConvNd, ConvTranspose2d, ConvTranspose2dConfig,
+};
+pub use linear::{Linear, LinearConfig};
 pub(crate) use output::{OutputFakeQuant, in_layer, read_param, write_param};

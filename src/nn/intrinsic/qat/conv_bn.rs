@@ -188,6 +188,7 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
         }
         let mut bn = bn.clone();
         bn.unfreeze_stats();
+        let qconfig = qconfig.with_weight_channel_axis(O::WEIGHT_CHANNEL_AXIS);
         Ok(Self {
             weight: conv.weight.clone(),
             bias: conv.bias.clone(),

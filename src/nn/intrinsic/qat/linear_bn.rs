@@ -36,14 +36,51 @@ pub struct LinearBn1d {
     training: bool,
 }
 
+/// PyTorch's `LinearBn1d(in_features, out_features, bias=True, eps=1e-5, momentum=0.1,
+/// freeze_bn=False, qconfig)`.
+#[derive(Clone, Debug)]
+pub struct LinearBn1dConfig {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub bias: bool,
+    pub eps: f64,
+    /// `None`: a cumulative average of the batch statistics.
+    pub momentum: Option<f64>,
+    pub freeze_bn: bool,
+    pub qconfig: QConfig,
+}
+
+impl LinearBn1dConfig {
+    pub fn new(in_features: usize, out_features: usize, qconfig: QConfig) -> Self {
+        Self { in_features, out_features, bias: true, eps: 1e-5, momentum: Some(0.1), freeze_bn: false, qconfig }
+    }
+
+    setters! {
+        with_bias => bias: bool,
+        with_eps => eps: f64,
+        with_momentum => momentum: Option<f64>,
+        with_freeze_bn => freeze_bn: bool,
+    }
+
+    pub fn init(&self, device: &burn::tensor::Device) -> Result<LinearBn1d> {
+        LinearBn1d::new(self, device)
+    }
+}
+
 impl LinearBn1d {
-    /// PyTorch's constructor with its defaults: `bias = true`, `eps = 1e-5`, `momentum = 0.1`.
-    pub fn new(in_features: usize, out_features: usize, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
+    /// [`LinearBn1dConfig::init`]: PyTorch's init (the linear bias at 0 rather than
+    /// uninitialized, BN gamma `U(0, 1)`).
+    pub(crate) fn new(config: &LinearBn1dConfig, device: &burn::tensor::Device) -> Result<Self> {
+        let LinearBn1dConfig { in_features, out_features, .. } = *config;
         let (weight, _) = default_linear_params(in_features, out_features, false, device)?;
-        let bias = bias.then(|| Param::from_tensor(Tensor::zeros([out_features], device)));
-        let mut bn = BatchNorm::new(out_features, 1e-5, Some(0.1), device)?;
+        let bias = config.bias.then(|| Param::from_tensor(Tensor::zeros([out_features], device)));
+        let mut bn = BatchNorm::new(out_features, config.eps, config.momentum, device)?;
         bn.weight = replace_param(&bn.weight, Tensor::random([out_features], Distribution::Uniform(0.0, 1.0), device));
-        Self::from_float(&float::Linear { weight, bias }, &bn, qconfig)
+        let mut module = Self::from_float(&float::Linear { weight, bias }, &bn, config.qconfig.clone())?;
+        if config.freeze_bn {
+            crate::nn::QatModule::freeze_bn_stats(&mut module);
+        }
+        Ok(module)
     }
 
     /// Builds the QAT module from a float linear layer and its BatchNorm1d (sharing parameters).

@@ -12,7 +12,7 @@ mod relu_variants;
 pub(crate) use bn_fold::scale_factor;
 pub use conv_bn::{BnFolding, ConvBn1d, ConvBn2d, ConvBn3d, ConvBnNd, ConvTransposeBn2d};
 pub use conv_bn_config::{ConvBn1dConfig, ConvBn2dConfig, ConvBn3dConfig, ConvBnConfig, ConvTransposeBn2dConfig};
-pub use linear_bn::LinearBn1d;
+pub use linear_bn::{LinearBn1d, LinearBn1dConfig};
 pub use relu_variants::{
     ConvBnReLU1d, ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU1d, ConvReLU2d, ConvReLU3d, ConvReLUNd, ConvTransposeBnReLU2d,
     ConvTransposeReLU2d, LinearReLU,

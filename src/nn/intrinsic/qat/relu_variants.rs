@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 
 use super::ConvBnNd;
 use crate::error::Result;
-use crate::nn::qat::{self, ConvNd};
+use crate::nn::qat::{self, ConvConfig, ConvNd, LinearConfig};
 use crate::nn::{ConvGeometry, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
@@ -86,9 +86,9 @@ relu_variant!(
     ///
     /// ```
     /// # use burn::tensor::{Device, Tensor};
-    /// # use burn_qat::{nn::intrinsic::qat::LinearReLU, qconfig::get_default_qat_qconfig};
+    /// # use burn_qat::{nn::qat::LinearConfig, qconfig::get_default_qat_qconfig};
     /// let device = Device::flex().autodiff();
-    /// let mut m = LinearReLU::new(20, 30, true, get_default_qat_qconfig("x86", 1).unwrap(), &device).unwrap();
+    /// let mut m = LinearConfig::new(20, 30, get_default_qat_qconfig("x86", 1).unwrap()).init_relu(&device).unwrap();
     /// let y = m.forward(Tensor::<2>::random([128, 20], burn::tensor::Distribution::Default, &device)).unwrap();
     /// assert_eq!(y.dims(), [128, 30]);
     /// ```
@@ -109,11 +109,6 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnReLUNd<D, O> {
 }
 
 impl<const D: usize, O: ConvGeometry<D>> ConvReLUNd<D, O> {
-    /// PyTorch's `ConvReLU2d(..., bias=True, padding_mode='zeros', qconfig)` (and 3-d).
-    pub fn new(options: O, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
-        Ok(Self { conv: ConvNd::new(options, bias, qconfig, device)? })
-    }
-
     pub fn forward(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
         let layer = format!("{}ReLU{}", O::PREFIX, O::DIMS);
         self.conv.forward_with(x, true, &layer)
@@ -127,16 +122,26 @@ impl<const D: usize, O: ConvGeometry<D>> ConvReLUNd<D, O> {
 }
 
 impl LinearReLU {
-    /// PyTorch's `LinearReLU(in_features, out_features, bias=True, qconfig)`.
-    pub fn new(in_features: usize, out_features: usize, bias: bool, qconfig: QConfig, device: &burn::tensor::Device) -> Result<Self> {
-        Ok(Self { linear: qat::Linear::new(in_features, out_features, bias, qconfig, device)? })
-    }
-
     pub fn from_float(linear: &float::Linear, qconfig: QConfig) -> Result<Self> {
         Ok(Self { linear: qat::Linear::from_float(linear, qconfig)? })
     }
 
     pub fn forward<const D: usize>(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
         self.linear.forward_with(x, true, "LinearReLU")
+    }
+}
+
+impl<const D: usize, O: ConvGeometry<D>> ConvConfig<D, O> {
+    /// PyTorch's `ConvReLU2d(..., bias=True, qconfig)` (and 1-d, 3-d, transposed): the conv of
+    /// [`init`](Self::init) with its ReLU fused.
+    pub fn init_relu(&self, device: &burn::tensor::Device) -> Result<ConvReLUNd<D, O>> {
+        Ok(ConvReLUNd { conv: self.init(device)? })
+    }
+}
+
+impl LinearConfig {
+    /// PyTorch's `LinearReLU(in_features, out_features, bias=True, qconfig)`.
+    pub fn init_relu(&self, device: &burn::tensor::Device) -> Result<LinearReLU> {
+        Ok(LinearReLU { linear: self.init(device)? })
     }
 }
