@@ -46,6 +46,7 @@ pub mod observer;
 pub mod ops;
 pub mod parallel;
 pub mod qconfig;
+pub mod qdq;
 pub mod quant;
 pub mod run;
 mod simd;

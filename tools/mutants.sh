@@ -38,7 +38,7 @@ mutants=(
   "histogram-search-levels-ignored|src/observer/mod.rs|SearchLevels::QuantRange => (self.spec.range.span() + 1) as f64,|SearchLevels::QuantRange => 2f64.powi(self.spec.dtype.bits() as i32),|--test histogram_observer_golden"
   "pact-learns-inside-the-range|src/fake_quantize/learnable.rs|LearnedGradient::Pact => fake_quantize_pact(x, scale, zero_point, &params),|LearnedGradient::Pact => fake_quantize_learnable(x, scale, zero_point, &params),|--test pact"
   "pact-factor-lsq|src/fake_quantize/learnable.rs|LearnedGradient::Pact => (1.0 / ((qmax as f64 - qmin as f64).powi(2))) as f32,|LearnedGradient::Pact => (1.0 / (qmax as f64 - qmin as f64)) as f32,|--test pact"
-  "onnx-int4-never-chosen|src/export/onnx.rs|self.int4_weights && bits_needed(weight) <= 4|self.int4_weights && bits_needed(weight) <= 3|--test onnx_export"
+  "onnx-int4-never-chosen|src/qdq/graph.rs|self.int4_weights && bits_needed(weight) <= 4|self.int4_weights && bits_needed(weight) <= 3|--test onnx_export"
   "gpu-rounding-half-away-from-zero|src/ops/cube/fake_quant.rs|F::round(x * params[2 + 3 * channel])|F::floor(x * params[2 + 3 * channel] + F::new(0.5))|--features wgpu --test fake_quant_golden"
   "checkpoint-epochs-as-epoch|src/run/file.rs|metadata.insert(EPOCHS_KEY.into(), position.epochs.to_string());|metadata.insert(EPOCHS_KEY.into(), point.epochs_done.to_string());|--test run_files"
   "int8-conv-depth-axis-flipped|src/nn/quantized/conv.rs|let shape = [vec![n, o], [od, oh, ow][5 - D..].to_vec()].concat();|let shape = [vec![n, o], [oh, od, ow][5 - D..].to_vec()].concat();|--test int8_families --test int8_kernels"
@@ -48,7 +48,7 @@ mutants=(
   "concat-zero-point-ignored|src/nn/quantized/concat.rs|(q as i32 - input.zero_point) as f32 * input.scale|(q as i32) as f32 * input.scale|--test end_to_end_encoder_decoder"
   "concat-deployment-not-requantized|src/workflow/qat_layer.rs|output.real(output.codes(t))|t|--test end_to_end_encoder_decoder"
   "conv1d-kernel-on-the-depth-axis|src/nn/quantized/conv.rs|[other, other, v];|[v, other, other];|--test end_to_end_sequence --test int8_families"
-  "conv-transpose-onnx-weights-along-axis-0|src/export/onnx.rs|            axis: 1,|            axis: 0,|--test end_to_end_encoder_decoder"
+  "conv-transpose-onnx-weights-along-axis-0|src/qdq/graph.rs|            axis: 1,|            axis: 0,|--test end_to_end_encoder_decoder"
   "volume-global-pool-count-off|src/workflow/kinds/pooling.rs|mean_of_sum(sum.cast(DType::F32), plane, g)|mean_of_sum(sum.cast(DType::F32), plane + 1, g)|--test end_to_end_volume"
   "hardswish-table-caps-at-five|src/nn/quantized/hardswish.rs|x * (x + 3.0).clamp(0.0, 6.0) / 6.0|x * (x + 3.0).clamp(0.0, 5.0) / 6.0|--test end_to_end_encoder_decoder"
 )

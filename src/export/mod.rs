@@ -88,9 +88,11 @@
 //! `prost`.
 
 mod onnx;
-pub mod proto;
 
+/// The protobuf messages of the ONNX file (declared in [`crate::qdq`]).
+pub use crate::qdq::proto;
+
+pub use crate::qdq::{INPUT_NAME, OUTPUT_NAME};
 pub use onnx::{
-    BATCH_DIM, INPUT_NAME, IR_VERSION, OPSET_VERSION, OUTPUT_NAME, OnnxOpset, export_onnx, export_onnx_with, onnx_bytes, to_model_proto,
-    to_model_proto_with,
+    BATCH_DIM, IR_VERSION, OPSET_VERSION, OnnxOpset, export_onnx, export_onnx_with, onnx_bytes, to_model_proto, to_model_proto_with,
 };

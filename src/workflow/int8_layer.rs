@@ -12,6 +12,7 @@ use super::layers::{DeQuantStub, Flatten, Named, Relu, Relu6, Value};
 use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
 use crate::error::{QatError, Result};
 use crate::nn::quantized::{self, ActivationQParams, QTensor};
+use crate::qdq::{QdqGraph, Wire};
 use crate::state_dict::{StateDict, StateReader};
 
 /// Which implementation computes the integer layers.
@@ -59,6 +60,10 @@ pub(crate) trait Int8Op: Sized {
 
     /// The layer from its architecture entry and tensors; every inconsistency is an error.
     fn load(entry: &Json, path: &str, reader: &mut StateReader<'_>) -> Result<Self>;
+
+    /// Emits the layer's ONNX QDQ nodes onto `cur`, the tensor reaching it, and returns the
+    /// tensor it produces.
+    fn export(&self, graph: &mut QdqGraph, path: &str, cur: Wire) -> Result<Wire>;
 }
 
 /// Declares [`Int8Layer`] with one variant per kind, and its dispatch.
@@ -132,6 +137,18 @@ macro_rules! int8_layers {
                 }
             }
 
+            pub(crate) fn export(&self, graph: &mut QdqGraph, path: &str, cur: Wire) -> Result<Wire> {
+                match self {
+                    $(Self::$variant(m) => <$ty as Int8Op>::export(m, graph, path, cur),)*
+                    Self::Residual { body, add } => {
+                        graph.residual(|g, cur| export_layers(body, &format!("{path}.body."), g, cur), add, path, cur)
+                    }
+                    Self::Concat { body, cat } => {
+                        graph.concat(|g, cur| export_layers(body, &format!("{path}.body."), g, cur), cat, path, cur)
+                    }
+                }
+            }
+
             pub(crate) fn load(kind: &str, entry: &Json, path: &str, reader: &mut StateReader<'_>) -> Result<Self> {
                 $(if kind == <$ty as Int8Op>::KIND {
                     return Ok(Self::$variant(<$ty as Int8Op>::load(entry, path, reader)?));
@@ -148,6 +165,14 @@ macro_rules! int8_layers {
             }
         }
     };
+}
+
+/// Emits `layers` (named under `prefix`) onto `cur`, one after the other.
+pub(crate) fn export_layers(layers: &[Named<Int8Layer>], prefix: &str, graph: &mut QdqGraph, mut cur: Wire) -> Result<Wire> {
+    for l in layers {
+        cur = l.layer.export(graph, &format!("{prefix}{}", l.name), cur)?;
+    }
+    Ok(cur)
 }
 
 const RESIDUAL: &str = "Residual";

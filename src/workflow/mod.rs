@@ -5,8 +5,9 @@
 //! Three layer tables drive it: `float_layer`, `qat_layer` and `int8_layer` each list the layer
 //! kinds of their stage (the enums [`Layer`], [`QatLayer`], [`Int8Layer`] are generated from
 //! those lists), and `kinds/` holds, one file per kind, what the kind does at every stage. A new
-//! kind is a line in each list, its impls in `kinds/`, a fuse rule if it fuses, and an arm of the
-//! ONNX exporter; the compiler names whichever is missing.
+//! kind is a line in each list, its impls in `kinds/` (its ONNX nodes included: `Int8Op::export`
+//! emits them through [`crate::qdq`]'s graph builder), and a fuse rule if it fuses; the compiler
+//! names whichever is missing.
 
 mod convert_fields;
 mod convert_module;
@@ -34,6 +35,7 @@ pub use convert_module::ToQuantized;
 pub use float_model::{Concat, FloatModel, Layer, Residual};
 pub use inspect::{ActivationStats, LayerReport, WeightStats, inspect};
 pub use int8_io::FORMAT as INT8_FORMAT;
+pub(crate) use int8_layer::export_layers;
 pub use int8_model::{ConvertOptions, Int8Layer, Int8Model, convert, convert_with};
 pub use layers::{
     BatchNorm1d, BatchNorm3d, DeQuantStub, Flatten, Hardswish, Named, QatHardswish, QatQuantStub, QuantStub, Relu, Relu6, Value,

@@ -18,8 +18,10 @@ use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 
 // On a grid ReLU floors the codes at 0 (real 0): it commutes with the monotone dequantization,
 // so the float op gives the same values, and the grid stays.
-unweighted_kind!(Relu, "ReLU", file: "Relu", Relu, forward: |_m, x, _p| Ok(x.relu()), exact: |_m, x, g, _p| Ok((x.relu(), g)));
-unweighted_kind!(Relu6, "ReLU6", file: "Relu6", Relu6, forward: |_m, x, _p| Ok(x.relu6()), exact: |_m, x, g, p| relu6_on_grid(x, g, p));
+unweighted_kind!(Relu, "ReLU", file: "Relu", Relu, forward: |_m, x, _p| Ok(x.relu()), exact: |_m, x, g, _p| Ok((x.relu(), g)),
+    export: |_m, g, p, c| g.relu(p, c));
+unweighted_kind!(Relu6, "ReLU6", file: "Relu6", Relu6, forward: |_m, x, _p| Ok(x.relu6()), exact: |_m, x, g, p| relu6_on_grid(x, g, p),
+    export: |_m, g, p, c| g.relu6(p, c));
 
 /// On a grid ReLU6 keeps the grid and clamps the codes to `[0, q(6) - z]`, `q(6)` being 6
 /// rounded onto the grid (so the top may be a step away from 6.0), as quantized ReLU6 does.
@@ -90,7 +92,8 @@ impl QatModule for QatHardswish {
     }
 }
 
-int8_requantizing_op!(quantized::Hardswish, "Hardswish", forward: |m, x, _run| m.forward(&x), save: save_hardswish, load: load_hardswish);
+int8_requantizing_op!(quantized::Hardswish, "Hardswish", forward: |m, x, _run| m.forward(&x), save: save_hardswish, load: load_hardswish,
+    export: hardswish);
 
 fn save_hardswish(m: &quantized::Hardswish, path: &str, out: &mut StateDict) -> Result<serde_json::Value> {
     write_act(&format!("{path}.input"), &m.input, out);

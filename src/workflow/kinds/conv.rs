@@ -29,9 +29,9 @@ use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp, need_input};
 
-int8_requantizing_op!(Conv2d, "Conv2d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv);
-int8_requantizing_op!(Conv3d, "Conv3d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv);
-int8_requantizing_op!(QuantizedConv<3, Conv1dOptions>, "Conv1d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv);
+int8_requantizing_op!(Conv2d, "Conv2d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
+int8_requantizing_op!(Conv3d, "Conv3d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
+int8_requantizing_op!(QuantizedConv<3, Conv1dOptions>, "Conv1d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
 
 fn run_conv<const D: usize, O: Int8ConvGeometry<D>>(m: &QuantizedConv<D, O>, x: &QTensor, run: &Int8Run<'_>) -> Result<QTensor> {
     match run.engine {
@@ -206,7 +206,7 @@ float_weighted_op!(intrinsic::ConvTransposeBnReLU2d, "ConvTransposeBnReLU2d", ra
 int8_requantizing_op!(ConvTranspose2d, "ConvTranspose2d", forward: |m, x, run| match run.engine {
     Engine::Kernels => m.forward(&x),
     Engine::Reference => m.forward_reference(&x, run.device),
-}, save: save_conv_transpose, load: load_conv_transpose);
+}, save: save_conv_transpose, load: load_conv_transpose, export: conv_transpose);
 
 fn save_conv_transpose(m: &ConvTranspose2d, path: &str, out: &mut StateDict) -> Result<Json> {
     let o = &m.options;

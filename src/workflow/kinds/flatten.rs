@@ -11,4 +11,4 @@ use crate::workflow::layers::{Flatten, Value};
 use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 
 unweighted_kind!(Flatten, "Flatten", file: "Flatten", Flatten, forward: |m, x, p| Flatten::forward(m, x, p),
-    exact: |m, x, g, p| Ok((Flatten::forward(m, x, p)?, g)));
+    exact: |m, x, g, p| Ok((Flatten::forward(m, x, p)?, g)), export: |_m, g, p, c| g.flatten(p, c));

@@ -4,6 +4,7 @@ use serde_json::Value as Json;
 
 use crate::error::{QatError, Result};
 use crate::nn::quantized::ActivationQParams;
+use crate::qdq::{QdqGraph, Wire};
 use crate::state_dict::{StateDict, StateReader};
 use crate::workflow::deployment_arith::{Flow, Grid};
 use crate::workflow::float_layer::Layer;
@@ -29,6 +30,13 @@ impl Int8Op for Layer {
 
     fn load(_: &Json, path: &str, _: &mut StateReader<'_>) -> Result<Self> {
         Err(QatError::structure(path, "float layers inside an int8 model cannot be loaded"))
+    }
+
+    fn export(&self, _: &mut QdqGraph, path: &str, _: Wire) -> Result<Wire> {
+        Err(QatError::structure(
+            path,
+            "float layers (qconfig None) are not exportable yet; export a fully quantized model (QuantStub ... DeQuantStub around every layer)",
+        ))
     }
 }
 

@@ -26,7 +26,7 @@ use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, 
 int8_requantizing_op!(Linear, "Linear", forward: |m, x, run| match run.engine {
     Engine::Kernels => Linear::forward(m, &x),
     Engine::Reference => m.forward_reference(&x, run.device),
-}, save: save_linear, load: load_linear);
+}, save: save_linear, load: load_linear, export: linear);
 
 fn save_linear(m: &Linear, path: &str, out: &mut StateDict) -> Result<Json> {
     let shape = vec![m.out_features, m.in_features];

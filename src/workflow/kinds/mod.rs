@@ -111,22 +111,26 @@ macro_rules! float_weighted_op {
 /// Every stage of a layer without weights, which `prepare` and `convert` keep as it is (the
 /// `$variant` of each stage's enum): `forward` on float and quantized values alike (`m` the
 /// layer, `x` the value, `p` the path), `exact` its deployment arithmetic given the input grid
-/// `g`, and its int8-file entry: `save` and `load` (from the entry `e` at path `p`), none for a
-/// unit struct.
+/// `g`, its int8-file entry: `save` and `load` (from the entry `e` at path `p`), none for a
+/// unit struct, and its ONNX nodes: `export` given the layer, the graph `g`, the path and the
+/// current tensor `c`.
 macro_rules! unweighted_kind {
     (
         $ty:ty, $kind:literal, file: $file_kind:literal, $variant:ident,
         forward: |$m:ident, $x:ident, $p:ident| $forward:expr,
-        exact: |$em:ident, $ex:ident, $g:ident, $ep:ident| $exact:expr
+        exact: |$em:ident, $ex:ident, $g:ident, $ep:ident| $exact:expr,
+        export: |$xm:ident, $xg:ident, $xp:ident, $xc:ident| $export:expr
     ) => {
         unweighted_kind!($ty, $kind, file: $file_kind, $variant, forward: |$m, $x, $p| $forward,
-            exact: |$em, $ex, $g, $ep| $exact, save: |_m| serde_json::json!({}), load: |_e, _p| Ok(Self));
+            exact: |$em, $ex, $g, $ep| $exact, save: |_m| serde_json::json!({}), load: |_e, _p| Ok(Self),
+            export: |$xm, $xg, $xp, $xc| $export);
     };
     (
         $ty:ty, $kind:literal, file: $file_kind:literal, $variant:ident,
         forward: |$m:ident, $x:ident, $p:ident| $forward:expr,
         exact: |$em:ident, $ex:ident, $g:ident, $ep:ident| $exact:expr,
-        save: |$sm:ident| $save:expr, load: |$e:ident, $lp:ident| $load:expr
+        save: |$sm:ident| $save:expr, load: |$e:ident, $lp:ident| $load:expr,
+        export: |$xm:ident, $xg:ident, $xp:ident, $xc:ident| $export:expr
     ) => {
         impl FloatOp for $ty {
             fn kind(&self) -> &'static str {
@@ -182,15 +186,24 @@ macro_rules! unweighted_kind {
                 let ($e, $lp) = (entry, path);
                 $load
             }
+
+            fn export(&self, graph: &mut crate::qdq::QdqGraph, path: &str, cur: crate::qdq::Wire) -> Result<crate::qdq::Wire> {
+                let ($xm, $xg, $xp, $xc) = (self, graph, path, cur);
+                $export
+            }
         }
     };
 }
 
 /// The int8 stage of a layer that requantizes onto its own output grid (`self.input` in,
 /// `self.output` out): its forward on the quantized input (`m` the module, `x` the input,
-/// `run` the engine), and its int8-file entry written by `$save` and read by `$load`.
+/// `run` the engine), its int8-file entry written by `$save` and read by `$load`, and its ONNX
+/// nodes, emitted by the graph's `$export` emitter.
 macro_rules! int8_requantizing_op {
-    ($ty:ty, $kind:literal, forward: |$m:ident, $x:ident, $run:ident| $forward:expr, save: $save:path, load: $load:path) => {
+    (
+        $ty:ty, $kind:literal, forward: |$m:ident, $x:ident, $run:ident| $forward:expr, save: $save:path, load: $load:path,
+        export: $export:ident
+    ) => {
         impl Int8Op for $ty {
             const KIND: &'static str = $kind;
 
@@ -214,6 +227,10 @@ macro_rules! int8_requantizing_op {
 
             fn load(entry: &serde_json::Value, path: &str, reader: &mut StateReader<'_>) -> Result<Self> {
                 $load(entry, path, reader)
+            }
+
+            fn export(&self, graph: &mut crate::qdq::QdqGraph, path: &str, cur: crate::qdq::Wire) -> Result<crate::qdq::Wire> {
+                graph.$export(self, path, cur)
             }
         }
     };

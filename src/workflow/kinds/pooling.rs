@@ -23,13 +23,16 @@ use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 unweighted_kind!(MaxPool2d, "MaxPool2d", file: "MaxPool2d", MaxPool2d, forward: |m, x, p| MaxPool2d::forward(m, x, p),
     exact: |m, x, g, p| Ok((MaxPool2d::forward(m, x, p)?, g)),
     save: |m| json!({"kernel_size": m.kernel_size, "stride": m.stride}),
-    load: |e, p| MaxPool2d::new(usize_of(e, "kernel_size", p)?, usize_of(e, "stride", p)?));
+    load: |e, p| MaxPool2d::new(usize_of(e, "kernel_size", p)?, usize_of(e, "stride", p)?),
+    export: |m, g, p, c| g.window_pool("MaxPool", m.kernel_size, m.stride, p, c));
 unweighted_kind!(AvgPool2d, "AvgPool2d", file: "AvgPool2d", AvgPool2d, forward: |m, x, p| AvgPool2d::forward(m, x, p),
     exact: |m, x, g, p| avg_pool_on_grid(m, x, g, p),
     save: |m| json!({"kernel_size": m.kernel_size, "stride": m.stride}),
-    load: |e, p| AvgPool2d::new(usize_of(e, "kernel_size", p)?, usize_of(e, "stride", p)?));
+    load: |e, p| AvgPool2d::new(usize_of(e, "kernel_size", p)?, usize_of(e, "stride", p)?),
+    export: |m, g, p, c| g.window_pool("AveragePool", m.kernel_size, m.stride, p, c));
 unweighted_kind!(GlobalAvgPool2d, "GlobalAvgPool2d", file: "GlobalAvgPool2d", GlobalAvgPool2d,
-    forward: |m, x, p| GlobalAvgPool2d::forward(m, x, p), exact: |m, x, g, p| global_avg_pool_on_grid(m, x, g, p));
+    forward: |m, x, p| GlobalAvgPool2d::forward(m, x, p), exact: |m, x, g, p| global_avg_pool_on_grid(m, x, g, p),
+    export: |_m, g, p, c| g.global_avg_pool(p, c));
 
 /// The exact window sums of the codes, then one rounding of their mean onto the grid.
 fn avg_pool_on_grid(pool: &AvgPool2d, value: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {

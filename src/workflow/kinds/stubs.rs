@@ -6,6 +6,7 @@ use crate::error::{QatError, Result};
 use crate::nn::QatModule;
 use crate::nn::quantized::{ActivationQParams, Quantize};
 use crate::qconfig::QConfig;
+use crate::qdq::{QdqGraph, Wire};
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 use crate::workflow::deployment_arith::{Flow, Grid};
 use crate::workflow::float_layer::FloatOp;
@@ -39,6 +40,10 @@ impl Int8Op for Quantize {
     fn load(_: &Json, path: &str, reader: &mut StateReader<'_>) -> Result<Self> {
         Quantize::new(read_act(path, reader).ok_or_else(|| missing(reader))?)
     }
+
+    fn export(&self, graph: &mut QdqGraph, path: &str, cur: Wire) -> Result<Wire> {
+        graph.quantize_input(self.qparams, path, cur)
+    }
 }
 
 impl Int8Op for DeQuantStub {
@@ -57,6 +62,10 @@ impl Int8Op for DeQuantStub {
 
     fn load(_: &Json, _: &str, _: &mut StateReader<'_>) -> Result<Self> {
         Ok(Self)
+    }
+
+    fn export(&self, graph: &mut QdqGraph, path: &str, cur: Wire) -> Result<Wire> {
+        graph.dequantize_output(path, cur)
     }
 }
 
