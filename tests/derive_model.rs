@@ -14,7 +14,7 @@ use burn_qat::nn::quantized::QTensor;
 use burn_qat::nn::{Conv2dOptions, QatModule, qat};
 use burn_qat::qconfig::QConfig;
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict};
-use burn_qat::workflow::QatQuantStub;
+use burn_qat::workflow::{FloatModel, Layer, QatQuantStub, convert, prepare_qat};
 use common::*;
 
 /// A stem, a residual pair with `add_relu` on the shortcut, and a linear head.
@@ -160,6 +160,33 @@ fn after_takes_the_input_from_the_named_field() {
     let int8 = model.convert().unwrap();
     assert_eq!(int8.b.input, int8.quant.qparams, "b reads the stub, not a");
     assert_ne!(int8.b.input, int8.a.output);
+}
+
+/// A hand-written model whose first quantized field has no quant stub before it.
+#[derive(Module, Debug, QatModule)]
+#[qat(int8 = Int8NoStub)]
+pub struct NoStub {
+    fc: qat::Linear,
+}
+
+#[test]
+fn a_derived_model_and_a_layer_table_convert_along_one_chain() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let qconfig = QConfig::consistent("qnnpack").unwrap();
+    // The derived convert and `convert` walk the same chain: the same structure error, naming the
+    // same layer, for the same mistake.
+    let mut derived = NoStub { fc: LinearConfig::new(4, 2, qconfig.clone()).init(&device).unwrap().with_output_fake_quant().unwrap() };
+    derived.fc.forward(Tensor::<2>::random([3, 4], Distribution::Default, &device)).unwrap();
+    let derived_error = derived.convert().unwrap_err();
+    let float = FloatModel::new(vec![("fc", Layer::linear(4, 2, true, &device).unwrap())]).unwrap();
+    let mut table = prepare_qat(float, qconfig).unwrap();
+    table.forward(Tensor::<2>::random([3, 4], Distribution::Default, &device)).unwrap();
+    let table_error = convert(&table).unwrap_err();
+    assert!(
+        matches!(&derived_error, burn_qat::QatError::ModelStructure { layer, reason } if layer == "fc" && reason.contains("QuantStub"))
+    );
+    assert_eq!(derived_error, table_error);
 }
 
 /// A `#[derive(QatModule)]` model trains on a GPU backend as on the CPU: four steps on wgpu,

@@ -121,38 +121,28 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let vis = &input.vis;
     let mut int8_fields = Vec::new();
     let mut steps = Vec::new();
-    let mut previous: Option<Ident> = None;
-    for (ident, ty, options) in &fields {
+    for (i, (ident, ty, options)) in fields.iter().enumerate() {
         let layer = ident.to_string();
-        let out = Ident::new(&format!("__{ident}_output"), ident.span());
+        // Caught here rather than when `convert` runs: `after` must name a field declared before.
+        if let Some(after) = &options.after
+            && !fields[..i].iter().any(|(earlier, _, _)| earlier == after)
+        {
+            return Err(syn::Error::new(after.span(), format!("#[qat(after = {after})]: no field {after} is declared before {ident}")));
+        }
         if options.input {
             int8_fields.push(quote!(pub #ident: #krate::nn::quantized::Quantize));
-            steps.push(quote! {
-                let #ident = #krate::workflow::QuantizeInput::to_quantize(&self.#ident, #layer)?;
-            });
+            steps.push(quote!(let #ident = __chain.quantize_input(&self.#ident, #layer)?;));
         } else {
-            let source = match (&options.after, &previous) {
-                (Some(after), _) => {
-                    let after_out = Ident::new(&format!("__{after}_output"), after.span());
-                    quote!(::std::option::Option::Some(#after_out))
+            let after = match &options.after {
+                Some(after) => {
+                    let after = after.to_string();
+                    quote!(::std::option::Option::Some(#after))
                 }
-                (None, Some(prev)) => {
-                    let prev_out = Ident::new(&format!("__{prev}_output"), prev.span());
-                    quote!(::std::option::Option::Some(#prev_out))
-                }
-                (None, None) => quote!(::std::option::Option::None),
+                None => quote!(::std::option::Option::None),
             };
             int8_fields.push(quote!(pub #ident: <#ty as #krate::workflow::ToQuantized>::Quantized));
-            steps.push(quote! {
-                let #ident = #krate::workflow::ToQuantized::to_quantized(
-                    &self.#ident,
-                    #krate::workflow::input_qparams(#source, #layer)?,
-                    #layer,
-                )?;
-            });
+            steps.push(quote!(let #ident = __chain.convert(&self.#ident, #layer, #after)?;));
         }
-        steps.push(quote!(let #out = #krate::workflow::Int8Output::output_qparams(&#ident);));
-        previous = Some(ident.clone());
     }
     let doc = format!(
         "The int8 counterpart of [`{name}`], made by [`{name}::convert`]: each field the converted QAT field. \
@@ -170,9 +160,10 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         impl #impl_generics #name #ty_generics #where_clause {
             /// Converts every field to int8 in declaration order (BN folded with the running
             /// statistics, weights quantized with their fake quants' qparams), each taking its
-            /// input qparams from the output of the field before it or the one named by `after`.
-            #[allow(unused_variables)]
+            /// input qparams from the output of the field before it or the one named by `after`:
+            /// the conversion chain `convert` walks a model's layer table with.
             #vis fn convert(&self) -> #krate::Result<#int8> {
+                let mut __chain = #krate::workflow::ConvertChain::new();
                 #( #steps )*
                 Ok(#int8 { #( #idents, )* })
             }

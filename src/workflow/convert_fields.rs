@@ -3,7 +3,7 @@
 //! module, and the switches and state-dict layout of the stub itself.
 
 use super::layers::QatQuantStub;
-use crate::error::{QatError, Result};
+use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::QatModule;
 use crate::nn::quantized::{self, ActivationQParams};
@@ -48,18 +48,6 @@ macro_rules! output_field {
 }
 
 output_field!(quantized::Conv1d, quantized::Conv2d, quantized::Conv3d, quantized::ConvTranspose2d, quantized::Linear, quantized::Add);
-
-/// The input qparams a layer converts with, or an error saying that nothing before it was
-/// quantized.
-pub fn input_qparams(input: Option<ActivationQParams>, layer: &str) -> Result<ActivationQParams> {
-    input.ok_or_else(|| {
-        QatError::structure(
-            layer,
-            "no quantized input to convert with; put a #[qat(input)] quant stub field before it, or name its input field with \
-             #[qat(after = field)]",
-        )
-    })
-}
 
 impl QatQuantStub {
     /// A quant stub with this fake quant (usually `qconfig.activation.init()?`).

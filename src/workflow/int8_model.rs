@@ -4,6 +4,7 @@
 use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
 
+use super::convert_chain::ConvertChain;
 pub use super::int8_layer::Int8Layer;
 use super::int8_layer::{Engine, run_layers};
 use super::layers::{Named, Value};
@@ -42,8 +43,7 @@ pub struct ConvertOptions {
 
 /// [`convert`] with options.
 pub fn convert_with(model: &QatModel, options: ConvertOptions) -> Result<Int8Model> {
-    let mut current = None;
-    let mut layers = convert_layers(&model.layers, "", &mut current)?;
+    let mut layers = convert_layers(&model.layers, "", &mut ConvertChain::new())?;
     if options.pytorch_saturation {
         layers.iter_mut().for_each(|l| l.layer.saturate_at_full_range());
     }

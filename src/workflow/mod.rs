@@ -9,6 +9,7 @@
 //! emits them through [`crate::qdq`]'s graph builder), and a fuse rule if it fuses; the compiler
 //! names whichever is missing.
 
+mod convert_chain;
 mod convert_fields;
 mod convert_module;
 mod deployment_arith;
@@ -30,7 +31,8 @@ mod qat_layer;
 mod qat_model;
 mod qconfig_map;
 
-pub use convert_fields::{Int8Output, QuantizeInput, input_qparams};
+pub use convert_chain::ConvertChain;
+pub use convert_fields::{Int8Output, QuantizeInput};
 pub use convert_module::ToQuantized;
 pub use float_model::{Concat, FloatModel, Layer, Residual};
 pub use inspect::{ActivationStats, LayerReport, WeightStats, inspect};

@@ -5,6 +5,7 @@
 
 use burn::module::Module;
 
+use super::convert_chain::{ConvertChain, need_input};
 use super::deployment_arith::{Flow, Grid, add, detach, need_grid, with_gradient_of};
 use super::float_layer::{Concat, Layer, Residual, with_float_kinds};
 use super::int8_layer::Int8Layer;
@@ -196,9 +197,9 @@ fn body_deployment(body: &mut [Named<QatLayer>], mut flow: Flow, path: &str, str
 
 /// A block body converted from the block's (quantized) input; it must end quantized.
 fn convert_body(body: &[Named<QatLayer>], input: Option<ActivationQParams>, path: &str) -> Result<Vec<Named<Int8Layer>>> {
-    let mut current = Some(need_input(input, path)?);
-    let body = convert_layers(body, &format!("{path}.body."), &mut current)?;
-    need_input(current, &format!("{path} (end of its body)"))?;
+    let mut chain = ConvertChain::on(need_input(input, path)?);
+    let body = convert_layers(body, &format!("{path}.body."), &mut chain)?;
+    chain.input(&format!("{path} (end of its body)"), None)?;
     Ok(body)
 }
 
@@ -284,23 +285,16 @@ impl QatOp for QatResidual {
 block_switches!(QatResidual, add);
 
 /// The grid of a quantized layer's input: an error when the input is float.
-pub(crate) fn need_input(input: Option<ActivationQParams>, path: &str) -> Result<ActivationQParams> {
-    input.ok_or_else(|| QatError::structure(path, "receives float input but is quantized; put a QuantStub before it"))
-}
-
-/// Converts `layers` in order, `current` being the grid flowing between them.
-pub(crate) fn convert_layers(
-    layers: &[Named<QatLayer>],
-    prefix: &str,
-    current: &mut Option<ActivationQParams>,
-) -> Result<Vec<Named<Int8Layer>>> {
+/// Converts `layers` in order along `chain`.
+pub(crate) fn convert_layers(layers: &[Named<QatLayer>], prefix: &str, chain: &mut ConvertChain) -> Result<Vec<Named<Int8Layer>>> {
     let mut out = Vec::with_capacity(layers.len());
     for l in layers {
-        let layer = l.layer.op().convert(*current, &format!("{prefix}{}", l.name))?;
-        *current = match &layer {
-            Int8Layer::DeQuantize(_) => None,
-            converted => converted.output_qparams().or(*current),
-        };
+        let path = format!("{prefix}{}", l.name);
+        let layer = l.layer.op().convert(chain.grid(), &path)?;
+        match &layer {
+            Int8Layer::DeQuantize(_) => chain.dequantized(),
+            converted => chain.advance(&path, converted.output_qparams()),
+        }
         out.push(Named { name: l.name.clone(), layer });
     }
     Ok(out)

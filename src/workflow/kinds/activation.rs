@@ -7,13 +7,13 @@ use crate::nn::quantized::{self, ActivationQParams};
 use crate::qconfig::QConfig;
 use crate::state_dict::join;
 use crate::state_dict::{StateDict, StateReader};
+use crate::workflow::convert_chain::need_input;
 use crate::workflow::deployment_arith::need_grid;
 use crate::workflow::deployment_arith::{Flow, Grid};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::{missing, read_act, write_act};
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::{Hardswish, QatHardswish, Relu, Relu6, Value, map_float};
-use crate::workflow::qat_layer::need_input;
 use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 
 // On a grid ReLU floors the codes at 0 (real 0): it commutes with the monotone dequantization,

@@ -12,6 +12,7 @@ use crate::nn::quantized::{ActivationQParams, BatchNorm2d};
 use crate::qconfig::QConfig;
 use crate::state_dict::join;
 use crate::state_dict::{StateDict, StateReader, TensorValue};
+use crate::workflow::convert_chain::need_input;
 use crate::workflow::deployment_arith::{Flow, Grid, batch_norm, need_grid};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::{bool_of, missing, read_act, usize_of, write_act};
@@ -19,7 +20,7 @@ use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::layers::{BatchNorm1d, BatchNorm3d};
 use crate::workflow::qat_batch_norm::QatBatchNorm2d;
-use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp, need_input};
+use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 
 // Elementwise in f32 on either engine: the kernel is its own reference.
 int8_requantizing_op!(BatchNorm2d, "BatchNorm2d", forward: |m, x, _run| BatchNorm2d::forward(m, &x), save: save_batch_norm, load: load_batch_norm,

@@ -18,6 +18,7 @@ use crate::qconfig::QConfig;
 use crate::state_dict::join;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 use crate::workflow::ToQuantized;
+use crate::workflow::convert_chain::need_input;
 use crate::workflow::deployment_arith::{Flow, Grid, need_grid};
 use crate::workflow::deployment_weighted::{conv, conv_bn};
 use crate::workflow::float_layer::FloatOp;
@@ -27,7 +28,7 @@ use crate::workflow::int8_fields::{
 };
 use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
-use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp, need_input};
+use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp};
 
 int8_requantizing_op!(Conv2d, "Conv2d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
 int8_requantizing_op!(Conv3d, "Conv3d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);

@@ -14,6 +14,7 @@ use crate::qconfig::QConfig;
 use crate::state_dict::join;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
 use crate::workflow::ToQuantized;
+use crate::workflow::convert_chain::need_input;
 use crate::workflow::deployment_arith::{Flow, Grid, need_grid};
 use crate::workflow::deployment_weighted::{linear, linear_bn};
 use crate::workflow::float_layer::FloatOp;
@@ -21,7 +22,7 @@ use crate::workflow::float_state::FloatWeights;
 use crate::workflow::int8_fields::{bool_of, missing, read_act, read_weights, usize_of, write_act, write_weights};
 use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
-use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp, need_input};
+use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp};
 
 int8_requantizing_op!(Linear, "Linear", forward: |m, x, run| match run.engine {
     Engine::Kernels => Linear::forward(m, &x),
