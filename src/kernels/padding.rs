@@ -64,35 +64,48 @@ fn source(i: isize, size: usize, mode: PaddingMode) -> usize {
 }
 
 /// Input `[N, C, D, H, W]` (a 2-d input has `D = 1` and depth padding 0) ready for the
-/// kernel: the values, their shape, and the padding the kernel must still apply (all of it for
-/// zeros padding, none for the other modes, which are materialized here). The geometry's
-/// `check_input` has ruled out padding the modes cannot take (reflect `>= size`, circular
-/// `> size`).
-pub(crate) fn pad_for_kernel<T: Copy + Default>(
+/// kernel: the values, their shape, and the padding the kernel must still apply on both sides of
+/// each axis. Zeros padding is the kernel's (it reads the zero point outside the input) except
+/// where `after` exceeds `before` (the odd element of an asymmetric `"same"` padding): that much
+/// is materialized here with `zero`, so the kernel pads symmetrically. The other modes are
+/// materialized here entirely. The geometry's `check_input` has ruled out padding the modes
+/// cannot take (reflect `>= size`, circular `> size`).
+pub(crate) fn pad_for_kernel<T: Copy>(
     x: &[T],
     dims: [usize; 5],
-    padding: [usize; 3],
+    before: [usize; 3],
+    after: [usize; 3],
     mode: PaddingMode,
+    zero: T,
 ) -> (Cow<'_, [T]>, [usize; 5], [usize; 3]) {
-    if mode == PaddingMode::Zeros || padding == [0; 3] {
-        return (Cow::Borrowed(x), dims, padding);
+    let zeros = mode == PaddingMode::Zeros;
+    let (lead, kernel_padding) = if zeros { ([0; 3], before) } else { (before, [0; 3]) };
+    let trail: [usize; 3] = std::array::from_fn(|i| if zeros { after[i] - before[i] } else { after[i] });
+    if lead == [0; 3] && trail == [0; 3] {
+        return (Cow::Borrowed(x), dims, kernel_padding);
     }
     let [n, c, d, h, w] = dims;
-    let [pd, ph, pw] = padding;
-    let (dp, hp, wp) = (d + 2 * pd, h + 2 * ph, w + 2 * pw);
-    let mut out = vec![T::default(); n * c * dp * hp * wp];
+    let [dp, hp, wp] = [d + lead[0] + trail[0], h + lead[1] + trail[1], w + lead[2] + trail[2]];
+    // The source index of padded index `i` along an axis of `size` led by `pad`; `None` reads `zero`.
+    let at = |i: usize, pad: usize, size: usize| {
+        let i = i as isize - pad as isize;
+        if zeros { (0..size as isize).contains(&i).then_some(i as usize) } else { Some(source(i, size, mode)) }
+    };
+    let mut out = vec![zero; n * c * dp * hp * wp];
     for volume in 0..n * c {
         for z in 0..dp {
-            let sz = source(z as isize - pd as isize, d, mode);
+            let Some(sz) = at(z, lead[0], d) else { continue };
             for y in 0..hp {
-                let sy = source(y as isize - ph as isize, h, mode);
+                let Some(sy) = at(y, lead[1], h) else { continue };
                 let row = &mut out[((volume * dp + z) * hp + y) * wp..][..wp];
                 let src = &x[((volume * d + sz) * h + sy) * w..][..w];
                 for (xx, v) in row.iter_mut().enumerate() {
-                    *v = src[source(xx as isize - pw as isize, w, mode)];
+                    if let Some(sx) = at(xx, lead[2], w) {
+                        *v = src[sx];
+                    }
                 }
             }
         }
     }
-    (Cow::Owned(out), [n, c, dp, hp, wp], [0; 3])
+    (Cow::Owned(out), [n, c, dp, hp, wp], kernel_padding)
 }

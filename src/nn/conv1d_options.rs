@@ -37,6 +37,11 @@ impl Conv1dOptions {
         self
     }
 
+    /// The padding after the input: `padding`, plus one where `"same"` padding's total is odd.
+    pub fn padding_after(&self) -> usize {
+        super::padding::padding_after(self.padding_same, [self.padding], [self.kernel_size], [self.dilation])[0]
+    }
+
     pub fn with_dilation(mut self, dilation: usize) -> Self {
         self.dilation = dilation;
         if self.padding_same {

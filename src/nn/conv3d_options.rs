@@ -33,7 +33,7 @@ impl ConvGeometry<5> for Conv3dOptions {
 
     fn validate(&self) -> Result<()> {
         check_conv_parameters(self.in_channels, self.out_channels, self.groups, &self.kernel_size, &self.stride, &self.dilation)?;
-        if self.padding_same { check_same_padding(self.kernel_size, self.dilation, self.stride) } else { Ok(()) }
+        if self.padding_same { check_same_padding(self.stride) } else { Ok(()) }
     }
 
     fn check_input(&self, dims: [usize; 5], layer: &str) -> Result<()> {
@@ -44,13 +44,14 @@ impl ConvGeometry<5> for Conv3dOptions {
                 format!("{dims:?}"),
             ));
         }
+        let after = self.padding_after();
         for axis in 0..3 {
             let size = dims[2 + axis];
-            let padded = size + 2 * self.padding[axis];
+            let padded = size + self.padding[axis] + after[axis];
             let extent = self.dilation[axis] * (self.kernel_size[axis] - 1) + 1;
             let bad_pad = match self.padding_mode {
-                PaddingMode::Reflect => self.padding[axis] >= size,
-                PaddingMode::Circular => self.padding[axis] > size,
+                PaddingMode::Reflect => after[axis] >= size,
+                PaddingMode::Circular => after[axis] > size,
                 _ => false,
             };
             if padded < extent || bad_pad {
@@ -65,13 +66,15 @@ impl ConvGeometry<5> for Conv3dOptions {
     }
 
     fn forward(&self, x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
-        let [pd, ph, pw] = self.padding;
-        let pairs = [(pd, pd), (ph, ph), (pw, pw)];
+        let after = self.padding_after();
+        let pairs: [(usize, usize); 3] = std::array::from_fn(|i| (self.padding[i], after[i]));
         let (x, padding) = match self.padding_mode {
-            PaddingMode::Zeros => (x, self.padding),
+            PaddingMode::Zeros if after == self.padding => (x, self.padding),
+            // The odd element of an asymmetric "same" padding first, the rest inside the conv.
+            PaddingMode::Zeros => (x.pad(pairs.map(|(before, after)| (0, after - before)), PadMode::Constant(0.0)), self.padding),
             PaddingMode::Reflect => (x.pad(pairs, PadMode::Reflect), [0; 3]),
             PaddingMode::Replicate => (x.pad(pairs, PadMode::Edge), [0; 3]),
-            PaddingMode::Circular => (circular_pad(circular_pad(circular_pad(x, 2, pd), 3, ph), 4, pw), [0; 3]),
+            PaddingMode::Circular => (circular_pad(circular_pad(circular_pad(x, 2, pairs[0]), 3, pairs[1]), 4, pairs[2]), [0; 3]),
         };
         conv3d(x, weight, bias, ConvOptions::new(self.stride, padding, self.dilation, self.groups))
     }

@@ -38,7 +38,7 @@ impl Conv2dOptions {
     /// PyTorch's constructor checks, as errors.
     pub fn validate(&self) -> Result<()> {
         check_conv_parameters(self.in_channels, self.out_channels, self.groups, &self.kernel_size, &self.stride, &self.dilation)?;
-        if self.padding_same { check_same_padding(self.kernel_size, self.dilation, self.stride) } else { Ok(()) }
+        if self.padding_same { check_same_padding(self.stride) } else { Ok(()) }
     }
 
     /// Checks an input `[N, C, H, W]` against this geometry.
@@ -51,8 +51,9 @@ impl Conv2dOptions {
                 format!("{dims:?}"),
             ));
         }
+        let after = self.padding_after();
         for (axis, size) in [h, w].into_iter().enumerate() {
-            let padded = size + 2 * self.padding[axis];
+            let padded = size + self.padding[axis] + after[axis];
             let extent = self.dilation[axis] * (self.kernel_size[axis] - 1) + 1;
             if padded < extent {
                 return Err(QatError::shape(
@@ -61,14 +62,14 @@ impl Conv2dOptions {
                     format!("{dims:?} padded to {padded}"),
                 ));
             }
-            if self.padding_mode == PaddingMode::Reflect && self.padding[axis] >= size {
+            if self.padding_mode == PaddingMode::Reflect && after[axis] >= size {
                 return Err(QatError::shape(
                     layer,
                     format!("reflect padding {} below the input size", self.padding[axis]),
                     format!("{dims:?}"),
                 ));
             }
-            if self.padding_mode == PaddingMode::Circular && self.padding[axis] > size {
+            if self.padding_mode == PaddingMode::Circular && after[axis] > size {
                 return Err(QatError::shape(
                     layer,
                     format!("circular padding {} at most the input size", self.padding[axis]),
@@ -79,15 +80,17 @@ impl Conv2dOptions {
         Ok(())
     }
 
-    /// `conv2d(pad(x), weight, bias)`: zeros padding inside the convolution, other modes padded
-    /// explicitly first (PyTorch's `_conv_forward`).
+    /// `conv2d(pad(x), weight, bias)`: zeros padding inside the convolution (the odd element of
+    /// an asymmetric `"same"` padded first, as PyTorch does), other modes padded explicitly
+    /// first (PyTorch's `_conv_forward`).
     pub(crate) fn forward(&self, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-        let [ph, pw] = self.padding;
+        let ([ph, pw], [ah, aw]) = (self.padding, self.padding_after());
         let (x, padding) = match self.padding_mode {
-            PaddingMode::Zeros => (x, self.padding),
-            PaddingMode::Reflect => (x.pad([(ph, ph), (pw, pw)], PadMode::Reflect), [0, 0]),
-            PaddingMode::Replicate => (x.pad([(ph, ph), (pw, pw)], PadMode::Edge), [0, 0]),
-            PaddingMode::Circular => (circular_pad(circular_pad(x, 2, ph), 3, pw), [0, 0]),
+            PaddingMode::Zeros if [ah, aw] == self.padding => (x, self.padding),
+            PaddingMode::Zeros => (x.pad([(0, ah - ph), (0, aw - pw)], PadMode::Constant(0.0)), self.padding),
+            PaddingMode::Reflect => (x.pad([(ph, ah), (pw, aw)], PadMode::Reflect), [0, 0]),
+            PaddingMode::Replicate => (x.pad([(ph, ah), (pw, aw)], PadMode::Edge), [0, 0]),
+            PaddingMode::Circular => (circular_pad(circular_pad(x, 2, (ph, ah)), 3, (pw, aw)), [0, 0]),
         };
         // This crate's convolution (its own backward); it falls back to burn's for non-f32 tensors.
         crate::ops::conv2d(x, weight, bias, ConvOptions::new(self.stride, padding, self.dilation, self.groups))

@@ -30,15 +30,17 @@ pub trait ConvGeometry<const D: usize>:
     fn forward(&self, x: Tensor<D>, weight: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D>;
 }
 
-/// Wraps `pad` elements around each end of `dim` (PyTorch's circular padding).
-pub(crate) fn circular_pad<const D: usize>(x: Tensor<D>, dim: usize, pad: usize) -> Tensor<D> {
-    if pad == 0 {
+/// Wraps the last `before` elements of `dim` around before its start and the first `after` after its
+/// end (PyTorch's circular padding).
+pub(crate) fn circular_pad<const D: usize>(x: Tensor<D>, dim: usize, (before, after): (usize, usize)) -> Tensor<D> {
+    if before == 0 && after == 0 {
         return x;
     }
     let size = x.dims()[dim];
-    let head = x.clone().narrow(dim, 0, pad);
-    let tail = x.clone().narrow(dim, size - pad, pad);
-    Tensor::cat(vec![tail, x, head], dim)
+    // burn refuses empty slices: an asymmetric "same" padding may have nothing before.
+    let tail = (before > 0).then(|| x.clone().narrow(dim, size - before, before));
+    let head = (after > 0).then(|| x.clone().narrow(dim, 0, after));
+    Tensor::cat(tail.into_iter().chain([x]).chain(head).collect(), dim)
 }
 
 /// Makes a plain configuration type a burn module with no parameters.

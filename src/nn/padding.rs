@@ -10,10 +10,9 @@ pub enum Padding<const N: usize> {
     Explicit([usize; N]),
     /// PyTorch's `padding="valid"`: none.
     Valid,
-    /// PyTorch's `padding="same"`: each axis padded by `dilation * (kernel - 1) / 2` on both
-    /// sides, so that a stride-1 conv keeps the input's size. Where that total is odd (an even
-    /// kernel extent) PyTorch pads one more element after than before; that asymmetric case is
-    /// refused here (see [`same_padding`]).
+    /// PyTorch's `padding="same"`: each axis padded by `dilation * (kernel - 1)` in all, so that a
+    /// stride-1 conv keeps the input's size; where that total is odd (an even kernel extent),
+    /// one more element after than before, as PyTorch pads.
     Same,
 }
 
@@ -62,28 +61,19 @@ impl From<(usize, usize, usize)> for Padding<3> {
     }
 }
 
-/// PyTorch's checks of `padding="same"`, as errors: no stride, and (beyond PyTorch, which pads
-/// asymmetrically there) a total padding per axis that splits evenly.
-pub(crate) fn check_same_padding<const N: usize>(kernel: [usize; N], dilation: [usize; N], stride: [usize; N]) -> Result<()> {
+/// PyTorch's check of `padding="same"`, as an error: no stride.
+pub(crate) fn check_same_padding<const N: usize>(stride: [usize; N]) -> Result<()> {
     if stride.iter().any(|&s| s != 1) {
         return Err(QatError::invalid(
             "padding",
             format!("padding=\"same\" is not supported for strided convolutions (stride {stride:?}); give the padding as numbers"),
         ));
     }
-    for axis in 0..N {
-        let total = dilation[axis] * kernel[axis].saturating_sub(1);
-        if total % 2 == 1 {
-            return Err(QatError::invalid(
-                "padding",
-                format!(
-                    "padding=\"same\" with kernel {kernel:?} and dilation {dilation:?} needs {total} padding elements on axis {axis}, \
-                     {} before and {} after; asymmetric padding is not supported yet: use an odd kernel size or explicit padding",
-                    total / 2,
-                    total - total / 2
-                ),
-            ));
-        }
-    }
     Ok(())
+}
+
+/// The padding after each axis: `before`, plus the odd element of `"same"` padding's total
+/// (`dilation * (kernel - 1)`), which PyTorch puts after.
+pub(crate) fn padding_after<const N: usize>(same: bool, before: [usize; N], kernel: [usize; N], dilation: [usize; N]) -> [usize; N] {
+    std::array::from_fn(|i| before[i] + usize::from(same && (dilation[i] * kernel[i].saturating_sub(1)) % 2 == 1))
 }

@@ -64,6 +64,12 @@ macro_rules! spatial_conv_options {
                 self
             }
 
+            /// The padding after each axis: `padding`, plus one where `"same"` padding's total is
+            /// odd (PyTorch pads the extra element after).
+            pub fn padding_after(&self) -> [usize; $axes] {
+                super::padding::padding_after(self.padding_same, self.padding, self.kernel_size, self.dilation)
+            }
+
             pub fn with_dilation(mut self, dilation: impl Into<$size>) -> Self {
                 self.dilation = dilation.into().0;
                 if self.padding_same {

@@ -143,7 +143,8 @@ impl QdqGraph {
             .map_err(|_| QatError::shape(path, format!("a tensor of rank {D} [N, C, spatial...]"), format!("{:?}", cur.shape)))?;
         o.check_input(dims, path)?;
         let [kernel, stride, padding, dilation] = [o.kernel(), o.stride(), o.padding(), o.dilation()];
-        let out = |axis: usize| (dims[axis + 2] + 2 * padding[axis] - dilation[axis] * (kernel[axis] - 1) - 1) / stride[axis] + 1;
+        let after = o.padding_after();
+        let out = |axis: usize| (dims[axis + 2] + padding[axis] + after[axis] - dilation[axis] * (kernel[axis] - 1) - 1) / stride[axis] + 1;
         let shape = [vec![dims[0], o.out_channels()], (0..D - 2).map(out).collect()].concat();
         let weight_shape = o.weight_shape();
         let (x, weight, bias) = self.qdq_operands(
@@ -168,7 +169,7 @@ impl QdqGraph {
             vec![
                 attr_ints("kernel_shape", ints(kernel)),
                 // ONNX pads every axis's start, then every axis's end.
-                attr_ints("pads", ints(&[padding, padding].concat())),
+                attr_ints("pads", ints(&[padding, &after].concat())),
                 attr_ints("strides", ints(stride)),
                 attr_ints("dilations", ints(dilation)),
                 attr_int("group", o.groups() as i64),
@@ -597,6 +598,8 @@ pub(crate) trait ConvAttributes {
     fn stride(&self) -> &[usize];
     fn padding(&self) -> &[usize];
     fn dilation(&self) -> &[usize];
+    /// The padding after each axis (more than before for an asymmetric `"same"`).
+    fn padding_after(&self) -> Vec<usize>;
 }
 
 macro_rules! conv_attributes {
@@ -613,6 +616,9 @@ macro_rules! conv_attributes {
             }
             fn dilation(&self) -> &[usize] {
                 &self.dilation
+            }
+            fn padding_after(&self) -> Vec<usize> {
+                <$options>::padding_after(self).to_vec()
             }
         }
     )*};
@@ -632,5 +638,8 @@ impl ConvAttributes for Conv1dOptions {
     }
     fn dilation(&self) -> &[usize] {
         std::slice::from_ref(&self.dilation)
+    }
+    fn padding_after(&self) -> Vec<usize> {
+        vec![Conv1dOptions::padding_after(self)]
     }
 }

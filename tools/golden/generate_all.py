@@ -22,6 +22,7 @@ import modules1d  # noqa: E402
 import modules3d  # noqa: E402
 import observers  # noqa: E402
 import qparams  # noqa: E402
+import same_padding_values  # noqa: E402
 from common import GOLDEN_DIR, TORCH_VERSION  # noqa: E402
 
 SIZE_LIMIT = 5_000_000  # bytes, for all fixtures together
@@ -35,7 +36,7 @@ def main():
     print("torch", TORCH_VERSION)
     # Each generator seeds itself, so the order here does not affect the output.
     for gen in (fake_quant, learnable_fake_quant, qparams, observers, histogram_observer, modules, modules1d, modules3d, conv_bn_f64, conv_transpose_bn,
-                convert, frozen_bn):
+                convert, frozen_bn, same_padding_values):
         gen.main()
     size = total_size(GOLDEN_DIR)
     print("tests/golden: %d bytes" % size)

@@ -19,8 +19,8 @@ pub trait Int8ConvGeometry<const D: usize>: ConvGeometry<D> + Clone {
     fn padding_mode(&self) -> PaddingMode;
     /// Input dims `[N, C, spatial...]` as `[N, C, D, H, W]`.
     fn dims_3d(dims: [usize; D]) -> [usize; 5];
-    /// Kernel, stride, dilation and padding over `[D, H, W]`.
-    fn spatial_3d(&self) -> [[usize; 3]; 4];
+    /// Kernel, stride, dilation, padding before and padding after over `[D, H, W]`.
+    fn spatial_3d(&self) -> [[usize; 3]; 5];
 }
 
 impl Int8ConvGeometry<4> for Conv2dOptions {
@@ -34,9 +34,10 @@ impl Int8ConvGeometry<4> for Conv2dOptions {
     fn dims_3d([n, c, h, w]: [usize; 4]) -> [usize; 5] {
         [n, c, 1, h, w]
     }
-    fn spatial_3d(&self) -> [[usize; 3]; 4] {
+    fn spatial_3d(&self) -> [[usize; 3]; 5] {
         let lift = |[a, b]: [usize; 2], depth: usize| [depth, a, b];
-        [lift(self.kernel_size, 1), lift(self.stride, 1), lift(self.dilation, 1), lift(self.padding, 0)]
+        let padding = [lift(self.padding, 0), lift(self.padding_after(), 0)];
+        [lift(self.kernel_size, 1), lift(self.stride, 1), lift(self.dilation, 1), padding[0], padding[1]]
     }
 }
 
@@ -51,9 +52,10 @@ impl Int8ConvGeometry<3> for Conv1dOptions {
     fn dims_3d([n, c, l]: [usize; 3]) -> [usize; 5] {
         [n, c, 1, 1, l]
     }
-    fn spatial_3d(&self) -> [[usize; 3]; 4] {
+    fn spatial_3d(&self) -> [[usize; 3]; 5] {
         let lift = |v: usize, other: usize| [other, other, v];
-        [lift(self.kernel_size, 1), lift(self.stride, 1), lift(self.dilation, 1), lift(self.padding, 0)]
+        let padding = [lift(self.padding, 0), lift(self.padding_after(), 0)];
+        [lift(self.kernel_size, 1), lift(self.stride, 1), lift(self.dilation, 1), padding[0], padding[1]]
     }
 }
 
@@ -68,8 +70,8 @@ impl Int8ConvGeometry<5> for Conv3dOptions {
     fn dims_3d(dims: [usize; 5]) -> [usize; 5] {
         dims
     }
-    fn spatial_3d(&self) -> [[usize; 3]; 4] {
-        [self.kernel_size, self.stride, self.dilation, self.padding]
+    fn spatial_3d(&self) -> [[usize; 3]; 5] {
+        [self.kernel_size, self.stride, self.dilation, self.padding, self.padding_after()]
     }
 }
 
@@ -131,11 +133,11 @@ impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
     pub(crate) fn forward_as(&self, x: &QTensor, dims: [usize; D], layer: &str) -> Result<QTensor> {
         self.options.check_input(dims, layer)?;
         check_input_qparams(x, &self.input, layer)?;
-        let [kernel, stride, dilation, padding] = self.options.spatial_3d();
-        let (values, dims, padding) = pad_for_kernel(&x.values, O::dims_3d(dims), padding, self.options.padding_mode());
+        let [kernel, stride, dilation, before, after] = self.options.spatial_3d();
+        let zx = self.input.zero_point as u8;
+        let (values, dims, padding) = pad_for_kernel(&x.values, O::dims_3d(dims), before, after, self.options.padding_mode(), zx);
         let groups = self.options.groups();
         let packed = current_packing(&self.packed, &self.weight, &self.weight_zero_point, groups, &self.input);
-        let zx = self.input.zero_point as u8;
         let requantizer = Requantizer::new(&self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
         let geometry = Geometry3 { out_channels: self.options.out_channels(), groups, kernel, stride, dilation, padding };
         let (values, [n, o, od, oh, ow]) = conv_forward(&values, dims, zx, &packed, &geometry, GemmPath::best(), &requantizer);

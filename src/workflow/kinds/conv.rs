@@ -12,7 +12,7 @@ use crate::nn::intrinsic::qat::{
 use crate::nn::quantized::{
     ActivationQParams, Conv2d, Conv3d, ConvTranspose2d, Int8ConvGeometry, Int8Weight, LayerQParams, QTensor, QuantizedConv,
 };
-use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, PaddingMode, QatModule, qat};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, Padding, PaddingMode, QatModule, qat};
 use crate::nn::{float, intrinsic};
 use crate::qconfig::QConfig;
 use crate::state_dict::join;
@@ -54,15 +54,15 @@ macro_rules! geometry_entry {
             fn entry(&self) -> Json {
                 json!({"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
                        "stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups,
-                       "padding_mode": self.padding_mode.to_string()})
+                       "padding_mode": self.padding_mode.to_string(), "padding_same": self.padding_same})
             }
 
             fn from_entry(entry: &Json, p: &str) -> Result<Self> {
                 let kernel_size = array_of::<$axes>(entry, "kernel_size", p)?;
                 let options = <$options>::new(usize_of(entry, "in_channels", p)?, usize_of(entry, "out_channels", p)?, kernel_size)
                     .with_stride(array_of::<$axes>(entry, "stride", p)?)
-                    .with_padding(array_of::<$axes>(entry, "padding", p)?)
                     .with_dilation(array_of::<$axes>(entry, "dilation", p)?)
+                    .with_padding(padding_of(entry, array_of::<$axes>(entry, "padding", p)?, p)?)
                     .with_groups(usize_of(entry, "groups", p)?)
                     .with_padding_mode(PaddingMode::parse(field(entry, "padding_mode", p)?.as_str().unwrap_or(""))?);
                 options.validate().map_err(|e| at_layer(p, e))?;
@@ -70,6 +70,13 @@ macro_rules! geometry_entry {
             }
         }
     };
+}
+
+/// An entry's padding: `"same"` where the file says so (its asymmetric extra element follows
+/// from the kernel and dilation), else the numbers; files written before `padding_same` was
+/// recorded give numbers.
+fn padding_of<const N: usize>(entry: &Json, explicit: [usize; N], p: &str) -> Result<Padding<N>> {
+    Ok(if entry.get("padding_same").is_some() && bool_of(entry, "padding_same", p)? { Padding::Same } else { Padding::Explicit(explicit) })
 }
 
 geometry_entry!(Conv2dOptions, 2);
@@ -170,15 +177,15 @@ impl GeometryEntry for Conv1dOptions {
     fn entry(&self) -> Json {
         json!({"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
                "stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups,
-               "padding_mode": self.padding_mode.to_string()})
+               "padding_mode": self.padding_mode.to_string(), "padding_same": self.padding_same})
     }
 
     fn from_entry(entry: &Json, p: &str) -> Result<Self> {
         let options =
             Conv1dOptions::new(usize_of(entry, "in_channels", p)?, usize_of(entry, "out_channels", p)?, usize_of(entry, "kernel_size", p)?)
                 .with_stride(usize_of(entry, "stride", p)?)
-                .with_padding(usize_of(entry, "padding", p)?)
                 .with_dilation(usize_of(entry, "dilation", p)?)
+                .with_padding(padding_of(entry, [usize_of(entry, "padding", p)?], p)?)
                 .with_groups(usize_of(entry, "groups", p)?)
                 .with_padding_mode(PaddingMode::parse(field(entry, "padding_mode", p)?.as_str().unwrap_or(""))?);
         ConvGeometry::validate(&options).map_err(|e| at_layer(p, e))?;
