@@ -24,6 +24,21 @@ struct BlockPaths {
     body_float: String,
 }
 
+/// Emits a block's body onto the block's input and returns the body's output.
+pub(crate) trait EmitBody: FnOnce(&mut QdqGraph, Wire) -> Result<Wire> {}
+
+impl<F: FnOnce(&mut QdqGraph, Wire) -> Result<Wire>> EmitBody for F {}
+
+/// A float node run on the tensor flowing between layers ([`QdqGraph::same_qparams`],
+/// [`QdqGraph::in_steps`]): its operator, attributes, the inputs after the tensor (Clip's
+/// bounds), and its output's shape.
+struct FloatNode<'a> {
+    op: &'a str,
+    attributes: Vec<AttributeProto>,
+    extra_inputs: &'a [String],
+    shape: Vec<usize>,
+}
+
 /// The tensor flowing between layers: its graph name, its shape (batch 1) and, when it is
 /// uint8, its qparams.
 #[derive(Clone, Debug)]
@@ -85,7 +100,8 @@ impl QdqGraph {
     }
 
     pub(crate) fn relu(&mut self, path: &str, cur: Wire) -> Result<Wire> {
-        self.same_qparams(path, cur, "Relu", vec![], &[], |s| s.to_vec())
+        let shape = cur.shape.clone();
+        self.same_qparams(path, cur, FloatNode { op: "Relu", attributes: vec![], extra_inputs: &[], shape })
     }
 
     /// Clamped in step units, `[0, quantize(6) - z]`, so the bound is the int8 engine's
@@ -94,14 +110,16 @@ impl QdqGraph {
         let q = cur.quantized(path)?;
         let six = crate::quant::quantize_value(6.0, 1.0 / q.scale, q.zero_point, q.quant_min, q.quant_max);
         let bounds = [self.f32_scalar(&format!("{path}.min"), 0.0)?, self.f32_scalar(&format!("{path}.max"), (six - q.zero_point) as f32)?];
-        self.in_steps(path, cur, "Clip", vec![], &bounds, |s| s.to_vec())
+        let shape = cur.shape.clone();
+        self.in_steps(path, cur, FloatNode { op: "Clip", attributes: vec![], extra_inputs: &bounds, shape })
     }
 
     pub(crate) fn global_avg_pool(&mut self, path: &str, cur: Wire) -> Result<Wire> {
         if cur.shape.len() < 3 {
             return Err(QatError::shape(path, "a tensor with spatial axes to average", format!("{:?}", cur.shape)));
         }
-        self.in_steps(path, cur, "GlobalAveragePool", vec![], &[], |s| [&s[..2], &vec![1; s.len() - 2][..]].concat())
+        let shape = [&cur.shape[..2], &vec![1; cur.shape.len() - 2][..]].concat();
+        self.in_steps(path, cur, FloatNode { op: "GlobalAveragePool", attributes: vec![], extra_inputs: &[], shape })
     }
 
     pub(crate) fn flatten(&mut self, path: &str, cur: Wire) -> Result<Wire> {
@@ -342,14 +360,11 @@ impl QdqGraph {
                 Ok((size - kernel_size) / stride + 1)
             }
         };
-        let shape = [n, c, out(h)?, out(w)?];
+        let shape = vec![n, c, out(h)?, out(w)?];
         let (k, s) = (kernel_size as i64, stride as i64);
         let attributes = vec![attr_ints("kernel_shape", vec![k, k]), attr_ints("strides", vec![s, s])];
-        if op == "AveragePool" {
-            self.in_steps(path, cur, op, attributes, &[], |_| shape.to_vec())
-        } else {
-            self.same_qparams(path, cur, op, attributes, &[], |_| shape.to_vec())
-        }
+        let node = FloatNode { op, attributes, extra_inputs: &[], shape };
+        if op == "AveragePool" { self.in_steps(path, cur, node) } else { self.same_qparams(path, cur, node) }
     }
 
     /// A float op applied to a quantized tensor in units of its quantization step: dequantize
@@ -357,36 +372,18 @@ impl QdqGraph {
     /// The runtime then rounds the same value the int8 engine rounds (an average's half-way
     /// ties included, which `(q - z) * s` summed in float would blur), and the output is the
     /// same integers in the input's real qparams.
-    fn in_steps(
-        &mut self,
-        path: &str,
-        cur: Wire,
-        op: &str,
-        attributes: Vec<AttributeProto>,
-        extra_inputs: &[String],
-        shape: impl FnOnce(&[usize]) -> Vec<usize>,
-    ) -> Result<Wire> {
-        let Some(q) = cur.qparams else {
-            return self.same_qparams(path, cur, op, attributes, extra_inputs, shape);
-        };
+    fn in_steps(&mut self, path: &str, cur: Wire, node: FloatNode<'_>) -> Result<Wire> {
+        let Some(q) = cur.qparams else { return self.same_qparams(path, cur, node) };
         let steps = ActivationQParams { scale: 1.0, ..q };
-        let result = self.same_qparams(path, Wire { qparams: Some(steps), ..cur }, op, attributes, extra_inputs, shape)?;
+        let result = self.same_qparams(path, Wire { qparams: Some(steps), ..cur }, node)?;
         Ok(Wire { qparams: Some(q), ..result })
     }
 
     /// A float op that keeps the qparams: on a quantized tensor, dequantize, apply, quantize back
     /// with the same qparams (exact: the op only selects or floors at real 0, and
     /// `(q - z) * s / s` rounds back to `q - z`); on a float tensor, just the op.
-    fn same_qparams(
-        &mut self,
-        path: &str,
-        cur: Wire,
-        op: &str,
-        attributes: Vec<AttributeProto>,
-        extra_inputs: &[String],
-        shape: impl FnOnce(&[usize]) -> Vec<usize>,
-    ) -> Result<Wire> {
-        let shape = shape(&cur.shape);
+    fn same_qparams(&mut self, path: &str, cur: Wire, node: FloatNode<'_>) -> Result<Wire> {
+        let FloatNode { op, attributes, extra_inputs, shape } = node;
         let inputs = |x: &str| std::iter::once(x.to_string()).chain(extra_inputs.iter().cloned()).collect::<Vec<_>>();
         let Some(q) = cur.qparams else {
             let name = self.unique(path)?;
@@ -407,7 +404,7 @@ impl QdqGraph {
     /// A block's two paths as float tensors: the body run from the block's input, then the
     /// shortcut and the body's output dequantized (`<path>.<join>.shortcut_dequantize`,
     /// `<path>.<join>.body_dequantize`).
-    fn block_paths(&mut self, body: impl FnOnce(&mut Self, Wire) -> Result<Wire>, path: &str, join: &str, cur: Wire) -> Result<BlockPaths> {
+    fn block_paths(&mut self, body: impl EmitBody, path: &str, join: &str, cur: Wire) -> Result<BlockPaths> {
         let shortcut_q = cur.quantized(path)?;
         let shortcut = cur.clone();
         let body = body(self, cur)?;
@@ -419,13 +416,7 @@ impl QdqGraph {
         Ok(BlockPaths { shortcut, body, shortcut_float, body_float })
     }
 
-    pub(crate) fn residual(
-        &mut self,
-        body: impl FnOnce(&mut Self, Wire) -> Result<Wire>,
-        add: &quantized::Add,
-        path: &str,
-        cur: Wire,
-    ) -> Result<Wire> {
+    pub(crate) fn residual(&mut self, body: impl EmitBody, add: &quantized::Add, path: &str, cur: Wire) -> Result<Wire> {
         let p = self.block_paths(body, path, "add", cur)?;
         if p.body.shape != p.shortcut.shape {
             let (expected, actual) = (format!("{:?} (the shortcut's shape)", p.shortcut.shape), format!("{:?}", p.body.shape));
@@ -439,13 +430,7 @@ impl QdqGraph {
 
     /// `DequantizeLinear` of both parts, `Concat` along the channels, `QuantizeLinear` onto the
     /// concatenation's grid: the real values requantized as the int8 concatenation does.
-    pub(crate) fn concat(
-        &mut self,
-        body: impl FnOnce(&mut Self, Wire) -> Result<Wire>,
-        cat: &quantized::Concat,
-        path: &str,
-        cur: Wire,
-    ) -> Result<Wire> {
+    pub(crate) fn concat(&mut self, body: impl EmitBody, cat: &quantized::Concat, path: &str, cur: Wire) -> Result<Wire> {
         let p = self.block_paths(body, path, "cat", cur)?;
         let (a, b) = (&p.shortcut.shape, &p.body.shape);
         if a.len() != b.len() || a.len() < 2 || a[0] != b[0] || a[2..] != b[2..] {
