@@ -132,8 +132,8 @@ fn the_derive_gives_switches_a_pytorch_state_dict_and_one_call_convert() {
     // One call converts every field; the int8 graph tracks the fake-quant eval to within a step
     // of the output scale (the QAT eval here is PyTorch's float arithmetic, not the integer one).
     let int8 = model.convert().unwrap();
-    assert_eq!(int8.stem.input, int8.quant.qparams);
-    assert_eq!(int8.fc.input, int8.add.output, "fc takes the addition's output");
+    assert_eq!(int8.stem.qparams.input, int8.quant.qparams);
+    assert_eq!(int8.fc.qparams.input, int8.add.output, "fc takes the addition's output");
     let out = int8.forward(&x.inner());
     let scale = out.qparams.scale;
     let (lsb, exact) = out.dequantize().iter().zip(&qat_out).fold((0.0f32, 0), |(m, e), (a, b)| {
@@ -158,8 +158,8 @@ fn after_takes_the_input_from_the_named_field() {
     model.a.forward(x.clone()).unwrap();
     model.b.forward(x.clone() * 3.0).unwrap();
     let int8 = model.convert().unwrap();
-    assert_eq!(int8.b.input, int8.quant.qparams, "b reads the stub, not a");
-    assert_ne!(int8.b.input, int8.a.output);
+    assert_eq!(int8.b.qparams.input, int8.quant.qparams, "b reads the stub, not a");
+    assert_ne!(int8.b.qparams.input, int8.a.qparams.output);
 }
 
 /// A hand-written model whose first quantized field has no quant stub before it.

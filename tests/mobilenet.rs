@@ -148,7 +148,7 @@ fn int8_equals_the_qat_eval_and_saves_loads_and_exports() {
     let out = plan.run(tvec![input.into_tvalue()]).unwrap();
     let theirs: Vec<f32> = out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
     let Some(Int8Layer::Linear(head)) = int8.layers.iter().rev().nth(1).map(|l| &l.layer) else { panic!("fc before dequant") };
-    let max_lsb = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs() / head.output.scale).fold(0.0f32, f32::max);
+    let max_lsb = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs() / head.qparams.output.scale).fold(0.0f32, f32::max);
     let exact = ours.iter().zip(&theirs).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
     println!("mobilenetv2_tiny ONNX in tract: max {max_lsb:.3} LSB from ours, {exact}/{} exact", ours.len());
     assert_eq!(theirs.len(), ours.len());

@@ -37,8 +37,8 @@ fn activation_qparams(layers: &[burn_qat::workflow::Named<Int8Layer>]) -> Vec<Ac
     for l in layers {
         match &l.layer {
             Int8Layer::Quantize(q) => out.push(q.qparams),
-            Int8Layer::Conv2d(m) => out.push(m.output),
-            Int8Layer::Linear(m) => out.push(m.output),
+            Int8Layer::Conv2d(m) => out.push(m.qparams.output),
+            Int8Layer::Linear(m) => out.push(m.qparams.output),
             Int8Layer::Residual { body, add } => {
                 out.extend(activation_qparams(body));
                 out.push(add.output);
@@ -53,7 +53,7 @@ fn activation_qparams(layers: &[burn_qat::workflow::Named<Int8Layer>]) -> Vec<Ac
 fn output_qparams(int8: &Int8Model) -> ActivationQParams {
     let head = &int8.layers[int8.layers.len() - 2];
     let Int8Layer::Linear(linear) = &head.layer else { panic!("{} is not a quantized Linear", head.name) };
-    linear.output
+    linear.qparams.output
 }
 
 /// Runs the ONNX model with tract on `x` `[n, 1, 12, 12]`.

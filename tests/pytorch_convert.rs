@@ -39,7 +39,7 @@ fn run(case: &str, backend: &str, version: u32) -> ((f64, i64), (f64, i64)) {
     let int8 = convert(&qat).unwrap();
     let fc2 = int8.layers.iter().find(|l| l.name == "fc2").unwrap();
     let Int8Layer::Linear(fc2) = &fc2.layer else { panic!("fc2 converts to a quantized Linear") };
-    let step = fc2.output.scale;
+    let step = fc2.qparams.output.scale;
 
     let float_eval = to_vec(&qat.forward_float(x.clone()).unwrap().into_features(&device).unwrap());
     let compatible = convert_with(&qat, ConvertOptions { pytorch_saturation: true }).unwrap();

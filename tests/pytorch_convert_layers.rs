@@ -60,8 +60,8 @@ fn int_repr_match(ours: &QTensor, theirs: &QTensor) -> (f64, i32) {
 /// Weights, scales, zero points and int32 bias of one weighted layer.
 fn check_weights(g: &StateDict, name: &str, layer: &Int8Layer, case: &str) {
     let (weight, scale, zero_point, bias, input): (&[i8], &[f32], &[i32], &[i32], ActivationQParams) = match layer {
-        Int8Layer::Conv2d(m) => (&m.weight, &m.weight_scale, &m.weight_zero_point, &m.bias, m.input),
-        Int8Layer::Linear(m) => (&m.weight, &m.weight_scale, &m.weight_zero_point, &m.bias, m.input),
+        Int8Layer::Conv2d(m) => (&m.weight.values, &m.weight.scale, &m.weight.zero_point, &m.bias, m.qparams.input),
+        Int8Layer::Linear(m) => (&m.weight.values, &m.weight.scale, &m.weight.zero_point, &m.bias, m.qparams.input),
         other => panic!("{case} {name}: not a weighted layer: {other:?}"),
     };
     let p = format!("int8/{name}/");

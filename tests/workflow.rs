@@ -63,7 +63,7 @@ fn int8_equals_the_qat_eval_output_bit_for_bit() {
     let (mut mismatched, mut total, mut worst_steps) = (0, 0, 0);
     let head = int8.layers.iter().find(|l| l.name == "fc2").expect("fc2");
     let burn_qat::workflow::Int8Layer::Linear(head) = &head.layer else { panic!("fc2 is a quantized Linear") };
-    let output_step = head.output.scale;
+    let output_step = head.qparams.output.scale;
     for seed in 0..4 {
         device.seed(100 + seed);
         let x = Tensor::<4>::random([16, 1, 12, 12], Distribution::Normal(0.0, 1.5), &device);

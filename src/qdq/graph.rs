@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::proto::{AttributeProto, NodeProto, TensorProto, attribute_type, data_type};
 use crate::error::{QatError, Result};
-use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, QuantizedConv};
+use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, Int8Weight, QuantizedConv};
 use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode};
 use crate::quant::packing::{bits_needed, pack};
 
@@ -142,7 +142,7 @@ impl QdqGraph {
         cur: Wire,
     ) -> Result<Wire> {
         let q = cur.quantized(path)?;
-        check_input_qparams(path, q, m.input)?;
+        check_input_qparams(path, q, m.qparams.input)?;
         let o = &m.options;
         if o.padding_mode() != PaddingMode::Zeros {
             return Err(QatError::invalid(
@@ -165,19 +165,8 @@ impl QdqGraph {
         let out = |axis: usize| (dims[axis + 2] + padding[axis] + after[axis] - dilation[axis] * (kernel[axis] - 1) - 1) / stride[axis] + 1;
         let shape = [vec![dims[0], o.out_channels()], (0..D - 2).map(out).collect()].concat();
         let weight_shape = o.weight_shape();
-        let (x, weight, bias) = self.qdq_operands(
-            path,
-            &cur.name,
-            q,
-            WeightOperands {
-                shape: &weight_shape,
-                axis: 0,
-                values: &m.weight,
-                scale: &m.weight_scale,
-                zero_point: &m.weight_zero_point,
-                bias: &m.bias,
-            },
-        )?;
+        let operands = WeightOperands { shape: &weight_shape, axis: 0, weight: &m.weight, bias: &m.bias };
+        let (x, weight, bias) = self.qdq_operands(path, &cur.name, q, operands)?;
         let conv = self.unique(&format!("{path}.conv"))?;
         let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
         self.node(
@@ -193,13 +182,13 @@ impl QdqGraph {
                 attr_int("group", o.groups() as i64),
             ],
         );
-        let name = self.activation_out(path, &conv, m.relu, m.output)?;
-        Ok(Wire { name, shape, qparams: Some(m.output) })
+        let name = self.activation_out(path, &conv, m.qparams.relu, m.qparams.output)?;
+        Ok(Wire { name, shape, qparams: Some(m.qparams.output) })
     }
 
     pub(crate) fn conv_transpose(&mut self, m: &quantized::ConvTranspose2d, path: &str, cur: Wire) -> Result<Wire> {
         let q = cur.quantized(path)?;
-        check_input_qparams(path, q, m.input)?;
+        check_input_qparams(path, q, m.qparams.input)?;
         let o = &m.options;
         let dims: [usize; 4] =
             cur.shape.clone().try_into().map_err(|_| QatError::shape(path, "an image tensor [N, C, H, W]", format!("{:?}", cur.shape)))?;
@@ -210,14 +199,7 @@ impl QdqGraph {
         };
         let shape = vec![dims[0], o.out_channels, out(0), out(1)];
         let weight_shape = o.weight_shape();
-        let operands = WeightOperands {
-            shape: &weight_shape,
-            axis: 1,
-            values: &m.weight,
-            scale: &m.weight_scale,
-            zero_point: &m.weight_zero_point,
-            bias: &m.bias,
-        };
+        let operands = WeightOperands { shape: &weight_shape, axis: 1, weight: &m.weight, bias: &m.bias };
         let (x, weight, bias) = self.qdq_operands(path, &cur.name, q, operands)?;
         let conv = self.unique(&format!("{path}.conv_transpose"))?;
         let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
@@ -234,13 +216,13 @@ impl QdqGraph {
                 attr_int("group", o.groups as i64),
             ],
         );
-        let name = self.activation_out(path, &conv, m.relu, m.output)?;
-        Ok(Wire { name, shape, qparams: Some(m.output) })
+        let name = self.activation_out(path, &conv, m.qparams.relu, m.qparams.output)?;
+        Ok(Wire { name, shape, qparams: Some(m.qparams.output) })
     }
 
     pub(crate) fn linear(&mut self, m: &quantized::Linear, path: &str, cur: Wire) -> Result<Wire> {
         let q = cur.quantized(path)?;
-        check_input_qparams(path, q, m.input)?;
+        check_input_qparams(path, q, m.qparams.input)?;
         if cur.shape.len() != 2 || cur.shape[1] != m.in_features {
             return Err(QatError::shape(
                 path,
@@ -249,26 +231,24 @@ impl QdqGraph {
             ));
         }
         let shape = [m.out_features, m.in_features];
-        let operands = WeightOperands {
-            shape: &shape,
-            axis: 0,
-            values: &m.weight,
-            scale: &m.weight_scale,
-            zero_point: &m.weight_zero_point,
-            bias: &m.bias,
-        };
+        let operands = WeightOperands { shape: &shape, axis: 0, weight: &m.weight, bias: &m.bias };
         let (x, weight, bias) = self.qdq_operands(path, &cur.name, q, operands)?;
         let gemm = self.unique(&format!("{path}.gemm"))?;
         self.node("Gemm", &gemm, &[&x, &weight, &bias], vec![attr_int("transB", 1)]);
-        let name = self.activation_out(path, &gemm, m.relu, m.output)?;
-        Ok(Wire { name, shape: vec![cur.shape[0], m.out_features], qparams: Some(m.output) })
+        let name = self.activation_out(path, &gemm, m.qparams.relu, m.qparams.output)?;
+        Ok(Wire { name, shape: vec![cur.shape[0], m.out_features], qparams: Some(m.qparams.output) })
     }
 
     /// The three float operands of a quantized Conv / Gemm: the dequantized activation, the
     /// int8 weight dequantized per output channel (axis 0), and the int32 bias dequantized at
     /// `input.scale * weight_scale[o]` with zero point 0.
     fn qdq_operands(&mut self, path: &str, x: &str, input: ActivationQParams, w: WeightOperands) -> Result<(String, String, String)> {
-        let WeightOperands { shape: weight_shape, axis, values: weight, scale: weight_scale, zero_point: weight_zero_point, bias } = w;
+        let WeightOperands {
+            shape: weight_shape,
+            axis,
+            weight: Int8Weight { values: weight, scale: weight_scale, zero_point: weight_zero_point },
+            bias,
+        } = w;
         let out_channels = bias.len();
         // ONNX quantizes along the weight's channel axis: its length in scales and zero points.
         let axis_len = weight_shape[axis];
@@ -571,9 +551,7 @@ struct WeightOperands<'a> {
     /// The weight axis of the output channels (1 for a transposed conv); `scale` and
     /// `zero_point` hold one entry per output channel, repeating along it per group.
     axis: usize,
-    values: &'a [i8],
-    scale: &'a [f32],
-    zero_point: &'a [i32],
+    weight: &'a Int8Weight,
     bias: &'a [i32],
 }
 

@@ -37,17 +37,21 @@ impl Int8Output for quantized::Quantize {
     }
 }
 
+/// `self$(.$grids)?.output`: the layers with weights keep their grids in `qparams`.
 macro_rules! output_field {
-    ($($ty:ty),*) => {$(
+    ($($ty:ty => [$($grids:ident)?]),*) => {$(
         impl Int8Output for $ty {
             fn output_qparams(&self) -> ActivationQParams {
-                self.output
+                self$(.$grids)?.output
             }
         }
     )*};
 }
 
-output_field!(quantized::Conv1d, quantized::Conv2d, quantized::Conv3d, quantized::ConvTranspose2d, quantized::Linear, quantized::Add);
+output_field!(
+    quantized::Conv1d => [qparams], quantized::Conv2d => [qparams], quantized::Conv3d => [qparams],
+    quantized::ConvTranspose2d => [qparams], quantized::Linear => [qparams], quantized::Add => []
+);
 
 impl QatQuantStub {
     /// A quant stub with this fake quant (usually `qconfig.activation.init()?`).

@@ -4,7 +4,7 @@
 use serde_json::Value as Json;
 
 use crate::error::{QatError, Result};
-use crate::nn::quantized::ActivationQParams;
+use crate::nn::quantized::{ActivationQParams, Int8Weight, LayerQParams};
 use crate::quant::packing;
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values};
 
@@ -27,18 +27,38 @@ pub(crate) fn read_act(prefix: &str, reader: &mut StateReader<'_>) -> Option<Act
     }
 }
 
-pub(crate) fn write_weights(p: &str, weight: &[i8], shape: Vec<usize>, scale: &[f32], zp: &[i32], bias: &[i32], out: &mut StateDict) {
-    let bits = packing::bits_needed(weight);
+/// A weighted int8 layer's tensors under `p`: its weight of `shape` (packed below 8 bits) with
+/// per-channel scales and zero points, its int32 bias, and its activations (`p.input`,
+/// `p.output`).
+pub(crate) fn write_weighted(p: &str, weight: &Int8Weight, shape: Vec<usize>, bias: &[i32], qparams: &LayerQParams, out: &mut StateDict) {
+    let bits = packing::bits_needed(&weight.values);
     if bits < 8 {
-        let packed = packing::pack(weight, bits).expect("bits_needed holds every value");
+        let packed = packing::pack(&weight.values, bits).expect("bits_needed holds every value");
         out.insert(format!("{p}.weight_packed"), TensorValue { shape: vec![packed.len()], values: Values::U8(packed) });
         out.insert(format!("{p}.weight_bits"), TensorValue::i32_vec(vec![bits as i32]));
     } else {
-        out.insert(format!("{p}.weight"), TensorValue { shape, values: Values::I8(weight.to_vec()) });
+        out.insert(format!("{p}.weight"), TensorValue { shape, values: Values::I8(weight.values.clone()) });
     }
-    out.insert(format!("{p}.weight_scale"), TensorValue::f32_vec(scale.to_vec()));
-    out.insert(format!("{p}.weight_zero_point"), TensorValue::i32_vec(zp.to_vec()));
+    out.insert(format!("{p}.weight_scale"), TensorValue::f32_vec(weight.scale.clone()));
+    out.insert(format!("{p}.weight_zero_point"), TensorValue::i32_vec(weight.zero_point.clone()));
     out.insert(format!("{p}.bias"), TensorValue::i32_vec(bias.to_vec()));
+    write_act(&format!("{p}.input"), &qparams.input, out);
+    write_act(&format!("{p}.output"), &qparams.output, out);
+}
+
+/// What [`write_weighted`] wrote for a weight of `shape` with `o` output channels (`relu` from
+/// the architecture entry); every missing or malformed tensor is an error.
+pub(crate) fn read_weighted(
+    p: &str,
+    shape: &[usize],
+    o: usize,
+    relu: bool,
+    reader: &mut StateReader<'_>,
+) -> Result<(Int8Weight, Vec<i32>, LayerQParams)> {
+    let w = read_weights(p, shape, o, reader);
+    let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
+    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(reader)) };
+    Ok((Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, LayerQParams::new(input, output, relu)))
 }
 
 pub(crate) fn field<'a>(item: &'a Json, key: &str, p: &str) -> Result<&'a Json> {
@@ -64,11 +84,11 @@ pub(crate) fn bool_of(item: &Json, key: &str, p: &str) -> Result<bool> {
     field(item, key, p)?.as_bool().ok_or_else(|| QatError::invalid(key, format!("{p}: {key:?} must be a boolean")))
 }
 
-pub(crate) struct Weights {
-    pub weight: Vec<i8>,
-    pub scale: Vec<f32>,
-    pub zero_point: Vec<i32>,
-    pub bias: Vec<i32>,
+struct Weights {
+    weight: Vec<i8>,
+    scale: Vec<f32>,
+    zero_point: Vec<i32>,
+    bias: Vec<i32>,
 }
 
 /// The error for a layer whose tensors are missing or wrong: every problem the reader met (each
@@ -105,7 +125,7 @@ fn read_packed(p: &str, shape: &[usize], reader: &mut StateReader<'_>) -> Option
 }
 
 /// A weight of `shape` with its scales, zero points and biases, one per output channel (`o`).
-pub(crate) fn read_weights(p: &str, shape: &[usize], o: usize, reader: &mut StateReader<'_>) -> Option<Weights> {
+fn read_weights(p: &str, shape: &[usize], o: usize, reader: &mut StateReader<'_>) -> Option<Weights> {
     let weight = if reader.has(&format!("{p}.weight_packed")) {
         read_packed(p, shape, reader)
     } else {

@@ -2,7 +2,7 @@ use std::marker::PhantomData;
 
 use super::conv_parts::{check_input_qparams, check_parts, current_packing, input_dims, pack_weights, quantize_biases};
 use super::parts::{Int8Weight, LayerQParams};
-use super::qtensor::{ActivationQParams, QTensor};
+use super::qtensor::QTensor;
 use crate::error::Result;
 use crate::kernels::int8::conv::{Geometry3, conv_forward};
 use crate::kernels::int8::gemm::{GemmPath, PackedWeights};
@@ -82,16 +82,11 @@ impl Int8ConvGeometry<5> for Conv3dOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedConv<const D: usize, O> {
     pub options: O,
-    /// `[O, C / groups, K...]`, row-major.
-    pub weight: Vec<i8>,
-    /// One per output channel (a per-tensor scale is repeated).
-    pub weight_scale: Vec<f32>,
-    pub weight_zero_point: Vec<i32>,
-    /// int32 at `input.scale * weight_scale[o]`.
+    /// `[O, C / groups, K...]`, row-major, with one scale and zero point per output channel.
+    pub weight: Int8Weight,
+    /// int32 at `input.scale * weight.scale[o]`.
     pub bias: Vec<i32>,
-    pub input: ActivationQParams,
-    pub output: ActivationQParams,
-    pub relu: bool,
+    pub qparams: LayerQParams,
     /// The weights packed for the GEMM (derived from the fields above).
     packed: PackedWeights,
     rank: PhantomData<[(); D]>,
@@ -117,32 +112,28 @@ impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
     pub fn from_parts(options: O, weight: Int8Weight, bias: Vec<i32>, qparams: LayerQParams) -> Result<Self> {
         options.validate()?;
         let counts = [options.weight_shape().iter().product(), options.out_channels()];
-        let LayerQParams { input, output, relu } = check_parts(&Self::layer_name(), counts, &weight, &bias, qparams)?;
-        let Int8Weight { values: weight, scale: weight_scale, zero_point: weight_zero_point } = weight;
-        let packed = pack_weights(&weight, &weight_zero_point, options.groups(), &input);
-        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu, packed, rank: PhantomData })
+        let qparams = check_parts(&Self::layer_name(), counts, &weight, &bias, qparams)?;
+        let packed = pack_weights(&weight, options.groups(), &qparams.input);
+        Ok(Self { options, weight, bias, qparams, packed, rank: PhantomData })
     }
 
     /// `[N, C, spatial...]` in, `[N, O, spatial out...]` out.
     pub fn forward(&self, x: &QTensor) -> Result<QTensor> {
         let layer = Self::layer_name();
-        self.forward_as(x, input_dims(x, &layer, O::LAYOUT)?, &layer)
-    }
-
-    /// The forward on `x` read as `dims`, errors naming `layer` (the 1-d module runs here).
-    pub(crate) fn forward_as(&self, x: &QTensor, dims: [usize; D], layer: &str) -> Result<QTensor> {
-        self.options.check_input(dims, layer)?;
-        check_input_qparams(x, &self.input, layer)?;
+        let dims = input_dims(x, &layer, O::LAYOUT)?;
+        self.options.check_input(dims, &layer)?;
+        let LayerQParams { input, output, .. } = self.qparams;
+        check_input_qparams(x, &input, &layer)?;
         let [kernel, stride, dilation, before, after] = self.options.spatial_3d();
-        let zx = self.input.zero_point as u8;
+        let zx = input.zero_point as u8;
         let (values, dims, padding) = pad_for_kernel(&x.values, O::dims_3d(dims), before, after, self.options.padding_mode(), zx);
         let groups = self.options.groups();
-        let packed = current_packing(&self.packed, &self.weight, &self.weight_zero_point, groups, &self.input);
-        let requantizer = Requantizer::new(&self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        let packed = current_packing(&self.packed, &self.weight, groups, &input);
+        let requantizer = Requantizer::new(&self.bias, &self.weight.scale, &input, &output, self.qparams.relu);
         let geometry = Geometry3 { out_channels: self.options.out_channels(), groups, kernel, stride, dilation, padding };
         let (values, [n, o, od, oh, ow]) = conv_forward(&values, dims, zx, &packed, &geometry, GemmPath::best(), &requantizer);
         // The lifted axes of a 2-d (depth) or 1-d (depth and height) module drop again.
         let shape = [vec![n, o], [od, oh, ow][5 - D..].to_vec()].concat();
-        Ok(QTensor { values, shape, qparams: self.output })
+        Ok(QTensor { values, shape, qparams: output })
     }
 }

@@ -49,22 +49,22 @@ pub(crate) fn quantize_biases(layer: &str, float_bias: &[f32], weight_scale: &[f
 
 /// The weights `[O, K]` (`K` per output channel, `O` split into `groups`) packed for the GEMM,
 /// for inputs with `input`'s zero point: done once, when a module is built.
-pub(crate) fn pack_weights(weight: &[i8], zero_point: &[i32], groups: usize, input: &ActivationQParams) -> PackedWeights {
-    PackedWeights::new(weight, zero_point, groups, weight.len() / zero_point.len(), input.zero_point)
+pub(crate) fn pack_weights(weight: &Int8Weight, groups: usize, input: &ActivationQParams) -> PackedWeights {
+    let Int8Weight { values, zero_point, .. } = weight;
+    PackedWeights::new(values, zero_point, groups, values.len() / zero_point.len(), input.zero_point)
 }
 
 /// `packed` if it still packs these (public, so editable) fields, else a fresh packing.
 pub(crate) fn current_packing<'a>(
     packed: &'a PackedWeights,
-    weight: &[i8],
-    zero_point: &[i32],
+    weight: &Int8Weight,
     groups: usize,
     input: &ActivationQParams,
 ) -> Cow<'a, PackedWeights> {
-    if packed.packs(weight, zero_point, groups, input.zero_point) {
+    if packed.packs(&weight.values, &weight.zero_point, groups, input.zero_point) {
         Cow::Borrowed(packed)
     } else {
-        Cow::Owned(pack_weights(weight, zero_point, groups, input))
+        Cow::Owned(pack_weights(weight, groups, input))
     }
 }
 

@@ -1,6 +1,6 @@
 use super::conv_parts::{check_input_qparams, check_parts, input_dims, quantize_biases};
 use super::parts::{Int8Weight, LayerQParams};
-use super::qtensor::{ActivationQParams, QTensor};
+use super::qtensor::QTensor;
 use crate::error::Result;
 use crate::kernels::int8::conv_transpose::{TransposeGeometry, conv_transpose2d_accumulate};
 use crate::kernels::int8::requantize::{centered_weight, requantize_planes};
@@ -13,18 +13,14 @@ use crate::nn::{ConvGeometry, ConvTranspose2dOptions};
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvTranspose2d {
     pub options: ConvTranspose2dOptions,
-    /// `[C_in, O / groups, KH, KW]`, row-major.
-    pub weight: Vec<i8>,
-    /// One per output channel `o` (length `O`, not `O / groups`): weight element
-    /// `[c, j, ..]` belongs to output channel `(c / (C_in / groups)) * (O / groups) + j`. A
-    /// per-tensor scale is repeated; a per-channel one along weight axis 1 repeats per group.
-    pub weight_scale: Vec<f32>,
-    pub weight_zero_point: Vec<i32>,
-    /// int32 at `input.scale * weight_scale[o]`.
+    /// `[C_in, O / groups, KH, KW]`, row-major. Its scales and zero points are one per output
+    /// channel `o` (length `O`, not `O / groups`): weight element `[c, j, ..]` belongs to output
+    /// channel `(c / (C_in / groups)) * (O / groups) + j`. A per-tensor scale is repeated; a
+    /// per-channel one along weight axis 1 repeats per group.
+    pub weight: Int8Weight,
+    /// int32 at `input.scale * weight.scale[o]`.
     pub bias: Vec<i32>,
-    pub input: ActivationQParams,
-    pub output: ActivationQParams,
-    pub relu: bool,
+    pub qparams: LayerQParams,
 }
 
 const LAYER: &str = "quantized ConvTranspose2d";
@@ -42,9 +38,8 @@ impl ConvTranspose2d {
     pub fn from_parts(options: ConvTranspose2dOptions, weight: Int8Weight, bias: Vec<i32>, qparams: LayerQParams) -> Result<Self> {
         options.validate()?;
         let counts = [options.weight_shape().iter().product(), options.out_channels];
-        let LayerQParams { input, output, relu } = check_parts(LAYER, counts, &weight, &bias, qparams)?;
-        let Int8Weight { values: weight, scale: weight_scale, zero_point: weight_zero_point } = weight;
-        Ok(Self { options, weight, weight_scale, weight_zero_point, bias, input, output, relu })
+        let qparams = check_parts(LAYER, counts, &weight, &bias, qparams)?;
+        Ok(Self { options, weight, bias, qparams })
     }
 
     /// The output channel of weight element `i`.
@@ -57,20 +52,21 @@ impl ConvTranspose2d {
     /// `[N, C_in, H, W]` in, `[N, O, OH, OW]` out.
     pub fn forward(&self, x: &QTensor) -> Result<QTensor> {
         let dims = self.check(x)?;
-        let weight = centered_weight(&self.weight, &self.weight_zero_point, |i| self.weight_channel(i));
+        let weight = centered_weight(&self.weight.values, &self.weight.zero_point, |i| self.weight_channel(i));
         let o = &self.options;
         let axes = [o.stride, o.padding, o.dilation, o.output_padding];
         let geometry = TransposeGeometry { weight_shape: o.weight_shape(), groups: o.groups, axes };
         let (acc, shape) = conv_transpose2d_accumulate(&x.centered(), dims, &weight, &geometry);
-        let values = requantize_planes(&acc, shape[2] * shape[3], &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
-        Ok(QTensor { values, shape: shape.to_vec(), qparams: self.output })
+        let LayerQParams { input, output, relu } = self.qparams;
+        let values = requantize_planes(&acc, shape[2] * shape[3], &self.bias, &self.weight.scale, &input, &output, relu);
+        Ok(QTensor { values, shape: shape.to_vec(), qparams: output })
     }
 
     /// The input's shape, checked against the geometry, and its qparams against the module's.
     pub(crate) fn check(&self, x: &QTensor) -> Result<[usize; 4]> {
         let dims = input_dims(x, LAYER, "[N, C, H, W]")?;
         self.options.check_input(dims, LAYER)?;
-        check_input_qparams(x, &self.input, LAYER)?;
+        check_input_qparams(x, &self.qparams.input, LAYER)?;
         Ok(dims)
     }
 }

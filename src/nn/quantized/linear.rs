@@ -2,7 +2,7 @@ use rayon::prelude::*;
 
 use super::conv_parts::{check_input_qparams, check_parts, current_packing, pack_weights, quantize_biases};
 use super::parts::{Int8Weight, LayerQParams};
-use super::qtensor::{ActivationQParams, QTensor};
+use super::qtensor::QTensor;
 use crate::error::{QatError, Result};
 use crate::kernels::int8::gemm::{GemmPath, NR, PackedWeights, block_width, pack_rows};
 use crate::kernels::int8::requantize::{Requantizer, min_tasks};
@@ -14,14 +14,11 @@ const LAYER: &str = "quantized Linear";
 pub struct Linear {
     pub in_features: usize,
     pub out_features: usize,
-    /// `[out, in]`, row-major.
-    pub weight: Vec<i8>,
-    pub weight_scale: Vec<f32>,
-    pub weight_zero_point: Vec<i32>,
+    /// `[out, in]`, row-major, with one scale and zero point per output feature.
+    pub weight: Int8Weight,
+    /// int32 at `input.scale * weight.scale[o]`.
     pub bias: Vec<i32>,
-    pub input: ActivationQParams,
-    pub output: ActivationQParams,
-    pub relu: bool,
+    pub qparams: LayerQParams,
     /// The weights packed for the GEMM (derived from the fields above).
     packed: PackedWeights,
 }
@@ -41,10 +38,9 @@ impl Linear {
             let field = if in_features == 0 { "in_features" } else { "out_features" };
             return Err(QatError::invalid(field, "quantized Linear: in_features and out_features must be positive"));
         }
-        let LayerQParams { input, output, relu } = check_parts(LAYER, [in_features * out_features, out_features], &weight, &bias, qparams)?;
-        let Int8Weight { values: weight, scale: weight_scale, zero_point: weight_zero_point } = weight;
-        let packed = pack_weights(&weight, &weight_zero_point, 1, &input);
-        Ok(Self { in_features, out_features, weight, weight_scale, weight_zero_point, bias, input, output, relu, packed })
+        let qparams = check_parts(LAYER, [in_features * out_features, out_features], &weight, &bias, qparams)?;
+        let packed = pack_weights(&weight, 1, &qparams.input);
+        Ok(Self { in_features, out_features, weight, bias, qparams, packed })
     }
 
     /// `[..., in]` to `[..., out]`.
@@ -52,14 +48,15 @@ impl Linear {
         if x.shape.last() != Some(&self.in_features) {
             return Err(QatError::shape(LAYER, format!("input [..., {}]", self.in_features), format!("{:?}", x.shape)));
         }
-        check_input_qparams(x, &self.input, LAYER)?;
+        let LayerQParams { input, output, relu } = self.qparams;
+        check_input_qparams(x, &input, LAYER)?;
         let rows = x.values.len() / self.in_features;
-        let packed = current_packing(&self.packed, &self.weight, &self.weight_zero_point, 1, &self.input);
-        let requantizer = Requantizer::new(&self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        let packed = current_packing(&self.packed, &self.weight, 1, &input);
+        let requantizer = Requantizer::new(&self.bias, &self.weight.scale, &input, &output, relu);
         let values = linear_forward(&x.values, rows, &packed, [self.in_features, self.out_features], GemmPath::best(), &requantizer);
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("non-empty shape") = self.out_features;
-        Ok(QTensor { values, shape, qparams: self.output })
+        Ok(QTensor { values, shape, qparams: output })
     }
 }
 

@@ -1,11 +1,12 @@
 //! `torch.ao.nn.quantized` and `torch.ao.nn.intrinsic.quantized`: int8 modules that compute on
 //! integers. Activations are u8 with a per-tensor (scale, zero point); weights i8 with per-channel
 //! scales; accumulation in i32; requantization as specified in [`crate::quant::requantize`].
-//! A fused ReLU is a flag (`ConvReLU2d` is a [`Conv2d`] with `relu: true`). The 2-d and 3-d
-//! convs are one module, [`QuantizedConv`], over their geometry; a layer with weights is built
-//! from an [`Int8Weight`] and its [`LayerQParams`]. Every conv runs on
-//! one integer kernel over three spatial axes (1-d and 2-d as flat 3-d), except the transposed
-//! conv, which scatters; each has an f64 reference path ([`Conv2d::forward_reference`], ...).
+//! The 1-d, 2-d and 3-d convs are one module, [`QuantizedConv`], over their geometry. A layer
+//! with weights (conv, transposed conv, linear) holds what it is built from: its [`Int8Weight`],
+//! its int32 bias and its [`LayerQParams`] (the grids around it and the fused-ReLU flag:
+//! `ConvReLU2d` is a [`Conv2d`] with `qparams.relu`). Every conv runs on one integer kernel over
+//! three spatial axes (1-d and 2-d as flat 3-d), except the transposed conv, which scatters; each
+//! has an f64 reference path ([`Conv2d::forward_reference`], ...).
 
 mod add;
 mod batch_norm;

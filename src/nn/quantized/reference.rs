@@ -7,7 +7,8 @@
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::conv_parts::{check_input_qparams, input_dims};
-use super::qtensor::{ActivationQParams, QTensor};
+use super::parts::{Int8Weight, LayerQParams};
+use super::qtensor::QTensor;
 use super::{ConvTranspose2d, Int8ConvGeometry, Linear, QuantizedConv};
 use crate::error::Result;
 use crate::nn::ConvGeometry;
@@ -22,22 +23,16 @@ fn centered_f64(x: &QTensor) -> Vec<f64> {
 }
 
 /// `w - z_w` as f64, `channel(i)` naming the output channel of weight element `i`.
-fn weight_f64(weight: &[i8], zero_point: &[i32], channel: impl Fn(usize) -> usize) -> Vec<f64> {
-    weight.iter().enumerate().map(|(i, &w)| (w as i32 - zero_point[channel(i)]) as f64).collect()
+fn weight_f64(weight: &Int8Weight, channel: impl Fn(usize) -> usize) -> Vec<f64> {
+    weight.values.iter().enumerate().map(|(i, &w)| (w as i32 - weight.zero_point[channel(i)]) as f64).collect()
 }
 
-/// Requantizes f64 accumulators (exact integers) laid out `[N, O, plane]`.
-fn requantize_all(
-    acc: &[f64],
-    plane: usize,
-    bias: &[i32],
-    weight_scale: &[f32],
-    input: &ActivationQParams,
-    out: &ActivationQParams,
-    relu: bool,
-) -> Vec<u8> {
-    let lo = if relu { out.zero_point.max(out.quant_min) } else { out.quant_min };
-    let multipliers: Vec<f32> = weight_scale.iter().map(|&s| requant_multiplier(input.scale, s, out.scale)).collect();
+/// Requantizes f64 accumulators (exact integers) laid out `[N, O, plane]` with a layer's bias,
+/// weight scales, qparams and ReLU flag.
+fn requantize_all(acc: &[f64], plane: usize, bias: &[i32], weight: &Int8Weight, qparams: &LayerQParams) -> Vec<u8> {
+    let LayerQParams { input, output: out, relu } = qparams;
+    let lo = if *relu { out.zero_point.max(out.quant_min) } else { out.quant_min };
+    let multipliers: Vec<f32> = weight.scale.iter().map(|&s| requant_multiplier(input.scale, s, out.scale)).collect();
     acc.iter()
         .enumerate()
         .map(|(i, &a)| {
@@ -63,31 +58,22 @@ fn conv_accumulate_f64<const D: usize, O: ConvGeometry<D>>(
     (acc.into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data"), shape)
 }
 
-/// Requantizes an int8 conv's f64 accumulators with its own bias, weight scales, qparams and
-/// ReLU flag (fields every int8 conv has, under the same names).
-macro_rules! requantized {
-    ($m:expr, $acc:expr, $shape:expr) => {{
-        let (acc, shape) = ($acc, $shape);
-        let plane = shape[2..].iter().product();
-        let values = requantize_all(&acc, plane, &$m.bias, &$m.weight_scale, &$m.input, &$m.output, $m.relu);
-        QTensor { values, shape, qparams: $m.output }
-    }};
+/// An int8 conv's output from its f64 accumulators `[N, O, spatial...]`.
+fn requantized(acc: &[f64], shape: Vec<usize>, bias: &[i32], weight: &Int8Weight, qparams: &LayerQParams) -> QTensor {
+    let values = requantize_all(acc, shape[2..].iter().product(), bias, weight, qparams);
+    QTensor { values, shape, qparams: qparams.output }
 }
 
 impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
     /// The same result as [`forward`](Self::forward), computed with burn's f64 convolution.
     pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
         let layer = Self::layer_name();
-        self.forward_reference_as(x, input_dims(x, &layer, O::LAYOUT)?, &layer, device)
-    }
-
-    fn forward_reference_as(&self, x: &QTensor, dims: [usize; D], layer: &str, device: &Device) -> Result<QTensor> {
-        self.options.check_input(dims, layer)?;
-        check_input_qparams(x, &self.input, layer)?;
-        let k = self.weight.len() / self.options.out_channels();
-        let (acc, shape) =
-            conv_accumulate_f64(&self.options, x, dims, weight_f64(&self.weight, &self.weight_zero_point, |i| i / k), device);
-        Ok(requantized!(self, acc, shape))
+        let dims = input_dims(x, &layer, O::LAYOUT)?;
+        self.options.check_input(dims, &layer)?;
+        check_input_qparams(x, &self.qparams.input, &layer)?;
+        let k = self.weight.values.len() / self.options.out_channels();
+        let (acc, shape) = conv_accumulate_f64(&self.options, x, dims, weight_f64(&self.weight, |i| i / k), device);
+        Ok(requantized(&acc, shape, &self.bias, &self.weight, &self.qparams))
     }
 }
 
@@ -95,9 +81,9 @@ impl ConvTranspose2d {
     /// The same result as [`ConvTranspose2d::forward`], computed with burn's f64 `conv_transpose2d`.
     pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
         let dims = self.check(x)?;
-        let weight = weight_f64(&self.weight, &self.weight_zero_point, |i| self.weight_channel(i));
+        let weight = weight_f64(&self.weight, |i| self.weight_channel(i));
         let (acc, shape) = conv_accumulate_f64(&self.options, x, dims, weight, device);
-        Ok(requantized!(self, acc, shape))
+        Ok(requantized(&acc, shape, &self.bias, &self.weight, &self.qparams))
     }
 }
 
@@ -113,12 +99,12 @@ impl Linear {
         }
         let rows = x.values.len() / self.in_features.max(1);
         let input = f64_tensor(centered_f64(x), [rows, self.in_features], device);
-        let weight = weight_f64(&self.weight, &self.weight_zero_point, |i| i / self.in_features);
+        let weight = weight_f64(&self.weight, |i| i / self.in_features);
         let weight = f64_tensor(weight, [self.out_features, self.in_features], device);
         let acc = input.matmul(weight.transpose()).into_data().convert::<f64>().try_into_vec::<f64>().expect("f64 data");
-        let values = requantize_all(&acc, 1, &self.bias, &self.weight_scale, &self.input, &self.output, self.relu);
+        let values = requantize_all(&acc, 1, &self.bias, &self.weight, &self.qparams);
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("non-empty shape") = self.out_features;
-        Ok(QTensor { values, shape, qparams: self.output })
+        Ok(QTensor { values, shape, qparams: self.qparams.output })
     }
 }

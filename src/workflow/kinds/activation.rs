@@ -92,7 +92,7 @@ impl QatModule for QatHardswish {
     }
 }
 
-int8_requantizing_op!(quantized::Hardswish, "Hardswish", forward: |m, x, _run| m.forward(&x), save: save_hardswish, load: load_hardswish,
+int8_requantizing_op!(quantized::Hardswish, "Hardswish", grids: [], forward: |m, x, _run| m.forward(&x), save: save_hardswish, load: load_hardswish,
     export: hardswish);
 
 fn save_hardswish(m: &quantized::Hardswish, path: &str, out: &mut StateDict) -> Result<serde_json::Value> {

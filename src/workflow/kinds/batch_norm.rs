@@ -23,7 +23,7 @@ use crate::workflow::qat_batch_norm::QatBatchNorm2d;
 use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
 
 // Elementwise in f32 on either engine: the kernel is its own reference.
-int8_requantizing_op!(BatchNorm2d, "BatchNorm2d", forward: |m, x, _run| BatchNorm2d::forward(m, &x), save: save_batch_norm, load: load_batch_norm,
+int8_requantizing_op!(BatchNorm2d, "BatchNorm2d", grids: [], forward: |m, x, _run| BatchNorm2d::forward(m, &x), save: save_batch_norm, load: load_batch_norm,
     export: batch_norm);
 
 fn save_batch_norm(m: &BatchNorm2d, path: &str, out: &mut StateDict) -> Result<Json> {

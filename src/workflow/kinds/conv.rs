@@ -9,9 +9,7 @@ use crate::nn::batch_norm::bn_keys;
 use crate::nn::intrinsic::qat::{
     ConvBn2d, ConvBn3d, ConvBnNd, ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU2d, ConvReLU3d, ConvReLUNd,
 };
-use crate::nn::quantized::{
-    ActivationQParams, Conv2d, Conv3d, ConvTranspose2d, Int8ConvGeometry, Int8Weight, LayerQParams, QTensor, QuantizedConv,
-};
+use crate::nn::quantized::{ActivationQParams, Conv2d, Conv3d, ConvTranspose2d, Int8ConvGeometry, QTensor, QuantizedConv};
 use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, Padding, PaddingMode, QatModule, qat};
 use crate::nn::{float, intrinsic};
 use crate::qconfig::QConfig;
@@ -23,16 +21,14 @@ use crate::workflow::deployment_arith::{Flow, Grid, need_grid};
 use crate::workflow::deployment_weighted::{conv, conv_bn};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::float_state::FloatWeights;
-use crate::workflow::int8_fields::{
-    array_of, at_layer, bool_of, field, missing, read_act, read_weights, usize_of, write_act, write_weights,
-};
+use crate::workflow::int8_fields::{array_of, at_layer, bool_of, field, read_weighted, usize_of, write_weighted};
 use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp};
 
-int8_requantizing_op!(Conv2d, "Conv2d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
-int8_requantizing_op!(Conv3d, "Conv3d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
-int8_requantizing_op!(QuantizedConv<3, Conv1dOptions>, "Conv1d", forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
+int8_requantizing_op!(Conv2d, "Conv2d", grids: [qparams], forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
+int8_requantizing_op!(Conv3d, "Conv3d", grids: [qparams], forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
+int8_requantizing_op!(QuantizedConv<3, Conv1dOptions>, "Conv1d", grids: [qparams], forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
 
 fn run_conv<const D: usize, O: Int8ConvGeometry<D>>(m: &QuantizedConv<D, O>, x: &QTensor, run: &Int8Run<'_>) -> Result<QTensor> {
     match run.engine {
@@ -87,12 +83,9 @@ fn save_conv<const D: usize, O: Int8ConvGeometry<D> + GeometryEntry>(
     path: &str,
     out: &mut StateDict,
 ) -> Result<Json> {
-    let shape = m.options.weight_shape().to_vec();
-    write_weights(path, &m.weight, shape, &m.weight_scale, &m.weight_zero_point, &m.bias, out);
-    write_act(&format!("{path}.input"), &m.input, out);
-    write_act(&format!("{path}.output"), &m.output, out);
+    write_weighted(path, &m.weight, m.options.weight_shape().to_vec(), &m.bias, &m.qparams, out);
     let mut entry = m.options.entry();
-    entry["relu"] = json!(m.relu);
+    entry["relu"] = json!(m.qparams.relu);
     Ok(entry)
 }
 
@@ -102,11 +95,8 @@ fn load_conv<const D: usize, O: Int8ConvGeometry<D> + GeometryEntry>(
     reader: &mut StateReader<'_>,
 ) -> Result<QuantizedConv<D, O>> {
     let options = O::from_entry(entry, p)?;
-    let w = read_weights(p, &options.weight_shape(), options.out_channels(), reader);
-    let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(reader)) };
-    let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
-    QuantizedConv::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
+    let (weight, bias, qparams) = read_weighted(p, &options.weight_shape(), options.out_channels(), bool_of(entry, "relu", p)?, reader)?;
+    QuantizedConv::from_parts(options, weight, bias, qparams)
 }
 
 fn conv_weight<const D: usize, O: ConvGeometry<D>>(m: &qat::ConvNd<D, O>) -> DeployedWeight<'_> {
@@ -211,18 +201,17 @@ float_weighted_op!(intrinsic::ConvTransposeBn2d, "ConvTransposeBn2d", rank: 4, w
 float_weighted_op!(intrinsic::ConvTransposeBnReLU2d, "ConvTransposeBnReLU2d", rank: 4, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
     prepare: |m, q| QatLayer::ConvTransposeBnReLU2d(ConvBnReLUNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
 
-int8_requantizing_op!(ConvTranspose2d, "ConvTranspose2d", forward: |m, x, run| match run.engine {
+int8_requantizing_op!(ConvTranspose2d, "ConvTranspose2d", grids: [qparams], forward: |m, x, run| match run.engine {
     Engine::Kernels => m.forward(&x),
     Engine::Reference => m.forward_reference(&x, run.device),
 }, save: save_conv_transpose, load: load_conv_transpose, export: conv_transpose);
 
 fn save_conv_transpose(m: &ConvTranspose2d, path: &str, out: &mut StateDict) -> Result<Json> {
     let o = &m.options;
-    write_weights(path, &m.weight, o.weight_shape().to_vec(), &m.weight_scale, &m.weight_zero_point, &m.bias, out);
-    write_act(&format!("{path}.input"), &m.input, out);
-    write_act(&format!("{path}.output"), &m.output, out);
+    write_weighted(path, &m.weight, o.weight_shape().to_vec(), &m.bias, &m.qparams, out);
     Ok(json!({"in_channels": o.in_channels, "out_channels": o.out_channels, "kernel_size": o.kernel_size, "stride": o.stride,
-              "padding": o.padding, "output_padding": o.output_padding, "dilation": o.dilation, "groups": o.groups, "relu": m.relu}))
+              "padding": o.padding, "output_padding": o.output_padding, "dilation": o.dilation, "groups": o.groups,
+              "relu": m.qparams.relu}))
 }
 
 fn load_conv_transpose(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<ConvTranspose2d> {
@@ -237,9 +226,6 @@ fn load_conv_transpose(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> R
     .with_dilation(array_of::<2>(entry, "dilation", p)?)
     .with_groups(usize_of(entry, "groups", p)?);
     ConvGeometry::validate(&options).map_err(|e| at_layer(p, e))?;
-    let w = read_weights(p, &options.weight_shape(), options.out_channels, reader);
-    let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(reader)) };
-    let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
-    ConvTranspose2d::from_parts(options, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
+    let (weight, bias, qparams) = read_weighted(p, &options.weight_shape(), options.out_channels, bool_of(entry, "relu", p)?, reader)?;
+    ConvTranspose2d::from_parts(options, weight, bias, qparams)
 }

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::intrinsic::qat::{LinearBn1d, LinearReLU};
-use crate::nn::quantized::{ActivationQParams, Int8Weight, LayerQParams, Linear};
+use crate::nn::quantized::{ActivationQParams, Linear};
 use crate::nn::{QatModule, qat};
 use crate::nn::{float, intrinsic};
 use crate::qconfig::QConfig;
@@ -19,31 +19,25 @@ use crate::workflow::deployment_arith::{Flow, Grid, need_grid};
 use crate::workflow::deployment_weighted::{linear, linear_bn};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::float_state::FloatWeights;
-use crate::workflow::int8_fields::{bool_of, missing, read_act, read_weights, usize_of, write_act, write_weights};
+use crate::workflow::int8_fields::{bool_of, read_weighted, usize_of, write_weighted};
 use crate::workflow::int8_layer::{Engine, Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, QatOp};
 
-int8_requantizing_op!(Linear, "Linear", forward: |m, x, run| match run.engine {
+int8_requantizing_op!(Linear, "Linear", grids: [qparams], forward: |m, x, run| match run.engine {
     Engine::Kernels => Linear::forward(m, &x),
     Engine::Reference => m.forward_reference(&x, run.device),
 }, save: save_linear, load: load_linear, export: linear);
 
 fn save_linear(m: &Linear, path: &str, out: &mut StateDict) -> Result<Json> {
-    let shape = vec![m.out_features, m.in_features];
-    write_weights(path, &m.weight, shape, &m.weight_scale, &m.weight_zero_point, &m.bias, out);
-    write_act(&format!("{path}.input"), &m.input, out);
-    write_act(&format!("{path}.output"), &m.output, out);
-    Ok(json!({"in_features": m.in_features, "out_features": m.out_features, "relu": m.relu}))
+    write_weighted(path, &m.weight, vec![m.out_features, m.in_features], &m.bias, &m.qparams, out);
+    Ok(json!({"in_features": m.in_features, "out_features": m.out_features, "relu": m.qparams.relu}))
 }
 
 fn load_linear(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<Linear> {
     let (i, o) = (usize_of(entry, "in_features", p)?, usize_of(entry, "out_features", p)?);
-    let w = read_weights(p, &[o, i], o, reader);
-    let (input, output) = (read_act(&format!("{p}.input"), reader), read_act(&format!("{p}.output"), reader));
-    let (Some(w), Some(input), Some(output)) = (w, input, output) else { return Err(missing(reader)) };
-    let qparams = LayerQParams::new(input, output, bool_of(entry, "relu", p)?);
-    Linear::from_parts(i, o, Int8Weight::new(w.weight, w.scale, w.zero_point), w.bias, qparams)
+    let (weight, bias, qparams) = read_weighted(p, &[o, i], o, bool_of(entry, "relu", p)?, reader)?;
+    Linear::from_parts(i, o, weight, bias, qparams)
 }
 
 fn linear_weight(m: &qat::Linear) -> DeployedWeight<'_> {

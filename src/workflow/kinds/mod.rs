@@ -195,14 +195,14 @@ macro_rules! unweighted_kind {
     };
 }
 
-/// The int8 stage of a layer that requantizes onto its own output grid (`self.input` in,
-/// `self.output` out): its forward on the quantized input (`m` the module, `x` the input,
-/// `run` the engine), its int8-file entry written by `$save` and read by `$load`, and its ONNX
-/// nodes, emitted by the graph's `$export` emitter.
+/// The int8 stage of a layer that requantizes onto its own output grid (`input` in, `output`
+/// out, under `self$(.$grids)?`): its forward on the quantized input (`m` the module, `x` the
+/// input, `run` the engine), its int8-file entry written by `$save` and read by `$load`, and its
+/// ONNX nodes, emitted by the graph's `$export` emitter.
 macro_rules! int8_requantizing_op {
     (
-        $ty:ty, $kind:literal, forward: |$m:ident, $x:ident, $run:ident| $forward:expr, save: $save:path, load: $load:path,
-        export: $export:ident
+        $ty:ty, $kind:literal, grids: [$($grids:ident)?], forward: |$m:ident, $x:ident, $run:ident| $forward:expr,
+        save: $save:path, load: $load:path, export: $export:ident
     ) => {
         impl Int8Op for $ty {
             const KIND: &'static str = $kind;
@@ -213,12 +213,12 @@ macro_rules! int8_requantizing_op {
             }
 
             fn output_qparams(&self) -> Option<ActivationQParams> {
-                Some(self.output)
+                Some(self$(.$grids)?.output)
             }
 
             fn saturate_at_full_range(&mut self) {
-                self.input = self.input.full_range();
-                self.output = self.output.full_range();
+                self$(.$grids)?.input = self$(.$grids)?.input.full_range();
+                self$(.$grids)?.output = self$(.$grids)?.output.full_range();
             }
 
             fn save(&self, path: &str, out: &mut StateDict) -> Result<serde_json::Value> {
