@@ -209,6 +209,14 @@ fn qnnpack_full_range_model_runs_in_tract_within_one_lsb() {
     export_and_compare("small_cnn", |d| small_cnn(d, PaddingMode::Zeros), "qnnpack", false, SMALL_CNN_OPS, 0);
 }
 
+#[test]
+fn reflect_and_replicate_padding_export_as_pad_nodes_within_one_lsb() {
+    // The uint8 input padded by ONNX Pad (modes reflect and edge), then a Conv without pads.
+    const PADDED_OPS: &[&str] = &["QuantizeLinear", "DequantizeLinear", "Pad", "Conv", "Relu", "Add", "MaxPool", "Flatten", "Gemm"];
+    export_and_compare("small_cnn_reflect", |d| small_cnn(d, PaddingMode::Reflect), "qnnpack", false, PADDED_OPS, 0);
+    export_and_compare("small_cnn_replicate", |d| small_cnn(d, PaddingMode::Replicate), "qnnpack", false, PADDED_OPS, 0);
+}
+
 /// A ReLU that cannot be fused (after the pool), and a float stretch between a DeQuantStub and
 /// a second QuantStub holding a Flatten.
 fn unfused_relu_and_float_flatten(device: &Device) -> FloatModel {

@@ -23,7 +23,7 @@
 //! | layer | nodes |
 //! | --- | --- |
 //! | QuantStub | `QuantizeLinear` (scalar float scale, uint8 zero point) |
-//! | Conv2d / ConvReLU2d | `DequantizeLinear` of the activation; int8 weight initializer with a per-output-channel `DequantizeLinear` (axis 0); int32 bias with `DequantizeLinear` at scale `input.scale * weight_scale[o]`, zero point 0; float `Conv`; `Relu` if fused; `QuantizeLinear` |
+//! | Conv2d / ConvReLU2d | `DequantizeLinear` of the activation; int8 weight initializer with a per-output-channel `DequantizeLinear` (axis 0); int32 bias with `DequantizeLinear` at scale `input.scale * weight_scale[o]`, zero point 0; float `Conv` (its `pads` begin and end apart, for an asymmetric `"same"`); `Relu` if fused; `QuantizeLinear`. Reflect and replicate padding: a `Pad` (modes `reflect`, `edge`) of the uint8 input first, exact, and a Conv without pads |
 //! | Linear / LinearReLU | the same with `Gemm(transB = 1)` |
 //! | ReLU | `DequantizeLinear`, `Relu`, `QuantizeLinear` with the same qparams |
 //! | MaxPool2d | `DequantizeLinear`, `MaxPool`, `QuantizeLinear` with the same qparams |
@@ -31,7 +31,7 @@
 //! | residual block | the body, then `DequantizeLinear` of body output and shortcut, `Add`, `Relu` if fused, `QuantizeLinear` to the add's qparams |
 //! | DeQuantStub | `DequantizeLinear` |
 //!
-//! Float layers (qconfig `None`), padding modes other than zeros, weight zero points outside
+//! Float layers (qconfig `None`), circular padding (ONNX's `Pad` has `wrap` from opset 19 only), weight zero points outside
 //! int8, and models that do not end with a quantized Linear followed by a DeQuantStub are
 //! refused with an error naming the layer.
 //!

@@ -68,7 +68,7 @@ pub const BATCH_DIM: &str = "N";
 /// with (any value, 0 included, is accepted).
 ///
 /// Errors name the layer that cannot be exported: float layers (qconfig `None`), convolutions
-/// with a padding mode other than zeros, weight zero points outside int8, a model that does not
+/// with circular padding, weight zero points outside int8, a model that does not
 /// end with a quantized Linear followed by a DeQuantStub, and shapes that do not fit.
 pub fn export_onnx<const R: usize>(model: &Int8Model, input_shape: [usize; R], path: &Path) -> Result<()> {
     export_onnx_with(model, input_shape, path, OnnxOpset::V13)

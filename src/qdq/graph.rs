@@ -144,16 +144,6 @@ impl QdqGraph {
         let q = cur.quantized(path)?;
         check_input_qparams(path, q, m.qparams.input)?;
         let o = &m.options;
-        if o.padding_mode() != PaddingMode::Zeros {
-            return Err(QatError::invalid(
-                "padding_mode",
-                format!(
-                    "{path}: padding_mode {} is not exportable to ONNX (ONNX Conv pads with zeros \
-                     only; use padding_mode zeros)",
-                    o.padding_mode()
-                ),
-            ));
-        }
         let dims: [usize; D] = cur
             .shape
             .clone()
@@ -164,9 +154,10 @@ impl QdqGraph {
         let after = o.padding_after();
         let out = |axis: usize| (dims[axis + 2] + padding[axis] + after[axis] - dilation[axis] * (kernel[axis] - 1) - 1) / stride[axis] + 1;
         let shape = [vec![dims[0], o.out_channels()], (0..D - 2).map(out).collect()].concat();
+        let (input, pads) = self.conv_padding(o.padding_mode(), path, &cur.name, padding, &after)?;
         let weight_shape = o.weight_shape();
         let operands = WeightOperands { shape: &weight_shape, axis: 0, weight: &m.weight, bias: &m.bias };
-        let (x, weight, bias) = self.qdq_operands(path, &cur.name, q, operands)?;
+        let (x, weight, bias) = self.qdq_operands(path, &input, q, operands)?;
         let conv = self.unique(&format!("{path}.conv"))?;
         let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
         self.node(
@@ -175,8 +166,7 @@ impl QdqGraph {
             &[&x, &weight, &bias],
             vec![
                 attr_ints("kernel_shape", ints(kernel)),
-                // ONNX pads every axis's start, then every axis's end.
-                attr_ints("pads", ints(&[padding, &after].concat())),
+                attr_ints("pads", pads),
                 attr_ints("strides", ints(stride)),
                 attr_ints("dilations", ints(dilation)),
                 attr_int("group", o.groups() as i64),
@@ -184,6 +174,43 @@ impl QdqGraph {
         );
         let name = self.activation_out(path, &conv, m.qparams.relu, m.qparams.output)?;
         Ok(Wire { name, shape, qparams: Some(m.qparams.output) })
+    }
+
+    /// The conv's input and its `pads` attribute (every axis's start, then every axis's end) for
+    /// `padding_mode`. Zeros: the Conv pads. Reflect and replicate copy input values, so they pad
+    /// the uint8 tensor itself (ONNX `Pad`, modes `reflect` and `edge`) and the Conv pads
+    /// nothing: exact, as the int8 engine pads its u8 input. Circular padding needs `Pad`'s
+    /// `wrap` mode (opset 19), not written yet.
+    fn conv_padding(
+        &mut self,
+        mode: PaddingMode,
+        path: &str,
+        input: &str,
+        before: &[usize],
+        after: &[usize],
+    ) -> Result<(String, Vec<i64>)> {
+        let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
+        let onnx_mode = match mode {
+            PaddingMode::Zeros => return Ok((input.to_string(), ints(&[before, after].concat()))),
+            PaddingMode::Reflect => "reflect",
+            PaddingMode::Replicate => "edge",
+            PaddingMode::Circular => {
+                return Err(QatError::invalid(
+                    "padding_mode",
+                    format!(
+                        "{path}: padding_mode circular is not exportable to ONNX yet (it needs Pad's wrap mode, opset 19); \
+                         use zeros, reflect or replicate"
+                    ),
+                ));
+            }
+        };
+        // Pad's pads cover every axis: none on the batch and channel axes.
+        let pads = ints(&[&[0, 0], before, &[0, 0], after].concat());
+        let raw = pads.iter().flat_map(|p| p.to_le_bytes()).collect();
+        let pads_name = self.initializer(&format!("{path}.pads"), data_type::INT64, vec![pads.len() as i64], raw)?;
+        let padded = self.unique(&format!("{path}.pad"))?;
+        self.node("Pad", &padded, &[input, &pads_name], vec![attr_string("mode", onnx_mode)]);
+        Ok((padded, vec![0; 2 * before.len()]))
     }
 
     pub(crate) fn conv_transpose(&mut self, m: &quantized::ConvTranspose2d, path: &str, cur: Wire) -> Result<Wire> {
@@ -533,6 +560,10 @@ fn check_input_qparams(path: &str, got: ActivationQParams, want: ActivationQPara
 
 fn attr_float(name: &str, f: f32) -> AttributeProto {
     AttributeProto { name: Some(name.into()), f: Some(f), r#type: Some(attribute_type::FLOAT), ..Default::default() }
+}
+
+fn attr_string(name: &str, s: &str) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), s: Some(s.as_bytes().to_vec()), r#type: Some(attribute_type::STRING), ..Default::default() }
 }
 
 fn attr_int(name: &str, i: i64) -> AttributeProto {
