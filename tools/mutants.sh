@@ -47,6 +47,8 @@ mutants=(
   "transposed-from-float-keeps-weight-axis-0|src/nn/intrinsic/qat/conv_bn.rs|let qconfig = qconfig.with_weight_channel_axis(O::WEIGHT_CHANNEL_AXIS);|let qconfig = qconfig;|--test end_to_end_encoder_decoder"
   "convert-chain-drops-the-grid-at-a-relu|src/workflow/convert_chain.rs|self.grid = output.or(self.grid);|self.grid = output;|--test workflow"
   "onnx-pads-symmetric|src/qdq/graph.rs|ints(&[padding, &after].concat())|ints(&[padding, padding].concat())|--test padding"
+  "onnx-reflect-pad-skipped|src/qdq/graph.rs|Ok((padded, vec![0; 2 * before.len()]))|Ok((input.to_string(), vec![0; 2 * before.len()]))|--test onnx_export"
+  "int8-file-output-grid-as-input|src/workflow/int8_fields.rs|&qparams.output, out);|&qparams.input, out);|--test workflow"
   "int8-file-forgets-same-padding|src/workflow/kinds/conv.rs|{ Padding::Same } else { Padding::Explicit(explicit) }|{ Padding::Explicit(explicit) } else { Padding::Explicit(explicit) }|--test padding"
   "named-gradients-are-the-values|src/state_dict/params.rs|Param::initialized(param.id, grad)|Param::initialized(param.id, value.inner())|--test conv_bn_f64"
   "bn-module-ignores-train-mode|src/nn/qat_module.rs|self.bn.follow_mode(mode);|let _ = mode;|--test module_behaviour --test frozen_bn"
