@@ -46,7 +46,7 @@ mutants=(
   "int8-kernel-drops-the-odd-same-element|src/kernels/padding.rs|if zeros { after[i] - before[i] } else { after[i] }|if zeros { 0 } else { after[i] }|--test padding"
   "transposed-from-float-keeps-weight-axis-0|src/nn/intrinsic/qat/conv_bn.rs|let qconfig = qconfig.with_weight_channel_axis(O::WEIGHT_CHANNEL_AXIS);|let qconfig = qconfig;|--test end_to_end_encoder_decoder"
   "convert-chain-drops-the-grid-at-a-relu|src/workflow/convert_chain.rs|self.grid = output.or(self.grid);|self.grid = output;|--test workflow"
-  "onnx-pads-symmetric|src/qdq/graph.rs|ints(&[padding, &after].concat())|ints(&[padding, padding].concat())|--test padding"
+  "onnx-pads-symmetric|src/qdq/graph.rs|ints(&[before, after].concat())|ints(&[before, before].concat())|--test padding"
   "onnx-reflect-pad-skipped|src/qdq/graph.rs|Ok((padded, vec![0; 2 * before.len()]))|Ok((input.to_string(), vec![0; 2 * before.len()]))|--test onnx_export"
   "int8-file-output-grid-as-input|src/workflow/int8_fields.rs|&qparams.output, out);|&qparams.input, out);|--test workflow"
   "int8-file-forgets-same-padding|src/workflow/kinds/conv.rs|{ Padding::Same } else { Padding::Explicit(explicit) }|{ Padding::Explicit(explicit) } else { Padding::Explicit(explicit) }|--test padding"
@@ -55,7 +55,7 @@ mutants=(
   "concat-zero-point-ignored|src/nn/quantized/concat.rs|(q as i32 - input.zero_point) as f32 * input.scale|(q as i32) as f32 * input.scale|--test end_to_end_encoder_decoder"
   "concat-deployment-not-requantized|src/workflow/qat_layer.rs|output.real(output.codes(t))|t|--test end_to_end_encoder_decoder"
   "conv1d-kernel-on-the-depth-axis|src/nn/quantized/conv.rs|[other, other, v];|[v, other, other];|--test end_to_end_sequence --test int8_families"
-  "conv-transpose-onnx-weights-along-axis-0|src/qdq/graph.rs|            axis: 1,|            axis: 0,|--test end_to_end_encoder_decoder"
+  "conv-transpose-onnx-weights-along-axis-0|src/qdq/graph.rs|axis: 1, weight|axis: 0, weight|--test end_to_end_encoder_decoder"
   "volume-global-pool-count-off|src/workflow/kinds/pooling.rs|mean_of_sum(sum.cast(DType::F32), plane, g)|mean_of_sum(sum.cast(DType::F32), plane + 1, g)|--test end_to_end_volume"
   "hardswish-table-caps-at-five|src/nn/quantized/hardswish.rs|x * (x + 3.0).clamp(0.0, 6.0) / 6.0|x * (x + 3.0).clamp(0.0, 5.0) / 6.0|--test end_to_end_encoder_decoder"
 )
