@@ -162,6 +162,8 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             /// statistics, weights quantized with their fake quants' qparams), each taking its
             /// input qparams from the output of the field before it or the one named by `after`:
             /// the conversion chain `convert` walks a model's layer table with.
+            // A struct with nothing to convert leaves the chain unused.
+            #[allow(unused_mut, unused_variables)]
             #vis fn convert(&self) -> #krate::Result<#int8> {
                 let mut __chain = #krate::workflow::ConvertChain::new();
                 #( #steps )*
