@@ -350,3 +350,20 @@ fn to_float_folds_bn_with_running_stats() {
     let folded = m.to_float();
     assert_close("to_float", &to_vec(&folded.forward(x.clone()).unwrap()), &to_vec(&m.forward(x).unwrap()), 1e-5, 1e-5);
 }
+
+#[test]
+fn linear_bn_takes_pytorchs_eps_momentum_and_freeze_bn() {
+    let _serial = serial();
+    let device = device();
+    let qconfig = get_default_qat_qconfig("fbgemm", 0).unwrap();
+    let x = Tensor::<2>::random([6, 4], Distribution::Normal(1.0, 2.0), &device);
+    let config = LinearBn1dConfig::new(4, 2, qconfig).with_eps(1e-3).with_momentum(None);
+    let mut moving = config.clone().init(&device).unwrap();
+    assert_eq!((moving.bn.eps, moving.bn.momentum), (1e-3, None));
+    moving.forward(x.clone()).unwrap();
+    assert_ne!(moving.bn.running_mean(), &[0.0, 0.0], "a training forward moves the statistics");
+    let mut frozen = config.with_freeze_bn(true).init(&device).unwrap();
+    assert!(frozen.bn.is_frozen());
+    frozen.forward(x).unwrap();
+    assert_eq!(frozen.bn.running_mean(), &[0.0, 0.0], "freeze_bn = True keeps the running statistics");
+}

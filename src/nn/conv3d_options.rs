@@ -57,7 +57,7 @@ impl ConvGeometry<5> for Conv3dOptions {
             if padded < extent || bad_pad {
                 return Err(QatError::shape(
                     layer,
-                    format!("a spatial size that fits kernel extent {extent} with padding {:?}", self.padding),
+                    format!("a spatial size that fits kernel extent {extent} with padding {:?} before and {after:?} after", self.padding),
                     format!("{dims:?}"),
                 ));
             }

@@ -63,16 +63,12 @@ impl Conv2dOptions {
                 ));
             }
             if self.padding_mode == PaddingMode::Reflect && after[axis] >= size {
-                return Err(QatError::shape(
-                    layer,
-                    format!("reflect padding {} below the input size", self.padding[axis]),
-                    format!("{dims:?}"),
-                ));
+                return Err(QatError::shape(layer, format!("reflect padding {} below the input size", after[axis]), format!("{dims:?}")));
             }
             if self.padding_mode == PaddingMode::Circular && after[axis] > size {
                 return Err(QatError::shape(
                     layer,
-                    format!("circular padding {} at most the input size", self.padding[axis]),
+                    format!("circular padding {} at most the input size", after[axis]),
                     format!("{dims:?}"),
                 ));
             }
