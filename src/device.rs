@@ -60,9 +60,17 @@ impl Accelerator {
         match self {
             Self::Cpu if index == 0 => Ok(Device::flex()),
             Self::Cpu => Err(QatError::invalid("--device", format!("device cpu:{index}: the CPU backend has one device, cpu:0"))),
-            Self::Wgpu => Ok(wgpu_device(index)),
-            Self::Cuda => Ok(cuda_device(index)),
-            Self::Rocm => Ok(rocm_device(index)),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => {
+                use burn::tensor::DeviceKind;
+                Ok(Device::wgpu(if index == 0 { DeviceKind::DefaultDevice } else { DeviceKind::DiscreteGpu(index) }))
+            }
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Ok(Device::cuda(index)),
+            #[cfg(feature = "rocm")]
+            Self::Rocm => Ok(Device::rocm(index)),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("a backend not compiled in was refused above"),
         }
     }
 
@@ -107,37 +115,6 @@ impl Accelerator {
             _ => Vec::new(),
         }
     }
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu_device(index: usize) -> Device {
-    use burn::tensor::DeviceKind;
-    Device::wgpu(if index == 0 { DeviceKind::DefaultDevice } else { DeviceKind::DiscreteGpu(index) })
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu_device(_: usize) -> Device {
-    unreachable!("checked by compiled_in")
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_device(index: usize) -> Device {
-    Device::cuda(index)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_device(_: usize) -> Device {
-    unreachable!("checked by compiled_in")
-}
-
-#[cfg(feature = "rocm")]
-fn rocm_device(index: usize) -> Device {
-    Device::rocm(index)
-}
-
-#[cfg(not(feature = "rocm"))]
-fn rocm_device(_: usize) -> Device {
-    unreachable!("checked by compiled_in")
 }
 
 impl fmt::Display for Accelerator {

@@ -6,9 +6,7 @@ use super::f32_values;
 use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
-use crate::nn::intrinsic::qat::{
-    ConvBn2d, ConvBn3d, ConvBnNd, ConvBnReLU2d, ConvBnReLU3d, ConvBnReLUNd, ConvReLU2d, ConvReLU3d, ConvReLUNd,
-};
+use crate::nn::intrinsic::qat::{ConvBnNd, ConvBnReLUNd, ConvReLUNd};
 use crate::nn::quantized::{ActivationQParams, Conv2d, Conv3d, ConvTranspose2d, Int8ConvGeometry, QTensor, QuantizedConv};
 use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions, Padding, PaddingMode, QatModule, qat};
 use crate::nn::{float, intrinsic};
@@ -108,59 +106,35 @@ fn conv_bn_weight<const D: usize, O: ConvGeometry<D>>(m: &ConvBnNd<D, O>) -> Dep
     DeployedWeight { values: m.folded_weight_and_bias().0, channels: m.options.out_channels(), fake_quant: &m.weight_fake_quant }
 }
 
-weighted_qat_op!(qat::Conv2d, "Conv2d", rank: 4 => Conv2d, inner: [],
-    exact: |m, x, g, p| conv(m, false, x, g, p), weight: conv_weight);
-weighted_qat_op!(ConvReLU2d, "ConvReLU2d", rank: 4 => Conv2d, inner: [conv],
-    exact: |m, x, g, p| conv(&m.conv, true, x, g, p), weight: conv_weight);
-weighted_qat_op!(ConvBn2d, "ConvBn2d", rank: 4 => Conv2d, inner: [],
-    exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBnNd::is_bn_frozen(m));
-weighted_qat_op!(ConvBnReLU2d, "ConvBnReLU2d", rank: 4 => Conv2d, inner: [inner],
-    exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());
+/// One conv geometry's eight layer kinds: the QAT conv, conv + ReLU, conv + BN and
+/// conv + BN + ReLU, and the float modules `prepare` turns into them, each converting into the
+/// int8 conv `$int8`. The kind names are the layer-table variants named here.
+macro_rules! conv_family {
+    (rank: $rank:tt, $options:ty => $int8:ident, kinds: $plain:ident, $relu:ident, $bn:ident, $bn_relu:ident) => {
+        weighted_qat_op!(qat::ConvNd<$rank, $options>, stringify!($plain), rank: $rank => $int8, inner: [],
+            exact: |m, x, g, p| conv(m, false, x, g, p), weight: conv_weight);
+        weighted_qat_op!(ConvReLUNd<$rank, $options>, stringify!($relu), rank: $rank => $int8, inner: [conv],
+            exact: |m, x, g, p| conv(&m.conv, true, x, g, p), weight: conv_weight);
+        weighted_qat_op!(ConvBnNd<$rank, $options>, stringify!($bn), rank: $rank => $int8, inner: [],
+            exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBnNd::is_bn_frozen(m));
+        weighted_qat_op!(ConvBnReLUNd<$rank, $options>, stringify!($bn_relu), rank: $rank => $int8, inner: [inner],
+            exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());
 
-float_weighted_op!(float::Conv2d, "Conv2d", rank: 4, weight: [] at "", bn: [], absorbs_bn: true,
-    prepare: |m, q| QatLayer::Conv2d(qat::Conv2d::from_float(&m, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvReLU2d, "ConvReLU2d", rank: 4, weight: [conv] at "0.", bn: [], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvReLU2d(ConvReLU2d::from_float(&m.conv, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvBn2d, "ConvBn2d", rank: 4, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvBn2d(ConvBn2d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvBnReLU2d, "ConvBnReLU2d", rank: 4, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvBnReLU2d(ConvBnReLU2d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+        float_weighted_op!(float::ConvNd<$rank, $options>, stringify!($plain), rank: $rank, weight: [] at "", bn: [], absorbs_bn: true,
+            prepare: |m, q| QatLayer::$plain(qat::ConvNd::from_float(&m, q)?.with_output_fake_quant()?));
+        float_weighted_op!(intrinsic::ConvReLUNd<$rank, $options>, stringify!($relu), rank: $rank, weight: [conv] at "0.", bn: [], absorbs_bn: false,
+            prepare: |m, q| QatLayer::$relu(ConvReLUNd::from_float(&m.conv, q)?.with_output_fake_quant()?));
+        float_weighted_op!(intrinsic::ConvBnNd<$rank, $options>, stringify!($bn), rank: $rank, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+            prepare: |m, q| QatLayer::$bn(ConvBnNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+        float_weighted_op!(intrinsic::ConvBnReLUNd<$rank, $options>, stringify!($bn_relu), rank: $rank, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
+            prepare: |m, q| QatLayer::$bn_relu(ConvBnReLUNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+    };
+}
 
-weighted_qat_op!(qat::Conv3d, "Conv3d", rank: 5 => Conv3d, inner: [],
-    exact: |m, x, g, p| conv(m, false, x, g, p), weight: conv_weight);
-weighted_qat_op!(ConvReLU3d, "ConvReLU3d", rank: 5 => Conv3d, inner: [conv],
-    exact: |m, x, g, p| conv(&m.conv, true, x, g, p), weight: conv_weight);
-weighted_qat_op!(ConvBn3d, "ConvBn3d", rank: 5 => Conv3d, inner: [],
-    exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBnNd::is_bn_frozen(m));
-weighted_qat_op!(ConvBnReLU3d, "ConvBnReLU3d", rank: 5 => Conv3d, inner: [inner],
-    exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());
-
-float_weighted_op!(float::Conv3d, "Conv3d", rank: 5, weight: [] at "", bn: [], absorbs_bn: true,
-    prepare: |m, q| QatLayer::Conv3d(qat::Conv3d::from_float(&m, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvReLU3d, "ConvReLU3d", rank: 5, weight: [conv] at "0.", bn: [], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvReLU3d(ConvReLU3d::from_float(&m.conv, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvBn3d, "ConvBn3d", rank: 5, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvBn3d(ConvBn3d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvBnReLU3d, "ConvBnReLU3d", rank: 5, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvBnReLU3d(ConvBnReLU3d::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
-
-weighted_qat_op!(qat::ConvNd<3, Conv1dOptions>, "Conv1d", rank: 3 => Conv1d, inner: [],
-    exact: |m, x, g, p| conv(m, false, x, g, p), weight: conv_weight);
-weighted_qat_op!(ConvReLUNd<3, Conv1dOptions>, "ConvReLU1d", rank: 3 => Conv1d, inner: [conv],
-    exact: |m, x, g, p| conv(&m.conv, true, x, g, p), weight: conv_weight);
-weighted_qat_op!(ConvBnNd<3, Conv1dOptions>, "ConvBn1d", rank: 3 => Conv1d, inner: [],
-    exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBnNd::is_bn_frozen(m));
-weighted_qat_op!(ConvBnReLUNd<3, Conv1dOptions>, "ConvBnReLU1d", rank: 3 => Conv1d, inner: [inner],
-    exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());
-
-float_weighted_op!(float::Conv1d, "Conv1d", rank: 3, weight: [] at "", bn: [], absorbs_bn: true,
-    prepare: |m, q| QatLayer::Conv1d(qat::ConvNd::from_float(&m, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvReLU1d, "ConvReLU1d", rank: 3, weight: [conv] at "0.", bn: [], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvReLU1d(ConvReLUNd::from_float(&m.conv, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvBn1d, "ConvBn1d", rank: 3, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvBn1d(ConvBnNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvBnReLU1d, "ConvBnReLU1d", rank: 3, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvBnReLU1d(ConvBnReLUNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
+conv_family!(rank: 3, Conv1dOptions => Conv1d, kinds: Conv1d, ConvReLU1d, ConvBn1d, ConvBnReLU1d);
+conv_family!(rank: 4, Conv2dOptions => Conv2d, kinds: Conv2d, ConvReLU2d, ConvBn2d, ConvBnReLU2d);
+conv_family!(rank: 5, Conv3dOptions => Conv3d, kinds: Conv3d, ConvReLU3d, ConvBn3d, ConvBnReLU3d);
+conv_family!(rank: 4, ConvTranspose2dOptions => ConvTranspose2d, kinds: ConvTranspose2d, ConvTransposeReLU2d, ConvTransposeBn2d, ConvTransposeBnReLU2d);
 
 /// The 1-d geometry's fields, each a single number as PyTorch's `Conv1d` takes them.
 impl GeometryEntry for Conv1dOptions {
@@ -182,24 +156,6 @@ impl GeometryEntry for Conv1dOptions {
         Ok(options)
     }
 }
-
-weighted_qat_op!(qat::ConvNd<4, ConvTranspose2dOptions>, "ConvTranspose2d", rank: 4 => ConvTranspose2d, inner: [],
-    exact: |m, x, g, p| conv(m, false, x, g, p), weight: conv_weight);
-weighted_qat_op!(ConvReLUNd<4, ConvTranspose2dOptions>, "ConvTransposeReLU2d", rank: 4 => ConvTranspose2d, inner: [conv],
-    exact: |m, x, g, p| conv(&m.conv, true, x, g, p), weight: conv_weight);
-weighted_qat_op!(ConvBnNd<4, ConvTranspose2dOptions>, "ConvTransposeBn2d", rank: 4 => ConvTranspose2d, inner: [],
-    exact: |m, x, g, p| conv_bn(m, false, x, g, p), weight: conv_bn_weight, bn_frozen: |m| ConvBnNd::is_bn_frozen(m));
-weighted_qat_op!(ConvBnReLUNd<4, ConvTranspose2dOptions>, "ConvTransposeBnReLU2d", rank: 4 => ConvTranspose2d, inner: [inner],
-    exact: |m, x, g, p| conv_bn(&m.inner, true, x, g, p), weight: conv_bn_weight, bn_frozen: |m| m.inner.is_bn_frozen());
-
-float_weighted_op!(float::ConvTranspose2d, "ConvTranspose2d", rank: 4, weight: [] at "", bn: [], absorbs_bn: true,
-    prepare: |m, q| QatLayer::ConvTranspose2d(qat::ConvNd::from_float(&m, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvTransposeReLU2d, "ConvTransposeReLU2d", rank: 4, weight: [conv] at "0.", bn: [], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvTransposeReLU2d(ConvReLUNd::from_float(&m.conv, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvTransposeBn2d, "ConvTransposeBn2d", rank: 4, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvTransposeBn2d(ConvBnNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
-float_weighted_op!(intrinsic::ConvTransposeBnReLU2d, "ConvTransposeBnReLU2d", rank: 4, weight: [conv] at "0.", bn: [bn at "1."], absorbs_bn: false,
-    prepare: |m, q| QatLayer::ConvTransposeBnReLU2d(ConvBnReLUNd::from_float(&m.conv, &m.bn, q)?.with_output_fake_quant()?));
 
 int8_requantizing_op!(ConvTranspose2d, "ConvTranspose2d", grids: [qparams], forward: |m, x, run| match run.engine {
     Engine::Kernels => m.forward(&x),

@@ -8,7 +8,7 @@
 /// `self$(.$field)`, its deployed weight from `$weight`, and whether its BN is frozen.
 macro_rules! weighted_qat_op {
     (
-        $ty:ty, $kind:literal, rank: $rank:tt => $int8:ident, inner: [$($field:ident)?],
+        $ty:ty, $kind:expr, rank: $rank:tt => $int8:ident, inner: [$($field:ident)?],
         exact: |$m:ident, $x:ident, $g:ident, $p:ident| $exact:expr, weight: $weight:path $(, bn_frozen: |$b:ident| $frozen:expr)?
     ) => {
         impl QatOp for $ty {
@@ -64,7 +64,7 @@ macro_rules! weighted_qat_op {
 /// module `m` and qconfig `q`.
 macro_rules! float_weighted_op {
     (
-        $ty:ty, $kind:literal, rank: $rank:tt, weight: [$($w:ident)?] at $wkey:literal,
+        $ty:ty, $kind:expr, rank: $rank:tt, weight: [$($w:ident)?] at $wkey:literal,
         bn: [$($bn:ident at $bkey:literal)?], absorbs_bn: $absorbs:literal, prepare: |$m:ident, $q:ident| $prepare:expr
     ) => {
         impl FloatOp for $ty {
