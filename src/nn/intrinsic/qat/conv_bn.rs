@@ -3,33 +3,19 @@
 //! One generic type, [`ConvBnNd`], over the geometry (PyTorch's `_ConvBnNd`).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Tensor};
 
 use super::ConvBnConfig;
-use super::bn_fold::{self, LayerWeights};
+use super::bn_fold::{self, BnFold, BnFolding};
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::qat::{OutputFakeQuant, read_param, write_param};
 use crate::nn::qat_module::bn_folding_switches;
-use crate::nn::tensor_util::{host_values, replace_param, uniform_param, weight_axis_shape};
+use crate::nn::tensor_util::{replace_param, uniform_param, weight_axis_shape};
 use crate::nn::{BatchNorm, ConvGeometry, QatModule, float};
 use crate::qconfig::QConfig;
 use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
-
-/// How BN is folded into the conv while training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum BnFolding {
-    /// PyTorch's default (`_forward_approximate`): scale the weight by `gamma / running_std`,
-    /// fake quantize, convolve, divide the scale back out, and run an ordinary BN. One conv.
-    /// Divides by gamma, so a zero gamma switches to [`BnFolding::Exact`] automatically.
-    #[default]
-    Approximate,
-    /// PyTorch's `_forward_slow` (Krishnamoorthi 2018): a float conv for the batch statistics,
-    /// then the fake-quantized conv rescaled to them. Two convs; well defined for gamma = 0.
-    Exact,
-}
 
 /// PyTorch's `_ConvBnNd`: `D` is the tensor rank, `O` the geometry. Named per geometry below
 /// (`ConvBn1d`, `ConvBn2d`, `ConvBn3d`, as `torch.ao.nn.intrinsic.qat`); `ConvTransposeBn2d` is
@@ -144,19 +130,17 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
 
     pub(crate) fn forward_with(&mut self, x: Tensor<D>, fused_relu: bool, layer: &str) -> Result<Tensor<D>> {
         self.options.check_input(x.dims(), layer)?;
-        let gamma_has_zero = host_values(&self.bn.weight.val()).contains(&0.0);
         let options = &self.options;
         let conv = |w: Tensor<D>| options.forward(x.clone(), w, None);
-        let bias = self.bias.as_ref().map(Param::val);
-        let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
-        let layer_weights = LayerWeights { weight, axis: O::WEIGHT_CHANNEL_AXIS, bias };
-        let (y, min_max) = match (self.folding, gamma_has_zero) {
-            (BnFolding::Approximate, false) => bn_fold::approximate_relu(layer_weights, bn, fq, conv, fused_relu, layer)?,
-            _ => {
-                let y = bn_fold::exact(layer_weights, bn, fq, conv, layer)?;
-                (if fused_relu { relu(y) } else { y }, None)
-            }
+        let fold = BnFold {
+            weight: self.weight.val(),
+            axis: O::WEIGHT_CHANNEL_AXIS,
+            bias: self.bias.as_ref().map(Param::val),
+            bn: &mut self.bn,
+            fake_quant: &mut self.weight_fake_quant,
+            layer,
         };
+        let (y, min_max) = fold.forward(self.folding, conv, fused_relu)?;
         self.activation_post_process.apply_observed(y, min_max, layer)
     }
 

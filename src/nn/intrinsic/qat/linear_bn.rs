@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Tensor};
 
 use super::BnFolding;
-use super::bn_fold::{self, LayerWeights};
+use super::bn_fold::{self, BnFold};
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::BatchNorm;
@@ -132,15 +132,17 @@ impl LinearBn1d {
         if i != self.in_features() {
             return Err(QatError::shape(layer, format!("input [N, {}]", self.in_features()), format!("{:?}", x.dims())));
         }
-        let gamma_has_zero = host_values(&self.bn.weight.val()).contains(&0.0);
         let linear = |w: Tensor<2>| x.clone().matmul(w.transpose());
-        let bias = self.bias.as_ref().map(Param::val);
-        let (weight, bn, fq) = (self.weight.val(), &mut self.bn, &mut self.weight_fake_quant);
-        let y = match (self.folding, gamma_has_zero) {
-            (BnFolding::Approximate, false) => bn_fold::approximate(LayerWeights { weight, axis: 0, bias }, bn, fq, linear, layer)?,
-            _ => bn_fold::exact(LayerWeights { weight, axis: 0, bias }, bn, fq, linear, layer)?,
+        let fold = BnFold {
+            weight: self.weight.val(),
+            axis: 0,
+            bias: self.bias.as_ref().map(Param::val),
+            bn: &mut self.bn,
+            fake_quant: &mut self.weight_fake_quant,
+            layer,
         };
-        self.activation_post_process.apply(y, layer)
+        let (y, min_max) = fold.forward(self.folding, linear, false)?;
+        self.activation_post_process.apply_observed(y, min_max, layer)
     }
 
     /// `W * gamma / sqrt(rv + eps)` and `(b - rm) * gamma / sqrt(rv + eps) + beta`, as convert folds them.
