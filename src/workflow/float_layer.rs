@@ -5,6 +5,7 @@
 
 use burn::module::Module;
 
+use super::layer_enum::{layer_enum, with_unweighted_kinds};
 use super::layers::{Named, Value};
 use crate::error::Result;
 use crate::state_dict::{StateDict, StateReader, join};
@@ -34,29 +35,12 @@ pub(crate) trait FloatOp {
     fn read_state(&mut self, _prefix: &str, _reader: &mut StateReader<'_>) {}
 }
 
-/// Declares [`Layer`] with one variant per kind, and its dispatch.
+/// Declares [`Layer`] from a list of kinds.
 macro_rules! float_layers {
-    ($($(#[doc = $doc:literal])* $variant:ident($ty:ty)),* $(,)?) => {
-        /// A float layer.
-        #[derive(Module, Debug)]
-        pub enum Layer {
-            $($(#[doc = $doc])* $variant($ty),)*
-        }
-
-        impl Layer {
-            /// The kind's name in messages.
-            pub fn kind(&self) -> &'static str {
-                self.op().kind()
-            }
-
-            /// The layer as its kind's float stage.
-            pub(crate) fn op(&self) -> &dyn FloatOp {
-                match self { $(Self::$variant(m) => m,)* }
-            }
-
-            pub(crate) fn op_mut(&mut self) -> &mut dyn FloatOp {
-                match self { $(Self::$variant(m) => m,)* }
-            }
+    ($($kinds:tt)*) => {
+        layer_enum! {
+            /// A float layer.
+            Layer: FloatOp { $($kinds)* }
         }
     };
 }
@@ -65,20 +49,14 @@ macro_rules! float_layers {
 /// and the QAT stage declares its `prepare` dispatch from it.
 macro_rules! with_float_kinds {
     ($callback:ident) => {
-        $callback! {
+        with_unweighted_kinds! { $callback! {
             QuantStub(crate::workflow::layers::QuantStub),
             DeQuantStub(crate::workflow::layers::DeQuantStub),
             Conv2d(crate::nn::float::Conv2d),
             BatchNorm2d(crate::nn::BatchNorm),
             /// Batch norm over features `[N, F]`.
             BatchNorm1d(crate::workflow::layers::BatchNorm1d),
-            Relu(crate::workflow::layers::Relu),
-            Relu6(crate::workflow::layers::Relu6),
             Linear(crate::nn::float::Linear),
-            MaxPool2d(crate::workflow::pooling::MaxPool2d),
-            AvgPool2d(crate::workflow::pooling::AvgPool2d),
-            GlobalAvgPool2d(crate::workflow::pooling::GlobalAvgPool2d),
-            Flatten(crate::workflow::layers::Flatten),
             Residual(crate::workflow::float_layer::Residual),
             Concat(crate::workflow::float_layer::Concat),
             Hardswish(crate::workflow::layers::Hardswish),
@@ -102,7 +80,7 @@ macro_rules! with_float_kinds {
             ConvBn3d(crate::nn::intrinsic::ConvBn3d),
             ConvBnReLU3d(crate::nn::intrinsic::ConvBnReLU3d),
             ConvReLU3d(crate::nn::intrinsic::ConvReLU3d),
-        }
+        } }
     };
 }
 pub(crate) use with_float_kinds;

@@ -8,8 +8,8 @@ use serde_json::{Value as Json, json};
 
 use super::float_layer::Layer;
 use super::int8_fields::{bool_of, field, missing, read_act, write_act};
-use super::layers::{DeQuantStub, Flatten, Named, Relu, Relu6, Value};
-use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+use super::layer_enum::with_unweighted_kinds;
+use super::layers::{DeQuantStub, Named, Value};
 use crate::error::{QatError, Result};
 use crate::nn::quantized::{self, ActivationQParams, QTensor};
 use crate::qdq::{QdqGraph, Wire};
@@ -178,25 +178,19 @@ pub(crate) fn export_layers(layers: &[Named<Int8Layer>], prefix: &str, graph: &m
 const RESIDUAL: &str = "Residual";
 const CONCAT: &str = "Concat";
 
-int8_layers! {
+with_unweighted_kinds! { int8_layers! {
     Quantize(quantized::Quantize),
     DeQuantize(DeQuantStub),
     Conv2d(quantized::Conv2d),
     Linear(quantized::Linear),
     BatchNorm2d(quantized::BatchNorm2d),
-    Relu(Relu),
-    Relu6(Relu6),
-    MaxPool2d(MaxPool2d),
-    AvgPool2d(AvgPool2d),
-    GlobalAvgPool2d(GlobalAvgPool2d),
-    Flatten(Flatten),
     /// Left in float (qconfig `None`), between a DeQuantStub and a QuantStub.
     Float(Layer),
     Conv3d(quantized::Conv3d),
     Conv1d(quantized::QuantizedConv<3, crate::nn::Conv1dOptions>),
     ConvTranspose2d(quantized::ConvTranspose2d),
     Hardswish(quantized::Hardswish),
-}
+} }
 
 pub(super) fn run_layers(layers: &[Named<Int8Layer>], mut value: Value, prefix: &str, engine: Engine, device: &Device) -> Result<Value> {
     let run = Int8Run { engine, device };

@@ -24,6 +24,7 @@ mod int8_io;
 mod int8_layer;
 mod int8_model;
 mod kinds;
+mod layer_enum;
 mod layers;
 mod pooling;
 mod qat_batch_norm;

@@ -9,8 +9,8 @@ use super::convert_chain::{ConvertChain, need_input};
 use super::deployment_arith::{Flow, Grid, add, detach, need_grid, with_gradient_of};
 use super::float_layer::{Concat, Layer, Residual, with_float_kinds};
 use super::int8_layer::Int8Layer;
-use super::layers::{DeQuantStub, Flatten, Named, QatQuantStub, Relu, Relu6, Value, map_float, zip_float};
-use super::pooling::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+use super::layer_enum::{layer_enum, with_unweighted_kinds};
+use super::layers::{DeQuantStub, Named, QatQuantStub, Value, map_float, zip_float};
 use super::qat_batch_norm::QatBatchNorm2d;
 use super::qconfig_map::QConfigMap;
 use crate::error::{QatError, Result};
@@ -82,34 +82,17 @@ pub(crate) trait QatOp {
     }
 }
 
-/// Declares [`QatLayer`] with one variant per kind, and its dispatch.
+/// Declares [`QatLayer`] from a list of kinds.
 macro_rules! qat_layers {
-    ($($(#[doc = $doc:literal])* $variant:ident($ty:ty)),* $(,)?) => {
-        /// A layer of a prepared model.
-        #[derive(Module, Debug)]
-        pub enum QatLayer {
-            $($(#[doc = $doc])* $variant($ty),)*
-        }
-
-        impl QatLayer {
-            /// The kind's name in reports.
-            pub fn kind(&self) -> &'static str {
-                self.op().kind()
-            }
-
-            /// The layer as its kind's QAT stage.
-            pub(crate) fn op(&self) -> &dyn QatOp {
-                match self { $(Self::$variant(m) => m,)* }
-            }
-
-            pub(crate) fn op_mut(&mut self) -> &mut dyn QatOp {
-                match self { $(Self::$variant(m) => m,)* }
-            }
+    ($($kinds:tt)*) => {
+        layer_enum! {
+            /// A layer of a prepared model.
+            QatLayer: QatOp { $($kinds)* }
         }
     };
 }
 
-qat_layers! {
+with_unweighted_kinds! { qat_layers! {
     QuantStub(QatQuantStub),
     DeQuantStub(DeQuantStub),
     ConvBn2d(ConvBn2d),
@@ -119,12 +102,6 @@ qat_layers! {
     Linear(qat::Linear),
     LinearReLU(LinearReLU),
     LinearBn1d(LinearBn1d),
-    Relu(Relu),
-    Relu6(Relu6),
-    MaxPool2d(MaxPool2d),
-    AvgPool2d(AvgPool2d),
-    GlobalAvgPool2d(GlobalAvgPool2d),
-    Flatten(Flatten),
     Residual(QatResidual),
     Concat(QatConcat),
     Hardswish(super::layers::QatHardswish),
@@ -145,7 +122,7 @@ qat_layers! {
     ConvTransposeBn2d(ConvBnNd<4, ConvTranspose2dOptions>),
     ConvTransposeBnReLU2d(ConvBnReLUNd<4, ConvTranspose2dOptions>),
     ConvTransposeReLU2d(ConvReLUNd<4, ConvTranspose2dOptions>),
-}
+} }
 
 /// A block's fake quants and switches (residual, concatenation): its body's, then the fake
 /// quant of the operation joining the two paths (`$join`).

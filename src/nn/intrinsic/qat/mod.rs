@@ -9,8 +9,8 @@ mod conv_bn_config;
 mod linear_bn;
 mod relu_variants;
 
-pub(crate) use bn_fold::scale_factor;
 pub use bn_fold::BnFolding;
+pub(crate) use bn_fold::scale_factor;
 pub use conv_bn::{ConvBn1d, ConvBn2d, ConvBn3d, ConvBnNd, ConvTransposeBn2d};
 pub use conv_bn_config::{ConvBn1dConfig, ConvBn2dConfig, ConvBn3dConfig, ConvBnConfig, ConvTransposeBn2dConfig};
 pub use linear_bn::{LinearBn1d, LinearBn1dConfig};
