@@ -17,7 +17,7 @@ use burn_qat::nn::intrinsic::qat::BnFolding;
 use burn_qat::qconfig::QConfig;
 use burn_qat::state_dict::{SaveStateDict, StateDict, Values};
 use burn_qat::train::DataParallel;
-use burn_qat::train::{EpochReport, OnEpoch, ResumePoint, TrainOptions, train_classifier_data_parallel, train_classifier_from};
+use burn_qat::train::{EpochReport, OnEpoch, TrainOptions, TrainRun};
 use burn_qat::workflow::{QatLayer, QatModel, prepare_qat};
 use common::*;
 
@@ -76,20 +76,10 @@ fn two_replicas_train_like_one_device_with_the_whole_batch() {
     };
     let cpu = Device::flex().autodiff();
     let start = lenet_qat(&cpu);
-    let (one, one_reports) =
-        train_classifier_from(start.clone(), &train, &test, &options, &cpu, &mut OnEpoch(|_: &EpochReport| {}), ResumePoint::default())
-            .unwrap();
+    let (one, one_reports) = TrainRun::new(&train, &test, &options, &cpu).fit(start.clone(), &mut OnEpoch(|_: &EpochReport| {})).unwrap();
     let devices = [Device::flex(), Device::flex()];
-    let (two, two_reports) = train_classifier_data_parallel(
-        start,
-        &train,
-        &test,
-        &options,
-        &devices,
-        &mut OnEpoch(|_: &EpochReport| {}),
-        ResumePoint::default(),
-    )
-    .unwrap();
+    let (two, two_reports) =
+        TrainRun::new(&train, &test, &options, &cpu).on_devices(&devices).fit(start, &mut OnEpoch(|_: &EpochReport| {})).unwrap();
     // Weights, BN statistics, observer ranges and qparams.
     let floats = assert_states_close("two replicas vs one device", &two.state_dict(), &one.state_dict(), 1e-4, 1e-6);
     assert!(floats > 30, "{floats} float tensors compared");
@@ -135,16 +125,10 @@ fn a_batch_smaller_than_the_replica_count_and_the_exact_bn_fold_are_refused() {
 
     let options = TrainOptions { epochs: 1, batch_size: 2, ..TrainOptions::default() };
     let devices = [Device::flex(), Device::flex(), Device::flex()];
-    let result = train_classifier_data_parallel(
-        lenet_qat(&cpu),
-        &train,
-        &test,
-        &options,
-        &devices,
-        &mut OnEpoch(|_: &EpochReport| {}),
-        ResumePoint::default(),
-    );
+    let result = TrainRun::new(&train, &test, &options, &cpu).on_devices(&devices).fit(lenet_qat(&cpu), &mut OnEpoch(|_: &EpochReport| {}));
     assert_error!(result, QatError::InvalidConfig { field, reason } if field == "batch_size" && reason.contains("below the 3 devices"));
+    let nowhere = TrainRun::new(&train, &test, &options, &cpu).on_devices(&[]).fit(lenet_qat(&cpu), &mut OnEpoch(|_: &EpochReport| {}));
+    assert_error!(nowhere, QatError::InvalidConfig { field, reason } if field == "devices" && reason.contains("at least one device"));
 
     let mut model = lenet_qat(&cpu);
     for l in model.layers.iter_mut() {

@@ -13,7 +13,7 @@ use burn_qat::nn::QatModule;
 use burn_qat::nn::qat::LinearConfig;
 use burn_qat::qconfig::{QConfig, get_default_qat_qconfig};
 use burn_qat::state_dict::{SaveStateDict, TensorValue, load_safetensors, save_safetensors};
-use burn_qat::train::{EpochReport, ResumePoint, TrainHooks, TrainOptions, train_classifier, train_classifier_from};
+use burn_qat::train::{EpochReport, ResumePoint, TrainHooks, TrainOptions, TrainRun, train_classifier};
 use burn_qat::workflow::{FloatModel, Layer, prepare_qat};
 use common::*;
 
@@ -83,14 +83,14 @@ fn optimizer_state_of_another_model_is_refused() {
     device.seed(1);
     let data = tiny_dataset(16);
     let mut points = Points(Vec::new());
-    train_classifier_from(lenet(&device).unwrap(), &data, &data, &options(1, 0.01), &device, &mut points, ResumePoint::default()).unwrap();
+    TrainRun::new(&data, &data, &options(1, 0.01), &device).fit(lenet(&device).unwrap(), &mut points).unwrap();
     let point = points.0.pop().expect("a resume point after the epoch");
     assert!(!point.optimizer.is_empty());
     // A smaller model: its parameters cannot take LeNet's momentum buffers.
     let other =
         FloatModel::new(vec![("flatten", Layer::Flatten(Default::default())), ("fc", Layer::linear(28 * 28, 10, true, &device).unwrap())])
             .unwrap();
-    let resumed = train_classifier_from(other, &data, &data, &options(2, 0.01), &device, &mut Points(Vec::new()), point);
+    let resumed = TrainRun::new(&data, &data, &options(2, 0.01), &device).resumed_from(point).fit(other, &mut Points(Vec::new()));
     assert_error!(resumed, QatError::StateDict { problems } if problems.iter().any(|p| p.contains("different model")));
 }
 

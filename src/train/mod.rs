@@ -113,49 +113,6 @@ pub struct EpochReport {
     pub samples_per_second: f64,
 }
 
-/// [`train_classifier_from`] on one device, or [`train_classifier_data_parallel`] on several.
-pub fn train_classifier_on<M: Classifier + Send>(
-    model: M,
-    train: &Dataset,
-    test: &Dataset,
-    options: &TrainOptions,
-    devices: &[Device],
-    hooks: &mut impl TrainHooks<M>,
-    resume: ResumePoint,
-) -> Result<(M, Vec<EpochReport>)> {
-    match devices {
-        [device] => train_classifier_from(model, train, test, options, device, hooks, resume),
-        _ => train_classifier_data_parallel(model, train, test, options, devices, hooks, resume),
-    }
-}
-
-/// [`train_classifier_from`] on several devices at once (data parallel, [`crate::parallel`]):
-/// one replica of `model` per device, each batch split among them in order, every observer's
-/// min/max and every batch norm's statistics taken over the whole batch, gradients summed. With
-/// the same options the result equals one device's to float summation order. Needs the
-/// approximate BN fold (PyTorch's default) and every replica's share of a batch not empty.
-pub fn train_classifier_data_parallel<M: Classifier + Send>(
-    model: M,
-    train: &Dataset,
-    test: &Dataset,
-    options: &TrainOptions,
-    devices: &[Device],
-    hooks: &mut impl TrainHooks<M>,
-    resume: ResumePoint,
-) -> Result<(M, Vec<EpochReport>)> {
-    check_run(train, test, options, &resume)?;
-    if options.batch_size < devices.len() {
-        return Err(QatError::invalid(
-            "batch_size",
-            format!("batch_size {} is below the {} devices: every device needs a share of each batch", options.batch_size, devices.len()),
-        ));
-    }
-    let model = stable_param_ids(model);
-    let optim = resume::load_optimizer(sgd(options), &resume, &model)?;
-    let stepper = DataParallel::new(model, devices, optim)?.with_distillation(options.distillation.clone());
-    run_epochs(stepper, train, test, options, hooks, resume)
-}
-
 /// Mean cross entropy of logits against labels, and the number of correct argmaxes.
 pub(crate) fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> (Tensor<1>, usize) {
     let [n, _] = logits.dims();
@@ -220,7 +177,8 @@ impl<M, F: FnMut(&EpochReport)> TrainHooks<M> for OnEpoch<F> {
     }
 }
 
-/// Trains `model` in place, calling `on_epoch` after each epoch.
+/// Trains `model` on one device from the start, calling `on_epoch` after each epoch; the
+/// short form of [`TrainRun::fit`].
 pub fn train_classifier<M: Classifier>(
     model: M,
     train: &Dataset,
@@ -229,62 +187,106 @@ pub fn train_classifier<M: Classifier>(
     device: &Device,
     on_epoch: impl FnMut(&EpochReport),
 ) -> Result<(M, Vec<EpochReport>)> {
-    train_classifier_with(model, train, test, options, device, &mut OnEpoch(on_epoch))
+    TrainRun::new(train, test, options, device).fit(model, &mut OnEpoch(on_epoch))
 }
 
-/// [`train_classifier`] with [`TrainHooks`]: per-batch progress and the model after each epoch.
-pub fn train_classifier_with<M: Classifier>(
-    model: M,
-    train: &Dataset,
-    test: &Dataset,
-    options: &TrainOptions,
-    device: &Device,
-    hooks: &mut impl TrainHooks<M>,
-) -> Result<(M, Vec<EpochReport>)> {
-    train_classifier_from(model, train, test, options, device, hooks, ResumePoint::default())
+/// One training run: the data, the settings, the devices and where it starts. Built on one
+/// device from epoch 0 ([`TrainRun::new`]); [`on_devices`](TrainRun::on_devices) for
+/// data-parallel training, [`resumed_from`](TrainRun::resumed_from) to continue a checkpoint.
+#[derive(Clone, Debug)]
+pub struct TrainRun<'a> {
+    pub train: &'a Dataset,
+    pub test: &'a Dataset,
+    pub options: &'a TrainOptions,
+    pub devices: Vec<Device>,
+    pub resume: ResumePoint,
 }
 
-/// [`train_classifier_with`] continued from a checkpoint: `model` holds the weights (and BN and
-/// quantization state) saved after epoch `resume.epochs_done`, `resume` the rest of what
-/// [`TrainHooks::checkpoint`] was given then. With the same options, data and thread count, the
-/// final model is bit for bit the one an uninterrupted run gives: the data order and learning
-/// rate depend only on the seed and the step, and the momentum buffers come back exactly.
-pub fn train_classifier_from<M: Classifier>(
-    model: M,
-    train: &Dataset,
-    test: &Dataset,
-    options: &TrainOptions,
-    device: &Device,
-    hooks: &mut impl TrainHooks<M>,
-    resume: ResumePoint,
-) -> Result<(M, Vec<EpochReport>)> {
-    check_run(train, test, options, &resume)?;
-    let model = stable_param_ids(model);
-    let optim = resume::load_optimizer(sgd(options), &resume, &model)?;
-    let stepper = OneDevice { model: Some(model), optim, device: device.clone(), distillation: options.distillation.clone() };
-    run_epochs(stepper, train, test, options, hooks, resume)
-}
+impl<'a> TrainRun<'a> {
+    pub fn new(train: &'a Dataset, test: &'a Dataset, options: &'a TrainOptions, device: &Device) -> Self {
+        Self { train, test, options, devices: vec![device.clone()], resume: ResumePoint::default() }
+    }
 
-/// What every training run checks before its first step.
-fn check_run(train: &Dataset, test: &Dataset, options: &TrainOptions, resume: &ResumePoint) -> Result<()> {
-    if options.batch_size < 2 {
-        return Err(QatError::invalid(
-            "batch_size",
-            "batch_size must be at least 2 (training batch norm needs more than one value per channel)",
-        ));
+    /// Trains on every device in `devices` at once (data parallel, [`crate::parallel`]): one
+    /// replica of the model per device, each batch split among them in order, every observer's
+    /// min/max and every batch norm's statistics taken over the whole batch, gradients summed.
+    /// With the same options the result equals one device's to float summation order. Needs the
+    /// approximate BN fold (PyTorch's default) and every replica's share of a batch not empty.
+    pub fn on_devices(mut self, devices: &[Device]) -> Self {
+        self.devices = devices.to_vec();
+        self
     }
-    if train.is_empty() || test.is_empty() {
-        let field = if train.is_empty() { "train" } else { "test" };
-        return Err(QatError::invalid(field, "the training and test sets must not be empty"));
+
+    /// Continues from a checkpoint: the model given to [`fit`](Self::fit) holds the weights
+    /// (and BN and quantization state) saved after epoch `point.epochs_done`, `point` the rest
+    /// of what [`TrainHooks::checkpoint`] was given then. With the same options, data and
+    /// thread count, the final model is bit for bit the one an uninterrupted run gives: the
+    /// data order and learning rate depend only on the seed and the step, and the momentum
+    /// buffers come back exactly.
+    pub fn resumed_from(mut self, point: ResumePoint) -> Self {
+        self.resume = point;
+        self
     }
-    if resume.epochs_done > options.epochs || resume.reports.len() != resume.epochs_done {
-        let field = if resume.epochs_done > options.epochs { "epochs" } else { "resume" };
-        return Err(QatError::invalid(
-            field,
-            format!("cannot resume after epoch {} of {} with {} epoch reports", resume.epochs_done, options.epochs, resume.reports.len()),
-        ));
+
+    /// Trains `model` with the QAT schedule of the options, calling `hooks` as it goes; the
+    /// trained model and one report per epoch (the resumed run's earlier ones first).
+    pub fn fit<M: Classifier>(self, model: M, hooks: &mut impl TrainHooks<M>) -> Result<(M, Vec<EpochReport>)> {
+        self.check()?;
+        let model = stable_param_ids(model);
+        let optim = resume::load_optimizer(sgd(self.options), &self.resume, &model)?;
+        let distillation = self.options.distillation.clone();
+        match self.devices.as_slice() {
+            [device] => {
+                let stepper = OneDevice { model: Some(model), optim, device: device.clone(), distillation };
+                run_epochs(stepper, self, hooks)
+            }
+            devices => {
+                let stepper = DataParallel::new(model, devices, optim)?.with_distillation(distillation);
+                run_epochs(stepper, self, hooks)
+            }
+        }
     }
-    Ok(())
+
+    /// What every training run checks before its first step.
+    fn check(&self) -> Result<()> {
+        let (options, resume) = (self.options, &self.resume);
+        if options.batch_size < 2 {
+            return Err(QatError::invalid(
+                "batch_size",
+                "batch_size must be at least 2 (training batch norm needs more than one value per channel)",
+            ));
+        }
+        if self.train.is_empty() || self.test.is_empty() {
+            let field = if self.train.is_empty() { "train" } else { "test" };
+            return Err(QatError::invalid(field, "the training and test sets must not be empty"));
+        }
+        if resume.epochs_done > options.epochs || resume.reports.len() != resume.epochs_done {
+            let field = if resume.epochs_done > options.epochs { "epochs" } else { "resume" };
+            return Err(QatError::invalid(
+                field,
+                format!(
+                    "cannot resume after epoch {} of {} with {} epoch reports",
+                    resume.epochs_done,
+                    options.epochs,
+                    resume.reports.len()
+                ),
+            ));
+        }
+        if self.devices.is_empty() {
+            return Err(QatError::invalid("devices", "a training run needs at least one device"));
+        }
+        if self.devices.len() > 1 && options.batch_size < self.devices.len() {
+            return Err(QatError::invalid(
+                "batch_size",
+                format!(
+                    "batch_size {} is below the {} devices: every device needs a share of each batch",
+                    options.batch_size,
+                    self.devices.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// SGD with `options.momentum` and PyTorch's dampening 0.
@@ -362,15 +364,13 @@ pub(crate) fn checked_loss(loss: &Tensor<1>, context: &dyn Fn() -> String) -> Re
     Ok(value)
 }
 
-/// The epochs of [`train_classifier_from`], on any [`Stepper`].
-pub(crate) fn run_epochs<M: Classifier>(
+/// The epochs of a [`TrainRun`], on any [`Stepper`].
+fn run_epochs<M: Classifier>(
     mut stepper: impl Stepper<M>,
-    train: &Dataset,
-    test: &Dataset,
-    options: &TrainOptions,
+    run: TrainRun<'_>,
     hooks: &mut impl TrainHooks<M>,
-    resume: ResumePoint,
 ) -> Result<(M, Vec<EpochReport>)> {
+    let TrainRun { train, test, options, resume, .. } = run;
     let mut reports = resume.reports;
     let steps_per_epoch = train.len().div_ceil(options.batch_size);
     let total_steps = (steps_per_epoch * options.epochs).max(1) as f64;

@@ -21,7 +21,7 @@ use crate::state_dict::{StateDict, TensorValue, Values};
 pub const OPTIMIZER_KEY: &str = "__optimizer__";
 
 /// Where a training phase stands after an epoch; hand it back to
-/// [`train_classifier_from`](super::train_classifier_from) to continue.
+/// [`TrainRun::resumed_from`](super::TrainRun::resumed_from) to continue.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ResumePoint {
     /// Epochs of this phase done: training continues with epoch `epochs_done` (0-based).

@@ -10,7 +10,7 @@ use burn_qat::QatError;
 use burn_qat::data::Dataset;
 use burn_qat::models::InputShape;
 use burn_qat::qconfig::Quantizer;
-use burn_qat::train::{Distillation, EpochReport, OnEpoch, ResumePoint, accuracy, int8_logits, train_classifier_on};
+use burn_qat::train::{Distillation, EpochReport, OnEpoch, TrainRun, accuracy, int8_logits};
 use burn_qat::workflow::{QatModel, convert};
 use burn_qat_cli::report::{SweepPlot, plot_sweep};
 use serde_json::json;
@@ -63,8 +63,8 @@ pub fn sweep(args: &TrainArgs, bits: &[u32]) -> burn_qat::Result<()> {
     let float = spec_with(8, Quantizer::Fixed).float_model(&device)?;
     let report =
         |phase: String| move |r: &EpochReport| println!("{phase} epoch {}: test accuracy {:.2}%", r.epoch + 1, 100.0 * r.test_accuracy);
-    let (float, float_reports) =
-        train_classifier_on(float, &train, &test, &float_options, &devices, &mut OnEpoch(report("float".into())), ResumePoint::default())?;
+    let float_run = TrainRun::new(&train, &test, &float_options, &device).on_devices(&devices);
+    let (float, float_reports) = float_run.fit(float, &mut OnEpoch(report("float".into())))?;
     let float_accuracy = float_reports.last().map_or(0.0, |r| r.test_accuracy);
     let distillation = match args.distill {
         true => Some(Distillation::from_teacher(&float, &train, args.distill_temperature, &device)?),
@@ -77,8 +77,8 @@ pub fn sweep(args: &TrainArgs, bits: &[u32]) -> burn_qat::Result<()> {
         let qat = |quantizer: Quantizer| -> burn_qat::Result<f64> {
             let model = spec_with(b, quantizer).prepare(float.clone())?;
             let phase = format!("w{b}/a{b} QAT {}", quantizer.name());
-            let (model, _) =
-                train_classifier_on(model, &train, &test, &qat_options, &devices, &mut OnEpoch(report(phase)), ResumePoint::default())?;
+            let qat_run = TrainRun::new(&train, &test, &qat_options, &device).on_devices(&devices);
+            let (model, _) = qat_run.fit(model, &mut OnEpoch(report(phase)))?;
             int8_accuracy(&model, &test)
         };
         let ptq = best_ptq(&spec_with(b, Quantizer::Fixed), &float.valid(), &train, args.ptq_batches, args.batch_size, &device)?;

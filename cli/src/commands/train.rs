@@ -12,7 +12,7 @@ use burn_qat::models::InputShape;
 use burn_qat::run::file::{RUN_KEY, TRAINING_KEY};
 use burn_qat::run::{Checkpoint, RunRecord, RunSpec, Stage, provenance_of};
 use burn_qat::state_dict::{LoadStateDict, SaveStateDict, load_safetensors};
-use burn_qat::train::{Agreement, Distillation, Logits, ResumePoint, accuracy, agreement, int8_logits, logits, train_classifier_on};
+use burn_qat::train::{Agreement, Distillation, Logits, ResumePoint, TrainRun, accuracy, agreement, int8_logits, logits};
 use burn_qat::workflow::{EvalArithmetic, convert};
 use burn_qat_cli::report::{Curves, plot_curves};
 use serde_json::json;
@@ -231,7 +231,8 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
                 None => ResumePoint::default(),
             };
             let mut hooks = PhaseHooks::new("float", Stage::Float, args.epochs, &checkpoint, &metadata);
-            let (model, reports) = train_classifier_on(float_model, &train_set, &test_set, &float_options, &devices, &mut hooks, point)?;
+            let run = TrainRun::new(&train_set, &test_set, &float_options, &device).on_devices(&devices).resumed_from(point);
+            let (model, reports) = run.fit(float_model, &mut hooks)?;
             record.save_model(&float_path, &model.state_dict(), Stage::Float)?;
             (model, reports)
         }
@@ -255,7 +256,8 @@ pub fn train(args: TrainArgs) -> burn_qat::Result<()> {
     };
     let qat_options = args.qat_options(distillation);
     let mut hooks = PhaseHooks::new("QAT", Stage::Qat, args.qat_epochs, &checkpoint, &metadata).with_float_reports(&float_reports);
-    let (qat, qat_reports) = train_classifier_on(qat, &train_set, &test_set, &qat_options, &devices, &mut hooks, point)?;
+    let run = TrainRun::new(&train_set, &test_set, &qat_options, &device).on_devices(&devices).resumed_from(point);
+    let (qat, qat_reports) = run.fit(qat, &mut hooks)?;
     let train_seconds = started.elapsed().as_secs_f64();
 
     // Post-training quantization of the same float model, for comparison: no QAT epochs, only
