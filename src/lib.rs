@@ -4,8 +4,28 @@
 extern crate self as burn_qat;
 
 /// `pub fn $setter(mut self, $field: $ty) -> Self` builders that set one field, with their docs:
-/// the options and configs of every layer build this way.
+/// the options and configs of every layer build this way. `flags:` declares switches without
+/// an argument, `pub fn $setter(mut self) -> Self` setting `$field` to `$value`; `sizes $size:`
+/// spatial sizes given as one number or one per axis, `$field: impl Into<$size>`.
 macro_rules! setters {
+    (sizes $size:ident: $($(#[$doc:meta])* $setter:ident => $field:ident),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $setter(mut self, $field: impl Into<$size>) -> Self {
+                self.$field = $field.into().0;
+                self
+            }
+        )*
+    };
+    (flags: $($(#[$doc:meta])* $setter:ident => $field:ident = $value:expr),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $setter(mut self) -> Self {
+                self.$field = $value;
+                self
+            }
+        )*
+    };
     ($($(#[$doc:meta])* $setter:ident => $field:ident: $ty:ty),* $(,)?) => {
         $(
             $(#[$doc])*

@@ -36,24 +36,12 @@ impl ConvTranspose2dOptions {
         }
     }
 
-    pub fn with_stride(mut self, stride: impl Into<Size2>) -> Self {
-        self.stride = stride.into().0;
-        self
-    }
-
-    pub fn with_padding(mut self, padding: impl Into<Size2>) -> Self {
-        self.padding = padding.into().0;
-        self
-    }
-
-    pub fn with_output_padding(mut self, output_padding: impl Into<Size2>) -> Self {
-        self.output_padding = output_padding.into().0;
-        self
-    }
-
-    pub fn with_dilation(mut self, dilation: impl Into<Size2>) -> Self {
-        self.dilation = dilation.into().0;
-        self
+    setters! {
+        sizes Size2:
+        with_stride => stride,
+        with_padding => padding,
+        with_output_padding => output_padding,
+        with_dilation => dilation,
     }
 
     setters! { with_groups => groups: usize }

@@ -51,10 +51,7 @@ macro_rules! spatial_conv_options {
                 }
             }
 
-            pub fn with_stride(mut self, stride: impl Into<$size>) -> Self {
-                self.stride = stride.into().0;
-                self
-            }
+            setters! { sizes $size: with_stride => stride }
 
             /// Numbers (one, or one per axis), [`Padding::Valid`] or [`Padding::Same`].
             pub fn with_padding(mut self, padding: impl Into<Padding<$axes>>) -> Self {

@@ -60,35 +60,28 @@ impl QConfigBuilder {
         weight_bits => weight_bits: u32,
         /// Activation bits, 2 to 16 (unsigned, `0 ..= 2^b - 1`).
         activation_bits => activation_bits: u32,
+        averaging_constant => averaging_constant: f32,
+        /// The weights' quantizer alone (after [`quantizer`](Self::quantizer)), e.g. LSQ weights
+        /// with PACT activations. PACT is for activations: [`build`](Self::build) refuses it here.
+        weight_quantizer => weight_quantizer: Quantizer,
+        /// How every observer measures an observation's range (min/max, a percentile, MSE).
+        range_estimator => estimator: RangeEstimator,
+        /// The qparam formula for both training and convert.
+        qparam_formula => formula: QParamFormula,
     }
 
-    pub fn per_tensor_weights(mut self) -> Self {
-        self.per_channel_weights = false;
-        self
-    }
-
-    pub fn per_channel_weights(mut self) -> Self {
-        self.per_channel_weights = true;
-        self
-    }
-
-    pub fn symmetric_activations(mut self) -> Self {
-        self.symmetric_activations = true;
-        self
-    }
-
-    /// Halves the activation range, as fbgemm and x86 do.
-    pub fn reduce_activation_range(mut self) -> Self {
-        self.reduce_activation_range = true;
-        self
-    }
-
-    setters! { averaging_constant => averaging_constant: f32 }
-
-    /// PyTorch's `FakeQuantize` instead of the fused moving-average variant.
-    pub fn standard_fake_quant(mut self) -> Self {
-        self.fused = false;
-        self
+    setters! {
+        flags:
+        per_tensor_weights => per_channel_weights = false,
+        per_channel_weights => per_channel_weights = true,
+        symmetric_activations => symmetric_activations = true,
+        /// Halves the activation range, as fbgemm and x86 do.
+        reduce_activation_range => reduce_activation_range = true,
+        /// PyTorch's `FakeQuantize` instead of the fused moving-average variant.
+        standard_fake_quant => fused = false,
+        /// Activations observed by PyTorch's HistogramObserver (see
+        /// [`QConfig::with_histogram_activations`]); weights by the range estimator.
+        histogram_activations => histogram_activations = true,
     }
 
     /// Learned qparams (LSQ, LSQ+) for weights and activations instead of observers alone;
@@ -97,26 +90,6 @@ impl QConfigBuilder {
         self.activation_quantizer = quantizer;
         self.weight_quantizer = quantizer.for_weights();
         self
-    }
-
-    setters! {
-        /// The weights' quantizer alone (after [`quantizer`](Self::quantizer)), e.g. LSQ weights
-        /// with PACT activations. PACT is for activations: [`build`](Self::build) refuses it here.
-        weight_quantizer => weight_quantizer: Quantizer,
-        /// How every observer measures an observation's range (min/max, a percentile, MSE).
-        range_estimator => estimator: RangeEstimator,
-    }
-
-    /// Activations observed by PyTorch's HistogramObserver (see
-    /// [`QConfig::with_histogram_activations`]); weights by the range estimator.
-    pub fn histogram_activations(mut self) -> Self {
-        self.histogram_activations = true;
-        self
-    }
-
-    setters! {
-        /// The qparam formula for both training and convert.
-        qparam_formula => formula: QParamFormula,
     }
 
     fn check_bits(what: &str, bits: u32) -> Result<()> {

@@ -12,6 +12,30 @@ pub use io::{load_safetensors, save_safetensors};
 pub use params::NamedParameters;
 pub use reader::{LoadStateDict, StateReader};
 
+/// [`SaveStateDict`] and [`LoadStateDict`] for modules whose whole state is their output fake
+/// quant, under PyTorch's key for that observer child, `<prefix>activation_post_process.`: a
+/// prepared `QuantStub`, `FloatFunctional`, a fused activation.
+macro_rules! output_fake_quant_state {
+    ($($ty:ty),* $(,)?) => {
+        $(
+            impl $crate::state_dict::SaveStateDict for $ty {
+                fn write_state(&self, prefix: &str, out: &mut $crate::state_dict::StateDict) {
+                    let key = $crate::state_dict::join(prefix, "activation_post_process.");
+                    self.activation_post_process.write_state(&key, out);
+                }
+            }
+
+            impl $crate::state_dict::LoadStateDict for $ty {
+                fn read_state(&mut self, prefix: &str, reader: &mut $crate::state_dict::StateReader<'_>) {
+                    let key = $crate::state_dict::join(prefix, "activation_post_process.");
+                    self.activation_post_process.read_state(&key, reader);
+                }
+            }
+        )*
+    };
+}
+pub(crate) use output_fake_quant_state;
+
 use std::collections::BTreeMap;
 
 /// The element values of one stored tensor, in the dtype PyTorch stores it with.

@@ -142,7 +142,7 @@ pub struct BatchProgress {
     pub lr: f64,
 }
 
-/// Callbacks of [`train_classifier_with`]; every method has a default that does nothing.
+/// Callbacks of [`TrainRun::fit`]; every method has a default that does nothing.
 pub trait TrainHooks<M> {
     /// Before the first batch of `epoch`, which will have `batches` batches.
     fn epoch_started(&mut self, _epoch: usize, _batches: usize) {}

@@ -7,7 +7,6 @@ use crate::error::Result;
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::QatModule;
 use crate::nn::quantized::{self, ActivationQParams};
-use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
 /// A fake quant on a model's float input (PyTorch's `QuantStub`) becomes a `Quantize`.
 pub trait QuantizeInput {
@@ -77,15 +76,5 @@ impl QatModule for FakeQuantize {
     }
 }
 
-/// PyTorch's layout: a `QuantStub`'s fake quant is its `activation_post_process` child.
-impl SaveStateDict for QatQuantStub {
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        self.activation_post_process.write_state(&join(prefix, "activation_post_process."), out);
-    }
-}
-
-impl LoadStateDict for QatQuantStub {
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        self.activation_post_process.read_state(&join(prefix, "activation_post_process."), reader);
-    }
-}
+// PyTorch's layout: a `QuantStub`'s fake quant is its `activation_post_process` child.
+crate::state_dict::output_fake_quant_state!(QatQuantStub);

@@ -12,7 +12,7 @@ use crate::nn::batch_norm::bn_keys;
 use crate::nn::quantized::{self, ActivationQParams, LayerQParams};
 use crate::nn::tensor_util::host_values;
 use crate::nn::{BatchNorm, QatModule};
-use crate::state_dict::{StateDict, StateReader, join};
+use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
 /// `BatchNorm2d` (or `BNReLU2d` with `relu`) after prepare.
 #[derive(Module, Debug)]
@@ -52,15 +52,19 @@ impl QatBatchNorm2d {
     fn bn_prefix(&self, prefix: &str) -> String {
         if self.relu { join(prefix, "0.") } else { prefix.to_string() }
     }
+}
 
-    pub(crate) fn write_state(&self, prefix: &str, out: &mut StateDict) {
+impl SaveStateDict for QatBatchNorm2d {
+    fn write_state(&self, prefix: &str, out: &mut StateDict) {
         self.bn.write_state(&self.bn_prefix(prefix), out);
         if let Some(fq) = &self.activation_post_process {
             fq.write_state(&join(prefix, "activation_post_process."), out);
         }
     }
+}
 
-    pub(crate) fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
+impl LoadStateDict for QatBatchNorm2d {
+    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
         let bn_prefix = self.bn_prefix(prefix);
         self.bn.read_state(bn_keys(&bn_prefix), reader);
         if let Some(fq) = &mut self.activation_post_process {

@@ -82,6 +82,25 @@ pub(crate) trait QatOp {
     }
 }
 
+/// A [`QatOp`]'s `module`, `write_state` and `read_state` for a layer that is a [`QatModule`]
+/// with its own state dict in PyTorch's keys (`SaveStateDict`, `LoadStateDict`).
+macro_rules! own_module_ops {
+    () => {
+        fn module(&mut self) -> Option<&mut dyn $crate::nn::QatModule> {
+            Some(self)
+        }
+
+        fn write_state(&self, prefix: &str, out: &mut $crate::state_dict::StateDict) {
+            $crate::state_dict::SaveStateDict::write_state(self, prefix, out);
+        }
+
+        fn read_state(&mut self, prefix: &str, reader: &mut $crate::state_dict::StateReader<'_>) {
+            $crate::state_dict::LoadStateDict::read_state(self, prefix, reader);
+        }
+    };
+}
+pub(crate) use own_module_ops;
+
 /// Declares [`QatLayer`] from a list of kinds.
 macro_rules! qat_layers {
     ($($kinds:tt)*) => {

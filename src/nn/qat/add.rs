@@ -9,7 +9,6 @@ use burn::tensor::activation::relu;
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::QatModule;
-use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader, join};
 
 /// `fake_quant(a + b)`, or `fake_quant(relu(a + b))` with `relu`.
 #[derive(Module, Debug)]
@@ -40,15 +39,5 @@ impl QatModule for Add {
     }
 }
 
-/// PyTorch's key: `<name>.activation_post_process.` (FloatFunctional's observer child).
-impl SaveStateDict for Add {
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        self.activation_post_process.write_state(&join(prefix, "activation_post_process."), out);
-    }
-}
-
-impl LoadStateDict for Add {
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        self.activation_post_process.read_state(&join(prefix, "activation_post_process."), reader);
-    }
-}
+// PyTorch's key: `<name>.activation_post_process.` (FloatFunctional's observer child).
+crate::state_dict::output_fake_quant_state!(Add);

@@ -5,8 +5,7 @@ use crate::fake_quantize::FakeQuantize;
 use crate::nn::QatModule;
 use crate::nn::quantized::{self, ActivationQParams};
 use crate::qconfig::QConfig;
-use crate::state_dict::join;
-use crate::state_dict::{StateDict, StateReader};
+use crate::state_dict::{StateDict, StateReader, output_fake_quant_state};
 use crate::workflow::convert_chain::need_input;
 use crate::workflow::deployment_arith::need_grid;
 use crate::workflow::deployment_arith::{Flow, Grid};
@@ -14,7 +13,7 @@ use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::{missing, read_act, write_act};
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::{Hardswish, QatHardswish, Relu, Relu6, Value, map_float};
-use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
+use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp, own_module_ops};
 
 // On a grid ReLU floors the codes at 0 (real 0): it commutes with the monotone dequantization,
 // so the float op gives the same values, and the grid stays.
@@ -51,6 +50,9 @@ impl PrepareQat for Hardswish {
     }
 }
 
+// PyTorch's key for the hardswish output's observer: `<name>.activation_post_process.`.
+output_fake_quant_state!(QatHardswish);
+
 impl QatOp for QatHardswish {
     fn kind(&self) -> &'static str {
         "Hardswish"
@@ -68,17 +70,7 @@ impl QatOp for QatHardswish {
         Ok((map_float!(x.hardswish(path)?, |t| output.real(output.codes(t)), |q| Value::Quantized(q)), Some(output)))
     }
 
-    fn module(&mut self) -> Option<&mut dyn QatModule> {
-        Some(self)
-    }
-
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        self.activation_post_process.write_state(&join(prefix, "activation_post_process."), out);
-    }
-
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        self.activation_post_process.read_state(&join(prefix, "activation_post_process."), reader);
-    }
+    own_module_ops!();
 
     fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
         let output = self.activation_post_process.activation_qparams(path)?;

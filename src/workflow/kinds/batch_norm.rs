@@ -5,7 +5,6 @@ use serde_json::{Value as Json, json};
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
 use crate::nn::BatchNorm;
-use crate::nn::QatModule;
 use crate::nn::batch_norm::bn_keys;
 use crate::nn::intrinsic::BNReLU2d;
 use crate::nn::quantized::{ActivationQParams, BatchNorm2d};
@@ -20,7 +19,7 @@ use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::Value;
 use crate::workflow::layers::{BatchNorm1d, BatchNorm3d};
 use crate::workflow::qat_batch_norm::QatBatchNorm2d;
-use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
+use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp, own_module_ops};
 
 // Elementwise in f32 on either engine: the kernel is its own reference.
 int8_requantizing_op!(BatchNorm2d, "BatchNorm2d", grids: [], forward: |m, x, _run| BatchNorm2d::forward(m, &x), save: save_batch_norm, load: load_batch_norm,
@@ -58,20 +57,10 @@ impl QatOp for QatBatchNorm2d {
         Ok((Value::Image(batch_norm(x.image(path)?, &self.bn, input, output, self.relu)), Some(output)))
     }
 
-    fn module(&mut self) -> Option<&mut dyn QatModule> {
-        Some(self)
-    }
+    own_module_ops!();
 
     fn is_bn_frozen(&self) -> bool {
         self.bn.is_frozen()
-    }
-
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        QatBatchNorm2d::write_state(self, prefix, out);
-    }
-
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        QatBatchNorm2d::read_state(self, prefix, reader);
     }
 
     fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {

@@ -26,22 +26,12 @@ macro_rules! weighted_qat_op {
                 Ok((Value::from_tensor(t)?, Some(output)))
             }
 
-            fn module(&mut self) -> Option<&mut dyn QatModule> {
-                Some(self)
-            }
+            $crate::workflow::qat_layer::own_module_ops!();
 
             $(fn is_bn_frozen(&self) -> bool {
                 let $b = self;
                 $frozen
             })?
-
-            fn write_state(&self, prefix: &str, out: &mut StateDict) {
-                SaveStateDict::write_state(self, prefix, out);
-            }
-
-            fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-                LoadStateDict::read_state(self, prefix, reader);
-            }
 
             fn convert(&self, input: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
                 Ok(Int8Layer::$int8(self.to_quantized(need_input(input, path)?, path)?))

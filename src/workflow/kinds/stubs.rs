@@ -3,17 +3,16 @@
 use serde_json::{Value as Json, json};
 
 use crate::error::{QatError, Result};
-use crate::nn::QatModule;
 use crate::nn::quantized::{ActivationQParams, Quantize};
 use crate::qconfig::QConfig;
 use crate::qdq::{QdqGraph, Wire};
-use crate::state_dict::{LoadStateDict, SaveStateDict, StateDict, StateReader};
+use crate::state_dict::{StateDict, StateReader};
 use crate::workflow::deployment_arith::{Flow, Grid};
 use crate::workflow::float_layer::FloatOp;
 use crate::workflow::int8_fields::{missing, read_act, write_act};
 use crate::workflow::int8_layer::{Int8Layer, Int8Op, Int8Run};
 use crate::workflow::layers::{DeQuantStub, QatQuantStub, QuantStub, Value, map_float, match_float};
-use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp};
+use crate::workflow::qat_layer::{Prepare, PrepareQat, QatLayer, QatOp, own_module_ops};
 
 impl Int8Op for Quantize {
     const KIND: &'static str = "Quantize";
@@ -99,17 +98,7 @@ impl QatOp for QatQuantStub {
         Ok((on_grid, Some(grid)))
     }
 
-    fn module(&mut self) -> Option<&mut dyn QatModule> {
-        Some(self)
-    }
-
-    fn write_state(&self, prefix: &str, out: &mut StateDict) {
-        SaveStateDict::write_state(self, prefix, out);
-    }
-
-    fn read_state(&mut self, prefix: &str, reader: &mut StateReader<'_>) {
-        LoadStateDict::read_state(self, prefix, reader);
-    }
+    own_module_ops!();
 
     fn convert(&self, _: Option<ActivationQParams>, path: &str) -> Result<Int8Layer> {
         Ok(Int8Layer::Quantize(Quantize::new(self.activation_post_process.activation_qparams(path)?)?))
