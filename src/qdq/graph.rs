@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::proto::{AttributeProto, NodeProto, TensorProto, attribute_type, data_type};
 use crate::error::{QatError, Result};
-use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, Int8Weight, QuantizedConv};
+use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, Int8Weight, LayerQParams, QuantizedConv};
 use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode};
 use crate::quant::packing::{bits_needed, pack};
 
@@ -155,25 +155,16 @@ impl QdqGraph {
         let out = |axis: usize| (dims[axis + 2] + padding[axis] + after[axis] - dilation[axis] * (kernel[axis] - 1) - 1) / stride[axis] + 1;
         let shape = [vec![dims[0], o.out_channels()], (0..D - 2).map(out).collect()].concat();
         let (input, pads) = self.conv_padding(o.padding_mode(), path, &cur.name, padding, &after)?;
+        let attributes = vec![
+            attr_ints("kernel_shape", ints(kernel)),
+            attr_ints("pads", pads),
+            attr_ints("strides", ints(stride)),
+            attr_ints("dilations", ints(dilation)),
+            attr_int("group", o.groups() as i64),
+        ];
         let weight_shape = o.weight_shape();
         let operands = WeightOperands { shape: &weight_shape, axis: 0, weight: &m.weight, bias: &m.bias };
-        let (x, weight, bias) = self.qdq_operands(path, &input, q, operands)?;
-        let conv = self.unique(&format!("{path}.conv"))?;
-        let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
-        self.node(
-            "Conv",
-            &conv,
-            &[&x, &weight, &bias],
-            vec![
-                attr_ints("kernel_shape", ints(kernel)),
-                attr_ints("pads", pads),
-                attr_ints("strides", ints(stride)),
-                attr_ints("dilations", ints(dilation)),
-                attr_int("group", o.groups() as i64),
-            ],
-        );
-        let name = self.activation_out(path, &conv, m.qparams.relu, m.qparams.output)?;
-        Ok(Wire { name, shape, qparams: Some(m.qparams.output) })
+        self.weighted(path, &input, FloatNode { op: "Conv", attributes, extra_inputs: &[], shape }, operands, &m.qparams)
     }
 
     /// The conv's input and its `pads` attribute (every axis's start, then every axis's end) for
@@ -189,7 +180,6 @@ impl QdqGraph {
         before: &[usize],
         after: &[usize],
     ) -> Result<(String, Vec<i64>)> {
-        let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
         let onnx_mode = match mode {
             PaddingMode::Zeros => return Ok((input.to_string(), ints(&[before, after].concat()))),
             PaddingMode::Reflect => "reflect",
@@ -225,26 +215,17 @@ impl QdqGraph {
                 - 2 * o.padding[axis]
         };
         let shape = vec![dims[0], o.out_channels, out(0), out(1)];
+        let attributes = vec![
+            attr_ints("kernel_shape", ints(&o.kernel_size)),
+            attr_ints("pads", ints(&[o.padding, o.padding].concat())),
+            attr_ints("strides", ints(&o.stride)),
+            attr_ints("dilations", ints(&o.dilation)),
+            attr_ints("output_padding", ints(&o.output_padding)),
+            attr_int("group", o.groups as i64),
+        ];
         let weight_shape = o.weight_shape();
         let operands = WeightOperands { shape: &weight_shape, axis: 1, weight: &m.weight, bias: &m.bias };
-        let (x, weight, bias) = self.qdq_operands(path, &cur.name, q, operands)?;
-        let conv = self.unique(&format!("{path}.conv_transpose"))?;
-        let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
-        self.node(
-            "ConvTranspose",
-            &conv,
-            &[&x, &weight, &bias],
-            vec![
-                attr_ints("kernel_shape", ints(&o.kernel_size)),
-                attr_ints("pads", ints(&[o.padding, o.padding].concat())),
-                attr_ints("strides", ints(&o.stride)),
-                attr_ints("dilations", ints(&o.dilation)),
-                attr_ints("output_padding", ints(&o.output_padding)),
-                attr_int("group", o.groups as i64),
-            ],
-        );
-        let name = self.activation_out(path, &conv, m.qparams.relu, m.qparams.output)?;
-        Ok(Wire { name, shape, qparams: Some(m.qparams.output) })
+        self.weighted(path, &cur.name, FloatNode { op: "ConvTranspose", attributes, extra_inputs: &[], shape }, operands, &m.qparams)
     }
 
     pub(crate) fn linear(&mut self, m: &quantized::Linear, path: &str, cur: Wire) -> Result<Wire> {
@@ -257,13 +238,32 @@ impl QdqGraph {
                 format!("{:?}", cur.shape),
             ));
         }
-        let shape = [m.out_features, m.in_features];
-        let operands = WeightOperands { shape: &shape, axis: 0, weight: &m.weight, bias: &m.bias };
-        let (x, weight, bias) = self.qdq_operands(path, &cur.name, q, operands)?;
-        let gemm = self.unique(&format!("{path}.gemm"))?;
-        self.node("Gemm", &gemm, &[&x, &weight, &bias], vec![attr_int("transB", 1)]);
-        let name = self.activation_out(path, &gemm, m.qparams.relu, m.qparams.output)?;
-        Ok(Wire { name, shape: vec![cur.shape[0], m.out_features], qparams: Some(m.qparams.output) })
+        let weight_shape = [m.out_features, m.in_features];
+        let operands = WeightOperands { shape: &weight_shape, axis: 0, weight: &m.weight, bias: &m.bias };
+        let shape = vec![cur.shape[0], m.out_features];
+        self.weighted(
+            path,
+            &cur.name,
+            FloatNode { op: "Gemm", attributes: vec![attr_int("transB", 1)], extra_inputs: &[], shape },
+            operands,
+            &m.qparams,
+        )
+    }
+
+    /// A quantized conv, transposed conv or linear as QDQ: its dequantized operands
+    /// ([`Self::qdq_operands`]) into the float `node` (named `<path>.conv`, `.conv_transpose`
+    /// or `.gemm`), then the fused ReLU and the quantize onto the output grid.
+    fn weighted(&mut self, path: &str, input: &str, node: FloatNode, operands: WeightOperands, qparams: &LayerQParams) -> Result<Wire> {
+        let (x, weight, bias) = self.qdq_operands(path, input, qparams.input, operands)?;
+        let suffix = match node.op {
+            "Conv" => "conv",
+            "ConvTranspose" => "conv_transpose",
+            _ => "gemm",
+        };
+        let float = self.unique(&format!("{path}.{suffix}"))?;
+        self.node(node.op, &float, &[&x, &weight, &bias], node.attributes);
+        let name = self.activation_out(path, &float, qparams.relu, qparams.output)?;
+        Ok(Wire { name, shape: node.shape, qparams: Some(qparams.output) })
     }
 
     /// The three float operands of a quantized Conv / Gemm: the dequantized activation, the
@@ -636,4 +636,9 @@ impl ConvAttributes for Conv1dOptions {
     fn padding_after(&self) -> Vec<usize> {
         vec![Conv1dOptions::padding_after(self)]
     }
+}
+
+/// Sizes as ONNX's int64 attribute values.
+fn ints(v: &[usize]) -> Vec<i64> {
+    v.iter().map(|&x| x as i64).collect()
 }
