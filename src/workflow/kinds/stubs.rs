@@ -123,35 +123,29 @@ impl QatOp for DeQuantStub {
     }
 }
 
-impl FloatOp for DeQuantStub {
-    fn kind(&self) -> &'static str {
-        "DeQuantStub"
-    }
+/// A stub's float stage: values pass unchanged (the float model has no grid to enter or leave);
+/// `prepare` builds the QAT stub from the stub `s` and qconfig `q`.
+macro_rules! float_stub {
+    ($ty:ty, $kind:literal, prepare: |$s:pat_param, $q:pat_param| $prepare:expr) => {
+        impl FloatOp for $ty {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
 
-    fn forward(&mut self, x: Value, _: &str) -> Result<Value> {
-        Ok(x)
-    }
+            fn forward(&mut self, x: Value, _: &str) -> Result<Value> {
+                Ok(x)
+            }
+        }
+
+        impl PrepareQat for $ty {
+            fn prepare(self, $q: QConfig, _: &str, _: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
+                let $s = self;
+                Ok($prepare)
+            }
+        }
+    };
 }
 
-impl PrepareQat for DeQuantStub {
-    fn prepare(self, _: QConfig, _: &str, _: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
-        Ok(QatLayer::DeQuantStub(self))
-    }
-}
-
-/// Float input passes; prepare gives the stub the fake quant that quantizes the model's input.
-impl FloatOp for QuantStub {
-    fn kind(&self) -> &'static str {
-        "QuantStub"
-    }
-
-    fn forward(&mut self, x: Value, _: &str) -> Result<Value> {
-        Ok(x)
-    }
-}
-
-impl PrepareQat for QuantStub {
-    fn prepare(self, qconfig: QConfig, _: &str, _: bool, _: &mut Prepare<'_>) -> Result<QatLayer> {
-        Ok(QatLayer::QuantStub(QatQuantStub { activation_post_process: qconfig.activation.init()? }))
-    }
-}
+float_stub!(DeQuantStub, "DeQuantStub", prepare: |stub, _| QatLayer::DeQuantStub(stub));
+// Prepare gives the stub the fake quant that quantizes the model's input.
+float_stub!(QuantStub, "QuantStub", prepare: |_, qconfig| QatLayer::QuantStub(QatQuantStub { activation_post_process: qconfig.activation.init()? }));
