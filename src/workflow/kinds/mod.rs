@@ -2,6 +2,36 @@
 //! float stage ([`super::float_layer::FloatOp`]), the QAT stage ([`super::qat_layer::QatOp`])
 //! and the int8 stage ([`super::int8_layer::Int8Op`]).
 
+/// A stage's `kind` and `forward` for a module whose own forward takes and gives tensors of rank
+/// `$rank`: the float and QAT stages of every conv and linear kind.
+macro_rules! tensor_op_head {
+    ($ty:ty, $kind:expr, $rank:tt) => {
+        fn kind(&self) -> &'static str {
+            $kind
+        }
+
+        fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+            Value::from_tensor(<$ty>::forward(self, x.tensor::<$rank>(path)?)?)
+        }
+    };
+}
+
+/// A stage's `kind` and `forward` for a layer whose forward `$forward` takes float and
+/// quantized values alike (`m` the layer, `x` the value, `p` the path): the float and QAT
+/// stages of every kind without weights.
+macro_rules! value_op_head {
+    ($kind:expr, |$m:ident, $x:ident, $p:ident| $forward:expr) => {
+        fn kind(&self) -> &'static str {
+            $kind
+        }
+
+        fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
+            let ($m, $x, $p) = (&*self, x, path);
+            $forward
+        }
+    };
+}
+
 /// The QAT stage of a conv or linear module (fused or not): its float forward on tensors of
 /// rank `$rank`, its deployment arithmetic `$exact` (given the module `m`, input `x`, input grid `g`
 /// and path `p`), conversion into the int8 `$int8` module, its output fake quant under
@@ -12,13 +42,7 @@ macro_rules! weighted_qat_op {
         exact: |$m:ident, $x:ident, $g:ident, $p:ident| $exact:expr, weight: $weight:path $(, bn_frozen: |$b:ident| $frozen:expr)?
     ) => {
         impl QatOp for $ty {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-
-            fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-                Value::from_tensor(<$ty>::forward(self, x.tensor::<$rank>(path)?)?)
-            }
+            tensor_op_head!($ty, $kind, $rank);
 
             fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
                 let ($m, $x, $g, $p) = (self, x.tensor::<$rank>(path)?, need_grid(grid, path)?, path);
@@ -58,13 +82,7 @@ macro_rules! float_weighted_op {
         bn: [$($bn:ident at $bkey:literal)?], absorbs_bn: $absorbs:literal, prepare: |$m:ident, $q:ident| $prepare:expr
     ) => {
         impl FloatOp for $ty {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-
-            fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-                Value::from_tensor(<$ty>::forward(self, x.tensor::<$rank>(path)?)?)
-            }
+            tensor_op_head!($ty, $kind, $rank);
 
             fn set_training(&mut self, _training: bool) {
                 $(self.$bn.training = _training;)?
@@ -123,14 +141,7 @@ macro_rules! unweighted_kind {
         export: |$xm:ident, $xg:ident, $xp:ident, $xc:ident| $export:expr
     ) => {
         impl FloatOp for $ty {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-
-            fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-                let ($m, $x, $p) = (&*self, x, path);
-                $forward
-            }
+            value_op_head!($kind, |$m, $x, $p| $forward);
         }
 
         impl PrepareQat for $ty {
@@ -140,14 +151,7 @@ macro_rules! unweighted_kind {
         }
 
         impl QatOp for $ty {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-
-            fn forward(&mut self, x: Value, path: &str) -> Result<Value> {
-                let ($m, $x, $p) = (&*self, x, path);
-                $forward
-            }
+            value_op_head!($kind, |$m, $x, $p| $forward);
 
             fn forward_exact(&self, x: Value, grid: Option<Grid>, path: &str) -> Result<Flow> {
                 let ($em, $ex, $g, $ep) = (self, x, grid, path);
