@@ -24,13 +24,18 @@ fn quantize<F: Float>(x: F, params: &Tensor<F>, channel: usize) -> F {
     params[2 + 3 * channel + 1] + F::round(x * params[2 + 3 * channel])
 }
 
+/// The forward, `out = (clamp(q) - z) * s`, or with `backward` the gradient,
+/// `out = grad * [quant_min <= q <= quant_max]`: one kernel, so both round and compare the same
+/// `q`. The forward passes `x` again as `grad`, which it does not read.
 #[cube(launch)]
-fn fake_quant_forward_kernel<F: Float>(
+fn fake_quant_kernel<F: Float>(
     x: &Tensor<F>,
+    grad: &Tensor<F>,
     params: &Tensor<F>,
     out: &mut Tensor<F>,
     inner: u32,
     channels: u32,
+    #[comptime] backward: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     if ABSOLUTE_POS >= x.len() {
@@ -39,39 +44,25 @@ fn fake_quant_forward_kernel<F: Float>(
     let channel = (ABSOLUTE_POS / inner as usize) % channels as usize;
     let q = quantize::<F>(x[ABSOLUTE_POS], params, channel);
     let (quant_min, quant_max) = (params[0], params[1]);
-    let mut low = quant_min;
-    if q >= quant_min {
-        low = q;
-    }
-    let mut clamped = quant_max;
-    if low <= quant_max {
-        clamped = low;
-    }
-    out[ABSOLUTE_POS] = (clamped - params[2 + 3 * channel + 1]) * params[2 + 3 * channel + 2];
-}
-
-#[cube(launch)]
-fn fake_quant_backward_kernel<F: Float>(
-    x: &Tensor<F>,
-    grad: &Tensor<F>,
-    params: &Tensor<F>,
-    out: &mut Tensor<F>,
-    inner: u32,
-    channels: u32,
-    #[define(F)] _dtype: ElemType,
-) {
-    if ABSOLUTE_POS >= x.len() {
-        terminate!();
-    }
-    let channel = (ABSOLUTE_POS / inner as usize) % channels as usize;
-    let q = quantize::<F>(x[ABSOLUTE_POS], params, channel);
-    let mut mask = F::new(0.0);
-    if q >= params[0] {
-        if q <= params[1] {
-            mask = F::new(1.0);
+    if backward {
+        let mut mask = F::new(0.0);
+        if q >= quant_min {
+            if q <= quant_max {
+                mask = F::new(1.0);
+            }
         }
+        out[ABSOLUTE_POS] = grad[ABSOLUTE_POS] * mask;
+    } else {
+        let mut low = quant_min;
+        if q >= quant_min {
+            low = q;
+        }
+        let mut clamped = quant_max;
+        if low <= quant_max {
+            clamped = low;
+        }
+        out[ABSOLUTE_POS] = (clamped - params[2 + 3 * channel + 1]) * params[2 + 3 * channel + 2];
     }
-    out[ABSOLUTE_POS] = grad[ABSOLUTE_POS] * mask;
 }
 
 /// The parameter table on `like`'s device, in its dtype (an f64 tensor gets the f32
@@ -86,65 +77,37 @@ fn param_table(params: &FakeQuantParams, like: &CubeTensor) -> CubeTensor {
     Cube::float_from_data(data, &like.device)
 }
 
-/// What both kernels launch with: one thread per element of the contiguous `x`.
-struct Launch {
-    client: cubecl::client::Client,
-    count: CubeCount,
-    dim: CubeDim,
-    table: CubeTensor,
-    inner: u32,
-    channels: u32,
-    dtype: ElemType,
-}
-
-impl Launch {
-    /// `None` for an empty tensor (nothing to launch).
-    fn new(x: &CubeTensor, params: &FakeQuantParams) -> Option<Self> {
-        let shape = x.meta.shape().to_vec();
-        let n: usize = shape.iter().product();
-        if n == 0 {
-            return None;
-        }
-        let layout = ChannelLayout::new(&shape, params.axis);
-        let client = x.client.clone();
-        let dim = CubeDim::new(&client, n);
-        let count = calculate_cube_count_elemwise(&client, n, dim);
-        Some(Self {
-            table: param_table(params, x),
-            inner: layout.inner as u32,
-            channels: layout.channels as u32,
-            dtype: dtype_to_storage_type(x.dtype),
-            client,
-            count,
-            dim,
-        })
+/// Launches [`fake_quant_kernel`] over the contiguous `x`, one thread per element: the
+/// forward, or with `grad` the backward.
+fn launch(x: CubeTensor, grad: Option<CubeTensor>, params: &FakeQuantParams) -> CubeTensor {
+    let x = into_contiguous(x);
+    let backward = grad.is_some();
+    let grad = grad.map_or_else(|| x.clone(), into_contiguous);
+    let out = empty_device_dtype(grad.client.clone(), grad.device.clone(), grad.meta.shape().clone(), grad.dtype);
+    let shape = x.meta.shape().to_vec();
+    let n: usize = shape.iter().product();
+    if n == 0 {
+        return out;
     }
-}
-
-fn empty_like(x: &CubeTensor) -> CubeTensor {
-    empty_device_dtype(x.client.clone(), x.device.clone(), x.meta.shape().clone(), x.dtype)
+    let layout = ChannelLayout::new(&shape, params.axis);
+    let client = x.client.clone();
+    let dim = CubeDim::new(&client, n);
+    let count = calculate_cube_count_elemwise(&client, n, dim);
+    let table = param_table(params, &x);
+    let dtype = dtype_to_storage_type(x.dtype);
+    let (inner, channels) = (layout.inner as u32, layout.channels as u32);
+    let args = (x.into_tensor_arg(), grad.into_tensor_arg(), table.into_tensor_arg(), out.clone().into_tensor_arg());
+    fake_quant_kernel::launch(&client, count, dim, args.0, args.1, args.2, args.3, inner, channels, backward, dtype);
+    out
 }
 
 impl FakeQuantKernels for Cube {
     fn fake_quantize_forward(x: CubeTensor, params: &FakeQuantParams) -> CubeTensor {
-        let x = into_contiguous(x);
-        let out = empty_like(&x);
-        if let Some(l) = Launch::new(&x, params) {
-            let (x, table, y) = (x.into_tensor_arg(), l.table.into_tensor_arg(), out.clone().into_tensor_arg());
-            fake_quant_forward_kernel::launch(&l.client, l.count, l.dim, x, table, y, l.inner, l.channels, l.dtype);
-        }
-        out
+        launch(x, None, params)
     }
 
     fn fake_quantize_backward(x: CubeTensor, grad: CubeTensor, params: &FakeQuantParams) -> CubeTensor {
-        let (x, grad) = (into_contiguous(x), into_contiguous(grad));
-        let out = empty_like(&grad);
-        if let Some(l) = Launch::new(&x, params) {
-            let (x, grad, table, dx) =
-                (x.into_tensor_arg(), grad.into_tensor_arg(), l.table.into_tensor_arg(), out.clone().into_tensor_arg());
-            fake_quant_backward_kernel::launch(&l.client, l.count, l.dim, x, grad, table, dx, l.inner, l.channels, l.dtype);
-        }
-        out
+        launch(x, Some(grad), params)
     }
 }
 
