@@ -10,7 +10,7 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::fake_quantize::{FakeQuantize, FakeQuantizeConfig};
 use burn_qat::observer::ObserverConfig;
-use burn_qat::ops::{LearnableFakeQuantParams, fake_quantize_learnable};
+use burn_qat::ops::{LearnableFakeQuantParams, ScaleGradient, fake_quantize_learnable};
 use burn_qat::quant::{QScheme, QuantDtype};
 use common::*;
 
@@ -21,7 +21,13 @@ fn op_params(case: &str) -> LearnableFakeQuantParams {
     let range = ints(&g, &format!("{case}.range"));
     let axis = g.get(&format!("{case}.axis")).map(|_| ints(&g, &format!("{case}.axis"))[0] as usize);
     let grad_factor = get(&g, &format!("{case}.grad_factor")).to_f64_vec()[0] as f32;
-    LearnableFakeQuantParams { axis, quant_min: range[0] as i32, quant_max: range[1] as i32, grad_factor }
+    LearnableFakeQuantParams {
+        axis,
+        quant_min: range[0] as i32,
+        quant_max: range[1] as i32,
+        grad_factor,
+        scale_gradient: ScaleGradient::Every,
+    }
 }
 
 fn vector(values: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -97,7 +103,8 @@ fn without_gradients_the_op_is_plain_fake_quantization() {
 fn bad_qparams_are_errors() {
     let device = Device::flex();
     let x = Tensor::<2>::ones([2, 3], &device);
-    let params = LearnableFakeQuantParams { axis: Some(1), quant_min: 0, quant_max: 15, grad_factor: 1.0 };
+    let params =
+        LearnableFakeQuantParams { axis: Some(1), quant_min: 0, quant_max: 15, grad_factor: 1.0, scale_gradient: ScaleGradient::Every };
     let two = vector(vec![0.1, 0.1], &device);
     assert!(fake_quantize_learnable(x.clone(), two.clone(), two.clone(), &params).is_err(), "2 scales for 3 channels");
     let three = vector(vec![0.1; 3], &device);

@@ -9,7 +9,7 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use burn_qat::fake_quantize::{FakeQuantizeConfig, FakeQuantizeVariant, LearnedGradient};
 use burn_qat::observer::ObserverConfig;
-use burn_qat::ops::{LearnableFakeQuantParams, fake_quantize_learnable, fake_quantize_pact};
+use burn_qat::ops::{LearnableFakeQuantParams, ScaleGradient, fake_quantize_learnable};
 use burn_qat::qconfig::{QConfigBuilder, Quantizer};
 use burn_qat::quant::QScheme;
 use common::*;
@@ -49,15 +49,21 @@ fn clipped_values_only_on(device: &Device) {
     let device = device.clone();
     device.seed(17);
     for (z, qmin, qmax) in [(0, 0, 15), (3, 0, 15), (0, -8, 7)] {
-        let params = LearnableFakeQuantParams { axis: None, quant_min: qmin, quant_max: qmax, grad_factor: 0.37 };
+        let lsq = LearnableFakeQuantParams {
+            axis: None,
+            quant_min: qmin,
+            quant_max: qmax,
+            grad_factor: 0.37,
+            scale_gradient: ScaleGradient::Every,
+        };
         let x = Tensor::<1>::random([400], Distribution::Normal(0.5, 2.0), &device);
         let dy = Tensor::<1>::random([400], Distribution::Normal(0.0, 1.0), &device);
         let (s, zf) = (0.2f32, z as f32);
         let run = |pact: bool| {
             let (xg, sg, zg) =
                 (x.clone().require_grad(), vector(vec![s], &device).require_grad(), vector(vec![zf], &device).require_grad());
-            let op = if pact { fake_quantize_pact::<1> } else { fake_quantize_learnable::<1> };
-            let y = op(xg.clone(), sg.clone(), zg.clone(), &params).unwrap();
+            let params = if pact { LearnableFakeQuantParams { scale_gradient: ScaleGradient::Clipped, ..lsq } } else { lsq };
+            let y = fake_quantize_learnable(xg.clone(), sg.clone(), zg.clone(), &params).unwrap();
             let grads = (y.clone() * dy.clone()).sum().backward();
             (to_vec(&y), to_vec(&xg.grad(&grads).unwrap()), to_vec(&sg.grad(&grads).unwrap())[0], to_vec(&zg.grad(&grads).unwrap())[0])
         };
@@ -76,12 +82,13 @@ fn clipped_values_only_on(device: &Device) {
 fn per_channel_clip_levels_learn_per_channel() {
     let device = Device::flex().autodiff();
     device.seed(5);
-    let params = LearnableFakeQuantParams { axis: Some(1), quant_min: 0, quant_max: 15, grad_factor: 1.0 };
+    let params =
+        LearnableFakeQuantParams { axis: Some(1), quant_min: 0, quant_max: 15, grad_factor: 1.0, scale_gradient: ScaleGradient::Clipped };
     let x = Tensor::<2>::random([50, 3], Distribution::Normal(0.5, 2.0), &device);
     let dy = Tensor::<2>::random([50, 3], Distribution::Normal(0.0, 1.0), &device);
     let scales = [0.1f32, 0.2, 0.4];
     let sg = vector(scales.to_vec(), &device).require_grad();
-    let y = fake_quantize_pact(x.clone(), sg.clone(), vector(vec![0.0; 3], &device), &params).unwrap();
+    let y = fake_quantize_learnable(x.clone(), sg.clone(), vector(vec![0.0; 3], &device), &params).unwrap();
     let ds = to_vec(&sg.grad(&(y * dy.clone()).sum().backward()).unwrap());
     let (xv, dyv) = (to_vec(&x), to_vec(&dy));
     for (c, &s) in scales.iter().enumerate() {

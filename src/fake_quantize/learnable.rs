@@ -20,7 +20,7 @@ use super::FakeQuantize;
 use super::LearnedGradient;
 use crate::error::{QatError, Result};
 use crate::observer::tensor_values;
-use crate::ops::{LearnableFakeQuantParams, fake_quantize_learnable, fake_quantize_pact, forward_zero_point};
+use crate::ops::{LearnableFakeQuantParams, ScaleGradient, fake_quantize_learnable, forward_zero_point};
 use crate::quant::{QParamFormula, QParams};
 use crate::state_dict::{StateDict, StateReader, TensorValue, Values, join};
 
@@ -148,13 +148,12 @@ impl FakeQuantize {
             LearnedGradient::LsqScaled => (1.0 / (x.shape().num_elements() as f64 * qmax as f64).sqrt()) as f32,
             LearnedGradient::Pact => (1.0 / ((qmax as f64 - qmin as f64).powi(2))) as f32,
         };
-        let params = LearnableFakeQuantParams { axis: self.observer.ch_axis(), quant_min: qmin, quant_max: qmax, grad_factor };
+        let scale_gradient = if gradient == LearnedGradient::Pact { ScaleGradient::Clipped } else { ScaleGradient::Every };
+        let params =
+            LearnableFakeQuantParams { axis: self.observer.ch_axis(), quant_min: qmin, quant_max: qmax, grad_factor, scale_gradient };
         let value = |p: &Param<Tensor<1>>, learns: bool| if learns { p.val() } else { p.val().detach() };
         let (scale, zero_point) = (value(&learned.scale, learning), value(&learned.zero_point, learning && learn_zero_point));
-        match gradient {
-            LearnedGradient::Pact => fake_quantize_pact(x, scale, zero_point, &params),
-            LearnedGradient::Lsq | LearnedGradient::LsqScaled => fake_quantize_learnable(x, scale, zero_point, &params),
-        }
+        fake_quantize_learnable(x, scale, zero_point, &params)
     }
 
     /// PyTorch `enable_param_learning`: learn the qparams, fake quantize, stop the static

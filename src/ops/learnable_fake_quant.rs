@@ -15,13 +15,16 @@ use super::tensor_values;
 use crate::error::{QatError, Result};
 
 /// Everything but the learned values: the channel axis (`None`: per tensor), the integer range,
-/// and the factor both parameter gradients are multiplied by (LSQ's `1/sqrt(N * Q_p)`, or 1).
+/// the factor both parameter gradients are multiplied by (LSQ's `1/sqrt(N * Q_p)`, or 1), and
+/// which elements the scale learns from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LearnableFakeQuantParams {
     pub axis: Option<usize>,
     pub quant_min: i32,
     pub quant_max: i32,
     pub grad_factor: f32,
+    /// Which elements the scale learns from: every one (LSQ) or the clipped ones (PACT).
+    pub scale_gradient: ScaleGradient,
 }
 
 /// The zero point the forward uses: rounded half to even, then clamped to the range.
@@ -39,48 +42,30 @@ fn per_tensor_backward_zero_point(z: f32, quant_min: i32, quant_max: i32) -> i32
 }
 
 /// Which elements the scale learns from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ScaleGradient {
-    /// Every element: the rounding error inside the range, the range's end outside (LSQ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ScaleGradient {
+    /// Every element: the rounding error inside the range, the range's end outside (LSQ,
+    /// PyTorch's `_fake_quantize_learnable_*` ops).
+    #[default]
     Every,
-    /// Only the clipped elements (PACT: the clip level learns where it clips).
+    /// Only the clipped elements, as PACT's clip level learns (Choi et al. 2018): with
+    /// `α = s * (quant_max - z)` the upper clip level,
+    /// `dL/ds = (quant_max - z) * grad_factor * sum(dL/dy over x above α)` (and the same below
+    /// the lower end with `quant_min - z`). The rounding error inside the range is left out; the
+    /// forward, the input's gradient and the zero point's are LSQ's.
     Clipped,
 }
 
 /// Fake quantizes `x` with a learnable `scale` and `zero_point` (one value, or one per index of
 /// `params.axis`; the zero point is a float, rounded as PyTorch rounds it). `x` gets the
-/// straight-through gradient; scale and zero point get LSQ's gradients times `grad_factor`,
-/// when they require gradients. Elements whose value is NaN give the parameters no gradient
-/// (PyTorch's would become NaN).
+/// straight-through gradient; scale and zero point get LSQ's gradients (or PACT's for the
+/// scale, [`ScaleGradient::Clipped`]) times `grad_factor`, when they require gradients.
+/// Elements whose value is NaN give the parameters no gradient (PyTorch's would become NaN).
 pub fn fake_quantize_learnable<const D: usize>(
     x: Tensor<D>,
     scale: Tensor<1>,
     zero_point: Tensor<1>,
     params: &LearnableFakeQuantParams,
-) -> Result<Tensor<D>> {
-    learnable(x, scale, zero_point, params, ScaleGradient::Every)
-}
-
-/// [`fake_quantize_learnable`] whose scale learns from the clipped elements only, as PACT's clip
-/// level does (Choi et al. 2018): with `α = s * (quant_max - z)` the upper clip level,
-/// `dL/ds = (quant_max - z) * grad_factor * sum(dL/dy over x above α)` (and the same below the
-/// lower end with `quant_min - z`). The rounding error inside the range, which LSQ adds, is left
-/// out; the forward, the input's gradient and the zero point's are the same.
-pub fn fake_quantize_pact<const D: usize>(
-    x: Tensor<D>,
-    scale: Tensor<1>,
-    zero_point: Tensor<1>,
-    params: &LearnableFakeQuantParams,
-) -> Result<Tensor<D>> {
-    learnable(x, scale, zero_point, params, ScaleGradient::Clipped)
-}
-
-fn learnable<const D: usize>(
-    x: Tensor<D>,
-    scale: Tensor<1>,
-    zero_point: Tensor<1>,
-    params: &LearnableFakeQuantParams,
-    scale_gradient: ScaleGradient,
 ) -> Result<Tensor<D>> {
     let dims = x.dims();
     let channels = match params.axis {
@@ -128,8 +113,8 @@ fn learnable<const D: usize>(
         bshape[axis] = channels;
     }
     let (grad_scale, grad_zero_point) = match params.axis {
-        None => per_tensor_factors(x.detach(), s[0], z_bwd[0], params, scale_gradient),
-        Some(_) => per_channel_factors(x.detach(), &s, &z_bwd, bshape, params, scale_gradient),
+        None => per_tensor_factors(x.detach(), s[0], z_bwd[0], params),
+        Some(_) => per_channel_factors(x.detach(), &s, &z_bwd, bshape, params),
     };
     let mut y = y;
     if learns_scale {
@@ -147,19 +132,13 @@ fn learnable<const D: usize>(
 /// `q = rne(z + x/s)`, below the range `(qmin - z) g` and `-s g`, above it `(qmax - z) g` and
 /// `-s g`, inside `(fq(x) - x) / s * g` (0 for [`ScaleGradient::Clipped`]) and 0. Scalar ops:
 /// most fake quants are per tensor, and this is their whole extra cost.
-fn per_tensor_factors<const D: usize>(
-    x: Tensor<D>,
-    s: f32,
-    z: i32,
-    params: &LearnableFakeQuantParams,
-    scale_gradient: ScaleGradient,
-) -> (Tensor<D>, Tensor<D>) {
+fn per_tensor_factors<const D: usize>(x: Tensor<D>, s: f32, z: i32, params: &LearnableFakeQuantParams) -> (Tensor<D>, Tensor<D>) {
     let (qmin, qmax, g) = (params.quant_min as f32, params.quant_max as f32, params.grad_factor);
     let (inv, z) = (1.0 / s, z as f32);
     let q = (x.clone() * inv + z).round();
     let below: Tensor<D, Bool> = q.clone().lower_elem(qmin);
     let above: Tensor<D, Bool> = q.clone().greater_elem(qmax);
-    let inside = match scale_gradient {
+    let inside = match params.scale_gradient {
         ScaleGradient::Every => (((q.clamp(qmin, qmax) - z) * s - x) * inv) * g,
         ScaleGradient::Clipped => q.zeros_like(),
     };
@@ -177,7 +156,6 @@ fn per_channel_factors<const D: usize>(
     z: &[i32],
     bshape: [usize; D],
     params: &LearnableFakeQuantParams,
-    scale_gradient: ScaleGradient,
 ) -> (Tensor<D>, Tensor<D>) {
     let (qmin, qmax, g) = (params.quant_min as f32, params.quant_max as f32, params.grad_factor);
     let (device, dims) = (x.device(), x.dims());
@@ -190,7 +168,7 @@ fn per_channel_factors<const D: usize>(
     let below: Tensor<D, Bool> = q.clone().lower_elem(qmin);
     let above: Tensor<D, Bool> = q.clone().greater_elem(qmax);
     let outside = below.clone().bool_or(above.clone());
-    let inside = match scale_gradient {
+    let inside = match params.scale_gradient {
         ScaleGradient::Every => (((q.clamp(qmin, qmax) - z_t.clone()) * s_t.clone() - x) * inv_t) * g,
         ScaleGradient::Clipped => q.zeros_like(),
     };

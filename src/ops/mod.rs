@@ -16,7 +16,7 @@ pub use bn_train::{BnApplyParams, BnPreValues, bn_batch_stats, bn_train_apply};
 pub use conv2d::conv2d;
 pub use fake_quant::{FakeQuantParams, fake_quantize};
 pub use host::tensor_values;
-pub use learnable_fake_quant::{LearnableFakeQuantParams, fake_quantize_learnable, fake_quantize_pact, forward_zero_point};
+pub use learnable_fake_quant::{LearnableFakeQuantParams, ScaleGradient, fake_quantize_learnable, forward_zero_point};
 pub use max_pool::{MaxPoolWindow, max_pool2d};
 pub use minmax::min_max;
 pub use route::is_flex;
