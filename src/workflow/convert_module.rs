@@ -158,12 +158,23 @@ impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvReLUNd<D, O> {
 }
 
 fn linear_to_quantized(linear: &qat::Linear, input: ActivationQParams, relu: bool, layer: &str) -> Result<quantized::Linear> {
-    let (o, i) = (linear.out_features(), linear.in_features());
     let weight = f32s(host_values(&linear.weight.val()));
-    let bias = linear.bias.as_ref().map(|b: &Param<_>| f32s(host_values(&b.val()))).unwrap_or_else(|| vec![0.0; o]);
-    let (weight, scale, zero_point) = linear.weight_fake_quant.quantize_weight(&weight, o, layer)?;
+    let bias = linear.bias.as_ref().map(|b: &Param<_>| f32s(host_values(&b.val()))).unwrap_or_else(|| vec![0.0; linear.out_features()]);
     let qparams = LayerQParams::new(input, output_qparams(&linear.activation_post_process, layer)?, relu);
-    quantized::Linear::new(i, o, Int8Weight::new(weight, scale, zero_point), &bias, qparams)
+    quantize_linear(&linear.weight_fake_quant, [linear.out_features(), linear.in_features()], [&weight, &bias], qparams, layer)
+}
+
+/// An int8 linear of shape `[out, in]` from its float weight and bias, the weight quantized by
+/// `weight_fq`.
+fn quantize_linear(
+    weight_fq: &FakeQuantize,
+    [o, i]: [usize; 2],
+    [weight, bias]: [&[f32]; 2],
+    qparams: LayerQParams,
+    layer: &str,
+) -> Result<quantized::Linear> {
+    let (values, scale, zero_point) = weight_fq.quantize_weight(weight, o, layer)?;
+    quantized::Linear::new(i, o, Int8Weight::new(values, scale, zero_point), bias, qparams)
 }
 
 impl ToQuantized for qat::Linear {
@@ -184,10 +195,8 @@ impl ToQuantized for LinearBn1d {
     type Quantized = quantized::Linear;
     fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<quantized::Linear> {
         let (weight, bias) = self.folded_weight_and_bias();
-        let (o, i) = (self.out_features(), self.in_features());
-        let (weight, scale, zero_point) = self.weight_fake_quant.quantize_weight(&weight, o, layer)?;
         let qparams = LayerQParams::new(input, output_qparams(&self.activation_post_process, layer)?, false);
-        quantized::Linear::new(i, o, Int8Weight::new(weight, scale, zero_point), &bias, qparams)
+        quantize_linear(&self.weight_fake_quant, [self.out_features(), self.in_features()], [&weight, &bias], qparams, layer)
     }
 }
 
