@@ -71,6 +71,30 @@ impl Conv1dOptions {
     }
 }
 
+impl super::ConvWindow for Conv1dOptions {
+    fn kernel(&self) -> &[usize] {
+        std::slice::from_ref(&self.kernel_size)
+    }
+    fn stride(&self) -> &[usize] {
+        std::slice::from_ref(&self.stride)
+    }
+    fn dilation(&self) -> &[usize] {
+        std::slice::from_ref(&self.dilation)
+    }
+    fn padding(&self) -> &[usize] {
+        std::slice::from_ref(&self.padding)
+    }
+    fn padding_after(&self) -> Vec<usize> {
+        vec![Conv1dOptions::padding_after(self)]
+    }
+    fn groups(&self) -> usize {
+        self.groups
+    }
+    fn padding_mode(&self) -> PaddingMode {
+        self.padding_mode
+    }
+}
+
 /// The 1-d geometry runs as the 2-d one over `[N, C, 1, L]` ([`Conv1dOptions::as_2d`]): the same
 /// sums in the same order, so the 1-d family shares the 2-d numerics and kernels.
 impl ConvGeometry<3> for Conv1dOptions {

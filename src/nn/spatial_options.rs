@@ -85,6 +85,30 @@ macro_rules! spatial_conv_options {
                 self
             }
         }
+
+        impl super::ConvWindow for $options {
+            fn kernel(&self) -> &[usize] {
+                &self.kernel_size
+            }
+            fn stride(&self) -> &[usize] {
+                &self.stride
+            }
+            fn dilation(&self) -> &[usize] {
+                &self.dilation
+            }
+            fn padding(&self) -> &[usize] {
+                &self.padding
+            }
+            fn padding_after(&self) -> Vec<usize> {
+                <$options>::padding_after(self).to_vec()
+            }
+            fn groups(&self) -> usize {
+                self.groups
+            }
+            fn padding_mode(&self) -> PaddingMode {
+                self.padding_mode
+            }
+        }
     };
 }
 

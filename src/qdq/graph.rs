@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use super::proto::{AttributeProto, NodeProto, TensorProto, attribute_type, data_type};
 use crate::error::{QatError, Result};
 use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, Int8Weight, LayerQParams, QuantizedConv};
-use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode};
+use crate::nn::{ConvGeometry, PaddingMode};
 use crate::quant::packing::{bits_needed, pack};
 
 /// The name of the graph input, float32 `[N, C, ...]`.
@@ -135,12 +135,7 @@ impl QdqGraph {
         }
     }
 
-    pub(crate) fn conv<const D: usize, O: Int8ConvGeometry<D> + ConvAttributes>(
-        &mut self,
-        m: &QuantizedConv<D, O>,
-        path: &str,
-        cur: Wire,
-    ) -> Result<Wire> {
+    pub(crate) fn conv<const D: usize, O: Int8ConvGeometry<D>>(&mut self, m: &QuantizedConv<D, O>, path: &str, cur: Wire) -> Result<Wire> {
         let q = cur.quantized(path)?;
         check_input_qparams(path, q, m.qparams.input)?;
         let o = &m.options;
@@ -584,58 +579,6 @@ struct WeightOperands<'a> {
     axis: usize,
     weight: &'a Int8Weight,
     bias: &'a [i32],
-}
-
-/// A conv geometry's attributes as ONNX's Conv takes them, one entry per spatial axis.
-pub(crate) trait ConvAttributes {
-    fn kernel(&self) -> &[usize];
-    fn stride(&self) -> &[usize];
-    fn padding(&self) -> &[usize];
-    fn dilation(&self) -> &[usize];
-    /// The padding after each axis (more than before for an asymmetric `"same"`).
-    fn padding_after(&self) -> Vec<usize>;
-}
-
-macro_rules! conv_attributes {
-    ($($options:ty),*) => {$(
-        impl ConvAttributes for $options {
-            fn kernel(&self) -> &[usize] {
-                &self.kernel_size
-            }
-            fn stride(&self) -> &[usize] {
-                &self.stride
-            }
-            fn padding(&self) -> &[usize] {
-                &self.padding
-            }
-            fn dilation(&self) -> &[usize] {
-                &self.dilation
-            }
-            fn padding_after(&self) -> Vec<usize> {
-                <$options>::padding_after(self).to_vec()
-            }
-        }
-    )*};
-}
-
-conv_attributes!(Conv2dOptions, Conv3dOptions);
-
-impl ConvAttributes for Conv1dOptions {
-    fn kernel(&self) -> &[usize] {
-        std::slice::from_ref(&self.kernel_size)
-    }
-    fn stride(&self) -> &[usize] {
-        std::slice::from_ref(&self.stride)
-    }
-    fn padding(&self) -> &[usize] {
-        std::slice::from_ref(&self.padding)
-    }
-    fn dilation(&self) -> &[usize] {
-        std::slice::from_ref(&self.dilation)
-    }
-    fn padding_after(&self) -> Vec<usize> {
-        vec![Conv1dOptions::padding_after(self)]
-    }
 }
 
 /// Sizes as ONNX's int64 attribute values.

@@ -8,71 +8,44 @@ use crate::kernels::int8::conv::{Geometry3, conv_forward};
 use crate::kernels::int8::gemm::{GemmPath, PackedWeights};
 use crate::kernels::int8::requantize::Requantizer;
 use crate::kernels::pad_for_kernel;
-use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, PaddingMode};
+use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvWindow};
 
 /// A conv geometry the integer kernel runs: its view over three spatial axes `[D, H, W]` (2-d
 /// convs with depth 1, 1-d ones with depth and height 1).
-pub trait Int8ConvGeometry<const D: usize>: ConvGeometry<D> + Clone {
+pub trait Int8ConvGeometry<const D: usize>: ConvGeometry<D> + ConvWindow + Clone {
     /// The input's layout, for errors (`[N, C, H, W]`).
     const LAYOUT: &'static str;
-    fn groups(&self) -> usize;
-    fn padding_mode(&self) -> PaddingMode;
-    /// Input dims `[N, C, spatial...]` as `[N, C, D, H, W]`.
-    fn dims_3d(dims: [usize; D]) -> [usize; 5];
-    /// Kernel, stride, dilation, padding before and padding after over `[D, H, W]`.
-    fn spatial_3d(&self) -> [[usize; 3]; 5];
-}
 
-impl Int8ConvGeometry<4> for Conv2dOptions {
-    const LAYOUT: &'static str = "[N, C, H, W]";
-    fn groups(&self) -> usize {
-        self.groups
+    /// Input dims `[N, C, spatial...]` as `[N, C, D, H, W]`, the missing leading axes of size 1.
+    fn dims_3d(dims: [usize; D]) -> [usize; 5] {
+        let mut out = [1; 5];
+        out[..2].copy_from_slice(&dims[..2]);
+        out[7 - D..].copy_from_slice(&dims[2..]);
+        out
     }
-    fn padding_mode(&self) -> PaddingMode {
-        self.padding_mode
-    }
-    fn dims_3d([n, c, h, w]: [usize; 4]) -> [usize; 5] {
-        [n, c, 1, h, w]
-    }
+
+    /// Kernel, stride, dilation, padding before and padding after over `[D, H, W]`: the
+    /// missing leading axes a kernel, stride and dilation of 1 and no padding.
     fn spatial_3d(&self) -> [[usize; 3]; 5] {
-        let lift = |[a, b]: [usize; 2], depth: usize| [depth, a, b];
-        let padding = [lift(self.padding, 0), lift(self.padding_after(), 0)];
-        [lift(self.kernel_size, 1), lift(self.stride, 1), lift(self.dilation, 1), padding[0], padding[1]]
+        let lift = |v: &[usize], missing: usize| {
+            let mut out = [missing; 3];
+            out[3 - v.len()..].copy_from_slice(v);
+            out
+        };
+        [lift(self.kernel(), 1), lift(self.stride(), 1), lift(self.dilation(), 1), lift(self.padding(), 0), lift(&self.padding_after(), 0)]
     }
 }
 
 impl Int8ConvGeometry<3> for Conv1dOptions {
     const LAYOUT: &'static str = "[N, C, L]";
-    fn groups(&self) -> usize {
-        self.groups
-    }
-    fn padding_mode(&self) -> PaddingMode {
-        self.padding_mode
-    }
-    fn dims_3d([n, c, l]: [usize; 3]) -> [usize; 5] {
-        [n, c, 1, 1, l]
-    }
-    fn spatial_3d(&self) -> [[usize; 3]; 5] {
-        let lift = |v: usize, other: usize| [other, other, v];
-        let padding = [lift(self.padding, 0), lift(self.padding_after(), 0)];
-        [lift(self.kernel_size, 1), lift(self.stride, 1), lift(self.dilation, 1), padding[0], padding[1]]
-    }
+}
+
+impl Int8ConvGeometry<4> for Conv2dOptions {
+    const LAYOUT: &'static str = "[N, C, H, W]";
 }
 
 impl Int8ConvGeometry<5> for Conv3dOptions {
     const LAYOUT: &'static str = "[N, C, D, H, W]";
-    fn groups(&self) -> usize {
-        self.groups
-    }
-    fn padding_mode(&self) -> PaddingMode {
-        self.padding_mode
-    }
-    fn dims_3d(dims: [usize; 5]) -> [usize; 5] {
-        dims
-    }
-    fn spatial_3d(&self) -> [[usize; 3]; 5] {
-        [self.kernel_size, self.stride, self.dilation, self.padding, self.padding_after()]
-    }
 }
 
 /// `torch.ao.nn.quantized.Conv2d` / `Conv3d` (and, with `relu`, `nn.intrinsic.quantized.ConvReLU2d`
