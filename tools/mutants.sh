@@ -18,7 +18,7 @@ trap 'rm -rf "$scratch"' EXIT
 
 # name | file | text | replacement | test targets (cargo test arguments)
 mutants=(
-  "linear-bn-bias-dropped|src/workflow/convert_module.rs|let (o, i) = (self.out_features(), self.in_features());|let (o, i, bias) = (self.out_features(), self.in_features(), vec![0.0; self.out_features()]);|--test workflow --test pytorch_convert_layers"
+  "linear-bn-bias-dropped|src/workflow/convert_module.rs|[self.out_features(), self.in_features()], [&weight, &bias], qparams, layer)|[self.out_features(), self.in_features()], [&weight, &vec![0.0; self.out_features()]], qparams, layer)|--test workflow --test pytorch_convert_layers"
   "conv-bn-bias-dropped|src/workflow/convert_module.rs|(bias[c] - mean[c] as f32) * sf[c] + beta[c]|(0.0 - mean[c] as f32) * sf[c] + beta[c]|--test workflow --test pytorch_convert_layers"
   "multiplier-in-f32|src/quant/requant.rs|(input_scale as f64 * weight_scale as f64 / output_scale as f64) as f32|input_scale * weight_scale / output_scale|--lib --test workflow"
   "shape-by-element-count|src/state_dict/reader.rs|Some(shape) if t.shape != shape =>|Some(shape) if t.numel() != shape.iter().product::<usize>() =>|--test workflow"
@@ -36,7 +36,7 @@ mutants=(
   "histogram-upsample-by-8|src/observer/histogram.rs|const UPSAMPLE_RATE: usize = 16;|const UPSAMPLE_RATE: usize = 8;|--test histogram_observer_golden"
   "histc-bin-by-ratio-first|src/observer/histogram.rs|((v - left) * bins as f32 / (right - left)) as usize|((v - left) / (right - left) * bins as f32) as usize|--test histogram_observer_golden"
   "histogram-search-levels-ignored|src/observer/mod.rs|SearchLevels::QuantRange => (self.spec.range.span() + 1) as f64,|SearchLevels::QuantRange => 2f64.powi(self.spec.dtype.bits() as i32),|--test histogram_observer_golden"
-  "pact-learns-inside-the-range|src/fake_quantize/learnable.rs|LearnedGradient::Pact => fake_quantize_pact(x, scale, zero_point, &params),|LearnedGradient::Pact => fake_quantize_learnable(x, scale, zero_point, &params),|--test pact"
+  "pact-learns-inside-the-range|src/fake_quantize/learnable.rs|{ ScaleGradient::Clipped } else|{ ScaleGradient::Every } else|--test pact"
   "pact-factor-lsq|src/fake_quantize/learnable.rs|LearnedGradient::Pact => (1.0 / ((qmax as f64 - qmin as f64).powi(2))) as f32,|LearnedGradient::Pact => (1.0 / (qmax as f64 - qmin as f64)) as f32,|--test pact"
   "onnx-int4-never-chosen|src/qdq/graph.rs|self.int4_weights && bits_needed(weight) <= 4|self.int4_weights && bits_needed(weight) <= 3|--test onnx_export"
   "gpu-rounding-half-away-from-zero|src/ops/cube/fake_quant.rs|F::round(x * params[2 + 3 * channel])|F::floor(x * params[2 + 3 * channel] + F::new(0.5))|--features wgpu --test fake_quant_golden"
@@ -54,10 +54,19 @@ mutants=(
   "bn-module-ignores-train-mode|src/nn/qat_module.rs|self.bn.follow_mode(mode);|let _ = mode;|--test module_behaviour --test frozen_bn"
   "concat-zero-point-ignored|src/nn/quantized/concat.rs|(q as i32 - input.zero_point) as f32 * input.scale|(q as i32) as f32 * input.scale|--test end_to_end_encoder_decoder"
   "concat-deployment-not-requantized|src/workflow/qat_layer.rs|output.real(output.codes(t))|t|--test end_to_end_encoder_decoder"
-  "conv1d-kernel-on-the-depth-axis|src/nn/quantized/conv.rs|[other, other, v];|[v, other, other];|--test end_to_end_sequence --test int8_families"
+  "spatial-axes-lifted-from-the-front|src/nn/quantized/conv.rs|out[3 - v.len()..].copy_from_slice(v);|out[..v.len()].copy_from_slice(v);|--test end_to_end_sequence --test int8_families"
   "conv-transpose-onnx-weights-along-axis-0|src/qdq/graph.rs|axis: 1, weight|axis: 0, weight|--test end_to_end_encoder_decoder"
   "volume-global-pool-count-off|src/workflow/kinds/pooling.rs|mean_of_sum(sum.cast(DType::F32), plane, g)|mean_of_sum(sum.cast(DType::F32), plane + 1, g)|--test end_to_end_volume"
   "hardswish-table-caps-at-five|src/nn/quantized/hardswish.rs|x * (x + 3.0).clamp(0.0, 6.0) / 6.0|x * (x + 3.0).clamp(0.0, 5.0) / 6.0|--test end_to_end_encoder_decoder"
+  "bn-fold-gamma-zero-stays-approximate|src/nn/intrinsic/qat/bn_fold.rs|(BnFolding::Approximate, false) => self.approximate(op, with_relu),|(BnFolding::Approximate, _) => self.approximate(op, with_relu),|--test degenerate --test module_golden"
+  "train-run-without-devices-accepted|src/train/mod.rs|if self.devices.is_empty() {|if self.devices.len() > usize::MAX - 1 {|--test data_parallel"
+  "train-run-resume-point-dropped|src/train/mod.rs|self.resume = point;|let _ = point;|--test robustness"
+  "onnx-weighted-output-on-the-input-grid|src/qdq/graph.rs|Ok(Wire { name, shape: node.shape, qparams: Some(qparams.output) })|Ok(Wire { name, shape: node.shape, qparams: Some(qparams.input) })|--test onnx_export"
+  "conv1d-same-padding-after-dropped|src/nn/conv1d_options.rs|vec![Conv1dOptions::padding_after(self)]|vec![self.padding]|--test padding --test end_to_end_sequence"
+  "int8-dims-lifted-at-the-back|src/nn/quantized/conv.rs|out[7 - D..].copy_from_slice(&dims[2..]);|out[2..D].copy_from_slice(&dims[2..]);|--test int8_kernels --test workflow"
+  "quantized-linear-in-out-swapped|src/workflow/convert_module.rs|quantized::Linear::new(i, o, Int8Weight::new(values, scale, zero_point), bias, qparams)|quantized::Linear::new(o, i, Int8Weight::new(values, scale, zero_point), bias, qparams)|--test workflow"
+  "observer-child-not-read|src/state_dict/mod.rs|self.activation_post_process.read_state(&key, reader);|let _ = (&key, &reader);|--test workflow --test custom_model"
+  "per-tensor-weights-flag-ignored|src/qconfig/builder.rs|per_tensor_weights => per_channel_weights = false,|per_tensor_weights => per_channel_weights = true,|--test qconfig_presets --lib"
 )
 
 selected=("$@")
