@@ -12,6 +12,7 @@ use burn_qat::QatError;
 use burn_qat::nn::qat::ConvConfig;
 use burn_qat::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, Padding, PaddingMode, float};
 use burn_qat::qconfig::QConfig;
+use burn_qat::workflow::Int8Layer;
 use burn_qat::workflow::{FloatModel, Layer, convert};
 use common::*;
 use serde_json::Value;
@@ -196,4 +197,42 @@ fn even_kernel_same_convs_go_float_to_int8_file_and_onnx() {
             road::assert_onnx_within_one_step(&int8, x, 3, "even-kernel same convs");
         }
     }
+}
+
+/// The 1-d family's asymmetric "same" through the integer kernels, the int8 file and ONNX: a
+/// kernel of 4 pads 1 before and 2 after, a kernel of 2 dilated by 3 (extent 4) the same.
+#[test]
+fn even_extent_same_conv1d_goes_float_to_int8_file_and_onnx() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    device.seed(61);
+    let same = |options: Conv1dOptions| options.with_padding(Padding::Same);
+    let (wide, dilated) = (same(Conv1dOptions::new(3, 4, 4)), same(Conv1dOptions::new(4, 4, 2).with_dilation(3)));
+    for options in [&wide, &dilated] {
+        assert_eq!((options.padding, options.padding_after()), (1, 2), "{options:?}");
+    }
+    let float = FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("conv1", Layer::conv1d(wide, true, &device).unwrap()),
+        ("relu1", Layer::Relu(Default::default())),
+        ("conv2", Layer::conv1d(dilated, true, &device).unwrap()),
+        ("relu2", Layer::Relu(Default::default())),
+        ("pool", Layer::GlobalAvgPool2d(Default::default())),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc", Layer::linear(4, 3, true, &device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap()
+    .fuse()
+    .unwrap();
+    let batch = |n: usize, std: f64, device: &Device| Tensor::<3>::random([n, 3, 11], Distribution::Normal(0.0, std), device);
+    let mut model = road::trained(float, QConfig::consistent("fbgemm").unwrap(), &device, |device| batch(8, 1.0, device));
+    let int8 = convert(&model).unwrap();
+    assert!(matches!(int8.layers[1].layer, Int8Layer::Conv1d(_)), "conv1 converts to a quantized Conv1d");
+    road::assert_int8_equals_the_qat_eval(&mut model, &int8, |std, device| batch(7, std, device));
+    let cpu = Device::flex();
+    cpu.seed(62);
+    let x = batch(4, 2.0, &cpu);
+    road::assert_file_round_trip(&int8, "even_extent_same_conv1d", x.clone());
+    road::assert_onnx_within_one_step(&int8, x, 3, "even-extent same conv1d");
 }

@@ -154,3 +154,31 @@ impl QConfigBuilder {
         Ok(qconfig)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_quantize::FakeQuantizeVariant;
+    use crate::observer::Averaging;
+
+    #[test]
+    fn each_switch_sets_what_it_names_and_nothing_else() {
+        let default = QConfigBuilder::new().build().unwrap();
+        let built = |b: QConfigBuilder| b.build().unwrap();
+        assert_eq!(default.weight.observer.qscheme, QScheme::PerChannelSymmetric);
+        assert_eq!(built(QConfigBuilder::new().per_tensor_weights()).weight.observer.qscheme, QScheme::PerTensorSymmetric);
+        let back = built(QConfigBuilder::new().per_tensor_weights().per_channel_weights());
+        assert_eq!(back.weight.observer.qscheme, QScheme::PerChannelSymmetric);
+
+        assert_eq!(default.activation.observer.qscheme, QScheme::PerTensorAffine);
+        assert_eq!(built(QConfigBuilder::new().symmetric_activations()).activation.observer.qscheme, QScheme::PerTensorSymmetric);
+        assert!(!default.activation.observer.reduce_range);
+        assert!(built(QConfigBuilder::new().reduce_activation_range()).activation.observer.reduce_range);
+
+        assert!(matches!(default.activation.variant, FakeQuantizeVariant::FusedMovingAverage { .. }));
+        assert_eq!(built(QConfigBuilder::new().standard_fake_quant()).activation.variant, FakeQuantizeVariant::Standard);
+        let histogram = built(QConfigBuilder::new().histogram_activations());
+        assert!(matches!(histogram.activation.observer.averaging, Averaging::Histogram { .. }));
+        assert!(!matches!(histogram.weight.observer.averaging, Averaging::Histogram { .. }), "weights keep their observer");
+    }
+}

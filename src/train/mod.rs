@@ -272,9 +272,6 @@ impl<'a> TrainRun<'a> {
                 ),
             ));
         }
-        if self.devices.is_empty() {
-            return Err(QatError::invalid("devices", "a training run needs at least one device"));
-        }
         if self.devices.len() > 1 && options.batch_size < self.devices.len() {
             return Err(QatError::invalid(
                 "batch_size",
