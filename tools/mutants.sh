@@ -42,7 +42,7 @@ mutants=(
   "gpu-rounding-half-away-from-zero|src/ops/cube/fake_quant.rs|F::round(x * params[2 + 3 * channel])|F::floor(x * params[2 + 3 * channel] + F::new(0.5))|--features wgpu --test fake_quant_golden"
   "checkpoint-epochs-as-epoch|src/run/file.rs|metadata.insert(EPOCHS_KEY.into(), position.epochs.to_string());|metadata.insert(EPOCHS_KEY.into(), point.epochs_done.to_string());|--test run_files"
   "int8-conv-depth-axis-flipped|src/nn/quantized/conv.rs|let shape = [vec![n, o], [od, oh, ow][5 - D..].to_vec()].concat();|let shape = [vec![n, o], [oh, od, ow][5 - D..].to_vec()].concat();|--test int8_families --test int8_kernels"
-  "same-padding-extra-element-before|src/nn/conv_options.rs|(0, ah - ph), (0, aw - pw)|(ah - ph, 0), (aw - pw, 0)|--test padding"
+  "same-padding-extra-element-before|src/nn/spatial_options.rs|(0, after - before)), PadMode::Constant(0.0))|(after - before, 0)), PadMode::Constant(0.0))|--test padding"
   "int8-kernel-drops-the-odd-same-element|src/kernels/padding.rs|if zeros { after[i] - before[i] } else { after[i] }|if zeros { 0 } else { after[i] }|--test padding"
   "transposed-from-float-keeps-weight-axis-0|src/nn/intrinsic/qat/conv_bn.rs|let qconfig = qconfig.with_weight_channel_axis(O::WEIGHT_CHANNEL_AXIS);|let qconfig = qconfig;|--test end_to_end_encoder_decoder"
   "convert-chain-drops-the-grid-at-a-relu|src/workflow/convert_chain.rs|self.grid = output.or(self.grid);|self.grid = output;|--test workflow"
@@ -66,6 +66,7 @@ mutants=(
   "quantized-linear-in-out-swapped|src/workflow/convert_module.rs|quantized::Linear::new(i, o, Int8Weight::new(values, scale, zero_point), bias, qparams)|quantized::Linear::new(o, i, Int8Weight::new(values, scale, zero_point), bias, qparams)|--test workflow"
   "observer-child-not-read|src/state_dict/mod.rs|self.activation_post_process.read_state(&key, reader);|let _ = (&key, &reader);|--test workflow --test custom_model"
   "per-tensor-weights-flag-ignored|src/qconfig/builder.rs|per_tensor_weights => per_channel_weights = false,|per_tensor_weights => per_channel_weights = true,|--lib"
+  "reflect-padding-as-wide-as-the-input-accepted|src/nn/spatial_options.rs|PaddingMode::Reflect && after[axis] >= size|PaddingMode::Reflect && after[axis] > size|--test int8_families --test module_behaviour --test padding"
 )
 
 selected=("$@")
