@@ -236,3 +236,19 @@ fn even_extent_same_conv1d_goes_float_to_int8_file_and_onnx() {
     road::assert_file_round_trip(&int8, "even_extent_same_conv1d", x.clone());
     road::assert_onnx_within_one_step(&int8, x, 3, "even-extent same conv1d");
 }
+
+/// PyTorch refuses reflect padding as wide as the input ("Padding size should be less than the
+/// corresponding input dimension") and circular padding wider than it; both are shape errors
+/// here, on the 2-d and 3-d geometries alike, naming the layer.
+#[test]
+fn reflect_and_circular_padding_wider_than_the_input_are_shape_errors() {
+    let reflect2 = Conv2dOptions::new(1, 1, 3).with_padding(2).with_padding_mode(PaddingMode::Reflect);
+    assert!(reflect2.check_input([1, 1, 3, 5], "conv").is_ok());
+    assert_error!(reflect2.check_input([1, 1, 2, 5], "conv"), QatError::ShapeMismatch { context, .. } if context == "conv");
+    let reflect3 = Conv3dOptions::new(1, 1, 3).with_padding(2).with_padding_mode(PaddingMode::Reflect);
+    assert!(ConvGeometry::check_input(&reflect3, [1, 1, 5, 3, 5], "conv3").is_ok());
+    assert_error!(ConvGeometry::check_input(&reflect3, [1, 1, 5, 2, 5], "conv3"), QatError::ShapeMismatch { context, .. } if context == "conv3");
+    let circular = Conv2dOptions::new(1, 1, 3).with_padding(2).with_padding_mode(PaddingMode::Circular);
+    assert!(circular.check_input([1, 1, 2, 5], "conv").is_ok(), "circular padding as wide as the input wraps once");
+    assert_error!(circular.check_input([1, 1, 1, 5], "conv"), QatError::ShapeMismatch { .. });
+}
