@@ -4,6 +4,7 @@
 //! and padding are given in, asymmetric cases (an even kernel extent: one more element after)
 //! included. Strided `"same"` convs, which PyTorch refuses, are a configuration error.
 
+#[macro_use]
 mod common;
 
 use burn::module::Param;
