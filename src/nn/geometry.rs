@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use crate::error::Result;
 
 /// Geometries are burn modules without parameters, so that generic modules holding them derive
-/// `Module` (see [`constant_module`]).
+/// `Module` (see `constant_module!` in this file).
 pub trait ConvGeometry<const D: usize>:
     burn::module::Module + burn::module::ModuleDisplay + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static
 {

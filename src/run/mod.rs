@@ -2,7 +2,7 @@
 //! ([`RunSpec`]), the training flags, the stage a model file holds, and a checkpoint's position
 //! ([`Checkpoint`]). `burn-qat train` writes these files; this module reads them back without
 //! any of the command's code: [`SavedModel::load`] rebuilds whatever model a file holds.
-//! The metadata keys, one schema for every file, are in [`file`].
+//! The metadata keys, one schema for every file, are in [`file`](mod@file).
 
 pub mod file;
 mod qconfig_flags;

@@ -17,10 +17,10 @@ impl QatModel {
     /// The deployment arithmetic computed from this model's own parameters and the qparams its
     /// fake quants hold, independently of [`convert`](super::convert): activations and weights
     /// as integer codes, products accumulated exactly, biases and requantization as specified in
-    /// [`crate::quant::requant`], every output the real value of the integer the int8 model
+    /// [`crate::quant::requantize`], every output the real value of the integer the int8 model
     /// stores. Observers and BN statistics are left as they are, and the fake-quant enable
     /// flags are not consulted: the deployment always quantizes (for a float eval, use
-    /// [`EvalArithmetic::Float`] with fake quant disabled). In training mode the outputs carry
+    /// [`EvalArithmetic::Float`](super::EvalArithmetic::Float) with fake quant disabled). In training mode the outputs carry
     /// the float fake-quant forward's gradients (straight through), which needs every observer
     /// disabled and every BN frozen.
     ///
