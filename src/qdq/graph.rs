@@ -159,7 +159,7 @@ impl QdqGraph {
         ];
         let weight_shape = o.weight_shape();
         let operands = WeightOperands { shape: &weight_shape, axis: 0, weight: &m.weight, bias: &m.bias };
-        self.weighted(path, &input, FloatNode { op: "Conv", attributes, extra_inputs: &[], shape }, operands, &m.qparams)
+        self.weighted(path, &input, "conv", FloatNode { op: "Conv", attributes, extra_inputs: &[], shape }, operands, &m.qparams)
     }
 
     /// The conv's input and its `pads` attribute (every axis's start, then every axis's end) for
@@ -220,7 +220,14 @@ impl QdqGraph {
         ];
         let weight_shape = o.weight_shape();
         let operands = WeightOperands { shape: &weight_shape, axis: 1, weight: &m.weight, bias: &m.bias };
-        self.weighted(path, &cur.name, FloatNode { op: "ConvTranspose", attributes, extra_inputs: &[], shape }, operands, &m.qparams)
+        self.weighted(
+            path,
+            &cur.name,
+            "conv_transpose",
+            FloatNode { op: "ConvTranspose", attributes, extra_inputs: &[], shape },
+            operands,
+            &m.qparams,
+        )
     }
 
     pub(crate) fn linear(&mut self, m: &quantized::Linear, path: &str, cur: Wire) -> Result<Wire> {
@@ -239,6 +246,7 @@ impl QdqGraph {
         self.weighted(
             path,
             &cur.name,
+            "gemm",
             FloatNode { op: "Gemm", attributes: vec![attr_int("transB", 1)], extra_inputs: &[], shape },
             operands,
             &m.qparams,
@@ -246,15 +254,18 @@ impl QdqGraph {
     }
 
     /// A quantized conv, transposed conv or linear as QDQ: its dequantized operands
-    /// ([`Self::qdq_operands`]) into the float `node` (named `<path>.conv`, `.conv_transpose`
-    /// or `.gemm`), then the fused ReLU and the quantize onto the output grid.
-    fn weighted(&mut self, path: &str, input: &str, node: FloatNode, operands: WeightOperands, qparams: &LayerQParams) -> Result<Wire> {
+    /// ([`Self::qdq_operands`]) into the float `node`, named `<path>.<suffix>`, then the fused
+    /// ReLU and the quantize onto the output grid.
+    fn weighted(
+        &mut self,
+        path: &str,
+        input: &str,
+        suffix: &str,
+        node: FloatNode,
+        operands: WeightOperands,
+        qparams: &LayerQParams,
+    ) -> Result<Wire> {
         let (x, weight, bias) = self.qdq_operands(path, input, qparams.input, operands)?;
-        let suffix = match node.op {
-            "Conv" => "conv",
-            "ConvTranspose" => "conv_transpose",
-            _ => "gemm",
-        };
         let float = self.unique(&format!("{path}.{suffix}"))?;
         self.node(node.op, &float, &[&x, &weight, &bias], node.attributes);
         let name = self.activation_out(path, &float, qparams.relu, qparams.output)?;

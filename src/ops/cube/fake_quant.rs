@@ -96,8 +96,8 @@ fn launch(x: CubeTensor, grad: Option<CubeTensor>, params: &FakeQuantParams) -> 
     let table = param_table(params, &x);
     let dtype = dtype_to_storage_type(x.dtype);
     let (inner, channels) = (layout.inner as u32, layout.channels as u32);
-    let args = (x.into_tensor_arg(), grad.into_tensor_arg(), table.into_tensor_arg(), out.clone().into_tensor_arg());
-    fake_quant_kernel::launch(&client, count, dim, args.0, args.1, args.2, args.3, inner, channels, backward, dtype);
+    let (x, grad, table, y) = (x.into_tensor_arg(), grad.into_tensor_arg(), table.into_tensor_arg(), out.clone().into_tensor_arg());
+    fake_quant_kernel::launch(&client, count, dim, x, grad, table, y, inner, channels, backward, dtype);
     out
 }
 
