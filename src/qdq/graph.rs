@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::proto::{AttributeProto, NodeProto, TensorProto, attribute_type, data_type};
 use crate::error::{QatError, Result};
-use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, Int8Weight, LayerQParams, QuantizedConv};
-use crate::nn::{ConvGeometry, PaddingMode};
+use crate::nn::PaddingMode;
+use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, Int8ConvKind, Int8Weight, LayerQParams, QuantizedConv};
 use crate::quant::packing::{bits_needed, pack};
 
 /// The name of the graph input, float32 `[N, C, ...]`.
@@ -135,6 +135,8 @@ impl QdqGraph {
         }
     }
 
+    /// A conv of any geometry: ONNX `Conv` (after a `Pad` for reflect and replicate padding) or
+    /// `ConvTranspose`, between the QDQ pairs of its operands.
     pub(crate) fn conv<const D: usize, O: Int8ConvGeometry<D>>(&mut self, m: &QuantizedConv<D, O>, path: &str, cur: Wire) -> Result<Wire> {
         let q = cur.quantized(path)?;
         check_input_qparams(path, q, m.qparams.input)?;
@@ -145,21 +147,34 @@ impl QdqGraph {
             .try_into()
             .map_err(|_| QatError::shape(path, format!("a tensor of rank {D} [N, C, spatial...]"), format!("{:?}", cur.shape)))?;
         o.check_input(dims, path)?;
-        let [kernel, stride, padding, dilation] = [o.kernel(), o.stride(), o.padding(), o.dilation()];
-        let after = o.padding_after();
-        let out = |axis: usize| (dims[axis + 2] + padding[axis] + after[axis] - dilation[axis] * (kernel[axis] - 1) - 1) / stride[axis] + 1;
-        let shape = [vec![dims[0], o.out_channels()], (0..D - 2).map(out).collect()].concat();
-        let (input, pads) = self.conv_padding(o.padding_mode(), path, &cur.name, padding, &after)?;
-        let attributes = vec![
-            attr_ints("kernel_shape", ints(kernel)),
-            attr_ints("pads", pads),
-            attr_ints("strides", ints(stride)),
-            attr_ints("dilations", ints(dilation)),
-            attr_int("group", o.groups() as i64),
+        let window = o.window_3d();
+        // The module's own axes: the last D - 2 of the three-axis window.
+        let first = 5 - D;
+        let own = |v: &[usize; 3]| v[first..].to_vec();
+        let out = (0..D - 2).map(|a| window.output_size(first + a, dims[2 + a]));
+        let shape = [vec![dims[0], o.out_channels()], out.collect()].concat();
+        let mut attributes = vec![
+            attr_ints("kernel_shape", ints(&own(&window.kernel))),
+            attr_ints("strides", ints(&own(&window.stride))),
+            attr_ints("dilations", ints(&own(&window.dilation))),
         ];
+        let (input, node, op) = match window.kind {
+            Int8ConvKind::Forward { padding_after, padding_mode } => {
+                let (input, pads) = self.conv_padding(padding_mode, path, &cur.name, &own(&window.padding), &own(&padding_after))?;
+                attributes.insert(1, attr_ints("pads", pads));
+                (input, "conv", "Conv")
+            }
+            Int8ConvKind::Transposed { output_padding } => {
+                attributes.insert(1, attr_ints("pads", ints(&[own(&window.padding), own(&window.padding)].concat())));
+                attributes.push(attr_ints("output_padding", ints(&own(&output_padding))));
+                (cur.name.clone(), "conv_transpose", "ConvTranspose")
+            }
+        };
+        attributes.push(attr_int("group", window.groups as i64));
         let weight_shape = o.weight_shape();
-        let operands = WeightOperands { shape: &weight_shape, axis: 0, weight: &m.weight, bias: &m.bias };
-        self.weighted(path, &input, "conv", FloatNode { op: "Conv", attributes, extra_inputs: &[], shape }, operands, &m.qparams)
+        // The weight scales run along the output channels' axis (1 for a transposed conv).
+        let operands = WeightOperands { shape: &weight_shape, axis: O::WEIGHT_CHANNEL_AXIS, weight: &m.weight, bias: &m.bias };
+        self.weighted(path, &input, node, FloatNode { op, attributes, extra_inputs: &[], shape }, operands, &m.qparams)
     }
 
     /// The conv's input and its `pads` attribute (every axis's start, then every axis's end) for
@@ -196,38 +211,6 @@ impl QdqGraph {
         let padded = self.unique(&format!("{path}.pad"))?;
         self.node("Pad", &padded, &[input, &pads_name], vec![attr_string("mode", onnx_mode)]);
         Ok((padded, vec![0; 2 * before.len()]))
-    }
-
-    pub(crate) fn conv_transpose(&mut self, m: &quantized::ConvTranspose2d, path: &str, cur: Wire) -> Result<Wire> {
-        let q = cur.quantized(path)?;
-        check_input_qparams(path, q, m.qparams.input)?;
-        let o = &m.options;
-        let dims: [usize; 4] =
-            cur.shape.clone().try_into().map_err(|_| QatError::shape(path, "an image tensor [N, C, H, W]", format!("{:?}", cur.shape)))?;
-        o.check_input(dims, path)?;
-        let out = |axis: usize| {
-            (dims[axis + 2] - 1) * o.stride[axis] + o.dilation[axis] * (o.kernel_size[axis] - 1) + o.output_padding[axis] + 1
-                - 2 * o.padding[axis]
-        };
-        let shape = vec![dims[0], o.out_channels, out(0), out(1)];
-        let attributes = vec![
-            attr_ints("kernel_shape", ints(&o.kernel_size)),
-            attr_ints("pads", ints(&[o.padding, o.padding].concat())),
-            attr_ints("strides", ints(&o.stride)),
-            attr_ints("dilations", ints(&o.dilation)),
-            attr_ints("output_padding", ints(&o.output_padding)),
-            attr_int("group", o.groups as i64),
-        ];
-        let weight_shape = o.weight_shape();
-        let operands = WeightOperands { shape: &weight_shape, axis: 1, weight: &m.weight, bias: &m.bias };
-        self.weighted(
-            path,
-            &cur.name,
-            "conv_transpose",
-            FloatNode { op: "ConvTranspose", attributes, extra_inputs: &[], shape },
-            operands,
-            &m.qparams,
-        )
     }
 
     pub(crate) fn linear(&mut self, m: &quantized::Linear, path: &str, cur: Wire) -> Result<Wire> {

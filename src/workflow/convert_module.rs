@@ -1,18 +1,18 @@
 //! Per-module conversion: a QAT module plus the qparams of its input becomes an int8 module.
 //! Weights are folded exactly as the QAT forward folds them and quantized with the weight fake
 //! quant's convert-time qparams, so the integers are the ones training simulated. One generic
-//! path serves every conv geometry (2-d, 3-d, transposed; 1-d runs as 2-d): the geometry says
-//! which weight axis holds the output channels and which int8 module it becomes.
+//! path serves every conv geometry (1-d, 2-d, 3-d, transposed): the geometry says which weight
+//! axis holds the output channels, and each becomes the one generic int8 conv over it.
 
 use burn::module::Param;
 
 use crate::error::{QatError, Result};
 use crate::fake_quantize::FakeQuantize;
+use crate::nn::ConvGeometry;
 use crate::nn::intrinsic::qat::{ConvBnNd, ConvBnReLUNd, ConvReLUNd, LinearBn1d, LinearReLU};
 use crate::nn::qat::{self, ConvNd};
-use crate::nn::quantized::{self, ActivationQParams, Int8Weight, LayerQParams};
+use crate::nn::quantized::{self, ActivationQParams, Int8ConvGeometry, Int8Weight, LayerQParams, QuantizedConv};
 use crate::nn::tensor_util::host_values;
-use crate::nn::{Conv1dOptions, Conv2dOptions, Conv3dOptions, ConvGeometry, ConvTranspose2dOptions};
 
 pub(crate) fn output_qparams(fq: &Option<FakeQuantize>, layer: &str) -> Result<ActivationQParams> {
     fq.as_ref()
@@ -35,46 +35,22 @@ pub trait ToQuantized {
     fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<Self::Quantized>;
 }
 
-/// A conv geometry that has an int8 module: the constructor conversion ends in.
-pub trait QuantizedGeometry<const D: usize>: ConvGeometry<D> {
-    type Quantized;
-    /// The int8 module from integer weights with one scale and zero point per output channel,
-    /// the float (folded) bias, and the activation qparams around it.
-    fn quantized(&self, weight: Int8Weight, bias: &[f32], qparams: LayerQParams) -> Result<Self::Quantized>;
-}
-
-macro_rules! quantized_geometry {
-    ($options:ty, $rank:literal, $module:ty) => {
-        impl QuantizedGeometry<$rank> for $options {
-            type Quantized = $module;
-            fn quantized(&self, weight: Int8Weight, bias: &[f32], qparams: LayerQParams) -> Result<$module> {
-                <$module>::new(self.clone(), weight, bias, qparams)
-            }
-        }
-    };
-}
-
-quantized_geometry!(Conv2dOptions, 4, quantized::Conv2d);
-quantized_geometry!(Conv3dOptions, 5, quantized::Conv3d);
-quantized_geometry!(Conv1dOptions, 3, quantized::QuantizedConv<3, Conv1dOptions>);
-quantized_geometry!(ConvTranspose2dOptions, 4, quantized::ConvTranspose2d);
-
 /// The int8 module of a conv's float (folded, for BN modules) weight and bias, the weight
 /// quantized with the module's weight fake quant along the geometry's output-channel axis.
 /// Scales come back one per index of that axis; a transposed conv with groups has
 /// `O / groups` of them, which repeat for each group's block of output channels.
-fn quantize_conv<const D: usize, O: QuantizedGeometry<D>>(
+fn quantize_conv<const D: usize, O: Int8ConvGeometry<D>>(
     options: &O,
     weight_fake_quant: &FakeQuantize,
     [weight, bias]: [&[f32]; 2],
     qparams: LayerQParams,
     layer: &str,
-) -> Result<O::Quantized> {
+) -> Result<QuantizedConv<D, O>> {
     let (weight, scale, zero_point) =
         weight_fake_quant.quantize_weight_along(weight, &options.weight_shape(), O::WEIGHT_CHANNEL_AXIS, layer)?;
     let o = options.out_channels();
     let (scale, zero_point) = (per_output_channel(&scale, o), per_output_channel(&zero_point, o));
-    options.quantized(Int8Weight::new(weight, scale, zero_point), bias, qparams)
+    QuantizedConv::new(options.clone(), Int8Weight::new(weight, scale, zero_point), bias, qparams)
 }
 
 /// `o` entries from one per index of the weight's channel axis: output channel `i` takes entry
@@ -97,8 +73,8 @@ impl<const D: usize, O: ConvGeometry<D>> ConvBnNd<D, O> {
     }
 }
 
-impl<const D: usize, O: QuantizedGeometry<D>> ConvBnNd<D, O> {
-    fn to_quantized_with(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<O::Quantized> {
+impl<const D: usize, O: Int8ConvGeometry<D>> ConvBnNd<D, O> {
+    fn to_quantized_with(&self, input: ActivationQParams, relu: bool, layer: &str) -> Result<QuantizedConv<D, O>> {
         let (axis, c) = (O::WEIGHT_CHANNEL_AXIS, self.options.out_channels());
         if self.options.weight_shape()[axis] != c {
             // A transposed conv with groups has O / groups entries on its channel axis: BN's O
@@ -117,42 +93,42 @@ impl<const D: usize, O: QuantizedGeometry<D>> ConvBnNd<D, O> {
     }
 }
 
-impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvBnNd<D, O> {
-    type Quantized = O::Quantized;
-    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<O::Quantized> {
+impl<const D: usize, O: Int8ConvGeometry<D>> ToQuantized for ConvBnNd<D, O> {
+    type Quantized = QuantizedConv<D, O>;
+    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<QuantizedConv<D, O>> {
         self.to_quantized_with(input, false, layer)
     }
 }
 
-impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvBnReLUNd<D, O> {
-    type Quantized = O::Quantized;
-    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<O::Quantized> {
+impl<const D: usize, O: Int8ConvGeometry<D>> ToQuantized for ConvBnReLUNd<D, O> {
+    type Quantized = QuantizedConv<D, O>;
+    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<QuantizedConv<D, O>> {
         self.inner.to_quantized_with(input, true, layer)
     }
 }
 
-fn conv_to_quantized<const D: usize, O: QuantizedGeometry<D>>(
+fn conv_to_quantized<const D: usize, O: Int8ConvGeometry<D>>(
     conv: &ConvNd<D, O>,
     input: ActivationQParams,
     relu: bool,
     layer: &str,
-) -> Result<O::Quantized> {
+) -> Result<QuantizedConv<D, O>> {
     let weight = f32s(host_values(&conv.weight.val()));
     let bias = conv.bias.as_ref().map(|b| f32s(host_values(&b.val()))).unwrap_or_else(|| vec![0.0; conv.options.out_channels()]);
     let qparams = LayerQParams::new(input, output_qparams(&conv.activation_post_process, layer)?, relu);
     quantize_conv(&conv.options, &conv.weight_fake_quant, [&weight, &bias], qparams, layer)
 }
 
-impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvNd<D, O> {
-    type Quantized = O::Quantized;
-    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<O::Quantized> {
+impl<const D: usize, O: Int8ConvGeometry<D>> ToQuantized for ConvNd<D, O> {
+    type Quantized = QuantizedConv<D, O>;
+    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<QuantizedConv<D, O>> {
         conv_to_quantized(self, input, false, layer)
     }
 }
 
-impl<const D: usize, O: QuantizedGeometry<D>> ToQuantized for ConvReLUNd<D, O> {
-    type Quantized = O::Quantized;
-    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<O::Quantized> {
+impl<const D: usize, O: Int8ConvGeometry<D>> ToQuantized for ConvReLUNd<D, O> {
+    type Quantized = QuantizedConv<D, O>;
+    fn to_quantized(&self, input: ActivationQParams, layer: &str) -> Result<QuantizedConv<D, O>> {
         conv_to_quantized(&self.conv, input, true, layer)
     }
 }

@@ -1,8 +1,7 @@
-//! Integer conv kernels. Every conv except the transposed one is im2col (u8, straight into the
-//! packed blocks of [`super::gemm`]) then the u8 x i8 GEMM there. The transposed conv's product
-//! runs on the centered i32 row accumulation below: one portable source, compiled a second time
-//! with AVX2 and picked at run time. Integer arithmetic, so every build gives the same bits; the
-//! f64 reference path checks them.
+//! Integer conv kernels: im2col (u8, straight into the packed blocks of [`super::gemm`]) then
+//! the u8 x i8 GEMM there; the transposed conv ([`super::conv_transpose`]) runs its product on
+//! the same im2col and GEMM. Integer arithmetic, so every build gives the same bits; the f64
+//! reference path checks them.
 
 use std::borrow::Cow;
 
@@ -11,10 +10,10 @@ use rayon::prelude::*;
 use super::depthwise::{DepthwisePlan, depthwise};
 use super::gemm::{GemmPath, NR, PackedWeights, block_width};
 use super::requantize::{Requantizer, min_tasks};
-use crate::simd::multiversion;
 
 /// A convolution over three spatial axes `[D, H, W]`: 3-d convs as they are, 2-d ones with depth
 /// 1, 1-d ones (which run as 2-d) with depth and height 1. One kernel, so one loop to keep exact.
+/// A transposed conv's geometry reads the same, its padding taken off the output.
 pub(crate) struct Geometry3 {
     pub out_channels: usize,
     pub groups: usize,
@@ -119,20 +118,20 @@ pub(crate) fn conv_forward(
 /// The im2col of one group of one image, padded (so every tap is inside), written straight into
 /// the GEMM's packed block layout `[kq][width][4]`: row `k = ((ci * KD + kz) * KH + ky) * KW + kx`,
 /// column `p = (oz * OH + oy) * OW + ox`.
-struct Im2col {
+pub(super) struct Im2col {
     /// Input channels per group.
-    c: usize,
+    pub c: usize,
     /// The padded input's `[D, H, W]`.
-    dims: [usize; 3],
-    kernel: [usize; 3],
-    stride: [usize; 3],
-    dilation: [usize; 3],
-    out: [usize; 3],
+    pub dims: [usize; 3],
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    pub dilation: [usize; 3],
+    pub out: [usize; 3],
 }
 
 impl Im2col {
     /// Each output position's first tap in a padded channel volume, in column order.
-    fn offsets(&self) -> Vec<usize> {
+    pub(super) fn offsets(&self) -> Vec<usize> {
         let [_, h, w] = self.dims;
         let [od, oh, ow] = self.out;
         let mut offsets = Vec::with_capacity(od * oh * ow);
@@ -147,7 +146,7 @@ impl Im2col {
 
     /// The columns whose first taps are at `offsets` (at most `width`; the rest of the block is 0)
     /// of `channels` (`[C / groups, D, H, W]`, padded).
-    fn block(&self, channels: &[u8], offsets: &[usize], width: usize, kq: usize, buf: &mut [u8]) {
+    pub(super) fn block(&self, channels: &[u8], offsets: &[usize], width: usize, kq: usize, buf: &mut [u8]) {
         let [d, h, w] = self.dims;
         let [kd, kh, kw] = self.kernel;
         let valid = offsets.len();
@@ -240,19 +239,5 @@ fn interleave4(rows: &[[u8; NR]; 4], width: usize, dst: &mut [u8]) {
     #[cfg(not(target_arch = "x86_64"))]
     for (j, quad) in dst.chunks_exact_mut(4).enumerate() {
         quad.copy_from_slice(&[rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
-    }
-}
-
-multiversion! {
-    /// `acc[j] += sum_k wrow[k] * col[k * p + j]`: one output channel's accumulators.
-    pub(crate) fn accumulate_rows(acc: &mut [i32], wrow: &[i32], col: &[i32], p: usize) {
-        for (kk, &wv) in wrow.iter().enumerate() {
-            if wv == 0 {
-                continue;
-            }
-            for (a, &xv) in acc.iter_mut().zip(&col[kk * p..(kk + 1) * p]) {
-                *a += wv * xv;
-            }
-        }
     }
 }

@@ -18,6 +18,7 @@
 //! and a portable one.
 
 use std::fmt;
+use std::ops::Range;
 
 /// Rows of a weight block (output channels per micro-kernel call).
 pub const MR: usize = 4;
@@ -150,12 +151,21 @@ impl PackedWeights {
         }
     }
 
+    /// The same packing, recorded as made from `weight` and `zw`: a module's own weights, which
+    /// it reordered into the rows packed here (a transposed conv's). [`packs`](Self::packs) then
+    /// checks the module's weights without reordering them again.
+    pub(crate) fn packed_from(mut self, weight: &[i8], zw: &[i32]) -> Self {
+        (self.source, self.source_zw) = (weight.to_vec(), zw.to_vec());
+        self
+    }
+
     /// Whether this packing is of exactly these weights, zero points and input zero point.
     pub(crate) fn packs(&self, weight: &[i8], zw: &[i32], groups: usize, zx: i32) -> bool {
         self.groups == groups && self.zx == zx && self.source == weight && self.source_zw == zw
     }
 
-    /// The weights and zero points it packs.
+    /// The weights and zero points it packs, as the module holds them (the rows themselves
+    /// unless [`packed_from`](Self::packed_from) said otherwise).
     pub(crate) fn source(&self) -> (&[i8], &[i32]) {
         (&self.source, &self.source_zw)
     }
@@ -184,10 +194,34 @@ impl PackedWeights {
         b: &[u8],
         width: usize,
         cols: usize,
+        store: impl FnMut(usize, &[i32], RowCorrection),
+    ) {
+        self.row_blocks_product(path, self.row_blocks(group), b, width, cols, store)
+    }
+
+    /// The blocks of `MR` rows that `group` has, as indices over all groups' row blocks.
+    pub(crate) fn row_blocks(&self, group: usize) -> Range<usize> {
+        let blocks = self.rows.div_ceil(MR);
+        group * blocks..(group + 1) * blocks
+    }
+
+    /// [`block_product`](Self::block_product) over some of one group's row blocks (a range
+    /// inside one [`row_blocks`](Self::row_blocks)), so that a product with few columns can
+    /// still split its rows across threads; `store` gets rows numbered within the group.
+    pub(crate) fn row_blocks_product(
+        &self,
+        path: GemmPath,
+        row_blocks: Range<usize>,
+        b: &[u8],
+        width: usize,
+        cols: usize,
         mut store: impl FnMut(usize, &[i32], RowCorrection),
     ) {
         assert!(width <= NR && width.is_multiple_of(STRIP) && cols <= width && b.len() >= self.block_len(width));
         assert!(path.is_available(), "{path:?} is not available on this CPU");
+        let blocks = self.rows.div_ceil(MR);
+        let group = row_blocks.start / blocks;
+        assert!(row_blocks.end <= (group + 1) * blocks, "row blocks {row_blocks:?} span more than one group");
         let colsum: Option<Vec<i32>> = self.any_zw.then(|| {
             let mut sums = vec![0i32; width];
             for quad in b[..self.block_len(width)].chunks_exact(width * 4) {
@@ -197,11 +231,10 @@ impl PackedWeights {
             }
             sums
         });
-        let blocks = self.rows.div_ceil(MR);
         let block = self.kq * MR * 4;
         let mut tile = [0i32; MR * NR];
-        for rb in 0..blocks {
-            let offset = (group * blocks + rb) * block;
+        for absolute in row_blocks {
+            let (rb, offset) = (absolute - group * blocks, absolute * block);
             match path {
                 GemmPath::Portable => kernel_portable(self.kq, &self.data[offset..][..block], b, width, &mut tile),
                 #[cfg(target_arch = "x86_64")]
@@ -353,8 +386,7 @@ pub fn gemm_u8i8(path: GemmPath, a: &[i8], zw: &[i32], b: &[u8], zx: i32, [m, k,
         let width = block_width(p0, n);
         pack_rows(&bt, k, n, p0, width, &mut buf);
         packed.block_product(path, 0, &buf, width, (n - p0).min(width), |r, row, correction| {
-            let out = &mut out[r * n + p0..][..row.len()];
-            out.iter_mut().zip(row).enumerate().for_each(|(j, (o, &a))| *o = correction.corrected(j, a));
+            correction.apply(row, &mut out[r * n + p0..][..row.len()]);
         });
     }
     out
@@ -373,9 +405,15 @@ pub(crate) struct RowCorrection<'a> {
 impl RowCorrection<'_> {
     pub(crate) const NONE: Self = Self { offset: 0, zw: 0, colsum: None };
 
-    /// Accumulator `a` of column `j`, corrected.
-    pub(crate) fn corrected(&self, j: usize, a: i32) -> i32 {
-        let a = a.wrapping_add(self.offset);
-        self.colsum.map_or(a, |colsum| a.wrapping_sub(self.zw.wrapping_mul(colsum[j])))
+    /// The row of accumulators `acc` (its first columns), corrected into `dst`; one branch per
+    /// row, so that the loops vectorize.
+    pub(crate) fn apply(&self, acc: &[i32], dst: &mut [i32]) {
+        let pairs = dst.iter_mut().zip(acc);
+        match self.colsum {
+            None => pairs.for_each(|(d, &a)| *d = a.wrapping_add(self.offset)),
+            Some(colsum) => {
+                pairs.zip(colsum).for_each(|((d, &a), &c)| *d = a.wrapping_add(self.offset).wrapping_sub(self.zw.wrapping_mul(c)))
+            }
+        }
     }
 }

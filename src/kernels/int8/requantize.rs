@@ -18,11 +18,6 @@ pub(crate) fn min_tasks(work: usize) -> usize {
     MIN_PARALLEL_MACS.div_ceil(work.max(1))
 }
 
-/// `w - z_w` for every weight, `channel(i)` naming the output channel of weight element `i`.
-pub(crate) fn centered_weight(weight: &[i8], zero_point: &[i32], channel: impl Fn(usize) -> usize) -> Vec<i32> {
-    weight.iter().enumerate().map(|(i, &w)| w as i32 - zero_point[channel(i)]).collect()
-}
-
 /// The requantization of accumulators per output channel: the channel's int32 bias added
 /// (saturating), then [`requantize`](crate::quant::requantize) with the f32 multiplier `s_in * s_w[o] / s_out`; a fused
 /// ReLU floors at the output zero point (real 0).
@@ -178,25 +173,6 @@ fn requantize_row_portable(
     }
 }
 
-/// The int8 outputs of accumulators laid out `[N, O, plane]`, requantized per channel as
-/// [`Requantizer`] does.
-pub(crate) fn requantize_planes(
-    acc: &[i32],
-    plane: usize,
-    bias: &[i32],
-    weight_scale: &[f32],
-    input: &ActivationQParams,
-    output: &ActivationQParams,
-    relu: bool,
-) -> Vec<u8> {
-    let requantizer = Requantizer::new(bias, weight_scale, input, output, relu);
-    let mut out = vec![0u8; acc.len()];
-    for (i, (dst, src)) in out.chunks_mut(plane).zip(acc.chunks(plane)).enumerate() {
-        requantizer.row(i % bias.len(), src, dst);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,7 +232,12 @@ mod tests {
                     let expected: Vec<u8> = acc
                         .iter()
                         .enumerate()
-                        .map(|(j, &a)| requantize(correction.corrected(j, a).saturating_add(bias), m, zero_point, lo, 255) as u8)
+                        .map(|(j, &a)| {
+                            // The corrected accumulator, written out here as the GEMM's module doc states it.
+                            let zw_term = correction.colsum.map_or(0, |colsum| correction.zw.wrapping_mul(colsum[j]));
+                            let corrected = a.wrapping_add(correction.offset).wrapping_sub(zw_term);
+                            requantize(corrected.saturating_add(bias), m, zero_point, lo, 255) as u8
+                        })
                         .collect();
                     requantizer.corrected_row(0, &acc, correction, &mut got);
                     assert_eq!(got, expected, "corrected: offset {} zw {} len {len}", correction.offset, correction.zw);

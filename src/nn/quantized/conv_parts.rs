@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::{ActivationQParams, QTensor};
 use crate::error::{QatError, Result};
+use crate::kernels::int8::conv_transpose::transposed_gemm_rows;
 use crate::kernels::int8::gemm::PackedWeights;
 use crate::quant::quantize_bias;
 
@@ -47,24 +48,41 @@ pub(crate) fn quantize_biases(layer: &str, float_bias: &[f32], weight_scale: &[f
     Ok(float_bias.iter().zip(weight_scale).map(|(&b, &s)| quantize_bias(b, input.scale, s)).collect())
 }
 
-/// The weights `[O, K]` (`K` per output channel, `O` split into `groups`) packed for the GEMM,
-/// for inputs with `input`'s zero point: done once, when a module is built.
-pub(crate) fn pack_weights(weight: &Int8Weight, groups: usize, input: &ActivationQParams) -> PackedWeights {
-    let Int8Weight { values, zero_point, .. } = weight;
-    PackedWeights::new(values, zero_point, groups, values.len() / zero_point.len(), input.zero_point)
+/// A module's weights as the GEMM multiplies them: rows `[groups * rows, K]` (row-major) with
+/// one zero point per row. A conv's or Linear's weights are these rows as they are (one per
+/// output channel); a transposed conv's are reordered, one row per (output channel, tap).
+pub(crate) struct GemmRows<'a> {
+    pub weight: &'a Int8Weight,
+    pub groups: usize,
+    /// A transposed conv's weight shape `[C, O / groups, taps]`.
+    pub transposed: Option<[usize; 3]>,
 }
 
-/// `packed` if it still packs these (public, so editable) fields, else a fresh packing.
-pub(crate) fn current_packing<'a>(
-    packed: &'a PackedWeights,
-    weight: &Int8Weight,
-    groups: usize,
-    input: &ActivationQParams,
-) -> Cow<'a, PackedWeights> {
-    if packed.packs(&weight.values, &weight.zero_point, groups, input.zero_point) {
-        Cow::Borrowed(packed)
-    } else {
-        Cow::Owned(pack_weights(weight, groups, input))
+impl<'a> GemmRows<'a> {
+    /// The weights `[O, K]` (`K` per output channel, `O` split into `groups`) as they are.
+    pub(crate) fn of(weight: &'a Int8Weight, groups: usize) -> Self {
+        Self { weight, groups, transposed: None }
+    }
+
+    /// The rows packed for the GEMM, for inputs with `input`'s zero point: done once, when a
+    /// module is built.
+    pub(crate) fn pack(&self, input: &ActivationQParams) -> PackedWeights {
+        let Int8Weight { values, zero_point, .. } = self.weight;
+        let Some(shape) = self.transposed else {
+            return PackedWeights::new(values, zero_point, self.groups, values.len() / zero_point.len(), input.zero_point);
+        };
+        let (rows, row_zero_points) = transposed_gemm_rows(values, zero_point, shape, self.groups);
+        PackedWeights::new(&rows, &row_zero_points, self.groups, shape[0] / self.groups, input.zero_point).packed_from(values, zero_point)
+    }
+
+    /// `packed` if it still packs these weights (a module's fields are public, so editable),
+    /// else a fresh packing.
+    pub(crate) fn current<'p>(&self, packed: &'p PackedWeights, input: &ActivationQParams) -> Cow<'p, PackedWeights> {
+        if packed.packs(&self.weight.values, &self.weight.zero_point, self.groups, input.zero_point) {
+            Cow::Borrowed(packed)
+        } else {
+            Cow::Owned(self.pack(input))
+        }
     }
 }
 

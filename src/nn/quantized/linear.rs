@@ -1,6 +1,6 @@
 use rayon::prelude::*;
 
-use super::conv_parts::{check_input_qparams, check_parts, current_packing, pack_weights, quantize_biases};
+use super::conv_parts::{GemmRows, check_input_qparams, check_parts, quantize_biases};
 use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::QTensor;
 use crate::error::{QatError, Result};
@@ -39,7 +39,7 @@ impl Linear {
             return Err(QatError::invalid(field, "quantized Linear: in_features and out_features must be positive"));
         }
         let qparams = check_parts(LAYER, [in_features * out_features, out_features], &weight, &bias, qparams)?;
-        let packed = pack_weights(&weight, 1, &qparams.input);
+        let packed = GemmRows::of(&weight, 1).pack(&qparams.input);
         Ok(Self { in_features, out_features, weight, bias, qparams, packed })
     }
 
@@ -51,7 +51,7 @@ impl Linear {
         let LayerQParams { input, output, relu } = self.qparams;
         check_input_qparams(x, &input, LAYER)?;
         let rows = x.values.len() / self.in_features;
-        let packed = current_packing(&self.packed, &self.weight, 1, &input);
+        let packed = GemmRows::of(&self.weight, 1).current(&self.packed, &input);
         let requantizer = Requantizer::new(&self.bias, &self.weight.scale, &input, &output, relu);
         let values = linear_forward(&x.values, rows, &packed, [self.in_features, self.out_features], GemmPath::best(), &requantizer);
         let mut shape = x.shape.clone();

@@ -9,7 +9,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use super::conv_parts::{check_input_qparams, input_dims};
 use super::parts::{Int8Weight, LayerQParams};
 use super::qtensor::QTensor;
-use super::{ConvTranspose2d, Int8ConvGeometry, Linear, QuantizedConv};
+use super::{Int8ConvGeometry, Linear, QuantizedConv};
 use crate::error::Result;
 use crate::nn::ConvGeometry;
 use crate::quant::{requant_multiplier, requantize};
@@ -43,7 +43,7 @@ fn requantize_all(acc: &[f64], plane: usize, bias: &[i32], weight: &Int8Weight, 
         .collect()
 }
 
-/// A geometry's float convolution on the centered integers in f64: exact accumulators
+/// A geometry's float convolution (transposed ones included) on the centered integers in f64: exact accumulators
 /// `[N, O, spatial...]` and their shape.
 fn conv_accumulate_f64<const D: usize, O: ConvGeometry<D>>(
     options: &O,
@@ -71,16 +71,6 @@ impl<const D: usize, O: Int8ConvGeometry<D>> QuantizedConv<D, O> {
         let dims = input_dims(x, &layer, O::LAYOUT)?;
         self.options.check_input(dims, &layer)?;
         check_input_qparams(x, &self.qparams.input, &layer)?;
-        let k = self.weight.values.len() / self.options.out_channels();
-        let (acc, shape) = conv_accumulate_f64(&self.options, x, dims, weight_f64(&self.weight, |i| i / k), device);
-        Ok(requantized(&acc, shape, &self.bias, &self.weight, &self.qparams))
-    }
-}
-
-impl ConvTranspose2d {
-    /// The same result as [`ConvTranspose2d::forward`], computed with burn's f64 `conv_transpose2d`.
-    pub fn forward_reference(&self, x: &QTensor, device: &Device) -> Result<QTensor> {
-        let dims = self.check(x)?;
         let weight = weight_f64(&self.weight, |i| self.weight_channel(i));
         let (acc, shape) = conv_accumulate_f64(&self.options, x, dims, weight, device);
         Ok(requantized(&acc, shape, &self.bias, &self.weight, &self.qparams))

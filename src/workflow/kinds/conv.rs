@@ -27,6 +27,7 @@ use crate::workflow::qat_layer::{DeployedWeight, Prepare, PrepareQat, QatLayer, 
 int8_requantizing_op!(Conv2d, "Conv2d", grids: [qparams], forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
 int8_requantizing_op!(Conv3d, "Conv3d", grids: [qparams], forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
 int8_requantizing_op!(QuantizedConv<3, Conv1dOptions>, "Conv1d", grids: [qparams], forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
+int8_requantizing_op!(ConvTranspose2d, "ConvTranspose2d", grids: [qparams], forward: |m, x, run| run_conv(m, &x, run), save: save_conv, load: load_conv, export: conv);
 
 fn run_conv<const D: usize, O: Int8ConvGeometry<D>>(m: &QuantizedConv<D, O>, x: &QTensor, run: &Int8Run<'_>) -> Result<QTensor> {
     match run.engine {
@@ -157,31 +158,27 @@ impl GeometryEntry for Conv1dOptions {
     }
 }
 
-int8_requantizing_op!(ConvTranspose2d, "ConvTranspose2d", grids: [qparams], forward: |m, x, run| match run.engine {
-    Engine::Kernels => m.forward(&x),
-    Engine::Reference => m.forward_reference(&x, run.device),
-}, save: save_conv_transpose, load: load_conv_transpose, export: conv_transpose);
+/// The transposed geometry's fields, with its output padding and no padding mode (PyTorch's
+/// transposed convs pad with zeros only).
+impl GeometryEntry for ConvTranspose2dOptions {
+    fn entry(&self) -> Json {
+        json!({"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+               "stride": self.stride, "padding": self.padding, "output_padding": self.output_padding,
+               "dilation": self.dilation, "groups": self.groups})
+    }
 
-fn save_conv_transpose(m: &ConvTranspose2d, path: &str, out: &mut StateDict) -> Result<Json> {
-    let o = &m.options;
-    write_weighted(path, &m.weight, o.weight_shape().to_vec(), &m.bias, &m.qparams, out);
-    Ok(json!({"in_channels": o.in_channels, "out_channels": o.out_channels, "kernel_size": o.kernel_size, "stride": o.stride,
-              "padding": o.padding, "output_padding": o.output_padding, "dilation": o.dilation, "groups": o.groups,
-              "relu": m.qparams.relu}))
-}
-
-fn load_conv_transpose(entry: &Json, p: &str, reader: &mut StateReader<'_>) -> Result<ConvTranspose2d> {
-    let options = ConvTranspose2dOptions::new(
-        usize_of(entry, "in_channels", p)?,
-        usize_of(entry, "out_channels", p)?,
-        array_of::<2>(entry, "kernel_size", p)?,
-    )
-    .with_stride(array_of::<2>(entry, "stride", p)?)
-    .with_padding(array_of::<2>(entry, "padding", p)?)
-    .with_output_padding(array_of::<2>(entry, "output_padding", p)?)
-    .with_dilation(array_of::<2>(entry, "dilation", p)?)
-    .with_groups(usize_of(entry, "groups", p)?);
-    ConvGeometry::validate(&options).map_err(|e| at_layer(p, e))?;
-    let (weight, bias, qparams) = read_weighted(p, &options.weight_shape(), options.out_channels, bool_of(entry, "relu", p)?, reader)?;
-    ConvTranspose2d::from_parts(options, weight, bias, qparams)
+    fn from_entry(entry: &Json, p: &str) -> Result<Self> {
+        let options = ConvTranspose2dOptions::new(
+            usize_of(entry, "in_channels", p)?,
+            usize_of(entry, "out_channels", p)?,
+            array_of::<2>(entry, "kernel_size", p)?,
+        )
+        .with_stride(array_of::<2>(entry, "stride", p)?)
+        .with_padding(array_of::<2>(entry, "padding", p)?)
+        .with_output_padding(array_of::<2>(entry, "output_padding", p)?)
+        .with_dilation(array_of::<2>(entry, "dilation", p)?)
+        .with_groups(usize_of(entry, "groups", p)?);
+        ConvGeometry::validate(&options).map_err(|e| at_layer(p, e))?;
+        Ok(options)
+    }
 }
