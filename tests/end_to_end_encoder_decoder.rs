@@ -132,9 +132,39 @@ fn a_concatenation_at_the_output_requantizes_both_parts_as_the_int8_model_does()
     int8_equals_the_qat_eval_at_the_output("skip", Layer::concat(vec![("conv", conv)]));
 }
 
+/// The transposed conv's whole geometry at once, different along H and W (padding taken off
+/// the output, output padding, dilation, stride, groups, a rectangular kernel), through the
+/// int8 kernel and the ONNX `ConvTranspose` attributes, with per-channel weights.
 #[test]
-fn a_hardswish_at_the_output_lands_on_its_grid_as_in_the_int8_model() {
-    int8_equals_the_qat_eval_at_the_output("hardswish", Layer::Hardswish(Default::default()));
+fn a_transposed_conv_with_its_whole_geometry_goes_to_int8_and_onnx() {
+    let device = Device::flex().autodiff();
+    device.seed(12);
+    let up = ConvTranspose2dOptions::new(2, 4, [2, 3])
+        .with_stride([3, 2])
+        .with_padding([0, 1])
+        .with_output_padding([2, 0])
+        .with_dilation([1, 2])
+        .with_groups(2);
+    // 8 x 8 in: (8 - 1) * 3 + (2 - 1) + 2 + 1 = 25 rows, (8 - 1) * 2 - 2 + 2 * (3 - 1) + 1 = 17 columns.
+    let float = FloatModel::new(vec![
+        ("quant", Layer::QuantStub(Default::default())),
+        ("conv", Layer::conv2d(Conv2dOptions::new(1, 2, 3).with_padding(1), true, &device).unwrap()),
+        ("up", Layer::conv_transpose2d(up, true, &device).unwrap()),
+        ("up_relu", Layer::Relu(Default::default())),
+        ("flatten", Layer::Flatten(Default::default())),
+        ("fc", Layer::linear(4 * 25 * 17, CLASSES, true, &device).unwrap()),
+        ("dequant", Layer::DeQuantStub(Default::default())),
+    ])
+    .unwrap()
+    .fuse()
+    .unwrap();
+    let mut model = road::trained(float, QConfig::consistent("fbgemm").unwrap(), &device, |device| batch(8, 1.0, device));
+    assert!(matches!(model.layers[2].layer, QatLayer::ConvTransposeReLU2d(_)), "up and its ReLU fuse");
+    let int8 = convert(&model).unwrap();
+    road::assert_int8_equals_the_qat_eval(&mut model, &int8, |std, device| batch(9, std, device));
+    let device = Device::flex();
+    device.seed(13);
+    road::assert_onnx_within_one_step(&int8, batch(3, 2.0, &device), CLASSES, "transposed conv, whole geometry");
 }
 
 #[test]

@@ -243,6 +243,71 @@ fn conv_transpose2d_kernel_equals_the_reference_on_adversarial_cases() {
     assert_eq!(cases, 96);
 }
 
+/// Layers big enough that the work splits across threads: one image's product column blocks
+/// (400 input positions, 7 blocks of 64) and output planes, and two images in parallel. The
+/// kernel still equals the reference, with groups and weight zero points.
+#[test]
+fn conv_transpose2d_kernel_equals_the_reference_where_the_work_splits() {
+    let device = Device::flex();
+    let mut rng = Rng(606);
+    for groups in [1, 2] {
+        let options = ConvTranspose2dOptions::new(32, 24, 3).with_stride(2).with_padding(1).with_output_padding(1).with_groups(groups);
+        let p = parts(&mut rng, options.weight_shape().iter().product(), 24, SCALES[1], 1);
+        let wscale: Vec<f32> = (0..24).map(|o| 0.004 * (1.0 + o as f32 / 16.0)).collect();
+        let conv = ConvTranspose2d::new(
+            options,
+            Int8Weight::new(p.weight, wscale, p.zero_point),
+            &p.bias,
+            LayerQParams::new(p.input, p.output, false),
+        )
+        .unwrap();
+        for batch in [1, 2] {
+            let x = random_input(&mut rng, vec![batch, 32, 20, 20], p.input);
+            let y = conv.forward(&x).unwrap();
+            assert_eq!(y.shape, vec![batch, 24, 40, 40]);
+            assert_eq!(y, conv.forward_reference(&x, &device).unwrap(), "groups {groups} batch {batch}");
+        }
+    }
+}
+
+/// The int8 modules' fields are public: a weight, weight zero point or input zero point edited
+/// after construction must not leave the kernel on the packing made before (a transposed conv
+/// packs its weights reordered, so it checks them against what it was built from).
+#[test]
+fn edited_fields_are_repacked_before_the_next_forward() {
+    let device = Device::flex();
+    let mut rng = Rng(707);
+    let p = parts(&mut rng, 4 * 3 * 3 * 3, 6, SCALES[1], 1);
+    let options = ConvTranspose2dOptions::new(4, 6, 3).with_stride(2).with_groups(2);
+    let qparams = LayerQParams::new(p.input, p.output, false);
+    let mut up =
+        ConvTranspose2d::new(options, Int8Weight::new(p.weight.clone(), vec![0.01; 6], p.zero_point.clone()), &p.bias, qparams).unwrap();
+    let options = Conv3dOptions::new(4, 6, 3).with_padding(1).with_groups(2);
+    let weight = Int8Weight::new((0..6 * 2 * 27).map(|_| rng.int(-128, 127) as i8).collect(), vec![0.01; 6], p.zero_point.clone());
+    let mut conv = Conv3d::new(options, weight, &p.bias, qparams).unwrap();
+    let x_up = random_input(&mut rng, vec![1, 4, 3, 5], p.input);
+    let x_conv = random_input(&mut rng, vec![2, 4, 3, 4, 5], p.input);
+    let (before_up, before_conv) = (up.forward(&x_up).unwrap(), conv.forward(&x_conv).unwrap());
+
+    up.weight.values[7] = up.weight.values[7].wrapping_add(90);
+    up.weight.zero_point[4] += 3;
+    conv.weight.values[11] = conv.weight.values[11].wrapping_add(90);
+    conv.weight.zero_point[1] += 3;
+    let (after_up, after_conv) = (up.forward(&x_up).unwrap(), conv.forward(&x_conv).unwrap());
+    assert_ne!(after_up, before_up, "the edit changes the transposed conv's output");
+    assert_ne!(after_conv, before_conv, "the edit changes the conv's output");
+    assert_eq!(after_up, up.forward_reference(&x_up, &device).unwrap());
+    assert_eq!(after_conv, conv.forward_reference(&x_conv, &device).unwrap());
+
+    // A new input grid: the zero-point corrections were packed for the old one.
+    let input = act(p.input.scale, (p.input.zero_point + 40) % 256, 255);
+    up.qparams.input = input;
+    conv.qparams.input = input;
+    let (x_up, x_conv) = (QTensor { qparams: input, ..x_up }, QTensor { qparams: input, ..x_conv });
+    assert_eq!(up.forward(&x_up).unwrap(), up.forward_reference(&x_up, &device).unwrap());
+    assert_eq!(conv.forward(&x_conv).unwrap(), conv.forward_reference(&x_conv, &device).unwrap());
+}
+
 /// The transposed weight layout by hand: `[C_in, O / groups, 1, 1]` with groups 2, a zero point
 /// on one output channel, `y[o] = sum over the group's c of x[c] * (w[c, j] - z[o])`.
 #[test]
