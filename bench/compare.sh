@@ -54,6 +54,7 @@ ALL_CASES=(
   f32-infer-mobilenetv2-tiny-b1
   int8-infer-mobilenetv2-tiny-b32
   f32-infer-mobilenetv2-tiny-b32
+  int8-infer-convtranspose2d-b8
 )
 # CASES="a b c" runs a subset, in the given order.
 if [[ -n ${CASES:-} ]]; then read -r -a CASES <<< "$CASES"; else CASES=("${ALL_CASES[@]}"); fi

@@ -47,6 +47,7 @@ CASES = [
     "f32-infer-mobilenetv2-tiny-b1",
     "int8-infer-mobilenetv2-tiny-b32",
     "f32-infer-mobilenetv2-tiny-b32",
+    "int8-infer-convtranspose2d-b8",
 ]
 
 BATCH = 64  # training-step batch
@@ -354,6 +355,24 @@ def bench_infer(case, model_name, int8, batch, iters, warmup):
     return measure(case, work, iters, warmup)
 
 
+def bench_int8_conv_transpose2d(case, batch, iters, warmup):
+    # One int8 module on an input already quantized: a U-Net decoder's up-convolution,
+    # torch.ao.nn.quantized.ConvTranspose2d 64 -> 32, kernel 2, stride 2, on quint8
+    # [batch, 64, 16, 16], per-tensor qint8 weights with zero point 0, fbgemm engine.
+    torch.backends.quantized.engine = "fbgemm"
+    m = torch.ao.nn.quantized.ConvTranspose2d(64, 32, 2, stride=2)
+    weight = torch.quantize_per_tensor(torch.randn(64, 32, 2, 2) * 0.1, 0.002, 0, torch.qint8)
+    m.set_weight_bias(weight, (torch.arange(32) - 16.0) * 0.01)
+    m.scale, m.zero_point = 0.05, 128
+    x = torch.quantize_per_tensor(torch.rand(batch, 64, 16, 16), 1 / 255, 0, torch.quint8)
+
+    def work():
+        with torch.no_grad():
+            m(x)
+
+    return measure(case, work, iters, warmup)
+
+
 def run_case(case, iters, warmup):
     torch.manual_seed(0)
     if case == "convbnrelu2d":
@@ -367,6 +386,8 @@ def run_case(case, iters, warmup):
             return bench_step(case, model_name, True, iters, warmup)
         if case == f"float-step-{model_name}":
             return bench_step(case, model_name, False, iters, warmup)
+    if case == "int8-infer-convtranspose2d-b8":
+        return bench_int8_conv_transpose2d(case, 8, iters, warmup)
     for model_name in ("lenet", "mobilenetv2-tiny"):
         for batch in (1, 32):
             if case == f"int8-infer-{model_name}-b{batch}":

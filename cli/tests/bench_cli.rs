@@ -1,5 +1,6 @@
 //! `burn-qat bench` end to end: a case prints one JSON line with every key issue 5 names,
-//! `--threads` reaches rayon, every case runs, and an unknown case fails naming the valid ones.
+//! `--threads` reaches rayon, every case runs (and has its PyTorch twin), and an unknown case
+//! fails naming the valid ones.
 //! In process, with [`PeakAlloc`] as this test binary's allocator, the step cases report their
 //! peak memory. Small runs only.
 
@@ -66,6 +67,25 @@ fn int8_inference_prints_one_json_line_with_the_threads_asked() {
 fn the_mobilenetv2_tiny_cases_run() {
     for case in CASES.iter().filter(|c| c.contains("mobilenetv2-tiny")) {
         bench_line(&["bench", case, "--iters", "1", "--warmup", "0", "--threads", "2"], case, 1);
+    }
+}
+
+#[test]
+fn the_int8_module_case_runs() {
+    let case = "int8-infer-convtranspose2d-b8";
+    bench_line(&["bench", case, "--iters", "2", "--warmup", "1", "--threads", "2"], case, 2);
+}
+
+/// Every case has its PyTorch twin and its place in the comparison script's list, so that
+/// `bench/compare.sh` compares all of them.
+#[test]
+fn every_case_is_in_the_pytorch_reference_and_the_compare_script() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/");
+    let read = |file: &str| std::fs::read_to_string(format!("{root}{file}")).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let (torch, compare) = (read("torch_reference.py"), read("compare.sh"));
+    for case in CASES {
+        assert!(torch.contains(&format!("\"{case}\",")), "{case} is missing from torch_reference.py's CASES");
+        assert!(compare.lines().any(|line| line.trim() == *case), "{case} is missing from compare.sh's ALL_CASES");
     }
 }
 

@@ -4,10 +4,11 @@
 //! Every case has a twin in `bench/torch_reference.py` doing the same work in PyTorch, and
 //! `bench/compare.sh` runs both sides interleaved. The case families live one to a file:
 //! [`modules`] (one fused QAT module, forward and backward), [`step`] (one training step of a
-//! whole model) and [`infer`] (int8 against f32 inference); [`memory`] counts heap bytes for the
-//! step cases' peak memory.
+//! whole model), [`infer`] (int8 against f32 inference) and [`int8_module`] (one int8 module);
+//! [`memory`] counts heap bytes for the step cases' peak memory.
 
 pub mod infer;
+pub mod int8_module;
 pub mod memory;
 pub mod modules;
 pub mod step;
@@ -38,6 +39,7 @@ pub const CASES: &[&str] = &[
     "f32-infer-mobilenetv2-tiny-b1",
     "int8-infer-mobilenetv2-tiny-b32",
     "f32-infer-mobilenetv2-tiny-b32",
+    "int8-infer-convtranspose2d-b8",
 ];
 
 /// How many runs to time, and after how many untimed ones.
@@ -174,6 +176,7 @@ pub fn run_case(case: &str, options: BenchOptions) -> Result<BenchResult> {
         "f32-infer-mobilenetv2-tiny-b1" => infer::inference(case, step::Model::MobileNetV2Tiny, false, 1, options),
         "int8-infer-mobilenetv2-tiny-b32" => infer::inference(case, step::Model::MobileNetV2Tiny, true, 32, options),
         "f32-infer-mobilenetv2-tiny-b32" => infer::inference(case, step::Model::MobileNetV2Tiny, false, 32, options),
+        "int8-infer-convtranspose2d-b8" => int8_module::conv_transpose2d(case, 8, options),
         other => Err(QatError::invalid("case", format!("unknown bench case {other:?}; expected all or one of: {}", CASES.join(", ")))),
     }
 }
