@@ -55,7 +55,7 @@ mutants=(
   "concat-zero-point-ignored|src/nn/quantized/concat.rs|(q as i32 - input.zero_point) as f32 * input.scale|(q as i32) as f32 * input.scale|--test end_to_end_encoder_decoder"
   "concat-deployment-not-requantized|src/workflow/qat_layer.rs|output.real(output.codes(t))|t|--test end_to_end_encoder_decoder"
   "spatial-axes-lifted-from-the-front|src/nn/quantized/conv.rs|out[3 - v.len()..].copy_from_slice(v);|out[..v.len()].copy_from_slice(v);|--test end_to_end_sequence --test int8_families"
-  "conv-transpose-onnx-weights-along-axis-0|src/qdq/graph.rs|axis: 1, weight|axis: 0, weight|--test end_to_end_encoder_decoder"
+  "conv-transpose-onnx-weights-along-axis-0|src/qdq/graph.rs|axis: O::WEIGHT_CHANNEL_AXIS, weight|axis: 0, weight|--test end_to_end_encoder_decoder"
   "volume-global-pool-count-off|src/workflow/kinds/pooling.rs|mean_of_sum(sum.cast(DType::F32), plane, g)|mean_of_sum(sum.cast(DType::F32), plane + 1, g)|--test end_to_end_volume"
   "hardswish-table-caps-at-five|src/nn/quantized/hardswish.rs|x * (x + 3.0).clamp(0.0, 6.0) / 6.0|x * (x + 3.0).clamp(0.0, 5.0) / 6.0|--test end_to_end_encoder_decoder"
   "bn-fold-gamma-zero-stays-approximate|src/nn/intrinsic/qat/bn_fold.rs|(BnFolding::Approximate, false) => self.approximate(op, with_relu),|(BnFolding::Approximate, _) => self.approximate(op, with_relu),|--test module_behaviour"
@@ -67,6 +67,13 @@ mutants=(
   "observer-child-not-read|src/state_dict/mod.rs|self.activation_post_process.read_state(&key, reader);|let _ = (&key, &reader);|--test workflow --test custom_model"
   "per-tensor-weights-flag-ignored|src/qconfig/builder.rs|per_tensor_weights => per_channel_weights = false,|per_tensor_weights => per_channel_weights = true,|--lib"
   "reflect-padding-as-wide-as-the-input-accepted|src/nn/spatial_options.rs|PaddingMode::Reflect && after[axis] >= size|PaddingMode::Reflect && after[axis] > size|--test int8_families --test module_behaviour --test padding"
+  "int8-edited-weights-not-repacked|src/nn/quantized/conv_parts.rs|if packed.packs(&self.weight.values|if !packed.packs(&self.weight.values|--test int8_families"
+  "transposed-row-zero-point-of-the-tap|src/kernels/int8/conv_transpose.rs|zero_point[row / taps]|zero_point[row % zero_point.len()]|--test int8_families"
+  "transposed-output-padding-dropped|src/kernels/int8/conv_transpose.rs|+ output_padding[axis] + 1 - 2 * g.padding[axis]|+ 1 - 2 * g.padding[axis]|--test int8_families"
+  "gemm-row-split-numbers-rows-across-groups|src/kernels/int8/gemm.rs|let (rb, offset) = (absolute - group * blocks, absolute * block);|let (rb, offset) = (absolute - group * blocks * 0, absolute * block);|--test int8_families --test int8_kernels"
+  "transposed-row-runs-overlap|src/kernels/int8/conv_transpose.rs|(p0, b0..(b0 + run).min(end))|(p0, b0..(b0 + run + 1).min(end))|--test int8_families"
+  "onnx-transposed-output-padding-dropped|src/qdq/graph.rs|ints(&own(&output_padding))|ints(&own(&[0; 3]))|--test end_to_end_encoder_decoder"
+  "transposed-weight-channel-ignores-groups|src/nn/quantized/conv.rs|(c / (shape[0] / window.groups)) * shape[1] + j|(c / shape[0]) * shape[1] + j|--test int8_families"
 )
 
 selected=("$@")
