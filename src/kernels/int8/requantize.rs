@@ -59,10 +59,16 @@ impl Requantizer {
                 // SAFETY: AVX-512 F, BW and VL are present, checked above.
                 return unsafe {
                     match correction.colsum {
-                        None => requantize_row_avx512::<false>(acc, dst, correction.offset, 0, acc, bias, m, zero_point, lo, hi),
-                        Some(colsum) => {
-                            requantize_row_avx512::<true>(acc, dst, correction.offset, correction.zw, colsum, bias, m, zero_point, lo, hi)
-                        }
+                        None => requantize_row_avx512::<false>(acc, dst, (correction.offset, 0), acc, (bias, m), zero_point, (lo, hi)),
+                        Some(colsum) => requantize_row_avx512::<true>(
+                            acc,
+                            dst,
+                            (correction.offset, correction.zw),
+                            colsum,
+                            (bias, m),
+                            zero_point,
+                            (lo, hi),
+                        ),
                     }
                 };
             }
@@ -80,23 +86,20 @@ impl Requantizer {
 /// tail. The same result bit for bit, from fewer operations: the saturating add and the
 /// clamp rewritten as the identities noted inline, the rounding done by the conversion to
 /// integers (to nearest even, as [`round_half_even`]). `requantize_rows_match_the_scalar_formula`
-/// checks every row length up to 50 on adversarial values. The arguments come one by one, in
-/// registers: as a tuple they went through memory and stalled the first loads. So this one
-/// function keeps its ten arguments (the only `too_many_arguments` allowed in the crate).
+/// checks every row length up to 50 on adversarial values. The scalars come as values or
+/// pairs, never as one larger tuple: rustc passes a pair as its two scalars, exactly as two
+/// arguments (the assembly of this function and its caller is the same as with ten separate
+/// arguments), while a five-scalar tuple went through memory and stalled the first loads.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-#[allow(clippy::too_many_arguments)]
 fn requantize_row_avx512<const CORRECT_ZW: bool>(
     acc: &[i32],
     dst: &mut [u8],
-    offset: i32,
-    zw: i32,
+    (offset, zw): (i32, i32),
     colsum: &[i32],
-    bias: i32,
-    m: f32,
+    (bias, m): (i32, f32),
     zero_point: i32,
-    lo: i32,
-    hi: i32,
+    (lo, hi): (i32, i32),
 ) {
     use std::arch::x86_64::*;
     debug_assert!(0 <= lo && hi <= 255);
