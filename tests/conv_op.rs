@@ -19,19 +19,9 @@ struct Case {
     bias: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn case(
-    n: usize,
-    c_in: usize,
-    c_out: usize,
-    hw: [usize; 2],
-    k: usize,
-    stride: usize,
-    pad: usize,
-    dil: usize,
-    groups: usize,
-    bias: bool,
-) -> Case {
+/// A case: `n` images of `[c_in, c_out]` channels, `hw` pixels, a `k x k` kernel with the
+/// window `[stride, pad, dilation, groups]` (the same along both axes), and a bias or not.
+fn case(n: usize, [c_in, c_out]: [usize; 2], hw: [usize; 2], k: usize, [stride, pad, dil, groups]: [usize; 4], bias: bool) -> Case {
     let options = ConvOptions::new([stride; 2], [pad; 2], [dil; 2], groups);
     Case { n, c_in, c_out, hw, kernel: [k, k], options, bias }
 }
@@ -39,44 +29,44 @@ fn case(
 fn cases() -> Vec<Case> {
     let mut all = vec![
         // dense
-        case(2, 3, 8, [9, 7], 3, 1, 1, 1, 1, true),
-        case(2, 4, 6, [11, 9], 3, 2, 1, 1, 1, false),
-        case(2, 5, 4, [8, 8], 3, 1, 0, 1, 1, true),
-        case(2, 3, 4, [10, 12], 5, 1, 2, 1, 1, false),
-        case(2, 3, 5, [9, 10], 5, 2, 2, 1, 1, true),
-        case(2, 4, 4, [12, 10], 3, 1, 2, 2, 1, true),
-        case(2, 4, 3, [13, 11], 3, 2, 1, 2, 1, false),
-        case(1, 3, 4, [5, 5], 3, 1, 2, 1, 1, true),
-        case(1, 16, 32, [8, 8], 3, 1, 1, 1, 1, false),
-        case(9, 3, 4, [6, 7], 3, 1, 1, 1, 1, true),
+        case(2, [3, 8], [9, 7], 3, [1, 1, 1, 1], true),
+        case(2, [4, 6], [11, 9], 3, [2, 1, 1, 1], false),
+        case(2, [5, 4], [8, 8], 3, [1, 0, 1, 1], true),
+        case(2, [3, 4], [10, 12], 5, [1, 2, 1, 1], false),
+        case(2, [3, 5], [9, 10], 5, [2, 2, 1, 1], true),
+        case(2, [4, 4], [12, 10], 3, [1, 2, 2, 1], true),
+        case(2, [4, 3], [13, 11], 3, [2, 1, 2, 1], false),
+        case(1, [3, 4], [5, 5], 3, [1, 2, 1, 1], true),
+        case(1, [16, 32], [8, 8], 3, [1, 1, 1, 1], false),
+        case(9, [3, 4], [6, 7], 3, [1, 1, 1, 1], true),
         // im2col in several tiles of output rows (K * ow * rows above the tile size)
-        case(2, 64, 8, [32, 32], 3, 1, 1, 1, 1, true),
-        case(2, 64, 8, [33, 31], 3, 2, 1, 1, 1, false),
-        case(1, 128, 16, [20, 19], 3, 1, 2, 2, 2, true),
-        case(1, 32, 8, [40, 40], 5, 1, 2, 1, 1, true),
+        case(2, [64, 8], [32, 32], 3, [1, 1, 1, 1], true),
+        case(2, [64, 8], [33, 31], 3, [2, 1, 1, 1], false),
+        case(1, [128, 16], [20, 19], 3, [1, 2, 2, 2], true),
+        case(1, [32, 8], [40, 40], 5, [1, 2, 1, 1], true),
         // 1x1: pointwise (no im2col), strided, padded
-        case(2, 8, 16, [7, 5], 1, 1, 0, 1, 1, true),
-        case(2, 8, 4, [7, 7], 1, 2, 0, 1, 1, false),
-        case(1, 4, 4, [5, 5], 1, 1, 1, 1, 1, true),
-        case(1, 6, 6, [5, 6], 1, 1, 0, 1, 2, false),
+        case(2, [8, 16], [7, 5], 1, [1, 0, 1, 1], true),
+        case(2, [8, 4], [7, 7], 1, [2, 0, 1, 1], false),
+        case(1, [4, 4], [5, 5], 1, [1, 1, 1, 1], true),
+        case(1, [6, 6], [5, 6], 1, [1, 0, 1, 2], false),
         // grouped
-        case(2, 4, 6, [9, 9], 3, 1, 1, 1, 2, true),
-        case(2, 8, 8, [13, 11], 3, 2, 1, 2, 4, false),
-        case(1, 8, 12, [7, 9], 5, 1, 2, 1, 4, true),
+        case(2, [4, 6], [9, 9], 3, [1, 1, 1, 2], true),
+        case(2, [8, 8], [13, 11], 3, [2, 1, 2, 4], false),
+        case(1, [8, 12], [7, 9], 5, [1, 2, 1, 4], true),
         // depthwise, channel multiplier 1 and 2
-        case(2, 6, 6, [10, 9], 3, 1, 1, 1, 6, true),
-        case(2, 4, 8, [9, 11], 3, 2, 1, 1, 4, false),
-        case(2, 3, 3, [12, 12], 5, 1, 2, 2, 3, false),
-        case(1, 5, 10, [8, 7], 3, 2, 0, 1, 5, true),
-        case(1, 4, 4, [7, 7], 5, 2, 2, 2, 4, true),
-        case(2, 4, 4, [6, 6], 1, 1, 0, 1, 4, true),
-        case(3, 8, 8, [32, 32], 3, 1, 1, 1, 8, false),
-        case(2, 3, 6, [9, 37], 3, 1, 1, 1, 3, true),
-        case(2, 2, 4, [20, 17], 5, 1, 2, 2, 2, false),
-        case(1, 2, 2, [5, 5], 1, 1, 2, 1, 2, true),
-        case(2, 3, 3, [9, 9], 3, 1, 3, 1, 3, true),
+        case(2, [6, 6], [10, 9], 3, [1, 1, 1, 6], true),
+        case(2, [4, 8], [9, 11], 3, [2, 1, 1, 4], false),
+        case(2, [3, 3], [12, 12], 5, [1, 2, 2, 3], false),
+        case(1, [5, 10], [8, 7], 3, [2, 0, 1, 5], true),
+        case(1, [4, 4], [7, 7], 5, [2, 2, 2, 4], true),
+        case(2, [4, 4], [6, 6], 1, [1, 0, 1, 4], true),
+        case(3, [8, 8], [32, 32], 3, [1, 1, 1, 8], false),
+        case(2, [3, 6], [9, 37], 3, [1, 1, 1, 3], true),
+        case(2, [2, 4], [20, 17], 5, [1, 2, 2, 2], false),
+        case(1, [2, 2], [5, 5], 1, [1, 2, 1, 2], true),
+        case(2, [3, 3], [9, 9], 3, [1, 3, 1, 3], true),
         // one input channel, groups 1: the depthwise kernels with a channel multiplier of 16
-        case(2, 1, 16, [28, 28], 3, 1, 1, 1, 1, true),
+        case(2, [1, 16], [28, 28], 3, [1, 1, 1, 1], true),
     ];
     // A rectangular kernel with asymmetric (begin, end) padding.
     let mut options = ConvOptions::new([1, 2], [0, 0], [1, 1], 1);
@@ -146,7 +136,7 @@ fn forward_and_gradients_match_burn() {
 
 #[test]
 fn an_input_without_gradient_still_gives_weight_and_bias_gradients() {
-    for c in [case(2, 3, 4, [6, 6], 3, 1, 1, 1, 1, true), case(2, 4, 4, [6, 6], 3, 1, 1, 1, 4, true)] {
+    for c in [case(2, [3, 4], [6, 6], 3, [1, 1, 1, 1], true), case(2, [4, 4], [6, 6], 3, [1, 1, 1, 4], true)] {
         let (ours, theirs) = (run(&c, conv2d, false), run(&c, stock, false));
         assert!(ours[1].is_empty());
         assert_close("grad weight", &c, &ours[2], &theirs[2]);
@@ -157,7 +147,7 @@ fn an_input_without_gradient_still_gives_weight_and_bias_gradients() {
 #[test]
 fn results_are_bit_identical_for_any_thread_count() {
     let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    for c in [case(13, 8, 16, [12, 12], 3, 1, 1, 1, 1, true), case(13, 8, 16, [12, 12], 3, 2, 1, 1, 8, true)] {
+    for c in [case(13, [8, 16], [12, 12], 3, [1, 1, 1, 1], true), case(13, [8, 16], [12, 12], 3, [2, 1, 1, 8], true)] {
         let one = pool(1).install(|| run(&c, conv2d, true));
         let three = pool(3).install(|| run(&c, conv2d, true));
         let again = pool(3).install(|| run(&c, conv2d, true));

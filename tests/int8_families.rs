@@ -351,7 +351,6 @@ int8_conv!(Conv1d, Conv3d, ConvTranspose2d);
 /// `round(w_fq / s)`), its geometry's float convolution in f64 over the centered input
 /// integers (exact), its folded bias at `s_in * s_w`, and the specified requantization with
 /// its output fake quant's qparams. Nothing here comes from the int8 module.
-#[allow(clippy::too_many_arguments)]
 fn deployment<const D: usize, O: ConvGeometry<D>>(
     options: &O,
     weight_fake_quant: &FakeQuantize,
@@ -360,8 +359,8 @@ fn deployment<const D: usize, O: ConvGeometry<D>>(
     output: &Option<FakeQuantize>,
     relu: bool,
     x: &QTensor,
-    dims: [usize; D],
 ) -> Vec<u8> {
+    let dims: [usize; D] = x.shape.clone().try_into().expect("an input of the module's rank");
     let w_fq = to_vec(&weight_fake_quant.clone().forward(weight).unwrap());
     let scales = weight_fake_quant.qparams().scale;
     let shape = options.weight_shape();
@@ -418,8 +417,8 @@ trait QatConv<const R: usize>: Module + QatModule + ToQuantized<Quantized: Int8C
 
 macro_rules! qat_conv {
     // `$rank`: the input rank; `$get`: the module holding the parts; `$parts`: bn_parts or
-    // conv_parts; `$lift`: how the input's dims become the geometry's.
-    ($ty:ty, $rank:literal, |$m:ident| $get:expr, $parts:ident, $relu:expr, |$d:ident| $lift:expr) => {
+    // conv_parts.
+    ($ty:ty, $rank:literal, |$m:ident| $get:expr, $parts:ident, $relu:expr) => {
         impl QatConv<$rank> for $ty {
             fn run(&mut self, x: Tensor<$rank>) -> Tensor<$rank> {
                 self.forward(x).unwrap()
@@ -428,24 +427,23 @@ macro_rules! qat_conv {
                 let $m = self;
                 let inner = $get;
                 let (weight, bias) = $parts(inner);
-                let $d: [usize; $rank] = x.shape.clone().try_into().unwrap();
-                deployment(&inner.options, &inner.weight_fake_quant, weight, &bias, &inner.activation_post_process, $relu, x, $lift)
+                deployment(&inner.options, &inner.weight_fake_quant, weight, &bias, &inner.activation_post_process, $relu, x)
             }
         }
     };
 }
 
-qat_conv!(iqat::ConvBn1d, 3, |m| m, bn_parts, false, |d| d);
-qat_conv!(iqat::ConvBnReLU1d, 3, |m| &m.inner, bn_parts, true, |d| d);
-qat_conv!(iqat::ConvReLU1d, 3, |m| &m.conv, conv_parts, true, |d| d);
-qat_conv!(qat::Conv1d, 3, |m| m, conv_parts, false, |d| d);
-qat_conv!(iqat::ConvBn3d, 5, |m| m, bn_parts, false, |d| d);
-qat_conv!(iqat::ConvBnReLU3d, 5, |m| &m.inner, bn_parts, true, |d| d);
-qat_conv!(ConvReLU3d, 5, |m| &m.conv, conv_parts, true, |d| d);
-qat_conv!(qat::Conv3d, 5, |m| m, conv_parts, false, |d| d);
-qat_conv!(iqat::ConvTransposeBn2d, 4, |m| m, bn_parts, false, |d| d);
-qat_conv!(iqat::ConvTransposeBnReLU2d, 4, |m| &m.inner, bn_parts, true, |d| d);
-qat_conv!(ConvNd<4, ConvTranspose2dOptions>, 4, |m| m, conv_parts, false, |d| d);
+qat_conv!(iqat::ConvBn1d, 3, |m| m, bn_parts, false);
+qat_conv!(iqat::ConvBnReLU1d, 3, |m| &m.inner, bn_parts, true);
+qat_conv!(iqat::ConvReLU1d, 3, |m| &m.conv, conv_parts, true);
+qat_conv!(qat::Conv1d, 3, |m| m, conv_parts, false);
+qat_conv!(iqat::ConvBn3d, 5, |m| m, bn_parts, false);
+qat_conv!(iqat::ConvBnReLU3d, 5, |m| &m.inner, bn_parts, true);
+qat_conv!(ConvReLU3d, 5, |m| &m.conv, conv_parts, true);
+qat_conv!(qat::Conv3d, 5, |m| m, conv_parts, false);
+qat_conv!(iqat::ConvTransposeBn2d, 4, |m| m, bn_parts, false);
+qat_conv!(iqat::ConvTransposeBnReLU2d, 4, |m| &m.inner, bn_parts, true);
+qat_conv!(ConvNd<4, ConvTranspose2dOptions>, 4, |m| m, conv_parts, false);
 
 /// Float inputs for one shape: ordinary values, values 8x the trained range (saturating the
 /// input and the output ranges), and values exactly between two input grid points (ties).
