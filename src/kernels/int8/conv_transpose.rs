@@ -67,7 +67,8 @@ pub(crate) fn conv_transpose_forward(
     let out: [usize; 3] = std::array::from_fn(|axis| out_size([d, h, w][axis], geometry, output_padding, axis));
     let p_out = out.iter().product::<usize>();
     let mut values = vec![0u8; n * o * p_out];
-    let image = Image { c, dims: [d, h, w], out, geometry, packed, path, requantizer };
+    let taps = Tap::all(geometry, [d, h, w], out);
+    let image = Image { c, dims: [d, h, w], out, taps, geometry, packed, path, requantizer };
     if n == 1 {
         for group in 0..groups {
             image.group(x, group, &mut values[group * (o / groups) * p_out..][..(o / groups) * p_out], true);
@@ -85,11 +86,35 @@ pub(crate) fn conv_transpose_forward(
     (values, [n, o, out[0], out[1], out[2]])
 }
 
+/// Where one kernel tap's products land: along each axis, the input indices whose product
+/// stays inside the output, and the output index of the first of them.
+struct Tap {
+    reach: [Range<usize>; 3],
+    first: [usize; 3],
+}
+
+impl Tap {
+    /// Every tap of the kernel, in weight order `(kz, ky, kx)`.
+    fn all(geometry: &Geometry3, dims: [usize; 3], out: [usize; 3]) -> Vec<Tap> {
+        let Geometry3 { kernel: [kd, kh, kw], stride, dilation, padding, .. } = *geometry;
+        (0..kd * kh * kw)
+            .map(|t| {
+                let tap = [t / (kh * kw), (t / kw) % kh, t % kw];
+                let offset: [usize; 3] = std::array::from_fn(|a| tap[a] * dilation[a]);
+                let reach: [Range<usize>; 3] = std::array::from_fn(|a| taps(dims[a], out[a], offset[a], padding[a], stride[a]));
+                let first = std::array::from_fn(|a| (reach[a].start * stride[a] + offset[a]).saturating_sub(padding[a]));
+                Tap { reach, first }
+            })
+            .collect()
+    }
+}
+
 /// What one image's transposed conv reads.
 struct Image<'a> {
     c: usize,
     dims: [usize; 3],
     out: [usize; 3],
+    taps: Vec<Tap>,
     geometry: &'a Geometry3,
     packed: &'a PackedWeights,
     path: GemmPath,
@@ -182,27 +207,18 @@ impl Image<'_> {
     /// col2im for one output plane: adds each tap's row of products (over the input positions)
     /// into the output positions the tap reaches.
     fn scatter(&self, plane: &mut [i32], col: &[i32]) {
-        let Geometry3 { kernel: [_, kh, kw], stride, dilation, padding, .. } = *self.geometry;
-        let ([d, h, w], out) = (self.dims, self.out);
-        let [_, out_h, out_w] = out;
-        for (t, products) in col.chunks(d * h * w).enumerate() {
-            let tap = [t / (kh * kw), (t / kw) % kh, t % kw];
-            let offset: [usize; 3] = std::array::from_fn(|a| tap[a] * dilation[a]);
-            let reach: [Range<usize>; 3] = std::array::from_fn(|a| taps(self.dims[a], out[a], offset[a], padding[a], stride[a]));
-            // The output index of input index `i` along axis `a`.
-            let at = |a: usize, i: usize| i * stride[a] + offset[a] - padding[a];
-            let columns = reach[2].clone();
-            if columns.is_empty() {
+        let ([d, h, w], [_, out_h, out_w], stride) = (self.dims, self.out, self.geometry.stride);
+        for (tap, products) in self.taps.iter().zip(col.chunks(d * h * w)) {
+            if tap.reach.iter().any(Range::is_empty) {
                 continue;
             }
-            let first = at(2, columns.start);
-            for iz in reach[0].clone() {
-                for iy in reach[1].clone() {
-                    // The row's reached outputs, every stride-th from `first` (contiguous, so
+            for (oz, iz) in (tap.first[0]..).step_by(stride[0]).zip(tap.reach[0].clone()) {
+                for (oy, iy) in (tap.first[1]..).step_by(stride[1]).zip(tap.reach[1].clone()) {
+                    // The row's reached outputs, every stride-th from the first (contiguous, so
                     // vectorized, at stride 1).
-                    let row_start = (at(0, iz) * out_h + at(1, iy)) * out_w;
-                    let row = &mut plane[row_start + first..row_start + out_w];
-                    let src = &products[(iz * h + iy) * w..][columns.clone()];
+                    let row_start = (oz * out_h + oy) * out_w;
+                    let row = &mut plane[row_start + tap.first[2]..row_start + out_w];
+                    let src = &products[(iz * h + iy) * w..][tap.reach[2].clone()];
                     row.iter_mut().step_by(stride[2]).zip(src).for_each(|(o, &v)| *o = o.wrapping_add(v));
                 }
             }
