@@ -132,6 +132,11 @@ fn a_concatenation_at_the_output_requantizes_both_parts_as_the_int8_model_does()
     int8_equals_the_qat_eval_at_the_output("skip", Layer::concat(vec![("conv", conv)]));
 }
 
+#[test]
+fn a_hardswish_at_the_output_lands_on_its_grid_as_in_the_int8_model() {
+    int8_equals_the_qat_eval_at_the_output("hardswish", Layer::Hardswish(Default::default()));
+}
+
 /// The transposed conv's whole geometry at once, different along H and W (padding taken off
 /// the output, output padding, dilation, stride, groups, a rectangular kernel), through the
 /// int8 kernel and the ONNX `ConvTranspose` attributes, with per-channel weights.
