@@ -270,6 +270,30 @@ fn conv_transpose2d_kernel_equals_the_reference_where_the_work_splits() {
     }
 }
 
+/// A depthwise transposed conv (groups = input channels, one or two outputs each): every group
+/// is a GEMM with one input channel, the quad of K padded with zeros.
+#[test]
+fn depthwise_conv_transpose2d_equals_the_reference() {
+    let device = Device::flex();
+    let mut rng = Rng(808);
+    for multiplier in [1, 2] {
+        let o = 6 * multiplier;
+        let options = ConvTranspose2dOptions::new(6, o, 3).with_stride(2).with_padding(1).with_groups(6);
+        let p = parts(&mut rng, options.weight_shape().iter().product(), o, SCALES[1], 1);
+        let conv = ConvTranspose2d::new(
+            options,
+            Int8Weight::new(p.weight, vec![0.01; o], p.zero_point),
+            &p.bias,
+            LayerQParams::new(p.input, p.output, true),
+        )
+        .unwrap();
+        for batch in [1, 3] {
+            let x = random_input(&mut rng, vec![batch, 6, 7, 5], p.input);
+            assert_eq!(conv.forward(&x).unwrap(), conv.forward_reference(&x, &device).unwrap(), "multiplier {multiplier} batch {batch}");
+        }
+    }
+}
+
 /// The int8 modules' fields are public: a weight, weight zero point or input zero point edited
 /// after construction must not leave the kernel on the packing made before (a transposed conv
 /// packs its weights reordered, so it checks them against what it was built from).
