@@ -330,6 +330,14 @@ fn edited_fields_are_repacked_before_the_next_forward() {
     let (x_up, x_conv) = (QTensor { qparams: input, ..x_up }, QTensor { qparams: input, ..x_conv });
     assert_eq!(up.forward(&x_up).unwrap(), up.forward_reference(&x_up, &device).unwrap());
     assert_eq!(conv.forward(&x_conv).unwrap(), conv.forward_reference(&x_conv, &device).unwrap());
+
+    // A transposed conv's options edited, its weights not: three times the input channels and
+    // a third of the taps keep its 108 weights, but regroup them into other GEMM rows.
+    let options = ConvTranspose2dOptions::new(4, 6, 3).with_stride(2).with_groups(2);
+    let mut up = ConvTranspose2d::new(options, Int8Weight::new(p.weight, vec![0.01; 6], p.zero_point), &p.bias, qparams).unwrap();
+    (up.options.in_channels, up.options.kernel_size) = (12, [3, 1]);
+    let x_up = random_input(&mut rng, vec![1, 12, 3, 5], p.input);
+    assert_eq!(up.forward(&x_up).unwrap(), up.forward_reference(&x_up, &device).unwrap());
 }
 
 /// The transposed weight layout by hand: `[C_in, O / groups, 1, 1]` with groups 2, a zero point

@@ -159,9 +159,10 @@ impl PackedWeights {
         self
     }
 
-    /// Whether this packing is of exactly these weights, zero points and input zero point.
-    pub(crate) fn packs(&self, weight: &[i8], zw: &[i32], groups: usize, zx: i32) -> bool {
-        self.groups == groups && self.zx == zx && self.source == weight && self.source_zw == zw
+    /// Whether this packing is of exactly these weights and zero points, as rows of `k` in
+    /// `groups`, for the input zero point `zx`.
+    pub(crate) fn packs(&self, weight: &[i8], zw: &[i32], [groups, k]: [usize; 2], zx: i32) -> bool {
+        self.groups == groups && self.k == k && self.zx == zx && self.source == weight && self.source_zw == zw
     }
 
     /// The weights and zero points it packs, as the module holds them (the rows themselves

@@ -64,21 +64,30 @@ impl<'a> GemmRows<'a> {
         Self { weight, groups, transposed: None }
     }
 
+    /// The length `K` of a row.
+    fn k(&self) -> usize {
+        match self.transposed {
+            None => self.weight.values.len() / self.weight.zero_point.len(),
+            Some([c, ..]) => c / self.groups,
+        }
+    }
+
     /// The rows packed for the GEMM, for inputs with `input`'s zero point: done once, when a
     /// module is built.
     pub(crate) fn pack(&self, input: &ActivationQParams) -> PackedWeights {
         let Int8Weight { values, zero_point, .. } = self.weight;
         let Some(shape) = self.transposed else {
-            return PackedWeights::new(values, zero_point, self.groups, values.len() / zero_point.len(), input.zero_point);
+            return PackedWeights::new(values, zero_point, self.groups, self.k(), input.zero_point);
         };
         let (rows, row_zero_points) = transposed_gemm_rows(values, zero_point, shape, self.groups);
-        PackedWeights::new(&rows, &row_zero_points, self.groups, shape[0] / self.groups, input.zero_point).packed_from(values, zero_point)
+        PackedWeights::new(&rows, &row_zero_points, self.groups, self.k(), input.zero_point).packed_from(values, zero_point)
     }
 
-    /// `packed` if it still packs these weights (a module's fields are public, so editable),
-    /// else a fresh packing.
+    /// `packed` if it still packs these weights as these rows (a module's fields are public, so
+    /// editable: a transposed conv's options with three times the input channels and a third
+    /// of the taps keep the weights, but not the rows), else a fresh packing.
     pub(crate) fn current<'p>(&self, packed: &'p PackedWeights, input: &ActivationQParams) -> Cow<'p, PackedWeights> {
-        if packed.packs(&self.weight.values, &self.weight.zero_point, self.groups, input.zero_point) {
+        if packed.packs(&self.weight.values, &self.weight.zero_point, [self.groups, self.k()], input.zero_point) {
             Cow::Borrowed(packed)
         } else {
             Cow::Owned(self.pack(input))
