@@ -74,6 +74,7 @@ mutants=(
   "transposed-row-runs-leave-gaps|src/kernels/int8/conv_transpose.rs|group_blocks.clone().step_by(run)|group_blocks.clone().step_by(run + 1)|--test int8_families"
   "onnx-transposed-output-padding-dropped|src/qdq/graph.rs|ints(&own(&output_padding))|ints(&own(&[0; 3]))|--test end_to_end_encoder_decoder"
   "transposed-weight-channel-ignores-groups|src/nn/quantized/conv.rs|(c / (shape[0] / window.groups)) * shape[1] + j|(c / shape[0]) * shape[1] + j|--test int8_families"
+  "int8-packing-ignores-row-length|src/kernels/int8/gemm.rs|self.groups == groups && self.k == k && self.zx == zx|self.groups == groups && self.zx == zx|--test int8_families"
 )
 
 selected=("$@")
