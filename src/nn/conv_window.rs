@@ -1,6 +1,7 @@
 //! What the code that treats every forward conv geometry alike reads: its window over the
 //! spatial axes, one entry per axis (a 1-d conv's single numbers as one-entry slices). The int8
-//! engine lifts it to its three-axis view; the ONNX export writes it as Conv's attributes.
+//! engine lifts it to its three-axis view (`nn::quantized::Int8Window::forward`), from which the
+//! int8 kernels and the ONNX export read it.
 
 use super::PaddingMode;
 

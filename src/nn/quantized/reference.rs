@@ -43,8 +43,8 @@ fn requantize_all(acc: &[f64], plane: usize, bias: &[i32], weight: &Int8Weight, 
         .collect()
 }
 
-/// A geometry's float convolution (transposed ones included) on the centered integers in f64: exact accumulators
-/// `[N, O, spatial...]` and their shape.
+/// A geometry's float convolution (transposed ones included) on the centered integers in f64:
+/// exact accumulators `[N, O, spatial...]` and their shape.
 fn conv_accumulate_f64<const D: usize, O: ConvGeometry<D>>(
     options: &O,
     x: &QTensor,
